@@ -1,0 +1,3 @@
+"""ltx: a from-scratch, parity-tested PyTorch reimplementation of LTX-Video."""
+
+__version__ = "0.1.0"
