@@ -139,7 +139,8 @@ def write_safetensors(
     offset = 0
     for e in entries:
         nbytes = e.dtype.itemsize * int(torch.Size(e.shape).numel())
-        header[e.name] = {"dtype": DTYPE_NAMES[e.dtype], "shape": list(e.shape), "data_offsets": [offset, offset + nbytes]}
+        header[e.name] = {"dtype": DTYPE_NAMES[e.dtype], "shape": list(e.shape),
+                          "data_offsets": [offset, offset + nbytes]}
         offset += nbytes
     if metadata:
         header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}

@@ -126,7 +126,9 @@ class _Files:
         return self.where[key].get(key)
 
 
-def _component_weights(name: str, cfg: Any, files: _Files, keys: list[str], rules: tuple[Rule, ...]) -> ComponentWeights:
+def _component_weights(
+    name: str, cfg: Any, files: _Files, keys: list[str], rules: tuple[Rule, ...]
+) -> ComponentWeights:
     try:
         mapping = rename(keys, rules)  # ours -> source key
     except KeyMapError as e:

@@ -131,3 +131,21 @@ def allowed_step_counts(allowed: Sequence[float], max_steps: int = 64) -> list[i
         n for n in range(1, max_steps + 1)
         if all(round(s, _ALLOWED_DECIMALS) in allowed_r for s in linear_quadratic(n)[:-1].tolist())
     ]
+
+
+SAMPLERS = ("Uniform", "LinearQuadratic")
+
+
+def schedule(steps: int, tokens: int, *, sampler: str = "LinearQuadratic", shifting: str | None = None,
+             terminal: float | None = None) -> Tensor:
+    """The schedule a checkpoint's scheduler config asks for (official `RectifiedFlowScheduler` fields:
+    `sampler`, `shifting`, `target_shift_terminal`); `tokens` = latent F·H·W, used only by SD3 shifting."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; supported: {SAMPLERS}")
+    if shifting not in (None, "SD3"):
+        raise ValueError(f"unsupported shifting {shifting!r}; supported: None, 'SD3'")
+    if shifting == "SD3":
+        if sampler != "Uniform":
+            raise ValueError("SD3 shifting is only used with the Uniform sampler (0.9.0 / 0.9.1 checkpoints)")
+        return ltx_shifted(steps, tokens, terminal=terminal)
+    return uniform(steps) if sampler == "Uniform" else linear_quadratic(steps)

@@ -182,7 +182,8 @@ def test_released_config_keys_and_shapes(name):
     with torch.device("meta"):
         ours = {k: tuple(v.shape) for k, v in DiT(cfg).state_dict().items()}
         official_cfg = dit_config_to_official(cfg)
-        official = {DIT_PREFIX + k: tuple(v.shape) for k, v in Transformer3DModel.from_config(official_cfg).state_dict().items()}
+        official_sd = Transformer3DModel.from_config(official_cfg).state_dict()
+        official = {DIT_PREFIX + k: tuple(v.shape) for k, v in official_sd.items()}
         c = {k: v for k, v in dit_config_to_diffusers(cfg).items() if not k.startswith("_")}
         diffusers = {k: tuple(v.shape) for k, v in LTXVideoTransformer3DModel(**c).state_dict().items()}
     assert dit_config_from_official(json.loads(json.dumps(official_cfg))) == cfg

@@ -1,0 +1,34 @@
+# Two entry points (see README): `make test` and `make generate`. Both create .venv on first use.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+PROMPT  ?= a red circle moves to the left
+PYTEST_ARGS ?=
+
+.PHONY: venv test lint generate bench clean-venv
+
+# torch 2.13.0 (CPU) is served from this machine's local package store; the reference implementation
+# ltx-video==0.1.2 is installed without its dependencies (they pin old transformers/huggingface-hub and
+# pull a CUDA torch; its model, scheduler and pipeline modules need only what [test] installs).
+$(BIN)/.stamp: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[train,text,test]'
+	$(BIN)/pip install -q --no-deps ltx-video==0.1.2
+	touch $@
+
+venv: $(BIN)/.stamp
+
+test: venv
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check .
+
+bench: venv
+	$(BIN)/python tools/bench_dit.py
+
+clean-venv:
+	rm -rf $(VENV)

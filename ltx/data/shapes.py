@@ -1,0 +1,365 @@
+"""ShapesWorld: a procedural, seeded video dataset of simple moving shapes with captions.
+
+The synthetic world behind the bundled demo model: small enough to train and sample on a laptop CPU, and
+simple enough that prompt following can be scored from the pixels alone (`ltx.data.shapes_eval`).
+
+A scene holds 1 or 2 shapes (circle, square, triangle). Each has a colour from PALETTE and a motion: a
+straight line at constant speed over the clip (left, right, up, down) or none (static). The background is
+black or one of the dark TINTS.
+
+Conventions
+- video: (3, F, H, W) float32 RGB in [-1, 1]. F = 8N + 1 and H, W are multiples of 32, the sizes the VAE
+  accepts (8x temporal compression after a causal first frame, 32x spatial).
+- Geometry is resolution-free: `size` is a shape's half-extent as a fraction of min(H, W); centres are
+  (x, y) fractions of (W, H) with x to the right and y *down* (image rows), so "up" means decreasing y.
+  The same SceneParams render the same scene at any resolution or frame count.
+- Shapes: circle of radius `size`; square of half-side 0.85 `size` (area 2.9 size^2, close to the
+  circle's 3.1); upright triangle with apex (0, -size) and base corners (+-size, size) (area 2 size^2).
+  Every shape fits in the box centre +- size, and stays fully inside the frame for the whole clip.
+  Edges are anti-aliased with a one-pixel ramp on the signed distance.
+- The dominant shape is the first one. It is always the larger (size in [0.16, 0.20], area >= 0.051
+  min(H, W)^2; the second has size in [0.09, 0.12], area <= 0.042), it is drawn on top (never occluded),
+  and the two shapes always have different colours. The evaluator scores the dominant shape only.
+- Moving shapes travel 25-40% of the frame's width (left/right) or height (up/down) over the clip.
+- Captions follow one grammar (see `caption`), e.g. "a red circle moves to the left and a blue square stays
+  still on a navy background"; the background phrase is left out for black. parse_caption(caption(s)) == s.
+- Held-out combinations: HELDOUT lists 9 of the 90 (colour, shape, motion) triples (10%), placed so that
+  every colour, shape and motion still occurs in training. split="train" never shows a held-out triple
+  (in either shape), split="heldout" always has one as the dominant shape, and split="all" draws the
+  dominant triple uniformly from all 90.
+- Determinism: sample `index` of ShapesWorld(seed=s) is a function of (s, split, index) only (numpy
+  SeedSequence([s, index]) for the parameters, no randomness in rendering), whatever the access order,
+  worker count or machine.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+# RGB in [0, 1]. Pairwise distances >= 0.6 (closest: blue-purple 0.62, red-purple 0.68), so the nearest
+# palette colour survives blur, codec chroma loss and noise.
+PALETTE: dict[str, tuple[float, float, float]] = {
+    "red": (0.90, 0.15, 0.15),
+    "green": (0.15, 0.80, 0.20),
+    "blue": (0.15, 0.35, 1.00),
+    "yellow": (0.95, 0.85, 0.15),
+    "white": (0.95, 0.95, 0.95),
+    "purple": (0.70, 0.15, 0.80),
+}
+# Dark backgrounds, each >= 0.6 from every palette colour.
+TINTS: dict[str, tuple[float, float, float]] = {
+    "gray": (0.25, 0.25, 0.25),
+    "navy": (0.08, 0.10, 0.30),
+    "brown": (0.30, 0.18, 0.08),
+    "teal": (0.05, 0.25, 0.25),
+}
+BACKGROUNDS: dict[str, tuple[float, float, float]] = {"black": (0.0, 0.0, 0.0), **TINTS}
+KINDS = ("circle", "square", "triangle")
+MOTION_PHRASES: dict[str, str] = {
+    "left": "moves to the left",
+    "right": "moves to the right",
+    "up": "moves up",
+    "down": "moves down",
+    "static": "stays still",
+}
+MOTIONS = tuple(MOTION_PHRASES)
+# Unit vector of each motion in (x, y), y down.
+MOTION_DIRECTIONS: dict[str, tuple[int, int]] = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1),
+                                                 "static": (0, 0)}
+
+# (colour, shape, motion) triples never shown in training. A diagonal through the 6 x 3 x 5 grid: each shape
+# three times, each colour and motion at most twice, so all values stay seen and only the combination is new.
+HELDOUT: tuple[tuple[str, str, str], ...] = (
+    ("red", "circle", "left"),
+    ("green", "square", "right"),
+    ("blue", "triangle", "up"),
+    ("yellow", "circle", "down"),
+    ("white", "square", "static"),
+    ("purple", "triangle", "left"),
+    ("red", "square", "up"),
+    ("green", "triangle", "down"),
+    ("blue", "circle", "static"),
+)
+SPLITS = ("train", "heldout", "all")
+
+DOMINANT_SIZE = (0.16, 0.20)  # half-extent range, fraction of min(H, W)
+SECOND_SIZE = (0.09, 0.12)
+TRAVEL = (0.25, 0.40)  # distance moved over the clip, fraction of the frame along the motion axis
+MARGIN = 0.02  # gap kept between a shape's box and the frame edge, fraction of the frame
+
+
+@dataclass(frozen=True)
+class ShapeSpec:
+    """What a caption says about one shape."""
+
+    color: str
+    kind: str
+    motion: str
+
+    def __post_init__(self):
+        for field, value, allowed in (("color", self.color, PALETTE), ("kind", self.kind, KINDS),
+                                      ("motion", self.motion, MOTIONS)):
+            if value not in allowed:
+                raise ValueError(f"unknown shape {field} {value!r}; expected one of {list(allowed)}")
+
+    @property
+    def heldout(self) -> bool:
+        return (self.color, self.kind, self.motion) in HELDOUT
+
+
+@dataclass(frozen=True)
+class SceneSpec:
+    """What a caption says about a scene: 1-2 shapes (dominant first) and the background."""
+
+    shapes: tuple[ShapeSpec, ...]
+    background: str = "black"
+
+    def __post_init__(self):
+        if not 1 <= len(self.shapes) <= 2:
+            raise ValueError(f"a scene has 1 or 2 shapes, got {len(self.shapes)}")
+        if len({s.color for s in self.shapes}) != len(self.shapes):
+            raise ValueError(f"the shapes of a scene must have different colours: {self.shapes}")
+        if self.background not in BACKGROUNDS:
+            raise ValueError(f"unknown background {self.background!r}; expected one of {list(BACKGROUNDS)}")
+
+
+@dataclass(frozen=True)
+class ShapeParams:
+    """One shape with its geometry (fractions, see the file docstring)."""
+
+    color: str
+    kind: str
+    motion: str
+    size: float  # half-extent, fraction of min(H, W)
+    start: tuple[float, float]  # centre (x, y) at the first frame, fractions of (W, H)
+    end: tuple[float, float]  # centre (x, y) at the last frame
+
+    @property
+    def spec(self) -> ShapeSpec:
+        return ShapeSpec(self.color, self.kind, self.motion)
+
+
+@dataclass(frozen=True)
+class SceneParams:
+    """The parameter record of a sample: shapes (dominant = first = largest) and background."""
+
+    shapes: tuple[ShapeParams, ...]
+    background: str
+
+    @property
+    def spec(self) -> SceneSpec:
+        return SceneSpec(tuple(s.spec for s in self.shapes), self.background)
+
+
+@dataclass(frozen=True)
+class ShapesSample:
+    video: Tensor  # (3, F, H, W) float32 in [-1, 1]
+    caption: str
+    params: SceneParams
+
+
+# ---------------------------------------------------------------------------------------------- captions
+
+def caption(spec: SceneSpec | SceneParams) -> str:
+    """The caption of a scene: shape phrases joined by " and ", then " on a <tint> background" unless black."""
+    if isinstance(spec, SceneParams):
+        spec = spec.spec
+    text = " and ".join(f"a {s.color} {s.kind} {MOTION_PHRASES[s.motion]}" for s in spec.shapes)
+    return text if spec.background == "black" else f"{text} on a {spec.background} background"
+
+
+VOCABULARY: frozenset[str] = frozenset(
+    {*PALETTE, *KINDS, *BACKGROUNDS, "a", "and", "on", "background"}
+    | {word for phrase in MOTION_PHRASES.values() for word in phrase.split()}
+)
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z]+", text.lower())
+
+
+def unknown_words(prompt: str) -> list[str]:
+    """Words of `prompt` that no ShapesWorld caption uses (in order, without repeats)."""
+    return list(dict.fromkeys(w for w in _words(prompt) if w not in VOCABULARY))
+
+
+def _alternation(names) -> str:
+    return "|".join(re.escape(n) for n in names)
+
+
+_SHAPE_RE = (rf"a (?P<color{{n}}>{_alternation(PALETTE)}) (?P<kind{{n}}>{_alternation(KINDS)}) "
+             rf"(?P<motion{{n}}>{_alternation(MOTION_PHRASES.values())})")
+_CAPTION_RE = re.compile(
+    _SHAPE_RE.format(n=0) + f"(?: and {_SHAPE_RE.format(n=1)})?"
+    + rf"(?: on a (?P<background>{_alternation(BACKGROUNDS)}) background)?"
+)
+_MOTION_OF_PHRASE = {phrase: motion for motion, phrase in MOTION_PHRASES.items()}
+
+
+def parse_caption(text: str) -> SceneSpec:
+    """Parse a caption in the grammar of `caption` (case, punctuation and spacing are ignored).
+
+    Raises ValueError naming the out-of-vocabulary words, or the grammar, when `text` is not a caption.
+    """
+    normalized = " ".join(_words(text))
+    m = _CAPTION_RE.fullmatch(normalized)
+    if m is None:
+        unknown = unknown_words(text)
+        why = f"words outside the ShapesWorld vocabulary: {unknown}" if unknown else (
+            "it does not follow 'a <colour> <shape> <motion> [and a <colour> <shape> <motion>] "
+            "[on a <tint> background]'")
+        raise ValueError(f"cannot parse caption {text!r}: {why}")
+    shapes = tuple(
+        ShapeSpec(m[f"color{n}"], m[f"kind{n}"], _MOTION_OF_PHRASE[m[f"motion{n}"]])
+        for n in range(2) if m[f"color{n}"] is not None
+    )
+    return SceneSpec(shapes, m["background"] or "black")
+
+
+# ---------------------------------------------------------------------------------------------- sizes
+
+def check_video_size(frames: int, height: int, width: int) -> None:
+    """Raise ValueError unless frames = 8N + 1 (N >= 0) and height, width are positive multiples of 32."""
+    for name, value in (("height", height), ("width", width)):
+        if value < 32 or value % 32:
+            lower, upper = max(32, value // 32 * 32), max(32, value // 32 * 32 + 32)
+            nearest = f"{lower}" if value < 32 else f"{lower} or {upper}"
+            raise ValueError(f"{name}={value} must be a positive multiple of 32; nearest valid: {nearest}")
+    if frames < 1 or (frames - 1) % 8:
+        lower, upper = max(1, (frames - 1) // 8 * 8 + 1), max(1, (frames - 1) // 8 * 8 + 9)
+        nearest = f"{lower}" if frames < 1 else f"{lower} or {upper}"
+        raise ValueError(f"frames={frames} must be 8*N + 1; nearest valid: {nearest}")
+
+
+# ---------------------------------------------------------------------------------------------- sampling
+
+def _combos(split: str) -> list[tuple[str, str, str]]:
+    every = [(c, k, m) for c in PALETTE for k in KINDS for m in MOTIONS]
+    match split:
+        case "train":
+            return [t for t in every if t not in HELDOUT]
+        case "heldout":
+            return list(HELDOUT)
+        case "all":
+            return every
+    raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+
+
+def _place(rng: np.random.Generator, triple: tuple[str, str, str], size: float, aspect: float) -> ShapeParams:
+    """Draw a start and end centre that keep the shape's box inside the frame; aspect = W / H."""
+    half = (size * min(1.0, 1.0 / aspect), size * min(1.0, aspect))  # half-extent as fractions of (W, H)
+    lo = [h + MARGIN for h in half]
+    hi = [1.0 - h - MARGIN for h in half]
+    direction = MOTION_DIRECTIONS[triple[2]]
+    travel = rng.uniform(*TRAVEL)
+    start, end = [], []
+    for axis in range(2):
+        if direction[axis] == 0:
+            c = rng.uniform(lo[axis], hi[axis])
+            start.append(c)
+            end.append(c)
+        else:
+            first = rng.uniform(lo[axis], hi[axis] - travel)  # the lower end of the path
+            a, b = first, first + travel
+            start.append(a if direction[axis] > 0 else b)
+            end.append(b if direction[axis] > 0 else a)
+    return ShapeParams(*triple, size=float(size), start=(float(start[0]), float(start[1])),
+                       end=(float(end[0]), float(end[1])))
+
+
+def sample_params(rng: np.random.Generator, split: str, aspect: float = 1.0, p_two_shapes: float = 0.5,
+                  p_tinted: float = 0.5) -> SceneParams:
+    """Draw one scene: the dominant triple uniformly from the split's combinations, then the rest."""
+    dominant = _combos(split)
+    triple = dominant[rng.integers(len(dominant))]
+    shapes = [_place(rng, triple, rng.uniform(*DOMINANT_SIZE), aspect)]
+    if rng.random() < p_two_shapes:
+        # train: the second shape avoids held-out triples too; otherwise any triple of another colour
+        second = [t for t in _combos("train" if split == "train" else "all") if t[0] != triple[0]]
+        shapes.append(_place(rng, second[rng.integers(len(second))], rng.uniform(*SECOND_SIZE), aspect))
+    background = "black" if rng.random() >= p_tinted else list(TINTS)[rng.integers(len(TINTS))]
+    return SceneParams(tuple(shapes), background)
+
+
+# ---------------------------------------------------------------------------------------------- rendering
+
+def _signed_distance(kind: str, dx: Tensor, dy: Tensor, size: float) -> Tensor:
+    """Distance in pixels to the shape's edge, negative inside; dx, dy: offsets from the centre in pixels."""
+    match kind:
+        case "circle":
+            return torch.sqrt(dx * dx + dy * dy) - size
+        case "square":
+            return torch.maximum(dx.abs(), dy.abs()) - 0.85 * size
+        case "triangle":
+            # apex (0, -size), base (+-size, size): the base line and the two slanted edges (normals (+-2, -1)/sqrt5)
+            base = dy - size
+            left = (-2 * dx - dy - size) / math.sqrt(5)
+            right = (2 * dx - dy - size) / math.sqrt(5)
+            return torch.maximum(base, torch.maximum(left, right))
+    raise ValueError(f"unknown shape kind {kind!r}")
+
+
+def render(params: SceneParams, frames: int = 17, height: int = 64, width: int = 64) -> Tensor:
+    """Render a scene to a (3, F, H, W) float32 video in [-1, 1]; pixel (i, j) is sampled at its centre."""
+    check_video_size(frames, height, width)
+    scale = min(height, width)
+    video = torch.tensor(BACKGROUNDS[params.background]).view(3, 1, 1, 1).expand(3, frames, height, width)
+    t = torch.linspace(0.0, 1.0, frames)  # (F,) clip time; 0 at the first frame, 1 at the last
+    ys = torch.arange(height, dtype=torch.float32) + 0.5  # (H,)
+    xs = torch.arange(width, dtype=torch.float32) + 0.5  # (W,)
+    for shape in reversed(params.shapes):  # the dominant (first) shape ends up on top
+        cx = (shape.start[0] + t * (shape.end[0] - shape.start[0])) * width  # (F,) pixels
+        cy = (shape.start[1] + t * (shape.end[1] - shape.start[1])) * height
+        dx = xs.view(1, 1, width) - cx.view(frames, 1, 1)  # (F, 1, W)
+        dy = ys.view(1, height, 1) - cy.view(frames, 1, 1)  # (F, H, 1)
+        sdf = _signed_distance(shape.kind, dx, dy, shape.size * scale)  # (F, H, W)
+        alpha = (0.5 - sdf).clamp(0.0, 1.0)  # pixel coverage, one-pixel ramp across the edge
+        color = torch.tensor(PALETTE[shape.color]).view(3, 1, 1, 1)
+        video = video + alpha.unsqueeze(0) * (color - video)  # (3, F, H, W)
+    return video * 2.0 - 1.0
+
+
+# ---------------------------------------------------------------------------------------------- dataset
+
+class ShapesWorld(Dataset):
+    """A map-style dataset of `num_samples` seeded ShapesWorld clips of one split (see the file docstring)."""
+
+    def __init__(self, *, split: str = "train", num_samples: int = 10_000, frames: int = 17, height: int = 64,
+                 width: int = 64, seed: int = 0, p_two_shapes: float = 0.5, p_tinted: float = 0.5):
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+        check_video_size(frames, height, width)
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        for name, p in (("p_two_shapes", p_two_shapes), ("p_tinted", p_tinted)):
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {p}")
+        self.split, self.num_samples, self.seed = split, num_samples, seed
+        self.frames, self.height, self.width = frames, height, width
+        self.p_two_shapes, self.p_tinted = p_two_shapes, p_tinted
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def params(self, index: int) -> SceneParams:
+        """The scene of sample `index` without rendering it."""
+        if not 0 <= index < self.num_samples:
+            raise IndexError(f"index {index} out of range for ShapesWorld of {self.num_samples} samples")
+        rng = np.random.default_rng([self.seed, index])
+        return sample_params(rng, self.split, self.width / self.height, self.p_two_shapes, self.p_tinted)
+
+    def __getitem__(self, index: int) -> ShapesSample:
+        params = self.params(index)
+        return ShapesSample(render(params, self.frames, self.height, self.width), caption(params), params)
+
+
+def collate(samples: list[ShapesSample]) -> tuple[Tensor, list[str], list[SceneParams]]:
+    """DataLoader collate_fn: videos stacked to (B, 3, F, H, W), captions and params as lists."""
+    return torch.stack([s.video for s in samples]), [s.caption for s in samples], [s.params for s in samples]

@@ -1,0 +1,277 @@
+"""Prompt-following evaluation for ShapesWorld videos: the dominant shape's colour and motion, from pixels alone.
+
+The detector sees only the video (no generator parameters). Steps, with thresholds in `DetectorConfig`:
+1. Map to [0, 1] RGB; the background estimate is the per-channel median over all pixels of all frames
+   (ShapesWorld shapes cover at most ~15% of a frame, so the median is the background, tinted or not).
+2. Foreground: pixels farther than `foreground_threshold` (RGB distance) from the background. Each gets
+   its nearest PALETTE colour and is kept if within `palette_threshold` of it; this drops anti-aliased
+   edges, noise, and colours outside the palette.
+3. Dominant colour: the palette colour with the most kept pixels over the clip (ShapesWorld's dominant
+   shape is the largest and drawn on top; see ltx.data.shapes).
+4. Per frame, that colour's mask gives a robust centre (coordinate-wise median) and a compactness (share of
+   its pixels within `compact_radius` of the centre). No shape is detected (colour and motion None, scored
+   wrong) when the mask is too small on average or not compact, as for pixel noise.
+5. Motion: least-squares slope of the centre over the frames times (F - 1) = displacement over the clip
+   in fractions of (W, H), y down. "static" below `static_threshold` (ShapesWorld moves 0.25-0.40),
+   otherwise the sign along the axis of larger displacement.
+
+Only colour and motion are scored, not the shape kind. An item counts as held-out when the dominant
+(colour, shape, motion) triple of its prompt is in ltx.data.shapes.HELDOUT.
+
+File contract for generated videos (`evaluate_folder`, tools/eval_shapes.py): a folder of `*.mp4` with
+either `prompts.json` = {"<file name>.mp4": "<prompt>", ...} covering exactly the mp4s of the folder, or,
+when there is no prompts.json, a sidecar `<stem>.json` = {"prompt": "<prompt>"} next to each mp4.
+Prompts must parse with ltx.data.shapes.parse_caption; those that do not are reported as skipped.
+
+Shapes: video (3, F, H, W) float in [-1, 1] (as ShapesWorld and the VAE decoder produce), RGB.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ltx.data.shapes import MOTIONS, PALETTE, ShapeSpec, parse_caption
+
+_PALETTE_NAMES = tuple(PALETTE)
+_PALETTE_RGB = torch.tensor([PALETTE[c] for c in _PALETTE_NAMES])  # (6, 3) in [0, 1]
+_MEDIAN_SAMPLES = 1 << 20  # per channel; larger videos are strided for the background median
+
+
+@dataclass(frozen=True, kw_only=True)
+class DetectorConfig:
+    """Thresholds of `detect`; distances are Euclidean in [0, 1] RGB, lengths are fractions of the frame."""
+
+    foreground_threshold: float = 0.2  # darkest palette colour vs brightest tint is >= 0.6 apart
+    palette_threshold: float = 0.3  # half the closest palette pair (0.62); noise sigma 0.05 moves ~0.09
+    min_area: float = 0.01  # mean share of the frame; ShapesWorld's dominant shape covers >= 0.05
+    compact_radius: float = 0.3  # fraction of min(H, W); a dominant shape's pixels lie within 0.28 of its box
+    min_compactness: float = 0.6  # shapes score ~1.0; uniform noise ~pi * 0.3^2 = 0.28
+    static_threshold: float = 0.1  # displacement over the clip; ShapesWorld moves 0.25-0.40 or exactly 0
+
+
+@dataclass(frozen=True)
+class Detection:
+    color: str | None  # None: no compact shape found
+    motion: str | None
+    displacement: tuple[float, float]  # (dx, dy) of the dominant centre over the clip, fractions of (W, H)
+    area: float  # mean share of the frame covered by the dominant colour
+    compactness: float  # mean share of that colour's pixels within compact_radius of its centre
+
+
+def _check_video(video: Tensor) -> None:
+    if video.ndim != 4 or video.shape[0] != 3:
+        raise ValueError(f"expected a video of shape (3, F, H, W), got {tuple(video.shape)}")
+    if not video.is_floating_point():
+        raise ValueError(f"expected a float video in [-1, 1], got dtype {video.dtype}")
+    lo, hi = video.min().item(), video.max().item()
+    if lo < -1.01 or hi > 1.01:
+        raise ValueError(f"expected values in [-1, 1], got [{lo:.3g}, {hi:.3g}] (uint8 frames? use read_mp4)")
+
+
+def estimate_background(rgb: Tensor) -> Tensor:
+    """Per-channel median colour of a (3, F, H, W) [0, 1] video -> (3,)."""
+    flat = rgb.reshape(3, -1)
+    stride = max(1, flat.shape[1] // _MEDIAN_SAMPLES)
+    return flat[:, ::stride].median(dim=1).values
+
+
+@torch.no_grad()
+def detect(video: Tensor, cfg: DetectorConfig = DetectorConfig()) -> Detection:
+    """Detect the dominant shape's colour and motion in a (3, F, H, W) video in [-1, 1]."""
+    _check_video(video)
+    _, F, H, W = video.shape
+    rgb = ((video.float() + 1) / 2).clamp(0, 1)  # (3, F, H, W)
+    background = estimate_background(rgb)
+    pixels = rgb.permute(1, 2, 3, 0)  # (F, H, W, 3)
+    foreground = (pixels - background).norm(dim=-1) > cfg.foreground_threshold  # (F, H, W)
+    dist = torch.cdist(pixels.reshape(-1, 3), _PALETTE_RGB).view(F, H, W, -1)  # (F, H, W, 6)
+    nearest_dist, nearest = dist.min(dim=-1)  # (F, H, W)
+    label = torch.where(foreground & (nearest_dist < cfg.palette_threshold), nearest, -1)
+    counts = torch.bincount(label[label >= 0], minlength=len(_PALETTE_NAMES))  # (6,)
+    none = Detection(None, None, (0.0, 0.0), 0.0, 0.0)
+    if counts.sum() == 0:
+        return none
+    best = int(counts.argmax())
+    mask = label == best  # (F, H, W)
+    area = mask.float().mean().item()
+
+    frames, centres, compact = [], [], []
+    radius = cfg.compact_radius * min(H, W)
+    for f in range(F):
+        ys, xs = torch.nonzero(mask[f], as_tuple=True)
+        if len(ys) < max(1.0, 0.5 * cfg.min_area * H * W):  # too few pixels for a stable centre
+            continue
+        ys, xs = ys.float() + 0.5, xs.float() + 0.5  # pixel centres
+        cy, cx = ys.median(), xs.median()
+        compact.append(((ys - cy) ** 2 + (xs - cx) ** 2 <= radius**2).float().mean().item())
+        frames.append(f)
+        centres.append((cx.item() / W, cy.item() / H))
+    compactness = sum(compact) / len(compact) if compact else 0.0
+    if area < cfg.min_area or len(frames) < 2 or compactness < cfg.min_compactness:
+        return Detection(None, None, (0.0, 0.0), area, compactness)
+
+    t = torch.tensor(frames, dtype=torch.float64)
+    c = torch.tensor(centres, dtype=torch.float64)  # (n, 2) as (x, y)
+    t = t - t.mean()
+    slope = (t[:, None] * (c - c.mean(0))).sum(0) / (t * t).sum()  # (2,) frame^-1
+    dx, dy = (slope * (F - 1)).tolist()
+    if max(abs(dx), abs(dy)) < cfg.static_threshold:
+        motion = "static"
+    elif abs(dx) >= abs(dy):
+        motion = "right" if dx > 0 else "left"
+    else:
+        motion = "down" if dy > 0 else "up"
+    return Detection(_PALETTE_NAMES[best], motion, (dx, dy), area, compactness)
+
+
+# ---------------------------------------------------------------------------------------------- scoring
+
+@dataclass(frozen=True)
+class ItemResult:
+    name: str
+    prompt: str
+    expected: ShapeSpec  # the prompt's dominant shape
+    heldout: bool
+    detection: Detection
+
+    @property
+    def color_ok(self) -> bool:
+        return self.detection.color == self.expected.color
+
+    @property
+    def motion_ok(self) -> bool:
+        return self.detection.motion == self.expected.motion
+
+
+@dataclass
+class Report:
+    items: list[ItemResult] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # name -> why (unparsable prompt)
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        """Accuracy per group: seen / heldout / all -> {n, color, motion, both}; NaN for an empty group."""
+        groups = {"seen": [r for r in self.items if not r.heldout], "heldout": [r for r in self.items if r.heldout],
+                  "all": self.items}
+        out = {}
+        for name, rs in groups.items():
+            n = len(rs)
+            mean = (lambda xs: sum(xs) / n) if n else (lambda xs: math.nan)
+            out[name] = {"n": n, "color": mean([r.color_ok for r in rs]), "motion": mean([r.motion_ok for r in rs]),
+                         "both": mean([r.color_ok and r.motion_ok for r in rs])}
+        return out
+
+    def table(self) -> str:
+        """The summary as a fixed-width text table."""
+        lines = [f"{'split':<8} {'n':>5} {'colour':>7} {'motion':>7} {'both':>7}"]
+        for name, s in self.summary().items():
+            lines.append(f"{name:<8} {s['n']:>5} {s['color']:>7.1%} {s['motion']:>7.1%} {s['both']:>7.1%}")
+        lines.append(f"chance (uniform prompts): colour {1 / len(PALETTE):.1%}, motion {1 / len(MOTIONS):.1%}, "
+                     f"both {1 / (len(PALETTE) * len(MOTIONS)):.1%}; undetected = wrong")
+        if self.skipped:
+            lines.append(f"skipped {len(self.skipped)} item(s) with prompts outside the ShapesWorld grammar")
+        return "\n".join(lines)
+
+    def to_json(self) -> dict:
+        items = [{"name": r.name, "prompt": r.prompt, "heldout": r.heldout, "expected": asdict(r.expected),
+                  "detected": asdict(r.detection), "color_ok": r.color_ok, "motion_ok": r.motion_ok}
+                 for r in self.items]
+        return {"summary": self.summary(), "skipped": self.skipped, "items": items}
+
+
+def evaluate(samples: Iterable[tuple[str, Tensor, str]], cfg: DetectorConfig = DetectorConfig()) -> Report:
+    """Score (name, video (3, F, H, W) in [-1, 1], prompt) triples; prompts that do not parse are skipped."""
+    report = Report()
+    for name, video, prompt in samples:
+        try:
+            expected = parse_caption(prompt).shapes[0]
+        except ValueError as e:
+            report.skipped[name] = str(e)
+            continue
+        report.items.append(ItemResult(name, prompt, expected, expected.heldout, detect(video, cfg)))
+    return report
+
+
+# ---------------------------------------------------------------------------------------------- files
+
+def read_mp4(path: str | Path) -> Tensor:
+    """Decode all frames of a video file to (3, F, H, W) float32 in [-1, 1]."""
+    import av  # optional dependency (extras train/test); imported here to keep `import ltx` light
+
+    with av.open(str(path)) as container:
+        frames = [torch.from_numpy(frame.to_ndarray(format="rgb24")) for frame in container.decode(video=0)]
+    if not frames:
+        raise ValueError(f"{path}: no video frames")
+    video = torch.stack(frames).permute(3, 0, 1, 2)  # (F, H, W, 3) -> (3, F, H, W) uint8
+    return video.float() / 127.5 - 1.0
+
+
+def write_mp4(path: str | Path, video: Tensor, fps: int = 8, crf: int = 18) -> None:
+    """Encode a (3, F, H, W) video in [-1, 1] as H.264 yuv420p (H and W must be even)."""
+    import av
+
+    _check_video(video)
+    _, _, H, W = video.shape
+    if H % 2 or W % 2:
+        raise ValueError(f"yuv420p needs even sizes, got {H}x{W}")
+    frames = ((video.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 3, 0)  # (F, H, W, 3)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
+        stream.options = {"crf": str(crf)}
+        for frame in frames.numpy():
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+
+
+def folder_prompts(folder: str | Path) -> dict[Path, str]:
+    """The prompt of every mp4 in `folder` per the file contract (prompts.json, else <stem>.json sidecars)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} is not a folder")
+    videos = sorted(folder.glob("*.mp4"))
+    if not videos:
+        raise FileNotFoundError(f"no *.mp4 files in {folder}")
+    mapping_file = folder / "prompts.json"
+    if mapping_file.exists():
+        mapping = json.loads(mapping_file.read_text())
+        if not isinstance(mapping, dict) or not all(isinstance(v, str) for v in mapping.values()):
+            raise ValueError(f"{mapping_file} must be a JSON object {{\"<file>.mp4\": \"<prompt>\"}}")
+        names = {v.name for v in videos}
+        missing, extra = sorted(names - mapping.keys()), sorted(mapping.keys() - names)
+        if missing or extra:
+            raise ValueError(f"{mapping_file} does not match the mp4 files: no prompt for {missing}, "
+                             f"no file for {extra}")
+        return {v: mapping[v.name] for v in videos}
+    prompts = {}
+    for v in videos:
+        sidecar = v.with_suffix(".json")
+        if not sidecar.exists():
+            raise FileNotFoundError(f"no prompt for {v.name}: add {folder / 'prompts.json'} "
+                                    f"({{\"{v.name}\": \"<prompt>\", ...}}) or {sidecar.name} ({{\"prompt\": ...}})")
+        record = json.loads(sidecar.read_text())
+        if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
+            raise ValueError(f"{sidecar} must be a JSON object with a string \"prompt\"")
+        prompts[v] = record["prompt"]
+    return prompts
+
+
+def _iter_files(prompts: dict[Path, str]) -> Iterator[tuple[str, Tensor, str]]:
+    for path, prompt in prompts.items():
+        yield path.name, read_mp4(path), prompt
+
+
+def evaluate_folder(folder: str | Path, cfg: DetectorConfig = DetectorConfig()) -> Report:
+    """Score every mp4 of a folder against its prompt (file contract in the module docstring)."""
+    return evaluate(_iter_files(folder_prompts(folder)), cfg)
+
+
+def evaluate_file(path: str | Path, prompt: str, cfg: DetectorConfig = DetectorConfig()) -> Report:
+    """Score one video file against `prompt`."""
+    return evaluate([(Path(path).name, read_mp4(path), prompt)], cfg)
