@@ -47,6 +47,7 @@ class CheckpointError(ValueError):
 class TensorInfo:
     dtype: torch.dtype
     shape: tuple[int, ...]
+    offsets: tuple[int, int] = (0, 0)  # byte range in the file's data buffer
 
 
 class SafetensorsReader:
@@ -80,26 +81,35 @@ class SafetensorsReader:
             try:
                 dtype = DTYPES[h["dtype"]]
                 shape = tuple(int(s) for s in h["shape"])
-                end = max(end, int(h["data_offsets"][1]))
-            except (KeyError, TypeError, IndexError) as e:
-                raise CheckpointError(f"{self.path}: malformed header entry for {name!r}: {e}") from None
-            self.infos[name] = TensorInfo(dtype, shape)
+                begin, stop = (int(o) for o in h["data_offsets"])
+            except (KeyError, TypeError, IndexError, ValueError) as e:
+                raise CheckpointError(f"{self.path}: malformed header entry for {name!r}: {e!r}") from None
+            if stop - begin != dtype.itemsize * torch.Size(shape).numel():
+                raise CheckpointError(f"{self.path}: {name!r} has {stop - begin} bytes for {dtype} {shape}")
+            end = max(end, stop)
+            self.infos[name] = TensorInfo(dtype, shape, (begin, stop))
         if 8 + n + end > size:
             raise CheckpointError(
                 f"{self.path}: truncated: tensor data needs {8 + n + end} bytes, the file has {size} "
                 "(an interrupted download or copy?)"
             )
-        self._handle = None
+        self._data_start = 8 + n
 
     def keys(self) -> list[str]:
         return list(self.infos)
 
     def get(self, key: str) -> Tensor:
-        if self._handle is None:
-            from safetensors import safe_open
-
-            self._handle = safe_open(str(self.path), framework="pt", device="cpu")
-        return self._handle.get_tensor(key)
+        """Read one tensor with a plain file read (no mmap: memory stays one tensor, not the file)."""
+        info = self.infos[key]
+        out = torch.empty(info.shape, dtype=info.dtype)
+        nbytes = info.offsets[1] - info.offsets[0]
+        if nbytes:
+            with open(self.path, "rb") as f:
+                f.seek(self._data_start + info.offsets[0])
+                got = f.readinto(memoryview(out.reshape(-1).view(torch.uint8).numpy()))
+            if got != nbytes:
+                raise CheckpointError(f"{self.path}: short read for {key!r} ({got} of {nbytes} bytes)")
+        return out
 
 
 @dataclass(frozen=True)

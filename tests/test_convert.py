@@ -219,3 +219,28 @@ def test_cli_convert_and_errors(tmp_path):
     (tmp_path / "junk.safetensors").write_bytes(b"\x00" * 3)
     r = _cli(tmp_path / "junk.safetensors", "--dry-run")
     assert r.returncode == 1 and "not a safetensors file" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_conversion_streams_tensors(tmp_path):
+    """Converting a file needs about one tensor of extra memory, not the file's size (13B files are 26 GB)."""
+    n, shape = 12, (2048, 4096)  # 12 tensors x 32 MiB = 384 MiB of weights
+    big = {f"{DIT_PREFIX}blob.{i}": torch.full(shape, float(i)) for i in range(n)}
+    src = save_official(tmp_path / "big.safetensors", big, {"transformer": dit_config_to_official(CFG)})
+    del big
+    code = f"""
+import sys
+sys.path.insert(0, {str(REPO)!r})
+from ltx.convert.formats import read_checkpoint, write_ltx
+def hwm():
+    return int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]) // 1024
+ckpt = read_checkpoint({str(src)!r})
+open('/proc/self/clear_refs', 'w').write('5')  # reset the peak to the current resident size
+before = hwm()
+write_ltx(ckpt, {str(tmp_path / 'out.safetensors')!r})
+print(hwm() - before)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    extra_mib = int(out.stdout.strip())
+    assert extra_mib < 3 * 32, f"conversion needed {extra_mib} MiB for a 384 MiB file"  # a few tensors at most
+    assert load_file(str(tmp_path / "out.safetensors"))["dit.blob.11"][0, 0] == 11.0

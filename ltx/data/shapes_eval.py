@@ -35,12 +35,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from ltx.data.shapes import MOTIONS, PALETTE, ShapeSpec, parse_caption
 
 _PALETTE_NAMES = tuple(PALETTE)
 _PALETTE_RGB = torch.tensor([PALETTE[c] for c in _PALETTE_NAMES])  # (6, 3) in [0, 1]
+_PALETTE_CHROMA = _PALETTE_RGB / _PALETTE_RGB.amax(dim=1, keepdim=True)  # (6, 3), max channel 1
 _MEDIAN_SAMPLES = 1 << 20  # per channel; larger videos are strided for the background median
 
 
@@ -49,10 +51,12 @@ class DetectorConfig:
     """Thresholds of `detect`; distances are Euclidean in [0, 1] RGB, lengths are fractions of the frame."""
 
     foreground_threshold: float = 0.2  # darkest palette colour vs brightest tint is >= 0.6 apart
-    palette_threshold: float = 0.3  # half the closest palette pair (0.62); noise sigma 0.05 moves ~0.09
+    palette_threshold: float = 0.3  # on chroma = rgb / max(rgb); closest palette pair is 0.74 apart there
+    min_brightness: float = 0.4  # max channel; palette colours are >= 0.9, so a 2x darker shape still counts
     min_area: float = 0.01  # mean share of the frame; ShapesWorld's dominant shape covers >= 0.05
     compact_radius: float = 0.3  # fraction of min(H, W); a dominant shape's pixels lie within 0.28 of its box
     min_compactness: float = 0.6  # shapes score ~1.0; uniform noise ~pi * 0.3^2 = 0.28
+    smooth: bool = True  # 3x3 box filter before classifying pixels
     static_threshold: float = 0.1  # displacement over the clip; ShapesWorld moves 0.25-0.40 or exactly 0
 
 
@@ -86,14 +90,19 @@ def estimate_background(rgb: Tensor) -> Tensor:
 def detect(video: Tensor, cfg: DetectorConfig = DetectorConfig()) -> Detection:
     """Detect the dominant shape's colour and motion in a (3, F, H, W) video in [-1, 1]."""
     _check_video(video)
-    _, F, H, W = video.shape
+    _, T, H, W = video.shape
     rgb = ((video.float() + 1) / 2).clamp(0, 1)  # (3, F, H, W)
+    if cfg.smooth:  # 3x3 box filter per frame: pixel noise / 3, edges blur by a pixel
+        rgb = F.avg_pool2d(rgb.transpose(0, 1), 3, stride=1, padding=1, count_include_pad=False).transpose(0, 1)
     background = estimate_background(rgb)
     pixels = rgb.permute(1, 2, 3, 0)  # (F, H, W, 3)
     foreground = (pixels - background).norm(dim=-1) > cfg.foreground_threshold  # (F, H, W)
-    dist = torch.cdist(pixels.reshape(-1, 3), _PALETTE_RGB).view(F, H, W, -1)  # (F, H, W, 6)
+    value = pixels.amax(dim=-1, keepdim=True)  # (F, H, W, 1) brightness
+    chroma = pixels / value.clamp_min(1e-6)  # brightness-free colour, max channel 1
+    dist = torch.cdist(chroma.reshape(-1, 3), _PALETTE_CHROMA).view(T, H, W, -1)  # (F, H, W, 6)
     nearest_dist, nearest = dist.min(dim=-1)  # (F, H, W)
-    label = torch.where(foreground & (nearest_dist < cfg.palette_threshold), nearest, -1)
+    keep = foreground & (value[..., 0] >= cfg.min_brightness) & (nearest_dist < cfg.palette_threshold)
+    label = torch.where(keep, nearest, -1)
     counts = torch.bincount(label[label >= 0], minlength=len(_PALETTE_NAMES))  # (6,)
     none = Detection(None, None, (0.0, 0.0), 0.0, 0.0)
     if counts.sum() == 0:
@@ -104,7 +113,7 @@ def detect(video: Tensor, cfg: DetectorConfig = DetectorConfig()) -> Detection:
 
     frames, centres, compact = [], [], []
     radius = cfg.compact_radius * min(H, W)
-    for f in range(F):
+    for f in range(T):
         ys, xs = torch.nonzero(mask[f], as_tuple=True)
         if len(ys) < max(1.0, 0.5 * cfg.min_area * H * W):  # too few pixels for a stable centre
             continue
@@ -121,7 +130,7 @@ def detect(video: Tensor, cfg: DetectorConfig = DetectorConfig()) -> Detection:
     c = torch.tensor(centres, dtype=torch.float64)  # (n, 2) as (x, y)
     t = t - t.mean()
     slope = (t[:, None] * (c - c.mean(0))).sum(0) / (t * t).sum()  # (2,) frame^-1
-    dx, dy = (slope * (F - 1)).tolist()
+    dx, dy = (slope * (T - 1)).tolist()
     if max(abs(dx), abs(dy)) < cfg.static_threshold:
         motion = "static"
     elif abs(dx) >= abs(dy):

@@ -1,0 +1,116 @@
+"""LTX-Video latent upsamplers: spatial x2 (`ltxv-spatial-upscaler-0.9.7/0.9.8`) and temporal x2
+(`ltxv-temporal-upscaler-0.9.7`), the official "LatentUpsampler".
+
+References: the official `ltx_video/models/autoencoders/latent_upsampler.py` (ltx-video 0.1.2) and
+`pipelines/pipeline_ltx_video.py` (LTXMultiScalePipeline); diffusers `LTXLatentUpsamplerModel` has the same
+key names and config.
+
+Shapes: B batch · C latent channels (128) · F', H', W' latent grid · D = mid_channels (512).
+Input and output are *raw* (un-normalized) latents: the multi-scale pipeline does
+`normalize(upsampler(denormalize(z)))` with the VAE's statistics (`VideoVAE.normalize/denormalize`).
+spatial: (B, C, F', H', W') -> (B, C, F', 2H', 2W'); the upsampling conv is 2D, applied per frame.
+temporal: (B, C, F', H', W') -> (B, C, 2F' - 1, H', W') (the first of the doubled frames is dropped, which
+keeps the causal 1 + 8k frame structure).
+
+Network: conv 3x3x3 C -> D, GroupNorm(32), SiLU, `num_blocks_per_stage` ResBlocks, the x2 upsampler
+(conv to 4D or 2D channels + depth-to-space), `num_blocks_per_stage` ResBlocks, conv D -> C.
+ResBlock: conv -> GroupNorm -> SiLU -> conv -> GroupNorm, then SiLU(x + input).
+Module names are the official checkpoint keys (the file has no prefix).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@dataclass(kw_only=True)
+class UpsamplerConfig:
+    """Defaults are the released spatial x2 upscaler (0.9.7 and 0.9.8 share this config)."""
+
+    in_channels: int = 128  # latent channels
+    mid_channels: int = 512
+    num_blocks_per_stage: int = 4
+    spatial: bool = True  # x2 in height and width
+    temporal: bool = False  # x2 in time (F' -> 2F' - 1)
+
+    def __post_init__(self):
+        if self.spatial == self.temporal:
+            raise ValueError(
+                f"an upsampler is spatial or temporal (spatial={self.spatial}, temporal={self.temporal}); the "
+                "released models are one or the other"
+            )
+        if self.mid_channels % 32:
+            raise ValueError(f"mid_channels={self.mid_channels} must be a multiple of 32 (GroupNorm(32))")
+
+
+UPSAMPLER_PRESETS: dict[str, UpsamplerConfig] = {
+    "spatial-0.9.7": UpsamplerConfig(),
+    "spatial-0.9.8": UpsamplerConfig(),
+    "temporal-0.9.7": UpsamplerConfig(spatial=False, temporal=True),
+}
+
+
+class ResBlock(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv1 = nn.Conv3d(channels, channels, 3, padding=1)
+        self.norm1 = nn.GroupNorm(32, channels)
+        self.conv2 = nn.Conv3d(channels, channels, 3, padding=1)
+        self.norm2 = nn.GroupNorm(32, channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = F.silu(self.norm1(self.conv1(x)), inplace=True)
+        h = self.norm2(self.conv2(h))
+        return F.silu(h.add_(x), inplace=True)
+
+
+class LatentUpsampler(nn.Module):
+    def __init__(self, cfg: UpsamplerConfig):
+        super().__init__()
+        self.cfg = cfg
+        C, D = cfg.in_channels, cfg.mid_channels
+        self.initial_conv = nn.Conv3d(C, D, 3, padding=1)
+        self.initial_norm = nn.GroupNorm(32, D)
+        self.res_blocks = nn.ModuleList(ResBlock(D) for _ in range(cfg.num_blocks_per_stage))
+        # a list only so the key is upsampler.0.* (the official upsampler.1 is the parameter-free shuffle)
+        conv = nn.Conv2d(D, 4 * D, 3, padding=1) if cfg.spatial else nn.Conv3d(D, 2 * D, 3, padding=1)
+        self.upsampler = nn.ModuleList([conv])
+        self.post_upsample_res_blocks = nn.ModuleList(ResBlock(D) for _ in range(cfg.num_blocks_per_stage))
+        self.final_conv = nn.Conv3d(D, C, 3, padding=1)
+
+    @torch.no_grad()
+    def init_weights(self) -> LatentUpsampler:
+        """PyTorch default init (the official model has no custom init); loading overwrites all of it."""
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Conv3d, nn.GroupNorm)):
+                m.reset_parameters()
+        return self
+
+    def _upsample(self, x: Tensor) -> Tensor:
+        B, D, Fr, H, W = x.shape
+        conv = self.upsampler[0]
+        if self.cfg.spatial:
+            # the 2D conv per frame, as a (1, 3, 3) 3D conv: same numbers, no (B F) reshuffle of the input
+            h = F.conv3d(x, conv.weight.unsqueeze(2), conv.bias, padding=(0, 1, 1))  # (B, 4D, F, H, W)
+            h = h.reshape(B, D, 2, 2, Fr, H, W).permute(0, 1, 4, 5, 2, 6, 3)  # (B, D, F, H, 2, W, 2)
+            return h.reshape(B, D, Fr, 2 * H, 2 * W)
+        h = conv(x).reshape(B, D, 2, Fr, H, W).transpose(2, 3)  # (B, D, F, 2, H, W)
+        return h.reshape(B, D, 2 * Fr, H, W)[:, :, 1:]  # (B, D, 2F - 1, H, W)
+
+    def forward(self, latents: Tensor) -> Tensor:
+        # latents: (B, C, F', H', W') raw (un-normalized)
+        if latents.ndim != 5 or latents.shape[1] != self.cfg.in_channels:
+            raise ValueError(
+                f"upsampler takes (B, {self.cfg.in_channels}, F, H, W) raw latents, got shape {tuple(latents.shape)}"
+            )
+        x = F.silu(self.initial_norm(self.initial_conv(latents)), inplace=True)  # (B, D, F', H', W')
+        for block in self.res_blocks:
+            x = block(x)
+        x = self._upsample(x)
+        for block in self.post_upsample_res_blocks:
+            x = block(x)
+        return self.final_conv(x)
