@@ -28,7 +28,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-IMPLS = ("ltx", "official", "diffusers")
+IMPLS = ("ltx", "ltx+compile", "official", "diffusers")
 H100_BF16_PEAK = 989.4e12  # dense, SXM (performance.md)
 
 
@@ -82,9 +82,16 @@ def worker(args) -> None:
     pos[:, 0] = (pos[:, 0] - 7).clamp(min=0) / 25.0
     pos = pos.to(device)
     sigma = torch.tensor([[0.7]], device=device)
+    if args.per_token:  # image-to-video: first latent frame is the clean condition (sigma 0)
+        sigma = sigma.expand(1, T).clone()
+        sigma[:, : H * W] = 0.0
 
-    if args.impl == "ltx":
+    if args.impl.startswith("ltx"):
         model = load_dit(args.weights, dtype=dtype, device=device)
+        if args.impl == "ltx+compile":
+            from ltx.parallel import apply_compile
+
+            apply_compile(model)
 
         def run():
             return model(x, sigma, ctx, mask, pos)
@@ -161,7 +168,10 @@ def main() -> None:
                    help="latent grid (tokens = F*H*W; default 1024)")
     p.add_argument("--text", type=int, default=128, help="text tokens (half of them padding)")
     p.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
-    p.add_argument("--impls", nargs="+", default=list(IMPLS), choices=IMPLS)
+    p.add_argument("--impls", nargs="+", default=["ltx", "official", "diffusers"], choices=IMPLS,
+                   help="implementations to time; 'ltx+compile' = ltx with each block torch.compile'd")
+    p.add_argument("--per-token", action="store_true",
+                   help="per-token timesteps (first latent frame at sigma 0, as with image conditioning)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--reps", type=int, default=5)
@@ -185,7 +195,7 @@ def main() -> None:
                 cmd = [sys.executable, __file__, "--worker", impl, dtype, "--weights", str(weights),
                        "--layers", str(args.layers), "--grid", *map(str, args.grid), "--text", str(args.text),
                        "--device", args.device, "--threads", str(args.threads), "--reps", str(args.reps),
-                       "--warmup", str(args.warmup)]
+                       "--warmup", str(args.warmup)] + (["--per-token"] if args.per_token else [])
                 r = subprocess.run(cmd, capture_output=True, text=True)
                 if r.returncode != 0:
                     print(f"{impl} {dtype} failed:\n{r.stderr[-2000:]}", file=sys.stderr)
@@ -193,8 +203,8 @@ def main() -> None:
                 rows.append(json.loads(r.stdout.strip().splitlines()[-1]))
                 print(f"  done: {impl} {dtype}", file=sys.stderr)
     print(f"\nDiT forward, 2B width (32 heads x 64), {args.layers} layers, {tokens} tokens, {args.text} text tokens, "
-          f"batch 1, {args.device}, {args.threads} threads, torch {torch.__version__}; median of {args.reps}")
-    print(f"{'dtype':9} {'impl':10} {'ms':>10} {'TFLOP/s':>8} {'peak MiB':>9} {'time vs official':>17} "
+          f"batch 1, {'per-token' if args.per_token else 'global'} timesteps, {args.device}, {args.threads} threads, torch {torch.__version__}; median of {args.reps}")
+    print(f"{'dtype':9} {'impl':12} {'ms':>10} {'TFLOP/s':>8} {'peak MiB':>9} {'time vs official':>17} "
           f"{'time vs diffusers':>18} {'mem vs official':>16}")
     by = {(r["dtype"], r["impl"]): r for r in rows}
     for r in rows:
@@ -203,7 +213,7 @@ def main() -> None:
         def ratio(ref, k, r=r):
             return f"{r[k] / ref[k]:.2f}x" if ref and ref[k] > 0 else "-"
 
-        print(f"{r['dtype']:9} {r['impl']:10} {1000 * r['median_s']:10.1f} {flops / r['median_s'] / 1e12:8.3f} "
+        print(f"{r['dtype']:9} {r['impl']:12} {1000 * r['median_s']:10.1f} {flops / r['median_s'] / 1e12:8.3f} "
               f"{r['peak_bytes'] / 2**20:9.1f} {ratio(off, 'median_s'):>17} {ratio(dif, 'median_s'):>18} "
               f"{ratio(off, 'peak_bytes'):>16}")
     if args.device.startswith("cuda"):

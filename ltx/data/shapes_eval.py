@@ -90,7 +90,7 @@ def estimate_background(rgb: Tensor) -> Tensor:
 def detect(video: Tensor, cfg: DetectorConfig = DetectorConfig()) -> Detection:
     """Detect the dominant shape's colour and motion in a (3, F, H, W) video in [-1, 1]."""
     _check_video(video)
-    _, T, H, W = video.shape
+    _, num_frames, H, W = video.shape
     rgb = ((video.float() + 1) / 2).clamp(0, 1)  # (3, F, H, W)
     if cfg.smooth:  # 3x3 box filter per frame: pixel noise / 3, edges blur by a pixel
         rgb = F.avg_pool2d(rgb.transpose(0, 1), 3, stride=1, padding=1, count_include_pad=False).transpose(0, 1)
@@ -99,7 +99,7 @@ def detect(video: Tensor, cfg: DetectorConfig = DetectorConfig()) -> Detection:
     foreground = (pixels - background).norm(dim=-1) > cfg.foreground_threshold  # (F, H, W)
     value = pixels.amax(dim=-1, keepdim=True)  # (F, H, W, 1) brightness
     chroma = pixels / value.clamp_min(1e-6)  # brightness-free colour, max channel 1
-    dist = torch.cdist(chroma.reshape(-1, 3), _PALETTE_CHROMA).view(T, H, W, -1)  # (F, H, W, 6)
+    dist = torch.cdist(chroma.reshape(-1, 3), _PALETTE_CHROMA).view(num_frames, H, W, -1)  # (F, H, W, 6)
     nearest_dist, nearest = dist.min(dim=-1)  # (F, H, W)
     keep = foreground & (value[..., 0] >= cfg.min_brightness) & (nearest_dist < cfg.palette_threshold)
     label = torch.where(keep, nearest, -1)
@@ -113,7 +113,7 @@ def detect(video: Tensor, cfg: DetectorConfig = DetectorConfig()) -> Detection:
 
     frames, centres, compact = [], [], []
     radius = cfg.compact_radius * min(H, W)
-    for f in range(T):
+    for f in range(num_frames):
         ys, xs = torch.nonzero(mask[f], as_tuple=True)
         if len(ys) < max(1.0, 0.5 * cfg.min_area * H * W):  # too few pixels for a stable centre
             continue
@@ -130,7 +130,7 @@ def detect(video: Tensor, cfg: DetectorConfig = DetectorConfig()) -> Detection:
     c = torch.tensor(centres, dtype=torch.float64)  # (n, 2) as (x, y)
     t = t - t.mean()
     slope = (t[:, None] * (c - c.mean(0))).sum(0) / (t * t).sum()  # (2,) frame^-1
-    dx, dy = (slope * (T - 1)).tolist()
+    dx, dy = (slope * (num_frames - 1)).tolist()
     if max(abs(dx), abs(dy)) < cfg.static_threshold:
         motion = "static"
     elif abs(dx) >= abs(dy):
