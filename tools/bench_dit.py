@@ -203,7 +203,8 @@ def main() -> None:
                 rows.append(json.loads(r.stdout.strip().splitlines()[-1]))
                 print(f"  done: {impl} {dtype}", file=sys.stderr)
     print(f"\nDiT forward, 2B width (32 heads x 64), {args.layers} layers, {tokens} tokens, {args.text} text tokens, "
-          f"batch 1, {'per-token' if args.per_token else 'global'} timesteps, {args.device}, {args.threads} threads, torch {torch.__version__}; median of {args.reps}")
+          f"batch 1, {'per-token' if args.per_token else 'global'} timesteps, {args.device}, "
+          f"{args.threads} threads, torch {torch.__version__}; median of {args.reps}")
     print(f"{'dtype':9} {'impl':12} {'ms':>10} {'TFLOP/s':>8} {'peak MiB':>9} {'time vs official':>17} "
           f"{'time vs diffusers':>18} {'mem vs official':>16}")
     by = {(r["dtype"], r["impl"]): r for r in rows}
