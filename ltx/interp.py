@@ -55,7 +55,9 @@ def interpolate_keyframes(keys: Tensor, key_frames: Sequence[int], num_frames: i
     """
     frames = list(key_frames)
     if len(frames) != keys.shape[0] or len(frames) < 2:
-        raise ValueError(f"need one keyframe index per key (>= 2 keys); got {len(frames)} indices for {keys.shape[0]} keys")
+        raise ValueError(
+            f"need one keyframe index per key (>= 2 keys); got {len(frames)} indices for {keys.shape[0]} keys"
+        )
     if frames[0] != 0 or frames[-1] != num_frames - 1 or any(a >= b for a, b in zip(frames, frames[1:])):
         raise ValueError(
             f"keyframe indices must increase strictly from 0 to num_frames - 1 = {num_frames - 1}; got {frames}"

@@ -11,8 +11,10 @@ Every path goes: read headers -> config from metadata (unsupported knobs asserte
 keys are errors) -> tensors fetched one at a time. Nothing holds two copies of a checkpoint: loading builds
 the module on `meta` and assigns tensors as they are read; writing streams them to disk.
 
-`COMPONENTS` lists what each format holds. A component is added by adding an entry (the VAE and latent
-upsamplers join this way).
+`COMPONENTS` lists what each format holds. A component is added by adding an entry: "dit", "vae" and
+"upsampler" (the spatial and the temporal latent upsampler; its config says which). The upsampler is a
+*standalone* official file: unprefixed keys and a flat metadata config (`official_prefix=""`,
+`official_config_key=None`); it is read when a file has no prefixed component, and is written alone.
 """
 
 from __future__ import annotations
@@ -40,9 +42,12 @@ from ltx.checkpoint import (
 )
 from ltx.convert import diffusers as dif
 from ltx.convert import official as off
+from ltx.convert import vae_tables as vt
 from ltx.convert.keymap import KeyMapError, Rule, invert, rename
 from ltx.convert.official import ConfigError, config_diff
 from ltx.models.dit import DiT, DiTConfig
+from ltx.models.upsampler import LatentUpsampler, UpsamplerConfig
+from ltx.models.vae import VAEConfig, VideoVAE
 
 FORMATS = ("ltx", "official", "diffusers")
 LTX_FORMAT_VERSION = "1"
@@ -64,6 +69,10 @@ class Component:
     config_from_diffusers: Callable[..., Any]
     config_to_diffusers: Callable[[Any], dict]
     diffusers_rules: Callable[[Any], tuple[Rule, ...]]  # diffusers keys -> ours
+    # config facts the metadata does not hold, read from the source's key names (official: prefix stripped)
+    config_from_keys: Callable[[Any, list[str]], Any] | None = None
+    # ours -> diffusers when it is more than invert(diffusers_rules) (keys diffusers has no place for)
+    diffusers_rules_out: Callable[[Any], tuple[Rule, ...]] | None = None
 
 
 COMPONENTS: dict[str, Component] = {
@@ -80,6 +89,36 @@ COMPONENTS: dict[str, Component] = {
         config_from_diffusers=dif.dit_config_from_diffusers,
         config_to_diffusers=dif.dit_config_to_diffusers,
         diffusers_rules=lambda cfg: dif.DIT_FROM_DIFFUSERS,
+    ),
+    "vae": Component(
+        name="vae",
+        config_cls=VAEConfig,
+        build=VideoVAE,
+        official_prefix=vt.VAE_PREFIX,
+        official_config_key="vae",
+        config_from_official=vt.vae_config_from_official,
+        config_to_official=vt.vae_config_to_official,
+        official_rules=lambda cfg: vt.VAE_FROM_OFFICIAL,
+        diffusers_subfolder="vae",
+        config_from_diffusers=vt.vae_config_from_diffusers,
+        config_to_diffusers=vt.vae_config_to_diffusers,
+        diffusers_rules=vt.vae_diffusers_rules,
+        config_from_keys=vt.vae_config_from_keys,
+        diffusers_rules_out=vt.vae_to_diffusers_rules,
+    ),
+    "upsampler": Component(
+        name="upsampler",
+        config_cls=UpsamplerConfig,
+        build=LatentUpsampler,
+        official_prefix="",  # a standalone file
+        official_config_key=None,  # flat metadata config
+        config_from_official=vt.upsampler_config_from_official,
+        config_to_official=vt.upsampler_config_to_official,
+        official_rules=lambda cfg: vt.UPSAMPLER_RULES,
+        diffusers_subfolder="latent_upsampler",
+        config_from_diffusers=vt.upsampler_config_from_official,
+        config_to_diffusers=vt.upsampler_config_to_diffusers,
+        diffusers_rules=lambda cfg: vt.UPSAMPLER_RULES,
     ),
 }
 
@@ -160,7 +199,7 @@ def detect_format(path: str | os.PathLike) -> str:
     reader = SafetensorsReader(path)
     if reader.metadata.get("format") == "ltx":
         return "ltx"
-    prefixes = [c.official_prefix for c in COMPONENTS.values()]
+    prefixes = [c.official_prefix for c in COMPONENTS.values() if c.official_prefix]
     if any(k.startswith(p) for k in reader.keys() for p in prefixes) or "config" in reader.metadata:
         return "official"
     if (path.parent / "config.json").is_file():
@@ -194,13 +233,32 @@ def _read_ltx(path: Path) -> Checkpoint:
     return Checkpoint("ltx", path, comps, extra)
 
 
+def _read_official_standalone(path: Path, reader: SafetensorsReader, configs: Any) -> Checkpoint | None:
+    """A file of one standalone component (flat config, unprefixed keys), or None if this is not one."""
+    prefixed = [c for c in COMPONENTS.values() if c.official_prefix]
+    standalone = [c for c in COMPONENTS.values() if not c.official_prefix]
+    if not standalone or not isinstance(configs, dict) or any(c.official_config_key in configs for c in prefixed):
+        return None
+    if any(k.startswith(c.official_prefix) for c in prefixed for k in reader.keys()):
+        return None
+    (comp,) = standalone
+    cfg = comp.config_from_official(configs)
+    cw = _component_weights(comp.name, cfg, _Files([path]), reader.keys(), comp.official_rules(cfg))
+    return Checkpoint("official", path, {comp.name: cw})
+
+
 def _read_official(path: Path) -> Checkpoint:
     reader = SafetensorsReader(path)
     configs = _json_metadata(reader, "config")
+    standalone = _read_official_standalone(path, reader, configs)
+    if standalone is not None:
+        return standalone
     files = _Files([path])
     comps = {}
     claimed: set[str] = set()
     for name, comp in COMPONENTS.items():
+        if not comp.official_prefix:
+            continue  # standalone files are handled above
         keys = [k for k in reader.keys() if k.startswith(comp.official_prefix)]
         if not keys:
             continue
@@ -211,13 +269,15 @@ def _read_official(path: Path) -> Checkpoint:
         else:
             raise CheckpointError(f"{path}: has {name} tensors but metadata config has no {comp.official_config_key!r}")
         cfg = comp.config_from_official(c)
+        if comp.config_from_keys is not None:
+            cfg = comp.config_from_keys(cfg, [k[len(comp.official_prefix) :] for k in keys])
         comps[name] = _component_weights(name, cfg, files, keys, comp.official_rules(cfg))
         claimed.update(keys)
     stray = [k for k in reader.keys() if k not in claimed]
     if stray:
         raise CheckpointError(
             f"{path}: {len(stray)} keys belong to no component this ltx converts "
-            f"(prefixes {[c.official_prefix for c in COMPONENTS.values()]}), e.g. {stray[:5]}"
+            f"(prefixes {[c.official_prefix for c in COMPONENTS.values() if c.official_prefix]}), e.g. {stray[:5]}"
         )
     if not comps:
         raise CheckpointError(f"{path}: no component found (empty checkpoint?)")
@@ -266,6 +326,8 @@ def _read_diffusers(path: Path, causal_temporal_positioning: bool | None) -> Che
         comp = COMPONENTS[name]
         cfg = comp.config_from_diffusers(c, causal_temporal_positioning=causal_temporal_positioning)
         files = _Files([path] if path.is_file() else _diffusers_files(folder))
+        if comp.config_from_keys is not None:
+            cfg = comp.config_from_keys(cfg, list(files.where))
         comps[name] = _component_weights(name, cfg, files, list(files.where), comp.diffusers_rules(cfg))
     return Checkpoint("diffusers", path, comps)
 
@@ -325,6 +387,16 @@ def load_dit(path: str | os.PathLike, **kwargs) -> DiT:
     return load_component(path, "dit", **kwargs)
 
 
+def load_vae(path: str | os.PathLike, **kwargs) -> VideoVAE:
+    """Load the VAE of any supported checkpoint (see `load_component` for the keyword arguments)."""
+    return load_component(path, "vae", **kwargs)
+
+
+def load_upsampler(path: str | os.PathLike, **kwargs) -> LatentUpsampler:
+    """Load a latent upsampler (spatial or temporal) of any supported checkpoint."""
+    return load_component(path, "upsampler", **kwargs)
+
+
 # ---------------------------------------------------------------------------------------------------- writing
 
 
@@ -357,6 +429,12 @@ def write_ltx(ckpt: Checkpoint, path: str | os.PathLike, *, dtype=None, overwrit
 
 def write_official(ckpt: Checkpoint, path: str | os.PathLike, *, dtype=None, overwrite=False, progress=None) -> Path:
     entries, config = [], dict(ckpt.extra)
+    standalone = [n for n, cw in ckpt.components.items() if not cw.component.official_prefix]
+    if standalone and len(ckpt.components) > 1:
+        raise CheckpointError(
+            f"official format: {standalone[0]} is a file of its own (unprefixed keys, flat config); write it "
+            f"separately from {sorted(set(ckpt.components) - set(standalone))}"
+        )
     for cw in ckpt.components.values():
         comp = cw.component
         entries += _entries(cw, invert(comp.official_rules(cw.config)), dtype)
@@ -380,7 +458,8 @@ def write_diffusers(ckpt: Checkpoint, path: str | os.PathLike, *, dtype=None, ov
             comp = cw.component
             sub = tmp / comp.diffusers_subfolder
             write_json(sub / "config.json", comp.config_to_diffusers(cw.config))
-            entries = _entries(cw, invert(comp.diffusers_rules(cw.config)), dtype)
+            out = comp.diffusers_rules_out or (lambda cfg, c=comp: invert(c.diffusers_rules(cfg)))
+            entries = _entries(cw, out(cw.config), dtype)
             write_safetensors(sub / "diffusion_pytorch_model.safetensors", entries, {"format": "pt"}, progress=progress)
         if path.exists():
             old = path.with_name(f".{path.name}.old")

@@ -95,13 +95,12 @@ def detect(video: Tensor, cfg: DetectorConfig = DetectorConfig()) -> Detection:
     if cfg.smooth:  # 3x3 box filter per frame: pixel noise / 3, edges blur by a pixel
         rgb = F.avg_pool2d(rgb.transpose(0, 1), 3, stride=1, padding=1, count_include_pad=False).transpose(0, 1)
     background = estimate_background(rgb)
-    pixels = rgb.permute(1, 2, 3, 0)  # (F, H, W, 3)
-    foreground = (pixels - background).norm(dim=-1) > cfg.foreground_threshold  # (F, H, W)
-    value = pixels.amax(dim=-1, keepdim=True)  # (F, H, W, 1) brightness
-    chroma = pixels / value.clamp_min(1e-6)  # brightness-free colour, max channel 1
-    dist = torch.cdist(chroma.reshape(-1, 3), _PALETTE_CHROMA).view(num_frames, H, W, -1)  # (F, H, W, 6)
-    nearest_dist, nearest = dist.min(dim=-1)  # (F, H, W)
-    keep = foreground & (value[..., 0] >= cfg.min_brightness) & (nearest_dist < cfg.palette_threshold)
+    foreground = (rgb - background.view(3, 1, 1, 1)).square().sum(0) > cfg.foreground_threshold**2  # (F, H, W)
+    value = rgb.amax(dim=0)  # (F, H, W) brightness
+    chroma = rgb / value.clamp_min(1e-6)  # (3, F, H, W) brightness-free colour, max channel 1
+    dist = (chroma.unsqueeze(0) - _PALETTE_CHROMA.view(-1, 3, 1, 1, 1)).square().sum(1)  # (6, F, H, W) squared
+    nearest_dist, nearest = dist.min(dim=0)  # (F, H, W)
+    keep = foreground & (value >= cfg.min_brightness) & (nearest_dist < cfg.palette_threshold**2)
     label = torch.where(keep, nearest, -1)
     counts = torch.bincount(label[label >= 0], minlength=len(_PALETTE_NAMES))  # (6,)
     none = Detection(None, None, (0.0, 0.0), 0.0, 0.0)
@@ -205,6 +204,18 @@ def evaluate(samples: Iterable[tuple[str, Tensor, str]], cfg: DetectorConfig = D
             continue
         report.items.append(ItemResult(name, prompt, expected, expected.heldout, detect(video, cfg)))
     return report
+
+
+def noise_video(frames: int, height: int, width: int, *, smooth: bool, generator: torch.Generator) -> Tensor:
+    """A chance baseline (3, F, H, W) in [-1, 1]: i.i.d. Gaussian pixels, or (smooth) colour blobs that drift.
+
+    Smooth noise is trilinearly upsampled from a (3, 3, 4, 4) Gaussian grid, so it has compact coloured regions
+    that move: the detector finds "shapes" in it, with colours and motions unrelated to any prompt.
+    """
+    if not smooth:
+        return torch.randn(3, frames, height, width, generator=generator).clamp(-1, 1)
+    coarse = torch.randn(1, 3, 3, 4, 4, generator=generator)  # (1, 3, F', H', W')
+    return (1.5 * F.interpolate(coarse, size=(frames, height, width), mode="trilinear")[0]).clamp(-1, 1)
 
 
 # ---------------------------------------------------------------------------------------------- files

@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ltx.models.dit import TimestepEmbedder
+from ltx.models.dit import DiTConfig, TimestepEmbedder
 
 DECODE_TIMESTEP = 0.05  # official yamls (0.9.1+): decode_timestep
 DECODE_NOISE_SCALE = 0.025  # official yamls (0.9.1+): decode_noise_scale
@@ -219,13 +219,13 @@ def check_latent_shape(shape: tuple[int, ...], cfg: VAEConfig) -> None:
         )
 
 
-def check_dit_compatible(vae: VAEConfig, dit: object) -> None:
+def check_dit_compatible(vae: VAEConfig, dit: DiTConfig) -> None:
     """Raise if a transformer config (`DiTConfig`) cannot work in this VAE's latent space.
 
     Every 0.9.5+ transformer uses causal temporal positions and every earlier one does not, which pairs each
     with its VAE family; the latent channel counts must agree in any case.
     """
-    c_in, causal = getattr(dit, "in_channels"), getattr(dit, "causal_temporal_positioning")
+    c_in, causal = dit.in_channels, dit.causal_temporal_positioning
     if c_in != vae.latent_channels:
         raise ValueError(f"transformer takes {c_in} latent channels, the VAE makes {vae.latent_channels}")
     new_vae = vae.version == "0.9.5"

@@ -21,6 +21,7 @@ import torch
 
 pytest.importorskip("ltx_video")
 
+from conftest import official_dit, official_dit_file, randomize_  # noqa: E402
 from ltx_video.models.autoencoders.causal_video_autoencoder import (  # noqa: E402
     CausalVideoAutoencoder,
     create_video_autoencoder_demo_config,
@@ -50,7 +51,6 @@ from ltx.pipeline import (  # noqa: E402
 )
 from ltx.presets import PassConfig  # noqa: E402
 from ltx.sched.guidance import TextConditioning  # noqa: E402
-from conftest import official_dit, official_dit_file, randomize_  # noqa: E402
 
 pytestmark = pytest.mark.parity
 ATOL = 1e-5  # measured <= 2.5e-6 (see the file docstring)
