@@ -25,13 +25,13 @@ from ltx.data.shapes_eval import (
     evaluate_file,
     evaluate_folder,
     noise_video,
+    sidecar_prompt,
     write_mp4,
 )
 
 
 def self_test(args: argparse.Namespace) -> dict[str, Report]:
     """Ground truth (half train, half held-out split) and two noise baselines scored against the same prompts."""
-    check_video_size(args.frames, args.height, args.width)
     worlds = [ShapesWorld(split=split, num_samples=args.n, frames=args.frames, height=args.height, width=args.width,
                           seed=args.seed) for split in ("train", "heldout")]
     samples = [(f"{w.split}_{i:05d}", w[i]) for i in range(args.n // 2 + args.n % 2) for w in worlds][: args.n]
@@ -79,25 +79,27 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--self-test takes no path")
         if args.n < 1:
             parser.error("-n must be >= 1")
+        try:
+            check_video_size(args.frames, args.height, args.width)
+        except ValueError as e:
+            parser.error(str(e))
         reports = self_test(args)
     elif args.path is None:
         parser.error("give a folder or an mp4 file, or --self-test")
     else:
         path = Path(args.path)
-        if path.is_dir():
-            if args.prompt is not None:
-                parser.error("--prompt is for a single mp4; a folder needs prompts.json or <stem>.json sidecars")
-            reports = {str(path): evaluate_folder(path)}
-        elif path.is_file():
-            prompt = args.prompt
-            if prompt is None:
-                sidecar = path.with_suffix(".json")
-                if not sidecar.exists():
-                    parser.error(f"no prompt for {path}: pass --prompt or write {sidecar} with {{\"prompt\": ...}}")
-                prompt = json.loads(sidecar.read_text())["prompt"]
-            reports = {str(path): evaluate_file(path, prompt)}
-        else:
+        if path.is_dir() and args.prompt is not None:
+            parser.error("--prompt is for a single mp4; a folder needs prompts.json or <stem>.json sidecars")
+        if not path.exists():
             parser.error(f"{path} does not exist")
+        try:  # a broken file contract is a usage error: say what to fix, no traceback
+            if path.is_dir():
+                reports = {str(path): evaluate_folder(path)}
+            else:
+                prompt = args.prompt if args.prompt is not None else sidecar_prompt(path)
+                reports = {str(path): evaluate_file(path, prompt)}
+        except (FileNotFoundError, ValueError) as e:
+            parser.error(str(e))
 
     for title, report in reports.items():
         print(f"\n== {title}")

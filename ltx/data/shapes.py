@@ -12,13 +12,13 @@ Conventions
   accepts (8x temporal compression after a causal first frame, 32x spatial).
 - Geometry is resolution-free: `size` is a shape's half-extent as a fraction of min(H, W); centres are
   (x, y) fractions of (W, H) with x to the right and y *down* (image rows), so "up" means decreasing y.
-  The same SceneParams render the same scene at any resolution or frame count.
+  The same SceneParams render the same scene at any resolution of the same aspect ratio and any frame count.
 - Shapes: circle of radius `size`; square of half-side 0.85 `size` (area 2.9 size^2, close to the
   circle's 3.1); upright triangle with apex (0, -size) and base corners (+-size, size) (area 2 size^2).
   Every shape fits in the box centre +- size, and stays fully inside the frame for the whole clip.
   Edges are anti-aliased with a one-pixel ramp on the signed distance.
 - The dominant shape is the first one. It is always the larger (size in [0.16, 0.20], area >= 0.051
-  min(H, W)^2; the second has size in [0.09, 0.12], area <= 0.042), it is drawn on top (never occluded),
+  min(H, W)^2; the second has size in [0.09, 0.12], area <= 0.046), it is drawn on top (never occluded),
   and the two shapes always have different colours. The evaluator scores the dominant shape only.
 - Moving shapes travel 25-40% of the frame's width (left/right) or height (up/down) over the clip.
 - Captions follow one grammar (see `caption`), e.g. "a red circle moves to the left and a blue square stays

@@ -29,7 +29,6 @@ Shapes: video (3, F, H, W) float in [-1, 1] (as ShapesWorld and the VAE decoder 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -54,7 +53,7 @@ class DetectorConfig:
     palette_threshold: float = 0.3  # on chroma = rgb / max(rgb); closest palette pair is 0.74 apart there
     min_brightness: float = 0.4  # max channel; palette colours are >= 0.9, so a 2x darker shape still counts
     min_area: float = 0.01  # mean share of the frame; ShapesWorld's dominant shape covers >= 0.05
-    compact_radius: float = 0.3  # fraction of min(H, W); a dominant shape's pixels lie within 0.28 of its box
+    compact_radius: float = 0.3  # fraction of min(H, W); ShapesWorld shapes lie within 0.26 of their centre
     min_compactness: float = 0.6  # shapes score ~1.0; uniform noise ~pi * 0.3^2 = 0.28
     smooth: bool = True  # 3x3 box filter before classifying pixels
     static_threshold: float = 0.1  # displacement over the clip; ShapesWorld moves 0.25-0.40 or exactly 0
@@ -141,6 +140,11 @@ def detect(video: Tensor, cfg: DetectorConfig = DetectorConfig()) -> Detection:
 
 # ---------------------------------------------------------------------------------------------- scoring
 
+def chance_levels() -> dict[str, float]:
+    """Expected accuracy of any prompt-blind detector when prompts are uniform over colours and motions."""
+    return {"color": 1 / len(PALETTE), "motion": 1 / len(MOTIONS), "both": 1 / (len(PALETTE) * len(MOTIONS))}
+
+
 @dataclass(frozen=True)
 class ItemResult:
     name: str
@@ -160,28 +164,31 @@ class ItemResult:
 
 @dataclass
 class Report:
+    config: DetectorConfig
     items: list[ItemResult] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # name -> why (unparsable prompt)
 
-    def summary(self) -> dict[str, dict[str, float]]:
-        """Accuracy per group: seen / heldout / all -> {n, color, motion, both}; NaN for an empty group."""
+    def summary(self) -> dict[str, dict[str, float | None]]:
+        """Accuracy per group: seen / heldout / all -> {n, color, motion, both}; None for an empty group."""
         groups = {"seen": [r for r in self.items if not r.heldout], "heldout": [r for r in self.items if r.heldout],
                   "all": self.items}
         out = {}
         for name, rs in groups.items():
             n = len(rs)
-            mean = (lambda xs: sum(xs) / n) if n else (lambda xs: math.nan)
-            out[name] = {"n": n, "color": mean([r.color_ok for r in rs]), "motion": mean([r.motion_ok for r in rs]),
-                         "both": mean([r.color_ok and r.motion_ok for r in rs])}
+            hits = {"color": [r.color_ok for r in rs], "motion": [r.motion_ok for r in rs],
+                    "both": [r.color_ok and r.motion_ok for r in rs]}
+            out[name] = {"n": n, **{k: sum(v) / n if n else None for k, v in hits.items()}}
         return out
 
     def table(self) -> str:
         """The summary as a fixed-width text table."""
         lines = [f"{'split':<8} {'n':>5} {'colour':>7} {'motion':>7} {'both':>7}"]
         for name, s in self.summary().items():
-            lines.append(f"{name:<8} {s['n']:>5} {s['color']:>7.1%} {s['motion']:>7.1%} {s['both']:>7.1%}")
-        lines.append(f"chance (uniform prompts): colour {1 / len(PALETTE):.1%}, motion {1 / len(MOTIONS):.1%}, "
-                     f"both {1 / (len(PALETTE) * len(MOTIONS)):.1%}; undetected = wrong")
+            cells = " ".join(f"{'-' if s[k] is None else format(s[k], '.1%'):>7}" for k in ("color", "motion", "both"))
+            lines.append(f"{name:<8} {s['n']:>5} {cells}")
+        chance = chance_levels()
+        lines.append(f"chance (uniform prompts): colour {chance['color']:.1%}, motion {chance['motion']:.1%}, "
+                     f"both {chance['both']:.1%}; undetected = wrong")
         if self.skipped:
             lines.append(f"skipped {len(self.skipped)} item(s) with prompts outside the ShapesWorld grammar")
         return "\n".join(lines)
@@ -190,12 +197,13 @@ class Report:
         items = [{"name": r.name, "prompt": r.prompt, "heldout": r.heldout, "expected": asdict(r.expected),
                   "detected": asdict(r.detection), "color_ok": r.color_ok, "motion_ok": r.motion_ok}
                  for r in self.items]
-        return {"summary": self.summary(), "skipped": self.skipped, "items": items}
+        return {"summary": self.summary(), "chance": chance_levels(), "detector": asdict(self.config),
+                "skipped": self.skipped, "items": items}
 
 
 def evaluate(samples: Iterable[tuple[str, Tensor, str]], cfg: DetectorConfig = DetectorConfig()) -> Report:
     """Score (name, video (3, F, H, W) in [-1, 1], prompt) triples; prompts that do not parse are skipped."""
-    report = Report()
+    report = Report(cfg)
     for name, video, prompt in samples:
         try:
             expected = parse_caption(prompt).shapes[0]
@@ -269,17 +277,19 @@ def folder_prompts(folder: str | Path) -> dict[Path, str]:
             raise ValueError(f"{mapping_file} does not match the mp4 files: no prompt for {missing}, "
                              f"no file for {extra}")
         return {v: mapping[v.name] for v in videos}
-    prompts = {}
-    for v in videos:
-        sidecar = v.with_suffix(".json")
-        if not sidecar.exists():
-            raise FileNotFoundError(f"no prompt for {v.name}: add {folder / 'prompts.json'} "
-                                    f"({{\"{v.name}\": \"<prompt>\", ...}}) or {sidecar.name} ({{\"prompt\": ...}})")
-        record = json.loads(sidecar.read_text())
-        if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
-            raise ValueError(f"{sidecar} must be a JSON object with a string \"prompt\"")
-        prompts[v] = record["prompt"]
-    return prompts
+    return {v: sidecar_prompt(v) for v in videos}
+
+
+def sidecar_prompt(video_path: str | Path) -> str:
+    """The prompt stored next to a video as <stem>.json = {"prompt": "..."}."""
+    sidecar = Path(video_path).with_suffix(".json")
+    if not sidecar.exists():
+        raise FileNotFoundError(f"no prompt for {Path(video_path).name}: write {sidecar} = {{\"prompt\": ...}} "
+                                f"(or, for a folder, prompts.json = {{\"<file>.mp4\": \"<prompt>\", ...}})")
+    record = json.loads(sidecar.read_text())
+    if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
+        raise ValueError(f"{sidecar} must be a JSON object with a string \"prompt\"")
+    return record["prompt"]
 
 
 def _iter_files(prompts: dict[Path, str]) -> Iterator[tuple[str, Tensor, str]]:

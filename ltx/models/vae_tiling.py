@@ -73,6 +73,8 @@ def _axis_weights(spans: list[tuple[int, int]], length: int) -> list[Tensor]:
     total = torch.zeros(length, dtype=torch.float64)
     for (p, q), w in zip(spans, ramps):
         total[p:q] += w
+    if not bool((total > 0).all()):  # temporal tiles must share a latent frame: each emits 8(n - 1) + 1 frames
+        raise ValueError(f"tiles {spans} leave output positions of 0..{length} uncovered; use overlap >= 1 in time")
     return [(w / total[p:q]).float() for (p, q), w in zip(spans, ramps)]
 
 
@@ -130,7 +132,7 @@ def tiled_decode(
 
 
 def tiled_encode_moments(
-    vae: VAEConfig | VideoVAE, video: Tensor, *, tiling: Tiling | None = None, memory_budget: int | None = None
+    vae: VideoVAE, video: Tensor, *, tiling: Tiling | None = None, memory_budget: int | None = None
 ) -> Tensor:
     """`vae.encode_moments` in tiles: video (B, 3, F, H, W) -> moments (B, 2C, F', H', W')."""
     cfg = vae.cfg
