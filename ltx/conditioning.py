@@ -2,6 +2,8 @@
 
 Shapes: B batch · C latent channels · F, H, W latent grid · T tokens. Pixels are (B, 3, F_px, H_px, W_px) in
 [-1, 1] with F_px = 8k + 1; latents are the VAE's *normalized* latents (per-channel statistics applied).
+"8" here and below is the VAE's temporal factor (`scale[0]`, 8 for every released VAE and the demo VAE);
+pixel sizes are latent sizes times its spatial factor (`scale[1:]`, 32 released, 8 demo).
 
 What an item does depends on where it goes (official `LTXVideoPipeline.prepare_conditioning`):
 - at frame 0 (an image, or a video = forward extension): its latents replace the first latent frames of
@@ -30,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ltx.patchify import VAE_SCALE, patchify, pixel_grid, pixels_to_positions
+from ltx.patchify import VAE_SCALE, Scale, patchify, pixel_grid, pixels_to_positions
 
 NUM_PREFIX_LATENT_FRAMES = 2  # latent frames of a non-first video handled as extra tokens (official default)
 HARD_EPS = 1e-6  # mask > 1 - eps counts as hard (strength-1) conditioning
@@ -53,23 +55,26 @@ class ConditionedTokens:
     num_prefix: int  # extra tokens in front, removed before decoding
 
 
-def check_items(items: Sequence[ConditioningItem], num_frames: int) -> None:
-    """Validate frame indices and lengths before anything is encoded (errors name the valid range)."""
+def check_items(items: Sequence[ConditioningItem], num_frames: int, temporal: int = VAE_SCALE[0]) -> None:
+    """Validate frame indices and lengths before anything is encoded (errors name the valid range).
+
+    temporal: the VAE's temporal compression (clips need temporal * k + 1 frames)."""
+    t = temporal
     for i, it in enumerate(items):
         if it.pixels.ndim != 5 or it.pixels.shape[1] != 3:
             raise ValueError(f"conditioning item {i}: pixels must be (B, 3, F, H, W), got {tuple(it.pixels.shape)}")
         n = it.pixels.shape[2]
-        if n % 8 != 1:
-            raise ValueError(f"conditioning item {i}: {n} frames; a conditioning clip needs 8k + 1 frames "
-                             f"(nearest: {max(1, (n - 1) // 8 * 8 + 1)})")
+        if (n - 1) % t:
+            raise ValueError(f"conditioning item {i}: {n} frames; a conditioning clip needs {t}k + 1 frames "
+                             f"(nearest: {max(1, (n - 1) // t * t + 1)})")
         if not 0.0 <= it.strength <= 1.0:
             raise ValueError(f"conditioning item {i}: strength {it.strength} is outside [0, 1]")
         if not 0 <= it.frame <= num_frames - n:
             raise ValueError(f"conditioning item {i}: frame {it.frame} with {n} frame(s) does not fit a "
                              f"{num_frames}-frame video (valid start frames: 0..{num_frames - n})")
-        if it.frame > 0 and n > 1 and it.frame % 8:
-            raise ValueError(f"conditioning item {i}: a video placed after frame 0 must start at a multiple of 8, "
-                             f"got {it.frame} (nearest: {round(it.frame / 8) * 8})")
+        if it.frame > 0 and n > 1 and it.frame % t:
+            raise ValueError(f"conditioning item {i}: a video placed after frame 0 must start at a multiple of "
+                             f"{t}, got {it.frame} (nearest: {round(it.frame / t) * t})")
 
 
 def resize_pixels(pixels: Tensor, height: int, width: int) -> Tensor:
@@ -91,14 +96,16 @@ def apply_conditioning(
     fps: float,
     causal: bool,
     generator: torch.Generator | None,
+    scale: Scale = VAE_SCALE,
 ) -> ConditionedTokens:
     """Merge conditioning items into the initial latents init (B, C, F, H, W) and patchify.
 
     encode: pixels (B, 3, F_px, H_px, W_px) -> normalized latents (B, C, F, H, W).
+    scale: the VAE's (temporal, spatial, spatial) compression.
     """
     B, C, Fl, Hl, Wl = init.shape
-    height, width = Hl * VAE_SCALE[1], Wl * VAE_SCALE[2]
-    check_items(items, num_frames)
+    height, width = Hl * scale[1], Wl * scale[2]
+    check_items(items, num_frames, scale[0])
     init = init.clone()
     mask = torch.zeros(B, Fl, Hl, Wl, dtype=torch.float32, device=init.device)
     extra_x, extra_coords, extra_mask = [], [], []
@@ -112,8 +119,9 @@ def apply_conditioning(
         if f_l > 1:  # a later video: all but its first two latent frames replace frames in place
             p = NUM_PREFIX_LATENT_FRAMES
             if f_l < p:
-                raise ValueError(f"a video placed after frame 0 needs >= {p} latent frames (9 pixel frames)")
-            start = it.frame // VAE_SCALE[0] + p
+                raise ValueError(f"a video placed after frame 0 needs >= {p} latent frames ({(p - 1) * scale[0] + 1} "
+                                 "pixel frames)")
+            start = it.frame // scale[0] + p
             if f_l > p:
                 init[:, :, start : start + f_l - p] = torch.lerp(init[:, :, start : start + f_l - p], lat[:, :, p:],
                                                                  it.strength)
@@ -123,10 +131,10 @@ def apply_conditioning(
         lat = torch.lerp(noise, lat, it.strength)
         extra_x.append(patchify(lat))  # (b, f_l H W, C)
         extra_coords.append(pixel_grid(lat.shape[2], Hl, Wl, batch=lat.shape[0], causal=causal,
-                                       frame_offset=it.frame, device=init.device))
+                                       frame_offset=it.frame, scale=scale, device=init.device))
         extra_mask.append(torch.full(extra_x[-1].shape[:2], it.strength, dtype=torch.float32, device=init.device))
     x = patchify(init)
-    coords = pixel_grid(Fl, Hl, Wl, batch=B, causal=causal, device=init.device)
+    coords = pixel_grid(Fl, Hl, Wl, batch=B, causal=causal, scale=scale, device=init.device)
     if not items:
         return ConditionedTokens(x, pixels_to_positions(coords, fps), None, 0)
     token_mask = mask.flatten(1)  # (B, T) in token order (f, h, w)

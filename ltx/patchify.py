@@ -5,11 +5,13 @@ Patch size is 1 (every released checkpoint): a token is one latent voxel, order 
 channels last. This is the official `SymmetricPatchifier(patch_size=1)`.
 
 Positions are what the transformer's RoPE consumes: (B, 3, T) float32 = (time in seconds, y in pixels,
-x in pixels) of each latent voxel's top-left corner. A latent voxel spans `VAE_SCALE = (8, 32, 32)`
-pixel frames / rows / columns. With `causal` (0.9.5+ checkpoints, `DiTConfig.causal_temporal_positioning`)
-the causal VAE's first latent frame covers a single pixel frame, so pixel frame f becomes max(0, f + 1 - 8):
-latent frames 0, 1, 2 -> pixel frames 0, 1, 9. `frame_offset` (pixel frames, applied after that fix) places
-keyframe tokens at their target frame. Seconds = pixel frame * (1 / fps), computed in float32 exactly as the
+x in pixels) of each latent voxel's top-left corner. A latent voxel spans `scale` = (temporal, spatial,
+spatial) pixel frames / rows / columns: the VAE's own compression factors (`VideoVAE.cfg.temporal_factor`,
+`spatial_factor`; `VAE_SCALE = (8, 32, 32)` for every released VAE, (8, 8, 8) for the demo VAE). With
+`causal` (0.9.5+ checkpoints, `DiTConfig.causal_temporal_positioning`) the causal VAE's first latent frame
+covers a single pixel frame, so pixel frame f becomes max(0, f + 1 - temporal): with 8x, latent frames
+0, 1, 2 -> pixel frames 0, 1, 9. `frame_offset` (pixel frames, applied after that fix) places keyframe
+tokens at their target frame. Seconds = pixel frame * (1 / fps), computed in float32 exactly as the
 official pipeline does (multiplication by the reciprocal, so positions match it bit for bit).
 """
 
@@ -20,6 +22,7 @@ from einops import rearrange
 from torch import Tensor
 
 VAE_SCALE = (8, 32, 32)  # pixel frames, rows, columns per latent voxel (all released VAEs)
+Scale = tuple[int, int, int]  # (temporal, spatial, spatial) compression of a VAE
 
 
 def patchify(latents: Tensor) -> Tensor:
@@ -36,17 +39,17 @@ def unpatchify(tokens: Tensor, frames: int, height: int, width: int) -> Tensor:
 
 def pixel_grid(
     frames: int, height: int, width: int, *, batch: int = 1, causal: bool, frame_offset: int = 0,
-    device: torch.device | str | None = None,
+    scale: Scale = VAE_SCALE, device: torch.device | str | None = None,
 ) -> Tensor:
     """Integer pixel coordinates (frame, y, x) of every token of a latent grid: (B, 3, F·H·W) int64."""
     f, h, w = torch.meshgrid(
         torch.arange(frames, device=device), torch.arange(height, device=device),
         torch.arange(width, device=device), indexing="ij",
     )
-    scale = torch.tensor(VAE_SCALE, device=device)[:, None]
-    coords = torch.stack([f.flatten(), h.flatten(), w.flatten()]) * scale  # (3, T) pixels
-    if causal:  # the first latent frame holds one pixel frame, later ones 8
-        coords[0] = (coords[0] + 1 - VAE_SCALE[0]).clamp(min=0)
+    factors = torch.tensor(scale, device=device)[:, None]
+    coords = torch.stack([f.flatten(), h.flatten(), w.flatten()]) * factors  # (3, T) pixels
+    if causal:  # the first latent frame holds one pixel frame, later ones `scale[0]`
+        coords[0] = (coords[0] + 1 - scale[0]).clamp(min=0)
     coords[0] += frame_offset
     return coords[None].expand(batch, 3, -1).clone()
 
@@ -60,8 +63,9 @@ def pixels_to_positions(coords: Tensor, fps: float) -> Tensor:
 
 def token_positions(
     frames: int, height: int, width: int, *, fps: float, causal: bool, batch: int = 1, frame_offset: int = 0,
-    device: torch.device | str | None = None,
+    scale: Scale = VAE_SCALE, device: torch.device | str | None = None,
 ) -> Tensor:
     """Positions (B, 3, F·H·W) float32 in (seconds, px, px) of a latent grid's tokens (see the file docstring)."""
-    coords = pixel_grid(frames, height, width, batch=batch, causal=causal, frame_offset=frame_offset, device=device)
+    coords = pixel_grid(frames, height, width, batch=batch, causal=causal, frame_offset=frame_offset, scale=scale,
+                        device=device)
     return pixels_to_positions(coords, fps)

@@ -1,52 +1,54 @@
 """Text (+ images / videos) -> latents -> frames: the LTX-Video sampling pipeline as functions over loaded modules.
 
-Shapes: B batch · C latent channels · F, H, W latent grid (frames // 8 + 1, height // 32, width // 32) ·
-T tokens. Latents are the VAE's *normalized* latents. Sigma convention and the sampler: ltx/sched/sample.py.
+Shapes: B batch · C latent channels · F, H, W latent grid · T tokens. Latents are the VAE's *normalized*
+latents. Sigma convention and the sampler: ltx/sched/sample.py.
+
+Sizes come from the VAE (`vae_scale`): a latent voxel covers `scale = (temporal, spatial, spatial)` pixel
+frames / rows / columns, (8, 32, 32) for every released VAE, (8, 8, 8) for the demo VAE. Videos have
+temporal * k + 1 frames and multiples of `spatial` as height and width; the latent grid is
+(frames // temporal + 1, height // spatial, width // spatial), and the transformer's positions use the same
+factors (ltx/patchify.py), as the official pipeline does (`get_vae_size_scale_factor`).
 
 `denoise_pass` is one official `LTXVideoPipeline.__call__` up to the latents: schedule (from the checkpoint's
 scheduler config, a step count or an explicit timestep list, optionally truncated), initial noise drawn as
-(B, T, C) tokens from `generator`, conditioning items merged in (ltx/conditioning.py), then the sampler loop
-with one batched guided transformer call per step (ltx/sched/guidance.py). `decode` adds the decode noise
-(global RNG) and decodes at `decode_timestep`, with optional tone mapping. `generate` chains them, and for
-multi-scale presets runs the first pass at the reduced size, upsamples the latents x2 (`upsample` maps
-un-normalized latents, as the official latent upsampler), matches each channel's mean / std to the first
-pass (AdaIN), re-noises at the second schedule's first sigma and runs the second pass.
+(B, T, C) tokens from `generator`, conditioning items merged in (ltx/conditioning.py; encoded with a
+*posterior sample* from the global RNG, as the official `vae_encode`), then the sampler loop with one batched
+guided transformer call per step (ltx/sched/guidance.py). `decode` mixes in the decode noise (global RNG,
+timestep-conditioned VAEs only; the 0.9.0 and demo VAEs take no timestep), applies the optional tone map to
+the normalized latents and decodes, optionally in tiles (ltx/models/vae_tiling.py). For multi-scale presets
+`generate_multiscale` runs the first pass at the reduced size, upsamples the latents x2 (the latent
+upsampler maps *un-normalized* latents), matches each channel's mean / std to the first pass (AdaIN),
+re-noises at the second schedule's first sigma and runs the second pass. `generate` chains all of it for a
+preset's `SamplingDefaults`, and `check_request` validates a request (sizes, items, schedules, STG blocks,
+negative prompt) from configs alone, before any weights are loaded.
 
 With the same generator seed, global seed and fp32 weights, the latents of every step and the decoded
-frames match `ltx_video`'s `LTXVideoPipeline` / `LTXMultiScalePipeline` (tests/parity/test_pipeline_parity.py).
+frames match `ltx_video`'s `LTXVideoPipeline` / `LTXMultiScalePipeline`, with our VAE and upsampler loaded
+from the same official file as the reference's (tests/parity/test_pipeline_parity.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from ltx.conditioning import ConditioningItem, apply_conditioning, check_items, reinject_noise
-from ltx.models.dit import DiT, STGMode
-from ltx.patchify import VAE_SCALE, unpatchify
-from ltx.presets import PassConfig
+from ltx.models.dit import DiT, DiTConfig, STGMode
+from ltx.models.vae import VAEConfig, VideoVAE, check_dit_compatible
+from ltx.models.vae_tiling import tiled_decode, tiled_encode
+from ltx.patchify import VAE_SCALE, Scale, unpatchify
+from ltx.presets import PassConfig, PipelineType, SamplingDefaults
 from ltx.sched import sigmas as S
-from ltx.sched.guidance import GuidanceSchedule, TextConditioning, guided_velocity
+from ltx.sched.guidance import GuidanceSchedule, TextConditioning, guided_velocity, skip_mask_for
 from ltx.sched.sample import sample
 
 
-class LatentVAE(Protocol):
-    """What the pipeline needs from a VAE. Latents are per-channel normalized."""
-
-    timestep_conditioning: bool  # decoder takes a timestep (0.9.1+)
-
-    def encode(self, pixels: Tensor) -> Tensor: ...  # (B,3,F,H,W) in [-1,1] -> (B,C,F',H',W'), posterior sample
-
-    def decode(self, latents: Tensor, timestep: Tensor | None) -> Tensor: ...  # -> (B,3,F,H,W) in [-1,1]
-
-    def normalize(self, latents: Tensor) -> Tensor: ...
-
-    def unnormalize(self, latents: Tensor) -> Tensor: ...
+def vae_scale(cfg: VAEConfig) -> Scale:
+    """(temporal, spatial, spatial) compression of a VAE: pixel frames / rows / columns per latent voxel."""
+    return cfg.temporal_factor, cfg.spatial_factor, cfg.spatial_factor
 
 
 @dataclass(frozen=True)
@@ -78,25 +80,28 @@ class PassOptions:
     forward_rows: list[int] = field(default_factory=list)  # filled: transformer batch rows per step
 
 
-def check_size(height: int, width: int, num_frames: int) -> None:
-    """Height / width multiples of 32 and 8k + 1 frames, else an error naming the nearest valid values."""
+def check_size(height: int, width: int, num_frames: int, scale: Scale = VAE_SCALE) -> None:
+    """Height / width multiples of the spatial factor and temporal * k + 1 frames, else an error naming the
+    nearest valid values (for the released VAEs: multiples of 32 and 8k + 1)."""
     def near(v: int, m: int, off: int = 0) -> str:
-        lo = max(m + off, (v - off) // m * m + off)
-        return f"{lo} or {lo + m}" if lo != v else str(v)
+        lo = max(m + off if off else m, (v - off) // m * m + off)
+        return f"{lo} or {lo + m}" if lo != v and lo < v else str(lo)
 
+    t, sh, sw = scale
     errs = []
-    if height < 32 or height % 32:
-        errs.append(f"height {height} is not a positive multiple of 32 (nearest: {near(height, 32)})")
-    if width < 32 or width % 32:
-        errs.append(f"width {width} is not a positive multiple of 32 (nearest: {near(width, 32)})")
-    if num_frames < 1 or num_frames % 8 != 1:
-        errs.append(f"num_frames {num_frames} is not of the form 8k + 1 (nearest: {near(num_frames, 8, 1)})")
+    if height < sh or height % sh:
+        errs.append(f"height {height} is not a positive multiple of {sh} (nearest: {near(height, sh)})")
+    if width < sw or width % sw:
+        errs.append(f"width {width} is not a positive multiple of {sw} (nearest: {near(width, sw)})")
+    if num_frames < 1 or (num_frames - 1) % t:
+        errs.append(f"num_frames {num_frames} is not of the form {t}k + 1 (nearest: {near(num_frames, t, 1)})")
     if errs:
         raise ValueError("; ".join(errs))
 
 
-def latent_grid(height: int, width: int, num_frames: int) -> tuple[int, int, int]:
-    return num_frames // VAE_SCALE[0] + 1, height // VAE_SCALE[1], width // VAE_SCALE[2]
+def latent_grid(height: int, width: int, num_frames: int, scale: Scale = VAE_SCALE) -> tuple[int, int, int]:
+    """(F, H, W) latent grid of a valid video size (official: frames // temporal + 1, floor division)."""
+    return num_frames // scale[0] + 1, height // scale[1], width // scale[2]
 
 
 def pass_sigmas(p: PassConfig, tokens: int, sched: SchedulerSpec) -> Tensor:
@@ -118,7 +123,7 @@ def pass_guidance(p: PassConfig) -> GuidanceSchedule:
 
 def denoise_pass(
     dit: DiT,
-    vae: LatentVAE | None,
+    vae: VideoVAE | None,
     text: TextConditioning,
     p: PassConfig,
     sched: SchedulerSpec,
@@ -131,15 +136,22 @@ def denoise_pass(
     items: Sequence[ConditioningItem] = (),
     latents: Tensor | None = None,
     opts: PassOptions | None = None,
+    scale: Scale | None = None,
+    tiled_vae: bool = False,
 ) -> Tensor:
-    """One denoising pass -> normalized latents (B, C, F, H, W) (see the file docstring)."""
+    """One denoising pass -> normalized latents (B, C, F, H, W) (see the file docstring).
+
+    scale: the VAE's compression; None = `vae_scale(vae.cfg)`, or the released (8, 32, 32) without a VAE.
+    tiled_vae: encode conditioning items in tiles (`ltx.models.vae_tiling.tiled_encode`).
+    """
     opts = opts or PassOptions()
-    check_size(height, width, num_frames)
-    check_items(items, num_frames)
+    scale = scale or (vae_scale(vae.cfg) if vae is not None else VAE_SCALE)
+    check_size(height, width, num_frames, scale)
+    check_items(items, num_frames, scale[0])
     if items and vae is None:
         raise ValueError("conditioning items need a VAE to encode them")
     B = text.context.shape[0]
-    Fl, Hl, Wl = latent_grid(height, width, num_frames)
+    Fl, Hl, Wl = latent_grid(height, width, num_frames, scale)
     C = dit.cfg.in_channels
     sigmas = pass_sigmas(p, Fl * Hl * Wl, sched)
     guidance = pass_guidance(p)
@@ -154,8 +166,9 @@ def denoise_pass(
         if not s0 < 1:
             raise ValueError("starting from latents needs a schedule that starts below sigma 1 (skip initial steps)")
         init = s0 * init + (1 - s0) * latents.to(init.dtype)
-    tokens = apply_conditioning(init, items, vae.encode if vae is not None else None, num_frames=num_frames, fps=fps,
-                                causal=dit.cfg.causal_temporal_positioning, generator=generator)
+    tokens = apply_conditioning(init, items, encoder(vae, tiled_vae) if vae is not None else None,
+                                num_frames=num_frames, fps=fps, causal=dit.cfg.causal_temporal_positioning,
+                                generator=generator, scale=scale)
     clean = tokens.x.clone()
 
     def velocity(x: Tensor, sigma_tok: Tensor, i: int) -> Tensor:

@@ -56,6 +56,15 @@ from ltx.data.shapes_eval import (
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # 64x64 clips are too small to gain from intra-op threads, and extra threads stall on a busy 2-core machine
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def ground_truth() -> list[tuple[str, torch.Tensor, str, SceneParams]]:
     """100 train + 100 held-out clips (64x64, 17 frames), shared by the evaluator tests."""

@@ -475,3 +475,21 @@ def write_diffusers(ckpt: Checkpoint, path: str | os.PathLike, *, dtype=None, ov
 
 
 WRITERS = {"ltx": write_ltx, "official": write_official, "diffusers": write_diffusers}
+
+
+def checkpoint_from_modules(modules: dict[str, nn.Module], *, extra: dict | None = None) -> Checkpoint:
+    """Wrap in-memory modules (each with a `.cfg` of its component's config class) as a Checkpoint, so that
+    any writer can save them: `write_ltx(checkpoint_from_modules({"dit": dit, "vae": vae}), path)`."""
+    comps = {}
+    for name, module in modules.items():
+        if name not in COMPONENTS:
+            raise ValueError(f"unknown component {name!r}; known: {sorted(COMPONENTS)}")
+        cfg = module.cfg
+        if not isinstance(cfg, COMPONENTS[name].config_cls):
+            want = COMPONENTS[name].config_cls.__name__
+            raise TypeError(f"{name}: module config is a {type(cfg).__name__}, not {want}")
+        sd = {k: v.detach() for k, v in module.state_dict().items()}
+        comps[name] = ComponentWeights(name=name, config=cfg,
+                                       infos={k: TensorInfo(v.dtype, tuple(v.shape)) for k, v in sd.items()},
+                                       fetch=lambda k, sd=sd: sd[k].cpu())
+    return Checkpoint("ltx", Path("<memory>"), comps, dict(extra or {}))
