@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -84,7 +85,7 @@ def check_size(height: int, width: int, num_frames: int, scale: Scale = VAE_SCAL
     """Height / width multiples of the spatial factor and temporal * k + 1 frames, else an error naming the
     nearest valid values (for the released VAEs: multiples of 32 and 8k + 1)."""
     def near(v: int, m: int, off: int = 0) -> str:
-        lo = max(m + off if off else m, (v - off) // m * m + off)
+        lo = max(off or m, (v - off) // m * m + off)
         return f"{lo} or {lo + m}" if lo != v and lo < v else str(lo)
 
     t, sh, sw = scale
@@ -209,48 +210,170 @@ def adain(latents: Tensor, reference: Tensor, factor: float = 1.0) -> Tensor:
     return torch.lerp(latents, (latents - mean) / std * r_std + r_mean, factor)
 
 
-def decode(vae: LatentVAE, latents: Tensor, *, decode_timestep: float = 0.05, decode_noise_scale: float | None = 0.025,
-           tone_map_ratio: float = 0.0) -> Tensor:
-    """Normalized latents -> frames (B, 3, F, H, W) in [0, 1]. Timestep-conditioned decoders (0.9.1+) get
-    latents mixed with global-RNG noise, z (1 - s) + noise s, and the decode timestep, as the reference."""
+def encoder(vae: VideoVAE, tiled: bool = False) -> Callable[[Tensor], Tensor]:
+    """pixels (B, 3, F, H, W) in [-1, 1] -> normalized latents, a posterior *sample* from the global RNG (the
+    official `vae_encode` draws `latent_dist.sample()` without a generator)."""
+    dtype = next(vae.parameters()).dtype
+
+    def encode(pixels: Tensor) -> Tensor:
+        if tiled:
+            return tiled_encode(vae, pixels.to(dtype), sample=True)
+        return vae.encode(pixels.to(dtype), sample=True)
+
+    return encode
+
+
+def decode(vae: VideoVAE, latents: Tensor, *, decode_timestep: float = 0.05, decode_noise_scale: float | None = 0.025,
+           tone_map_ratio: float = 0.0, tiled: bool = False, memory_budget: int | None = None) -> Tensor:
+    """Normalized latents (B, C, F, H, W) -> frames (B, 3, F_px, H_px, W_px) in [0, 1].
+
+    Timestep-conditioned decoders (0.9.1+) get the latents mixed with global-RNG noise, z (1 - s) + noise s
+    (s = decode_noise_scale, or decode_timestep when None, as the reference), and the decode timestep; other
+    VAEs (0.9.0, the demo VAE) get neither. The tone map acts on the normalized latents after the noise, right
+    before decoding (official order). `tiled`: decode in tiles that fit `memory_budget` bytes (default 2 GiB).
+    """
     timestep = None
-    if vae.timestep_conditioning:
+    if vae.cfg.timestep_conditioning:
         s = decode_timestep if decode_noise_scale is None else decode_noise_scale
         noise = torch.randn_like(latents)
         latents = latents * (1 - s) + noise * s
         timestep = torch.full((latents.shape[0],), float(decode_timestep), device=latents.device)
-    latents = tone_map(latents, tone_map_ratio)
-    frames = vae.decode(latents, timestep)
+    latents = tone_map(latents, tone_map_ratio).to(next(vae.parameters()).dtype)
+    if tiled:
+        frames = tiled_decode(vae, latents, timestep, memory_budget=memory_budget)
+    else:
+        frames = vae.decode(latents, timestep)
     return (frames.float() * 0.5 + 0.5).clamp(0, 1)
 
 
-def multiscale_sizes(height: int, width: int, factor: float) -> tuple[int, int]:
-    """First-pass size: int(size * factor) floored to a multiple of 32 (official multi-scale)."""
+def multiscale_sizes(height: int, width: int, factor: float, spatial: int = VAE_SCALE[1]) -> tuple[int, int]:
+    """First-pass size: int(size * factor) floored to a multiple of the VAE's spatial factor (official)."""
     h, w = int(height * factor), int(width * factor)
-    h, w = h - h % VAE_SCALE[1], w - w % VAE_SCALE[2]
-    if h < 32 or w < 32:
+    h, w = h - h % spatial, w - w % spatial
+    if h < spatial or w < spatial:
         raise ValueError(f"downscale factor {factor} makes the first pass of {height}x{width} empty ({h}x{w})")
     return h, w
 
 
-def upsample_latents(vae: LatentVAE, upsampler: Callable[[Tensor], Tensor], latents: Tensor) -> Tensor:
+def upsample_latents(vae: VideoVAE, upsampler: Callable[[Tensor], Tensor], latents: Tensor) -> Tensor:
     """x2 latent upsampling: the upsampler works on un-normalized latents."""
-    return vae.normalize(upsampler(vae.unnormalize(latents)))
+    dtype = latents.dtype
+    up = upsampler(vae.denormalize(latents.to(next(vae.parameters()).dtype)))
+    return vae.normalize(up).to(dtype)
 
 
 def generate_multiscale(
-    dit: DiT, vae: LatentVAE, upsampler: Callable[[Tensor], Tensor], text: TextConditioning,
+    dit: DiT, vae: VideoVAE, upsampler: Callable[[Tensor], Tensor], text: TextConditioning,
     first: PassConfig, second: PassConfig, sched: SchedulerSpec, *, height: int, width: int, num_frames: int,
     fps: float, downscale_factor: float, generator: torch.Generator | None, items: Sequence[ConditioningItem] = (),
-    opts: PassOptions | None = None,
+    opts: PassOptions | None = None, tiled_vae: bool = False,
 ) -> Tensor:
     """Low-res pass, x2 latent upsample + AdaIN, refining pass at 2x the low-res size -> latents at that size."""
-    h1, w1 = multiscale_sizes(height, width, downscale_factor)
+    h1, w1 = multiscale_sizes(height, width, downscale_factor, vae.cfg.spatial_factor)
     low = denoise_pass(dit, vae, text, first, sched, height=h1, width=w1, num_frames=num_frames, fps=fps,
-                       generator=generator, items=items, opts=opts)
+                       generator=generator, items=items, opts=opts, tiled_vae=tiled_vae)
     up = adain(upsample_latents(vae, upsampler, low), low)
     return denoise_pass(dit, vae, text, second, sched, height=2 * h1, width=2 * w1, num_frames=num_frames, fps=fps,
-                        generator=generator, items=items, latents=up, opts=opts)
+                        generator=generator, items=items, latents=up, opts=opts, tiled_vae=tiled_vae)
+
+
+def pass_sizes(sampling: SamplingDefaults, height: int, width: int, spatial: int) -> list[tuple[int, int]]:
+    """(height, width) of each pass of a preset: one for base, (first, second) for multi-scale."""
+    if sampling.pipeline_type is PipelineType.base:
+        return [(height, width)]
+    if sampling.downscale_factor is None:
+        raise ValueError("a multi-scale preset needs downscale_factor")
+    h1, w1 = multiscale_sizes(height, width, sampling.downscale_factor, spatial)
+    return [(h1, w1), (2 * h1, 2 * w1)]
+
+
+def passes(sampling: SamplingDefaults) -> list[PassConfig]:
+    return [sampling.first_pass] + ([sampling.second_pass] if sampling.second_pass is not None else [])
+
+
+def check_request(
+    dit: DiTConfig, vae: VAEConfig, sampling: SamplingDefaults, sched: SchedulerSpec, *, height: int, width: int,
+    num_frames: int, items: Sequence[ConditioningItem] = (), has_negative: bool = True,
+) -> list[Tensor]:
+    """Validate a generation request from configs alone (no weights needed); returns each pass's sigmas.
+
+    Raises ValueError for: a transformer / VAE mismatch, sizes the VAE cannot take (naming the nearest valid
+    ones), conditioning items outside the video, step counts or timesteps the checkpoint does not allow, STG
+    blocks the transformer does not have, and CFG without negative-prompt embeddings.
+    """
+    check_dit_compatible(vae, dit)
+    scale = vae_scale(vae)
+    check_size(height, width, num_frames, scale)
+    check_items(items, num_frames, scale[0])
+    sigmas = []
+    for p, (h, w) in zip(passes(sampling), pass_sizes(sampling, height, width, scale[1])):
+        check_size(h, w, num_frames, scale)
+        Fl, Hl, Wl = latent_grid(h, w, num_frames, scale)
+        sig = pass_sigmas(p, Fl * Hl * Wl, sched)
+        guidance = pass_guidance(p)
+        for step in guidance.steps:
+            if step.use_stg:
+                skip_mask_for(dit.num_layers, 1, 1, step.stg_blocks)  # raises for blocks the model lacks
+            if step.use_cfg and not has_negative:
+                raise ValueError(f"guidance scale {step.cfg} > 1 (CFG) needs negative-prompt embeddings")
+        sigmas.append(sig)
+    if sampling.pipeline_type is PipelineType.multi_scale and float(sigmas[1][0]) >= 1:
+        raise ValueError("the second multi-scale pass must start below sigma 1 (skip initial steps or timesteps)")
+    return sigmas
+
+
+def generate(
+    dit: DiT,
+    vae: VideoVAE,
+    text: TextConditioning,
+    sampling: SamplingDefaults,
+    sched: SchedulerSpec,
+    *,
+    height: int,
+    width: int,
+    num_frames: int,
+    fps: float,
+    generator: torch.Generator | None,
+    items: Sequence[ConditioningItem] = (),
+    upsampler: Callable[[Tensor], Tensor] | None = None,
+    image_cond_noise_scale: float = 0.15,
+    tiled_vae: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> Tensor:
+    """Text (+ conditioning items) -> frames (B, 3, num_frames, height, width) in [0, 1], for a preset.
+
+    Args:
+        dit, vae: loaded modules; `upsampler`: the latent upsampler (multi-scale presets only).
+        text: prompt (and negative-prompt) states, batch B.
+        sampling: the preset's sampling defaults (base or multi-scale, per-pass schedules and guidance).
+        sched: the checkpoint's scheduler config (and allowed timesteps of distilled checkpoints).
+        height, width, num_frames: a size the VAE takes (`check_size`); multi-scale output is resized to it.
+        generator: noise RNG (the global RNG is used where the official pipeline uses it, see the docstring).
+        items: image / video conditioning; image_cond_noise_scale: official inference default 0.15.
+        tiled_vae: encode / decode in tiles (bounded memory).
+        progress: called with the step index after every denoising step of every pass.
+    """
+    check_request(dit.cfg, vae.cfg, sampling, sched, height=height, width=width, num_frames=num_frames, items=items,
+                  has_negative=text.neg_context is not None)
+    opts = PassOptions(stg_mode=sampling.stg_mode, stochastic=sampling.stochastic_sampling,
+                       image_cond_noise_scale=image_cond_noise_scale, progress=progress)
+    if sampling.pipeline_type is PipelineType.multi_scale:
+        if upsampler is None:
+            raise ValueError("a multi-scale preset needs the latent upsampler")
+        assert sampling.second_pass is not None and sampling.downscale_factor is not None
+        latents = generate_multiscale(dit, vae, upsampler, text, sampling.first_pass, sampling.second_pass, sched,
+                                      height=height, width=width, num_frames=num_frames, fps=fps,
+                                      downscale_factor=sampling.downscale_factor, generator=generator, items=items,
+                                      opts=opts, tiled_vae=tiled_vae)
+        tone = sampling.second_pass.tone_map_compression_ratio
+    else:
+        latents = denoise_pass(dit, vae, text, sampling.first_pass, sched, height=height, width=width,
+                               num_frames=num_frames, fps=fps, generator=generator, items=items, opts=opts,
+                               tiled_vae=tiled_vae)
+        tone = sampling.first_pass.tone_map_compression_ratio
+    frames = decode(vae, latents, decode_timestep=sampling.decode_timestep,
+                    decode_noise_scale=sampling.decode_noise_scale, tone_map_ratio=tone, tiled=tiled_vae)
+    return resize_frames(frames, height, width)
 
 
 def resize_frames(frames: Tensor, height: int, width: int) -> Tensor:

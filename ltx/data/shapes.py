@@ -53,7 +53,7 @@ PALETTE: dict[str, tuple[float, float, float]] = {
     "white": (0.95, 0.95, 0.95),
     "purple": (0.70, 0.15, 0.80),
 }
-# Dark backgrounds, each >= 0.6 from every palette colour.
+# Dark backgrounds, each >= 0.56 from every palette colour (closest: green on gray).
 TINTS: dict[str, tuple[float, float, float]] = {
     "gray": (0.25, 0.25, 0.25),
     "navy": (0.08, 0.10, 0.30),

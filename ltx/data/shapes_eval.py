@@ -1,11 +1,13 @@
 """Prompt-following evaluation for ShapesWorld videos: the dominant shape's colour and motion, from pixels alone.
 
 The detector sees only the video (no generator parameters). Steps, with thresholds in `DetectorConfig`:
-1. Map to [0, 1] RGB; the background estimate is the per-channel median over all pixels of all frames
-   (ShapesWorld shapes cover at most ~15% of a frame, so the median is the background, tinted or not).
-2. Foreground: pixels farther than `foreground_threshold` (RGB distance) from the background. Each gets
-   its nearest PALETTE colour and is kept if within `palette_threshold` of it; this drops anti-aliased
-   edges, noise, and colours outside the palette.
+1. Map to [0, 1] RGB and box-filter each frame (3x3: pixel noise / 3, edges soften by a pixel). The
+   background estimate is the per-channel median over all pixels of all frames (ShapesWorld shapes cover
+   at most 17% of a frame, so the median is the background, tinted or not).
+2. Foreground: pixels farther than `foreground_threshold` (RGB distance) from the background and at least
+   `min_brightness` bright. Each gets the PALETTE colour nearest in chroma (rgb / max channel, so a
+   too-dark or too-bright rendering keeps its colour) and is kept if within `palette_threshold` of it; this
+   drops anti-aliased edges, noise, and colours outside the palette.
 3. Dominant colour: the palette colour with the most kept pixels over the clip (ShapesWorld's dominant
    shape is the largest and drawn on top; see ltx.data.shapes).
 4. Per frame, that colour's mask gives a robust centre (coordinate-wise median) and a compactness (share of
@@ -49,8 +51,8 @@ _MEDIAN_SAMPLES = 1 << 20  # per channel; larger videos are strided for the back
 class DetectorConfig:
     """Thresholds of `detect`; distances are Euclidean in [0, 1] RGB, lengths are fractions of the frame."""
 
-    foreground_threshold: float = 0.2  # darkest palette colour vs brightest tint is >= 0.6 apart
-    palette_threshold: float = 0.3  # on chroma = rgb / max(rgb); closest palette pair is 0.74 apart there
+    foreground_threshold: float = 0.2  # every palette colour is >= 0.56 from every background
+    palette_threshold: float = 0.3  # on chroma = rgb / max(rgb); the closest palette pair is 0.73 apart there
     min_brightness: float = 0.4  # max channel; palette colours are >= 0.9, so a 2x darker shape still counts
     min_area: float = 0.01  # mean share of the frame; ShapesWorld's dominant shape covers >= 0.05
     compact_radius: float = 0.3  # fraction of min(H, W); ShapesWorld shapes lie within 0.26 of their centre

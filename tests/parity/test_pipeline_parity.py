@@ -1,31 +1,38 @@
 """End-to-end parity of ltx.pipeline with ltx-video==0.1.2's LTXVideoPipeline / LTXMultiScalePipeline.
 
-Tiny random models in fp32 on CPU; precomputed text embeddings (no T5). Both sides load the transformer from
-the same official-format file (our side through ltx.convert.formats.load_dit). The VAE and the latent
-upsampler are the *reference* modules on both sides (wrapped in `RefVAE` for our pipeline): this file tests
-the sampling pipeline (noise, schedule, conditioning, guidance, sampler, decode-noise, tone map, AdaIN,
-multi-scale); VAE numerics are the VAE's own parity test. RNG: the same generator seed and the same global
-seed before each call; both sides consume them in the same order (docs: ltx/conditioning.py).
+Tiny random models in fp32 on CPU; precomputed text embeddings (no T5). One official-format single file per
+VAE layout holds the transformer (`model.diffusion_model.*`), the VAE (`vae.*`) and its five per-channel
+statistics (`vae.per_channel_statistics.*`); a second, standalone official file holds the latent upsampler.
+The reference loads its VAE and upsampler from those files with its own `from_pretrained`; we load all
+three with ltx.convert.formats.load_component. So this tests the whole chain: converter, native VAE and
+upsampler, and the sampling pipeline (noise, schedule, conditioning, guidance, sampler, decode noise, tone
+map, AdaIN, multi-scale). VAE layouts: the released 0.9.5 block list at width 8 (timestep-conditioned
+decoder: decode timestep + decode noise), and the demo VAE of configs/demo/vae.yaml (patch size 1, 8x space,
+8x time, no decode timestep), which checks that sizes and positions follow the VAE's own factors.
+RNG: the same generator seed and the same global seed before each call; both sides consume them in the same
+order (posterior samples and decode noise from the global RNG; docs: ltx/conditioning.py, ltx/pipeline.py).
 
 Compared: the latent tokens after every step (captured from the reference's `denoising_step`), the final
-latents and the decoded frames. Measured max |diff| (this machine, torch 2.13 CPU, fp32): per-step latents
-<= 2.5e-6 (values O(1)), decoded frames in [0, 1] <= 2.4e-6; bound 1e-5. The residue is fp32 summation order
-(batch rows of different sizes through matmul / SDPA: we skip no-op perturbed rows, the reference does not).
-Negative control (run by hand): changing the CFG-star epsilon to 0.1 on our side moves step 1 by 1.4e-5.
+latents and the decoded frames. Measured max |diff| (this machine, torch 2.13 CPU, fp32), per-step latents /
+decoded frames in [0, 1]: 0.9.5-layout cases <= 3.6e-6 / 1.3e-6; multi-scale 1.2e-6 (frames); demo VAE
+1.9e-6 / 3.0e-7; bound 1e-5. The residue is fp32 summation order (batch rows of different sizes through
+matmul / SDPA: we skip no-op perturbed rows, the reference does not; conv algorithm choice in the VAE).
+Negative controls (run by hand): CFG-star epsilon 0.1 on our side moves step 1 by 1.4e-5; encoding the
+conditioning with the posterior mean instead of a sample moves step 0 by 0.3; building positions with the
+released (8, 32, 32) factors in the demo-VAE case moves step 0 by 0.26.
 """
 
 from __future__ import annotations
+
+import json
 
 import pytest
 import torch
 
 pytest.importorskip("ltx_video")
 
-from conftest import official_dit, official_dit_file, randomize_  # noqa: E402
-from ltx_video.models.autoencoders.causal_video_autoencoder import (  # noqa: E402
-    CausalVideoAutoencoder,
-    create_video_autoencoder_demo_config,
-)
+from conftest import REPO, official_dit, randomize_, save_official  # noqa: E402
+from ltx_video.models.autoencoders.causal_video_autoencoder import CausalVideoAutoencoder  # noqa: E402
 from ltx_video.models.autoencoders.latent_upsampler import LatentUpsampler  # noqa: E402
 from ltx_video.models.transformers.symmetric_patchifier import SymmetricPatchifier  # noqa: E402
 from ltx_video.pipelines.pipeline_ltx_video import (  # noqa: E402
@@ -39,8 +46,12 @@ from ltx_video.schedulers.rf import RectifiedFlowScheduler  # noqa: E402
 from ltx_video.utils.skip_layer_strategy import SkipLayerStrategy  # noqa: E402
 
 from ltx.conditioning import ConditioningItem  # noqa: E402
-from ltx.convert.formats import load_dit  # noqa: E402
+from ltx.convert.formats import load_component, load_dit  # noqa: E402
+from ltx.convert.official import DIT_PREFIX  # noqa: E402
+from ltx.convert.vae_tables import upsampler_config_to_official, vae_config_to_official  # noqa: E402
 from ltx.models.dit import DiTConfig, STGMode  # noqa: E402
+from ltx.models.upsampler import UpsamplerConfig  # noqa: E402
+from ltx.models.vae import STATISTICS, VAE_PRESETS, VAEConfig, tiny  # noqa: E402
 from ltx.pipeline import (  # noqa: E402
     PassOptions,
     SchedulerSpec,
@@ -53,7 +64,7 @@ from ltx.presets import PassConfig  # noqa: E402
 from ltx.sched.guidance import TextConditioning  # noqa: E402
 
 pytestmark = pytest.mark.parity
-ATOL = 1e-5  # measured <= 2.5e-6 (see the file docstring)
+ATOL = 1e-5  # measured <= 3.6e-6 (see the file docstring)
 
 CFG = DiTConfig(num_layers=2, num_heads=2, head_dim=16, in_channels=16, out_channels=16, caption_channels=24,
                 causal_temporal_positioning=True)
@@ -63,52 +74,69 @@ STG_REF = {STGMode.attention_values: SkipLayerStrategy.AttentionValues,
            STGMode.residual: SkipLayerStrategy.Residual}
 
 
-class RefVAE:
-    """The reference CausalVideoAutoencoder behind ltx.pipeline.LatentVAE (normalized latents)."""
+def demo_vae_config() -> VAEConfig:
+    from omegaconf import OmegaConf
 
-    def __init__(self, vae: CausalVideoAutoencoder):
-        self.vae = vae
-        self.timestep_conditioning = vae.decoder.timestep_conditioning
-        self.mean = vae.mean_of_means.view(1, -1, 1, 1, 1)
-        self.std = vae.std_of_means.view(1, -1, 1, 1, 1)
+    return VAEConfig(**OmegaConf.to_container(OmegaConf.load(REPO / "configs/demo/vae.yaml")))
 
-    def normalize(self, z):
-        return (z - self.mean) / self.std
 
-    def unnormalize(self, z):
-        return z * self.std + self.mean
+VAE_LAYOUTS = {"0.9.5-w8": tiny(VAE_PRESETS["0.9.5"], width=8), "demo": demo_vae_config()}
 
-    def encode(self, pixels):
-        return self.normalize(self.vae.encode(pixels).latent_dist.sample())
 
-    def decode(self, latents, timestep):
-        B, _, f, h, w = latents.shape
-        kw = {} if timestep is None else {"timestep": timestep}
-        return self.vae.decode(self.unnormalize(latents), return_dict=False,
-                               target_shape=(1, 3, 8 * (f - 1) + 1, 32 * h, 32 * w), **kw)[0]
+@torch.no_grad()
+def official_file(path, dit_ref, vae_cfg: VAEConfig, seed: int):
+    """Reference VAE with random weights + statistics, saved with the transformer as one official file."""
+    vae = CausalVideoAutoencoder.from_config(vae_config_to_official(vae_cfg))
+    g = torch.Generator().manual_seed(seed)
+    for p in vae.parameters():  # perturb the init: it decodes almost everything to a constant
+        p.add_(0.05 * torch.randn(p.shape, generator=g))
+    C = vae_cfg.latent_channels
+    stats = {"channel": torch.arange(C).float(), "mean-of-means": 0.1 * torch.randn(C, generator=g),
+             "std-of-means": 0.5 + torch.rand(C, generator=g), "mean-of-stds": torch.rand(C, generator=g),
+             "mean-of-stds_over_std-of-means": torch.rand(C, generator=g)}
+    assert set(stats) == set(STATISTICS)
+    tensors = {DIT_PREFIX + k: v for k, v in dit_ref.state_dict().items()}
+    tensors |= {"vae." + k: v for k, v in vae.state_dict().items()}
+    tensors |= {"vae.per_channel_statistics." + k: v for k, v in stats.items()}
+    return save_official(path, tensors, {"transformer": dict(dit_ref.config), "vae": vae_config_to_official(vae_cfg)})
+
+
+@torch.no_grad()
+def upsampler_file(path, seed: int):
+    c = upsampler_config_to_official(UpsamplerConfig(in_channels=16, mid_channels=32, num_blocks_per_stage=1))
+    up = LatentUpsampler.from_config(c)
+    g = torch.Generator().manual_seed(seed)
+    for p in up.parameters():
+        p.copy_(0.1 * torch.randn(p.shape, generator=g))
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in up.state_dict().items()}, str(path), metadata={"config": json.dumps(c)})
+    return path
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
+def files(tmp_path_factory):
     torch.manual_seed(0)
     ref = randomize_(official_dit(CFG), seed=3).eval()
-    path = official_dit_file(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors", ref)
-    ours = load_dit(path)
-    c = create_video_autoencoder_demo_config(latent_channels=16)
-    c.update(encoder_base_channels=16, decoder_base_channels=16)
-    vae = CausalVideoAutoencoder.from_config(c)
-    g = torch.Generator().manual_seed(5)
-    with torch.no_grad():
-        for p in vae.parameters():  # the demo init decodes almost everything to a constant
-            p.add_(0.05 * torch.randn(p.shape, generator=g))
-    vae.register_buffer("std_of_means", 0.5 + torch.rand(16, generator=g))
-    vae.register_buffer("mean_of_means", 0.1 * torch.randn(16, generator=g))
-    vae.eval()
-    up = LatentUpsampler(in_channels=16, mid_channels=32, num_blocks_per_stage=1).eval()
-    with torch.no_grad():
-        for p in up.parameters():
-            p.copy_(0.1 * torch.randn(p.shape, generator=g))
-    return ref, ours, vae, up
+    root = tmp_path_factory.mktemp("ckpt")
+    out = {name: official_file(root / f"{name}.safetensors", ref, cfg, seed=5 + n)
+           for n, (name, cfg) in enumerate(VAE_LAYOUTS.items())}
+    return ref, out, upsampler_file(root / "upsampler.safetensors", seed=9)
+
+
+def load_models(files, layout: str = "0.9.5-w8"):
+    """(reference DiT, our DiT, reference VAE, our VAE), both VAEs read from the same official file."""
+    ref, paths, _ = files
+    path = paths[layout]
+    ref_vae = CausalVideoAutoencoder.from_pretrained(path).eval()
+    ours = load_component(path, "vae")
+    assert ours.cfg.extra_statistics and ours.cfg.spatial_factor == ref_vae.spatial_downscale_factor
+    return ref, load_dit(path), ref_vae, ours
+
+
+@pytest.fixture(scope="module")
+def models(files):
+    return load_models(files)
 
 
 def text(batch: int, seed: int = 7, length: int = 6) -> TextConditioning:
@@ -173,7 +201,7 @@ def ref_kwargs(p: PassConfig, t: TextConditioning, **extra):
 def run_both(models, p, sched_ref, sched_ours, *, batch=1, items=(), stg_mode=STGMode.attention_values,
              stochastic=False, noise_scale=0.0, size=(64, 96, 17), fps=25.0, output="pt", allowed=None,
              decode_timestep=0.05, decode_noise_scale=0.025, tone=0.0):
-    ref, ours, vae, _ = models
+    ref, ours, _, vae = models
     h, w, n = size
     t = text(batch)
     pipe = ref_pipe(models, sched_ref, allowed)
@@ -191,15 +219,16 @@ def run_both(models, p, sched_ref, sched_ours, *, batch=1, items=(), stg_mode=ST
                        callback=lambda i, x: our_steps.append(x.clone()))
     torch.manual_seed(11)
     with torch.no_grad():
-        lat = denoise_pass(ours, RefVAE(vae), t, p, sched_ours, height=h, width=w, num_frames=n, fps=fps,
+        lat = denoise_pass(ours, vae, t, p, sched_ours, height=h, width=w, num_frames=n, fps=fps,
                            generator=torch.Generator().manual_seed(42), items=items, opts=opts)
-        out = lat if output == "latent" else decode(RefVAE(vae), lat, decode_timestep=decode_timestep,
+        out = lat if output == "latent" else decode(vae, lat, decode_timestep=decode_timestep,
                                                      decode_noise_scale=decode_noise_scale, tone_map_ratio=tone)
     assert len(our_steps) == len(ref_steps) > 0
     errs = [(a - b).abs().max().item() for a, b in zip(our_steps, ref_steps)]
     assert max(errs) <= ATOL, errs
     assert out.shape == out_ref.shape
     torch.testing.assert_close(out, out_ref, atol=ATOL, rtol=0)
+    print(f"per-step max |diff| {max(errs):.2e}, output {(out - out_ref).abs().max().item():.2e}")
     return errs, opts.forward_rows
 
 
@@ -238,8 +267,10 @@ def test_distilled_stochastic_video_extension(models):
              stochastic=True, size=(64, 64, 25), allowed=lq8)
 
 
-def test_multiscale_matches_reference(models):
-    ref, ours, vae, up = models
+def test_multiscale_matches_reference(models, files):
+    ref, ours, ref_vae, vae = models
+    ref_up = LatentUpsampler.from_pretrained(files[2]).eval()
+    up = load_component(files[2], "upsampler")
     first = PassConfig(num_inference_steps=3, guidance_scale=[2.0], stg_scale=[1.0], rescaling_scale=[0.7],
                        skip_block_list=[[0]], skip_final_inference_steps=1)
     second = PassConfig(num_inference_steps=4, skip_initial_inference_steps=2, stg_scale=[1.0],
@@ -247,7 +278,7 @@ def test_multiscale_matches_reference(models):
     t = text(1)
     items = [ConditioningItem(media(1, 96, 96, 1), 0, 1.0)]
     h, w, n, fps = 96, 96, 9, 24.0
-    pipe = LTXMultiScalePipeline(ref_pipe(models, RectifiedFlowScheduler(sampler="LinearQuadratic")), up)
+    pipe = LTXMultiScalePipeline(ref_pipe(models, RectifiedFlowScheduler(sampler="LinearQuadratic")), ref_up)
     strip = {"negative_prompt_embeds", "negative_prompt_attention_mask", "prompt_embeds", "prompt_attention_mask",
              "negative_prompt", "is_video", "vae_per_channel_normalize"}
     fp = {k: v for k, v in ref_kwargs(first, t).items() if k not in strip}
@@ -261,11 +292,22 @@ def test_multiscale_matches_reference(models):
                        skip_layer_strategy=SkipLayerStrategy.AttentionValues, decode_timestep=0.05,
                        decode_noise_scale=0.025, **{k: v for k, v in ref_kwargs(first, t).items() if k in strip}).images
     torch.manual_seed(11)
-    rvae = RefVAE(vae)
     with torch.no_grad():
-        lat = generate_multiscale(ours, rvae, up, t, first, second, LQ_OURS, height=h, width=w, num_frames=n, fps=fps,
+        lat = generate_multiscale(ours, vae, up, t, first, second, LQ_OURS, height=h, width=w, num_frames=n, fps=fps,
                                   downscale_factor=0.6666666, generator=torch.Generator().manual_seed(42), items=items)
-        frames = decode(rvae, lat, decode_timestep=0.05, decode_noise_scale=0.025, tone_map_ratio=0.6)
+        frames = decode(vae, lat, decode_timestep=0.05, decode_noise_scale=0.025, tone_map_ratio=0.6)
         frames = resize_frames(frames, h, w)
     assert frames.shape == out_ref.shape == (1, 3, n, h, w)
     torch.testing.assert_close(frames, out_ref, atol=ATOL, rtol=0)
+    print(f"multi-scale frames max |diff| {(frames - out_ref).abs().max().item():.2e}")
+
+
+def test_demo_vae_own_scale_factors(files):
+    """The demo VAE (patch 1, 8x space and time, no decode timestep): 64x64x17 -> a 3x8x8 latent grid, positions
+    in units of 8 pixels; CFG + STG, a frame-0 image and a keyframe at frame 8, decoded frames."""
+    models = load_models(files, "demo")
+    assert models[3].cfg.spatial_factor == 8 and not models[3].cfg.timestep_conditioning
+    p = PassConfig(num_inference_steps=3, guidance_scale=[3.0], stg_scale=[1.0], rescaling_scale=[0.7],
+                   skip_block_list=[[1]], cfg_star_rescale=True)
+    items = [ConditioningItem(media(1, 64, 64, 1), 0, 1.0), ConditioningItem(media(1, 64, 64, 2), 8, 0.8)]
+    run_both(models, p, LQ, LQ_OURS, items=items, noise_scale=0.15, size=(64, 64, 17))

@@ -1,0 +1,54 @@
+"""Assemble the bundled demo model from training runs into one ltx-format file.
+
+    python -m train.export_demo --vae-run runs/demo_vae                              # after train_vae
+    python -m train.export_demo --vae-run runs/demo_vae --dit-run runs/demo_dit      # after train_dit
+
+Writes `demo/ltx-demo.safetensors` (components "vae" and, once trained, "dit"; configs in the metadata,
+plus the demo's sampling defaults under `official_extra`) atomically. The text encoder folder is made by
+`python -m train.make_text_encoder demo/text_encoder`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from ltx.convert.formats import checkpoint_from_modules, write_ltx
+from ltx.models.dit import DiT, DiTConfig
+from ltx.models.vae import VAEConfig, VideoVAE
+
+REPO = Path(__file__).resolve().parents[1]
+# The demo was trained with the causal VAE's 8x time / 8x space latents and this scheduler; the pipeline
+# reads it like an official checkpoint's `config.scheduler`.
+DEMO_SCHEDULER = {"sampler": "LinearQuadratic", "shifting": None}
+
+
+def _config(cls, yaml: Path):
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), OmegaConf.load(yaml)))
+
+
+def export(vae_run: Path, dit_run: Path | None, out: Path) -> Path:
+    vae_cfg = _config(VAEConfig, REPO / "configs/demo/vae.yaml")
+    vae = VideoVAE(vae_cfg)
+    vae.load_state_dict(torch.load(vae_run / "vae_final.pt", map_location="cpu"), strict=True)
+    modules = {"vae": vae}
+    if dit_run is not None:
+        dit = DiT(_config(DiTConfig, REPO / "configs/demo/dit.yaml"))
+        dit.load_state_dict(torch.load(dit_run / "dit_ema.pt", map_location="cpu"), strict=True)
+        modules = {"dit": dit, "vae": vae}
+    ckpt = checkpoint_from_modules(modules, extra={"scheduler": DEMO_SCHEDULER})
+    return write_ltx(ckpt, out, overwrite=True)
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--vae-run", type=Path, required=True)
+    p.add_argument("--dit-run", type=Path)
+    p.add_argument("--out", type=Path, default=REPO / "demo/ltx-demo.safetensors")
+    a = p.parse_args()
+    path = export(a.vae_run, a.dit_run, a.out)
+    print(json.dumps({"wrote": str(path), "MiB": round(path.stat().st_size / 2**20, 2)}))
