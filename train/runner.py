@@ -132,19 +132,31 @@ class Run:
             self._wandb.finish()
 
 
+def resume_lr(scheduler: torch.optim.lr_scheduler.LambdaLR, step: int) -> None:
+    """Put a LambdaLR and its optimizer at `step` after a resume (without stepping the optimizer)."""
+    scheduler.last_epoch = step
+    for group, base, fn in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+        group["lr"] = base * fn(step)
+
+
 def train_loop(run: Run, step_fn: Callable[[int], dict[str, float]], *, steps: int, log_every: int,
-               checkpoint_every: int, on_checkpoint: Callable[[], None], progress: bool = True) -> None:
-    """Run `step_fn(step)` from the run's current step to `steps`, logging and checkpointing on schedule."""
+               checkpoint_every: int, on_checkpoint: Callable[[], None], progress: bool = True,
+               stop_after: int | None = None) -> None:
+    """Run `step_fn(step)` from the run's current step to `steps`, logging and checkpointing on schedule.
+
+    `stop_after` ends the session early at that step (after checkpointing), as a time-boxed session or a kill
+    would; running again with the same config resumes where it stopped."""
     from tqdm import tqdm
 
+    end = steps if stop_after is None else min(steps, stop_after)
     bar = tqdm(total=steps, initial=run.step, desc=run.root.name, disable=not progress, dynamic_ncols=True)
-    while run.step < steps:
+    while run.step < end:
         metrics = step_fn(run.step)
         run.step += 1
         bar.update(1)
         if run.step % log_every == 0 or run.step == steps:
             run.log(metrics)
             bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items()})
-        if run.step % checkpoint_every == 0 or run.step == steps:
+        if run.step % checkpoint_every == 0 or run.step == end:
             on_checkpoint()
     bar.close()

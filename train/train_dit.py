@@ -31,7 +31,7 @@ from ltx.models.dit import DiT, DiTConfig
 from ltx.models.text import T5TextEncoder
 from ltx.models.vae import VideoVAE
 from ltx.patchify import patchify, token_positions
-from train.runner import Run, step_generator, train_loop
+from train.runner import Run, resume_lr, step_generator, train_loop
 
 
 @dataclass(kw_only=True)
@@ -53,6 +53,7 @@ class TrainDiTConfig:
     size: int = 64
     fps: float = 25.0
     num_videos: int = 2048
+    stop_after: int | None = None  # end this session at that step (resumable), e.g. to time-box a run
     log_every: int = 10
     checkpoint_every: int = 100
     threads: int = 2
@@ -103,8 +104,7 @@ def train(cfg: TrainDiTConfig) -> dict:
     warmup = 100
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup))
     if run.resume({"dit": dit, "ema": ema}, {"opt": opt}):
-        sched.last_epoch = run.step - 1
-        sched.step()
+        resume_lr(sched, run.step)
     t0 = time.time()
 
     def step_fn(step: int) -> dict[str, float]:
@@ -129,7 +129,7 @@ def train(cfg: TrainDiTConfig) -> dict:
         return {"loss": loss.item(), "grad_norm": float(gnorm), "lr": sched.get_last_lr()[0]}
 
     train_loop(run, step_fn, steps=cfg.steps, log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every,
-               on_checkpoint=lambda: run.save({"dit": dit, "ema": ema}, {"opt": opt}))
+               stop_after=cfg.stop_after, on_checkpoint=lambda: run.save({"dit": dit, "ema": ema}, {"opt": opt}))
     run.plot(("loss",), title="demo DiT training (flow matching)")
     report = {"steps": run.step, "train_seconds_this_session": round(time.time() - t0, 1),
               "final_loss_avg": sum(r["loss"] for r in run.history[-10:]) / max(1, len(run.history[-10:]))}

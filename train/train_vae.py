@@ -26,7 +26,7 @@ from omegaconf import OmegaConf
 from ltx.data.shapes import ShapesWorld
 from ltx.losses import gaussian_kl, psnr
 from ltx.models.vae import VAEConfig, VideoVAE
-from train.runner import Run, step_generator, train_loop
+from train.runner import Run, resume_lr, step_generator, train_loop
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,6 +47,8 @@ class TrainVAEConfig:
     size: int = 64
     num_videos: int = 4096  # distinct training clips (rendered on the fly, deterministic per index)
     eval_videos: int = 64
+    stats_videos: int = 256  # clips used to measure the per-channel latent statistics
+    stop_after: int | None = None  # end this session at that step (resumable), e.g. to time-box a run
     log_every: int = 10
     checkpoint_every: int = 100
     threads: int = 2
@@ -78,7 +80,8 @@ def measure_statistics(vae: VideoVAE, data: ShapesWorld, n: int) -> dict[str, fl
     stats = vae.per_channel_statistics
     stats.mean.copy_(per_channel.mean(1))
     stats.std.copy_(per_channel.std(1).clamp_min(1e-4))
-    return {"latent_mean_abs": per_channel.mean(1).abs().mean().item(), "latent_std_mean": per_channel.std(1).mean().item()}
+    return {"latent_mean_abs": per_channel.mean(1).abs().mean().item(),
+            "latent_std_mean": per_channel.std(1).mean().item()}
 
 
 @torch.no_grad()
@@ -98,12 +101,12 @@ def train(cfg: TrainVAEConfig) -> dict:
                        width=cfg.size, seed=cfg.seed)
     vae = VideoVAE(cfg.vae).init_weights(torch.Generator().manual_seed(cfg.seed))
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 50) * (0.1 + 0.9 * (1 - s / cfg.steps)))
+    sched = torch.optim.lr_scheduler.LambdaLR(  # 50 warm-up steps, then linear decay to 10%
+        opt, lambda s: min(1.0, (s + 1) / 50) * (0.1 + 0.9 * (1 - s / cfg.steps)))
     run = Run(Path(cfg.run_dir), cfg.seed)
     run.start(asdict(cfg), project="ltx-demo-vae", use_wandb=cfg.wandb)
     if run.resume({"vae": vae}, {"opt": opt}):
-        sched.last_epoch = run.step - 1
-        sched.step()
+        resume_lr(sched, run.step)
     t0 = time.time()
 
     def step_fn(step: int) -> dict[str, float]:
@@ -123,10 +126,10 @@ def train(cfg: TrainVAEConfig) -> dict:
         return {"loss": loss.item(), "recon": rec.item(), "kl": kl.item(), "lr": sched.get_last_lr()[0]}
 
     train_loop(run, step_fn, steps=cfg.steps, log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every,
-               on_checkpoint=lambda: run.save({"vae": vae}, {"opt": opt}))
+               stop_after=cfg.stop_after, on_checkpoint=lambda: run.save({"vae": vae}, {"opt": opt}))
     run.plot(("loss", "recon"), title="demo VAE training")
     vae.eval()
-    stats = measure_statistics(vae, data, 256)
+    stats = measure_statistics(vae, data, cfg.stats_videos)
     heldout = ShapesWorld(split="heldout", num_samples=cfg.eval_videos, frames=cfg.frames, height=cfg.size,
                           width=cfg.size, seed=cfg.seed + 7)
     report = {

@@ -90,9 +90,13 @@ def official_file(path, dit_ref, vae_cfg: VAEConfig, seed: int):
     g = torch.Generator().manual_seed(seed)
     for p in vae.parameters():  # perturb the init: it decodes almost everything to a constant
         p.add_(0.05 * torch.randn(p.shape, generator=g))
+    vae.encoder.conv_out.conv.bias[-1] -= 6.0  # log-variance channel: posterior std ~0.05, as trained VAEs
     C = vae_cfg.latent_channels
-    stats = {"channel": torch.arange(C).float(), "mean-of-means": 0.1 * torch.randn(C, generator=g),
-             "std-of-means": 0.5 + torch.rand(C, generator=g), "mean-of-stds": torch.rand(C, generator=g),
+    # statistics of this VAE's latents (jittered), so that normalized latents are O(1) as with real checkpoints
+    z = vae.encode(media(9, 64, 64, seed=0)).latent_dist.mean  # (1, C, F', H', W') raw
+    std, mean = torch.std_mean(z, dim=(0, 2, 3, 4))
+    stats = {"channel": torch.arange(C).float(), "mean-of-means": mean + 0.1 * std * torch.randn(C, generator=g),
+             "std-of-means": std * (0.8 + 0.4 * torch.rand(C, generator=g)), "mean-of-stds": torch.rand(C, generator=g),
              "mean-of-stds_over_std-of-means": torch.rand(C, generator=g)}
     assert set(stats) == set(STATISTICS)
     tensors = {DIT_PREFIX + k: v for k, v in dit_ref.state_dict().items()}
