@@ -139,11 +139,13 @@ def denoise_pass(
     opts: PassOptions | None = None,
     scale: Scale | None = None,
     tiled_vae: bool = False,
+    noise: Tensor | None = None,
 ) -> Tensor:
     """One denoising pass -> normalized latents (B, C, F, H, W) (see the file docstring).
 
     scale: the VAE's compression; None = `vae_scale(vae.cfg)`, or the released (8, 32, 32) without a VAE.
     tiled_vae: encode conditioning items in tiles (`ltx.models.vae_tiling.tiled_encode`).
+    noise: the initial noise as (B, T, C) tokens instead of a draw from `generator` (chained segments).
     """
     opts = opts or PassOptions()
     scale = scale or (vae_scale(vae.cfg) if vae is not None else VAE_SCALE)
@@ -158,8 +160,11 @@ def denoise_pass(
     guidance = pass_guidance(p)
     device = text.context.device
 
-    noise = torch.randn((B, Fl * Hl * Wl, C), generator=generator, device=device, dtype=text.context.dtype)
-    init = unpatchify(noise, Fl, Hl, Wl)  # (B, C, F, H, W)
+    if noise is None:
+        noise = torch.randn((B, Fl * Hl * Wl, C), generator=generator, device=device, dtype=text.context.dtype)
+    elif tuple(noise.shape) != (B, Fl * Hl * Wl, C):
+        raise ValueError(f"noise must be (B, T, C) = {(B, Fl * Hl * Wl, C)} tokens, got {tuple(noise.shape)}")
+    init = unpatchify(noise.to(device=device, dtype=text.context.dtype), Fl, Hl, Wl)  # (B, C, F, H, W)
     if latents is not None:
         if tuple(latents.shape) != (B, C, Fl, Hl, Wl):
             raise ValueError(f"latents must be {(B, C, Fl, Hl, Wl)}, got {tuple(latents.shape)}")
@@ -266,12 +271,13 @@ def generate_multiscale(
     dit: DiT, vae: VideoVAE, upsampler: Callable[[Tensor], Tensor], text: TextConditioning,
     first: PassConfig, second: PassConfig, sched: SchedulerSpec, *, height: int, width: int, num_frames: int,
     fps: float, downscale_factor: float, generator: torch.Generator | None, items: Sequence[ConditioningItem] = (),
-    opts: PassOptions | None = None, tiled_vae: bool = False,
+    opts: PassOptions | None = None, tiled_vae: bool = False, noise: Tensor | None = None,
 ) -> Tensor:
-    """Low-res pass, x2 latent upsample + AdaIN, refining pass at 2x the low-res size -> latents at that size."""
+    """Low-res pass, x2 latent upsample + AdaIN, refining pass at 2x the low-res size -> latents at that size.
+    `noise`: the first pass's initial noise (B, T, C), else drawn from `generator`."""
     h1, w1 = multiscale_sizes(height, width, downscale_factor, vae.cfg.spatial_factor)
     low = denoise_pass(dit, vae, text, first, sched, height=h1, width=w1, num_frames=num_frames, fps=fps,
-                       generator=generator, items=items, opts=opts, tiled_vae=tiled_vae)
+                       generator=generator, items=items, opts=opts, tiled_vae=tiled_vae, noise=noise)
     up = adain(upsample_latents(vae, upsampler, low), low)
     return denoise_pass(dit, vae, text, second, sched, height=2 * h1, width=2 * w1, num_frames=num_frames, fps=fps,
                         generator=generator, items=items, latents=up, opts=opts, tiled_vae=tiled_vae)
@@ -289,6 +295,14 @@ def pass_sizes(sampling: SamplingDefaults, height: int, width: int, spatial: int
 
 def passes(sampling: SamplingDefaults) -> list[PassConfig]:
     return [sampling.first_pass] + ([sampling.second_pass] if sampling.second_pass is not None else [])
+
+
+def first_pass_tokens(sampling: SamplingDefaults, vae: VAEConfig, *, height: int, width: int, num_frames: int) -> int:
+    """Number of video tokens T of a preset's first pass (the shape of its initial noise is (B, T, C))."""
+    scale = vae_scale(vae)
+    h, w = pass_sizes(sampling, height, width, scale[1])[0]
+    Fl, Hl, Wl = latent_grid(h, w, num_frames, scale)
+    return Fl * Hl * Wl
 
 
 def check_request(
@@ -339,6 +353,7 @@ def generate(
     image_cond_noise_scale: float = 0.15,
     tiled_vae: bool = False,
     progress: Callable[[int], None] | None = None,
+    noise: Tensor | None = None,
 ) -> Tensor:
     """Text (+ conditioning items) -> frames (B, 3, num_frames, height, width) in [0, 1], for a preset.
 
@@ -352,6 +367,7 @@ def generate(
         items: image / video conditioning; image_cond_noise_scale: official inference default 0.15.
         tiled_vae: encode / decode in tiles (bounded memory).
         progress: called with the step index after every denoising step of every pass.
+        noise: the first pass's initial noise as (B, T, C) tokens (`first_pass_tokens`), else drawn from generator.
     """
     check_request(dit.cfg, vae.cfg, sampling, sched, height=height, width=width, num_frames=num_frames, items=items,
                   has_negative=text.neg_context is not None)
@@ -364,12 +380,12 @@ def generate(
         latents = generate_multiscale(dit, vae, upsampler, text, sampling.first_pass, sampling.second_pass, sched,
                                       height=height, width=width, num_frames=num_frames, fps=fps,
                                       downscale_factor=sampling.downscale_factor, generator=generator, items=items,
-                                      opts=opts, tiled_vae=tiled_vae)
+                                      opts=opts, tiled_vae=tiled_vae, noise=noise)
         tone = sampling.second_pass.tone_map_compression_ratio
     else:
         latents = denoise_pass(dit, vae, text, sampling.first_pass, sched, height=height, width=width,
                                num_frames=num_frames, fps=fps, generator=generator, items=items, opts=opts,
-                               tiled_vae=tiled_vae)
+                               tiled_vae=tiled_vae, noise=noise)
         tone = sampling.first_pass.tone_map_compression_ratio
     frames = decode(vae, latents, decode_timestep=sampling.decode_timestep,
                     decode_noise_scale=sampling.decode_noise_scale, tone_map_ratio=tone, tiled=tiled_vae)

@@ -28,6 +28,10 @@ def test_positions_units_and_causal_fix():
     assert plain[0, 0].tolist() == [0.0, 1.0, 2.0]
     shifted = pixel_grid(2, 1, 1, causal=True, frame_offset=16)
     assert shifted[0, 0].tolist() == [16, 17]
+    demo = token_positions(3, 1, 2, fps=8.0, causal=True, scale=(8, 8, 8))  # the demo VAE: 8 px per latent
+    assert demo[0, 0, ::2].tolist() == [0.0, 1 / 8, 9 / 8] and demo[0, 2].tolist() == [0, 8] * 3
+    coarse = pixel_grid(3, 1, 1, causal=True, scale=(4, 16, 16))  # a 4x temporal VAE: frames 0, 1, 5
+    assert coarse[0, 0].tolist() == [0, 1, 5]
 
 
 def test_positions_match_reference():

@@ -71,3 +71,18 @@ def test_tone_map_and_adain():
     torch.testing.assert_close(mean, r_mean, atol=1e-5, rtol=0)
     torch.testing.assert_close(std, r_std, atol=1e-5, rtol=0)
     assert torch.equal(adain(a, ref, 0.0), a)
+
+
+def test_sizes_follow_the_vae_factors():
+    """The demo VAE (8x space and time) takes multiples of 8; the grid and multi-scale sizes use its factors."""
+    from ltx.models.vae import VAE_PRESETS
+    from ltx.pipeline import latent_grid, vae_scale
+
+    assert vae_scale(VAE_PRESETS["0.9.5"]) == (8, 32, 32) and vae_scale(VAE_PRESETS["0.9.0"]) == (8, 32, 32)
+    demo = (8, 8, 8)
+    check_size(72, 40, 9, demo)
+    with pytest.raises(ValueError, match=r"height 70 is not a positive multiple of 8 \(nearest: 64 or 72\)"):
+        check_size(70, 40, 9, demo)
+    assert latent_grid(72, 40, 17, demo) == (3, 9, 5)
+    assert latent_grid(704, 1216, 121) == (16, 22, 38)  # the official example
+    assert multiscale_sizes(64, 64, 0.6666666, spatial=8) == (40, 40)  # int(42.7) = 42 -> 40, not 32

@@ -55,3 +55,47 @@ def test_vae_training_lowers_the_loss(tmp_path):
     train_vae.train(_vae_cfg(tmp_path, steps=30, lr=3e-3))
     losses = [r["loss"] for r in _losses(tmp_path)]
     assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5, losses
+
+
+@pytest.fixture(scope="module")
+def demo_parts(tmp_path_factory):
+    """A random demo-layout VAE checkpoint and the demo text encoder, made from scratch in a temp folder."""
+    from ltx.convert.formats import checkpoint_from_modules, write_ltx
+    from ltx.models.vae import VideoVAE
+    from train.make_text_encoder import make
+
+    root = tmp_path_factory.mktemp("demo")
+    cfg = _vae_cfg(root, steps=1).vae
+    torch.manual_seed(0)
+    write_ltx(checkpoint_from_modules({"vae": VideoVAE(cfg).init_weights()}), root / "vae.safetensors")
+    make(root / "text_encoder")
+    return root
+
+
+def _dit_cfg(run_dir, demo_parts, steps, **kw):
+    from ltx.models.dit import DiTConfig
+    from train import train_dit
+
+    dit = DiTConfig(num_layers=2, num_heads=2, head_dim=16, in_channels=16, out_channels=16, caption_channels=128,
+                    causal_temporal_positioning=True)
+    return train_dit.TrainDiTConfig(run_dir=str(run_dir), dit=dit, vae_checkpoint=str(demo_parts / "vae.safetensors"),
+                                    text_encoder=str(demo_parts / "text_encoder"), steps=steps, batch_size=4,
+                                    num_videos=16, log_every=1, checkpoint_every=3, wandb=False, threads=1, **kw)
+
+
+@pytest.mark.slow
+def test_dit_training_resumes_exactly_and_learns(tmp_path, demo_parts):
+    from train import train_dit
+
+    full, part = tmp_path / "full", tmp_path / "part"
+    train_dit.train(_dit_cfg(full, demo_parts, steps=40, lr=2e-3))
+    train_dit.train(_dit_cfg(part, demo_parts, steps=40, lr=2e-3, stop_after=35))
+    train_dit.train(_dit_cfg(part, demo_parts, steps=40, lr=2e-3))
+    a = {r["step"]: r["loss"] for r in _losses(full)}
+    b = {r["step"]: r["loss"] for r in _losses(part)}
+    assert [a[s] for s in range(36, 41)] == [b[s] for s in range(36, 41)]
+    ema_a, ema_b = torch.load(full / "dit_ema.pt"), torch.load(part / "dit_ema.pt")
+    assert all(torch.equal(ema_a[k], ema_b[k]) for k in ema_a)
+    losses = [a[s] for s in sorted(a)]
+    # measured: 1.02 -> 0.83 over 40 steps; batch-4 loss noise is about +-5%, so 0.9 separates learning from luck
+    assert sum(losses[-10:]) / 10 < 0.9 * sum(losses[:5]) / 5, losses

@@ -38,12 +38,12 @@ from train.runner import Run, resume_lr, step_generator, train_loop
 class TrainDiTConfig:
     run_dir: str = "runs/demo_dit"
     dit: DiTConfig = field(default_factory=DiTConfig)  # filled from configs/demo/dit.yaml
-    vae: str = "demo/ltx-demo.safetensors"  # a checkpoint with the trained demo VAE (any ltx format)
+    vae_checkpoint: str = "demo/ltx-demo.safetensors"  # a checkpoint with the trained demo VAE (any format)
     text_encoder: str = "demo/text_encoder"
     text_tokens: int = 96
     seed: int = 0
-    steps: int = 3000
-    batch_size: int = 32
+    steps: int = 2000
+    batch_size: int = 16
     lr: float = 5e-4
     weight_decay: float = 0.01
     ema: float = 0.998
@@ -81,12 +81,26 @@ def encode_dataset(vae: VideoVAE, data: ShapesWorld, cache: Path) -> tuple[torch
     return blob["latents"], blob["captions"]
 
 
+@torch.no_grad()
+def encode_captions(text: T5TextEncoder, captions: list[str], chunk: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """(context (N, S, D), mask (N, S)) for every caption; each distinct caption is encoded once."""
+    unique = sorted(set(captions))
+    ctx, mask = [], []
+    for start in range(0, len(unique), chunk):
+        c, m = text.encode(unique[start : start + chunk])
+        ctx.append(c)
+        mask.append(m)
+    where = {cap: i for i, cap in enumerate(unique)}
+    index = torch.tensor([where[c] for c in captions])
+    return torch.cat(ctx)[index], torch.cat(mask)[index]
+
+
 def train(cfg: TrainDiTConfig) -> dict:
     from ltx.convert.formats import load_component
 
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    vae = load_component(cfg.vae, "vae")
+    vae = load_component(cfg.vae_checkpoint, "vae")
     data = ShapesWorld(split="train", num_samples=cfg.num_videos, frames=cfg.frames, height=cfg.size,
                        width=cfg.size, seed=cfg.seed + 1000)
     run = Run(Path(cfg.run_dir), cfg.seed)
@@ -95,6 +109,8 @@ def train(cfg: TrainDiTConfig) -> dict:
     _, C, Fl, Hl, Wl = latents.shape
     tokens = patchify(latents)  # (N, T, C)
     text = T5TextEncoder(cfg.text_encoder, dtype=torch.float32, max_tokens=cfg.text_tokens)
+    context, mask = encode_captions(text, captions + [""])  # the text encoder is frozen: encode once
+    null_context, null_mask = context[-1:], mask[-1:]
     positions = token_positions(Fl, Hl, Wl, fps=cfg.fps, causal=cfg.dit.causal_temporal_positioning,
                                 scale=(vae.cfg.temporal_factor, vae.cfg.spatial_factor, vae.cfg.spatial_factor))
 
@@ -111,11 +127,12 @@ def train(cfg: TrainDiTConfig) -> dict:
         g = step_generator(cfg.seed, step)
         idx = torch.randint(tokens.shape[0], (cfg.batch_size,), generator=g)
         x0 = tokens[idx]
-        drop = torch.rand(cfg.batch_size, generator=g) < cfg.caption_dropout
-        context, mask = text.encode(["" if d else captions[i] for d, i in zip(drop.tolist(), idx.tolist())])
+        drop = (torch.rand(cfg.batch_size, generator=g) < cfg.caption_dropout)[:, None]
+        ctx = torch.where(drop[..., None], null_context, context[idx])  # (B, S, D_text), "" where dropped
+        ctx_mask = torch.where(drop, null_mask, mask[idx])
         sigma = sample_sigmas(cfg.batch_size, x0.shape[1], kind=cfg.sigma_sampler, generator=g)
         noise = torch.randn(x0.shape, generator=g)
-        v = dit(add_noise(x0, noise, sigma), sigma, context, mask, positions.expand(cfg.batch_size, -1, -1))
+        v = dit(add_noise(x0, noise, sigma), sigma, ctx, ctx_mask, positions.expand(cfg.batch_size, -1, -1))
         loss = flow_matching_loss(v, x0, noise)
         opt.zero_grad(set_to_none=True)
         loss.backward()

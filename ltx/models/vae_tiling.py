@@ -264,10 +264,12 @@ def choose_tiling(
     dtype: torch.dtype = torch.float32,
     overlap: tuple[int, int, int] = DEFAULT_OVERLAP,
 ) -> Tiling:
-    """The largest tiles (in latent units) whose one-tile working set fits `budget` bytes.
+    """The largest tiles (in latent units) whose one-tile working set (activations, not weights) fits
+    `budget` bytes.
 
-    Shrinks the largest spatial side first (never below 2 * overlap + 1 latents), then time; if even the
-    smallest tile does not fit, returns the smallest.
+    Shrinks the longest tile side by a quarter at a time (never below 2 * overlap + 1 latents), so tiles stay
+    roughly cubic in latent units and the overlap overhead stays small; if even the smallest tile does not
+    fit, returns the smallest.
     """
     check_latent_shape(tuple(latent_shape), cfg)
     B, C, f, h, w = latent_shape
@@ -283,7 +285,7 @@ def choose_tiling(
     tile = [f, h, w]
     smallest = [min(n, 2 * o + 1) for n, o in zip((f, h, w), overlap)]
     while cost(tuple(tile)) > budget:
-        axes = [a for a in (1, 2) if tile[a] > smallest[a]] or [a for a in (0,) if tile[a] > smallest[a]]
+        axes = [a for a in (0, 1, 2) if tile[a] > smallest[a]]
         if not axes:
             break
         a = max(axes, key=lambda i: tile[i])

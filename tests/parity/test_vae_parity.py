@@ -132,7 +132,12 @@ def video(frames: int = 17, h: int = 64, w: int = 96, seed: int = 3) -> torch.Te
 def diffusers_vae(file, version: str) -> AutoencoderKLLTXVideo:
     from safetensors.torch import load_file
 
-    sd = convert_ltx_vae_checkpoint_to_diffusers(load_file(str(file)))
+    tensors = load_file(str(file))
+    conv_out = tensors["vae.encoder.conv_out.conv.weight"]
+    if version == "0.9.5":  # diffusers picks its 0.9.5 key table by the *full-size* width (conv_out in == 2048)
+        tensors["vae.encoder.conv_out.conv.weight"] = torch.empty(1, 2048)
+    sd = convert_ltx_vae_checkpoint_to_diffusers(tensors)
+    sd["encoder.conv_out.conv.weight"] = conv_out
     model = AutoencoderKLLTXVideo(latent_channels=C, **DIFFUSERS[version]).eval()
     model.load_state_dict(sd, strict=True)
     return model

@@ -1,0 +1,452 @@
+"""Generate videos from text (+ images / keyframes): a Hydra app over `ltx.pipeline.generate`.
+
+    python -m infer.generate model=ltxv-2b-0.9.8-distilled checkpoint=/w/ltxv-2b-0.9.8-distilled.safetensors \
+        upsampler_checkpoint=/w/ltxv-spatial-upscaler-0.9.8.safetensors text_encoder=/w/PixArt-XL-2-1024-MS \
+        'prompts=["a red ball bounces on a wooden floor"]' height=704 width=1216 num_frames=121
+
+`model=<name>` picks configs/model/<name>.yaml: the architecture the checkpoint must have and the release's
+official sampling defaults (schedule, guidance, multi-scale). `python -m infer.generate --help` lists every
+option. The schema is `GenerateConfig` below; the YAML (configs/generate.yaml) holds values only, and the
+config is converted once, in `main`; nothing under ltx/ sees OmegaConf.
+
+Order of work: every check that can fail on bad input runs before any weights are loaded (sizes against the
+VAE's factors, step counts against a distilled checkpoint's allowed timesteps, keyframe indices, readable
+images, text encoder / embeddings present, output folder free), reading only checkpoint *headers*. Then
+the prompts are encoded (and the text encoder is freed), the transformer / VAE / upsampler are loaded, and
+each video is written to <output_dir>/<run>/: `<k>_<prompt>.mp4` (H.264, yuv420p, PyAV), `.png` (a contact
+sheet of evenly spaced frames, captioned with the prompt) and `.yaml` (the resolved config, the prompt, the
+seed and the sigmas). A run folder is never overwritten: without `name` the next free `run_NNN` is used; an
+existing `name` is refused unless `overwrite=true`.
+
+Seeding follows the official inference script: torch.manual_seed(seed) (posterior samples, decode noise)
+and a torch.Generator(device) seeded with `seed` (initial and conditioning noise).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import textwrap
+from dataclasses import dataclass, field
+from enum import Enum
+from fractions import Fraction
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ltx.conditioning import ConditioningItem
+from ltx.convert.formats import Checkpoint, load_component, read_checkpoint
+from ltx.convert.official import config_diff
+from ltx.models.dit import DiTConfig
+from ltx.models.vae import VAEConfig
+from ltx.pipeline import SchedulerSpec, check_request, generate, passes, vae_scale
+from ltx.presets import ModelPreset, PipelineType, SamplingDefaults
+from ltx.sched.guidance import TextConditioning
+
+DEFAULT_NEGATIVE = "worst quality, inconsistent motion, blurry, jittery, distorted"  # official inference.py
+
+
+class Precision(Enum):
+    auto = "auto"  # bfloat16 on CUDA (the official precision), float32 on CPU
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+
+
+@dataclass(kw_only=True)
+class ConditioningSpec:
+    """An image placed at pixel frame `frame` (0 = image-to-video; n > 0 = a keyframe) with `strength`."""
+
+    path: str
+    frame: int = 0
+    strength: float = 1.0
+
+
+@dataclass(kw_only=True)
+class GenerateConfig:
+    model: ModelPreset  # configs/model/<name>.yaml, chosen with model=<name>
+    prompts: list[str] = field(default_factory=list)  # one video per prompt, sampled as one batch
+    negative_prompt: str = DEFAULT_NEGATIVE
+    checkpoint: str | None = None  # transformer (+ VAE) file: official single file, ltx file or diffusers folder
+    vae_checkpoint: str | None = None  # when the VAE is not in `checkpoint`
+    upsampler_checkpoint: str | None = None  # latent upsampler (multi-scale presets)
+    text_encoder: str | None = None  # local T5 folder (model + tokenizer, or text_encoder/ + tokenizer/)
+    embeddings: str | None = None  # precomputed prompt embeddings (ltx.models.text.save_embeddings): no T5 needed
+    negative_embeddings: str | None = None  # the same for the negative prompt (needed for CFG without T5)
+    height: int = 704
+    width: int = 1216
+    num_frames: int = 121
+    fps: float = 30.0
+    seed: int = 171198
+    steps: int | None = None  # first-pass step count (replaces the preset's step count or timestep list)
+    guidance_scale: float | None = None  # first-pass overrides: CFG (1 = off)
+    stg_scale: float | None = None  # STG (0 = off)
+    rescaling_scale: float | None = None  # STG rescale (1 = off)
+    stg_blocks: list[int] | None = None  # transformer blocks STG perturbs
+    conditioning: list[ConditioningSpec] = field(default_factory=list)
+    image_cond_noise_scale: float = 0.15  # official inference default
+    vae_tiling: bool = False  # encode / decode in tiles (bounded memory, ltx.models.vae_tiling)
+    device: str = "auto"  # auto = cuda if available, else cpu
+    precision: Precision = Precision.auto
+    output_dir: str = "outputs/generate"
+    name: str | None = None  # run folder name under output_dir; default: the next free run_NNN
+    overwrite: bool = False  # allow writing into an existing `name` folder
+    contact_sheet_frames: int = 8
+
+    def __post_init__(self):
+        if self.fps <= 0:
+            raise ValueError(f"fps must be positive, got {self.fps}")
+        if self.steps is not None and self.steps < 1:
+            raise ValueError(f"steps must be a positive integer, got {self.steps}")
+        if self.contact_sheet_frames < 1:
+            raise ValueError("contact_sheet_frames must be >= 1")
+        for i, c in enumerate(self.conditioning):
+            if not 0.0 <= c.strength <= 1.0:
+                raise ValueError(f"conditioning[{i}] ({c.path}): strength {c.strength} is outside [0, 1]")
+
+
+class InputError(ValueError):
+    """Bad input found before any heavy work (the message says what to change)."""
+
+
+# ------------------------------------------------------------------------------------------------ checks
+
+
+def apply_overrides(s: SamplingDefaults, cfg: GenerateConfig) -> SamplingDefaults:
+    """The preset's sampling with the command-line overrides applied to the first pass.
+
+    An override replaces a per-step guidance list by the same value at every breakpoint; `steps` replaces
+    the step count or the timestep list (a distilled checkpoint then checks the resulting schedule).
+    """
+    p = s.first_pass
+    n = len(p.guidance_timesteps) if p.guidance_timesteps is not None else 1
+    changes: dict = {}
+    if cfg.steps is not None:
+        changes.update(num_inference_steps=cfg.steps, timesteps=None)
+    for name, value in (("guidance_scale", cfg.guidance_scale), ("stg_scale", cfg.stg_scale),
+                        ("rescaling_scale", cfg.rescaling_scale)):  # fmt: skip
+        if value is not None:
+            changes[name] = [float(value)] * n
+    if cfg.stg_blocks is not None:
+        changes["skip_block_list"] = [list(cfg.stg_blocks)] * n
+    if not changes:
+        return s
+    return dataclasses.replace(s, first_pass=dataclasses.replace(p, **changes))
+
+
+def scheduler_spec(ckpt: Checkpoint, vae: VAEConfig) -> SchedulerSpec:
+    """The checkpoint's scheduler config; files without one (diffusers folders) get their release family's:
+    0.9.0 / 0.9.1 VAEs -> uniform + SD3 shift (terminal 0.1), later ones -> linear-quadratic."""
+    sched = ckpt.extra.get("scheduler")
+    allowed = ckpt.extra.get("allowed_inference_steps")
+    if sched is None:
+        sched = {"sampler": "LinearQuadratic"} if vae.version == "0.9.5" else {
+            "sampler": "Uniform", "shifting": "SD3", "target_shift_terminal": 0.1}  # fmt: skip
+    return SchedulerSpec.from_official(sched, allowed)
+
+
+def _exists(path: str | None, what: str, hint: str) -> Path:
+    if path is None:
+        raise InputError(f"no {what} given; {hint}")
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise InputError(f"{what} {p} does not exist; {hint}")
+    return p
+
+
+def open_checkpoints(cfg: GenerateConfig) -> tuple[Checkpoint, Checkpoint, Checkpoint | None]:
+    """(transformer checkpoint, VAE checkpoint, upsampler checkpoint or None), headers only."""
+    hint = f"pass checkpoint=/path/to/{cfg.model.checkpoint} (this preset's official file)"
+    ckpt = read_checkpoint(_exists(cfg.checkpoint, "checkpoint", hint))
+    if "dit" not in ckpt.components:
+        raise InputError(f"{ckpt.path} holds no transformer (it has {sorted(ckpt.components)})")
+    if cfg.vae_checkpoint is not None:
+        vae_ckpt = read_checkpoint(_exists(cfg.vae_checkpoint, "vae_checkpoint", "pass the VAE file or folder"))
+    else:
+        vae_ckpt = ckpt
+    if "vae" not in vae_ckpt.components:
+        raise InputError(f"{vae_ckpt.path} holds no VAE; pass vae_checkpoint=/path/to/the/vae")
+    up = None
+    if cfg.model.sampling.pipeline_type is PipelineType.multi_scale:
+        name = cfg.model.sampling.spatial_upscaler or "the spatial upscaler"
+        up = read_checkpoint(_exists(cfg.upsampler_checkpoint, "upsampler_checkpoint",
+                                     f"the {cfg.model.name} preset is multi-scale: pass upsampler_checkpoint="
+                                     f"/path/to/{name}"))  # fmt: skip
+        if "upsampler" not in up.components:
+            raise InputError(f"{up.path} is not a latent upsampler (it has {sorted(up.components)})")
+    return ckpt, vae_ckpt, up
+
+
+def check_architecture(preset: ModelPreset, dit: DiTConfig, vae: VAEConfig) -> None:
+    diff = config_diff(dit, preset.dit)
+    if diff:
+        shown = ", ".join(f"{k}: checkpoint {a!r} vs preset {b!r}" for k, (a, b) in diff.items())
+        raise InputError(f"the checkpoint's transformer is not the {preset.name} preset's: {shown}")
+    if vae.version != preset.vae:
+        raise InputError(f"the checkpoint's VAE is the {vae.version} layout; the {preset.name} preset uses "
+                         f"{preset.vae}")
+
+
+def text_source(cfg: GenerateConfig, caption_channels: int) -> tuple[list[str], tuple[Tensor, Tensor] | None,
+                                                                     tuple[Tensor, Tensor] | None]:
+    """Prompts (captions), and the precomputed (context, mask) / negative ones when given; checks that a T5
+    folder exists when they are not."""
+    from ltx.models.text import load_embeddings
+
+    prompts = list(cfg.prompts)
+    if cfg.embeddings is None:
+        if not prompts:
+            raise InputError("no prompts: pass 'prompts=[\"...\"]' (or embeddings=/path/to/embeddings.safetensors)")
+        root = _exists(cfg.text_encoder, "text encoder",
+                       "pass text_encoder=/path/to/t5 (local T5 weights + tokenizer) or precomputed "
+                       "embeddings=/path/to/embeddings.safetensors")  # fmt: skip
+        model_dir = root / "text_encoder" if (root / "text_encoder").is_dir() else root
+        if not (model_dir / "config.json").is_file():
+            raise InputError(f"text encoder {root} has no config.json (in it or in text_encoder/): not T5 weights")
+        d_model = json.loads((model_dir / "config.json").read_text()).get("d_model")
+        if d_model != caption_channels:
+            raise InputError(f"text encoder width {d_model} != the transformer's caption_channels {caption_channels}")
+        return prompts, None, None
+    pos = load_embeddings(_exists(cfg.embeddings, "embeddings", "pass a file written by save_embeddings"))
+    neg = None
+    if cfg.negative_embeddings is not None:
+        neg = load_embeddings(_exists(cfg.negative_embeddings, "negative_embeddings", "pass a save_embeddings file"))
+    B = pos[0].shape[0]
+    if prompts and len(prompts) != B:
+        raise InputError(f"{len(prompts)} prompts but the embeddings file holds {B}; give one caption per row")
+    prompts = prompts or [f"precomputed embeddings {i}" for i in range(B)]
+    for what, e in (("embeddings", pos), ("negative_embeddings", neg)):
+        if e is not None and e[0].shape[-1] != caption_channels:
+            raise InputError(f"{what} have width {e[0].shape[-1]}; the transformer takes {caption_channels}")
+    if neg is not None and neg[0].shape[0] not in (1, B):
+        raise InputError(f"negative_embeddings hold {neg[0].shape[0]} rows; need 1 or {B}")
+    return prompts, pos, neg
+
+
+def load_image(path: str, height: int, width: int) -> Tensor:
+    """An image file -> (1, 3, 1, height, width) in [-1, 1]: center crop to the aspect ratio, then resize
+    (bicubic), as the official inference script (without its blur + CRF-29 re-encoding)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+    except (OSError, UnidentifiedImageError) as e:
+        raise InputError(f"cannot read conditioning image {path}: {e}") from None
+    w, h = im.size
+    target = width / height
+    if w / h > target:  # too wide: crop the sides
+        cw = round(h * target)
+        im = im.crop(((w - cw) // 2, 0, (w - cw) // 2 + cw, h))
+    else:
+        ch = round(w / target)
+        im = im.crop((0, (h - ch) // 2, w, (h - ch) // 2 + ch))
+    im = im.resize((width, height), Image.BICUBIC)
+    x = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8).view(height, width, 3)
+    return (x.permute(2, 0, 1).float() / 127.5 - 1.0)[None, :, None]  # (1, 3, 1, H, W)
+
+
+def conditioning_items(cfg: GenerateConfig) -> list[ConditioningItem]:
+    for i, c in enumerate(cfg.conditioning):
+        if not 0 <= c.frame < cfg.num_frames:
+            raise InputError(f"conditioning[{i}] ({c.path}): frame {c.frame} is outside the video "
+                             f"(frames 0..{cfg.num_frames - 1})")
+    return [ConditioningItem(load_image(c.path, cfg.height, cfg.width), c.frame, c.strength) for c in cfg.conditioning]
+
+
+def run_folder(cfg: GenerateConfig) -> Path:
+    """The output folder of this run (created): `name`, or the next free run_NNN; never silently reused."""
+    root = Path(cfg.output_dir).expanduser()
+    if cfg.name is not None:
+        out = root / cfg.name
+        if out.exists() and any(out.iterdir()) and not cfg.overwrite:
+            raise InputError(f"output folder {out} exists and is not empty; pick another name or pass overwrite=true")
+        out.mkdir(parents=True, exist_ok=True)
+        return out
+    root.mkdir(parents=True, exist_ok=True)
+    taken = [int(m.group(1)) for p in root.iterdir() if (m := re.fullmatch(r"run_(\d+)", p.name))]
+    n = max(taken, default=-1) + 1
+    while True:
+        out = root / f"run_{n:03d}"
+        try:
+            out.mkdir()  # atomic: two concurrent runs never share a folder
+            return out
+        except FileExistsError:
+            n += 1
+
+
+# ------------------------------------------------------------------------------------------------ outputs
+
+
+def write_mp4(path: Path, frames: Tensor, fps: float) -> None:
+    """frames (3, F, H, W) in [0, 1] -> H.264 mp4 (yuv420p, crf 18); H and W must be even."""
+    import av
+
+    video = (frames.permute(1, 2, 3, 0) * 255).round().to(torch.uint8).cpu().numpy()  # (F, H, W, 3)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+        stream.width, stream.height = video.shape[2], video.shape[1]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": "18"}
+        for frame in video:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+
+
+def write_contact_sheet(path: Path, frames: Tensor, count: int, caption: str, columns: int = 4) -> None:
+    """A grid of `count` evenly spaced frames of (3, F, H, W), frame numbers under each, the caption on top."""
+    from PIL import Image, ImageDraw
+
+    n = frames.shape[1]
+    idx = sorted({round(i * (n - 1) / max(count - 1, 1)) for i in range(min(count, n))})
+    H, W = frames.shape[2:]
+    scale = min(1.0, 256 / max(H, W))
+    th, tw = max(1, round(H * scale)), max(1, round(W * scale))
+    cols = min(columns, len(idx))
+    rows = -(-len(idx) // cols)
+    lines = textwrap.wrap(caption, width=max(20, cols * tw // 7))[:4]
+    top, label = 14 * len(lines) + 6, 14
+    sheet = Image.new("RGB", (cols * tw, top + rows * (th + label)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for k, line in enumerate(lines):
+        draw.text((4, 3 + 14 * k), line, fill="black")
+    for k, i in enumerate(idx):
+        img = (frames[:, i].permute(1, 2, 0) * 255).round().to(torch.uint8).cpu().numpy()
+        tile = Image.fromarray(img).resize((tw, th), Image.BILINEAR)
+        x, y = (k % cols) * tw, top + (k // cols) * (th + label)
+        sheet.paste(tile, (x, y))
+        draw.text((x + 3, y + th + 1), f"frame {i}", fill="black")
+    sheet.save(path)
+
+
+def slug(text: str, limit: int = 40) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:limit] or "video"
+
+
+# ------------------------------------------------------------------------------------------------ the run
+
+
+def resolve_device(cfg: GenerateConfig) -> tuple[torch.device, torch.dtype]:
+    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if cfg.device == "auto" else cfg.device)  # fmt: skip
+    match cfg.precision:
+        case Precision.auto:
+            dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+        case Precision.bfloat16:
+            dtype = torch.bfloat16
+        case Precision.float32:
+            dtype = torch.float32
+    return device, dtype
+
+
+def encode_text(cfg: GenerateConfig, prompts: list[str], pos, neg, needs_negative: bool, device, dtype):
+    """TextConditioning (B rows) from precomputed embeddings or a T5 loaded (and freed) here."""
+    B = len(prompts)
+    if pos is None:
+        from ltx.models.text import T5TextEncoder
+
+        t5 = T5TextEncoder(cfg.text_encoder, device=device, dtype=dtype)
+        pos = t5.encode(prompts)
+        neg = t5.encode([cfg.negative_prompt] * B) if needs_negative else None
+        del t5
+    elif needs_negative and neg is None:
+        raise InputError("CFG (guidance scale > 1) needs negative_embeddings when prompts are precomputed")
+
+    def prep(e, rows: int):
+        ctx, mask = e
+        ctx, mask = ctx.to(device=device, dtype=dtype), mask.to(device)
+        return (ctx.expand(rows, -1, -1), mask.expand(rows, -1)) if ctx.shape[0] == 1 else (ctx, mask)
+
+    ctx, mask = prep(pos, B)
+    n_ctx, n_mask = prep(neg, B) if neg is not None else (None, None)
+    return TextConditioning(ctx, mask, n_ctx, n_mask)
+
+
+def needs_cfg(s: SamplingDefaults) -> bool:
+    return any(g > 1 for p in passes(s) for g in p.guidance_scale)
+
+
+def run(cfg: GenerateConfig) -> list[Path]:
+    """Generate one video per prompt; returns the mp4 paths (see the file docstring for the order of work)."""
+    from omegaconf import OmegaConf
+    from tqdm import tqdm
+
+    # --- checks on configs, headers and small files only
+    ckpt, vae_ckpt, up_ckpt = open_checkpoints(cfg)
+    dit_cfg: DiTConfig = ckpt.components["dit"].config
+    vae_cfg: VAEConfig = vae_ckpt.components["vae"].config
+    check_architecture(cfg.model, dit_cfg, vae_cfg)
+    sampling = apply_overrides(cfg.model.sampling, cfg)
+    sched = scheduler_spec(ckpt, vae_cfg)
+    prompts, pos, neg = text_source(cfg, dit_cfg.caption_channels)
+    has_negative = pos is None or neg is not None
+    items = conditioning_items(cfg)
+    try:
+        sigmas = check_request(dit_cfg, vae_cfg, sampling, sched, height=cfg.height, width=cfg.width,
+                               num_frames=cfg.num_frames, items=items, has_negative=has_negative)
+    except ValueError as e:
+        if not has_negative and "negative" in str(e):
+            raise InputError(f"{e}: pass negative_embeddings=... or set guidance_scale=1") from None
+        raise InputError(str(e)) from None
+    out_dir = run_folder(cfg)
+
+    # --- heavy work
+    device, dtype = resolve_device(cfg)
+    text = encode_text(cfg, prompts, pos, neg, needs_cfg(sampling), device, dtype)
+    dit = load_component(ckpt, "dit", dtype=dtype, device=device)
+    vae = load_component(vae_ckpt, "vae", dtype=dtype, device=device)
+    upsampler = load_component(up_ckpt, "upsampler", dtype=dtype, device=device) if up_ckpt is not None else None
+    torch.manual_seed(cfg.seed)
+    generator = torch.Generator(device).manual_seed(cfg.seed)
+    total = sum(len(s) - 1 for s in sigmas)
+    with tqdm(total=total, desc="denoising", unit="step") as bar, torch.no_grad():
+        frames = generate(dit, vae, text, sampling, sched, height=cfg.height, width=cfg.width,
+                          num_frames=cfg.num_frames, fps=cfg.fps, generator=generator, items=items,
+                          upsampler=upsampler, image_cond_noise_scale=cfg.image_cond_noise_scale,
+                          tiled_vae=cfg.vae_tiling, progress=lambda i: bar.update(1))
+    resolved = OmegaConf.to_container(OmegaConf.structured(dataclasses.replace(cfg, model=dataclasses.replace(
+        cfg.model, sampling=sampling))), enum_to_str=True)  # fmt: skip
+    paths = []
+    for k, (prompt, video) in enumerate(zip(prompts, frames)):
+        stem = out_dir / f"{k:02d}_{slug(prompt)}"
+        write_mp4(stem.with_suffix(".mp4"), video, cfg.fps)
+        write_contact_sheet(stem.with_suffix(".png"), video, cfg.contact_sheet_frames, prompt)
+        record = {"prompt": prompt, "index": k, "seed": cfg.seed, "vae_scale": list(vae_scale(vae_cfg)),
+                  "sigmas": [[round(float(v), 6) for v in s] for s in sigmas], "config": resolved}
+        stem.with_suffix(".yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(record)))
+        paths.append(stem.with_suffix(".mp4"))
+    print(f"wrote {len(paths)} video(s) to {out_dir}:")
+    for p in paths:
+        print(f"  {p}  (+ {p.with_suffix('.png').name}, {p.with_suffix('.yaml').name})")
+    return paths
+
+
+def to_config(raw) -> GenerateConfig:
+    """The one OmegaConf -> dataclass conversion (raw: the composed Hydra config)."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(GenerateConfig), raw))
+
+
+def _main() -> None:
+    import hydra
+    from hydra.core.config_store import ConfigStore
+    from omegaconf.errors import OmegaConfBaseException
+
+    ConfigStore.instance().store(name="generate_schema", node=GenerateConfig)
+
+    @hydra.main(config_path="../configs", config_name="generate", version_base=None)
+    def main(raw) -> None:
+        try:
+            cfg = to_config(raw)
+            run(cfg)
+        except (ValueError, FileNotFoundError, OmegaConfBaseException) as e:  # bad input: a message, no traceback
+            raise SystemExit(f"error: {e}") from None
+
+    main()
+
+
+if __name__ == "__main__":
+    _main()
+
