@@ -36,6 +36,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ltx.chain import generate_chain
 from ltx.conditioning import ConditioningItem
 from ltx.convert.formats import Checkpoint, load_component, read_checkpoint
 from ltx.convert.official import config_diff
@@ -85,7 +86,11 @@ class GenerateConfig:
     rescaling_scale: float | None = None  # STG rescale (1 = off)
     stg_blocks: list[int] | None = None  # transformer blocks STG perturbs
     conditioning: list[ConditioningSpec] = field(default_factory=list)
+    official_image_preprocessing: bool = True  # blur (3x3, sigma 1) + one-frame H.264 at CRF 29, as inference.py
     image_cond_noise_scale: float = 0.15  # official inference default
+    segments: int = 1  # > 1: a long video of chained segments of num_frames each (ltx.chain)
+    segment_overlap: int = 9  # frames shared by consecutive segments (8k + 1)
+    noise_mix: float = 0.5  # SLERP from the previous segment's noise to fresh noise (0 = same noise)
     vae_tiling: bool = False  # encode / decode in tiles (bounded memory, ltx.models.vae_tiling)
     device: str = "auto"  # auto = cuda if available, else cpu
     precision: Precision = Precision.auto
@@ -101,6 +106,8 @@ class GenerateConfig:
             raise ValueError(f"steps must be a positive integer, got {self.steps}")
         if self.contact_sheet_frames < 1:
             raise ValueError("contact_sheet_frames must be >= 1")
+        if self.segments < 1 or not 0 <= self.noise_mix <= 1:
+            raise ValueError(f"segments must be >= 1 and noise_mix in [0, 1], got {self.segments}, {self.noise_mix}")
         for i, c in enumerate(self.conditioning):
             if not 0.0 <= c.strength <= 1.0:
                 raise ValueError(f"conditioning[{i}] ({c.path}): strength {c.strength} is outside [0, 1]")
@@ -224,9 +231,38 @@ def text_source(cfg: GenerateConfig, caption_channels: int) -> tuple[list[str], 
     return prompts, pos, neg
 
 
-def load_image(path: str, height: int, width: int) -> Tensor:
-    """An image file -> (1, 3, 1, height, width) in [-1, 1]: center crop to the aspect ratio, then resize
-    (bicubic), as the official inference script (without its blur + CRF-29 re-encoding)."""
+def gaussian_blur3(x: Tensor, sigma: float = 1.0) -> Tensor:
+    """3x3 Gaussian blur of (3, H, W) with reflect padding (torchvision `gaussian_blur(k=3, sigma)`)."""
+    k = torch.exp(-0.5 * (torch.tensor([-1.0, 0.0, 1.0]) / sigma) ** 2)
+    k = k / k.sum()
+    kernel = (k[:, None] * k[None, :]).expand(3, 1, 3, 3)
+    padded = torch.nn.functional.pad(x[None], (1, 1, 1, 1), mode="reflect")
+    return torch.nn.functional.conv2d(padded, kernel, groups=3)[0]
+
+
+def crf_compress(x: Tensor, crf: int = 29) -> Tensor:
+    """(H, W, 3) in [0, 1] through one H.264 frame (libx264, CRF `crf`, preset veryfast, yuv420p) and back;
+    sizes are cropped to even, and values truncated to uint8, as the official `crf_compressor.compress`."""
+    import io
+
+    import av
+
+    img = (x[: x.shape[0] // 2 * 2, : x.shape[1] // 2 * 2] * 255.0).to(torch.uint8).numpy()
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format="mp4") as c:
+        stream = c.add_stream("libx264", rate=1, options={"crf": str(crf), "preset": "veryfast"})
+        stream.height, stream.width = img.shape[:2]
+        c.mux(stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p")))
+        c.mux(stream.encode())
+    with av.open(io.BytesIO(buf.getvalue())) as c:
+        frame = next(c.decode(video=0)).to_ndarray(format="rgb24")
+    return torch.from_numpy(frame).float() / 255.0
+
+
+def load_image(path: str, height: int, width: int, official: bool = True) -> Tensor:
+    """An image file -> (1, 3, 1, height, width) in [-1, 1]: center crop to the aspect ratio, resize (bicubic),
+    and with `official` the inference script's blur + CRF-29 re-encoding (the models were trained on
+    compressed video frames)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -236,15 +272,17 @@ def load_image(path: str, height: int, width: int) -> Tensor:
         raise InputError(f"cannot read conditioning image {path}: {e}") from None
     w, h = im.size
     target = width / height
-    if w / h > target:  # too wide: crop the sides
-        cw = round(h * target)
+    if w / h > target:  # too wide: crop the sides (int() as the official script)
+        cw = int(h * target)
         im = im.crop(((w - cw) // 2, 0, (w - cw) // 2 + cw, h))
     else:
-        ch = round(w / target)
+        ch = int(w / target)
         im = im.crop((0, (h - ch) // 2, w, (h - ch) // 2 + ch))
     im = im.resize((width, height), Image.BICUBIC)
-    x = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8).view(height, width, 3)
-    return (x.permute(2, 0, 1).float() / 127.5 - 1.0)[None, :, None]  # (1, 3, 1, H, W)
+    x = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8).view(height, width, 3).float() / 255.0
+    if official:
+        x = crf_compress(gaussian_blur3(x.permute(2, 0, 1)).permute(1, 2, 0))
+    return (x.permute(2, 0, 1) * 2.0 - 1.0)[None, :, None]  # (1, 3, 1, H, W)
 
 
 def conditioning_items(cfg: GenerateConfig) -> list[ConditioningItem]:
@@ -252,7 +290,8 @@ def conditioning_items(cfg: GenerateConfig) -> list[ConditioningItem]:
         if not 0 <= c.frame < cfg.num_frames:
             raise InputError(f"conditioning[{i}] ({c.path}): frame {c.frame} is outside the video "
                              f"(frames 0..{cfg.num_frames - 1})")
-    return [ConditioningItem(load_image(c.path, cfg.height, cfg.width), c.frame, c.strength) for c in cfg.conditioning]
+    return [ConditioningItem(load_image(c.path, cfg.height, cfg.width, cfg.official_image_preprocessing), c.frame,
+                             c.strength) for c in cfg.conditioning]  # fmt: skip
 
 
 def run_folder(cfg: GenerateConfig) -> Path:
@@ -389,6 +428,10 @@ def run(cfg: GenerateConfig) -> list[Path]:
         if not has_negative and "negative" in str(e):
             raise InputError(f"{e}: pass negative_embeddings=... or set guidance_scale=1") from None
         raise InputError(str(e)) from None
+    t = vae_cfg.temporal_factor
+    if cfg.segments > 1 and not (1 <= cfg.segment_overlap < cfg.num_frames and (cfg.segment_overlap - 1) % t == 0):
+        raise InputError(f"segment_overlap must be {t}k + 1 frames and less than num_frames ({cfg.num_frames}), got "
+                         f"{cfg.segment_overlap}")  # fmt: skip
     out_dir = run_folder(cfg)
 
     # --- heavy work
@@ -399,12 +442,17 @@ def run(cfg: GenerateConfig) -> list[Path]:
     upsampler = load_component(up_ckpt, "upsampler", dtype=dtype, device=device) if up_ckpt is not None else None
     torch.manual_seed(cfg.seed)
     generator = torch.Generator(device).manual_seed(cfg.seed)
-    total = sum(len(s) - 1 for s in sigmas)
+    total = sum(len(s) - 1 for s in sigmas) * cfg.segments
     with tqdm(total=total, desc="denoising", unit="step") as bar, torch.no_grad():
-        frames = generate(dit, vae, text, sampling, sched, height=cfg.height, width=cfg.width,
-                          num_frames=cfg.num_frames, fps=cfg.fps, generator=generator, items=items,
-                          upsampler=upsampler, image_cond_noise_scale=cfg.image_cond_noise_scale,
-                          tiled_vae=cfg.vae_tiling, progress=lambda i: bar.update(1))
+        common = dict(height=cfg.height, width=cfg.width, fps=cfg.fps, generator=generator, items=items,
+                      upsampler=upsampler, image_cond_noise_scale=cfg.image_cond_noise_scale,
+                      tiled_vae=cfg.vae_tiling, progress=lambda i: bar.update(1))
+        if cfg.segments == 1:
+            frames = generate(dit, vae, text, sampling, sched, num_frames=cfg.num_frames, **common)
+        else:
+            frames = generate_chain(dit, vae, text, sampling, sched, num_segments=cfg.segments,
+                                    segment_frames=cfg.num_frames, overlap=cfg.segment_overlap,
+                                    noise_mix=cfg.noise_mix, **common)
     resolved = OmegaConf.to_container(OmegaConf.structured(dataclasses.replace(cfg, model=dataclasses.replace(
         cfg.model, sampling=sampling))), enum_to_str=True)  # fmt: skip
     paths = []

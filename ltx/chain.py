@@ -18,7 +18,7 @@ motion), 1 = independent segments. Fresh noise comes from `generator` in (B, T, 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -63,7 +63,10 @@ def generate_chain(
     noise_mix: float = 0.5,
     strength: float = 1.0,
     items: Sequence[ConditioningItem] = (),
-    **kwargs,
+    upsampler: Callable[[Tensor], Tensor] | None = None,
+    image_cond_noise_scale: float = 0.15,
+    tiled_vae: bool = False,
+    progress: Callable[[int], None] | None = None,
 ) -> Tensor:
     """`num_segments` chained calls of `ltx.pipeline.generate` -> frames (B, 3, n F - (n - 1) overlap, H, W).
 
@@ -73,7 +76,7 @@ def generate_chain(
         noise_mix: SLERP fraction from the previous segment's noise to fresh noise (file docstring).
         strength: conditioning strength of the carried-over frames (1 = frozen).
         items: conditioning of the first segment only (an image-to-video start, keyframes).
-        kwargs: passed on to every `generate` call (upsampler, image_cond_noise_scale, tiled_vae, progress).
+        upsampler, image_cond_noise_scale, tiled_vae, progress: as `generate`, for every segment.
     """
     t = vae.cfg.temporal_factor
     if num_segments < 1:
@@ -81,7 +84,8 @@ def generate_chain(
     if not (1 <= overlap < segment_frames and (overlap - 1) % t == 0):
         raise ValueError(f"overlap must be {t}k + 1 frames and less than segment_frames ({segment_frames}), got "
                          f"{overlap}")  # fmt: skip
-    chain_noise(None, torch.zeros(0), noise_mix)  # validates noise_mix before any work
+    if not 0.0 <= noise_mix <= 1.0:
+        raise ValueError(f"noise_mix must be in [0, 1], got {noise_mix}")
     B, C = text.context.shape[0], dit.cfg.in_channels
     T = first_pass_tokens(sampling, vae.cfg, height=height, width=width, num_frames=segment_frames)
     device = text.context.device
@@ -96,5 +100,6 @@ def generate_chain(
             seg_items = [ConditioningItem(segments[-1][:, :, -overlap:] * 2 - 1, 0, strength)]
         segments.append(generate(dit, vae, text, sampling, sched, height=height, width=width,
                                  num_frames=segment_frames, fps=fps, generator=generator, items=seg_items,
-                                 noise=noise, **kwargs))  # fmt: skip
+                                 noise=noise, upsampler=upsampler, image_cond_noise_scale=image_cond_noise_scale,
+                                 tiled_vae=tiled_vae, progress=progress))  # fmt: skip
     return stitch(segments, overlap)

@@ -187,6 +187,12 @@ def test_run_t5_multiscale_tiled_matches_written_video(tiny, tmp_path):
     assert (pool(video) - pool(expected.flip(0))).abs().mean() > 2 * err.mean()  # frame order kept
 
 
+def test_run_chained_segments(tiny, tmp_path):
+    """segments=2 with a 9-frame overlap: 2 * 17 - 9 = 25-frame videos (CFG off, so no negative embeddings)."""
+    paths = app.run(config(tiny, tmp_path, segments=2, guidance_scale=1.0, negative_embeddings=None))
+    assert [read_mp4(p).shape for p in paths] == [(25, 64, 64, 3)] * 2
+
+
 def test_help_documents_the_options():
     r = subprocess.run([sys.executable, "-m", "infer.generate", "--help"], cwd=REPO, capture_output=True, text=True,
                        timeout=120)
@@ -219,6 +225,7 @@ def test_output_folders_are_never_reused(tiny, tmp_path, no_weights):
     (dict(prompts=["only one"]), r"1 prompts but the embeddings file holds 2"),
     (dict(stg_blocks=[5]), r"STG blocks \[5\] do not exist"),
     (dict(checkpoint="/nonexistent/ckpt.safetensors"), r"checkpoint /nonexistent/ckpt.safetensors does not exist"),
+    (dict(segments=2, segment_overlap=8), r"segment_overlap must be 8k \+ 1 frames"),
     (dict(sampling=MULTI), r"multi-scale: pass upsampler_checkpoint=/path/to/tiny-upsampler.safetensors"),
 ])  # fmt: skip
 def test_bad_input_fails_before_loading_weights(tiny, tmp_path, no_weights, kw, message):
@@ -243,3 +250,21 @@ def test_config_rejects_typos_and_bad_values(tiny):
         app.to_config(OmegaConf.merge(raw, {"height": "tall"}))
     with pytest.raises(ValueError, match="strength 1.5"):
         app.to_config(OmegaConf.merge(raw, {"conditioning": [{"path": "a.png", "strength": 1.5}]}))
+
+
+def test_official_image_preprocessing():
+    """Blur: torchvision's 3x3 sigma-1 kernel (closed form); CRF re-encoding: equal to the official compressor."""
+    x = torch.zeros(3, 5, 5)
+    x[:, 2, 2] = 1
+    k = torch.exp(-0.5 * torch.tensor([1.0, 0.0, 1.0]))
+    k = k / k.sum()
+    torch.testing.assert_close(app.gaussian_blur3(x)[:, 1:4, 1:4], (k[:, None] * k[None]).expand(3, 3, 3))
+    torch.testing.assert_close(app.gaussian_blur3(torch.full((3, 4, 6), 0.3)), torch.full((3, 4, 6), 0.3))
+    g = torch.Generator().manual_seed(0)
+    img = torch.rand(33, 48, 3, generator=g)  # odd height: cropped to 32
+    ours = app.crf_compress(img)
+    assert ours.shape == (32, 48, 3) and 0.01 < (ours - img[:32]).abs().mean() < 0.3  # lossy, but the same image
+    pytest.importorskip("ltx_video")
+    from ltx_video.pipelines.crf_compressor import compress
+
+    assert torch.equal(ours, compress(img))

@@ -55,7 +55,7 @@ def random_vae(version: str, seed: int = 0, local: bool = False) -> VideoVAE:
                 p.zero_()[:, :, t, 1, 1] = keep * 3
         else:
             p.copy_(torch.randn(p.shape, generator=g) * 0.3)
-    for name, b in vae.per_channel_statistics.named_buffers():
+    for b in vae.per_channel_statistics.buffers():
         b.copy_(torch.rand(b.shape, generator=g) + 0.5)
     return vae
 
@@ -186,8 +186,9 @@ def test_single_tile_is_bitwise(version):
 
 
 @pytest.mark.parametrize("version", ["0.9.0", "0.9.5"])
-@pytest.mark.parametrize("tiling", [Tiling((2, 3, 3), (1, 1, 1)), Tiling((3, 4, 3), (2, 2, 0)), Tiling((4, 2, 7), (1, 0, 2))],
-                         ids=str)  # fmt: skip
+@pytest.mark.parametrize(
+    "tiling", [Tiling((2, 3, 3), (1, 1, 1)), Tiling((3, 4, 3), (2, 2, 0)), Tiling((4, 2, 7), (1, 0, 2))], ids=str
+)
 @torch.no_grad()
 def test_tiled_equals_untiled_for_a_local_vae(version, tiling):
     vae = random_vae(version, local=True)
@@ -287,7 +288,8 @@ def test_config_validation():
 
 @pytest.mark.parametrize(
     "name, preset",
-    [("ltxv_vae_090", VAE_PRESETS["0.9.0"]), ("ltxv_vae_091", VAE_PRESETS["0.9.1"]), ("ltxv_vae_095", VAE_PRESETS["0.9.5"]),
+    [("ltxv_vae_090", VAE_PRESETS["0.9.0"]), ("ltxv_vae_091", VAE_PRESETS["0.9.1"]),
+     ("ltxv_vae_095", VAE_PRESETS["0.9.5"]),
      ("spatial_upscaler_097", UPSAMPLER_PRESETS["spatial-0.9.7"]),
      ("spatial_upscaler_098", UPSAMPLER_PRESETS["spatial-0.9.8"]),
      ("temporal_upscaler_097", UPSAMPLER_PRESETS["temporal-0.9.7"])],

@@ -236,7 +236,8 @@ def test_official_file_with_transformer_and_vae(tmp_path):
     path, cfg = official_vae_file(tmp_path, "0.9.5", dit=True)
     ckpt = read_checkpoint(path)
     assert ckpt.format == "official" and sorted(ckpt.components) == ["dit", "vae"]
-    assert ckpt.components["vae"].config == cfg and ckpt.extra == {"scheduler": {"_class_name": "RectifiedFlowScheduler"}}
+    assert ckpt.components["vae"].config == cfg
+    assert ckpt.extra == {"scheduler": {"_class_name": "RectifiedFlowScheduler"}}
     vae, dit = load_component(ckpt, "vae"), load_component(ckpt, "dit")
     assert isinstance(vae, VideoVAE) and isinstance(dit, DiT)
     source = tensors_of(path)

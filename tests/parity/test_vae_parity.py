@@ -51,11 +51,12 @@ ENC_095 = [["res_x", {"num_layers": 4}], ["compress_space_res", {"multiplier": 2
            ["compress_time_res", {"multiplier": 2}], ["res_x", {"num_layers": 6}],
            ["compress_all_res", {"multiplier": 2}], ["res_x", {"num_layers": 2}],
            ["compress_all_res", {"multiplier": 2}], ["res_x", {"num_layers": 2}]]  # fmt: skip
-DEC_095 = [["res_x", {"num_layers": 5, "inject_noise": False}], ["compress_all", {"residual": True, "multiplier": 2}]] * 3
-DEC_095 = DEC_095 + [["res_x", {"num_layers": 5, "inject_noise": False}]]
+RES5 = ["res_x", {"num_layers": 5, "inject_noise": False}]
+DEC_095 = [RES5, ["compress_all", {"residual": True, "multiplier": 2}]] * 3 + [RES5]
 BASE = {"_class_name": "CausalVideoAutoencoder", "dims": 3, "in_channels": 3, "out_channels": 3, "latent_channels": C,
         "scaling_factor": 1.0, "norm_layer": "pixel_norm", "patch_size": 4, "latent_log_var": "uniform",
-        "use_quant_conv": False, "causal_decoder": False, "encoder_base_channels": W, "decoder_base_channels": W}  # fmt: skip
+        "use_quant_conv": False, "causal_decoder": False,
+        "encoder_base_channels": W, "decoder_base_channels": W}  # fmt: skip
 OFFICIAL = {
     "0.9.0": {**BASE, "blocks": BLOCKS_090},
     "0.9.1": {**BASE, "encoder_blocks": ENC_091, "decoder_blocks": DEC_091, "timestep_conditioning": True},
