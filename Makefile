@@ -4,6 +4,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 PROMPT  ?= a red circle moves to the left
 PYTEST_ARGS ?=
+ARGS    ?=
 
 .PHONY: venv test lint generate bench clean-venv
 
@@ -26,6 +27,9 @@ test: venv
 
 lint: venv
 	$(BIN)/ruff check .
+
+generate: venv
+	$(BIN)/python -m infer.generate 'prompts=["$(PROMPT)"]' $(ARGS)
 
 bench: venv
 	$(BIN)/python tools/bench_dit.py

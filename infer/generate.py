@@ -46,8 +46,6 @@ from ltx.pipeline import SchedulerSpec, check_request, generate, passes, vae_sca
 from ltx.presets import ModelPreset, PipelineType, SamplingDefaults
 from ltx.sched.guidance import TextConditioning
 
-DEFAULT_NEGATIVE = "worst quality, inconsistent motion, blurry, jittery, distorted"  # official inference.py
-
 
 class Precision(Enum):
     auto = "auto"  # bfloat16 on CUDA (the official precision), float32 on CPU
@@ -68,17 +66,18 @@ class ConditioningSpec:
 class GenerateConfig:
     model: ModelPreset  # configs/model/<name>.yaml, chosen with model=<name>
     prompts: list[str] = field(default_factory=list)  # one video per prompt, sampled as one batch
-    negative_prompt: str = DEFAULT_NEGATIVE
+    negative_prompt: str | None = None  # None: the preset's (official models: inference.py's default)
     checkpoint: str | None = None  # transformer (+ VAE) file: official single file, ltx file or diffusers folder
     vae_checkpoint: str | None = None  # when the VAE is not in `checkpoint`
     upsampler_checkpoint: str | None = None  # latent upsampler (multi-scale presets)
     text_encoder: str | None = None  # local T5 folder (model + tokenizer, or text_encoder/ + tokenizer/)
     embeddings: str | None = None  # precomputed prompt embeddings (ltx.models.text.save_embeddings): no T5 needed
     negative_embeddings: str | None = None  # the same for the negative prompt (needed for CFG without T5)
-    height: int = 704
-    width: int = 1216
-    num_frames: int = 121
-    fps: float = 30.0
+    # None: the preset's generation defaults (official models: 704 x 1216 x 121 at 30 fps; demo: 64 x 64 x 17)
+    height: int | None = None
+    width: int | None = None
+    num_frames: int | None = None
+    fps: float | None = None
     seed: int = 171198
     steps: int | None = None  # first-pass step count (replaces the preset's step count or timestep list)
     guidance_scale: float | None = None  # first-pass overrides: CFG (1 = off)
@@ -100,7 +99,7 @@ class GenerateConfig:
     contact_sheet_frames: int = 8
 
     def __post_init__(self):
-        if self.fps <= 0:
+        if self.fps is not None and self.fps <= 0:
             raise ValueError(f"fps must be positive, got {self.fps}")
         if self.steps is not None and self.steps < 1:
             raise ValueError(f"steps must be a positive integer, got {self.steps}")
@@ -385,7 +384,7 @@ def encode_text(cfg: GenerateConfig, prompts: list[str], pos, neg, needs_negativ
     if pos is None:
         from ltx.models.text import T5TextEncoder
 
-        t5 = T5TextEncoder(cfg.text_encoder, device=device, dtype=dtype)
+        t5 = T5TextEncoder(cfg.text_encoder, device=device, dtype=dtype, max_tokens=cfg.model.generation.text_tokens)
         pos = t5.encode(prompts)
         neg = t5.encode([cfg.negative_prompt] * B) if needs_negative else None
         del t5
@@ -406,10 +405,49 @@ def needs_cfg(s: SamplingDefaults) -> bool:
     return any(g > 1 for p in passes(s) for g in p.guidance_scale)
 
 
+def warn_vocabulary(vocabulary: str | None, prompts: list[str]) -> None:
+    """Prompts outside a demo model's training vocabulary still generate; say so."""
+    if vocabulary != "shapes":
+        return
+    from ltx.data.shapes import VOCABULARY, unknown_words
+
+    for prompt in prompts:
+        unknown = unknown_words(prompt)
+        if unknown:
+            print(f"warning: the ShapesWorld demo never saw {unknown} in {prompt!r}; it knows "
+                  f"{', '.join(sorted(VOCABULARY))}. Generating anyway.")
+
+
+def with_preset_defaults(cfg: GenerateConfig) -> GenerateConfig:
+    """Fill what the command line left unset from the preset's `generation` defaults; the preset's local
+    weight paths (the bundled demo) are relative to the repository root."""
+    g = cfg.model.generation
+    repo = Path(__file__).resolve().parents[1]
+
+    def local(path: str | None) -> str | None:
+        return None if path is None else str(path if Path(path).is_absolute() else repo / path)
+
+    text_encoder = cfg.text_encoder
+    if text_encoder is None and cfg.embeddings is None:
+        text_encoder = local(g.text_encoder_path)
+    return dataclasses.replace(
+        cfg,
+        height=cfg.height if cfg.height is not None else g.height,
+        width=cfg.width if cfg.width is not None else g.width,
+        num_frames=cfg.num_frames if cfg.num_frames is not None else g.num_frames,
+        fps=cfg.fps if cfg.fps is not None else g.fps,
+        negative_prompt=cfg.negative_prompt if cfg.negative_prompt is not None else g.negative_prompt,
+        checkpoint=cfg.checkpoint if cfg.checkpoint is not None else local(g.checkpoint_path),
+        text_encoder=text_encoder,
+    )
+
+
 def run(cfg: GenerateConfig) -> list[Path]:
     """Generate one video per prompt; returns the mp4 paths (see the file docstring for the order of work)."""
     from omegaconf import OmegaConf
     from tqdm import tqdm
+
+    cfg = with_preset_defaults(cfg)
 
     # --- checks on configs, headers and small files only
     ckpt, vae_ckpt, up_ckpt = open_checkpoints(cfg)
@@ -419,6 +457,7 @@ def run(cfg: GenerateConfig) -> list[Path]:
     sampling = apply_overrides(cfg.model.sampling, cfg)
     sched = scheduler_spec(ckpt, vae_cfg)
     prompts, pos, neg = text_source(cfg, dit_cfg.caption_channels)
+    warn_vocabulary(cfg.model.generation.prompt_vocabulary, prompts if pos is None else [])
     has_negative = pos is None or neg is not None
     items = conditioning_items(cfg)
     try:
@@ -464,6 +503,8 @@ def run(cfg: GenerateConfig) -> list[Path]:
                   "sigmas": [[round(float(v), 6) for v in s] for s in sigmas], "config": resolved}
         stem.with_suffix(".yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(record)))
         paths.append(stem.with_suffix(".mp4"))
+    # the evaluator's contract (tools/eval_shapes.py): prompts.json maps each video to its prompt
+    (out_dir / "prompts.json").write_text(json.dumps({p.name: q for p, q in zip(paths, prompts)}, indent=2) + "\n")
     print(f"wrote {len(paths)} video(s) to {out_dir}:")
     for p in paths:
         print(f"  {p}  (+ {p.with_suffix('.png').name}, {p.with_suffix('.yaml').name})")

@@ -74,9 +74,26 @@ class SamplingDefaults:
 
 
 @dataclass(kw_only=True)
+class GenerationDefaults:
+    """What `infer.generate` uses where the command line says nothing (official: inference.py defaults)."""
+
+    height: int = 704
+    width: int = 1216
+    num_frames: int = 121
+    fps: float = 30.0
+    negative_prompt: str = "worst quality, inconsistent motion, blurry, jittery, distorted"
+    text_tokens: int = 256  # prompt length in tokens (official T5: 256)
+    # Local default weights (the bundled demo model), relative to the repository root; None = must be given.
+    checkpoint_path: str | None = None
+    text_encoder_path: str | None = None
+    prompt_vocabulary: str | None = None  # "shapes": warn about prompt words the ShapesWorld demo never saw
+
+
+@dataclass(kw_only=True)
 class ModelPreset:
     name: str
     checkpoint: str  # official single-file name (Hugging Face Lightricks/LTX-Video), for reference only
     dit: DiTConfig
     vae: str  # VAE layout version: "0.9.0", "0.9.1" or "0.9.5" (0.9.5 to 0.9.8)
     sampling: SamplingDefaults
+    generation: GenerationDefaults = field(default_factory=GenerationDefaults)

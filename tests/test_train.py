@@ -99,3 +99,15 @@ def test_dit_training_resumes_exactly_and_learns(tmp_path, demo_parts):
     losses = [a[s] for s in sorted(a)]
     # measured: 1.02 -> 0.83 over 40 steps; batch-4 loss noise is about +-5%, so 0.9 separates learning from luck
     assert sum(losses[-10:]) / 10 < 0.9 * sum(losses[:5]) / 5, losses
+
+
+def test_demo_preset_matches_training_configs():
+    """The generate preset and the training app describe the same demo transformer."""
+    from ltx.models.dit import DiTConfig
+    from ltx.presets import ModelPreset
+
+    preset = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelPreset),
+                                                 OmegaConf.load(REPO / "configs/model/ltx-demo.yaml")))
+    trained = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(DiTConfig),
+                                                  OmegaConf.load(REPO / "configs/demo/dit.yaml")))
+    assert preset.dit == trained

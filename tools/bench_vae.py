@@ -8,7 +8,7 @@ Table 2: our decode, untiled vs tiled (a fixed 2 GiB-style budget scaled down: t
 growing frame sizes, with the `decode_memory_bytes` estimate beside the measurement.
 
 Peak memory is measured per run in a fresh subprocess: peak RSS (ru_maxrss) minus the RSS just before the
-measured call, so weights and inputs are excluded and the output is included. The machine is shared, so times
+first call, so weights and inputs are excluded and the output is included. The machine is shared, so times
 carry noise; the script alternates implementations and keeps the best of several runs.
 """
 
@@ -108,8 +108,8 @@ def worker(args: argparse.Namespace) -> None:
         else:
             run = {"decode": lambda: vae.decode(z, t), "encode": lambda: vae.encode_moments(x)}[args.op]
     with torch.inference_mode():
+        before = rss_bytes()  # before the warm-up: freed memory stays in the process, so measure from here
         run()  # warm-up: oneDNN builds its kernels for each new shape on the first call
-        before = rss_bytes()
         best = float("inf")
         for _ in range(args.repeats):
             t0 = time.perf_counter()

@@ -36,8 +36,8 @@ class TrainVAEConfig:
     run_dir: str = "runs/demo_vae"
     vae: VAEConfig = field(default_factory=VAEConfig)  # filled from configs/demo/vae.yaml
     seed: int = 0
-    steps: int = 1500
-    batch_size: int = 4
+    steps: int = 4000
+    batch_size: int = 6
     lr: float = 1e-3
     weight_decay: float = 0.0
     kl_weight: float = 1e-4
