@@ -198,7 +198,7 @@ def test_help_documents_the_options():
                        timeout=120)
     assert r.returncode == 0, r.stderr
     for option in ("model=NAME", "checkpoint=PATH", "embeddings=PATH", "conditioning=", "vae_tiling", "steps=N",
-                   "ltxv-2b-0.9.8-distilled", "num_frames: 121"):
+                   "ltxv-2b-0.9.8-distilled", "ltx-demo", "num_frames: 17"):  # the default preset: the demo
         assert option in r.stdout, option
 
 
