@@ -23,7 +23,7 @@ venv: $(BIN)/.stamp
 
 test: venv
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS) tests --nbmake notebooks/demo.ipynb
 
 lint: venv
 	$(BIN)/ruff check .
