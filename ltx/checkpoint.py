@@ -14,9 +14,11 @@ import json
 import os
 import struct
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import torch
 from torch import Tensor, nn
@@ -133,6 +135,24 @@ def _atomic_target(path: Path, overwrite: bool) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
 
 
+@contextmanager
+def atomic_file(path: str | os.PathLike, mode: str = "wb", *, overwrite: bool = True) -> Iterator[IO]:
+    """Open a temporary file beside `path`; on success it is synced and renamed over `path`, on any error it
+    is removed, so `path` is always either the old file or the complete new one."""
+    path = Path(path)
+    _atomic_target(path, overwrite)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def write_safetensors(
     path: str | os.PathLike,
     entries: Iterable[TensorEntry],
@@ -143,7 +163,7 @@ def write_safetensors(
 ) -> Path:
     """Stream tensors into a .safetensors file atomically (temporary file + rename)."""
     path = Path(path)
-    _atomic_target(path, overwrite)
+    _atomic_target(path, overwrite)  # refuse before any work
     entries = list(entries)
     header: dict[str, object] = {}
     offset = 0
@@ -156,44 +176,28 @@ def write_safetensors(
         header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)  # the data buffer starts 8-byte aligned
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(struct.pack("<Q", len(raw)))
-            f.write(raw)
-            for e in entries:
-                t = e.load()
-                if t.dtype != e.dtype or tuple(t.shape) != tuple(e.shape):
-                    raise CheckpointError(
-                        f"{e.name}: produced {t.dtype} {tuple(t.shape)}, declared {e.dtype} {tuple(e.shape)}"
-                    )
-                f.write(_tensor_bytes(t))
-                del t
-                if progress is not None:
-                    progress(e)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, "wb", overwrite=overwrite) as f:
+        f.write(struct.pack("<Q", len(raw)))
+        f.write(raw)
+        for e in entries:
+            t = e.load()
+            if t.dtype != e.dtype or tuple(t.shape) != tuple(e.shape):
+                raise CheckpointError(
+                    f"{e.name}: produced {t.dtype} {tuple(t.shape)}, declared {e.dtype} {tuple(e.shape)}"
+                )
+            f.write(_tensor_bytes(t))
+            del t
+            if progress is not None:
+                progress(e)
     return path
 
 
 def write_json(path: str | os.PathLike, obj: object, *, overwrite: bool = False) -> Path:
     """Write a JSON file atomically."""
-    path = Path(path)
-    _atomic_target(path, overwrite)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_file(path, "w", overwrite=overwrite) as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+        f.write("\n")
+    return Path(path)
 
 
 def _listing(names: list[str], n: int = 5) -> str:

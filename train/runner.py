@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +20,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ltx.checkpoint import atomic_file
+
 
 def step_generator(seed: int, step: int, device: str | torch.device = "cpu") -> torch.Generator:
     """The generator for every random draw of training step `step` (see the module docstring)."""
@@ -29,17 +29,8 @@ def step_generator(seed: int, step: int, device: str | torch.device = "cpu") -> 
 
 
 def atomic_torch_save(obj: object, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, "wb") as f:
+        torch.save(obj, f)
 
 
 @dataclass
