@@ -1,7 +1,7 @@
 """Per-step time of ltx.pipeline.denoise_pass vs the official LTXVideoPipeline on the same tiny CPU model, and
 transformer calls / batch rows per step for each guidance setting.
 
-    /work/venv/bin/python tools/bench_sampler.py [--steps 6] [--repeats 3]
+    python tools/bench_sampler.py [--steps 6] [--repeats 3]
 
 Both sides: same official-format weights (ours loaded through ltx.convert), fp32, precomputed text embeddings,
 latent output (no VAE), text-to-video. Time per step = (wall time of the whole pass) / steps, best of repeats.

@@ -1,6 +1,6 @@
 """Benchmark the VAE on CPU: ours vs the official ltx-video 0.1.2 vs diffusers, and tiled vs untiled memory.
 
-    /work/venv/bin/python tools/bench_vae.py [--width 32] [--frames 17] [--size 256] [--repeats 3]
+    python tools/bench_vae.py [--width 32] [--frames 17] [--size 256] [--repeats 3]
 
 Table 1: decode and encode time (best of --repeats) and peak memory of the 0.9.5 block list at reduced width
 (all three load the same random weights from one official-format file; same input, same threads).
