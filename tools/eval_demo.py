@@ -37,11 +37,11 @@ from ltx.presets import ModelPreset  # noqa: E402
 from ltx.sched.guidance import TextConditioning  # noqa: E402
 
 
-def prompts(n: int, seed: int) -> list[tuple[str, str]]:
+def prompts(n: int, seed: int, p_two_shapes: float = 0.5) -> list[tuple[str, str]]:
     """(split, caption) pairs: n // 2 seen, n - n // 2 held-out."""
     out = []
     for split, k in (("train", n // 2), ("heldout", n - n // 2)):
-        world = ShapesWorld(split=split, num_samples=k, seed=seed)
+        world = ShapesWorld(split=split, num_samples=k, seed=seed, p_two_shapes=p_two_shapes)
         out += [(split, world[i].caption) for i in range(k)]
     return out
 
@@ -69,6 +69,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=1234, help="prompt sampling and generation seed")
     p.add_argument("--out", type=Path, default=REPO / "outputs/eval_demo")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--p-two-shapes", type=float, default=0.5,
+                   help="share of two-shape prompts (training distribution: 0.5; 0 = single shapes only)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -85,7 +87,7 @@ def main() -> None:
     sched = SchedulerSpec.from_official(ckpt.extra.get("scheduler"), ckpt.extra.get("allowed_inference_steps"))
     args.out.mkdir(parents=True, exist_ok=True)
 
-    todo = prompts(args.n, args.seed)
+    todo = prompts(args.n, args.seed, args.p_two_shapes)
     videos, names = [], []
     t0 = time.time()
     for start in range(0, len(todo), args.batch):
@@ -107,6 +109,7 @@ def main() -> None:
     (args.out / "prompts.json").write_text(json.dumps({n: c for n, (_, c) in zip(names, todo)}, indent=2) + "\n")
     report = evaluate((n, v, c) for n, v, (_, c) in zip(names, videos, todo))
     settings = {"steps": first.num_inference_steps, "guidance": first.guidance_scale, "n": len(todo),
+                "p_two_shapes": args.p_two_shapes,
                 "seconds": round(time.time() - t0, 1)}
     print(f"\nShapesWorld prompt following, demo model ({settings})")
     print(report.table())
