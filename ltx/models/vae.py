@@ -254,7 +254,9 @@ def pad_time(x: Tensor, causal: bool, act: bool = False) -> Tensor:
     out = x.new_empty(B, C, Fr + 2, H, W)
     lo = 2 if causal else 1
     body = out[:, :, lo : lo + Fr]
-    if act:
+    if act and torch.is_grad_enabled() and x.requires_grad:  # out= kernels have no autograd (training)
+        body.copy_(F.silu(x))
+    elif act:
         torch.ops.aten.silu.out(x, out=body)
     else:
         body.copy_(x)
