@@ -11,7 +11,7 @@ from the pipeline's `model_index.json` when there is one.
 from __future__ import annotations
 
 from ltx.convert.keymap import Rule
-from ltx.convert.official import ConfigError, _check_fixed
+from ltx.convert.official import ConfigError, _check_fixed, dit_sizes
 from ltx.models.dit import DiTConfig
 
 DIT_FROM_DIFFUSERS = (
@@ -40,16 +40,8 @@ def dit_config_from_diffusers(c: dict, *, causal_temporal_positioning: bool = Fa
     if c.get("_class_name", DIT_CLASS) != DIT_CLASS:
         raise ConfigError(f"diffusers config is a {c['_class_name']!r}, not a {DIT_CLASS!r}")
     _check_fixed(c, DIT_FIXED, "diffusers transformer config")
-    heads, head_dim = c["num_attention_heads"], c["attention_head_dim"]
-    if c.get("cross_attention_dim", heads * head_dim) != heads * head_dim:
-        raise ConfigError(f"cross_attention_dim={c['cross_attention_dim']} must equal {heads * head_dim}")
     return DiTConfig(
-        num_layers=c["num_layers"],
-        num_heads=heads,
-        head_dim=head_dim,
-        in_channels=c["in_channels"],
-        out_channels=c.get("out_channels") or c["in_channels"],
-        caption_channels=c["caption_channels"],
+        **dit_sizes(c),
         norm_eps=float(c.get("norm_eps", 1e-6)),
         causal_temporal_positioning=causal_temporal_positioning,
         **DIT_IMPLICIT,

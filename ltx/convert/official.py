@@ -53,6 +53,21 @@ def _check_fixed(c: dict, fixed: dict, where: str) -> None:
         raise ConfigError(f"{where} sets {bad}; ltx implements only {expected}")
 
 
+def dit_sizes(c: dict) -> dict:
+    """The size fields shared by the official and diffusers transformer configs, checked: text is projected to
+    the model width, so cross_attention_dim must equal heads * head_dim, and caption_channels must exist."""
+    heads, head_dim = c["num_attention_heads"], c["attention_head_dim"]
+    if c.get("cross_attention_dim", heads * head_dim) != heads * head_dim:
+        raise ConfigError(
+            f"cross_attention_dim={c['cross_attention_dim']} must equal num_attention_heads * attention_head_dim"
+            f" = {heads * head_dim} (the caption projection maps text to the model width)"
+        )
+    if c.get("caption_channels") is None:
+        raise ConfigError("transformer config has no caption_channels; every release projects T5 states")
+    return {"num_layers": c["num_layers"], "num_heads": heads, "head_dim": head_dim, "in_channels": c["in_channels"],
+            "out_channels": c.get("out_channels") or c["in_channels"], "caption_channels": c["caption_channels"]}
+
+
 def dit_config_from_official(c: dict) -> DiTConfig:
     """Official `config["transformer"]` -> DiTConfig (asserting every knob we do not implement)."""
     _check_fixed(c, DIT_FIXED, "transformer config")
@@ -65,21 +80,8 @@ def dit_config_from_official(c: dict) -> DiTConfig:
     unknown = sorted(k for k in set(c) - known if not k.startswith("_"))  # "_*": diffusers bookkeeping
     if unknown:
         raise ConfigError(f"transformer config has fields ltx does not know: {unknown}")
-    heads, head_dim = c["num_attention_heads"], c["attention_head_dim"]
-    if c.get("cross_attention_dim", heads * head_dim) != heads * head_dim:
-        raise ConfigError(
-            f"cross_attention_dim={c['cross_attention_dim']} must equal num_attention_heads * attention_head_dim"
-            f" = {heads * head_dim} (the caption projection maps text to the model width)"
-        )
-    if c.get("caption_channels") is None:
-        raise ConfigError("transformer config has no caption_channels; every release projects T5 states")
     return DiTConfig(
-        num_layers=c["num_layers"],
-        num_heads=heads,
-        head_dim=head_dim,
-        in_channels=c["in_channels"],
-        out_channels=c.get("out_channels") or c["in_channels"],
-        caption_channels=c["caption_channels"],
+        **dit_sizes(c),
         max_positions=tuple(c["positional_embedding_max_pos"]),
         rope_theta=float(c["positional_embedding_theta"]),
         timestep_scale=float(c.get("timestep_scale_multiplier") or 1.0),
