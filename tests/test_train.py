@@ -45,6 +45,7 @@ def test_vae_training_resumes_exactly(tmp_path):
     b = {r["step"]: r["loss"] for r in _losses(part)}
     assert set(a) == {1, 2, 3, 4} and a[3] == b[3] and a[4] == b[4]
     assert (part / "loss.png").stat().st_size > 1000
+    assert (part / "samples/step_000004.png").is_file()  # the final reconstruction sheet
     final_a = torch.load(full / "vae_final.pt")
     final_b = torch.load(part / "vae_final.pt")
     assert all(torch.equal(final_a[k], final_b[k]) for k in final_a)
@@ -80,22 +81,34 @@ def _dit_cfg(run_dir, demo_parts, steps, **kw):
                     causal_temporal_positioning=True)
     return train_dit.TrainDiTConfig(run_dir=str(run_dir), dit=dit, vae_checkpoint=str(demo_parts / "vae.safetensors"),
                                     text_encoder=str(demo_parts / "text_encoder"), steps=steps, batch_size=4,
-                                    num_videos=16, log_every=1, checkpoint_every=3, wandb=False, threads=1, **kw)
+                                    num_videos=16, log_every=1, checkpoint_every=3, wandb=False, threads=1,
+                                    sample_every=30, sample_prompts=2, sample_steps=3, **kw)
 
 
 @pytest.mark.slow
-def test_dit_training_resumes_exactly_and_learns(tmp_path, demo_parts):
+@pytest.mark.parametrize("text_lr, schedule", [(0.0, "constant"), (2e-3, "cosine")], ids=["frozen-text", "joint-text"])
+def test_dit_training_resumes_exactly_and_learns(tmp_path, demo_parts, text_lr, schedule):
+    from safetensors.torch import load_file
+
     from train import train_dit
 
     full, part = tmp_path / "full", tmp_path / "part"
-    train_dit.train(_dit_cfg(full, demo_parts, steps=40, lr=2e-3))
-    train_dit.train(_dit_cfg(part, demo_parts, steps=40, lr=2e-3, stop_after=35))
-    train_dit.train(_dit_cfg(part, demo_parts, steps=40, lr=2e-3))
+    kw = dict(steps=40, lr=2e-3, text_lr=text_lr, lr_schedule=schedule)
+    train_dit.train(_dit_cfg(full, demo_parts, **kw))
+    train_dit.train(_dit_cfg(part, demo_parts, stop_after=35, **kw))
+    train_dit.train(_dit_cfg(part, demo_parts, **kw))
     a = {r["step"]: r["loss"] for r in _losses(full)}
     b = {r["step"]: r["loss"] for r in _losses(part)}
     assert [a[s] for s in range(36, 41)] == [b[s] for s in range(36, 41)]
     ema_a, ema_b = torch.load(full / "dit_ema.pt"), torch.load(part / "dit_ema.pt")
     assert all(torch.equal(ema_a[k], ema_b[k]) for k in ema_a)
+    assert sorted(p.name for p in (part / "samples").glob("*.png")) == ["step_000030.png", "step_000040.png"]
+    if text_lr:  # the jointly trained text encoder is written out, equal after the resume, and has moved
+        t5 = "text_encoder/text_encoder/model.safetensors"
+        ta, tb = load_file(full / t5), load_file(part / t5)
+        t0 = load_file(demo_parts / "text_encoder/text_encoder/model.safetensors")
+        assert all(torch.equal(ta[k], tb[k]) for k in ta)
+        assert any(not torch.equal(ta[k], t0[k]) for k in ta)
     losses = [a[s] for s in sorted(a)]
     # measured: 1.02 -> 0.83 over 40 steps; batch-4 loss noise is about +-5%, so 0.9 separates learning from luck
     assert sum(losses[-10:]) / 10 < 0.9 * sum(losses[:5]) / 5, losses
@@ -111,3 +124,18 @@ def test_demo_preset_matches_training_configs():
     trained = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(DiTConfig),
                                                   OmegaConf.load(REPO / "configs/demo/dit.yaml")))
     assert preset.dit == trained
+    # the RoPE time positions are frame / fps: training and sampling must use the same fps
+    assert OmegaConf.load(REPO / "configs/train_dit.yaml").fps == preset.generation.fps
+
+
+def test_lr_schedule_closed_form():
+    from train.train_dit import TrainDiTConfig, lr_factor
+
+    cfg = TrainDiTConfig(steps=1100, warmup=100, lr_schedule="cosine", min_lr_ratio=0.1)
+    assert lr_factor(cfg, 0) == pytest.approx(0.01) and lr_factor(cfg, 99) == pytest.approx(1.0)
+    assert lr_factor(cfg, 100) == pytest.approx(1.0)
+    assert lr_factor(cfg, 600) == pytest.approx(0.55)  # halfway: (1 + 0.1) / 2
+    assert lr_factor(cfg, 1100) == pytest.approx(0.1)
+    assert lr_factor(TrainDiTConfig(lr_schedule="constant"), 5000) == 1.0
+    with pytest.raises(ValueError, match="cosine"):
+        lr_factor(TrainDiTConfig(lr_schedule="linear"), 500)

@@ -35,6 +35,7 @@ from ltx.models.text import T5TextEncoder  # noqa: E402
 from ltx.pipeline import SchedulerSpec, decode, denoise_pass  # noqa: E402
 from ltx.presets import ModelPreset  # noqa: E402
 from ltx.sched.guidance import TextConditioning  # noqa: E402
+from ltx.viz import save_video_grid  # noqa: E402
 
 
 def prompts(n: int, seed: int, p_two_shapes: float = 0.5) -> list[tuple[str, str]]:
@@ -44,18 +45,6 @@ def prompts(n: int, seed: int, p_two_shapes: float = 0.5) -> list[tuple[str, str
         world = ShapesWorld(split=split, num_samples=k, seed=seed, p_two_shapes=p_two_shapes)
         out += [(split, world[i].caption) for i in range(k)]
     return out
-
-
-def contact_sheet(path: Path, videos: list[torch.Tensor], frames: int = 5) -> None:
-    """Rows of videos, `frames` evenly spaced frames each; videos (3, F, H, W) in [-1, 1]."""
-    from PIL import Image
-
-    rows = []
-    for v in videos:
-        idx = torch.linspace(0, v.shape[1] - 1, frames).round().long()
-        rows.append(torch.cat([v[:, i] for i in idx.tolist()], dim=2))
-    sheet = ((torch.cat(rows, dim=1).permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).round().byte().numpy()
-    Image.fromarray(sheet).resize((sheet.shape[1] * 2, sheet.shape[0] * 2), Image.NEAREST).save(path)
 
 
 def main() -> None:
@@ -114,7 +103,7 @@ def main() -> None:
     print(f"\nShapesWorld prompt following, demo model ({settings})")
     print(report.table())
     (args.out / "report.json").write_text(json.dumps({"settings": settings, **report.to_json()}, indent=2) + "\n")
-    contact_sheet(args.out / "contact_sheet.png", videos[:6] + videos[len(videos) // 2 : len(videos) // 2 + 6])
+    save_video_grid(args.out / "contact_sheet.png", videos[:6] + videos[len(videos) // 2 : len(videos) // 2 + 6])
     print(f"wrote {args.out}/report.json, contact_sheet.png and {len(videos)} mp4s")
 
 

@@ -4,19 +4,22 @@
     python -m train.export_demo --vae-run runs/demo_vae --dit-run runs/demo_dit      # after train_dit
 
 Writes `demo/ltx-demo.safetensors` (components "vae" and, once trained, "dit"; configs in the metadata,
-plus the demo's sampling defaults under `official_extra`) atomically. The text encoder folder is made by
-`python -m train.make_text_encoder demo/text_encoder`.
+plus the demo's sampling defaults under `official_extra`) atomically. When the DiT run trained the text
+encoder jointly (`text_lr > 0`), its moving average (RUN/text_encoder) replaces demo/text_encoder; otherwise
+that folder is the fixed-seed one made by `python -m train.make_text_encoder demo/text_encoder`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
 
+from ltx.checkpoint import atomic_dir
 from ltx.convert.formats import checkpoint_from_modules, write_ltx
 from ltx.models.dit import DiT, DiTConfig
 from ltx.models.vae import VAEConfig, VideoVAE
@@ -31,7 +34,7 @@ def _config(cls, yaml: Path):
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), OmegaConf.load(yaml)))
 
 
-def export(vae_run: Path, dit_run: Path | None, out: Path) -> Path:
+def export(vae_run: Path, dit_run: Path | None, out: Path, text_out: Path | None = None) -> Path:
     vae_cfg = _config(VAEConfig, REPO / "configs/demo/vae.yaml")
     vae = VideoVAE(vae_cfg)
     vae.load_state_dict(torch.load(vae_run / "vae_final.pt", map_location="cpu"), strict=True)
@@ -41,7 +44,12 @@ def export(vae_run: Path, dit_run: Path | None, out: Path) -> Path:
         dit.load_state_dict(torch.load(dit_run / "dit_ema.pt", map_location="cpu"), strict=True)
         modules = {"dit": dit, "vae": vae}
     ckpt = checkpoint_from_modules(modules, extra={"scheduler": DEMO_SCHEDULER})
-    return write_ltx(ckpt, out, overwrite=True)
+    path = write_ltx(ckpt, out, overwrite=True)
+    if dit_run is not None and (dit_run / "text_encoder").is_dir() and text_out is not None:
+        with atomic_dir(text_out) as tmp:
+            shutil.copytree(dit_run / "text_encoder", tmp, dirs_exist_ok=True)
+        print(f"text encoder: {dit_run / 'text_encoder'} -> {text_out}")
+    return path
 
 
 if __name__ == "__main__":
@@ -49,6 +57,8 @@ if __name__ == "__main__":
     p.add_argument("--vae-run", type=Path, required=True)
     p.add_argument("--dit-run", type=Path)
     p.add_argument("--out", type=Path, default=REPO / "demo/ltx-demo.safetensors")
+    p.add_argument("--text-out", type=Path, default=REPO / "demo/text_encoder",
+                   help="where a jointly trained text encoder of the DiT run goes")
     a = p.parse_args()
-    path = export(a.vae_run, a.dit_run, a.out)
+    path = export(a.vae_run, a.dit_run, a.out, a.text_out)
     print(json.dumps({"wrote": str(path), "MiB": round(path.stat().st_size / 2**20, 2)}))

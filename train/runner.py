@@ -90,6 +90,13 @@ class Run:
         if self._wandb is not None:
             self._wandb.log(metrics, step=self.step)
 
+    def image(self, key: str, path: Path) -> None:
+        """Log a picture the run wrote (e.g. a contact sheet of validation samples) to wandb, at this step."""
+        if self._wandb is not None:
+            import wandb
+
+            self._wandb.log({key: wandb.Image(str(path))}, step=self.step)
+
     def plot(self, keys: tuple[str, ...] = ("loss",), title: str = "") -> Path:
         """Loss curves as a PNG (log scale, raw and smoothed)."""
         import matplotlib
@@ -121,6 +128,13 @@ class Run:
     def finish(self) -> None:
         if self._wandb is not None:
             self._wandb.finish()
+
+
+def peak_rss_mib() -> float:
+    """The process's peak resident memory so far, in MiB (Linux ru_maxrss is in KiB)."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def resume_lr(scheduler: torch.optim.lr_scheduler.LambdaLR, step: int) -> None:

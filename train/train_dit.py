@@ -5,17 +5,27 @@
 
 The model is the native LTX-Video transformer (`ltx.models.dit.DiT`) with the small config of
 configs/demo/dit.yaml, trained with the rectified-flow objective (ltx/losses.py) on normalized latents of
-the demo VAE. Text comes from the demo text encoder (a tiny T5 with a byte-level tokenizer, fixed-seed
-weights, frozen); captions are dropped to "" with probability `caption_dropout` so that classifier-free
-guidance works at sampling time. An exponential moving average of the weights is kept and exported.
+the demo VAE. Text comes from the demo text encoder (a tiny T5 with a byte-level tokenizer). With
+`text_lr: 0` it stays frozen at its fixed-seed weights and every caption is encoded once; with `text_lr > 0`
+it is trained jointly with the transformer (the released demo), and its moving average is written to
+RUN/text_encoder for export. Captions are dropped to "" with probability `caption_dropout` so that
+classifier-free guidance works at sampling time. An exponential moving average of the weights is kept and
+exported.
+
+`fps` sets the temporal RoPE positions (seconds = frame / fps) and must equal the fps the model is sampled
+at (the preset's `generation.fps`): positions 3x apart at sampling time cost the first demo a third of its
+motion accuracy.
 
 Latents of `num_videos` training clips are encoded once (posterior mean) and cached in the run folder.
+Every `sample_every` steps (and at the end) the EMA model samples fixed validation prompts (half seen, half
+held-out combinations) into RUN/samples/step_NNNNNN.png, one row per prompt (RUN/samples/prompts.txt).
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,13 +35,15 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
+from ltx.checkpoint import atomic_dir
 from ltx.data.shapes import ShapesWorld
 from ltx.losses import add_noise, flow_matching_loss, sample_sigmas
 from ltx.models.dit import DiT, DiTConfig
 from ltx.models.text import T5TextEncoder
 from ltx.models.vae import VideoVAE
 from ltx.patchify import patchify, token_positions
-from train.runner import Run, resume_lr, step_generator, train_loop
+from ltx.viz import save_video_grid
+from train.runner import Run, peak_rss_mib, resume_lr, step_generator, train_loop
 
 
 @dataclass(kw_only=True)
@@ -45,14 +57,22 @@ class TrainDiTConfig:
     steps: int = 2000
     batch_size: int = 16
     lr: float = 5e-4
+    lr_schedule: str = "constant"  # or "cosine": from lr down to min_lr_ratio * lr at `steps` (a function of steps)
+    min_lr_ratio: float = 0.1
+    warmup: int = 100
     weight_decay: float = 0.01
     ema: float = 0.998
     caption_dropout: float = 0.1
     sigma_sampler: str = "shifted_logit_normal"
     frames: int = 17
     size: int = 64
-    fps: float = 25.0
+    fps: float = 8.0  # = configs/model/ltx-demo.yaml generation.fps (tests/test_train.py checks they agree)
+    text_lr: float = 0.0  # > 0: train the text encoder jointly at this learning rate
     num_videos: int = 2048
+    sample_every: int = 1000  # write RUN/samples/step_NNNNNN.png: validation prompts sampled with the EMA weights
+    sample_prompts: int = 8  # half seen, half held-out combinations
+    sample_steps: int = 20
+    sample_guidance: float = 3.0
     stop_after: int | None = None  # end this session at that step (resumable), e.g. to time-box a run
     log_every: int = 10
     checkpoint_every: int = 100
@@ -95,6 +115,54 @@ def encode_captions(text: T5TextEncoder, captions: list[str], chunk: int = 64) -
     return torch.cat(ctx)[index], torch.cat(mask)[index]
 
 
+def tokenize(text: T5TextEncoder, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, mask), both (N, max_tokens), tokenized as `T5TextEncoder.encode` does."""
+    tok = text.tokenizer([p.strip() for p in prompts], padding="max_length", max_length=text.max_tokens,
+                         truncation=True, add_special_tokens=True, return_tensors="pt")
+    return tok.input_ids, tok.attention_mask
+
+
+def validation_prompts(seed: int, n: int) -> list[str]:
+    """n // 2 captions of seen combinations, then n - n // 2 of held-out ones (fixed for a seed)."""
+    return [ShapesWorld(split=split, num_samples=k, seed=seed + 2000)[i].caption
+            for split, k in (("train", n // 2), ("heldout", n - n // 2)) for i in range(k)]
+
+
+@torch.no_grad()
+def sample_videos(dit: DiT, vae: VideoVAE, encode, prompts: list[str], cfg: TrainDiTConfig) -> list[torch.Tensor]:
+    """Generate `prompts` with the demo's sampler (LQ schedule, CFG against ""): (3, F, H, W) in [-1, 1] each."""
+    from ltx.pipeline import SchedulerSpec, decode, denoise_pass
+    from ltx.presets import PassConfig
+    from ltx.sched.guidance import TextConditioning
+
+    text = TextConditioning(*encode(prompts), *encode([""] * len(prompts)))
+    p = PassConfig(num_inference_steps=cfg.sample_steps, guidance_scale=[cfg.sample_guidance])
+    latents = denoise_pass(dit, vae, text, p, SchedulerSpec(sampler="LinearQuadratic"), height=cfg.size,
+                           width=cfg.size, num_frames=cfg.frames, fps=cfg.fps,
+                           generator=torch.Generator().manual_seed(cfg.seed))
+    return list(decode(vae, latents) * 2 - 1)
+
+
+def lr_factor(cfg: TrainDiTConfig, step: int) -> float:
+    """The learning-rate multiplier at `step`: linear warmup, then constant or cosine decay to min_lr_ratio."""
+    if step < cfg.warmup:
+        return (step + 1) / cfg.warmup
+    if cfg.lr_schedule == "constant":
+        return 1.0
+    if cfg.lr_schedule == "cosine":
+        done = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * done))
+    raise ValueError(f"unknown lr_schedule {cfg.lr_schedule!r}; expected 'constant' or 'cosine'")
+
+
+def save_text_encoder(model, tokenizer, path: Path) -> Path:
+    """Write a T5 folder (text_encoder/ + tokenizer/) that `T5TextEncoder` loads; replaced atomically."""
+    with atomic_dir(path) as tmp:
+        model.save_pretrained(tmp / "text_encoder", safe_serialization=True)
+        tokenizer.save_pretrained(tmp / "tokenizer")
+    return path
+
+
 def train(cfg: TrainDiTConfig) -> dict:
     from ltx.convert.formats import load_component
 
@@ -109,48 +177,83 @@ def train(cfg: TrainDiTConfig) -> dict:
     _, C, Fl, Hl, Wl = latents.shape
     tokens = patchify(latents)  # (N, T, C)
     text = T5TextEncoder(cfg.text_encoder, dtype=torch.float32, max_tokens=cfg.text_tokens)
-    context, mask = encode_captions(text, captions + [""])  # the text encoder is frozen: encode once
-    null_context, null_mask = context[-1:], mask[-1:]
+    t5 = text.model if cfg.text_lr > 0 else None
+    if t5 is None:  # frozen: encode every caption once
+        context, mask = encode_captions(text, captions + [""])
+        null_context, null_mask = context[-1:], mask[-1:]
+    else:
+        ids, mask = tokenize(text, captions + [""])
+        null_ids, null_mask = ids[-1:], mask[-1:]
+        t5.train().requires_grad_(True)
     positions = token_positions(Fl, Hl, Wl, fps=cfg.fps, causal=cfg.dit.causal_temporal_positioning,
                                 scale=(vae.cfg.temporal_factor, vae.cfg.spatial_factor, vae.cfg.spatial_factor))
 
     dit = DiT(cfg.dit).init_weights(torch.Generator().manual_seed(cfg.seed))
     ema = copy.deepcopy(dit).requires_grad_(False)
-    opt = torch.optim.AdamW(dit.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
-    warmup = 100
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup))
-    if run.resume({"dit": dit, "ema": ema}, {"opt": opt}):
+    groups = [{"params": list(dit.parameters()), "lr": cfg.lr}]
+    modules = {"dit": dit, "ema": ema}
+    if t5 is not None:
+        groups.append({"params": list(t5.parameters()), "lr": cfg.text_lr})
+        modules |= {"text": t5, "text_ema": copy.deepcopy(t5).requires_grad_(False)}
+    averaged = [(modules["ema"], dit)] + ([(modules["text_ema"], t5)] if t5 is not None else [])
+    params = [p for g in groups for p in g["params"]]
+    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(cfg, s))
+    if run.resume(modules, {"opt": opt}):
         resume_lr(sched, run.step)
     t0 = time.time()
+
+    def encode_ema(prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        if t5 is None:
+            return text.encode(prompts)
+        ids_, mask_ = tokenize(text, prompts)
+        return modules["text_ema"](ids_, attention_mask=mask_).last_hidden_state, mask_
+
+    prompts = validation_prompts(cfg.seed, cfg.sample_prompts)
+
+    def on_checkpoint() -> None:
+        run.save(modules, {"opt": opt})
+        if run.step % cfg.sample_every == 0 or run.step == cfg.steps:
+            path = save_video_grid(Path(cfg.run_dir) / f"samples/step_{run.step:06d}.png",
+                                   sample_videos(ema, vae, encode_ema, prompts, cfg))
+            (path.parent / "prompts.txt").write_text("\n".join(prompts) + "\n")
+            run.image("samples", path)
 
     def step_fn(step: int) -> dict[str, float]:
         g = step_generator(cfg.seed, step)
         idx = torch.randint(tokens.shape[0], (cfg.batch_size,), generator=g)
         x0 = tokens[idx]
         drop = (torch.rand(cfg.batch_size, generator=g) < cfg.caption_dropout)[:, None]
-        ctx = torch.where(drop[..., None], null_context, context[idx])  # (B, S, D_text), "" where dropped
-        ctx_mask = torch.where(drop, null_mask, mask[idx])
+        ctx_mask = torch.where(drop, null_mask, mask[idx])  # "" where dropped
+        if t5 is None:
+            ctx = torch.where(drop[..., None], null_context, context[idx])  # (B, S, D_text)
+        else:
+            ctx = t5(torch.where(drop, null_ids, ids[idx]), attention_mask=ctx_mask).last_hidden_state
         sigma = sample_sigmas(cfg.batch_size, x0.shape[1], kind=cfg.sigma_sampler, generator=g)
         noise = torch.randn(x0.shape, generator=g)
         v = dit(add_noise(x0, noise, sigma), sigma, ctx, ctx_mask, positions.expand(cfg.batch_size, -1, -1))
         loss = flow_matching_loss(v, x0, noise)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(dit.parameters(), 1.0)
+        gnorm = torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
         with torch.no_grad():
             decay = min(cfg.ema, (1 + step) / (10 + step))
-            for pe, p in zip(ema.parameters(), dit.parameters()):
-                pe.lerp_(p, 1 - decay)
+            for averaged_module, live in averaged:
+                for pe, p in zip(averaged_module.parameters(), live.parameters()):
+                    pe.lerp_(p, 1 - decay)
         return {"loss": loss.item(), "grad_norm": float(gnorm), "lr": sched.get_last_lr()[0]}
 
     train_loop(run, step_fn, steps=cfg.steps, log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every,
-               stop_after=cfg.stop_after, on_checkpoint=lambda: run.save({"dit": dit, "ema": ema}, {"opt": opt}))
+               stop_after=cfg.stop_after, on_checkpoint=on_checkpoint)
     run.plot(("loss",), title="demo DiT training (flow matching)")
     report = {"steps": run.step, "train_seconds_this_session": round(time.time() - t0, 1),
+              "peak_rss_mib": peak_rss_mib(),
               "final_loss_avg": sum(r["loss"] for r in run.history[-10:]) / max(1, len(run.history[-10:]))}
     torch.save(ema.state_dict(), Path(cfg.run_dir) / "dit_ema.pt")
+    if t5 is not None:
+        save_text_encoder(modules["text_ema"], text.tokenizer, Path(cfg.run_dir) / "text_encoder")
     (Path(cfg.run_dir) / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
     run.finish()

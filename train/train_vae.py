@@ -9,6 +9,8 @@ configs/demo/vae.yaml. Training clips are random 9-frame x 32 x 32 crops of 17 x
 L1 + MSE reconstruction through a posterior sample plus a small KL term. At the end the per-channel latent
 statistics (mean and std of posterior means over full clips) are measured and stored in the VAE, as the
 official checkpoints carry them, and the reconstruction PSNR on full train and held-out clips is reported.
+Every `sample_every` steps (and at the end) RUN/samples/step_NNNNNN.png shows held-out clips, each above its
+reconstruction.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from omegaconf import OmegaConf
 from ltx.data.shapes import ShapesWorld
 from ltx.losses import gaussian_kl, psnr
 from ltx.models.vae import VAEConfig, VideoVAE
-from train.runner import Run, resume_lr, step_generator, train_loop
+from ltx.viz import save_video_grid
+from train.runner import Run, peak_rss_mib, resume_lr, step_generator, train_loop
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,6 +51,8 @@ class TrainVAEConfig:
     num_videos: int = 4096  # distinct training clips (rendered on the fly, deterministic per index)
     eval_videos: int = 64
     stats_videos: int = 256  # clips used to measure the per-channel latent statistics
+    sample_every: int = 1000  # write RUN/samples/step_NNNNNN.png: held-out clips over their reconstructions
+    sample_videos: int = 4
     stop_after: int | None = None  # end this session at that step (resumable), e.g. to time-box a run
     log_every: int = 10
     checkpoint_every: int = 100
@@ -94,6 +99,14 @@ def evaluate(vae: VideoVAE, data: ShapesWorld, n: int) -> float:
     return sum(scores) / len(scores)
 
 
+@torch.no_grad()
+def reconstruction_rows(vae: VideoVAE, data: ShapesWorld, n: int) -> list[torch.Tensor]:
+    """[clip 0, its reconstruction, clip 1, ...] for the first `n` clips of `data` (posterior mean)."""
+    video = torch.stack([data[i].video for i in range(min(n, len(data)))])
+    recon = vae(video).clamp(-1, 1)
+    return [row for pair in zip(video, recon) for row in pair]
+
+
 def train(cfg: TrainVAEConfig) -> dict:
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -125,16 +138,25 @@ def train(cfg: TrainVAEConfig) -> dict:
         sched.step()
         return {"loss": loss.item(), "recon": rec.item(), "kl": kl.item(), "lr": sched.get_last_lr()[0]}
 
+    heldout = ShapesWorld(split="heldout", num_samples=cfg.eval_videos, frames=cfg.frames, height=cfg.size,
+                          width=cfg.size, seed=cfg.seed + 7)
+
+    def on_checkpoint() -> None:
+        run.save({"vae": vae}, {"opt": opt})
+        if run.step % cfg.sample_every == 0 or run.step == cfg.steps:
+            path = save_video_grid(Path(cfg.run_dir) / f"samples/step_{run.step:06d}.png",
+                                   reconstruction_rows(vae, heldout, cfg.sample_videos))
+            run.image("reconstructions", path)
+
     train_loop(run, step_fn, steps=cfg.steps, log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every,
-               stop_after=cfg.stop_after, on_checkpoint=lambda: run.save({"vae": vae}, {"opt": opt}))
+               stop_after=cfg.stop_after, on_checkpoint=on_checkpoint)
     run.plot(("loss", "recon"), title="demo VAE training")
     vae.eval()
     stats = measure_statistics(vae, data, cfg.stats_videos)
-    heldout = ShapesWorld(split="heldout", num_samples=cfg.eval_videos, frames=cfg.frames, height=cfg.size,
-                          width=cfg.size, seed=cfg.seed + 7)
     report = {
         "steps": run.step,
         "train_seconds_this_session": round(time.time() - t0, 1),
+        "peak_rss_mib": peak_rss_mib(),
         "psnr_train_db": evaluate(vae, data, cfg.eval_videos),
         "psnr_heldout_db": evaluate(vae, heldout, cfg.eval_videos),
         **stats,
