@@ -164,6 +164,8 @@ def _exists(path: str | None, what: str, hint: str) -> Path:
 def open_checkpoints(cfg: GenerateConfig) -> tuple[Checkpoint, Checkpoint, Checkpoint | None]:
     """(transformer checkpoint, VAE checkpoint, upsampler checkpoint or None), headers only."""
     hint = f"pass checkpoint=/path/to/{cfg.model.checkpoint} (this preset's official file)"
+    if cfg.model.generation.weights_hint:
+        hint = cfg.model.generation.weights_hint
     ckpt = read_checkpoint(_exists(cfg.checkpoint, "checkpoint", hint))
     if "dit" not in ckpt.components:
         raise InputError(f"{ckpt.path} holds no transformer (it has {sorted(ckpt.components)})")
@@ -204,9 +206,9 @@ def text_source(cfg: GenerateConfig, caption_channels: int) -> tuple[list[str], 
     if cfg.embeddings is None:
         if not prompts:
             raise InputError("no prompts: pass 'prompts=[\"...\"]' (or embeddings=/path/to/embeddings.safetensors)")
-        root = _exists(cfg.text_encoder, "text encoder",
+        root = _exists(cfg.text_encoder, "text encoder", cfg.model.generation.weights_hint or (
                        "pass text_encoder=/path/to/t5 (local T5 weights + tokenizer) or precomputed "
-                       "embeddings=/path/to/embeddings.safetensors")  # fmt: skip
+                       "embeddings=/path/to/embeddings.safetensors"))  # fmt: skip
         model_dir = root / "text_encoder" if (root / "text_encoder").is_dir() else root
         if not (model_dir / "config.json").is_file():
             raise InputError(f"text encoder {root} has no config.json (in it or in text_encoder/): not T5 weights")

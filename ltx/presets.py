@@ -87,6 +87,8 @@ class GenerationDefaults:
     checkpoint_path: str | None = None
     text_encoder_path: str | None = None
     prompt_vocabulary: str | None = None  # "shapes": warn about prompt words the ShapesWorld demo never saw
+    # How to make missing default weights (the demo: the commands that train them); said in the error message.
+    weights_hint: str | None = None
 
 
 @dataclass(kw_only=True)

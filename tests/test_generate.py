@@ -268,3 +268,12 @@ def test_official_image_preprocessing():
     from ltx_video.pipelines.crf_compressor import compress
 
     assert torch.equal(ours, compress(img))
+
+
+def test_missing_demo_weights_name_the_training_commands(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "infer.generate", f"checkpoint={tmp_path}/none.safetensors",
+                        'prompts=["a red circle moves up"]', f"output_dir={tmp_path}/out"],
+                       cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0
+    assert "none.safetensors does not exist" in r.stderr and "python -m train.train_dit" in r.stderr, r.stderr
+    assert not (tmp_path / "out").exists()
