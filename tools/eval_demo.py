@@ -52,6 +52,7 @@ def main() -> None:
     p.add_argument("-n", type=int, default=96, help="number of prompts (half seen, half held-out)")
     p.add_argument("--preset", type=Path, default=REPO / "configs/model/ltx-demo.yaml")
     p.add_argument("--checkpoint", type=Path, help="default: the preset's bundled weights")
+    p.add_argument("--text-encoder", type=Path, help="default: the preset's text encoder folder")
     p.add_argument("--steps", type=int, help="override the preset's step count")
     p.add_argument("--guidance", type=float, help="override the preset's CFG scale")
     p.add_argument("--batch", type=int, default=8)
@@ -72,7 +73,7 @@ def main() -> None:
         first = dataclasses.replace(first, guidance_scale=[args.guidance] * len(first.guidance_scale))
     ckpt = read_checkpoint(args.checkpoint or REPO / g.checkpoint_path)
     dit, vae = load_dit(ckpt), load_vae(ckpt)
-    t5 = T5TextEncoder(REPO / g.text_encoder_path, dtype=torch.float32, max_tokens=g.text_tokens)
+    t5 = T5TextEncoder(args.text_encoder or REPO / g.text_encoder_path, dtype=torch.float32, max_tokens=g.text_tokens)
     sched = SchedulerSpec.from_official(ckpt.extra.get("scheduler"), ckpt.extra.get("allowed_inference_steps"))
     args.out.mkdir(parents=True, exist_ok=True)
 
