@@ -364,6 +364,8 @@ def test_unparsable_prompts_are_skipped_and_reported():
     empty = report.summary()["heldout"]  # ShapesWorld()[0] is from the train split
     assert empty == {"n": 0, "color": None, "motion": None, "both": None}
     json.dumps(report.to_json(), allow_nan=False)  # strict JSON: no NaN for empty groups
+    n_shapes = len(ShapesWorld()[0].params.shapes)
+    assert report.summary()[f"{n_shapes}-shape"]["n"] == 1 and report.summary()[f"{3 - n_shapes}-shape"]["n"] == 0
 
 
 def test_cli_self_test(tmp_path, capsys):

@@ -32,7 +32,7 @@ from ltx.convert.formats import load_dit, load_vae, read_checkpoint  # noqa: E40
 from ltx.data.shapes import ShapesWorld  # noqa: E402
 from ltx.data.shapes_eval import evaluate, write_mp4  # noqa: E402
 from ltx.models.text import T5TextEncoder  # noqa: E402
-from ltx.pipeline import SchedulerSpec, decode, denoise_pass  # noqa: E402
+from ltx.pipeline import PassOptions, SchedulerSpec, decode, denoise_pass  # noqa: E402
 from ltx.presets import ModelPreset  # noqa: E402
 from ltx.sched.guidance import TextConditioning  # noqa: E402
 from ltx.viz import save_video_grid  # noqa: E402
@@ -55,6 +55,8 @@ def main() -> None:
     p.add_argument("--text-encoder", type=Path, help="default: the preset's text encoder folder")
     p.add_argument("--steps", type=int, help="override the preset's step count")
     p.add_argument("--guidance", type=float, help="override the preset's CFG scale")
+    p.add_argument("--stg", type=float, help="override the preset's STG scale")
+    p.add_argument("--stg-blocks", type=int, nargs="+", help="override the preset's STG blocks")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seed", type=int, default=1234, help="prompt sampling and generation seed")
     p.add_argument("--out", type=Path, default=REPO / "outputs/eval_demo")
@@ -71,6 +73,10 @@ def main() -> None:
         first = dataclasses.replace(first, num_inference_steps=args.steps, timesteps=None)
     if args.guidance is not None:
         first = dataclasses.replace(first, guidance_scale=[args.guidance] * len(first.guidance_scale))
+    if args.stg is not None:
+        first = dataclasses.replace(first, stg_scale=[args.stg] * len(first.stg_scale))
+    if args.stg_blocks is not None:
+        first = dataclasses.replace(first, skip_block_list=[list(args.stg_blocks)] * len(first.skip_block_list))
     ckpt = read_checkpoint(args.checkpoint or REPO / g.checkpoint_path)
     dit, vae = load_dit(ckpt), load_vae(ckpt)
     t5 = T5TextEncoder(args.text_encoder or REPO / g.text_encoder_path, dtype=torch.float32, max_tokens=g.text_tokens)
@@ -88,7 +94,9 @@ def main() -> None:
         torch.manual_seed(args.seed + start)
         with torch.no_grad():
             latents = denoise_pass(dit, vae, TextConditioning(ctx, mask, nctx, nmask), first, sched, height=g.height,
-                                   width=g.width, num_frames=g.num_frames, fps=g.fps, generator=gen)
+                                   width=g.width, num_frames=g.num_frames, fps=g.fps, generator=gen,
+                                   opts=PassOptions(stg_mode=preset.sampling.stg_mode,
+                                                    stochastic=preset.sampling.stochastic_sampling))
             frames = decode(vae, latents) * 2 - 1  # (B, 3, F, H, W) in [-1, 1]
         for k, v in enumerate(frames):
             name = f"{start + k:04d}_{todo[start + k][0]}.mp4"
@@ -98,7 +106,8 @@ def main() -> None:
         print(f"  generated {len(videos)}/{len(todo)} ({time.time() - t0:.0f} s)", flush=True)
     (args.out / "prompts.json").write_text(json.dumps({n: c for n, (_, c) in zip(names, todo)}, indent=2) + "\n")
     report = evaluate((n, v, c) for n, v, (_, c) in zip(names, videos, todo))
-    settings = {"steps": first.num_inference_steps, "guidance": first.guidance_scale, "n": len(todo),
+    settings = {"steps": first.num_inference_steps, "guidance": first.guidance_scale, "stg": first.stg_scale,
+                "stg_blocks": first.skip_block_list, "n": len(todo),
                 "p_two_shapes": args.p_two_shapes,
                 "seconds": round(time.time() - t0, 1)}
     print(f"\nShapesWorld prompt following, demo model ({settings})")

@@ -154,6 +154,7 @@ class ItemResult:
     expected: ShapeSpec  # the prompt's dominant shape
     heldout: bool
     detection: Detection
+    shapes: int = 1  # how many shapes the prompt names
 
     @property
     def color_ok(self) -> bool:
@@ -171,9 +172,11 @@ class Report:
     skipped: dict[str, str] = field(default_factory=dict)  # name -> why (unparsable prompt)
 
     def summary(self) -> dict[str, dict[str, float | None]]:
-        """Accuracy per group: seen / heldout / all -> {n, color, motion, both}; None for an empty group."""
+        """Accuracy per group -> {n, color, motion, both}; None for an empty group. Groups: seen / heldout / all
+        (by the dominant triple), then 1-shape / 2-shape (by the prompt's scene)."""
         groups = {"seen": [r for r in self.items if not r.heldout], "heldout": [r for r in self.items if r.heldout],
-                  "all": self.items}
+                  "all": self.items, "1-shape": [r for r in self.items if r.shapes == 1],
+                  "2-shape": [r for r in self.items if r.shapes == 2]}
         out = {}
         for name, rs in groups.items():
             n = len(rs)
@@ -196,7 +199,8 @@ class Report:
         return "\n".join(lines)
 
     def to_json(self) -> dict:
-        items = [{"name": r.name, "prompt": r.prompt, "heldout": r.heldout, "expected": asdict(r.expected),
+        items = [{"name": r.name, "prompt": r.prompt, "heldout": r.heldout, "shapes": r.shapes,
+                  "expected": asdict(r.expected),
                   "detected": asdict(r.detection), "color_ok": r.color_ok, "motion_ok": r.motion_ok}
                  for r in self.items]
         return {"summary": self.summary(), "chance": chance_levels(), "detector": asdict(self.config),
@@ -208,11 +212,12 @@ def evaluate(samples: Iterable[tuple[str, Tensor, str]], cfg: DetectorConfig = D
     report = Report(cfg)
     for name, video, prompt in samples:
         try:
-            expected = parse_caption(prompt).shapes[0]
+            scene = parse_caption(prompt)
         except ValueError as e:
             report.skipped[name] = str(e)
             continue
-        report.items.append(ItemResult(name, prompt, expected, expected.heldout, detect(video, cfg)))
+        expected = scene.shapes[0]
+        report.items.append(ItemResult(name, prompt, expected, expected.heldout, detect(video, cfg), len(scene.shapes)))
     return report
 
 
