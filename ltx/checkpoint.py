@@ -136,6 +136,12 @@ def _atomic_target(path: Path, overwrite: bool) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_file(path: str | os.PathLike, mode: str = "wb", *, overwrite: bool = True) -> Iterator[IO]:
     """Open a temporary file beside `path`; on success it is synced and renamed over `path`, on any error it
@@ -144,6 +150,7 @@ def atomic_file(path: str | os.PathLike, mode: str = "wb", *, overwrite: bool = 
     _atomic_target(path, overwrite)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode open() would
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
@@ -162,6 +169,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
+        tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; give the folder the mode mkdir would
         yield tmp
         old = path.with_name(f".{path.name}.old")
         shutil.rmtree(old, ignore_errors=True)

@@ -244,3 +244,20 @@ print(hwm() - before)
     extra_mib = int(out.stdout.strip())
     assert extra_mib < 3 * 32, f"conversion needed {extra_mib} MiB for a 384 MiB file"  # a few tensors at most
     assert load_file(str(tmp_path / "out.safetensors"))["dit.blob.11"][0, 0] == 11.0
+
+
+def test_atomic_writes_get_the_mode_a_plain_open_gives(tmp_path):
+    from ltx.checkpoint import atomic_dir, atomic_file
+
+    (tmp_path / "plain").write_bytes(b"x")
+    with atomic_file(tmp_path / "atomic", "wb") as f:
+        f.write(b"x")
+    assert (tmp_path / "atomic").stat().st_mode == (tmp_path / "plain").stat().st_mode  # not mkstemp's 0600
+    with atomic_dir(tmp_path / "folder") as tmp:
+        (tmp / "a").write_text("1")
+    with atomic_dir(tmp_path / "folder") as tmp:  # replaces the old folder whole
+        (tmp / "b").write_text("2")
+    assert sorted(p.name for p in (tmp_path / "folder").iterdir()) == ["b"]
+    (tmp_path / "plain_dir").mkdir()
+    assert (tmp_path / "folder").stat().st_mode == (tmp_path / "plain_dir").stat().st_mode
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["atomic", "folder", "plain", "plain_dir"]  # no leftovers
