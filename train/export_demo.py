@@ -6,7 +6,7 @@
 Writes `demo/ltx-demo.safetensors` (components "vae" and, once trained, "dit"; configs in the metadata,
 plus the demo's sampling defaults under `official_extra`) atomically. When the DiT run trained the text
 encoder jointly (`text_lr > 0`), its moving average (RUN/text_encoder) replaces demo/text_encoder; otherwise
-that folder is the fixed-seed one made by `python -m train.make_text_encoder demo/text_encoder`.
+that folder is the one the run read, made by `python -m train.make_text_encoder demo/text_encoder`.
 """
 
 from __future__ import annotations

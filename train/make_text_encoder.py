@@ -98,10 +98,20 @@ def pretrain(model, tokenizer, *, steps: int, batch: int = 32, lr: float = 2e-3,
     return {"final_loss": loss.item(), "heldout_caption_accuracy": acc}
 
 
+def save_text_encoder(model, tokenizer, path: Path, report: dict | None = None) -> Path:
+    """Write a T5 folder (text_encoder/ + tokenizer/ [+ report.json]) that `T5TextEncoder` loads, atomically."""
+    from ltx.checkpoint import atomic_dir
+
+    with atomic_dir(path) as tmp:
+        model.save_pretrained(tmp / "text_encoder", safe_serialization=True)
+        tokenizer.save_pretrained(tmp / "tokenizer")
+        if report is not None:
+            (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    return path
+
+
 def make(path: Path, seed: int = 0, overwrite: bool = False, pretrain_steps: int = 0) -> Path:
     from transformers import ByT5Tokenizer, T5Config, T5EncoderModel
-
-    from ltx.checkpoint import atomic_dir
 
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
@@ -114,11 +124,7 @@ def make(path: Path, seed: int = 0, overwrite: bool = False, pretrain_steps: int
     if pretrain_steps:
         report |= pretrain(model, tokenizer, steps=pretrain_steps, seed=seed)
         print(json.dumps(report, indent=2))
-    with atomic_dir(path) as tmp:
-        model.save_pretrained(tmp / "text_encoder", safe_serialization=True)
-        tokenizer.save_pretrained(tmp / "tokenizer")
-        (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    return path
+    return save_text_encoder(model, tokenizer, path, report)
 
 
 if __name__ == "__main__":

@@ -5,10 +5,10 @@
 
 The model is the native LTX-Video transformer (`ltx.models.dit.DiT`) with the small config of
 configs/demo/dit.yaml, trained with the rectified-flow objective (ltx/losses.py) on normalized latents of
-the demo VAE. Text comes from the demo text encoder (a tiny T5 with a byte-level tokenizer). With
-`text_lr: 0` it stays frozen at its fixed-seed weights and every caption is encoded once; with `text_lr > 0`
-it is trained jointly with the transformer (the released demo), and its moving average is written to
-RUN/text_encoder for export. Captions are dropped to "" with probability `caption_dropout` so that
+the demo VAE. Text comes from the demo text encoder (a tiny T5 with a byte-level tokenizer, pretrained on
+captions by `train.make_text_encoder`). With `text_lr: 0` (the released demo) it stays frozen and every
+caption is encoded once; with `text_lr > 0` it is trained jointly with the transformer, and its moving
+average is written to RUN/text_encoder for export. Captions are dropped to "" with probability `caption_dropout` so that
 classifier-free guidance works at sampling time. An exponential moving average of the weights is kept and
 exported.
 
@@ -35,7 +35,6 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
-from ltx.checkpoint import atomic_dir
 from ltx.data.shapes import ShapesWorld
 from ltx.losses import add_noise, flow_matching_loss, sample_sigmas
 from ltx.models.dit import DiT, DiTConfig
@@ -43,6 +42,7 @@ from ltx.models.text import T5TextEncoder
 from ltx.models.vae import VideoVAE
 from ltx.patchify import patchify, token_positions
 from ltx.viz import save_video_grid
+from train.make_text_encoder import save_text_encoder
 from train.runner import Run, peak_rss_mib, resume_lr, step_generator, train_loop
 
 
@@ -115,13 +115,6 @@ def encode_captions(text: T5TextEncoder, captions: list[str], chunk: int = 64) -
     return torch.cat(ctx)[index], torch.cat(mask)[index]
 
 
-def tokenize(text: T5TextEncoder, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ids, mask), both (N, max_tokens), tokenized as `T5TextEncoder.encode` does."""
-    tok = text.tokenizer([p.strip() for p in prompts], padding="max_length", max_length=text.max_tokens,
-                         truncation=True, add_special_tokens=True, return_tensors="pt")
-    return tok.input_ids, tok.attention_mask
-
-
 def validation_prompts(seed: int, n: int) -> list[str]:
     """n // 2 captions of seen combinations, then n - n // 2 of held-out ones (fixed for a seed)."""
     return [ShapesWorld(split=split, num_samples=k, seed=seed + 2000)[i].caption
@@ -155,14 +148,6 @@ def lr_factor(cfg: TrainDiTConfig, step: int) -> float:
     raise ValueError(f"unknown lr_schedule {cfg.lr_schedule!r}; expected 'constant' or 'cosine'")
 
 
-def save_text_encoder(model, tokenizer, path: Path) -> Path:
-    """Write a T5 folder (text_encoder/ + tokenizer/) that `T5TextEncoder` loads; replaced atomically."""
-    with atomic_dir(path) as tmp:
-        model.save_pretrained(tmp / "text_encoder", safe_serialization=True)
-        tokenizer.save_pretrained(tmp / "tokenizer")
-    return path
-
-
 def train(cfg: TrainDiTConfig) -> dict:
     from ltx.convert.formats import load_component
 
@@ -182,7 +167,7 @@ def train(cfg: TrainDiTConfig) -> dict:
         context, mask = encode_captions(text, captions + [""])
         null_context, null_mask = context[-1:], mask[-1:]
     else:
-        ids, mask = tokenize(text, captions + [""])
+        ids, mask = text.tokenize(captions + [""])
         null_ids, null_mask = ids[-1:], mask[-1:]
         t5.train().requires_grad_(True)
     positions = token_positions(Fl, Hl, Wl, fps=cfg.fps, causal=cfg.dit.causal_temporal_positioning,
@@ -206,7 +191,7 @@ def train(cfg: TrainDiTConfig) -> dict:
     def encode_ema(prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         if t5 is None:
             return text.encode(prompts)
-        ids_, mask_ = tokenize(text, prompts)
+        ids_, mask_ = text.tokenize(prompts)
         return modules["text_ema"](ids_, attention_mask=mask_).last_hidden_state, mask_
 
     prompts = validation_prompts(cfg.seed, cfg.sample_prompts)

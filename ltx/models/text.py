@@ -49,13 +49,18 @@ class T5TextEncoder:
         self.device = torch.device(device)
         self.cache: dict[str, tuple[Tensor, Tensor]] = {}
 
+    def tokenize(self, prompts: list[str] | str) -> tuple[Tensor, Tensor]:
+        """(ids, mask), both (B, max_tokens) on the encoder's device, as the official pipeline tokenizes."""
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        tok = self.tokenizer([p.strip() for p in prompts], padding="max_length", max_length=self.max_tokens,
+                             truncation=True, add_special_tokens=True, return_tensors="pt")
+        return tok.input_ids.to(self.device), tok.attention_mask.to(self.device)
+
     @torch.no_grad()
     def _encode_one(self, prompt: str) -> tuple[Tensor, Tensor]:
         key = prompt.strip()
         if key not in self.cache:
-            tok = self.tokenizer(key, padding="max_length", max_length=self.max_tokens, truncation=True,
-                                 add_special_tokens=True, return_tensors="pt")
-            ids, mask = tok.input_ids.to(self.device), tok.attention_mask.to(self.device)
+            ids, mask = self.tokenize(key)
             states = self.model(ids, attention_mask=mask).last_hidden_state  # (1, S, D)
             self.cache[key] = (states[0], mask[0])
         return self.cache[key]
