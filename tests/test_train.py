@@ -58,6 +58,48 @@ def test_vae_training_lowers_the_loss(tmp_path):
     assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5, losses
 
 
+def test_foreground_weight_marks_exactly_the_shape_pixels():
+    video = torch.full((3, 5, 16, 16), -0.5)
+    video[:, :, 4:8, 6:11] = torch.tensor([1.0, -1.0, -1.0]).view(3, 1, 1, 1)  # a red box on every frame
+    w = train_vae.foreground_weight(video, 10.0)
+    expected = torch.ones(1, 5, 16, 16)
+    expected[:, :, 4:8, 6:11] = 10.0
+    assert torch.equal(w, expected)
+
+
+@pytest.mark.slow
+def test_decoder_finetuning_keeps_the_latent_space(tmp_path):
+    """train_encoder=false: the encoder and the latent statistics come out bitwise equal to the start VAE's
+    (so a DiT trained on its latents stays valid), the decoder changes, and the run resumes exactly."""
+    base = tmp_path / "base"
+    train_vae.train(_vae_cfg(base, steps=2))
+    with pytest.raises(ValueError, match="init_from"):
+        train_vae.train(_vae_cfg(tmp_path / "bad", steps=2, train_encoder=False))
+    kw = dict(init_from=str(base / "vae_final.pt"), train_encoder=False, fg_weight=10.0, latent_noise=0.05,
+              crop_frames=17, crop_size=64, lr=3e-3)
+    full, part = tmp_path / "full", tmp_path / "part"
+    train_vae.train(_vae_cfg(full, steps=4, **kw))
+    train_vae.train(_vae_cfg(part, steps=4, stop_after=2, **kw))
+    train_vae.train(_vae_cfg(part, steps=4, **kw))
+    a = {r["step"]: r["loss"] for r in _losses(full)}
+    b = {r["step"]: r["loss"] for r in _losses(part)}
+    assert a[3] == b[3] and a[4] == b[4]
+    before, after = torch.load(base / "vae_final.pt"), torch.load(full / "vae_final.pt")
+    frozen = [k for k in before if not k.startswith("decoder.")]
+    assert any(k.startswith("encoder.") for k in frozen) and any("per_channel" in k for k in frozen)
+    assert all(torch.equal(before[k], after[k]) for k in frozen)
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("decoder."))
+    report = json.loads((full / "report.json").read_text())
+    assert set(report["reconstruction_accuracy_heldout"]) == {"colour", "motion"}
+
+
+def test_reconstruction_accuracy_of_a_perfect_autoencoder_is_full():
+    from ltx.data.shapes import ShapesWorld
+
+    data = ShapesWorld(split="heldout", num_samples=8, seed=3)
+    assert train_vae.reconstruction_accuracy(torch.nn.Identity(), data, 8) == {"colour": 100.0, "motion": 100.0}
+
+
 @pytest.fixture(scope="module")
 def demo_parts(tmp_path_factory):
     """A random demo-layout VAE checkpoint and the demo text encoder, made from scratch in a temp folder."""

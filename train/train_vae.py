@@ -8,9 +8,20 @@ configs/demo/vae.yaml. Training clips are random 9-frame x 32 x 32 crops of 17 x
 (the VAE is convolutional and causal in time, so it runs on full clips afterwards); the loss is
 L1 + MSE reconstruction through a posterior sample plus a small KL term. At the end the per-channel latent
 statistics (mean and std of posterior means over full clips) are measured and stored in the VAE, as the
-official checkpoints carry them, and the reconstruction PSNR on full train and held-out clips is reported.
+official checkpoints carry them, and the reconstruction PSNR on full train and held-out clips is reported,
+with the prompt-following accuracy of the reconstructions (`ltx.data.shapes_eval`): a DiT whose samples
+decode through this VAE cannot score above it.
 Every `sample_every` steps (and at the end) RUN/samples/step_NNNNNN.png shows held-out clips, each above its
 reconstruction.
+
+Shapes cover 1-17% of a frame, so a plain per-pixel loss is mostly background: `fg_weight` weighs the pixels
+that differ from the clip's background (its per-channel median) that many times more.
+
+Decoder fine-tuning (configs/train_vae_decoder.yaml): `init_from` a trained VAE and `train_encoder: false`
+train the decoder alone, on full clips, with the encoder and the latent statistics frozen. The latent space
+stays bitwise the same, so a DiT trained on the old VAE's latents works unchanged with the new decoder
+(the recipe of SD's ft-MSE VAE and of the LTX-Video 0.9.1+ decoders). `latent_noise` adds N(0, s^2) in the
+normalized latent space, so that the decoder also sees latents a little off the encoder's.
 """
 
 from __future__ import annotations
@@ -26,6 +37,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
 from ltx.data.shapes import ShapesWorld
+from ltx.data.shapes_eval import evaluate as evaluate_prompt_following
 from ltx.losses import gaussian_kl, psnr
 from ltx.models.vae import VAEConfig, VideoVAE
 from ltx.viz import save_video_grid
@@ -44,6 +56,11 @@ class TrainVAEConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     kl_weight: float = 1e-4
+    fg_weight: float = 1.0  # loss weight of shape pixels relative to background pixels
+    init_from: str | None = None  # start from this VAE: a run's vae_final.pt or any checkpoint with a VAE
+    train_encoder: bool = True  # False: decoder fine-tuning; the encoder and latent statistics stay frozen
+    latent_noise: float = 0.0  # std of noise added to the normalized latents before decoding
+    warmup: int = 50
     crop_frames: int = 9
     crop_size: int = 32
     frames: int = 17
@@ -60,17 +77,30 @@ class TrainVAEConfig:
     wandb: bool = True
 
 
-def batch(cfg: TrainVAEConfig, data: ShapesWorld, step: int) -> torch.Tensor:
-    """The (B, 3, crop_frames, crop, crop) training batch of `step` (deterministic in seed and step)."""
+def foreground_weight(video: torch.Tensor, fg_weight: float, threshold: float = 0.15) -> torch.Tensor:
+    """(1, F, H, W) loss weights of a (3, F, H, W) clip in [-1, 1]: `fg_weight` where a pixel's summed
+    absolute difference to the clip's background colour (per-channel median) exceeds `threshold`, else 1."""
+    background = video.flatten(1).median(dim=1).values.view(3, 1, 1, 1)
+    shape = (video - background).abs().sum(0, keepdim=True) > threshold
+    return torch.where(shape, fg_weight, 1.0)
+
+
+def batch(cfg: TrainVAEConfig, data: ShapesWorld, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training batch of `step` (deterministic in seed and step): clips (B, 3, crop_frames, crop, crop)
+    and their loss weights (B, 1, crop_frames, crop, crop), measured on the full clips before cropping."""
     g = step_generator(cfg.seed, step)
     idx = torch.randint(len(data), (cfg.batch_size,), generator=g)
-    clips = []
+    clips, weights = [], []
     for i in idx.tolist():
         v = data[i].video  # (3, F, H, W)
+        w = foreground_weight(v, cfg.fg_weight)
         t0 = int(torch.randint(cfg.frames - cfg.crop_frames + 1, (1,), generator=g))
         y0, x0 = (int(v) for v in torch.randint(cfg.size - cfg.crop_size + 1, (2,), generator=g))
-        clips.append(v[:, t0 : t0 + cfg.crop_frames, y0 : y0 + cfg.crop_size, x0 : x0 + cfg.crop_size])
-    return torch.stack(clips)
+        crop = (slice(None), slice(t0, t0 + cfg.crop_frames), slice(y0, y0 + cfg.crop_size),
+                slice(x0, x0 + cfg.crop_size))
+        clips.append(v[crop])
+        weights.append(w[crop])
+    return torch.stack(clips), torch.stack(weights)
 
 
 @torch.no_grad()
@@ -100,6 +130,20 @@ def evaluate(vae: VideoVAE, data: ShapesWorld, n: int) -> float:
 
 
 @torch.no_grad()
+def reconstruction_accuracy(vae: VideoVAE, data: ShapesWorld, n: int) -> dict[str, float]:
+    """Prompt-following accuracy (%) of the reconstructions of `n` full clips, scored from pixels by
+    ltx.data.shapes_eval against each clip's own caption: the ceiling for a DiT decoded by this VAE."""
+    items = []
+    for start in range(0, n, 8):
+        samples = [data[i] for i in range(start, min(n, start + 8))]
+        recon = vae(torch.stack([s.video for s in samples])).clamp(-1, 1)
+        items += [(f"{data.split}_{start + j}", r, s.caption) for j, (s, r) in enumerate(zip(samples, recon))]
+    report = evaluate_prompt_following(items)
+    return {"colour": 100 * sum(r.color_ok for r in report.items) / len(items),
+            "motion": 100 * sum(r.motion_ok for r in report.items) / len(items)}
+
+
+@torch.no_grad()
 def reconstruction_rows(vae: VideoVAE, data: ShapesWorld, n: int) -> list[torch.Tensor]:
     """[clip 0, its reconstruction, clip 1, ...] for the first `n` clips of `data` (posterior mean)."""
     video = torch.stack([data[i].video for i in range(min(n, len(data)))])
@@ -107,15 +151,31 @@ def reconstruction_rows(vae: VideoVAE, data: ShapesWorld, n: int) -> list[torch.
     return [row for pair in zip(video, recon) for row in pair]
 
 
+def initial_state(path: str) -> dict[str, torch.Tensor]:
+    """The VAE state dict to start from: a training run's vae_final.pt, or the VAE of any checkpoint."""
+    if Path(path).suffix == ".pt":
+        return torch.load(path, map_location="cpu", weights_only=True)
+    from ltx.convert.formats import load_component
+
+    return load_component(path, "vae").state_dict()
+
+
 def train(cfg: TrainVAEConfig) -> dict:
+    if not cfg.train_encoder and not cfg.init_from:
+        raise ValueError("train_encoder=false fine-tunes the decoder of a trained VAE: set init_from to its "
+                         "vae_final.pt or checkpoint (e.g. init_from=runs/demo_vae/vae_final.pt)")
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     data = ShapesWorld(split="train", num_samples=cfg.num_videos, frames=cfg.frames, height=cfg.size,
                        width=cfg.size, seed=cfg.seed)
     vae = VideoVAE(cfg.vae).init_weights(torch.Generator().manual_seed(cfg.seed))
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
-    sched = torch.optim.lr_scheduler.LambdaLR(  # 50 warm-up steps, then linear decay to 10%
-        opt, lambda s: min(1.0, (s + 1) / 50) * (0.1 + 0.9 * (1 - s / cfg.steps)))
+    if cfg.init_from:
+        vae.load_state_dict(initial_state(cfg.init_from), strict=True)
+    vae.encoder.requires_grad_(cfg.train_encoder)
+    params = [p for p in vae.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+    sched = torch.optim.lr_scheduler.LambdaLR(  # warm-up, then linear decay to 10%
+        opt, lambda s: min(1.0, (s + 1) / cfg.warmup) * (0.1 + 0.9 * (1 - s / cfg.steps)))
     run = Run(Path(cfg.run_dir), cfg.seed)
     run.start(asdict(cfg), project="ltx-demo-vae", use_wandb=cfg.wandb)
     if run.resume({"vae": vae}, {"opt": opt}):
@@ -123,17 +183,21 @@ def train(cfg: TrainVAEConfig) -> dict:
     t0 = time.time()
 
     def step_fn(step: int) -> dict[str, float]:
-        video = batch(cfg, data, step)
-        mean, logvar = vae.encode_moments(video).chunk(2, dim=1)
-        noise = torch.randn(mean.shape, generator=step_generator(cfg.seed + 1, step))
-        z = mean + torch.exp(0.5 * logvar.clamp(-30, 20)) * noise
+        video, weight = batch(cfg, data, step)
+        with torch.set_grad_enabled(cfg.train_encoder):
+            mean, logvar = vae.encode_moments(video).chunk(2, dim=1)
+        g = step_generator(cfg.seed + 1, step)
+        z = mean + torch.exp(0.5 * logvar.clamp(-30, 20)) * torch.randn(mean.shape, generator=g)
+        if cfg.latent_noise:
+            z = vae.denormalize(vae.normalize(z) + cfg.latent_noise * torch.randn(z.shape, generator=g))
         recon = vae.decoder(z)
-        rec = (recon - video).abs().mean() + (recon - video).square().mean()
+        err = recon - video
+        rec = ((err.abs() + err.square()) * weight).sum() / (weight.sum() * video.shape[1])
         kl = gaussian_kl(mean, logvar.clamp(-30, 20))
-        loss = rec + cfg.kl_weight * kl
+        loss = rec + cfg.kl_weight * kl if cfg.train_encoder else rec
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
         return {"loss": loss.item(), "recon": rec.item(), "kl": kl.item(), "lr": sched.get_last_lr()[0]}
@@ -152,13 +216,18 @@ def train(cfg: TrainVAEConfig) -> dict:
                stop_after=cfg.stop_after, on_checkpoint=on_checkpoint)
     run.plot(("loss", "recon"), title="demo VAE training")
     vae.eval()
-    stats = measure_statistics(vae, data, cfg.stats_videos)
+    if cfg.train_encoder:
+        stats = measure_statistics(vae, data, cfg.stats_videos)
+    else:  # the latent space must stay the one the DiT was trained in
+        stats = {"latent_statistics": f"kept from {cfg.init_from}"}
     report = {
         "steps": run.step,
         "train_seconds_this_session": round(time.time() - t0, 1),
         "peak_rss_mib": peak_rss_mib(),
         "psnr_train_db": evaluate(vae, data, cfg.eval_videos),
         "psnr_heldout_db": evaluate(vae, heldout, cfg.eval_videos),
+        "reconstruction_accuracy_train": reconstruction_accuracy(vae, data, cfg.eval_videos),
+        "reconstruction_accuracy_heldout": reconstruction_accuracy(vae, heldout, cfg.eval_videos),
         **stats,
     }
     torch.save(vae.state_dict(), Path(cfg.run_dir) / "vae_final.pt")
