@@ -93,6 +93,33 @@ def test_decoder_finetuning_keeps_the_latent_space(tmp_path):
     assert set(report["reconstruction_accuracy_heldout"]) == {"colour", "motion"}
 
 
+def test_export_refuses_a_vae_of_another_latent_space(tmp_path):
+    """export_demo pairs a DiT run only with a VAE that encodes into the latent space it trained on: the same
+    encoder and statistics pass whatever the decoder, another encoder is refused by name."""
+    from ltx.models.dit import DiT, DiTConfig
+    from ltx.models.vae import VideoVAE
+    from train import export_demo
+
+    vae_cfg = export_demo._config(VAEConfig, REPO / "configs/demo/vae.yaml")
+    dit_cfg = export_demo._config(DiTConfig, REPO / "configs/demo/dit.yaml")
+    vae = VideoVAE(vae_cfg).init_weights(torch.Generator().manual_seed(0))
+    dit_run, vae_run = tmp_path / "dit", tmp_path / "vae"
+    dit_run.mkdir(), vae_run.mkdir()
+    torch.save(DiT(dit_cfg).init_weights(torch.Generator().manual_seed(0)).state_dict(), dit_run / "dit_ema.pt")
+    (dit_run / "latent_space.json").write_text(json.dumps({"latent_space": train_vae.latent_space_id(vae)}))
+    with torch.no_grad():
+        next(vae.decoder.parameters()).add_(1.0)  # a fine-tuned decoder: same latent space
+    torch.save(vae.state_dict(), vae_run / "vae_final.pt")
+    out = export_demo.export(vae_run, dit_run, tmp_path / "demo.safetensors")
+    assert out.is_file()
+    with torch.no_grad():
+        next(vae.encoder.parameters()).add_(1.0)  # another encoder
+    torch.save(vae.state_dict(), vae_run / "vae_final.pt")
+    with pytest.raises(ValueError, match="latent space"):
+        export_demo.export(vae_run, dit_run, tmp_path / "other.safetensors")
+    assert not (tmp_path / "other.safetensors").exists()
+
+
 def test_reconstruction_accuracy_of_a_perfect_autoencoder_is_full():
     from ltx.data.shapes import ShapesWorld
 
@@ -145,6 +172,19 @@ def test_dit_training_resumes_exactly_and_learns(tmp_path, demo_parts, text_lr, 
     ema_a, ema_b = torch.load(full / "dit_ema.pt"), torch.load(part / "dit_ema.pt")
     assert all(torch.equal(ema_a[k], ema_b[k]) for k in ema_a)
     assert sorted(p.name for p in (part / "samples").glob("*.png")) == ["step_000030.png", "step_000040.png"]
+    from ltx.convert.formats import load_component
+
+    space = train_vae.latent_space_id(load_component(demo_parts / "vae.safetensors", "vae"))
+    assert json.loads((part / "latent_space.json").read_text())["latent_space"] == space  # what export checks
+    assert torch.load(part / "latents.pt", weights_only=False)["latent_space"] == space
+    from ltx.convert.formats import checkpoint_from_modules, write_ltx
+    from ltx.models.vae import VideoVAE
+
+    other = VideoVAE(_vae_cfg(tmp_path, steps=1).vae).init_weights(torch.Generator().manual_seed(1))
+    write_ltx(checkpoint_from_modules({"vae": other}), tmp_path / "other_vae.safetensors")
+    with pytest.raises(ValueError, match="latent space"):  # resuming on another VAE's latents is refused
+        other_cfg = replace(_dit_cfg(part, demo_parts, **kw), vae_checkpoint=str(tmp_path / "other_vae.safetensors"))
+        train_dit.train(other_cfg)
     if text_lr:  # the jointly trained text encoder is written out, equal after the resume, and has moved
         t5 = "text_encoder/text_encoder/model.safetensors"
         ta, tb = load_file(full / t5), load_file(part / t5)

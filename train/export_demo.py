@@ -1,12 +1,14 @@
 """Assemble the bundled demo model from training runs into one ltx-format file.
 
-    python -m train.export_demo --vae-run runs/demo_vae                              # after train_vae
-    python -m train.export_demo --vae-run runs/demo_vae --dit-run runs/demo_dit      # after train_dit
+    python -m train.export_demo --vae-run runs/demo_vae_decoder                          # the VAE, for train_dit
+    python -m train.export_demo --vae-run runs/demo_vae_decoder --dit-run runs/demo_dit  # after train_dit
 
 Writes `demo/ltx-demo.safetensors` (components "vae" and, once trained, "dit"; configs in the metadata,
 plus the demo's sampling defaults under `official_extra`) atomically. When the DiT run trained the text
 encoder jointly (`text_lr > 0`), its moving average (RUN/text_encoder) replaces demo/text_encoder; otherwise
 that folder is the one the run read, made by `python -m train.make_text_encoder demo/text_encoder`.
+The VAE must encode into the latent space the DiT run trained on (RUN/latent_space.json): the VAE run it
+was trained on, or a decoder fine-tuning of it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from ltx.checkpoint import atomic_dir
 from ltx.convert.formats import checkpoint_from_modules, write_ltx
 from ltx.models.dit import DiT, DiTConfig
 from ltx.models.vae import VAEConfig, VideoVAE
+from train.train_vae import latent_space_id
 
 REPO = Path(__file__).resolve().parents[1]
 # The demo was trained with the causal VAE's 8x time / 8x space latents and this scheduler; the pipeline
@@ -34,12 +37,28 @@ def _config(cls, yaml: Path):
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), OmegaConf.load(yaml)))
 
 
+def check_latent_space(vae: VideoVAE, dit_run: Path) -> None:
+    """Refuse a VAE whose latent space (encoder + statistics) is not the one the DiT run trained on; a VAE
+    whose decoder alone was fine-tuned (configs/train_vae_decoder.yaml) passes."""
+    record = dit_run / "latent_space.json"
+    if not record.is_file():
+        print(f"[export_demo] warning: {record} is missing (a run older than the check); cannot verify that "
+              "the DiT was trained on this VAE's latents")
+        return
+    trained = json.loads(record.read_text())["latent_space"]
+    if trained != latent_space_id(vae):
+        raise ValueError(f"{dit_run} was trained on latent space {trained}, but this VAE encodes into "
+                         f"{latent_space_id(vae)} (another encoder or latent statistics): export the VAE run the "
+                         f"DiT was trained on, or one that fine-tuned only its decoder (train_encoder=false)")
+
+
 def export(vae_run: Path, dit_run: Path | None, out: Path, text_out: Path | None = None) -> Path:
     vae_cfg = _config(VAEConfig, REPO / "configs/demo/vae.yaml")
     vae = VideoVAE(vae_cfg)
     vae.load_state_dict(torch.load(vae_run / "vae_final.pt", map_location="cpu"), strict=True)
     modules = {"vae": vae}
     if dit_run is not None:
+        check_latent_space(vae, dit_run)
         dit = DiT(_config(DiTConfig, REPO / "configs/demo/dit.yaml"))
         dit.load_state_dict(torch.load(dit_run / "dit_ema.pt", map_location="cpu"), strict=True)
         modules = {"dit": dit, "vae": vae}

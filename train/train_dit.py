@@ -44,6 +44,7 @@ from ltx.patchify import patchify, token_positions
 from ltx.viz import save_video_grid
 from train.make_text_encoder import save_text_encoder
 from train.runner import Run, peak_rss_mib, resume_lr, step_generator, train_loop
+from train.train_vae import latent_space_id
 
 
 @dataclass(kw_only=True)
@@ -82,11 +83,15 @@ class TrainDiTConfig:
 
 @torch.no_grad()
 def encode_dataset(vae: VideoVAE, data: ShapesWorld, cache: Path) -> tuple[torch.Tensor, list[str]]:
-    """Normalized posterior-mean latents (N, C, F', H', W') and captions of every clip, cached on disk."""
+    """Normalized posterior-mean latents (N, C, F', H', W') and captions of every clip, cached on disk (and
+    encoded again when the cache holds another number of clips or another VAE's latent space)."""
+    space = latent_space_id(vae)
     if cache.exists():
         blob = torch.load(cache, weights_only=False)
-        if blob["n"] == len(data):
+        if blob["n"] == len(data) and blob.get("latent_space") == space:
             return blob["latents"], blob["captions"]
+        print(f"[train_dit] {cache}: made for {blob['n']} clips of latent space {blob.get('latent_space')}; "
+              f"encoding {len(data)} clips of latent space {space}")
     from tqdm import tqdm
 
     latents, captions = [], []
@@ -94,7 +99,7 @@ def encode_dataset(vae: VideoVAE, data: ShapesWorld, cache: Path) -> tuple[torch
         samples = [data[i] for i in range(start, min(len(data), start + 16))]
         latents.append(vae.encode(torch.stack([s.video for s in samples])))
         captions += [s.caption for s in samples]
-    blob = {"n": len(data), "latents": torch.cat(latents), "captions": captions}
+    blob = {"n": len(data), "latent_space": space, "latents": torch.cat(latents), "captions": captions}
     from train.runner import atomic_torch_save
 
     atomic_torch_save(blob, cache)
@@ -158,7 +163,15 @@ def train(cfg: TrainDiTConfig) -> dict:
                        width=cfg.size, seed=cfg.seed + 1000)
     run = Run(Path(cfg.run_dir), cfg.seed)
     run.start(asdict(cfg), project="ltx-demo-dit", use_wandb=cfg.wandb)
+    space, record = latent_space_id(vae), Path(cfg.run_dir) / "latent_space.json"
+    if run.checkpoint_path.exists() and record.is_file():
+        trained = json.loads(record.read_text())["latent_space"]
+        if trained != space:
+            raise ValueError(f"{cfg.run_dir} trained on latent space {trained}; {cfg.vae_checkpoint} encodes into "
+                             f"{space} (another VAE encoder or latent statistics). Resume with the VAE the run "
+                             f"started with, or use a new run_dir")
     latents, captions = encode_dataset(vae, data, Path(cfg.run_dir) / "latents.pt")
+    record.write_text(json.dumps({"latent_space": space, "vae_checkpoint": cfg.vae_checkpoint}, indent=2) + "\n")
     _, C, Fl, Hl, Wl = latents.shape
     tokens = patchify(latents)  # (N, T, C)
     text = T5TextEncoder(cfg.text_encoder, dtype=torch.float32, max_tokens=cfg.text_tokens)

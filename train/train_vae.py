@@ -19,13 +19,14 @@ that differ from the clip's background (its per-channel median) that many times 
 
 Decoder fine-tuning (configs/train_vae_decoder.yaml): `init_from` a trained VAE and `train_encoder: false`
 train the decoder alone, on full clips, with the encoder and the latent statistics frozen. The latent space
-stays bitwise the same, so a DiT trained on the old VAE's latents works unchanged with the new decoder
-(the recipe of SD's ft-MSE VAE and of the LTX-Video 0.9.1+ decoders). `latent_noise` adds N(0, s^2) in the
-normalized latent space, so that the decoder also sees latents a little off the encoder's.
+stays bitwise the same, so a DiT trained on the old VAE's latents works unchanged with the new decoder (as
+Stable Diffusion's ft-MSE VAE fine-tuned only its decoder). `latent_noise` adds N(0, s^2) in the normalized
+latent space, so that the decoder also sees latents a little off the encoder's, as a DiT's samples are.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -149,6 +150,17 @@ def reconstruction_rows(vae: VideoVAE, data: ShapesWorld, n: int) -> list[torch.
     video = torch.stack([data[i].video for i in range(min(n, len(data)))])
     recon = vae(video).clamp(-1, 1)
     return [row for pair in zip(video, recon) for row in pair]
+
+
+def latent_space_id(vae: VideoVAE) -> str:
+    """A fingerprint of the latent space a VAE encodes into: a hash of its encoder weights and latent
+    statistics (not the decoder). A DiT trained on one latent space is only valid with VAEs of the same id."""
+    h = hashlib.sha256()
+    for name, t in sorted(vae.state_dict().items()):
+        if not name.startswith("decoder."):
+            h.update(name.encode())
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def initial_state(path: str) -> dict[str, torch.Tensor]:
