@@ -243,3 +243,21 @@ def test_text_encoder_pretraining_labels_and_learning():
     model = T5EncoderModel(model.config)
     report = pretrain(model, ByT5Tokenizer(), steps=60, seed=0)
     assert report["final_loss"] < 0.8 * first, (first, report)
+
+
+def test_training_configs_compose():
+    """The documented commands' configs resolve to valid schemas: the 45-minute defaults and the decoder stage
+    (which inherits configs/train_vae.yaml and overrides it)."""
+    from hydra import compose, initialize_config_dir
+
+    from train import train_dit
+
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base=None):
+        dec = compose(config_name="train_vae_decoder")
+        vae = compose(config_name="train_vae")
+        dit = compose(config_name="train_dit")
+    dec = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(train_vae.TrainVAEConfig), dec))
+    vae = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(train_vae.TrainVAEConfig), vae))
+    OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(train_dit.TrainDiTConfig), dit))
+    assert not dec.train_encoder and dec.init_from == f"{vae.run_dir}/vae_final.pt"
+    assert (dec.crop_frames, dec.crop_size) == (dec.frames, dec.size) and dec.vae == vae.vae
