@@ -45,10 +45,10 @@ def check_latent_space(vae: VideoVAE, dit_run: Path) -> None:
         print(f"[export_demo] warning: {record} is missing (a run older than the check); cannot verify that "
               "the DiT was trained on this VAE's latents")
         return
-    trained = json.loads(record.read_text())["latent_space"]
-    if trained != latent_space_id(vae):
+    trained, space = json.loads(record.read_text())["latent_space"], latent_space_id(vae)
+    if trained != space:
         raise ValueError(f"{dit_run} was trained on latent space {trained}, but this VAE encodes into "
-                         f"{latent_space_id(vae)} (another encoder or latent statistics): export the VAE run the "
+                         f"{space} (another encoder or latent statistics): export the VAE run the "
                          f"DiT was trained on, or one that fine-tuned only its decoder (train_encoder=false)")
 
 

@@ -82,10 +82,10 @@ class TrainDiTConfig:
 
 
 @torch.no_grad()
-def encode_dataset(vae: VideoVAE, data: ShapesWorld, cache: Path) -> tuple[torch.Tensor, list[str]]:
+def encode_dataset(vae: VideoVAE, data: ShapesWorld, cache: Path, space: str) -> tuple[torch.Tensor, list[str]]:
     """Normalized posterior-mean latents (N, C, F', H', W') and captions of every clip, cached on disk (and
-    encoded again when the cache holds another number of clips or another VAE's latent space)."""
-    space = latent_space_id(vae)
+    encoded again when the cache holds another number of clips or another latent space than `space`, the
+    VAE's `latent_space_id`)."""
     if cache.exists():
         blob = torch.load(cache, weights_only=False)
         if blob["n"] == len(data) and blob.get("latent_space") == space:
@@ -170,7 +170,7 @@ def train(cfg: TrainDiTConfig) -> dict:
             raise ValueError(f"{cfg.run_dir} trained on latent space {trained}; {cfg.vae_checkpoint} encodes into "
                              f"{space} (another VAE encoder or latent statistics). Resume with the VAE the run "
                              f"started with, or use a new run_dir")
-    latents, captions = encode_dataset(vae, data, Path(cfg.run_dir) / "latents.pt")
+    latents, captions = encode_dataset(vae, data, Path(cfg.run_dir) / "latents.pt", space)
     record.write_text(json.dumps({"latent_space": space, "vae_checkpoint": cfg.vae_checkpoint}, indent=2) + "\n")
     _, C, Fl, Hl, Wl = latents.shape
     tokens = patchify(latents)  # (N, T, C)

@@ -81,7 +81,7 @@ def _check_video(video: Tensor) -> None:
 
 
 def estimate_background(rgb: Tensor) -> Tensor:
-    """Per-channel median colour of a (3, F, H, W) [0, 1] video -> (3,)."""
+    """Per-channel median colour of a (3, F, H, W) video -> (3,), in the video's own range."""
     flat = rgb.reshape(3, -1)
     stride = max(1, flat.shape[1] // _MEDIAN_SAMPLES)
     return flat[:, ::stride].median(dim=1).values
