@@ -11,8 +11,9 @@ config is converted once, in `main`; nothing under ltx/ sees OmegaConf.
 
 Order of work: every check that can fail on bad input runs before any weights are loaded (sizes against the
 VAE's factors, step counts against a distilled checkpoint's allowed timesteps, keyframe indices, readable
-images, text encoder / embeddings present, output folder free), reading only checkpoint *headers*. Then
-the prompts are encoded (and the text encoder is freed), the transformer / VAE / upsampler are loaded, and
+images, text encoder / embeddings present, LoRA module names and shapes, output folder free), reading only
+checkpoint *headers* (and the small LoRA files). Then the prompts are encoded (and the text encoder is freed), the
+transformer / VAE / upsampler are loaded (LoRAs merged into the transformer's weights, one line each printed), and
 each video is written to <output_dir>/<run>/: `<k>_<prompt>.mp4` (H.264, yuv420p, PyAV), `.png` (a contact
 sheet of evenly spaced frames, captioned with the prompt) and `.yaml` (the resolved config, the prompt, the
 seed and the sigmas). A run folder is never overwritten: without `name` the next free `run_NNN` is used; an
@@ -26,21 +27,25 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
-import textwrap
 from dataclasses import dataclass, field
 from enum import Enum
-from fractions import Fraction
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from ltx.chain import generate_chain
+from ltx.checkpoint import CheckpointError
 from ltx.conditioning import ConditioningItem
 from ltx.convert.formats import Checkpoint, load_component, read_checkpoint
 from ltx.convert.official import config_diff
-from ltx.models.dit import DiTConfig
+from ltx.lora import LoRAWeights, apply_lora_weights, check_lora, load_lora_file, merge_lora, remove_lora
+from ltx.media import MediaError, load_image, write_contact_sheet, write_mp4
+from ltx.media import crf_compress as crf_compress  # re-exported: the official image preprocessing
+from ltx.media import gaussian_blur3 as gaussian_blur3
+from ltx.models.dit import DiT, DiTConfig
 from ltx.models.vae import VAEConfig
 from ltx.pipeline import SchedulerSpec, check_request, generate, passes, vae_scale
 from ltx.presets import ModelPreset, PipelineType, SamplingDefaults
@@ -60,6 +65,19 @@ class ConditioningSpec:
     path: str
     frame: int = 0
     strength: float = 1.0
+
+
+@dataclass(kw_only=True)
+class LoraSpec:
+    """A LoRA for the transformer (any layout ltx.lora reads: ComfyUI, diffusers folder, trainer, ltx) and its
+    strength (1 = as trained, 0 = off; negative values subtract it)."""
+
+    path: str
+    strength: float = 1.0
+
+    def __post_init__(self):
+        if not math.isfinite(self.strength):
+            raise ValueError(f"lora {self.path}: strength must be a finite number, got {self.strength}")
 
 
 @dataclass(kw_only=True)
@@ -85,6 +103,9 @@ class GenerateConfig:
     rescaling_scale: float | None = None  # STG rescale (1 = off)
     stg_blocks: list[int] | None = None  # transformer blocks STG perturbs
     conditioning: list[ConditioningSpec] = field(default_factory=list)
+    # merged into the transformer's weights right after it loads (one rounding to its dtype; sampling then costs
+    # nothing extra); names and shapes are checked against the checkpoint's transformer before any weights load
+    loras: list[LoraSpec] = field(default_factory=list)
     official_image_preprocessing: bool = True  # blur (3x3, sigma 1) + one-frame H.264 at CRF 29, as inference.py
     image_cond_noise_scale: float = 0.15  # official inference default
     segments: int = 1  # > 1: a long video of chained segments of num_frames each (ltx.chain)
@@ -114,6 +135,24 @@ class GenerateConfig:
 
 class InputError(ValueError):
     """Bad input found before any heavy work (the message says what to change)."""
+
+
+def open_loras(cfg: GenerateConfig, dit_cfg: DiTConfig) -> list[LoRAWeights]:
+    """Read each LoRA (small files) and check its module names and shapes against the transformer, built on meta."""
+    if not cfg.loras:
+        return []
+    with torch.device("meta"):
+        model = DiT(dit_cfg)
+    out = []
+    for i, spec in enumerate(cfg.loras):
+        path = _exists(spec.path, f"loras[{i}]", "pass an existing LoRA file (or diffusers LoRA folder)")
+        try:
+            weights = load_lora_file(path)
+            check_lora(model, weights)
+        except CheckpointError as e:  # unreadable, not a LoRA, or not for this transformer
+            raise InputError(f"loras[{i}]: {e}") from None
+        out.append(weights)
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ checks
@@ -232,67 +271,19 @@ def text_source(cfg: GenerateConfig, caption_channels: int) -> tuple[list[str], 
     return prompts, pos, neg
 
 
-def gaussian_blur3(x: Tensor, sigma: float = 1.0) -> Tensor:
-    """3x3 Gaussian blur of (3, H, W) with reflect padding (torchvision `gaussian_blur(k=3, sigma)`)."""
-    k = torch.exp(-0.5 * (torch.tensor([-1.0, 0.0, 1.0]) / sigma) ** 2)
-    k = k / k.sum()
-    kernel = (k[:, None] * k[None, :]).expand(3, 1, 3, 3)
-    padded = torch.nn.functional.pad(x[None], (1, 1, 1, 1), mode="reflect")
-    return torch.nn.functional.conv2d(padded, kernel, groups=3)[0]
-
-
-def crf_compress(x: Tensor, crf: int = 29) -> Tensor:
-    """(H, W, 3) in [0, 1] through one H.264 frame (libx264, CRF `crf`, preset veryfast, yuv420p) and back;
-    sizes are cropped to even, and values truncated to uint8, as the official `crf_compressor.compress`."""
-    import io
-
-    import av
-
-    img = (x[: x.shape[0] // 2 * 2, : x.shape[1] // 2 * 2] * 255.0).to(torch.uint8).numpy()
-    buf = io.BytesIO()
-    with av.open(buf, mode="w", format="mp4") as c:
-        stream = c.add_stream("libx264", rate=1, options={"crf": str(crf), "preset": "veryfast"})
-        stream.height, stream.width = img.shape[:2]
-        c.mux(stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p")))
-        c.mux(stream.encode())
-    with av.open(io.BytesIO(buf.getvalue())) as c:
-        frame = next(c.decode(video=0)).to_ndarray(format="rgb24")
-    return torch.from_numpy(frame).float() / 255.0
-
-
-def load_image(path: str, height: int, width: int, official: bool = True) -> Tensor:
-    """An image file -> (1, 3, 1, height, width) in [-1, 1]: center crop to the aspect ratio, resize (bicubic),
-    and with `official` the inference script's blur + CRF-29 re-encoding (the models were trained on
-    compressed video frames)."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-    except (OSError, UnidentifiedImageError) as e:
-        raise InputError(f"cannot read conditioning image {path}: {e}") from None
-    w, h = im.size
-    target = width / height
-    if w / h > target:  # too wide: crop the sides (int() as the official script)
-        cw = int(h * target)
-        im = im.crop(((w - cw) // 2, 0, (w - cw) // 2 + cw, h))
-    else:
-        ch = int(w / target)
-        im = im.crop((0, (h - ch) // 2, w, (h - ch) // 2 + ch))
-    im = im.resize((width, height), Image.BICUBIC)
-    x = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8).view(height, width, 3).float() / 255.0
-    if official:
-        x = crf_compress(gaussian_blur3(x.permute(2, 0, 1)).permute(1, 2, 0))
-    return (x.permute(2, 0, 1) * 2.0 - 1.0)[None, :, None]  # (1, 3, 1, H, W)
-
-
 def conditioning_items(cfg: GenerateConfig) -> list[ConditioningItem]:
     for i, c in enumerate(cfg.conditioning):
         if not 0 <= c.frame < cfg.num_frames:
             raise InputError(f"conditioning[{i}] ({c.path}): frame {c.frame} is outside the video "
                              f"(frames 0..{cfg.num_frames - 1})")
-    return [ConditioningItem(load_image(c.path, cfg.height, cfg.width, cfg.official_image_preprocessing), c.frame,
-                             c.strength) for c in cfg.conditioning]  # fmt: skip
+    items = []
+    for c in cfg.conditioning:
+        try:
+            image = load_image(c.path, cfg.height, cfg.width, cfg.official_image_preprocessing)
+        except MediaError as e:
+            raise InputError(f"cannot read conditioning image {e}") from None
+        items.append(ConditioningItem(image, c.frame, c.strength))
+    return items
 
 
 def run_folder(cfg: GenerateConfig) -> Path:
@@ -317,47 +308,6 @@ def run_folder(cfg: GenerateConfig) -> Path:
 
 
 # ------------------------------------------------------------------------------------------------ outputs
-
-
-def write_mp4(path: Path, frames: Tensor, fps: float) -> None:
-    """frames (3, F, H, W) in [0, 1] -> H.264 mp4 (yuv420p, crf 18); H and W must be even."""
-    import av
-
-    video = (frames.permute(1, 2, 3, 0) * 255).round().to(torch.uint8).cpu().numpy()  # (F, H, W, 3)
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
-        stream.width, stream.height = video.shape[2], video.shape[1]
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "18"}
-        for frame in video:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
-
-
-def write_contact_sheet(path: Path, frames: Tensor, count: int, caption: str, columns: int = 4) -> None:
-    """A grid of `count` evenly spaced frames of (3, F, H, W), frame numbers under each, the caption on top."""
-    from PIL import Image, ImageDraw
-
-    n = frames.shape[1]
-    idx = sorted({round(i * (n - 1) / max(count - 1, 1)) for i in range(min(count, n))})
-    H, W = frames.shape[2:]
-    scale = min(1.0, 256 / max(H, W))
-    th, tw = max(1, round(H * scale)), max(1, round(W * scale))
-    cols = min(columns, len(idx))
-    rows = -(-len(idx) // cols)
-    lines = textwrap.wrap(caption, width=max(20, cols * tw // 7))[:4]
-    top, label = 14 * len(lines) + 6, 14
-    sheet = Image.new("RGB", (cols * tw, top + rows * (th + label)), "white")
-    draw = ImageDraw.Draw(sheet)
-    for k, line in enumerate(lines):
-        draw.text((4, 3 + 14 * k), line, fill="black")
-    for k, i in enumerate(idx):
-        img = (frames[:, i].permute(1, 2, 0) * 255).round().to(torch.uint8).cpu().numpy()
-        tile = Image.fromarray(img).resize((tw, th), Image.BILINEAR)
-        x, y = (k % cols) * tw, top + (k // cols) * (th + label)
-        sheet.paste(tile, (x, y))
-        draw.text((x + 3, y + th + 1), f"frame {i}", fill="black")
-    sheet.save(path)
 
 
 def slug(text: str, limit: int = 40) -> str:
@@ -456,6 +406,7 @@ def run(cfg: GenerateConfig) -> list[Path]:
     dit_cfg: DiTConfig = ckpt.components["dit"].config
     vae_cfg: VAEConfig = vae_ckpt.components["vae"].config
     check_architecture(cfg.model, dit_cfg, vae_cfg)
+    loras = open_loras(cfg, dit_cfg)
     sampling = apply_overrides(cfg.model.sampling, cfg)
     sched = scheduler_spec(ckpt, vae_cfg)
     prompts, pos, neg = text_source(cfg, dit_cfg.caption_channels)
@@ -479,6 +430,10 @@ def run(cfg: GenerateConfig) -> list[Path]:
     device, dtype = resolve_device(cfg)
     text = encode_text(cfg, prompts, pos, neg, needs_cfg(sampling), device, dtype)
     dit = load_component(ckpt, "dit", dtype=dtype, device=device)
+    for i, (spec, weights) in enumerate(zip(cfg.loras, loras)):  # fp32 adapters, merged: W += s * alpha/r * B @ A
+        print(apply_lora_weights(dit, weights, f"lora{i}", spec.strength, dtype=torch.float32))
+    merge_lora(dit)
+    remove_lora(dit)  # plain nn.Linear modules again, the LoRAs folded into their weights
     vae = load_component(vae_ckpt, "vae", dtype=dtype, device=device)
     upsampler = load_component(up_ckpt, "upsampler", dtype=dtype, device=device) if up_ckpt is not None else None
     torch.manual_seed(cfg.seed)

@@ -1,0 +1,208 @@
+"""The training dataset over a preprocessed cache (train/preprocess.py), and its deterministic bucket sampler.
+
+Cache format (folder OUT, written by `python -m train.preprocess`, version 1):
+- OUT/latents/<id>.safetensors: `latents` (C, f, h, w) float32, the VAE's normalized posterior mean of the
+  clip fitted to its bucket; metadata "item" (the item's JSON record) and "latent_space".
+- OUT/text/<id>.safetensors: `context` (S, D) and `mask` (S,) int64 (1 = real token) of the caption, from
+  `T5TextEncoder.encode`; OUT/text/_null.safetensors holds the empty caption "" (caption dropout / CFG).
+- OUT/index.json: {"version": 1, "complete": bool, "vae": {"checkpoint", "latent_space", "scale": [t, s, s],
+  "latent_channels"}, "text_encoder": {"path", "max_tokens"}, "precision", "buckets": [[F, H, W], ...],
+  "max_upscale", "items": [{"id", "media_path", "caption", "reference_path", "bucket": [F, H, W],
+  "latent_shape": [C, f, h, w], "fps"}], "skipped": [{"path", "reason"}]}. `fps` is the source's (None
+  for images or when the container does not say). Only complete items (both files written) are listed.
+
+Sampler (`BucketBatchSampler`): every batch comes from one bucket (one latent shape), and `batch(step)` is a
+pure function of (seed, step), so a resumed or re-sharded run sees exactly the same data:
+- epoch e permutes each bucket's items with a generator seeded by (seed, e, bucket number + 1) and cuts the
+  permutation into ceil(n / global_batch) batches, the last one filled up by wrapping around to the start of
+  that bucket's permutation (a bucket smaller than global_batch repeats items within its batch);
+- the batches of all buckets are put in an order shuffled by (seed, e, 0);
+- step k is batch k % batches_per_epoch of epoch k // batches_per_epoch.
+`shard(indices, rank, world)` then gives each rank its contiguous slice of the global batch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import Tensor
+
+INDEX_VERSION = 1
+NULL_ID = "_null"  # text/_null.safetensors: the empty caption
+
+
+def latent_file(folder: str | os.PathLike, item_id: str) -> Path:
+    return Path(folder) / "latents" / f"{item_id}.safetensors"
+
+
+def text_file(folder: str | os.PathLike, item_id: str) -> Path:
+    return Path(folder) / "text" / f"{item_id}.safetensors"
+
+
+def read_index(folder: str | os.PathLike) -> dict:
+    """OUT/index.json, checked for the version and the top-level keys."""
+    path = Path(folder) / "index.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder} has no index.json: not a latent cache (make one with "
+                                "python -m train.preprocess data=... out=...)")  # fmt: skip
+    try:
+        index = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: malformed JSON at line {e.lineno}: {e.msg}") from None
+    if not isinstance(index, dict) or index.get("version") != INDEX_VERSION:
+        got = index.get("version") if isinstance(index, dict) else None
+        raise ValueError(f"{path}: cache format version {got!r}; this code reads version {INDEX_VERSION}")
+    missing = [k for k in ("complete", "vae", "text_encoder", "items", "skipped") if k not in index]
+    if missing:
+        raise ValueError(f"{path}: missing keys {missing}")
+    return index
+
+
+class LatentCache:
+    """Map-style dataset over a complete cache: item i -> dict(latents (C, f, h, w), context (S, D), mask (S,),
+    caption, bucket (F, H, W), fps)."""
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+        self.index = read_index(self.folder)
+        if not self.index["complete"]:
+            raise ValueError(f"{self.folder}: preprocessing did not finish (index.json complete=false); rerun "
+                             "python -m train.preprocess with the same options to resume it")  # fmt: skip
+        self.items: list[dict] = self.index["items"]
+        if not self.items:
+            raise ValueError(f"{self.folder}: the cache holds no items ({len(self.index['skipped'])} were skipped)")
+        files = [text_file(self.folder, NULL_ID)]
+        for it in self.items:
+            files += [latent_file(self.folder, it["id"]), text_file(self.folder, it["id"])]
+        missing = [p for p in files if not p.is_file()]
+        if missing:
+            raise FileNotFoundError(f"{self.folder}: {len(missing)} cache files are missing, e.g. {missing[0]}; "
+                                    "rerun python -m train.preprocess to write them")  # fmt: skip
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        from safetensors.torch import load_file
+
+        item = self.items[i]
+        latents = load_file(str(latent_file(self.folder, item["id"])))["latents"]
+        text = load_file(str(text_file(self.folder, item["id"])))
+        return {"latents": latents, "context": text["context"], "mask": text["mask"], "caption": item["caption"],
+                "bucket": tuple(item["bucket"]), "fps": item["fps"]}  # fmt: skip
+
+    def null_text(self) -> tuple[Tensor, Tensor]:
+        """(context (S, D), mask (S,)) of the empty caption."""
+        from safetensors.torch import load_file
+
+        text = load_file(str(text_file(self.folder, NULL_ID)))
+        return text["context"], text["mask"]
+
+    @property
+    def buckets(self) -> dict[tuple[int, int, int], list[int]]:
+        """Item indices per bucket (F, H, W), buckets in order of first appearance."""
+        out: dict[tuple[int, int, int], list[int]] = {}
+        for i, item in enumerate(self.items):
+            out.setdefault(tuple(item["bucket"]), []).append(i)
+        return out
+
+    @property
+    def latent_space(self) -> str:
+        """The VAE's latent-space fingerprint (train.train_vae.latent_space_id) the latents live in."""
+        return self.index["vae"]["latent_space"]
+
+    @property
+    def buckets_list(self) -> list[tuple[int, int, int]]:
+        """The buckets that hold items, in the order preprocessing was given them."""
+        held = self.buckets
+        return [b for b in map(tuple, self.index["buckets"]) if b in held]
+
+    @property
+    def scale(self) -> tuple[int, int, int]:
+        """(temporal, spatial, spatial) compression of the VAE: pixels per latent voxel."""
+        return tuple(self.index["vae"]["scale"])
+
+    @property
+    def latent_channels(self) -> int:
+        return self.index["vae"]["latent_channels"]
+
+    @property
+    def text_channels(self) -> int:
+        """D of the cached text states (the text encoder's width)."""
+        from ltx.checkpoint import SafetensorsReader
+
+        return SafetensorsReader(text_file(self.folder, NULL_ID)).infos["context"].shape[-1]
+
+    def latent_shape(self, bucket: tuple[int, int, int]) -> tuple[int, int, int, int]:
+        """(C, f, h, w) of the latents of a (frames, height, width) bucket."""
+        (F, H, W), (t, s, _) = bucket, self.scale
+        return self.latent_channels, (F - 1) // t + 1, H // s, W // s
+
+
+class BucketBatchSampler:
+    """Global batches of item indices, each from one bucket, as a pure function of (seed, step).
+
+    `buckets`: a LatentCache, a mapping bucket -> item indices, or a list of bucket sizes (bucket k holds the
+    next sizes[k] consecutive indices). Semantics in the module docstring.
+    """
+
+    def __init__(self, buckets: LatentCache | Mapping[Any, Sequence[int]] | Sequence[int], global_batch: int,
+                 seed: int):  # fmt: skip
+        if isinstance(buckets, LatentCache):
+            groups = list(buckets.buckets.values())
+        elif isinstance(buckets, Mapping):
+            groups = [list(v) for v in buckets.values()]
+        else:
+            starts = np.cumsum([0, *buckets])
+            groups = [list(range(a, b)) for a, b in zip(starts[:-1].tolist(), starts[1:].tolist())]
+        self.groups = [g for g in groups if g]
+        if not self.groups:
+            raise ValueError("BucketBatchSampler needs at least one non-empty bucket")
+        if global_batch < 1:
+            raise ValueError(f"global_batch must be >= 1, got {global_batch}")
+        if seed < 0:
+            raise ValueError(f"seed must be >= 0, got {seed}")
+        self.global_batch, self.seed = global_batch, seed
+        self._epoch_cache: tuple[int, list[list[int]]] | None = None
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return sum(-(-len(g) // self.global_batch) for g in self.groups)
+
+    def epoch(self, e: int) -> list[list[int]]:
+        """All batches of epoch `e`, in order."""
+        if self._epoch_cache is not None and self._epoch_cache[0] == e:
+            return self._epoch_cache[1]
+        G = self.global_batch
+        batches = []
+        for k, group in enumerate(self.groups):
+            perm = np.random.default_rng([self.seed, e, k + 1]).permutation(len(group))
+            order = [group[j] for j in perm.tolist()]
+            n = len(order)
+            batches += [[order[(start + i) % n] for i in range(G)] for start in range(0, n, G)]
+        shuffle = np.random.default_rng([self.seed, e, 0]).permutation(len(batches))
+        out = [batches[j] for j in shuffle.tolist()]
+        self._epoch_cache = (e, out)
+        return out
+
+    def batch(self, step: int) -> list[int]:
+        """The `global_batch` item indices of training step `step` (all from one bucket)."""
+        if step < 0:
+            raise ValueError(f"step must be >= 0, got {step}")
+        e, position = divmod(step, self.batches_per_epoch)
+        return list(self.epoch(e)[position])
+
+
+def shard(indices: Sequence[int], rank: int, world: int) -> list[int]:
+    """Rank `rank`'s contiguous slice of a global batch split over `world` ranks."""
+    if world < 1 or not 0 <= rank < world:
+        raise ValueError(f"rank {rank} is not in [0, {world})")
+    if len(indices) % world:
+        raise ValueError(f"global batch {len(indices)} is not divisible by world size {world}")
+    per = len(indices) // world
+    return list(indices[rank * per : (rank + 1) * per])

@@ -1,0 +1,439 @@
+"""LoRA for the DiT, applied from outside the model (ltx/models/dit.py knows nothing about it).
+
+Convention (LoRA paper, PEFT, ComfyUI): an adapter on a Linear y = W x + b adds strength * (alpha / rank) *
+B A dropout(x), A: (rank, in), kaiming-uniform (a = sqrt(5), as nn.Linear and PEFT), B: (out, rank), zero, so a
+new adapter changes nothing. Several named adapters can sit on one module; their contributions add up.
+
+`inject_lora` swaps each targeted nn.Linear for a `LoRALinear`: an nn.Linear holding the *same* weight and bias
+Parameter objects, so the base keys (`transformer_blocks.0.attn1.to_q.weight`) are unchanged and full checkpoints,
+FSDP and optimizers over the base keep working. Adapters sit beside them, in the state dict as
+`<module>.lora_A.<name>.weight`. Module names are the DiT's = the official checkpoint's; LoRA tensors are exchanged
+as `<module>.lora_A.weight` / `<module>.lora_B.weight` (`lora_state_dict`); file layouts (ComfyUI, diffusers,
+trainers, ltx) are ltx/convert/lora_formats.py.
+
+Training: `inject_lora(dit, LoRAConfig(rank=32))`, `freeze_base(dit)`, an optimizer over `lora_parameters(dit)`,
+`save_lora(path, dit, format="comfy", base_model=...)`.
+Inference: `load_loras(dit, [(path, 0.8), ...])` (unmerged: strengths stay adjustable with `set_strength`), then
+`merge_lora(dit)` to fold them into the weights (one matmul per Linear again; `unmerge_lora` is the inverse up to
+rounding: exact to ~1 ulp in fp32, and merging into bf16 weights rounds each weight once). Merge on an unsharded
+model.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ltx.convert.lora_formats import (
+    LoRAError,
+    LoRAWeights,
+    derive_targets,
+    read_lora,
+    span,
+    write_lora,
+)
+
+_BLOCK = re.compile(r"transformer_blocks\.\d+\.(.+)")
+_WRAPPERS = re.compile(r"(^|\.)(_orig_mod|_fsdp_wrapped_module|_checkpoint_wrapped_module)(?=\.|$)")
+
+
+@dataclass(kw_only=True)
+class LoRAConfig:
+    """Which Linear modules get an adapter, and its size.
+
+    `targets` are matched against the end of each module name inside `transformer_blocks.N.` at a dot boundary
+    ("to_q" matches attn1.to_q and attn2.to_q; "attn1.to_q" only the first; "ff.net.0.proj", "ff.net.2" the MLP);
+    a target "re:<regex>" must match the whole qualified name instead (e.g. "re:proj_out").
+    """
+
+    rank: int = 16
+    alpha: float | None = None  # None: alpha = rank (scale 1)
+    dropout: float = 0.0  # on the adapter's input, training only
+    targets: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
+
+    def __post_init__(self):
+        self.targets = tuple(self.targets)
+        if self.rank < 1:
+            raise ValueError(f"LoRA rank must be an integer >= 1, got {self.rank}")
+        if self.alpha is not None and not self.alpha > 0:
+            raise ValueError(f"LoRA alpha must be > 0 (or None for alpha = rank), got {self.alpha}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"LoRA dropout must be in [0, 1), got {self.dropout}")
+        if not self.targets or not all(isinstance(t, str) and t.removeprefix("re:") for t in self.targets):
+            raise ValueError(f"LoRA targets must be non-empty module-name patterns, e.g. ('to_q', 'to_v'), got "
+                             f"{self.targets!r}")
+        for t in self.targets:
+            if t.startswith("re:"):
+                try:
+                    re.compile(t[3:])
+                except re.error as e:
+                    raise ValueError(f"LoRA target {t!r} is not a valid regex: {e}") from None
+
+    @property
+    def scale_alpha(self) -> float:
+        return float(self.rank if self.alpha is None else self.alpha)
+
+    def matches(self, name: str) -> bool:
+        for t in self.targets:
+            if t.startswith("re:"):
+                if re.fullmatch(t[3:], name):
+                    return True
+            elif (m := _BLOCK.fullmatch(name)) and (m[1] == t or m[1].endswith("." + t)):
+                return True
+        return False
+
+
+def _linear(weight: Tensor) -> nn.Linear:
+    """A bias-free nn.Linear around `weight` (out, in), built without touching the global RNG."""
+    lin = nn.Linear(weight.shape[1], weight.shape[0], bias=False, device="meta")
+    lin.weight = nn.Parameter(weight)
+    return lin
+
+
+class LoRALinear(nn.Linear):
+    """nn.Linear with named low-rank adapters; shares `weight` and `bias` with the Linear it replaces.
+
+    Per adapter: `lora_A[name]` (in -> rank), `lora_B[name]` (rank -> out), `lora_dropout[name]`, and the floats
+    `lora_alpha[name]` and `lora_strength[name]`; `lora_merged[name]` is the factor folded into `weight`, if merged.
+    """
+
+    def __init__(self, base: nn.Linear):
+        nn.Module.__init__(self)
+        self.in_features, self.out_features = base.in_features, base.out_features
+        self.register_parameter("weight", base.weight)
+        self.register_parameter("bias", base.bias)
+        self.lora_A = nn.ModuleDict()
+        self.lora_B = nn.ModuleDict()
+        self.lora_dropout = nn.ModuleDict()
+        self.lora_alpha: dict[str, float] = {}
+        self.lora_strength: dict[str, float] = {}
+        self.lora_merged: dict[str, float] = {}
+        self.train(base.training)
+
+    def add_adapter(self, name: str, rank: int, alpha: float, *, dropout: float = 0.0,
+                    generator: torch.Generator | None = None, dtype: torch.dtype | None = None,
+                    tensors: tuple[Tensor, Tensor] | None = None) -> None:
+        """A fresh adapter (A kaiming-uniform from `generator` on CPU, B zero), or the given (A, B) tensors."""
+        if name in self.lora_A:
+            raise ValueError(f"adapter {name!r} already exists on this module")
+        device, dtype = self.weight.device, dtype or self.weight.dtype
+        if tensors is None:
+            a = torch.empty(rank, self.in_features)
+            nn.init.kaiming_uniform_(a, a=math.sqrt(5), generator=generator)
+            b = torch.zeros(self.out_features, rank)
+        else:
+            a, b = tensors
+        self.lora_A[name] = _linear(a.detach().to(device, dtype, copy=True))
+        self.lora_B[name] = _linear(b.detach().to(device, dtype, copy=True))
+        self.lora_dropout[name] = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.lora_alpha[name] = float(alpha)
+        self.lora_strength[name] = 1.0
+
+    def factor(self, name: str) -> float:
+        """strength * alpha / rank."""
+        return self.lora_strength[name] * self.lora_alpha[name] / self.lora_A[name].out_features
+
+    @torch.no_grad()
+    def _fold(self, name: str, factor: float) -> None:
+        if factor != 0:  # W += factor * B @ A in float32, rounded once to the weight's dtype
+            delta = self.lora_B[name].weight.float() @ self.lora_A[name].weight.float()
+            self.weight.copy_((self.weight.float() + factor * delta.to(self.weight.device)).to(self.weight.dtype))
+
+    def merge(self, name: str) -> None:
+        if name not in self.lora_merged:
+            self.lora_merged[name] = self.factor(name)
+            self._fold(name, self.lora_merged[name])
+
+    def unmerge(self, name: str) -> None:
+        if name in self.lora_merged:
+            self._fold(name, -self.lora_merged.pop(name))
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.linear(x, self.weight, self.bias)
+        for name, a in self.lora_A.items():
+            s = self.factor(name)
+            if s == 0 or name in self.lora_merged:
+                continue
+            h = self.lora_dropout[name](x.to(a.weight.dtype))
+            out = out + (s * self.lora_B[name](a(h))).to(out.dtype)
+        return out
+
+    def extra_repr(self) -> str:
+        shown = ", ".join(f"{n}: rank {a.out_features}, alpha {self.lora_alpha[n]:g}, strength "
+                          f"{self.lora_strength[n]:g}{', merged' if n in self.lora_merged else ''}"
+                          for n, a in self.lora_A.items())
+        return f"{super().extra_repr()}, adapters {{{shown}}}"
+
+
+# ------------------------------------------------------------------------------------------------ model surgery
+
+
+def _clean(name: str) -> str:
+    """Module name without torch.compile / FSDP / checkpoint wrapper components."""
+    return _WRAPPERS.sub("", name).lstrip(".")
+
+
+def lora_modules(model: nn.Module) -> Iterator[tuple[str, LoRALinear]]:
+    for n, m in model.named_modules():
+        if isinstance(m, LoRALinear):
+            yield _clean(n), m
+
+
+def _linears(model: nn.Module) -> dict[str, tuple[str, nn.Linear]]:
+    """{clean name: (real name, module)} of the model's Linear layers, adapters' own Linears excluded."""
+    out = {}
+    for n, m in model.named_modules():
+        if isinstance(m, nn.Linear) and not re.search(r"\.lora_[AB]\.[^.]+$", n):
+            out[_clean(n)] = (n, m)
+    return out
+
+
+def _wrap(model: nn.Module, name: str, module: nn.Linear) -> LoRALinear:
+    if isinstance(module, LoRALinear):
+        return module
+    parent, _, child = name.rpartition(".")
+    lora = LoRALinear(module)
+    setattr(model.get_submodule(parent) if parent else model, child, lora)
+    return lora
+
+
+def _adapter_names(model: nn.Module) -> list[str]:
+    return sorted({n for _, m in lora_modules(model) for n in m.lora_A})
+
+
+def _require(model: nn.Module, name: str | None) -> list[tuple[str, LoRALinear]]:
+    mods = [(n, m) for n, m in lora_modules(model) if name is None or name in m.lora_A]
+    if name is not None and not mods:
+        raise ValueError(f"no LoRA adapter {name!r} in the model (adapters: {_adapter_names(model)})")
+    return mods
+
+
+def _refuse_existing(model: nn.Module, name: str) -> None:
+    if name in _adapter_names(model):
+        raise ValueError(f"the model already has a LoRA adapter {name!r}; pick another name or remove_lora first")
+    if "." in name or not name:
+        raise ValueError(f"adapter names are non-empty and have no '.', got {name!r}")
+
+
+def inject_lora(model: nn.Module, cfg: LoRAConfig, name: str = "default", generator: torch.Generator | None = None,
+                *, dtype: torch.dtype | None = None) -> list[str]:
+    """Add adapter `name` to every Linear `cfg.targets` selects; returns their names. `dtype`: the adapters'
+    (default: each base weight's; fp32 adapters on a bf16 model compute in fp32 and add in bf16). Inject after the
+    base is loaded or initialised (`DiT.init_weights` would treat the adapters' Linears as its own)."""
+    _refuse_existing(model, name)
+    linears = _linears(model)
+    hit = [n for n in linears if cfg.matches(n)]
+    if not hit:
+        raise ValueError(f"no nn.Linear matches LoRA targets {cfg.targets} (patterns match the end of names inside "
+                         f"transformer_blocks.N.; 're:<regex>' the full name); Linear modules: {list(linears)[:8]}")
+    for n in hit:
+        real, module = linears[n]
+        _wrap(model, real, module).add_adapter(name, cfg.rank, cfg.scale_alpha, dropout=cfg.dropout,
+                                               generator=generator, dtype=dtype)
+    return hit
+
+
+def lora_parameters(model: nn.Module, name: str | None = None) -> list[nn.Parameter]:
+    """A and B weights of adapter `name` (all adapters if None), in module order."""
+    return [p for _, m in _require(model, name) for n in m.lora_A if name in (None, n)
+            for p in (m.lora_A[n].weight, m.lora_B[n].weight)]
+
+
+def freeze_base(model: nn.Module) -> nn.Module:
+    """requires_grad False on every parameter except the LoRA adapters'."""
+    lora = {id(p) for p in lora_parameters(model)}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in lora)
+    return model
+
+
+def lora_state_dict(model: nn.Module, name: str = "default") -> dict[str, Tensor]:
+    """Adapter `name` as `<module>.lora_A.weight` (rank, in) / `<module>.lora_B.weight` (out, rank) (detached)."""
+    out = {}
+    for n, m in _require(model, name):
+        out[f"{n}.lora_A.weight"] = m.lora_A[name].weight.detach()
+        out[f"{n}.lora_B.weight"] = m.lora_B[name].weight.detach()
+    return out
+
+
+def lora_weights(model: nn.Module, name: str = "default") -> LoRAWeights:
+    """Adapter `name` with its per-module rank and alpha (what `save_lora` writes)."""
+    mods = _require(model, name)
+    return LoRAWeights(lora_state_dict(model, name), {n: m.lora_A[name].out_features for n, m in mods},
+                       {n: m.lora_alpha[name] for n, m in mods})
+
+
+def set_strength(model: nn.Module, name: str, strength: float) -> None:
+    if not math.isfinite(strength):
+        raise ValueError(f"LoRA strength must be finite, got {strength}")
+    for n, m in _require(model, name):
+        if name in m.lora_merged:
+            raise ValueError(f"adapter {name!r} is merged into {n}; unmerge_lora first to change its strength")
+        m.lora_strength[name] = float(strength)
+
+
+def merge_lora(model: nn.Module, name: str | None = None) -> None:
+    """Fold adapter `name` (all if None) into the base weights at its current strength."""
+    for _, m in _require(model, name):
+        for n in list(m.lora_A):
+            if name in (None, n):
+                m.merge(n)
+
+
+def unmerge_lora(model: nn.Module, name: str | None = None) -> None:
+    """Subtract what `merge_lora` added (the same factor, in float32)."""
+    for _, m in _require(model, name):
+        for n in list(m.lora_A):
+            if name in (None, n):
+                m.unmerge(n)
+
+
+def remove_lora(model: nn.Module, name: str | None = None) -> None:
+    """Drop adapter `name` (all if None); modules left without adapters become plain nn.Linear again (same
+    Parameters). A merged adapter's contribution stays in the weights (merge + remove = "merge and unload")."""
+    for real, m in list(model.named_modules()):
+        if not isinstance(m, LoRALinear):
+            continue
+        for n in [n for n in m.lora_A if name in (None, n)]:
+            for d in (m.lora_A, m.lora_B, m.lora_dropout):
+                del d[n]
+            for d in (m.lora_alpha, m.lora_strength, m.lora_merged):
+                d.pop(n, None)
+        if not m.lora_A:
+            plain = nn.Linear(m.in_features, m.out_features, device="meta")
+            plain.register_parameter("weight", m.weight)
+            plain.register_parameter("bias", m.bias)
+            plain.train(m.training)
+            parent, _, child = real.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, child, plain)
+
+
+# ------------------------------------------------------------------------------------------------------- files
+
+
+@dataclass
+class LoRAReport:
+    """What `apply_lora_weights` did; str() is the one-line report."""
+
+    name: str
+    source: str
+    format: str
+    modules: list[str]
+    rank: dict[str, int]
+    alpha: dict[str, float]
+    strength: float
+
+    def __str__(self) -> str:
+        return (f"lora {self.source}: {len(self.modules)} modules, rank {span(self.rank)}, alpha {span(self.alpha)}, "
+                f"strength {self.strength:g}")
+
+
+def load_lora_file(path: str | os.PathLike) -> LoRAWeights:
+    """Read a LoRA file or folder of any layout (see ltx/convert/lora_formats.py) into canonical form."""
+    return read_lora(path)
+
+
+def check_lora(model: nn.Module, weights: LoRAWeights) -> None:
+    """Raise LoRAError unless every module `weights` names is a Linear of `model` with matching shapes.
+    Works on a model built on `meta` (shapes only)."""
+    linears = _linears(model)
+    unmatched = [k for k in weights.tensors if k.rsplit(".", 2)[0] not in linears]
+    if unmatched:
+        raise LoRAError(f"{weights.source}: {len(unmatched)} LoRA keys name no Linear module of this model: "
+                        f"{unmatched[:10]}{' ...' if len(unmatched) > 10 else ''} (its Linear modules look like "
+                        f"{list(linears)[:4]})")
+    bad = []
+    for m, r in weights.rank.items():
+        lin = linears[m][1]
+        for kind, want in (("A", (r, lin.in_features)), ("B", (lin.out_features, r))):
+            key = f"{m}.lora_{kind}.weight"
+            if tuple(weights.tensors[key].shape) != want:
+                bad.append(f"{key}: file {tuple(weights.tensors[key].shape)} vs model {want}")
+    if bad:
+        raise LoRAError(f"{weights.source}: {len(bad)} LoRA tensors do not fit this model (a LoRA for another base "
+                        f"model?): " + "; ".join(bad[:5]))
+
+
+def apply_lora_weights(model: nn.Module, weights: LoRAWeights, name: str = "default", strength: float = 1.0, *,
+                       dtype: torch.dtype | None = None) -> LoRAReport:
+    """Inject adapter `name` into exactly the modules `weights` names, with its rank and alpha, and load it
+    (`dtype`: the adapters', default each base weight's). Everything is checked before the model is touched."""
+    _refuse_existing(model, name)
+    check_lora(model, weights)
+    if not math.isfinite(strength):
+        raise ValueError(f"LoRA strength must be finite, got {strength}")
+    linears = _linears(model)
+    for m in weights.modules:
+        real, module = linears[m]
+        t = (weights.tensors[f"{m}.lora_A.weight"], weights.tensors[f"{m}.lora_B.weight"])
+        _wrap(model, real, module).add_adapter(name, weights.rank[m], weights.alpha[m], tensors=t, dtype=dtype)
+    set_strength(model, name, strength)
+    return LoRAReport(name, weights.source, weights.format, weights.modules, dict(weights.rank), dict(weights.alpha),
+                      float(strength))
+
+
+def load_loras(model: nn.Module, loras: list[tuple[str | os.PathLike, float]], *,
+               merge: bool = False) -> list[LoRAReport]:
+    """Apply LoRA files as adapters "lora<k>" (k counting on from the adapters already there) with their strengths,
+    all checked before any is applied; `merge=True` folds them into the weights."""
+    files = [load_lora_file(p) for p, _ in loras]
+    for w in files:
+        check_lora(model, w)
+    k = len(_adapter_names(model))
+    reports = [apply_lora_weights(model, w, f"lora{k + i}", s) for i, (w, (_, s)) in enumerate(zip(files, loras))]
+    if merge:
+        for r in reports:
+            merge_lora(model, r.name)
+    return reports
+
+
+def save_lora(
+    path: str | os.PathLike,
+    source: nn.Module | LoRAWeights | Mapping[str, Tensor],
+    *,
+    format: str = "ltx",
+    name: str = "default",
+    rank: int | None = None,
+    alpha: float | Mapping[str, float] | None = None,
+    targets: list[str] | tuple[str, ...] | None = None,
+    base_model: str = "",
+    extra_metadata: Mapping[str, str] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a LoRA: adapter `name` of a model, a LoRAWeights, or canonical tensors (then `alpha` sets the alpha,
+    default rank). `rank` / `alpha` given with a model are checked against its adapters. `base_model`: free text,
+    e.g. `json.dumps({"checkpoint": "ltxv-2b-0.9.8-distilled.safetensors", "dit": asdict(dit.cfg)})`."""
+    if isinstance(source, nn.Module):
+        weights = lora_weights(source, name)
+    elif isinstance(source, LoRAWeights):
+        weights = source
+    else:
+        tensors = dict(source)
+        ranks = {k.rsplit(".", 2)[0]: t.shape[0] for k, t in tensors.items() if k.endswith(".lora_A.weight")}
+        missing = [m for m in ranks if f"{m}.lora_B.weight" not in tensors]
+        stray = [k for k in tensors if not k.endswith((".lora_A.weight", ".lora_B.weight"))]
+        if missing or stray or not ranks:
+            raise ValueError(f"canonical LoRA tensors are <module>.lora_A.weight / .lora_B.weight pairs; lacking B: "
+                             f"{missing[:5]}, other keys: {stray[:5]}")
+        if alpha is None:
+            alpha = {m: float(r) for m, r in ranks.items()}
+        elif not isinstance(alpha, Mapping):
+            alpha = {m: float(alpha) for m in ranks}
+        weights = LoRAWeights(tensors, ranks, {m: float(alpha[m]) for m in ranks})
+        alpha = None
+    if rank is not None and set(weights.rank.values()) != {rank}:
+        raise ValueError(f"rank {rank} given, but the adapters have rank {span(weights.rank)}")
+    if alpha is not None:
+        given = alpha if isinstance(alpha, Mapping) else {m: float(alpha) for m in weights.alpha}
+        if {m: float(given.get(m, math.nan)) for m in weights.alpha} != weights.alpha:
+            raise ValueError(f"alpha {alpha} given, but the adapters have alpha {span(weights.alpha)}")
+    return write_lora(path, weights, format, targets=targets if targets is not None else derive_targets(
+        weights.modules), base_model=base_model, extra_metadata=extra_metadata, overwrite=overwrite)

@@ -1,0 +1,834 @@
+"""Fine-tune any LTX-Video checkpoint on your own videos: LoRA or full, one process or many (torchrun).
+
+    python -m train.preprocess data=my_videos/ out=cache/my_videos             # once: latents + text states
+    python -m train.finetune data=cache/my_videos run_dir=runs/my_lora         # configs/finetune.yaml
+    torchrun --nproc_per_node 2 -m train.finetune data=... parallel=fsdp      # the same run on 2 processes
+
+The trainer is one loop; what varies is applied from outside:
+- the adapter (`mode: lora` injects `ltx.lora` adapters and trains only those; `mode: full` trains every
+  transformer weight);
+- the objective, a function (`OBJECTIVES`) from a micro-batch to per-sample losses; fine-tuning uses
+  `flow_matching_objective` (rectified-flow velocity loss with per-token first-frame conditioning);
+- how the model runs (`ltx.parallel.parallelize`: DDP / FSDP2, activation checkpointing, compile).
+
+Determinism and exact resume. Step k trains on `BucketBatchSampler.batch(k)`: a global batch of `batch_size`
+cached clips of one bucket, a pure function of (seed, k). Sample j of that batch draws its sigma, its
+first-frame and caption-dropout coins and its noise from a generator seeded by (seed, k, j). Nothing
+depends on how the global batch is split over processes or micro-batches, so a run saved on 2 processes
+resumes on 1 (or the reverse) with the same global-batch losses. The checkpoint (train/dist_checkpoint.py,
+torch.distributed.checkpoint, written atomically) holds the trainable weights, the optimizer, the LR
+schedule, the EMA, the step, the metric history and the wandb run id. A resume whose config changes what
+is trained (base checkpoint, data, mode, adapter shape, batch, seed, objective settings) is refused, naming
+the differing fields, before anything is written.
+
+Outputs in run_dir: metrics.jsonl (loss, loss per sigma bucket, grad norm, lr, s/step), loss.png,
+checkpoints/, samples/step_NNNNNN/ (validation videos from the parity-tested sampler of `infer.generate`,
+mp4 + a contact sheet), and the result: lora.safetensors (ComfyUI format with alpha, loads in `generate
+loras=[...]`, ComfyUI and diffusers) or model.safetensors (a full checkpoint `generate` and the converter
+read).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from ltx.losses import SigmaSampler, first_frame_mask, masked_flow_matching_loss, sigma_bucket_means, sigma_bucket_sums
+from ltx.patchify import patchify, token_positions
+from ltx.presets import ModelPreset
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (bad data, a diverged run, a resume that does not fit); the message says why."""
+
+
+# ------------------------------------------------------------------------------------------------ config
+
+
+@dataclass(kw_only=True)
+class LoRASettings:
+    rank: int = 16
+    alpha: float | None = None  # None = rank (scale 1)
+    dropout: float = 0.0
+    # module-name patterns (ltx.lora): attention of every block; add ff.net.0.proj, ff.net.2 for the MLPs
+    targets: list[str] = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
+    format: str = "comfy"  # the exported file: comfy | diffusers | ltx | trainer (tools/convert_weights.py converts)
+
+
+@dataclass(kw_only=True)
+class SigmaSettings:
+    kind: str = "shifted_logit_normal"  # uniform | logit_normal | shifted_logit_normal
+    std: float = 1.0
+    max_mu: float = 2.05  # the bound on the token-count shift (ltx.losses.SigmaSampler)
+    uniform_fraction: float = 0.0
+
+
+@dataclass(kw_only=True)
+class ValidationSettings:
+    every: int = 0  # sample every N steps (0: only at the end); also at the end of the run
+    prompts: list[str] = field(default_factory=list)  # none: no validation
+    images: list[str] = field(default_factory=list)  # optional first-frame image per prompt (image-to-video)
+    seed: int = 0
+    steps: int | None = None  # None: the preset's step count
+    guidance_scale: float | None = None  # None: the preset's
+    height: int | None = None  # None: the first bucket's size
+    width: int | None = None
+    num_frames: int | None = None
+
+
+@dataclass(kw_only=True)
+class FinetuneConfig:
+    model: ModelPreset  # configs/model/<name>.yaml: the architecture to expect and the sampler for validation
+    data: str  # a cache folder written by train.preprocess
+    run_dir: str = "runs/finetune"
+    checkpoint: str | None = None  # base model (any format the converter reads); None: the preset's local weights
+    vae_checkpoint: str | None = None  # when the VAE is not in `checkpoint`
+    text_encoder: str | None = None  # for validation prompts only; None: the preset's local one
+    mode: str = "lora"  # lora | full
+    lora: LoRASettings = field(default_factory=LoRASettings)
+    objective: str = "flow_matching"
+    seed: int = 0
+    steps: int = 1000
+    batch_size: int = 4  # the global batch (all processes, all micro-batches)
+    micro_batch: int | None = None  # per process per forward; None: batch_size / processes (no accumulation)
+    lr: float = 1e-4
+    lr_schedule: str = "constant"  # constant | linear | cosine (after `warmup` steps, down to min_lr_ratio)
+    warmup: int = 0
+    min_lr_ratio: float = 0.0
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    optimizer: str = "adamw"  # adamw | adamw8bit (bitsandbytes, CUDA)
+    grad_clip: float = 1.0  # 0 = off
+    ema: float = 0.0  # 0 = off; else the decay of an exponential moving average of the trained weights
+    caption_dropout: float = 0.0  # probability of training a sample on the empty caption (keeps CFG working)
+    first_frame_p: float = 0.0  # probability of image-to-video conditioning per sample (0.5 for I2V LoRAs)
+    sigma: SigmaSettings = field(default_factory=SigmaSettings)
+    fps: float | None = None  # RoPE time positions; None: the preset's generation fps (= what it is sampled at)
+    precision: str = "float32"  # float32 | bfloat16 (autocast; the trained weights stay float32)
+    activation_checkpointing: bool = False
+    compile: bool = False
+    parallel: str = "ddp"  # ddp | fsdp (used only under torchrun with > 1 process)
+    device: str = "auto"  # auto: cuda if available
+    threads: int | None = None  # CPU threads per process
+    log_every: int = 10
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 2
+    validation: ValidationSettings = field(default_factory=ValidationSettings)
+    export_format: str = "ltx"  # full fine-tunes: ltx | official
+    stop_after: int | None = None  # end this session at that step (resumable), e.g. to time-box a run
+    wandb: bool = True  # offline logs in run_dir/wandb (rank 0 only)
+    wandb_project: str = "ltx-finetune"
+
+    def __post_init__(self):
+        def bad(name: str, value: object, valid: str) -> ValueError:
+            return ValueError(f"{name}={value!r} is invalid: {valid}")
+
+        def finite(name: str, value: float, lo: float = -math.inf, hi: float = math.inf, *, strict_lo=False) -> None:
+            ok = isinstance(value, (int, float)) and math.isfinite(value) and value <= hi
+            ok = ok and (value > lo if strict_lo else value >= lo)
+            if not ok:
+                raise bad(name, value, f"must be a finite number {'>' if strict_lo else '>='} {lo}"
+                          + (f" and <= {hi}" if hi < math.inf else ""))
+
+        for name in ("steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise bad(name, v, "must be an integer >= 1")
+        if self.micro_batch is not None and (not isinstance(self.micro_batch, int) or self.micro_batch < 1):
+            raise bad("micro_batch", self.micro_batch, "must be an integer >= 1 (or null)")
+        if self.stop_after is not None and self.stop_after < 1:
+            raise bad("stop_after", self.stop_after, "must be >= 1 (or null)")
+        finite("lr", self.lr, 0.0, strict_lo=True)
+        if self.warmup < 0:
+            raise bad("warmup", self.warmup, "must be >= 0")
+        finite("min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)
+        finite("weight_decay", self.weight_decay, 0.0)
+        finite("grad_clip", self.grad_clip, 0.0)
+        finite("ema", self.ema, 0.0, 0.99999)
+        finite("caption_dropout", self.caption_dropout, 0.0, 1.0)
+        finite("first_frame_p", self.first_frame_p, 0.0, 1.0)
+        if len(self.betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in self.betas):
+            raise bad("betas", self.betas, "must be two numbers in [0, 1)")
+        if self.fps is not None:
+            finite("fps", self.fps, 0.0, strict_lo=True)
+        choices = {"mode": ("lora", "full"), "lr_schedule": ("constant", "linear", "cosine"),
+                   "optimizer": ("adamw", "adamw8bit"), "precision": ("float32", "bfloat16"),
+                   "parallel": ("ddp", "fsdp"), "export_format": ("ltx", "official"), "objective": tuple(OBJECTIVES),
+                   "lora.format": ("comfy", "diffusers", "ltx", "trainer")}
+        for name, valid in choices.items():
+            v = self.lora.format if name == "lora.format" else getattr(self, name)
+            if v not in valid:
+                raise bad(name, v, f"must be one of {', '.join(valid)}")
+        if self.mode == "lora":
+            if not isinstance(self.lora.rank, int) or self.lora.rank < 1:
+                raise bad("lora.rank", self.lora.rank, "must be an integer >= 1")
+            if self.lora.alpha is not None:
+                finite("lora.alpha", self.lora.alpha, 0.0, strict_lo=True)
+            finite("lora.dropout", self.lora.dropout, 0.0, 0.99)
+            if not self.lora.targets:
+                raise bad("lora.targets", self.lora.targets, "name at least one module pattern, e.g. to_q")
+        SigmaSampler(**asdict(self.sigma))  # validates
+        if self.validation.every < 0:
+            raise bad("validation.every", self.validation.every, "must be >= 0")
+        if self.validation.images and len(self.validation.images) != len(self.validation.prompts):
+            raise bad("validation.images", self.validation.images, "give one image per validation prompt, or none")
+
+
+# What a resume may not change: it would train something else than the checkpoint holds.
+FROZEN_FIELDS = ("data", "checkpoint", "mode", "lora.rank", "lora.alpha", "lora.targets", "objective", "seed",
+                 "batch_size", "caption_dropout", "first_frame_p", "sigma", "fps", "model.dit", "ema", "optimizer")
+
+
+def _get(d: dict, dotted: str):
+    for part in dotted.split("."):
+        d = d.get(part) if isinstance(d, dict) else None
+    return d
+
+
+def frozen_diff(old: dict, new: dict) -> dict[str, tuple]:
+    return {k: (_get(old, k), _get(new, k)) for k in FROZEN_FIELDS if _get(old, k) != _get(new, k)}
+
+
+# ------------------------------------------------------------------------------------------------ objective
+
+
+@dataclass
+class MicroBatch:
+    """One process's share of a global batch (all rows from one bucket), on the training device."""
+
+    x0: Tensor  # (B, T, C) clean latent tokens
+    noise: Tensor  # (B, T, C)
+    sigma: Tensor  # (B,)
+    cond_mask: Tensor  # (B, T) bool: clean conditioning tokens (first frame), no loss
+    context: Tensor  # (B, S, D) text states
+    context_mask: Tensor  # (B, S)
+    positions: Tensor  # (B, 3, T)
+
+
+def flow_matching_objective(model: nn.Module, mb: MicroBatch) -> Tensor:
+    """Per-sample rectified-flow loss (B,). Conditioning tokens are clean (x = x0) with sigma 0, the convention
+    the official inference code samples with; the others are x = (1 - sigma) x0 + sigma noise. The target is
+    the velocity noise - x0 on the non-conditioning tokens only (`ltx.losses.masked_flow_matching_loss`)."""
+    s = mb.sigma[:, None, None]
+    cond = mb.cond_mask[..., None]
+    x = torch.where(cond, mb.x0, (1 - s) * mb.x0 + s * mb.noise)
+    # one sigma per sample unless some row has conditioning tokens (the DiT's per-token AdaLN path)
+    sigma = torch.where(mb.cond_mask, 0.0, mb.sigma[:, None]) if mb.cond_mask.any() else mb.sigma
+    v = model(x, sigma, mb.context, mb.context_mask, mb.positions)
+    return masked_flow_matching_loss(v, mb.x0, mb.noise, mb.cond_mask)
+
+
+OBJECTIVES: dict[str, Callable[[nn.Module, MicroBatch], Tensor]] = {"flow_matching": flow_matching_objective}
+
+
+def sample_generator(seed: int, step: int, index: int) -> torch.Generator:
+    """The generator of sample `index` of the global batch of step `step` (see the module docstring)."""
+    return torch.Generator().manual_seed(((seed * 1_000_003 + step) * 100_003 + index) % (2**63 - 1))
+
+
+def draw(cfg: FinetuneConfig, sampler: SigmaSampler, step: int, index: int, shape: tuple[int, int]):
+    """(sigma, first-frame coin, caption-dropout coin, noise (T, C)) of one sample, in a fixed order."""
+    g = sample_generator(cfg.seed, step, index)
+    sigma = sampler.sample(shape[0], g)
+    cond, drop = (torch.rand(2, generator=g) < torch.tensor([cfg.first_frame_p, cfg.caption_dropout])).tolist()
+    return sigma, cond, drop, torch.randn(shape, generator=g)
+
+
+# ------------------------------------------------------------------------------------------------ the run
+
+
+def lr_factor(cfg: FinetuneConfig, step: int) -> float:
+    if step < cfg.warmup:
+        return (step + 1) / cfg.warmup
+    done = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    if cfg.lr_schedule == "constant":
+        return 1.0
+    if cfg.lr_schedule == "linear":
+        return 1.0 - (1.0 - cfg.min_lr_ratio) * done
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * done))
+
+
+def resolve_paths(cfg: FinetuneConfig) -> FinetuneConfig:
+    """The preset's local weights (the bundled demo) where the config names none, relative to the repository."""
+    repo = Path(__file__).resolve().parents[1]
+    g = cfg.model.generation
+
+    def local(path: str | None) -> str | None:
+        return None if path is None else str(path if Path(path).is_absolute() else repo / path)
+
+    ckpt = cfg.checkpoint if cfg.checkpoint is not None else local(g.checkpoint_path)
+    if ckpt is None:
+        raise ValueError(f"checkpoint=... is needed: preset {cfg.model.name} has no local weights")
+    text = cfg.text_encoder if cfg.text_encoder is not None else local(g.text_encoder_path)
+    return dataclasses.replace(cfg, checkpoint=ckpt, text_encoder=text,
+                               fps=cfg.fps if cfg.fps is not None else g.fps)
+
+
+def check_inputs(cfg: FinetuneConfig, world: int):
+    """Everything that can be checked before a file is written: paths, headers, the cache against the model,
+    the batch split, the resume. Returns (checkpoint, vae checkpoint, cache)."""
+    from ltx.convert.formats import read_checkpoint
+    from ltx.convert.official import config_diff
+    from ltx.data.latent_cache import LatentCache
+
+    for name in ("checkpoint", "vae_checkpoint"):
+        p = getattr(cfg, name)
+        if p is not None and not Path(p).exists():
+            raise FileNotFoundError(f"{name}={p} does not exist")
+    ckpt = read_checkpoint(cfg.checkpoint)
+    vae_ckpt = read_checkpoint(cfg.vae_checkpoint) if cfg.vae_checkpoint else ckpt
+    if "dit" not in ckpt.components:
+        raise ValueError(f"checkpoint={cfg.checkpoint} has no transformer (it has {sorted(ckpt.components)})")
+    if "vae" not in vae_ckpt.components:
+        raise ValueError(f"{vae_ckpt.path} has no VAE; pass vae_checkpoint=...")
+    dit_cfg = ckpt.components["dit"].config
+    diff = config_diff(dit_cfg, cfg.model.dit)
+    if diff:
+        shown = "; ".join(f"{k}: checkpoint {a!r} vs preset {b!r}" for k, (a, b) in diff.items())
+        raise ValueError(f"checkpoint={cfg.checkpoint} is not a {cfg.model.name} transformer: {shown}; pick the "
+                         f"matching model=<preset>")
+    if not Path(cfg.data).is_dir():
+        raise FileNotFoundError(f"data={cfg.data} is not a folder; make it with python -m train.preprocess")
+    cache = LatentCache(cfg.data)
+    if len(cache) == 0:
+        raise ValueError(f"data={cfg.data} holds no clips (see its index.json 'skipped' list)")
+    c, d = cache.latent_channels, cache.text_channels
+    if c != dit_cfg.in_channels or d != dit_cfg.caption_channels:
+        raise ValueError(f"data={cfg.data} holds {c}-channel latents and {d}-wide text states; the transformer "
+                         f"takes {dit_cfg.in_channels} and {dit_cfg.caption_channels}: preprocess with this "
+                         f"model's VAE and text encoder")
+    per_rank, micro = batch_split(cfg, world)
+    del per_rank, micro
+    return ckpt, vae_ckpt, cache
+
+
+def batch_split(cfg: FinetuneConfig, world: int) -> tuple[int, int]:
+    """(rows per process per step, rows per micro-batch); the global batch must split evenly."""
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size={cfg.batch_size} does not split over {world} processes; use a multiple of "
+                         f"{world}, e.g. {max(world, cfg.batch_size // world * world)}")
+    per_rank = cfg.batch_size // world
+    micro = cfg.micro_batch or per_rank
+    if per_rank % micro:
+        raise ValueError(f"micro_batch={micro} does not divide the {per_rank} rows per process (batch_size "
+                         f"{cfg.batch_size} / {world} processes); valid: "
+                         f"{[m for m in range(1, per_rank + 1) if per_rank % m == 0]}")
+    return per_rank, micro
+
+
+def check_resume(cfg: FinetuneConfig, resolved: dict, run_dir: Path) -> bool:
+    """Whether this is a resume; refuses one whose frozen fields changed (before anything is written)."""
+    from train.dist_checkpoint import resolve
+
+    if resolve(run_dir / "checkpoints") is None:
+        return False
+    old_path = run_dir / "config.json"
+    if not old_path.is_file():
+        raise TrainingError(f"{run_dir} holds checkpoints but no config.json; use a new run_dir")
+    try:
+        old = json.loads(old_path.read_text())
+    except json.JSONDecodeError as e:
+        raise TrainingError(f"{old_path} is not valid JSON ({e}); use a new run_dir") from None
+    diff = frozen_diff(old, resolved)
+    if diff:
+        shown = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
+        raise TrainingError(f"{run_dir} was trained with another config ({shown}); resuming would train something "
+                            f"else. Use a new run_dir, or restore those values")
+    return True
+
+
+def build_model(cfg: FinetuneConfig, ckpt, device: torch.device) -> tuple[nn.Module, list[nn.Parameter]]:
+    """The transformer in float32 with its adapter (LoRA) applied from outside; returns it and what trains."""
+    from ltx.convert.formats import load_component
+
+    dit = load_component(ckpt, "dit", dtype=torch.float32, device=device)
+    if cfg.mode == "lora":
+        from ltx.lora import LoRAConfig, freeze_base, inject_lora, lora_parameters
+
+        inject_lora(dit, LoRAConfig(rank=cfg.lora.rank, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout,
+                                    targets=tuple(cfg.lora.targets)), generator=torch.Generator().manual_seed(cfg.seed))
+        dit.to(device)
+        freeze_base(dit)
+        params = list(lora_parameters(dit))
+    else:
+        params = list(dit.parameters())
+    dit.train()
+    return dit, params
+
+
+def make_optimizer(cfg: FinetuneConfig, params: list[nn.Parameter], device: torch.device) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adamw8bit":
+        if device.type != "cuda":
+            raise ValueError("optimizer=adamw8bit needs CUDA (bitsandbytes); use optimizer=adamw on CPU")
+        try:
+            import bitsandbytes as bnb
+        except ImportError:
+            raise ValueError("optimizer=adamw8bit needs bitsandbytes: pip install bitsandbytes") from None
+        return bnb.optim.AdamW8bit(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+
+
+class Trainer:
+    """State and step of one fine-tuning run (one per process); `fit` runs it."""
+
+    def __init__(self, cfg: FinetuneConfig):
+        from ltx.parallel import init_distributed
+
+        cfg = resolve_paths(cfg)
+        self.cfg = cfg
+        self.dist = init_distributed()
+        self.resolved = _plain(cfg)
+        self.run_dir = Path(cfg.run_dir)
+        self.ckpt, self.vae_ckpt, self.cache = check_inputs(cfg, self.dist.world_size)
+        self.per_rank, self.micro = batch_split(cfg, self.dist.world_size)
+        self.resuming = check_resume(cfg, self.resolved, self.run_dir)
+        self._check_latent_space()
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        dev = cfg.device
+        if dev == "auto":
+            dev = "cuda" if torch.cuda.is_available() else "cpu"
+        if dev.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"device={cfg.device} but CUDA is not available; use device=cpu")
+        self.device = torch.device(f"cuda:{self.dist.local_rank}") if dev == "cuda" and self.dist.enabled else \
+            torch.device(dev)
+        self.validation_text = self._encode_validation_prompts()  # the text encoder is loaded and freed here
+
+        from ltx.data.latent_cache import BucketBatchSampler
+        from ltx.parallel import parallelize
+
+        self.sampler = BucketBatchSampler(self.cache, cfg.batch_size, cfg.seed)
+        self.sigmas = SigmaSampler(**asdict(cfg.sigma))
+        self.objective = OBJECTIVES[cfg.objective]
+        self.dit, params = build_model(cfg, self.ckpt, self.device)
+        self.trainable = {n: p for n, p in self.dit.named_parameters() if p.requires_grad}
+        self.n_trainable = sum(p.numel() for p in params)
+        mode = "none" if not self.dist.enabled else cfg.parallel
+        self.model = parallelize(self.dit, self.dist, mode=mode, activation_checkpointing=cfg.activation_checkpointing,
+                                 compile=cfg.compile, param_dtype=None)
+        params = [p for p in self.dit.parameters() if p.requires_grad]  # FSDP2 replaces them with DTensors
+        self.params = params
+        self.opt = make_optimizer(cfg, params, self.device)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(cfg, s))
+        self.ema = {n: p.detach().clone() for n, p in self.dit.named_parameters() if p.requires_grad} if cfg.ema else {}
+        self.step, self.history, self.wandb_id = 0, [], None
+        self._vae = None
+        scale = tuple(self.cache.scale)
+        self._positions = {}
+        self._scale = scale
+
+    # -------------------------------------------------------------------------------------------- setup
+    def _check_latent_space(self) -> None:
+        from ltx.convert.formats import load_component
+        from train.train_vae import latent_space_id
+
+        self._vae_module = load_component(self.vae_ckpt, "vae", dtype=torch.float32)
+        space = latent_space_id(self._vae_module)
+        if self.cache.latent_space != space:
+            raise ValueError(f"data={self.cfg.data} was encoded by another VAE (latent space {self.cache.latent_space})"
+                             f" than {self.vae_ckpt.path} ({space}); preprocess again with this checkpoint")
+
+    def _encode_validation_prompts(self):
+        v = self.cfg.validation
+        if not v.prompts:
+            return None
+        if self.cfg.text_encoder is None or not Path(self.cfg.text_encoder).exists():
+            raise FileNotFoundError(f"validation prompts need a text encoder; text_encoder={self.cfg.text_encoder} "
+                                    f"does not exist")
+        for p in v.images:
+            if not Path(p).is_file():
+                raise FileNotFoundError(f"validation image {p} does not exist")
+        from ltx.models.text import T5TextEncoder
+
+        t5 = T5TextEncoder(self.cfg.text_encoder, dtype=torch.float32, max_tokens=self.cfg.model.generation.text_tokens)
+        pos = t5.encode(list(v.prompts))
+        neg = t5.encode([self.cfg.model.generation.negative_prompt] * len(v.prompts))
+        del t5
+        return pos, neg
+
+    def positions(self, bucket: tuple[int, int, int], rows: int) -> Tensor:
+        if bucket not in self._positions:
+            _, f, h, w = self.cache.latent_shape(bucket)
+            self._positions[bucket] = token_positions(f, h, w, fps=self.cfg.fps, scale=self._scale,
+                                                      causal=self.dit.cfg.causal_temporal_positioning).to(self.device)
+        return self._positions[bucket].expand(rows, -1, -1)
+
+    # -------------------------------------------------------------------------------------------- one step
+    def micro_batches(self, step: int):
+        """This process's micro-batches of step `step`: (global sample indices, MicroBatch)."""
+        from ltx.data.latent_cache import shard
+
+        items = self.sampler.batch(step)
+        mine = shard(list(range(len(items))), self.dist.rank, self.dist.world_size)  # positions in the global batch
+        null_ctx, null_mask = self.cache.null_text()
+        for start in range(0, len(mine), self.micro):
+            js = mine[start : start + self.micro]
+            rows = [self.cache[items[j]] for j in js]
+            x0 = torch.stack([patchify(r["latents"][None])[0] for r in rows])  # (B, T, C)
+            _, f, h, w = rows[0]["latents"].shape
+            drawn = [draw(self.cfg, self.sigmas, step, j, tuple(x0.shape[1:])) for j in js]
+            sigma = torch.tensor([d[0] for d in drawn], dtype=torch.float32)
+            cond = first_frame_mask(torch.tensor([d[1] for d in drawn]), f, h, w)
+            drop = [d[2] for d in drawn]
+            ctx = torch.stack([null_ctx if dr else r["context"] for r, dr in zip(rows, drop)])
+            cmask = torch.stack([null_mask if dr else r["mask"] for r, dr in zip(rows, drop)])
+            dev = self.device
+            yield js, MicroBatch(x0=x0.to(dev), noise=torch.stack([d[3] for d in drawn]).to(dev), sigma=sigma.to(dev),
+                                 cond_mask=cond.to(dev), context=ctx.to(dev, torch.float32), context_mask=cmask.to(dev),
+                                 positions=self.positions(tuple(rows[0]["bucket"]), len(js)))
+
+    def train_step(self, step: int) -> dict[str, float]:
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        self.opt.zero_grad(set_to_none=True)
+        n_micro = self.per_rank // self.micro
+        loss_sum = torch.zeros((), dtype=torch.float64)
+        buckets = torch.zeros(2, 4)
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bfloat16")
+        for k, (_, mb) in enumerate(self.micro_batches(step)):
+            sync = k == n_micro - 1
+            ctx = self.model.no_sync() if hasattr(self.model, "no_sync") and not sync else _null()
+            if hasattr(self.model, "set_requires_gradient_sync"):  # FSDP2
+                self.model.set_requires_gradient_sync(sync)
+            with ctx:
+                with autocast:
+                    per_sample = self.objective(self.model, mb)  # (B,)
+                (per_sample.sum() / self.per_rank).backward()
+            loss_sum += per_sample.detach().double().sum().cpu()
+            buckets += sigma_bucket_sums(mb.sigma, per_sample)
+        local = torch.cat([loss_sum.float().reshape(1), buckets.flatten()])
+        totals = self.dist.all_reduce_mean(local) * self.dist.world_size if self.dist.enabled else local
+        loss = float(totals[0]) / cfg.batch_size
+        gnorm = _grad_norm(self.params, cfg.grad_clip)
+        if not (math.isfinite(loss) and math.isfinite(gnorm)):
+            self.opt.zero_grad(set_to_none=True)
+            self.save()  # the state after `step` good steps: the last good one
+            raise TrainingError(f"step {step + 1}: loss {loss}, gradient norm {gnorm} (not finite); stopped, the last "
+                                f"good state (step {step}) is saved in {self.run_dir / 'checkpoints'}. Lower lr "
+                                f"(now {cfg.lr}), or try precision=float32 / grad_clip")
+        self.opt.step()
+        self.sched.step()
+        if self.ema:
+            decay = min(cfg.ema, (1 + step) / (10 + step))
+            with torch.no_grad():
+                for n, p in self.dit.named_parameters():
+                    if n in self.ema:
+                        self.ema[n].lerp_(p.detach(), 1 - decay)
+        out = {"loss": loss, "grad_norm": gnorm, "lr": self.sched.get_last_lr()[0],
+               "s_per_step": time.perf_counter() - t0}
+        out |= sigma_bucket_means(totals[1:].reshape(2, 4))
+        return out
+
+    # -------------------------------------------------------------------------------------------- state
+    def state_extra(self) -> dict:
+        """What the checkpoint holds besides the weights and the optimizer (the EMA as full CPU tensors)."""
+        ema = {n: (t.full_tensor() if hasattr(t, "full_tensor") else t).cpu() for n, t in self.ema.items()}
+        return {"step": self.step, "history": self.history, "scheduler": self.sched.state_dict(),
+                "wandb_id": self.wandb_id, "config": self.resolved, "ema": ema}
+
+    def save(self) -> None:
+        from train.dist_checkpoint import save_state
+
+        save_state(self.run_dir / "checkpoints", self.step, model=self.dit, optimizer=self.opt,
+                   extra=self.state_extra(), dist=self.dist, keep=self.cfg.keep_checkpoints,
+                   trainable_only=self.cfg.mode == "lora")
+
+    def load(self) -> bool:
+        from train.dist_checkpoint import load_state
+
+        extra = load_state(self.run_dir / "checkpoints", model=self.dit, optimizer=self.opt, dist=self.dist,
+                           trainable_only=self.cfg.mode == "lora")
+        if extra is None:
+            return False
+        self.step, self.history, self.wandb_id = extra["step"], extra["history"], extra["wandb_id"]
+        self.sched.load_state_dict(extra["scheduler"])
+        with torch.no_grad():
+            for n, t in self.ema.items():
+                full = extra["ema"][n].to(self.device)
+                if hasattr(t, "device_mesh"):  # FSDP2: this process's shard of the full tensor
+                    from torch.distributed.tensor import distribute_tensor
+
+                    full = distribute_tensor(full, t.device_mesh, t.placements)
+                t.copy_(full)
+        return True
+
+    # -------------------------------------------------------------------------------------------- outputs
+    def log(self, metrics: dict[str, float]) -> None:
+        row = {"step": self.step, **{k: round(v, 7) if isinstance(v, float) else v for k, v in metrics.items()}}
+        self.history.append(row)
+        if self.dist.is_main:
+            with open(self.run_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
+            if self._wandb is not None:
+                self._wandb.log(metrics, step=self.step)
+
+    def start_outputs(self) -> None:
+        self._wandb = None
+        if not self.dist.is_main:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        from ltx.checkpoint import atomic_file
+
+        with atomic_file(self.run_dir / "config.json", "w") as f:
+            f.write(json.dumps(self.resolved, indent=2, default=str) + "\n")
+        if self.resuming:  # metrics.jsonl may hold rows logged after the checkpoint: keep only what it knows
+            with atomic_file(self.run_dir / "metrics.jsonl", "w") as f:
+                f.writelines(json.dumps(r) + "\n" for r in self.history)
+        if self.cfg.wandb:
+            try:
+                import wandb
+
+                self.wandb_id = self.wandb_id or wandb.util.generate_id()
+                self._wandb = wandb.init(project=self.cfg.wandb_project, dir=str(self.run_dir), mode="offline",
+                                         config=self.resolved, id=self.wandb_id, resume="allow")
+            except Exception as e:  # noqa: BLE001 - tracking never stops training
+                print(f"[finetune] wandb disabled: {e}")
+
+    def weights_for_export(self, ema: bool) -> dict[str, Tensor]:
+        """Full (unsharded) trained tensors on CPU, on every process (collective under FSDP)."""
+        src = dict(self.dit.named_parameters())
+        out = {}
+        for n in self.trainable:
+            t = (self.ema[n] if ema and self.ema else src[n]).detach()
+            out[n] = (t.full_tensor() if hasattr(t, "full_tensor") else t).cpu().clone()
+        return out
+
+    def export(self, final: bool) -> Path | None:
+        """The result, in a file other tools load: a LoRA (ComfyUI format by default) or a full checkpoint."""
+        weights = self.weights_for_export(ema=bool(self.ema))
+        if not self.dist.is_main:
+            return None
+        cfg = self.cfg
+        name = "" if final else f"_step{self.step:06d}"
+        if cfg.mode == "lora":
+            from ltx.lora import save_lora
+
+            path = self.run_dir / f"lora{name}.safetensors"
+            tensors = {n.replace(".lora_A.default.", ".lora_A.").replace(".lora_B.default.", ".lora_B."): t
+                       for n, t in weights.items()}
+            save_lora(path, tensors, format=cfg.lora.format, rank=cfg.lora.rank, alpha=cfg.lora.alpha or cfg.lora.rank,
+                      targets=list(cfg.lora.targets), base_model=f"{Path(cfg.checkpoint).name} "
+                      f"({cfg.model.name}); trained {self.step} steps by train.finetune", overwrite=True)
+            return path
+        from ltx.convert.formats import WRITERS, checkpoint_from_modules
+
+        dit = self._plain_copy(weights)
+        path = self.run_dir / f"model{name}.safetensors"
+        WRITERS[cfg.export_format](checkpoint_from_modules({"dit": dit, "vae": self._vae_module},
+                                                           extra=self.ckpt.extra), path, overwrite=True)
+        return path
+
+    def _plain_copy(self, weights: dict[str, Tensor]) -> nn.Module:
+        from ltx.convert.formats import load_component
+
+        dit = load_component(self.ckpt, "dit", dtype=torch.float32)
+        dit.load_state_dict(weights, strict=True)
+        return dit
+
+    @torch.no_grad()
+    def validate(self) -> Path | None:
+        """Sample the validation prompts with the generate app's sampler; every process takes part (FSDP)."""
+        if self.validation_text is None:
+            return None
+        from infer.generate import scheduler_spec
+        from ltx.conditioning import ConditioningItem
+        from ltx.media import load_image, write_contact_sheet, write_mp4
+        from ltx.pipeline import generate
+        from ltx.sched.guidance import TextConditioning
+        from ltx.viz import save_video_grid
+
+        cfg, v = self.cfg, self.cfg.validation
+        F_, H, W = self.cache.buckets_list[0]
+        height, width, frames = v.height or H, v.width or W, v.num_frames or (F_ if F_ > 1 else 1)
+        sampling = cfg.model.sampling
+        first = sampling.first_pass
+        changes = {}
+        if v.steps is not None:
+            changes |= {"num_inference_steps": v.steps, "timesteps": None}
+        if v.guidance_scale is not None:
+            changes["guidance_scale"] = [v.guidance_scale] * len(first.guidance_scale)
+        sampling = dataclasses.replace(sampling, first_pass=dataclasses.replace(first, **changes))
+        sched = scheduler_spec(self.ckpt, self._vae_module.cfg)
+        vae = self._vae_module.to(self.device)
+        swapped = self._swap_ema()
+        self.dit.eval()
+        try:
+            videos = []
+            for i in range(len(v.prompts)):
+                (pc, pm), (nc, nm) = self.validation_text
+                text = TextConditioning(pc[i : i + 1].to(self.device), pm[i : i + 1].to(self.device),
+                                        nc[i : i + 1].to(self.device), nm[i : i + 1].to(self.device))
+                items = [ConditioningItem(load_image(v.images[i], height, width).to(self.device), 0, 1.0)] \
+                    if v.images else []
+                torch.manual_seed(v.seed)
+                gen = torch.Generator(self.device).manual_seed(v.seed)
+                frames_out = generate(self.dit, vae, text, sampling, sched, height=height, width=width,
+                                      num_frames=frames, fps=cfg.fps, generator=gen, items=items)
+                videos.append(frames_out[0].float().cpu())
+        finally:
+            self.dit.train()
+            if swapped:
+                self._swap_ema()
+        if not self.dist.is_main:
+            return None
+        out = self.run_dir / "samples" / f"step_{self.step:06d}"
+        out.mkdir(parents=True, exist_ok=True)
+        from infer.generate import slug
+
+        for i, (prompt, video) in enumerate(zip(v.prompts, videos)):
+            write_mp4(out / f"{i:02d}_{slug(prompt)}.mp4", video, cfg.fps)
+            write_contact_sheet(out / f"{i:02d}_{slug(prompt)}.png", video, 8, prompt)
+        grid = save_video_grid(out.with_suffix(".png"), [x * 2 - 1 for x in videos])
+        (out / "prompts.txt").write_text("\n".join(v.prompts) + "\n")
+        if self._wandb is not None:
+            import wandb
+
+            self._wandb.log({"samples": wandb.Image(str(grid))}, step=self.step)
+        return grid
+
+    def _swap_ema(self) -> bool:
+        if not self.ema:
+            return False
+        with torch.no_grad():
+            for n, p in self.dit.named_parameters():
+                if n in self.ema:
+                    tmp = p.detach().clone()
+                    p.copy_(self.ema[n])
+                    self.ema[n].copy_(tmp)
+        return True
+
+    def plot(self) -> None:
+        if not self.dist.is_main:
+            return
+        from train.runner import Run
+
+        run = Run(self.run_dir, self.cfg.seed, history=self.history)
+        keys = ("loss",) + tuple(sorted({k for r in self.history for k in r if k.startswith("loss_sigma")}))
+        run.plot(keys, title=f"{self.run_dir.name}: {self.cfg.mode} fine-tuning ({self.n_trainable / 1e6:.3f} M "
+                             f"trained)")
+
+    # -------------------------------------------------------------------------------------------- loop
+    def fit(self) -> dict:
+        from tqdm import tqdm
+
+        from train.runner import peak_rss_mib
+
+        cfg = self.cfg
+        resumed = self.load() if self.resuming else False
+        self.start_outputs()
+        if self.dist.is_main:
+            print(f"[finetune] {cfg.mode}: {self.n_trainable / 1e6:.3f} M trainable parameters; "
+                  f"{len(self.cache)} clips in {len(self.cache.buckets)} bucket(s); global batch {cfg.batch_size} on "
+                  f"{self.dist.world_size} process(es) x {self.per_rank // self.micro} micro-batch(es) of "
+                  f"{self.micro}; {'resumed at step ' + str(self.step) if resumed else 'from step 0'}")
+        end = cfg.steps if cfg.stop_after is None else min(cfg.steps, cfg.stop_after)
+        t0, start = time.time(), self.step
+        bar = tqdm(total=cfg.steps, initial=self.step, desc=self.run_dir.name, disable=not self.dist.is_main,
+                   dynamic_ncols=True)
+        every = cfg.validation.every
+        while self.step < end:
+            metrics = self.train_step(self.step)
+            self.step += 1
+            bar.update(1)
+            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                self.log(metrics)
+                bar.set_postfix(loss=f"{metrics['loss']:.4g}")
+            if every and self.step % every == 0 and self.step != cfg.steps:
+                self.validate()
+            if self.step % cfg.checkpoint_every == 0 or self.step == end:
+                self.save()
+        bar.close()
+        report = {"steps": self.step, "trainable_parameters": self.n_trainable,
+                  "seconds_this_session": round(time.time() - t0, 1),
+                  "s_per_step": round((time.time() - t0) / max(1, self.step - start), 4),
+                  "peak_rss_mib": peak_rss_mib(), "processes": self.dist.world_size}
+        if torch.cuda.is_available() and self.device.type == "cuda":
+            report["peak_cuda_gib"] = round(torch.cuda.max_memory_allocated(self.device) / 2**30, 2)
+        if self.step == cfg.steps:
+            self.validate()
+            path = self.export(final=True)
+            report["result"] = str(path) if path else None
+        self.plot()
+        if self.dist.is_main:
+            from ltx.checkpoint import atomic_file
+
+            with atomic_file(self.run_dir / "report.json", "w") as f:
+                f.write(json.dumps(report, indent=2) + "\n")
+            print(json.dumps(report, indent=2))
+            if self._wandb is not None:
+                self._wandb.finish()
+        return report
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+def _grad_norm(params: list[nn.Parameter], clip: float) -> float:
+    """Total gradient norm (clipped to `clip` when > 0); works on DTensor (FSDP2) gradients too."""
+    grads = [p for p in params if p.grad is not None]
+    if not grads:
+        return 0.0
+    norm = torch.nn.utils.clip_grad_norm_(grads, clip if clip > 0 else float("inf"))
+    if hasattr(norm, "full_tensor"):
+        norm = norm.full_tensor()
+    return float(norm)
+
+
+def _plain(cfg: FinetuneConfig) -> dict:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True)
+
+
+def train(cfg: FinetuneConfig) -> dict:
+    trainer = Trainer(cfg)
+    try:
+        return trainer.fit()
+    finally:
+        trainer.dist.destroy()
+
+
+def to_config(raw) -> FinetuneConfig:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(FinetuneConfig), raw))
+
+
+def _main() -> None:
+    import os
+
+    import hydra
+    from hydra.core.config_store import ConfigStore
+    from omegaconf.errors import OmegaConfBaseException
+
+    from ltx.checkpoint import CheckpointError
+
+    ConfigStore.instance().store(name="finetune_schema", node=FinetuneConfig)
+
+    @hydra.main(config_path="../configs", config_name="finetune", version_base=None)
+    def main(raw) -> None:
+        try:
+            train(to_config(raw))
+        except (ValueError, FileNotFoundError, TrainingError, CheckpointError, OmegaConfBaseException) as e:
+            if os.environ.get("LTX_DEBUG"):
+                raise
+            raise SystemExit(f"error: {e}") from None
+
+    main()
+
+
+if __name__ == "__main__":
+    _main()
