@@ -231,3 +231,30 @@ def test_resume_on_another_topology(cache, tmp_path):
     assert sorted(b) == [1, 2, 3, 4]
     for k in a:
         assert b[k] == pytest.approx(a[k], rel=1e-5, abs=1e-7), (k, a, b)
+
+
+# ------------------------------------------------------------------------------------------------ Slurm
+
+
+def test_slurm_launcher_config_composes_and_slurm_tasks_become_torchrun_processes(monkeypatch):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    from hydra import compose, initialize_config_dir
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="finetune_schema", node=finetune.FinetuneConfig)
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base=None):
+        c = compose(config_name="finetune", overrides=["hydra/launcher=slurm", "hydra.launcher.nodes=2", "data=x"],
+                    return_hydra_config=True)
+    assert c.hydra.launcher._target_.endswith("SlurmLauncher") and c.hydra.launcher.nodes == 2
+    assert c.hydra.launcher.tasks_per_node == c.hydra.launcher.gpus_per_node  # one process per GPU
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.setenv(k, "")  # recorded, so the test leaves none of them behind
+        monkeypatch.delenv(k)
+    slurm = {"SLURM_NTASKS": "4", "SLURM_PROCID": "3", "SLURM_LOCALID": "1", "SLURM_JOB_NODELIST": "gpu[7-8]",
+             "SLURM_JOB_ID": "42", "SLURM_NODEID": "1", "SLURM_JOB_NUM_NODES": "2", "SLURM_NNODES": "2",
+             "SLURM_STEP_NODELIST": "gpu[7-8]", "SUBMITIT_EXECUTOR": "slurm"}
+    for k, v in slurm.items():
+        monkeypatch.setenv(k, v)
+    finetune.slurm_environment()
+    assert (os.environ["RANK"], os.environ["WORLD_SIZE"], os.environ["LOCAL_RANK"]) == ("3", "4", "1")
+    assert os.environ["MASTER_ADDR"] == "gpu7"

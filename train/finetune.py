@@ -382,6 +382,7 @@ class Trainer:
     def __init__(self, cfg: FinetuneConfig):
         from ltx.parallel import init_distributed
 
+        slurm_environment()
         cfg = resolve_paths(cfg)
         self.cfg = cfg
         self.dist = init_distributed()
@@ -766,6 +767,20 @@ class Trainer:
             if self._wandb is not None:
                 self._wandb.finish()
         return report
+
+
+def slurm_environment() -> None:
+    """Under a Slurm job with several tasks (the submitit launcher) and no torchrun variables: export torchrun's
+    RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT from Slurm's, through submitit."""
+    import os
+
+    if "RANK" in os.environ or int(os.environ.get("SLURM_NTASKS", "1")) <= 1:
+        return
+    try:
+        from submitit.helpers import TorchDistributedEnvironment
+    except ImportError:
+        raise ValueError("a multi-task Slurm job needs submitit: pip install 'ltx[slurm]'") from None
+    TorchDistributedEnvironment().export()
 
 
 class _null:
