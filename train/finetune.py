@@ -447,13 +447,15 @@ class Trainer:
         for p in v.images:
             if not Path(p).is_file():
                 raise FileNotFoundError(f"validation image {p} does not exist")
-        from ltx.models.text import T5TextEncoder
+        encoded = None
+        if self.dist.is_main:  # one process loads the text encoder (a T5-XXL is 9 GB), the others receive states
+            from ltx.models.text import T5TextEncoder
 
-        t5 = T5TextEncoder(self.cfg.text_encoder, dtype=torch.float32, max_tokens=self.cfg.model.generation.text_tokens)
-        pos = t5.encode(list(v.prompts))
-        neg = t5.encode([self.cfg.model.generation.negative_prompt] * len(v.prompts))
-        del t5
-        return pos, neg
+            g = self.cfg.model.generation
+            t5 = T5TextEncoder(self.cfg.text_encoder, dtype=torch.float32, max_tokens=g.text_tokens)
+            encoded = t5.encode(list(v.prompts)), t5.encode([g.negative_prompt] * len(v.prompts))
+            del t5
+        return self.dist.broadcast_object(encoded) if self.dist.enabled else encoded
 
     def positions(self, bucket: tuple[int, int, int], rows: int) -> Tensor:
         if bucket not in self._positions:
