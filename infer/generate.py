@@ -357,9 +357,10 @@ def needs_cfg(s: SamplingDefaults) -> bool:
     return any(g > 1 for p in passes(s) for g in p.guidance_scale)
 
 
-def warn_vocabulary(vocabulary: str | None, prompts: list[str]) -> None:
-    """Prompts outside a demo model's training vocabulary still generate; say so."""
-    if vocabulary != "shapes":
+def warn_vocabulary(vocabulary: str | None, prompts: list[str], with_loras: bool = False) -> None:
+    """Prompts outside a demo model's training vocabulary still generate; say so (unless LoRAs are applied,
+    which may have taught the model new words)."""
+    if vocabulary != "shapes" or with_loras:
         return
     from ltx.data.shapes import VOCABULARY, unknown_words
 
@@ -410,7 +411,7 @@ def run(cfg: GenerateConfig) -> list[Path]:
     sampling = apply_overrides(cfg.model.sampling, cfg)
     sched = scheduler_spec(ckpt, vae_cfg)
     prompts, pos, neg = text_source(cfg, dit_cfg.caption_channels)
-    warn_vocabulary(cfg.model.generation.prompt_vocabulary, prompts if pos is None else [])
+    warn_vocabulary(cfg.model.generation.prompt_vocabulary, prompts if pos is None else [], bool(cfg.loras))
     has_negative = pos is None or neg is not None
     items = conditioning_items(cfg)
     try:

@@ -180,8 +180,9 @@ def write_mp4(path: str | os.PathLike, frames: Tensor, fps: float, *, crf: int =
         stream.width, stream.height = W, H
         stream.pix_fmt = "yuv420p"
         stream.options = {"crf": str(crf)}
-        for frame in video:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        for frame in video:  # converted here: the encoder's own rgb -> yuv path gives different bytes run to run
+            yuv = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format="yuv420p")
+            container.mux(stream.encode(yuv))
         container.mux(stream.encode())
 
 

@@ -30,12 +30,22 @@ Conventions
 - Determinism: sample `index` of ShapesWorld(seed=s) is a function of (s, split, index) only (numpy
   SeedSequence([s, index]) for the parameters, no randomness in rendering), whatever the access order,
   worker count or machine.
+
+New concepts (fine-tuning experiments, tools/make_concept_data.py): EXTRA_MOTIONS and EXTRA_COLORS are
+motions and colours the bundled demo model never saw. They are opt-in: ShapesWorld, sample_params, VOCABULARY
+and parse_caption (by default) never use them, so every existing sample and caption is unchanged.
+ShapeSpec / render / caption accept them; ConceptWorld samples scenes whose dominant shape has one;
+parse_caption(text, extra_colors=..., extra_motions=...) and ltx.data.shapes_eval.DetectorConfig(extra_colors=...,
+extra_motions=...) understand them. The demo's concept is the diagonal motion "up-right" ("moves to the upper
+right"): the demo VAE reconstructs it (its decoder, trained on the palette only, turns cyan into blue).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,6 +71,19 @@ TINTS: dict[str, tuple[float, float, float]] = {
     "teal": (0.05, 0.25, 0.25),
 }
 BACKGROUNDS: dict[str, tuple[float, float, float]] = {"black": (0.0, 0.0, 0.0), **TINTS}
+# Colours outside the training palette (opt-in, see the file docstring). Cyan is the one region of RGB far from
+# every palette colour both in RGB (>= 0.62, closest: blue 0.62, green 0.72; the palette's own closest pair is
+# 0.62) and in chroma = rgb / max(rgb) (>= 0.66, closest: blue 0.66, green 0.71; the evaluator keeps pixels
+# within 0.3 of a colour), and >= 0.95 from every background. Warm candidates fail: orange is 0.32 from yellow
+# in chroma, pink 0.42 from purple. Its chroma is the teal tint's (a bright teal), but the tint is 0.96 away in
+# RGB and darker than the evaluator's min_brightness. Caution: the demo VAE decodes cyan as blue (its decoder
+# saw the palette only; the encoder does separate them), so a DiT fine-tune alone cannot teach the bundled demo
+# this colour. A sweep of bright colours found only mixes of neighbouring palette colours that its VAE keeps
+# (cream between white and yellow, mint between green and blue), each ~0.4 from the palette in chroma.
+EXTRA_COLORS: dict[str, tuple[float, float, float]] = {
+    "cyan": (0.05, 0.95, 0.90),
+}
+COLORS: dict[str, tuple[float, float, float]] = {**PALETTE, **EXTRA_COLORS}  # every colour a shape may have
 KINDS = ("circle", "square", "triangle")
 MOTION_PHRASES: dict[str, str] = {
     "left": "moves to the left",
@@ -73,6 +96,13 @@ MOTIONS = tuple(MOTION_PHRASES)
 # Unit vector of each motion in (x, y), y down.
 MOTION_DIRECTIONS: dict[str, tuple[int, int]] = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1),
                                                  "static": (0, 0)}
+# Motions outside the training set (opt-in, see the file docstring): a diagonal moves the same distance
+# (TRAVEL, fractions of W and of H) along both axes. "right" is a known word, "upper" a new one.
+EXTRA_MOTION_PHRASES: dict[str, str] = {"up-right": "moves to the upper right"}
+EXTRA_MOTION_DIRECTIONS: dict[str, tuple[int, int]] = {"up-right": (1, -1)}
+EXTRA_MOTIONS = tuple(EXTRA_MOTION_PHRASES)
+ALL_MOTION_PHRASES: dict[str, str] = {**MOTION_PHRASES, **EXTRA_MOTION_PHRASES}  # every motion a shape may have
+ALL_MOTION_DIRECTIONS: dict[str, tuple[int, int]] = {**MOTION_DIRECTIONS, **EXTRA_MOTION_DIRECTIONS}
 
 # (colour, shape, motion) triples never shown in training. A diagonal through the 6 x 3 x 5 grid: each shape
 # three times, each colour and motion at most twice, so all values stay seen and only the combination is new.
@@ -104,8 +134,8 @@ class ShapeSpec:
     motion: str
 
     def __post_init__(self):
-        for field, value, allowed in (("color", self.color, PALETTE), ("kind", self.kind, KINDS),
-                                      ("motion", self.motion, MOTIONS)):
+        for field, value, allowed in (("color", self.color, COLORS), ("kind", self.kind, KINDS),
+                                      ("motion", self.motion, ALL_MOTION_PHRASES)):
             if value not in allowed:
                 raise ValueError(f"unknown shape {field} {value!r}; expected one of {list(allowed)}")
 
@@ -171,7 +201,7 @@ def caption(spec: SceneSpec | SceneParams) -> str:
     """The caption of a scene: shape phrases joined by " and ", then " on a <tint> background" unless black."""
     if isinstance(spec, SceneParams):
         spec = spec.spec
-    text = " and ".join(f"a {s.color} {s.kind} {MOTION_PHRASES[s.motion]}" for s in spec.shapes)
+    text = " and ".join(f"a {s.color} {s.kind} {ALL_MOTION_PHRASES[s.motion]}" for s in spec.shapes)
     return text if spec.background == "black" else f"{text} on a {spec.background} background"
 
 
@@ -185,9 +215,23 @@ def _words(text: str) -> list[str]:
     return re.findall(r"[a-z]+", text.lower())
 
 
-def unknown_words(prompt: str) -> list[str]:
-    """Words of `prompt` that no ShapesWorld caption uses (in order, without repeats)."""
-    return list(dict.fromkeys(w for w in _words(prompt) if w not in VOCABULARY))
+def check_extras(extra_colors: Iterable[str] = (), extra_motions: Iterable[str] = ()) -> tuple[tuple[str, ...],
+                                                                                             tuple[str, ...]]:
+    """The extra colours and motions as tuples; ValueError for a name not in EXTRA_COLORS / EXTRA_MOTIONS."""
+    colors, motions = tuple(extra_colors), tuple(extra_motions)
+    for kind, names, allowed in (("colour", colors, EXTRA_COLORS), ("motion", motions, EXTRA_MOTION_PHRASES)):
+        for name in names:
+            if name not in allowed:
+                raise ValueError(f"unknown extra {kind} {name!r}; expected one of {list(allowed)}")
+    return colors, motions
+
+
+def unknown_words(prompt: str, extra_colors: Iterable[str] = (), extra_motions: Iterable[str] = ()) -> list[str]:
+    """Words of `prompt` that no ShapesWorld caption uses (in order, without repeats); the words of
+    `extra_colors` / `extra_motions` (names from EXTRA_COLORS / EXTRA_MOTIONS) count as known."""
+    colors, motions = check_extras(extra_colors, extra_motions)
+    known = VOCABULARY | set(colors) | {w for m in motions for w in EXTRA_MOTION_PHRASES[m].split()}
+    return list(dict.fromkeys(w for w in _words(prompt) if w not in known))
 
 
 def _alternation(names) -> str:
@@ -200,18 +244,33 @@ _CAPTION_RE = re.compile(
     _SHAPE_RE.format(n=0) + f"(?: and {_SHAPE_RE.format(n=1)})?"
     + rf"(?: on a (?P<background>{_alternation(BACKGROUNDS)}) background)?"
 )
-_MOTION_OF_PHRASE = {phrase: motion for motion, phrase in MOTION_PHRASES.items()}
+_MOTION_OF_PHRASE = {phrase: motion for motion, phrase in ALL_MOTION_PHRASES.items()}
 
 
-def parse_caption(text: str) -> SceneSpec:
+@functools.cache
+def _caption_re(extra_colors: tuple[str, ...], extra_motions: tuple[str, ...]) -> re.Pattern:
+    """The caption grammar with extra colours / motions added (the default pattern for none)."""
+    if not extra_colors and not extra_motions:
+        return _CAPTION_RE
+    phrases = [*MOTION_PHRASES.values(), *(EXTRA_MOTION_PHRASES[m] for m in extra_motions)]
+    shape = (rf"a (?P<color{{n}}>{_alternation([*PALETTE, *extra_colors])}) (?P<kind{{n}}>{_alternation(KINDS)}) "
+             rf"(?P<motion{{n}}>{_alternation(phrases)})")
+    return re.compile(shape.format(n=0) + f"(?: and {shape.format(n=1)})?"
+                      + rf"(?: on a (?P<background>{_alternation(BACKGROUNDS)}) background)?")
+
+
+def parse_caption(text: str, extra_colors: Iterable[str] = (), extra_motions: Iterable[str] = ()) -> SceneSpec:
     """Parse a caption in the grammar of `caption` (case, punctuation and spacing are ignored).
 
-    Raises ValueError naming the out-of-vocabulary words, or the grammar, when `text` is not a caption.
+    extra_colors / extra_motions: names from EXTRA_COLORS / EXTRA_MOTIONS to accept too (default: the training
+    vocabulary only). Raises ValueError naming the out-of-vocabulary words, or the grammar, when `text` is not
+    a caption.
     """
+    colors, motions = check_extras(extra_colors, extra_motions)
     normalized = " ".join(_words(text))
-    m = _CAPTION_RE.fullmatch(normalized)
+    m = _caption_re(colors, motions).fullmatch(normalized)
     if m is None:
-        unknown = unknown_words(text)
+        unknown = unknown_words(text, colors, motions)
         why = f"words outside the ShapesWorld vocabulary: {unknown}" if unknown else (
             "it does not follow 'a <colour> <shape> <motion> [and a <colour> <shape> <motion>] "
             "[on a <tint> background]'")
@@ -257,7 +316,7 @@ def _place(rng: np.random.Generator, triple: tuple[str, str, str], size: float, 
     half = (size * min(1.0, 1.0 / aspect), size * min(1.0, aspect))  # half-extent as fractions of (W, H)
     lo = [h + MARGIN for h in half]
     hi = [1.0 - h - MARGIN for h in half]
-    direction = MOTION_DIRECTIONS[triple[2]]
+    direction = ALL_MOTION_DIRECTIONS[triple[2]]
     travel = rng.uniform(*TRAVEL)
     start, end = [], []
     for axis in range(2):
@@ -283,6 +342,38 @@ def sample_params(rng: np.random.Generator, split: str, aspect: float = 1.0, p_t
     if rng.random() < p_two_shapes:
         # train: the second shape avoids held-out triples too; otherwise any triple of another colour
         second = [t for t in _combos("train" if split == "train" else "all") if t[0] != triple[0]]
+        shapes.append(_place(rng, second[rng.integers(len(second))], rng.uniform(*SECOND_SIZE), aspect))
+    background = "black" if rng.random() >= p_tinted else list(TINTS)[rng.integers(len(TINTS))]
+    return SceneParams(tuple(shapes), background)
+
+
+CONCEPTS = (*EXTRA_MOTIONS, *EXTRA_COLORS)  # every opt-in concept name
+
+
+def concept_extras(concept: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(extra_colors, extra_motions) that enable `concept` (a name from EXTRA_COLORS or EXTRA_MOTIONS)."""
+    if concept in EXTRA_COLORS:
+        return (concept,), ()
+    if concept in EXTRA_MOTION_PHRASES:
+        return (), (concept,)
+    raise ValueError(f"unknown concept {concept!r}; expected one of {list(CONCEPTS)}")
+
+
+def sample_concept_params(rng: np.random.Generator, concept: str, aspect: float = 1.0, p_two_shapes: float = 0.5,
+                          p_tinted: float = 0.5) -> SceneParams:
+    """Draw one scene whose dominant shape has the new colour or motion `concept` (see `concept_extras`).
+
+    The dominant triple's other values are uniform (colour over PALETTE, shape over KINDS, motion over
+    MOTIONS); the second shape, if any, is a training-split triple of another colour (so the new concept is
+    always seen next to familiar ones, never as the distractor); sizes, paths and backgrounds are drawn as in
+    `sample_params`.
+    """
+    colors, motions = concept_extras(concept)
+    dominant = [(c, k, m) for c in (colors or PALETTE) for k in KINDS for m in (motions or MOTIONS)]
+    triple = dominant[rng.integers(len(dominant))]
+    shapes = [_place(rng, triple, rng.uniform(*DOMINANT_SIZE), aspect)]
+    if rng.random() < p_two_shapes:
+        second = [t for t in _combos("train") if t[0] != triple[0]]
         shapes.append(_place(rng, second[rng.integers(len(second))], rng.uniform(*SECOND_SIZE), aspect))
     background = "black" if rng.random() >= p_tinted else list(TINTS)[rng.integers(len(TINTS))]
     return SceneParams(tuple(shapes), background)
@@ -321,7 +412,7 @@ def render(params: SceneParams, frames: int = 17, height: int = 64, width: int =
         dy = ys.view(1, height, 1) - cy.view(frames, 1, 1)  # (F, H, 1)
         sdf = _signed_distance(shape.kind, dx, dy, shape.size * scale)  # (F, H, W)
         alpha = (0.5 - sdf).clamp(0.0, 1.0)  # pixel coverage, one-pixel ramp across the edge
-        color = torch.tensor(PALETTE[shape.color]).view(3, 1, 1, 1)
+        color = torch.tensor(COLORS[shape.color]).view(3, 1, 1, 1)
         video = video + alpha.unsqueeze(0) * (color - video)  # (3, F, H, W)
     return video * 2.0 - 1.0
 
@@ -358,6 +449,29 @@ class ShapesWorld(Dataset):
     def __getitem__(self, index: int) -> ShapesSample:
         params = self.params(index)
         return ShapesSample(render(params, self.frames, self.height, self.width), caption(params), params)
+
+
+class ConceptWorld(ShapesWorld):
+    """Seeded clips whose dominant shape has a new colour or motion `concept` (`sample_concept_params`).
+
+    Sample `index` is a function of (seed, concept, index) only: numpy SeedSequence([seed, index, stream]) with
+    a stream from the concept's name, disjoint from every ShapesWorld one (those use [seed, index]). Same sizes
+    and probabilities as ShapesWorld; `split` is "all" (a new concept has no held-out triples).
+    """
+
+    def __init__(self, *, concept: str = "up-right", num_samples: int = 10_000, frames: int = 17, height: int = 64,
+                 width: int = 64, seed: int = 0, p_two_shapes: float = 0.5, p_tinted: float = 0.5):
+        concept_extras(concept)  # validates the name
+        super().__init__(split="all", num_samples=num_samples, frames=frames, height=height, width=width, seed=seed,
+                         p_two_shapes=p_two_shapes, p_tinted=p_tinted)
+        self.concept = concept
+        self._stream = int.from_bytes(f"concept/{concept}".encode(), "little")
+
+    def params(self, index: int) -> SceneParams:
+        if not 0 <= index < self.num_samples:
+            raise IndexError(f"index {index} out of range for ConceptWorld of {self.num_samples} samples")
+        rng = np.random.default_rng([self.seed, index, self._stream])
+        return sample_concept_params(rng, self.concept, self.width / self.height, self.p_two_shapes, self.p_tinted)
 
 
 def collate(samples: list[ShapesSample]) -> tuple[Tensor, list[str], list[SceneParams]]:

@@ -20,6 +20,13 @@ The detector sees only the video (no generator parameters). Steps, with threshol
 Only colour and motion are scored, not the shape kind. An item counts as held-out when the dominant
 (colour, shape, motion) triple of its prompt is in ltx.data.shapes.HELDOUT.
 
+New concepts (opt-in): DetectorConfig(extra_colors=("cyan",)) adds those EXTRA_COLORS to the palette of
+step 2 (nearest chroma among palette + extras); DetectorConfig(extra_motions=("up-right",)) replaces step 5's
+axis rule by the nearest direction (largest cosine) among the four axes and the extra motions (so "up-right"
+wins between 22.5 and 67.5 degrees). Both let `evaluate` parse prompts that use them and add a "concept"
+group to the summary: items whose dominant colour or motion is an extra one ("seen" then excludes them).
+With the default (no extras) every result is bitwise the same as before extras existed.
+
 File contract for generated videos (`evaluate_folder`, tools/eval_shapes.py): a folder of `*.mp4` with
 either `prompts.json` = {"<file name>.mp4": "<prompt>", ...} covering exactly the mp4s of the folder, or,
 when there is no prompts.json, a sidecar `<stem>.json` = {"prompt": "<prompt>"} next to each mp4.
@@ -31,20 +38,42 @@ Shapes: video (3, F, H, W) float in [-1, 1] (as ShapesWorld and the VAE decoder 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ltx.data.shapes import MOTIONS, PALETTE, ShapeSpec, parse_caption
+from ltx import media
+from ltx.data.shapes import (
+    EXTRA_COLORS,
+    EXTRA_MOTION_DIRECTIONS,
+    MOTION_DIRECTIONS,
+    MOTIONS,
+    PALETTE,
+    ShapeSpec,
+    check_extras,
+    concept_extras,
+    parse_caption,
+)
 
 _PALETTE_NAMES = tuple(PALETTE)
 _PALETTE_RGB = torch.tensor([PALETTE[c] for c in _PALETTE_NAMES])  # (6, 3) in [0, 1]
 _PALETTE_CHROMA = _PALETTE_RGB / _PALETTE_RGB.amax(dim=1, keepdim=True)  # (6, 3), max channel 1
 _MEDIAN_SAMPLES = 1 << 20  # per channel; larger videos are strided for the background median
+
+
+def _colors(extra_colors: tuple[str, ...]) -> tuple[tuple[str, ...], Tensor]:
+    """Names and (n, 3) chroma of the detector's colours: the palette, then `extra_colors` (EXTRA_COLORS names)."""
+    if not extra_colors:
+        return _PALETTE_NAMES, _PALETTE_CHROMA
+    check_extras(extra_colors)
+    names = _PALETTE_NAMES + tuple(extra_colors)
+    rgb = torch.tensor([PALETTE[c] if c in PALETTE else EXTRA_COLORS[c] for c in names])
+    return names, rgb / rgb.amax(dim=1, keepdim=True)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,6 +88,8 @@ class DetectorConfig:
     min_compactness: float = 0.6  # shapes score ~1.0; uniform noise ~pi * 0.3^2 = 0.28
     smooth: bool = True  # 3x3 box filter before classifying pixels
     static_threshold: float = 0.1  # displacement over the clip; ShapesWorld moves 0.25-0.40 or exactly 0
+    extra_colors: tuple[str, ...] = ()  # EXTRA_COLORS names detected and parsed too (see the module docstring)
+    extra_motions: tuple[str, ...] = ()  # EXTRA_MOTIONS names detected and parsed too
 
 
 @dataclass(frozen=True)
@@ -68,6 +99,16 @@ class Detection:
     displacement: tuple[float, float]  # (dx, dy) of the dominant centre over the clip, fractions of (W, H)
     area: float  # mean share of the frame covered by the dominant colour
     compactness: float  # mean share of that colour's pixels within compact_radius of its centre
+
+
+def concept_config(*concepts: str, base: DetectorConfig = DetectorConfig()) -> DetectorConfig:
+    """`base` with the extra colours / motions of `concepts` (names from ltx.data.shapes.CONCEPTS) enabled."""
+    colors, motions = list(base.extra_colors), list(base.extra_motions)
+    for c in concepts:
+        more_colors, more_motions = concept_extras(c)
+        colors += [x for x in more_colors if x not in colors]
+        motions += [x for x in more_motions if x not in motions]
+    return replace(base, extra_colors=tuple(colors), extra_motions=tuple(motions))
 
 
 def _check_video(video: Tensor) -> None:
@@ -99,11 +140,12 @@ def detect(video: Tensor, cfg: DetectorConfig = DetectorConfig()) -> Detection:
     foreground = (rgb - background.view(3, 1, 1, 1)).square().sum(0) > cfg.foreground_threshold**2  # (F, H, W)
     value = rgb.amax(dim=0)  # (F, H, W) brightness
     chroma = rgb / value.clamp_min(1e-6)  # (3, F, H, W) brightness-free colour, max channel 1
-    dist = (chroma.unsqueeze(0) - _PALETTE_CHROMA.view(-1, 3, 1, 1, 1)).square().sum(1)  # (6, F, H, W) squared
+    names, palette_chroma = _colors(tuple(cfg.extra_colors))
+    dist = (chroma.unsqueeze(0) - palette_chroma.view(-1, 3, 1, 1, 1)).square().sum(1)  # (n, F, H, W) squared
     nearest_dist, nearest = dist.min(dim=0)  # (F, H, W)
     keep = foreground & (value >= cfg.min_brightness) & (nearest_dist < cfg.palette_threshold**2)
     label = torch.where(keep, nearest, -1)
-    counts = torch.bincount(label[label >= 0], minlength=len(_PALETTE_NAMES))  # (6,)
+    counts = torch.bincount(label[label >= 0], minlength=len(names))  # (n,)
     none = Detection(None, None, (0.0, 0.0), 0.0, 0.0)
     if counts.sum() == 0:
         return none
@@ -133,11 +175,25 @@ def detect(video: Tensor, cfg: DetectorConfig = DetectorConfig()) -> Detection:
     dx, dy = (slope * (num_frames - 1)).tolist()
     if max(abs(dx), abs(dy)) < cfg.static_threshold:
         motion = "static"
+    elif cfg.extra_motions:
+        motion = _nearest_direction(dx, dy, tuple(cfg.extra_motions))
     elif abs(dx) >= abs(dy):
         motion = "right" if dx > 0 else "left"
     else:
         motion = "down" if dy > 0 else "up"
-    return Detection(_PALETTE_NAMES[best], motion, (dx, dy), area, compactness)
+    return Detection(names[best], motion, (dx, dy), area, compactness)
+
+
+def _nearest_direction(dx: float, dy: float, extra_motions: tuple[str, ...]) -> str:
+    """The moving motion (four axes + extras) whose unit direction has the largest cosine with (dx, dy)."""
+    check_extras((), extra_motions)
+    best, best_cos = None, -math.inf
+    for name in ("right", "left", "down", "up", *extra_motions):  # axis order = the axis rule's tie-breaking
+        ux, uy = MOTION_DIRECTIONS.get(name) or EXTRA_MOTION_DIRECTIONS[name]
+        cos = (dx * ux + dy * uy) / math.hypot(ux, uy)
+        if cos > best_cos:
+            best, best_cos = name, cos
+    return best
 
 
 # ---------------------------------------------------------------------------------------------- scoring
@@ -157,6 +213,11 @@ class ItemResult:
     shapes: int = 1  # how many shapes the prompt names
 
     @property
+    def concept(self) -> bool:
+        """The prompt's dominant colour or motion is a new one (EXTRA_COLORS, EXTRA_MOTIONS)."""
+        return self.expected.color in EXTRA_COLORS or self.expected.motion in EXTRA_MOTION_DIRECTIONS
+
+    @property
     def color_ok(self) -> bool:
         return self.detection.color == self.expected.color
 
@@ -173,10 +234,14 @@ class Report:
 
     def summary(self) -> dict[str, dict[str, float | None]]:
         """Accuracy per group -> {n, color, motion, both}; None for an empty group. Groups: seen / heldout / all
-        (by the dominant triple), then 1-shape / 2-shape (by the prompt's scene)."""
-        groups = {"seen": [r for r in self.items if not r.heldout], "heldout": [r for r in self.items if r.heldout],
+        (by the dominant triple), then 1-shape / 2-shape (by the prompt's scene); with extra colours in the
+        config, "concept" (the dominant colour or motion is an extra one; those items are not in "seen")."""
+        groups = {"seen": [r for r in self.items if not r.heldout and not r.concept],
+                  "heldout": [r for r in self.items if r.heldout],
                   "all": self.items, "1-shape": [r for r in self.items if r.shapes == 1],
                   "2-shape": [r for r in self.items if r.shapes == 2]}
+        if self.config.extra_colors or self.config.extra_motions:
+            groups["concept"] = [r for r in self.items if r.concept]
         out = {}
         for name, rs in groups.items():
             n = len(rs)
@@ -212,7 +277,7 @@ def evaluate(samples: Iterable[tuple[str, Tensor, str]], cfg: DetectorConfig = D
     report = Report(cfg)
     for name, video, prompt in samples:
         try:
-            scene = parse_caption(prompt)
+            scene = parse_caption(prompt, cfg.extra_colors, cfg.extra_motions)
         except ValueError as e:
             report.skipped[name] = str(e)
             continue
@@ -236,33 +301,15 @@ def noise_video(frames: int, height: int, width: int, *, smooth: bool, generator
 # ---------------------------------------------------------------------------------------------- files
 
 def read_mp4(path: str | Path) -> Tensor:
-    """Decode all frames of a video file to (3, F, H, W) float32 in [-1, 1]."""
-    import av  # optional dependency (extras train/test); imported here to keep `import ltx` light
-
-    with av.open(str(path)) as container:
-        frames = [torch.from_numpy(frame.to_ndarray(format="rgb24")) for frame in container.decode(video=0)]
-    if not frames:
-        raise ValueError(f"{path}: no video frames")
-    video = torch.stack(frames).permute(3, 0, 1, 2)  # (F, H, W, 3) -> (3, F, H, W) uint8
-    return video.float() / 127.5 - 1.0
+    """Decode all frames of a video file to (3, F, H, W) float32 in [-1, 1] (ltx.media.read_video)."""
+    video, _ = media.read_video(path)  # (3, F, H, W) in [0, 1]
+    return video * 2.0 - 1.0
 
 
 def write_mp4(path: str | Path, video: Tensor, fps: int = 8, crf: int = 18) -> None:
-    """Encode a (3, F, H, W) video in [-1, 1] as H.264 yuv420p (H and W must be even)."""
-    import av
-
+    """Encode a (3, F, H, W) video in [-1, 1] as H.264 yuv420p (H and W must be even; ltx.media.write_mp4)."""
     _check_video(video)
-    _, _, H, W = video.shape
-    if H % 2 or W % 2:
-        raise ValueError(f"yuv420p needs even sizes, got {H}x{W}")
-    frames = ((video.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 3, 0)  # (F, H, W, 3)
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
-        stream.options = {"crf": str(crf)}
-        for frame in frames.numpy():
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
+    media.write_mp4(path, (video.float().clamp(-1, 1) + 1) / 2, fps, crf=crf)
 
 
 def folder_prompts(folder: str | Path) -> dict[Path, str]:
