@@ -258,3 +258,15 @@ def test_slurm_launcher_config_composes_and_slurm_tasks_become_torchrun_processe
     finetune.slurm_environment()
     assert (os.environ["RANK"], os.environ["WORLD_SIZE"], os.environ["LOCAL_RANK"]) == ("3", "4", "1")
     assert os.environ["MASTER_ADDR"] == "gpu7"
+
+
+@pytest.mark.slow
+def test_wandb_run_id_survives_a_resume(cache, tmp_path):
+    pytest.importorskip("wandb")
+    run = tmp_path / "run"
+    finetune.train(_cfg(cache, run, steps=2, stop_after=1, wandb=True))
+    first = torch.load(run / "checkpoints/step_00000001/extra.pt", weights_only=False)["wandb_id"]
+    finetune.train(_cfg(cache, run, steps=2, wandb=True))
+    second = torch.load(run / "checkpoints/step_00000002/extra.pt", weights_only=False)["wandb_id"]
+    assert first and first == second
+    assert any(p.name.endswith(first) for p in (run / "wandb").glob("offline-run-*"))

@@ -34,6 +34,7 @@ import dataclasses
 import json
 import math
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -589,7 +590,7 @@ class Trainer:
             try:
                 import wandb
 
-                self.wandb_id = self.wandb_id or wandb.util.generate_id()
+                self.wandb_id = self.wandb_id or f"{self.run_dir.name}-{uuid.uuid4().hex[:8]}"
                 self._wandb = wandb.init(project=self.cfg.wandb_project, dir=str(self.run_dir), mode="offline",
                                          config=self.resolved, id=self.wandb_id, resume="allow")
             except Exception as e:  # noqa: BLE001 - tracking never stops training
