@@ -265,8 +265,8 @@ def test_wandb_run_id_survives_a_resume(cache, tmp_path):
     pytest.importorskip("wandb")
     run = tmp_path / "run"
     finetune.train(_cfg(cache, run, steps=2, stop_after=1, wandb=True))
-    first = torch.load(run / "checkpoints/step_00000001/extra.pt", weights_only=False)["wandb_id"]
+    first = torch.load(run / "checkpoints/step_00000001/extra.pt", weights_only=False)["extra"]["wandb_id"]
     finetune.train(_cfg(cache, run, steps=2, wandb=True))
-    second = torch.load(run / "checkpoints/step_00000002/extra.pt", weights_only=False)["wandb_id"]
+    second = torch.load(run / "checkpoints/step_00000002/extra.pt", weights_only=False)["extra"]["wandb_id"]
     assert first and first == second
     assert any(p.name.endswith(first) for p in (run / "wandb").glob("offline-run-*"))
