@@ -433,3 +433,20 @@ def test_generate_with_loras_on_the_demo(tmp_path, capsys, monkeypatch):
         run("bad", loras=[app.LoraSpec(path=str(tmp_path / "missing.safetensors"))])
     with pytest.raises(ValueError, match="strength must be a finite number"):
         app.LoraSpec(path="x", strength=float("nan"))
+
+
+def test_full_size_lora_matches_the_published_ic_lora_file_size():
+    """On the 13B config (meta device): rank 8 on attn1 + attn2 + ff of all 48 blocks is 5.11 M values per unit
+    rank, 81.8 MB in bf16, the size ComfyUI-Manager lists for the official 0.9.7 depth / canny IC-LoRAs (81.9 MB,
+    shared/reference/training.md C.2)."""
+    from ltx.lora import LoRAConfig, inject_lora, lora_parameters
+    from ltx.models.dit import DiT, DiTConfig
+
+    with torch.device("meta"):
+        dit = DiT(DiTConfig(num_layers=48, num_heads=32, head_dim=128))
+    names = inject_lora(dit, LoRAConfig(rank=8, targets=("to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj",
+                                                         "ff.net.2")))
+    n = sum(p.numel() for p in lora_parameters(dit))
+    assert len(names) == 48 * 10
+    assert n == 48 * 8 * (8 * 2 * 4096 + 2 * (4096 + 16384))
+    assert abs(n * 2 / 1e6 - 81.9) < 0.2

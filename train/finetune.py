@@ -306,8 +306,7 @@ def check_inputs(cfg: FinetuneConfig, world: int):
         raise ValueError(f"data={cfg.data} holds {c}-channel latents and {d}-wide text states; the transformer "
                          f"takes {dit_cfg.in_channels} and {dit_cfg.caption_channels}: preprocess with this "
                          f"model's VAE and text encoder")
-    per_rank, micro = batch_split(cfg, world)
-    del per_rank, micro
+    batch_split(cfg, world)  # raises for a batch that does not split
     return ckpt, vae_ckpt, cache
 
 
