@@ -270,3 +270,28 @@ def test_wandb_run_id_survives_a_resume(cache, tmp_path):
     second = torch.load(run / "checkpoints/step_00000002/extra.pt", weights_only=False)["extra"]["wandb_id"]
     assert first and first == second
     assert any(p.name.endswith(first) for p in (run / "wandb").glob("offline-run-*"))
+
+
+@pytest.mark.slow
+def test_validation_samples_with_the_generate_sampler_including_image_to_video(cache, tmp_path):
+    from PIL import Image
+
+    from ltx.data.shapes import ShapesWorld
+
+    first = ((ShapesWorld(num_samples=1, seed=9)[0].video[:, 0] + 1) / 2 * 255).round().byte().permute(1, 2, 0)
+    Image.fromarray(first.numpy()).save(tmp_path / "first.png")
+    run = tmp_path / "run"
+    v = finetune.ValidationSettings(prompts=PROMPTS[:2], images=[str(tmp_path / "first.png")] * 2, steps=2,
+                                    every=1)
+    finetune.train(_cfg(cache, run, steps=2, validation=v))
+    for step in (1, 2):
+        out = run / f"samples/step_{step:06d}"
+        assert sorted(p.suffix for p in out.iterdir()) == [".mp4", ".mp4", ".png", ".png", ".txt"]
+        assert (run / f"samples/step_{step:06d}.png").stat().st_size > 500
+    import av
+
+    with av.open(str(next(out.glob("00_*.mp4")))) as c:
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert len(frames) == 17 and frames[0].shape == (64, 64, 3)
+    with pytest.raises(ValueError, match="one image per validation prompt"):
+        _cfg(cache, run, validation=finetune.ValidationSettings(prompts=PROMPTS[:2], images=["a.png"]))
