@@ -38,7 +38,7 @@ from torch import Tensor
 
 from ltx.conditioning import ConditioningItem, apply_conditioning, check_items, reinject_noise
 from ltx.models.dit import DiT, DiTConfig, STGMode
-from ltx.models.vae import VAEConfig, VideoVAE, check_dit_compatible
+from ltx.models.vae import VAEConfig, VideoVAE, check_dit_compatible, nearest_valid
 from ltx.models.vae_tiling import tiled_decode, tiled_encode
 from ltx.patchify import VAE_SCALE, Scale, unpatchify
 from ltx.presets import PassConfig, PipelineType, SamplingDefaults
@@ -85,8 +85,7 @@ def check_size(height: int, width: int, num_frames: int, scale: Scale = VAE_SCAL
     """Height / width multiples of the spatial factor and temporal * k + 1 frames, else an error naming the
     nearest valid values (for the released VAEs: multiples of 32 and 8k + 1)."""
     def near(v: int, m: int, off: int = 0) -> str:
-        lo = max(off or m, (v - off) // m * m + off)
-        return f"{lo} or {lo + m}" if lo != v and lo < v else str(lo)
+        return nearest_valid(v, m, off, off or m)
 
     t, sh, sw = scale
     errs = []

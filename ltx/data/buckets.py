@@ -29,6 +29,8 @@ from typing import NamedTuple
 import torch.nn.functional as F
 from torch import Tensor
 
+from ltx.models.vae import nearest_valid
+
 
 class Bucket(NamedTuple):
     frames: int
@@ -39,24 +41,16 @@ class Bucket(NamedTuple):
         return f"{self.frames}x{self.height}x{self.width}"
 
 
-def _nearest(n: int, step: int, offset: int) -> str:
-    """The valid values (step k + offset, k >= 0 or >= 1 for offset 0) either side of n."""
-    lowest = offset if offset else step
-    below = max(lowest, (n - offset) // step * step + offset)
-    above = below + step if below < n else below
-    return f"{below}" if below == above else f"{below} or {above}"
-
-
 def check_bucket(bucket: Bucket, temporal_factor: int, spatial_factor: int) -> None:
     """Raise a ValueError naming the nearest valid sizes unless the VAE can encode `bucket`."""
     f, h, w = bucket
     t, s = temporal_factor, spatial_factor
     problems = []
     if f < 1 or (f - 1) % t:
-        problems.append(f"frames {f} is not {t}k + 1 (nearest: {_nearest(f, t, 1)})")
+        problems.append(f"frames {f} is not {t}k + 1 (nearest: {nearest_valid(f, t, 1, 1)})")
     for name, n in (("height", h), ("width", w)):
         if n < s or n % s:
-            problems.append(f"{name} {n} is not a positive multiple of {s} (nearest: {_nearest(n, s, 0)})")
+            problems.append(f"{name} {n} is not a positive multiple of {s} (nearest: {nearest_valid(n, s, 0, s)})")
     if problems:
         raise ValueError(f"bucket {bucket}: " + "; ".join(problems))
 

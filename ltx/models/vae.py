@@ -185,7 +185,8 @@ def tiny(cfg: VAEConfig, width: int = 8) -> VAEConfig:
 # ------------------------------------------------------------------------------------------------ validation
 
 
-def _nearest(n: int, step: int, offset: int, lowest: int) -> str:
+def nearest_valid(n: int, step: int, offset: int, lowest: int) -> str:
+    """The valid sizes (step k + offset, at least `lowest`) either side of n, e.g. "9 or 17" for 16 frames."""
     below = max(lowest, (n - offset) // step * step + offset)
     above = below + step if below < n else below
     return f"{below}" if below == above else f"{below} or {above}"
@@ -201,10 +202,10 @@ def check_video_shape(shape: tuple[int, ...], cfg: VAEConfig) -> None:
     if c != cfg.in_channels:
         problems.append(f"{c} channels; the VAE takes {cfg.in_channels}")
     if f < 1 or (f - 1) % st:
-        problems.append(f"{f} frames is not {st}N+1; nearest valid: {_nearest(f, st, 1, 1)}")
+        problems.append(f"{f} frames is not {st}N+1; nearest valid: {nearest_valid(f, st, 1, 1)}")
     for name, n in (("height", h), ("width", w)):
         if n < ss or n % ss:
-            problems.append(f"{name} {n} is not a multiple of {ss}; nearest valid: {_nearest(n, ss, 0, ss)}")
+            problems.append(f"{name} {n} is not a multiple of {ss}; nearest valid: {nearest_valid(n, ss, 0, ss)}")
     if problems:
         raise ValueError(f"video of shape {tuple(shape)}: " + "; ".join(problems))
 
