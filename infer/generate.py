@@ -477,22 +477,9 @@ def to_config(raw) -> GenerateConfig:
 
 
 def _main() -> None:
-    import hydra
-    from hydra.core.config_store import ConfigStore
-    from omegaconf.errors import OmegaConfBaseException
+    from infer.app import hydra_app
 
-    ConfigStore.instance().store(name="generate_schema", node=GenerateConfig)
-
-    @hydra.main(config_path="../configs", config_name="generate", version_base=None)
-    def main(raw) -> None:
-        try:
-            cfg = to_config(raw)
-            run(cfg)
-        except (ValueError, FileNotFoundError, OmegaConfBaseException) as e:  # bad input: a message, no traceback
-            raise SystemExit(f"error: {e}") from None
-
-    main()
-
+    hydra_app(GenerateConfig, "generate", run)
 
 if __name__ == "__main__":
     _main()

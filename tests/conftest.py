@@ -26,6 +26,16 @@ def _threads():
     torch.set_num_threads(2)
 
 
+@pytest.fixture
+def one_thread():
+    """One intra-op thread (opt in with `pytestmark = pytest.mark.usefixtures("one_thread")`): 64x64 clips
+    are too small to gain from more, and extra threads stall on a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @torch.no_grad()
 def randomize_(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Random weights everywhere, norms around 1 and AdaLN tables at O(1): default init hides wiring bugs

@@ -39,12 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 TOOLS = REPO / "tools"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _tool(name: str):

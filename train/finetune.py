@@ -825,27 +825,10 @@ def to_config(raw) -> FinetuneConfig:
 
 
 def _main() -> None:
-    import os
-
-    import hydra
-    from hydra.core.config_store import ConfigStore
-    from omegaconf.errors import OmegaConfBaseException
-
+    from infer.app import hydra_app
     from ltx.checkpoint import CheckpointError
 
-    ConfigStore.instance().store(name="finetune_schema", node=FinetuneConfig)
-
-    @hydra.main(config_path="../configs", config_name="finetune", version_base=None)
-    def main(raw) -> None:
-        try:
-            train(to_config(raw))
-        except (ValueError, FileNotFoundError, TrainingError, CheckpointError, OmegaConfBaseException) as e:
-            if os.environ.get("LTX_DEBUG"):
-                raise
-            raise SystemExit(f"error: {e}") from None
-
-    main()
-
+    hydra_app(FinetuneConfig, "finetune", train, (TrainingError, CheckpointError))
 
 if __name__ == "__main__":
     _main()

@@ -289,21 +289,9 @@ def to_config(raw) -> PreprocessConfig:
 
 
 def _main() -> None:
-    import hydra
-    from hydra.core.config_store import ConfigStore
-    from omegaconf.errors import OmegaConfBaseException
+    from infer.app import hydra_app
 
-    ConfigStore.instance().store(name="preprocess_schema", node=PreprocessConfig)
-
-    @hydra.main(config_path="../configs", config_name="preprocess", version_base=None)
-    def main(raw) -> None:
-        try:
-            run(to_config(raw))
-        except (ValueError, FileNotFoundError, OmegaConfBaseException) as e:  # bad input: a message, no traceback
-            raise SystemExit(f"error: {e}") from None
-
-    main()
-
+    hydra_app(PreprocessConfig, "preprocess", run)
 
 if __name__ == "__main__":
     _main()
