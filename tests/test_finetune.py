@@ -82,10 +82,13 @@ def _losses(run_dir: Path) -> dict[int, float]:
     ("lr", 0.0, "lr=0.0 is invalid"), ("lr", -1.0, "lr=-1.0"), ("lr", float("nan"), "lr=nan"),
     ("steps", 0, "steps=0"), ("steps", -5, "steps=-5"), ("batch_size", 0, "batch_size=0"),
     ("log_every", 0, "log_every=0"), ("first_frame_p", 1.5, "first_frame_p=1.5"), ("mode", "qlora", "mode='qlora'"),
-    ("grad_clip", float("inf"), "grad_clip=inf"), ("ema", 1.0, "ema=1.0"),
+    ("grad_clip", float("inf"), "grad_clip=inf"), ("ema", 1.0, "ema=1.0"), ("threads", -1, "threads=-1"),
+    ("device", "tpu", "device='tpu'"), ("validation", {"prompts": ["a"], "steps": 0}, "validation.steps=0"),
 ])
 def test_nonsensical_hyper_parameters_fail_with_the_field_name(cache, tmp_path, field, value, words):
     with pytest.raises(ValueError, match=words.replace("(", r"\(").replace(")", r"\)")):
+        if field == "validation":
+            value = finetune.ValidationSettings(**value)
         _cfg(cache, tmp_path / "run", **{field: value})
     assert not (tmp_path / "run").exists()
 

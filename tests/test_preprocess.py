@@ -336,3 +336,17 @@ def test_shard():
         shard(batch, 4, 4)
     with pytest.raises(ValueError, match="at least one non-empty bucket"):
         BucketBatchSampler([0, 0], global_batch=2, seed=0)
+
+
+def test_out_device_and_max_upscale_are_checked_before_anything_is_written(tmp_path):
+    from train import preprocess
+
+    (tmp_path / "a.txt").write_text("x")
+    base = dict(data=str(tmp_path), text_tokens=96)
+    for kw, words in [(dict(out=str(tmp_path / "a.txt")), "is a file; pass a folder"),
+                      (dict(out=str(tmp_path / "a.txt" / "c")), "is a file, not a folder"),
+                      (dict(out=str(tmp_path / "c"), device="tpu"), "device='tpu' is invalid"),
+                      (dict(out=str(tmp_path / "c"), max_upscale=float("nan")), "max_upscale must be >= 1")]:
+        with pytest.raises(ValueError, match=words):
+            preprocess.check_config(preprocess.PreprocessConfig(**base, **kw))
+    assert not (tmp_path / "c").exists()

@@ -157,9 +157,9 @@ def main(argv: list[str] | None = None) -> int:
         return convert_lora(args)
     causal = {"auto": None, "true": True, "false": False}[args.causal_temporal_positioning]
     try:
+        ckpt = read_checkpoint(args.src, causal_temporal_positioning=causal)  # an unreadable file says why here
         if args.to not in FORMATS:
             raise CheckpointError(f"--to {args.to} is a LoRA format; checkpoints convert to {FORMATS}")
-        ckpt = read_checkpoint(args.src, causal_temporal_positioning=causal)
         if args.src_format != "auto" and args.src_format != ckpt.format:
             raise CheckpointError(f"{args.src} is in the {ckpt.format} format, not {args.src_format}")
         if args.components != "all":

@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -181,6 +182,16 @@ class FinetuneConfig:
             raise bad("validation.every", self.validation.every, "must be >= 0")
         if self.validation.images and len(self.validation.images) != len(self.validation.prompts):
             raise bad("validation.images", self.validation.images, "give one image per validation prompt, or none")
+        v = self.validation
+        for name in ("steps", "height", "width", "num_frames"):
+            if getattr(v, name) is not None and (not isinstance(getattr(v, name), int) or getattr(v, name) < 1):
+                raise bad(f"validation.{name}", getattr(v, name), "must be an integer >= 1 (or null)")
+        if v.guidance_scale is not None:
+            finite("validation.guidance_scale", v.guidance_scale, 1.0)
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+            raise bad("threads", self.threads, "must be an integer >= 1 (or null)")
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            raise bad("device", self.device, "must be auto, cpu, cuda or cuda:N")
 
 
 # What a resume may not change: it would train something else than the checkpoint holds.
@@ -307,6 +318,15 @@ def check_inputs(cfg: FinetuneConfig, world: int):
                          f"takes {dit_cfg.in_channels} and {dit_cfg.caption_channels}: preprocess with this "
                          f"model's VAE and text encoder")
     batch_split(cfg, world)  # raises for a batch that does not split
+    v = cfg.validation
+    if v.prompts and (v.height or v.width or v.num_frames):
+        from ltx.pipeline import check_size
+
+        F_, H, W = cache.buckets_list[0]
+        try:
+            check_size(v.height or H, v.width or W, v.num_frames or F_, tuple(cache.scale))
+        except ValueError as e:
+            raise ValueError(f"validation size: {e}") from None
     return ckpt, vae_ckpt, cache
 
 

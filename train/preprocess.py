@@ -34,6 +34,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,6 +89,13 @@ def check_config(cfg: PreprocessConfig):
         raise FileNotFoundError(f"data {cfg.data} does not exist")
     if not cfg.out:
         raise ValueError("no out given: pass out=path/to/cache (the folder the cache is written to)")
+    out = Path(cfg.out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out={cfg.out} is a file; pass a folder for the cache")
+    if any(p.is_file() for p in out.parents):
+        raise ValueError(f"out={cfg.out}: {next(p for p in out.parents if p.is_file())} is a file, not a folder")
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", cfg.device):
+        raise ValueError(f"device={cfg.device!r} is invalid: must be cpu, cuda or cuda:N")
     if not Path(cfg.checkpoint).expanduser().exists():
         raise FileNotFoundError(f"checkpoint {cfg.checkpoint} does not exist; pass checkpoint=<file with the VAE>")
     ckpt = read_checkpoint(Path(cfg.checkpoint).expanduser())
@@ -99,7 +108,7 @@ def check_config(cfg: PreprocessConfig):
         raise ValueError(f"precision {cfg.precision!r} is not one of {sorted(PRECISIONS)}")
     if cfg.text_tokens < 1 or cfg.index_every < 1:
         raise ValueError(f"text_tokens and index_every must be >= 1, got {cfg.text_tokens}, {cfg.index_every}")
-    if cfg.max_upscale is not None and cfg.max_upscale < 1:
+    if cfg.max_upscale is not None and not (math.isfinite(cfg.max_upscale) and cfg.max_upscale >= 1):
         raise ValueError(f"max_upscale must be >= 1 (or null for any), got {cfg.max_upscale}")
     vae_cfg = ckpt.components["vae"].config
     buckets = parse_buckets(list(cfg.buckets), vae_cfg.temporal_factor, vae_cfg.spatial_factor)
