@@ -5,16 +5,30 @@
 - `write_safetensors` streams `TensorEntry`s to disk, one tensor in memory at a time, into a temporary file
   that is renamed over the destination only when complete: a crash never leaves a half-written checkpoint.
 - `load_strict` is `load_state_dict(strict=True, assign=True)` with errors that list missing and unexpected
-  keys (first few, and counts) and name shape mismatches.
+  keys (first few, and counts) and name shape mismatches; `fit_problems` is the same check on shapes alone
+  (headers, `meta` modules), so a converter can refuse a checkpoint before writing it.
+- `check_output_path` says in one line why a path cannot take a file (or a folder): it is a folder (a file),
+  a parent is a file, it exists and overwriting was not asked for.
+
+Temporary files and folders are named `.{target name}.{pid}-{host}.{random}.tmp` beside their target. A kill
+that cannot unwind (SIGKILL, power loss) leaves one behind; the next atomic write of the same target removes
+those whose writer is gone (same host, pid not alive; `remove_stale_temps`). Files of any other name, and
+temporaries of live processes or other hosts, are never touched. `raise_on_sigterm()` turns SIGTERM into an
+exception (`Terminated`, a KeyboardInterrupt) so that the cleanup of an interrupted write runs on `kill` too.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import shutil
+import signal
+import socket
 import struct
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -59,6 +73,10 @@ class SafetensorsReader:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         if not self.path.is_file():
+            if self.path.is_dir():
+                raise CheckpointError(f"{self.path}: a folder, not a .safetensors file")
+            if self.path.exists():
+                raise CheckpointError(f"{self.path}: not a regular file (a device, pipe or socket?)")
             raise CheckpointError(f"{self.path}: no such file")
         size = self.path.stat().st_size
         with open(self.path, "rb") as f:
@@ -130,9 +148,28 @@ def _tensor_bytes(t: Tensor) -> memoryview:
     return memoryview(t.view(torch.uint8).numpy())
 
 
-def _atomic_target(path: Path, overwrite: bool) -> None:
+def check_output_path(path: str | os.PathLike, *, folder: bool = False, overwrite: bool = False) -> Path:
+    """Raise an OSError with a one-line message if `path` cannot take a new file (`folder=False`) or folder.
+
+    Refused: a parent that is a file, `path` being a folder where a file goes or a file where a folder goes
+    (whatever `overwrite` says), `path` existing without `overwrite`. Nothing is created."""
+    path = Path(path)
+    for parent in path.parents:
+        if parent.exists() or parent.is_symlink():
+            if not parent.is_dir():
+                raise NotADirectoryError(f"{parent} is a file, so {path} cannot be created under it")
+            break
+    if path.is_dir() and not folder:
+        raise IsADirectoryError(f"{path} is a folder; this output is a single file: give a file path")
+    if path.exists() and folder and not path.is_dir():
+        raise NotADirectoryError(f"{path} is a file; this output is a folder: give a folder path")
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True (CLI: --overwrite) to replace it")
+    return path
+
+
+def _atomic_target(path: Path, overwrite: bool, folder: bool = False) -> None:
+    check_output_path(path, folder=folder, overwrite=overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
 
 
@@ -142,13 +179,106 @@ def _umask() -> int:
     return mask
 
 
+_HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+_TMP_NAME = re.compile(r"^\.(?P<target>.+)\.(?P<pid>\d+)-(?P<host>[0-9a-f]{8})\.[A-Za-z0-9_]+\.tmp$")
+
+
+def temp_prefix(path: str | os.PathLike) -> str:
+    """The name prefix of this process's temporaries for `path`: `.{name}.{pid}-{host}.` (then random, `.tmp`)."""
+    return f".{Path(path).name}.{os.getpid()}-{_HOST}."
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists (another user's) or cannot tell: keep
+    return True
+
+
+def own_temps(folder: str | os.PathLike) -> list[Path]:
+    """This process's temporaries (files or folders of the atomic writers' naming) in `folder`."""
+    try:
+        return sorted(p for p in Path(folder).iterdir()
+                      if (m := _TMP_NAME.match(p.name)) and int(m["pid"]) == os.getpid() and m["host"] == _HOST)
+    except OSError:
+        return []
+
+
+def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporaries that interrupted atomic writes of `path` left beside it; return what was removed.
+
+    Only names of our pattern for this very target (`.{name}.{pid}-{host}.XXXX.tmp`), written on this host by a
+    process that no longer runs, are removed: a live writer's temporary, another host's (shared file systems)
+    and every other file are left alone."""
+    path = Path(path)
+    removed: list[Path] = []
+    try:
+        siblings = list(path.parent.iterdir())
+    except OSError:
+        return removed
+    for p in siblings:
+        m = _TMP_NAME.match(p.name)
+        if not m or m["target"] != path.name or m["host"] != _HOST or _pid_alive(int(m["pid"])):
+            continue
+        try:
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+            removed.append(p)
+        except FileNotFoundError:
+            pass  # another process cleaned it first
+    return removed
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised by the handler `raise_on_sigterm` installs (a KeyboardInterrupt, so code that cleans up
+    on Ctrl-C does so on `kill` too). `signum` is the signal number: exit with 128 + signum."""
+
+    def __init__(self, signum: int = signal.SIGTERM):
+        super().__init__(f"terminated by signal {signum}")
+        self.signum = signum
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated(signum)
+
+
+def raise_on_sigterm() -> bool:
+    """Make SIGTERM raise `Terminated` (a KeyboardInterrupt) in the main thread, so `finally` / `except` blocks
+    run: atomic writes remove their temporary files, as they do on Ctrl-C.
+
+    Installs the handler only in the main thread (signal handlers can only be set there) and only over the
+    default action: a handler someone else installed (a launcher's, torch.distributed.elastic's) or SIG_IGN is
+    kept. Idempotent. Returns whether SIGTERM now raises `Terminated`. Call it early in a program's main."""
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    current = signal.getsignal(signal.SIGTERM)
+    if current is _raise_terminated:
+        return True
+    if current not in (signal.SIG_DFL, None):
+        return False
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    return True
+
+
 @contextmanager
 def atomic_file(path: str | os.PathLike, mode: str = "wb", *, overwrite: bool = True) -> Iterator[IO]:
     """Open a temporary file beside `path`; on success it is synced and renamed over `path`, on any error it
-    is removed, so `path` is always either the old file or the complete new one."""
+    is removed, so `path` is always either the old file or the complete new one. Temporaries that killed
+    writers left for `path` are removed first (`remove_stale_temps`)."""
     path = Path(path)
+    remove_stale_temps(path)
     _atomic_target(path, overwrite)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=path.parent)
+    except OSError as e:  # name the target, not the temporary
+        raise type(e)(e.errno, f"{e.strerror} (creating a temporary file in {path.parent})", str(path)) from None
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode open() would
         with os.fdopen(fd, mode) as f:
@@ -162,16 +292,24 @@ def atomic_file(path: str | os.PathLike, mode: str = "wb", *, overwrite: bool = 
 
 
 @contextmanager
-def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_dir(path: str | os.PathLike, *, overwrite: bool = True) -> Iterator[Path]:
     """Yield an empty temporary folder beside `path`; on success it replaces `path` (the old folder is moved
-    aside, the new one renamed in, the old one deleted), on any error it is removed and `path` is untouched."""
+    aside, the new one renamed in, the old one deleted), on any error it is removed and `path` is untouched.
+    The whole old folder is replaced: callers that must keep files they did not write check first. A kill
+    between the two renames leaves only `.{name}.old`: the next `atomic_dir(path)` puts it back first."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    old = path.with_name(f".{path.name}.old")
+    if old.is_dir() and not old.is_symlink() and not path.exists() and not path.is_symlink():
+        old.rename(path)  # killed between moving the old folder aside and renaming the new one in
+    remove_stale_temps(path)
+    _atomic_target(path, overwrite, folder=True)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(path), suffix=".tmp", dir=path.parent))
+    except OSError as e:  # name the target, not the temporary
+        raise type(e)(e.errno, f"{e.strerror} (creating a temporary folder in {path.parent})", str(path)) from None
     try:
         tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; give the folder the mode mkdir would
         yield tmp
-        old = path.with_name(f".{path.name}.old")
         shutil.rmtree(old, ignore_errors=True)
         if path.exists():
             path.rename(old)
@@ -234,23 +372,47 @@ def _listing(names: list[str], n: int = 5) -> str:
     return ", ".join(names[:n]) + more
 
 
-def load_strict(module: nn.Module, sd: Mapping[str, Tensor], *, what: str = "checkpoint") -> nn.Module:
-    """`load_state_dict(strict=True, assign=True)` with readable errors. Works for modules built on `meta`."""
-    expected = module.state_dict(keep_vars=True)
-    missing = sorted(set(expected) - set(sd))
-    unexpected = sorted(set(sd) - set(expected))
+def _natural(key: str) -> list:
+    """Sort key that puts blocks.2 before blocks.10."""
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", key)]
+
+
+def fit_problems(
+    expected: Mapping[str, tuple[tuple[int, ...], torch.dtype]],
+    found: Mapping[str, tuple[tuple[int, ...], torch.dtype]],
+) -> list[str]:
+    """What keeps `found` ({key: (shape, dtype)}) from loading strictly into a model whose state dict is
+    `expected`: missing and unexpected keys (first few, and counts), shape mismatches, and tensors that are not
+    floating point where the model's are (or have another dtype where the model's are not). [] if it fits."""
+    missing = sorted(set(expected) - set(found), key=_natural)
+    unexpected = sorted(set(found) - set(expected), key=_natural)
     problems = []
     if missing:
         problems.append(f"{len(missing)} missing keys: {_listing(missing)}")
     if unexpected:
         problems.append(f"{len(unexpected)} unexpected keys: {_listing(unexpected)}")
-    mismatched = [
-        f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in sorted(set(expected) & set(sd))
-        if tuple(sd[k].shape) != tuple(expected[k].shape)
-    ]
+    common = sorted(set(expected) & set(found), key=_natural)
+    mismatched = [f"{k}: checkpoint {tuple(found[k][0])} vs model {tuple(expected[k][0])}"
+                  for k in common if tuple(found[k][0]) != tuple(expected[k][0])]
     if mismatched:
-        problems.append(f"{len(mismatched)} shape mismatches: " + "; ".join(mismatched[:5]))
+        problems.append(f"{len(mismatched)} shape mismatches: " + "; ".join(mismatched[:5])
+                        + (f" (+{len(mismatched) - 5} more)" if len(mismatched) > 5 else ""))
+    wrong_dtype = []
+    for k in common:
+        want, got = expected[k][1], found[k][1]
+        if (want.is_floating_point and not got.is_floating_point) or (not want.is_floating_point and want != got):
+            kind = "floating point" if want.is_floating_point else str(want).replace("torch.", "")
+            wrong_dtype.append(f"{k}: {str(got).replace('torch.', '')}, the model needs {kind}")
+    if wrong_dtype:
+        problems.append(f"{len(wrong_dtype)} wrong dtypes: " + "; ".join(wrong_dtype[:5])
+                        + (f" (+{len(wrong_dtype) - 5} more)" if len(wrong_dtype) > 5 else ""))
+    return problems
+
+
+def load_strict(module: nn.Module, sd: Mapping[str, Tensor], *, what: str = "checkpoint") -> nn.Module:
+    """`load_state_dict(strict=True, assign=True)` with readable errors. Works for modules built on `meta`."""
+    expected = {k: (tuple(v.shape), v.dtype) for k, v in module.state_dict(keep_vars=True).items()}
+    problems = fit_problems(expected, {k: (tuple(v.shape), v.dtype) for k, v in sd.items()})
     if problems:
         raise CheckpointError(f"{what} does not fit {type(module).__name__}: " + " | ".join(problems))
     module.load_state_dict(dict(sd), strict=True, assign=True)

@@ -15,12 +15,20 @@ covered by a conversion rule, and the architecture comes from the checkpoint's o
 config.json); `--model` checks it against a preset and stops on any difference.
 LoRA inputs are detected (ltx.convert.lora_formats): `--to` then takes comfy, diffusers (a folder), trainer or
 ltx; `--model` checks the LoRA's module names and shapes against the preset's transformer.
+
+Before anything is written (and with --dry-run) every component is checked the way the loader checks it, from
+the headers: built on `meta` from its config, its key set, shapes and dtypes must match the file's. --overwrite
+into an existing diffusers folder replaces only the component folders (or LoRA files) written here. Ctrl-C or
+SIGTERM leaves dst as it was and no temporary file (exit 130 / 143); bad input is one line `error: ...`, exit 1
+(LTX_DEBUG=1 shows the traceback).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import sys
 from collections import Counter
 from dataclasses import asdict
@@ -30,17 +38,30 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from ltx.checkpoint import CheckpointError  # noqa: E402
+from ltx.checkpoint import (  # noqa: E402
+    CheckpointError,
+    Terminated,
+    check_output_path,
+    own_temps,
+    raise_on_sigterm,
+)
 from ltx.convert import lora_formats as lf  # noqa: E402
-from ltx.convert.formats import COMPONENTS, FORMATS, WRITERS, read_checkpoint  # noqa: E402
+from ltx.convert.formats import COMPONENTS, FORMATS, WRITERS, read_checkpoint, validate  # noqa: E402
+from ltx.convert.keymap import KeyMapError  # noqa: E402
 from ltx.convert.official import ConfigError, config_diff  # noqa: E402
 
 DTYPES = {"keep": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 ALL_FORMATS = (*FORMATS, *(f for f in lf.FORMATS if f not in FORMATS))  # checkpoint formats, then LoRA-only ones
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, like every other error here (argparse prints usage + error)
+        print(f"error: {message} (--help lists the options)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="convert_weights.py",
         description=__doc__.split("\n\n")[0],
         epilog="\n\n".join(__doc__.split("\n\n")[1:]),
@@ -82,12 +103,32 @@ def summarize(ckpt) -> str:
     return "\n".join(lines)
 
 
+def load_model_preset(preset_path: Path):
+    """--model: a configs/model/*.yaml preset (or a preset name); errors name the file and say what is valid."""
+    presets = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "configs" / "model").glob("*.yaml"))
+    hint = f" (--model takes a model preset, configs/model/*.yaml: {', '.join(presets[:3])}, ...)"
+    try:
+        from ltx.presets import load_preset
+    except ImportError:  # an ltx without the preset loader: read it with OmegaConf, same checks
+        load_preset = None
+    try:
+        if load_preset is not None:
+            return load_preset(str(preset_path))
+        from omegaconf import OmegaConf
+
+        from ltx.presets import ModelPreset
+
+        if not preset_path.is_file():
+            raise FileNotFoundError(f"model preset {preset_path} does not exist")
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelPreset), OmegaConf.load(preset_path)))
+    except Exception as e:  # noqa: BLE001 - YAML, schema and file errors alike: one line naming the file
+        first = (str(e).splitlines() or [type(e).__name__])[0]
+        msg = first if str(preset_path) in first else f"{preset_path}: {first}"
+        raise ConfigError(f"--model: {msg}{'' if 'presets:' in msg else hint}") from None
+
+
 def check_model(ckpt, preset_path: Path) -> None:
-    from omegaconf import OmegaConf
-
-    from ltx.presets import ModelPreset
-
-    preset = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelPreset), OmegaConf.load(preset_path)))
+    preset = load_model_preset(preset_path)
     if "dit" not in ckpt.components:
         raise ConfigError(f"{ckpt.path} has no transformer to check against {preset_path}")
     diff = config_diff(ckpt.components["dit"].config, preset.dit)
@@ -110,79 +151,134 @@ def summarize_lora(w: lf.LoRAWeights) -> str:
 
 def convert_lora(args: argparse.Namespace) -> int:
     """The LoRA branch of `main`: any layout -> `args.to`, tensors (cast with --dtype) and alphas kept."""
-    try:
-        if args.to not in lf.FORMATS:
-            raise lf.LoRAError(f"{args.src} is a LoRA; --to takes {lf.FORMATS} for LoRAs, not {args.to!r}")
-        if args.components != "all":
-            raise lf.LoRAError("--components selects checkpoint components; a LoRA converts whole")
-        w = lf.read_lora(args.src)
-        if args.src_format != "auto" and args.src_format != w.format:
-            raise lf.LoRAError(f"{args.src} is a LoRA in the {w.format} layout, not {args.src_format}")
-        if args.model is not None:
-            from omegaconf import OmegaConf
+    if args.to not in lf.FORMATS:
+        raise lf.LoRAError(f"{args.src} is a LoRA; --to takes {lf.FORMATS} for LoRAs, not {args.to!r}")
+    if args.components != "all":
+        raise lf.LoRAError("--components selects checkpoint components; a LoRA converts whole")
+    w = lf.read_lora(args.src)
+    if args.src_format != "auto" and args.src_format != w.format:
+        raise lf.LoRAError(f"{args.src} is a LoRA in the {w.format} layout, not {args.src_format}")
+    if args.model is not None:
+        from ltx.lora import check_lora
+        from ltx.models.dit import DiT
 
-            from ltx.lora import check_lora
-            from ltx.models.dit import DiT
-            from ltx.presets import ModelPreset
-
-            preset = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelPreset), OmegaConf.load(args.model)))
-            with torch.device("meta"):
-                check_lora(DiT(preset.dit), w)
-        dtype = DTYPES[args.dtype]
-        if dtype is not None:
-            w.tensors = {k: t.to(dtype) for k, t in w.tensors.items()}
-        print(summarize_lora(w))
-        if args.dry_run:
-            return 0
-        targets = json.loads(w.metadata["targets"]) if w.metadata.get("format") == lf.LORA_FORMAT else None
-        extra = {k: v for k, v in w.metadata.items() if k not in lf.RESERVED}  # e.g. a trainer's own notes
-        out = lf.write_lora(args.dst, w, args.to, targets=targets, base_model=w.metadata.get("base_model", ""),
-                            extra_metadata=extra, overwrite=args.overwrite)
-        print(f"wrote {out} (LoRA, {args.to} layout)")
+        preset = load_model_preset(args.model)
+        with torch.device("meta"):
+            check_lora(DiT(preset.dit), w)
+    dtype = DTYPES[args.dtype]
+    if dtype is not None:
+        w.tensors = {k: t.to(dtype) for k, t in w.tensors.items()}
+    print(summarize_lora(w))
+    if args.dry_run:
         return 0
-    except (CheckpointError, ConfigError, FileExistsError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    targets = None
+    if w.metadata.get("format") == lf.LORA_FORMAT and "targets" in w.metadata:
+        try:
+            targets = json.loads(w.metadata["targets"])
+        except json.JSONDecodeError:
+            targets = None
+        if not (isinstance(targets, list) and all(isinstance(t, str) for t in targets)):
+            raise lf.LoRAError(f"{args.src}: metadata 'targets' is not a JSON list of module names")
+    extra = {k: v for k, v in w.metadata.items() if k not in lf.RESERVED}  # e.g. a trainer's own notes
+    out = lf.write_lora(args.dst, w, args.to, targets=targets, base_model=w.metadata.get("base_model", ""),
+                        extra_metadata=extra, overwrite=args.overwrite)
+    print(f"wrote {out} (LoRA, {args.to} layout)")
+    return 0
+
+
+def _components(spec: str, have: list[str]) -> list[str]:
+    wanted = [c.strip() for c in spec.split(",")]
+    if not all(wanted):
+        raise CheckpointError(f"--components {spec!r}: give comma-separated names from {sorted(COMPONENTS)}")
+    unknown = [c for c in wanted if c not in COMPONENTS]
+    if unknown:
+        raise CheckpointError(f"--components: {unknown} not known; components are {sorted(COMPONENTS)}")
+    if len(set(wanted)) != len(wanted):
+        raise CheckpointError(f"--components {spec!r} names a component twice")
+    missing = [c for c in wanted if c not in have]
+    if missing:
+        raise CheckpointError(f"--components: the input has no {missing}; it has {have}")
+    return wanted
+
+
+def convert(args: argparse.Namespace) -> int:
+    if lf.is_lora(args.src):
+        return convert_lora(args)
+    causal = {"auto": None, "true": True, "false": False}[args.causal_temporal_positioning]
+    ckpt = read_checkpoint(args.src, causal_temporal_positioning=causal)  # an unreadable file says why here
+    if args.to not in FORMATS:
+        raise CheckpointError(f"--to {args.to} is a LoRA format; checkpoints convert to {FORMATS}")
+    if args.src_format != "auto" and args.src_format != ckpt.format:
+        raise CheckpointError(f"{args.src} is in the {ckpt.format} format, not {args.src_format}")
+    if args.components != "all":
+        wanted = _components(args.components, sorted(ckpt.components))
+        ckpt.components = {c: ckpt.components[c] for c in wanted}
+    if args.model is not None:
+        check_model(ckpt, args.model)
+    validate(ckpt)  # keys, shapes and dtypes against the config, from the headers: before any file is written
+    print(summarize(ckpt))
+    if args.dry_run:
+        print("  checked: every component's keys, shapes and dtypes fit its config")
+        return 0
+    from tqdm import tqdm
+
+    total = sum(len(cw.infos) for cw in ckpt.components.values())
+    with tqdm(total=total, desc=f"writing {args.to}", unit="tensor") as bar:
+        out = WRITERS[args.to](ckpt, args.dst, dtype=DTYPES[args.dtype], overwrite=args.overwrite,
+                               progress=lambda e: bar.update(1))
+    print(f"wrote {out} ({args.to} format)")
+    return 0
+
+
+def _leftovers(dst: Path | None) -> list[Path]:
+    """Temporaries of this process beside dst or inside it (a second interrupt during cleanup): removed now;
+    what cannot be removed is returned (the next run removes it: ltx.checkpoint.remove_stale_temps)."""
+    if dst is None:
+        return []
+    folders = [dst.parent] + ([dst, *(p for p in dst.iterdir() if p.is_dir())] if dst.is_dir() else [])
+    left = []
+    for p in (t for folder in folders for t in own_temps(folder)):
+        try:
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+        except OSError:
+            left.append(p)
+    return left
+
+
+def _message(e: BaseException, args: argparse.Namespace) -> str:
+    if isinstance(e, OSError) and e.strerror:
+        if e.filename is not None:
+            two = f" -> {e.filename2}" if e.filename2 is not None else ""
+            return f"{e.filename}{two}: {e.strerror}"
+        return f"{e.strerror} (reading {args.src}" + (f", writing {args.dst})" if args.dst else ")")
+    return str(e).replace("pass overwrite=True (CLI: --overwrite)", "pass --overwrite")
 
 
 def main(argv: list[str] | None = None) -> int:
+    raise_on_sigterm()  # a `kill` unwinds like Ctrl-C: atomic writes remove their temporary files
     args = parse_args(argv)
     if args.dst is None and not args.dry_run:
         print("error: give a destination path, or --dry-run", file=sys.stderr)
         return 2
-    if args.dst is not None and args.dst.exists() and not args.overwrite and not args.dry_run:
-        print(f"error: {args.dst} exists; pass --overwrite to replace it", file=sys.stderr)
-        return 1
-    if lf.is_lora(args.src):
-        return convert_lora(args)
-    causal = {"auto": None, "true": True, "false": False}[args.causal_temporal_positioning]
     try:
-        ckpt = read_checkpoint(args.src, causal_temporal_positioning=causal)  # an unreadable file says why here
-        if args.to not in FORMATS:
-            raise CheckpointError(f"--to {args.to} is a LoRA format; checkpoints convert to {FORMATS}")
-        if args.src_format != "auto" and args.src_format != ckpt.format:
-            raise CheckpointError(f"{args.src} is in the {ckpt.format} format, not {args.src_format}")
-        if args.components != "all":
-            wanted = [c.strip() for c in args.components.split(",") if c.strip()]
-            missing = [c for c in wanted if c not in ckpt.components]
-            if missing:
-                raise CheckpointError(f"{args.src} has no {missing}; it has {sorted(ckpt.components)}")
-            ckpt.components = {c: ckpt.components[c] for c in wanted}
-        if args.model is not None:
-            check_model(ckpt, args.model)
-        print(summarize(ckpt))
-        if args.dry_run:
-            return 0
-        from tqdm import tqdm
-
-        total = sum(len(cw.infos) for cw in ckpt.components.values())
-        with tqdm(total=total, desc=f"writing {args.to}", unit="tensor") as bar:
-            out = WRITERS[args.to](ckpt, args.dst, dtype=DTYPES[args.dtype], overwrite=args.overwrite,
-                                   progress=lambda e: bar.update(1))
-        print(f"wrote {out} ({args.to} format)")
-        return 0
-    except (CheckpointError, ConfigError, FileExistsError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        if not args.dry_run:  # refuse a destination that cannot be written before reading anything
+            check_output_path(args.dst, folder=args.to == "diffusers", overwrite=args.overwrite)
+        return convert(args)
+    except KeyboardInterrupt as e:
+        left = _leftovers(args.dst if not args.dry_run else None)
+        what = "nothing was written" if args.dry_run else f"{args.dst} was not written"
+        tail = f"; temporary files left: {[str(p) for p in left]}" if left else " (no temporary file left)"
+        print(f"interrupted; {what}{tail if not args.dry_run else ''}", file=sys.stderr)
+        return 128 + (e.signum if isinstance(e, Terminated) else 2)
+    except (CheckpointError, ConfigError, KeyMapError, OSError, ValueError) as e:  # bad input: one line
+        if os.environ.get("LTX_DEBUG"):
+            raise
+        print(f"error: {_message(e, args)}", file=sys.stderr)
+        return 1
+    except Exception as e:  # noqa: BLE001 - a bug: still one line, the traceback on request
+        if os.environ.get("LTX_DEBUG"):
+            raise
+        print(f"error: unexpected {type(e).__name__}: {e} (LTX_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 1
 
 

@@ -11,6 +11,11 @@ Every path goes: read headers -> config from metadata (unsupported knobs asserte
 keys are errors) -> tensors fetched one at a time. Nothing holds two copies of a checkpoint: loading builds
 the module on `meta` and assigns tensors as they are read; writing streams them to disk.
 
+Before anything is loaded or written, `validate(ckpt)` (per component `check_component`) builds each component
+on `meta` from its config and compares key sets, shapes and dtypes with the checkpoint's headers, so a file
+whose tensors do not fit its own config is refused by the loader and the converter alike, with the first few
+missing / unexpected keys, the shape mismatches, and what config the tensors would fit.
+
 `COMPONENTS` lists what each format holds. A component is added by adding an entry: "dit", "vae" and
 "upsampler" (the spatial and the temporal latent upsampler; its config says which). The upsampler is a
 *standalone* official file: unprefixed keys and a flat metadata config (`official_prefix=""`,
@@ -21,10 +26,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+import re
+from collections.abc import Callable, Iterable
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +41,9 @@ from ltx.checkpoint import (
     SafetensorsReader,
     TensorEntry,
     TensorInfo,
+    atomic_dir,
+    check_output_path,
+    fit_problems,
     load_strict,
     write_json,
     write_safetensors,
@@ -73,6 +81,28 @@ class Component:
     config_from_keys: Callable[[Any, list[str]], Any] | None = None
     # ours -> diffusers when it is more than invert(diffusers_rules) (keys diffusers has no place for)
     diffusers_rules_out: Callable[[Any], tuple[Rule, ...]] | None = None
+    # the config the tensors' shapes imply (for error messages: "this looks like a <other> config"), or None
+    config_from_shapes: Callable[[Any, dict[str, TensorInfo]], Any] | None = None
+
+
+def _block_count(infos: Iterable[str], prefix: str) -> int:
+    return len({k[len(prefix):].split(".", 1)[0] for k in infos if k.startswith(prefix)})
+
+
+def _dit_config_from_shapes(cfg: DiTConfig, infos: dict[str, TensorInfo]) -> DiTConfig:
+    dim, cin = infos["patchify_proj.weight"].shape
+    # the shapes hold only num_heads * head_dim: keep the config's split if it fits, else the releases' head_dim 64
+    head_dim = next(h for h in (cfg.head_dim if dim == cfg.dim else 64, 64, 128, 32, 16, 8, 1) if dim % h == 0)
+    return replace(cfg, num_layers=_block_count(infos, "transformer_blocks."), num_heads=dim // head_dim,
+                   head_dim=head_dim, in_channels=cin, out_channels=infos["proj_out.weight"].shape[0],
+                   caption_channels=infos["caption_projection.linear_1.weight"].shape[1])
+
+
+def _upsampler_config_from_shapes(cfg: UpsamplerConfig, infos: dict[str, TensorInfo]) -> UpsamplerConfig:
+    mid, cin = infos["initial_conv.weight"].shape[:2]
+    spatial = len(infos["upsampler.0.weight"].shape) == 4  # Conv2d: spatial x2; Conv3d: temporal x2
+    return replace(cfg, in_channels=cin, mid_channels=mid, num_blocks_per_stage=_block_count(infos, "res_blocks."),
+                   spatial=spatial, temporal=not spatial)
 
 
 COMPONENTS: dict[str, Component] = {
@@ -89,6 +119,7 @@ COMPONENTS: dict[str, Component] = {
         config_from_diffusers=dif.dit_config_from_diffusers,
         config_to_diffusers=dif.dit_config_to_diffusers,
         diffusers_rules=lambda cfg: dif.DIT_FROM_DIFFUSERS,
+        config_from_shapes=_dit_config_from_shapes,
     ),
     "vae": Component(
         name="vae",
@@ -119,6 +150,7 @@ COMPONENTS: dict[str, Component] = {
         config_from_diffusers=vt.upsampler_config_from_official,
         config_to_diffusers=vt.upsampler_config_to_diffusers,
         diffusers_rules=lambda cfg: vt.UPSAMPLER_RULES,
+        config_from_shapes=_upsampler_config_from_shapes,
     ),
 }
 
@@ -180,6 +212,38 @@ def _component_weights(
     )
 
 
+def _config(where: object, what: str, make: Callable[[], Any]) -> Any:
+    """Run a config translation; its errors (a knob ltx does not implement, a missing or mistyped field) become
+    one-line ConfigErrors that name the file."""
+    try:
+        return make()
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    except CheckpointError:
+        raise
+    except KeyError as e:
+        raise ConfigError(f"{where}: {what} config has no {e} field") from None
+    except (TypeError, ValueError, AttributeError) as e:
+        raise ConfigError(f"{where}: {what} config is not valid: {e}") from None
+
+
+def _json_type(value: Any) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number",
+            type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _read_json(path: Path, *, obj: bool = True) -> Any:
+    """A JSON file, with errors that name it; `obj`: it must hold a JSON object."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e})") from None
+    if obj and not isinstance(value, dict):
+        raise CheckpointError(f"{path}: holds a JSON {_json_type(value)}, not an object")
+    return value
+
+
 def _json_metadata(reader: SafetensorsReader, field_name: str) -> Any:
     raw = reader.metadata.get(field_name)
     if raw is None:
@@ -216,6 +280,8 @@ def _read_ltx(path: Path) -> Checkpoint:
     if version != LTX_FORMAT_VERSION:
         raise CheckpointError(f"{path}: ltx format version {version!r}; this ltx reads {LTX_FORMAT_VERSION!r}")
     configs = _json_metadata(reader, "config")
+    if not isinstance(configs, dict) or not all(isinstance(c, dict) for c in configs.values()):
+        raise CheckpointError(f"{path}: metadata 'config' is not a JSON object of component configs")
     files = _Files([path])
     comps = {}
     unknown = sorted(set(configs) - set(COMPONENTS))
@@ -223,13 +289,15 @@ def _read_ltx(path: Path) -> Checkpoint:
         raise CheckpointError(f"{path}: components {unknown} are not known to this ltx ({sorted(COMPONENTS)})")
     for name, c in configs.items():
         comp = COMPONENTS[name]
-        cfg = comp.config_cls(**c)
+        cfg = _config(path, name, lambda comp=comp, c=c: comp.config_cls(**c))
         keys = [k for k in reader.keys() if k.startswith(name + ".")]
         comps[name] = _component_weights(name, cfg, files, keys, (Rule(name + ".{rest}", "{rest}"),))
     stray = [k for k in reader.keys() if k.split(".", 1)[0] not in configs]
     if stray:
         raise CheckpointError(f"{path}: {len(stray)} keys belong to no component, e.g. {stray[:5]}")
-    extra = json.loads(reader.metadata.get("official_extra", "{}"))
+    extra = _json_metadata(reader, "official_extra") if "official_extra" in reader.metadata else {}
+    if not isinstance(extra, dict):
+        raise CheckpointError(f"{path}: metadata 'official_extra' is not a JSON object")
     return Checkpoint("ltx", path, comps, extra)
 
 
@@ -242,7 +310,7 @@ def _read_official_standalone(path: Path, reader: SafetensorsReader, configs: An
     if any(k.startswith(c.official_prefix) for c in prefixed for k in reader.keys()):
         return None
     (comp,) = standalone
-    cfg = comp.config_from_official(configs)
+    cfg = _config(path, comp.name, lambda: comp.config_from_official(configs))
     cw = _component_weights(comp.name, cfg, _Files([path]), reader.keys(), comp.official_rules(cfg))
     return Checkpoint("official", path, {comp.name: cw})
 
@@ -250,6 +318,8 @@ def _read_official_standalone(path: Path, reader: SafetensorsReader, configs: An
 def _read_official(path: Path) -> Checkpoint:
     reader = SafetensorsReader(path)
     configs = _json_metadata(reader, "config")
+    if not isinstance(configs, dict):
+        raise CheckpointError(f"{path}: metadata 'config' is a JSON {_json_type(configs)}, not an object")
     standalone = _read_official_standalone(path, reader, configs)
     if standalone is not None:
         return standalone
@@ -268,9 +338,13 @@ def _read_official(path: Path) -> Checkpoint:
             c = configs[comp.official_config_key]
         else:
             raise CheckpointError(f"{path}: has {name} tensors but metadata config has no {comp.official_config_key!r}")
-        cfg = comp.config_from_official(c)
+        if not isinstance(c, dict):
+            raise CheckpointError(f"{path}: metadata config {comp.official_config_key!r} is a JSON "
+                                  f"{_json_type(c)}, not an object")
+        cfg = _config(path, comp.official_config_key or name, lambda comp=comp, c=c: comp.config_from_official(c))
         if comp.config_from_keys is not None:
-            cfg = comp.config_from_keys(cfg, [k[len(comp.official_prefix) :] for k in keys])
+            stripped = [k[len(comp.official_prefix) :] for k in keys]
+            cfg = _config(path, name, lambda comp=comp, cfg=cfg, k=stripped: comp.config_from_keys(cfg, k))
         comps[name] = _component_weights(name, cfg, files, keys, comp.official_rules(cfg))
         claimed.update(keys)
     stray = [k for k in reader.keys() if k not in claimed]
@@ -289,9 +363,10 @@ def _read_official(path: Path) -> Checkpoint:
 def _diffusers_files(folder: Path) -> list[Path]:
     index = sorted(folder.glob("*.safetensors.index.json"))
     if index:
-        with open(index[0]) as f:
-            shards = sorted(set(json.load(f)["weight_map"].values()))
-        return [folder / s for s in shards]
+        weight_map = _read_json(index[0]).get("weight_map")
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise CheckpointError(f"{index[0]}: no 'weight_map' object of key -> shard file name")
+        return [folder / s for s in sorted(set(weight_map.values()))]
     files = sorted(folder.glob("diffusion_pytorch_model*.safetensors")) or sorted(folder.glob("*.safetensors"))
     if not files:
         raise CheckpointError(f"{folder}: no .safetensors weights in this diffusers folder")
@@ -311,23 +386,23 @@ def _read_diffusers(path: Path, causal_temporal_positioning: bool | None) -> Che
         causal_temporal_positioning = False
         for index in (root / "model_index.json", root.parent / "model_index.json"):
             if index.is_file():
-                with open(index) as f:
-                    causal_temporal_positioning = json.load(f).get("_class_name") in dif.CAUSAL_PIPELINES
+                causal_temporal_positioning = _read_json(index).get("_class_name") in dif.CAUSAL_PIPELINES
                 break
     comps = {}
     for name, folder in folders.items():
-        with open(folder / "config.json") as f:
-            c = json.load(f)
+        c = _read_json(folder / "config.json")
         if name is None:
             matches = [n for n, comp in COMPONENTS.items() if _diffusers_class(comp) == c.get("_class_name")]
             if not matches:
                 raise CheckpointError(f"{folder}: diffusers class {c.get('_class_name')!r} is not supported")
             name = matches[0]
         comp = COMPONENTS[name]
-        cfg = comp.config_from_diffusers(c, causal_temporal_positioning=causal_temporal_positioning)
+        where = folder / "config.json"
+        cfg = _config(where, name, lambda comp=comp, c=c: comp.config_from_diffusers(
+            c, causal_temporal_positioning=causal_temporal_positioning))
         files = _Files([path] if path.is_file() else _diffusers_files(folder))
         if comp.config_from_keys is not None:
-            cfg = comp.config_from_keys(cfg, list(files.where))
+            cfg = _config(where, name, lambda comp=comp, cfg=cfg, f=files: comp.config_from_keys(cfg, list(f.where)))
         comps[name] = _component_weights(name, cfg, files, list(files.where), comp.diffusers_rules(cfg))
     return Checkpoint("diffusers", path, comps)
 
@@ -350,6 +425,123 @@ def read_checkpoint(path: str | os.PathLike, *, causal_temporal_positioning: boo
     return _read_diffusers(path, causal_temporal_positioning)
 
 
+# ---------------------------------------------------------------------------------------------- validation
+
+_CONFIG_SOURCE = {"official": "the metadata config", "ltx": "the metadata config", "diffusers": "config.json"}
+
+
+def _expected(module: nn.Module) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    return {k: (tuple(v.shape), v.dtype) for k, v in module.state_dict(keep_vars=True).items()}
+
+
+def _build_meta(cw: ComponentWeights, where: str) -> nn.Module:
+    try:
+        with torch.device("meta"):
+            return cw.component.build(cw.config)
+    except (ValueError, TypeError, RuntimeError, ZeroDivisionError) as e:
+        raise ConfigError(f"{where}: cannot build {cw.component.build.__name__} from its config ({e})") from None
+
+
+def _span(indices: set[int]) -> str:
+    if not indices:
+        return "none"
+    lo, hi = min(indices), max(indices)
+    if indices == set(range(lo, hi + 1)):
+        return f"{lo}..{hi}" if hi > lo else f"{lo}"
+    shown = sorted(indices)
+    return ",".join(map(str, shown[:8])) + (",..." if len(shown) > 8 else "")
+
+
+def _indexed(keys: Iterable[str]) -> dict[str, set[int]]:
+    """{'transformer_blocks': {0, 1, ...}, 'encoder.down_blocks.0.res_blocks': {...}}: numbered module lists."""
+    out: dict[str, set[int]] = {}
+    for k in keys:
+        for m in re.finditer(r"(?:^|\.)(\d+)(?=\.)", k):
+            out.setdefault(k[: m.start()], set()).add(int(m.group(1)))
+    return out
+
+
+def _preset_names(cfg: DiTConfig) -> list[str]:
+    """Names of the model presets (configs/model/*.yaml of this checkout) whose transformer has these sizes."""
+    folder = Path(__file__).resolve().parents[2] / "configs" / "model"
+    try:
+        import yaml
+
+        names = []
+        for f in sorted(folder.glob("*.yaml")):
+            dit = DiTConfig(**{k: v for k, v in ((yaml.safe_load(f.read_text()) or {}).get("dit") or {}).items()
+                               if k in ("num_layers", "num_heads", "head_dim", "in_channels", "out_channels",
+                                        "caption_channels")})
+            if (dit.num_layers, dit.dim, dit.in_channels, dit.out_channels, dit.caption_channels) == (
+                    cfg.num_layers, cfg.dim, cfg.in_channels, cfg.out_channels, cfg.caption_channels):
+                names.append(f.stem)
+        return names
+    except Exception:  # noqa: BLE001 - a hint only; never let it hide the real error
+        return []
+
+
+def _hints(cw: ComponentWeights, expected: dict, source: str) -> list[str]:
+    """What would be valid: numbered module lists whose ranges differ, and the config the shapes imply."""
+    hints = []
+    built, found = _indexed(expected), _indexed(cw.infos)
+    for prefix in sorted(set(built) | set(found), key=lambda p: (p.count("."), p)):
+        if built.get(prefix, set()) != found.get(prefix, set()) and not any(
+                prefix.startswith(h + ".") for h in built.keys() | found.keys()
+                if built.get(h, set()) != found.get(h, set())):  # report the outermost list only
+            hints.append(f"{source} builds {prefix} {_span(built.get(prefix, set()))} but the file has "
+                         f"{prefix} {_span(found.get(prefix, set()))}")
+        if len(hints) == 3:
+            break
+    comp = cw.component
+    if comp.config_from_shapes is not None:
+        try:
+            cand = comp.config_from_shapes(cw.config, cw.infos)
+            with torch.device("meta"):
+                built_cand = _expected(comp.build(cand))
+            fits = not fit_problems(built_cand, {k: (i.shape, i.dtype) for k, i in cw.infos.items()})
+        except Exception:  # noqa: BLE001 - the shapes imply no buildable config; no hint
+            fits = False
+        if fits and cand != cw.config:
+            diff = config_diff(cw.config, cand)
+            if isinstance(cand, DiTConfig) and cand.dim != cw.config.dim:  # only the product is in the shapes
+                diff.pop("num_heads", None), diff.pop("head_dim", None)
+                diff["width (num_heads*head_dim)"] = (cw.config.dim, cand.dim)
+            says = ", ".join(f"{k}={a!r}" for k, (a, _) in diff.items())
+            has = ", ".join(f"{k}={b!r}" for k, (_, b) in diff.items())
+            hint = f"{source} says {says} but the tensors fit {has}: this looks like another model's config"
+            presets = _preset_names(cand) if isinstance(cand, DiTConfig) else []
+            if presets:
+                hint += f" (sizes of {', '.join(presets)})"
+            hints.append(hint)
+    return hints
+
+
+def check_component(cw: ComponentWeights, *, where: object = "checkpoint", source: str = "its config") -> nn.Module:
+    """Refuse a component whose tensors do not fit its config, from the headers alone; return the `meta` module.
+
+    Builds the module on `meta` from `cw.config` and compares its state dict with `cw.infos` (keys already in our
+    names, mapped by the reader's rules): key sets, shapes, floating-point dtypes. The CheckpointError names
+    `where`, the first few missing / unexpected keys with counts, the shape mismatches (key, file shape, model
+    shape), and what would be valid (numbered module lists whose ranges differ; the config the shapes imply).
+    `source` names where the config came from ("the metadata config", "config.json")."""
+    module = _build_meta(cw, str(where))
+    expected = _expected(module)
+    problems = fit_problems(expected, {k: (i.shape, i.dtype) for k, i in cw.infos.items()})
+    if problems:
+        problems += _hints(cw, expected, source)
+        raise CheckpointError(f"{where} does not fit {type(module).__name__} as {source} describes it: "
+                              + " | ".join(problems))
+    return module
+
+
+def validate(ckpt: Checkpoint) -> None:
+    """`check_component` for every component of `ckpt`: what `load_component` checks, without reading tensors.
+    The converter runs it before any writer (and in --dry-run)."""
+    source = _CONFIG_SOURCE.get(ckpt.format, "its config") if str(ckpt.path) != "<memory>" else "the module config"
+    for name, cw in ckpt.components.items():
+        check_component(cw, where=f"{ckpt.path} ({name})", source=source)
+
+
 def load_component(
     path: str | os.PathLike | Checkpoint,
     name: str,
@@ -370,8 +562,8 @@ def load_component(
         diff = config_diff(cw.config, expected_config)
         shown = ", ".join(f"{k}: checkpoint {a!r} vs expected {b!r}" for k, (a, b) in diff.items())
         raise ConfigError(f"{ckpt.path}: {name} config contradicts the expected config: {shown}")
-    with torch.device("meta"):
-        module = cw.component.build(cw.config)
+    source = _CONFIG_SOURCE.get(ckpt.format, "its config")
+    module = check_component(cw, where=f"{ckpt.path} ({name})", source=source)  # before reading any tensor
     sd = {}
     for k in cw.infos:
         t = cw.fetch(k)
@@ -446,31 +638,56 @@ def write_official(ckpt: Checkpoint, path: str | os.PathLike, *, dtype=None, ove
     return write_safetensors(path, entries, {"config": json.dumps(config)}, overwrite=overwrite, progress=progress)
 
 
+DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.safetensors"
+DIFFUSERS_FILES = ("config.json", DIFFUSERS_WEIGHTS)  # what write_diffusers puts in each component folder
+
+
+def diffusers_foreign_files(path: str | os.PathLike, components: Iterable[str]) -> list[str]:
+    """Files in an existing diffusers folder that `write_diffusers` (of `components`) would replace but did not
+    write: anything but config.json and the weights inside the component subfolders it writes (other shards, a
+    README, an index), or a file where such a subfolder goes. Everything else in `path` is left alone anyway."""
+    path, foreign = Path(path), []
+    for name in components:
+        sub = path / COMPONENTS[name].diffusers_subfolder
+        if sub.is_symlink() or (sub.exists() and not sub.is_dir()):
+            foreign.append(sub.name)
+        elif sub.is_dir():
+            foreign += [f"{sub.name}/{p.name}" for p in sorted(sub.iterdir()) if p.name not in DIFFUSERS_FILES]
+    return foreign
+
+
 def write_diffusers(ckpt: Checkpoint, path: str | os.PathLike, *, dtype=None, overwrite=False, progress=None) -> Path:
-    """Write a diffusers pipeline-style folder: one subfolder per component (built aside, then renamed in)."""
+    """Write a diffusers pipeline-style folder: one subfolder per component.
+
+    A new folder is built aside and renamed in. Into an existing folder (`overwrite=True`) only the component
+    subfolders written here are replaced (each built aside, all renamed in once every one is complete); other
+    files and folders in it (other models, notes) are kept. A component subfolder that holds files this writer
+    does not write is refused, naming them, rather than deleted."""
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True (CLI: --overwrite) to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        for cw in ckpt.components.values():
-            comp = cw.component
-            sub = tmp / comp.diffusers_subfolder
-            write_json(sub / "config.json", comp.config_to_diffusers(cw.config))
-            out = comp.diffusers_rules_out or (lambda cfg, c=comp: invert(c.diffusers_rules(cfg)))
-            entries = _entries(cw, out(cw.config), dtype)
-            write_safetensors(sub / "diffusion_pytorch_model.safetensors", entries, {"format": "pt"}, progress=progress)
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old) if old.is_dir() else old.unlink()
+    check_output_path(path, folder=True, overwrite=overwrite)
+    if path.is_dir():
+        foreign = diffusers_foreign_files(path, ckpt.components)
+        if foreign:
+            subs = sorted(f"{cw.component.diffusers_subfolder}/" for cw in ckpt.components.values())
+            shown = ", ".join(foreign[:5]) + (f" (+{len(foreign) - 5} more)" if len(foreign) > 5 else "")
+            raise FileExistsError(
+                f"{path}: overwriting replaces the component folders {', '.join(subs)}, and they hold files this "
+                f"converter does not write: {shown}; move them away or write to another folder")
+    plans = []  # every config and key table first: what diffusers cannot express is refused before any file
+    for cw in ckpt.components.values():
+        comp = cw.component
+        out = comp.diffusers_rules_out or (lambda cfg, c=comp: invert(c.diffusers_rules(cfg)))
+        entries = _entries(cw, out(cw.config), dtype)
+        plans.append((comp.diffusers_subfolder, comp.config_to_diffusers(cw.config), entries))
+    with ExitStack() as stack:
+        if path.is_dir():
+            folders = [stack.enter_context(atomic_dir(path / sub)) for sub, _, _ in plans]
         else:
-            os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            root = stack.enter_context(atomic_dir(path, overwrite=False))
+            folders = [root / sub for sub, _, _ in plans]
+        for folder, (_, config, entries) in zip(folders, plans):
+            write_json(folder / "config.json", config)
+            write_safetensors(folder / DIFFUSERS_WEIGHTS, entries, {"format": "pt"}, progress=progress)
     return path
 
 

@@ -42,7 +42,15 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ltx.checkpoint import CheckpointError, SafetensorsReader, TensorEntry, atomic_dir, write_json, write_safetensors
+from ltx.checkpoint import (
+    CheckpointError,
+    SafetensorsReader,
+    TensorEntry,
+    atomic_dir,
+    check_output_path,
+    write_json,
+    write_safetensors,
+)
 from ltx.convert.diffusers import DIT_FROM_DIFFUSERS
 from ltx.convert.keymap import invert, rename
 
@@ -214,13 +222,36 @@ def read_lora(path: str | os.PathLike) -> LoRAWeights:
     header = None
     if meta.get("format") == LORA_FORMAT and "alpha" in meta:
         pattern = _json(meta, "alpha_pattern", file) if "alpha_pattern" in meta else {}
-        header = {m: float(pattern.get(m, _json(meta, "alpha", file))) for m in ours.values()}
+        try:
+            header = {m: float(pattern.get(m, _json(meta, "alpha", file))) for m in ours.values()}
+        except (TypeError, ValueError, AttributeError) as e:
+            raise LoRAError(f"{file}: metadata 'alpha' / 'alpha_pattern' is not a number / an object of numbers: "
+                            f"{e}") from None
     peft = _json(meta, PEFT_METADATA, file) if PEFT_METADATA in meta else None
+    config_file = file.parent / ADAPTER_CONFIG
+    adapter_config = None
+    if fmt == "diffusers" and config_file.is_file():
+        try:
+            adapter_config = json.loads(config_file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise LoRAError(f"{config_file}: not valid JSON ({e})") from None
+    for where, cfg in ((f"{file} metadata {PEFT_METADATA!r}", peft), (str(config_file), adapter_config)):
+        if cfg is not None and not isinstance(cfg, dict):
+            kind = {list: "array", str: "string", int: "number", float: "number", bool: "boolean"}.get(type(cfg))
+            raise LoRAError(f"{where}: a JSON {kind}, not a peft LoraConfig object")
     if peft is not None:
         peft = {k.removeprefix("transformer."): v for k, v in peft.items()}
-    config_file = file.parent / ADAPTER_CONFIG
-    adapter_config = json.loads(config_file.read_text()) if fmt == "diffusers" and config_file.is_file() else None
 
+    try:
+        return _read_parts(path, file, reader, fmt, parts, ours, header, peft, adapter_config)
+    except (ValueError, TypeError, re.error, RuntimeError) as e:
+        if isinstance(e, LoRAError):
+            raise
+        raise LoRAError(f"{file}: alpha or rank entries are not valid: {e}") from None
+
+
+def _read_parts(path, file, reader, fmt, parts, ours, header, peft, adapter_config) -> LoRAWeights:
+    meta = reader.metadata
     tensors, rank, alpha = {}, {}, {}
     for module, p in parts.items():
         name = ours[module]
@@ -264,15 +295,16 @@ def write_lora(
     extra_metadata: Mapping[str, str] | None = None,
     overwrite: bool = False,
 ) -> Path:
-    """Write `weights` in `format` (a .safetensors file; for "diffusers" a folder). Atomic; refuses to overwrite."""
+    """Write `weights` in `format` (a .safetensors file; for "diffusers" a folder). Atomic; refuses to overwrite
+    unless `overwrite`. Overwriting a diffusers folder replaces only its weights file and adapter_config.json:
+    other files in the folder (a README, other adapters) are kept."""
     if format not in FORMATS:
         raise ValueError(f"unknown LoRA format {format!r}; formats: {FORMATS}")
     clash = sorted(set(extra_metadata or {}) & set(RESERVED))
     if clash:
         raise ValueError(f"extra_metadata may not set {clash} (written from the weights)")
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True (CLI: --overwrite) to replace it")
+    check_output_path(path, folder=format == "diffusers", overwrite=overwrite)
     modules = weights.modules
     rank, alpha = most_common(weights.rank), most_common(weights.alpha)
     names = {m: to_diffusers_name(m) if format == "diffusers" else m for m in modules}
@@ -311,7 +343,11 @@ def write_lora(
     adapter_config = {"peft_type": "LORA", **peft, "lora_dropout": 0.0, "bias": "none", "use_rslora": False,
                       "use_dora": False, "init_lora_weights": True, "task_type": None,
                       "base_model_name_or_path": base_model or None}
-    with atomic_dir(path) as tmp:
+    if path.is_dir():  # overwrite: replace the two files written here (each atomically), keep everything else
+        write_safetensors(path / DIFFUSERS_FILE, entries, meta, overwrite=True)
+        write_json(path / ADAPTER_CONFIG, adapter_config, overwrite=True)
+        return path
+    with atomic_dir(path, overwrite=False) as tmp:
         write_safetensors(tmp / DIFFUSERS_FILE, entries, meta)
         write_json(tmp / ADAPTER_CONFIG, adapter_config)
     return path
