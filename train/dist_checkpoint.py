@@ -243,6 +243,10 @@ def _read_extra(folder: Path, trainable_only: bool) -> tuple[Path | None, dict |
         raise CheckpointError(
             f"{ckpt / EXTRA}: cannot be read ({_describe(e)}); {_what_to_do(ckpt.parent, ckpt.name)}"
         ) from None
+    if not isinstance(saved, dict) or any(k not in saved for k in ("trainable_only", "optimizer", "extra")):
+        raise CheckpointError(f"{ckpt / EXTRA}: not a checkpoint's {EXTRA} (it holds "
+                              f"{sorted(saved) if isinstance(saved, dict) else type(saved).__name__}); "
+                              f"{_what_to_do(ckpt.parent, ckpt.name)}")
     if saved["trainable_only"] and not trainable_only:
         raise CheckpointError(f"{ckpt}: holds only the trainable parameters; load it with trainable_only=True")
     return ckpt, saved

@@ -270,7 +270,9 @@ def lr_factor(cfg: FinetuneConfig, step: int) -> float:
 
 def resolve_paths(cfg: FinetuneConfig) -> FinetuneConfig:
     """The preset's local weights (the bundled demo) where the config names none, relative to the repository."""
-    repo = Path(__file__).resolve().parents[1]
+    from ltx.presets import config_root
+
+    repo = config_root()  # the checkout, or <prefix>/share/ltx for an installed package
     g = cfg.model.generation
 
     def local(path: str | None) -> str | None:
@@ -408,6 +410,9 @@ class Trainer:
         self.dist = init_distributed()
         self.resolved = _plain(cfg)
         self.run_dir = Path(cfg.run_dir)
+        from train.runner import check_run_dir
+
+        check_run_dir(self.run_dir)  # a file, or a folder that cannot be written: refused before anything loads
         self.ckpt, self.vae_ckpt, self.cache = check_inputs(cfg, self.dist.world_size)
         self.per_rank, self.micro = batch_split(cfg, self.dist.world_size)
         self.resuming = check_resume(cfg, self.resolved, self.run_dir)
@@ -472,7 +477,13 @@ class Trainer:
             from ltx.models.text import T5TextEncoder
 
             g = self.cfg.model.generation
-            t5 = T5TextEncoder(self.cfg.text_encoder, dtype=torch.float32, max_tokens=g.text_tokens)
+            try:
+                t5 = T5TextEncoder(self.cfg.text_encoder, dtype=torch.float32, max_tokens=g.text_tokens)
+            except Exception as e:  # noqa: BLE001 - whatever transformers raises on a damaged folder
+                from train.runner import first_line
+
+                raise ValueError(f"text_encoder={self.cfg.text_encoder} cannot be loaded ({first_line(e)}); pass a "
+                                 "whole local T5 folder (text_encoder/ and tokenizer/)") from None
             encoded = t5.encode(list(v.prompts)), t5.encode([g.negative_prompt] * len(v.prompts))
             del t5
         return self.dist.broadcast_object(encoded) if self.dist.enabled else encoded

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -110,11 +112,42 @@ def save_text_encoder(model, tokenizer, path: Path, report: dict | None = None) 
     return path
 
 
+@dataclass(kw_only=True)
+class MakeTextEncoderConfig:
+    """The command line of this app, checked field by field (like the training configs)."""
+
+    path: str
+    seed: int = 0
+    pretrain_steps: int = 1500
+    threads: int = 2
+    overwrite: bool = False
+
+    def __post_init__(self):
+        from train.runner import check_int
+
+        if not str(self.path):
+            raise ValueError("path='' is invalid: give the folder to write the text encoder to")
+        check_int("seed", self.seed, 0)
+        check_int("pretrain_steps", self.pretrain_steps, 0)
+        check_int("threads", self.threads)
+
+    def check_target(self) -> None:
+        """Refuse, before any work, a target that exists (without overwrite), is a file, or cannot be written."""
+        from train.runner import check_run_dir
+
+        path = Path(self.path)
+        if path.exists() and not path.is_dir():
+            raise FileExistsError(f"{path} is a file, not a text encoder folder; remove it or pick another path")
+        if path.exists() and not self.overwrite:
+            raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
+        check_run_dir(path.parent if str(path.parent) else Path("."), name=f"the folder of {path}")
+
+
 def make(path: Path, seed: int = 0, overwrite: bool = False, pretrain_steps: int = 0) -> Path:
     from transformers import ByT5Tokenizer, T5Config, T5EncoderModel
 
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
+    MakeTextEncoderConfig(path=str(path), seed=seed, overwrite=overwrite, pretrain_steps=pretrain_steps).check_target()
+    path = Path(path)
     torch.manual_seed(seed)
     cfg = T5Config(vocab_size=384, d_model=WIDTH, d_kv=32, d_ff=256, num_layers=2, num_heads=4,
                    feed_forward_proj="gated-gelu", dropout_rate=0.0, is_encoder_decoder=False)
@@ -127,13 +160,27 @@ def make(path: Path, seed: int = 0, overwrite: bool = False, pretrain_steps: int
     return save_text_encoder(model, tokenizer, path, report)
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> None:
+    """The command line (documented in the README, so argparse rather than Hydra): bad input ends in one line
+    `error: ...` and exit status 1, as `infer.app.hydra_app` does (LTX_DEBUG=1 shows the traceback)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("path", type=Path)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--pretrain-steps", type=int, default=1500, help="caption-reading steps (0: seeded weights)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--overwrite", action="store_true")
-    a = p.parse_args()
-    torch.set_num_threads(a.threads)
-    print(f"wrote {make(a.path, a.seed, a.overwrite, a.pretrain_steps)}")
+    a = p.parse_args(argv)
+    try:
+        cfg = MakeTextEncoderConfig(path=str(a.path), seed=a.seed, pretrain_steps=a.pretrain_steps,
+                                    threads=a.threads, overwrite=a.overwrite)
+        cfg.check_target()
+        torch.set_num_threads(cfg.threads)
+        print(f"wrote {make(Path(cfg.path), cfg.seed, cfg.overwrite, cfg.pretrain_steps)}")
+    except (ValueError, OSError) as e:  # FileExistsError, PermissionError, RunError, ...
+        if os.environ.get("LTX_DEBUG"):
+            raise
+        raise SystemExit(f"error: {e}") from None
+
+
+if __name__ == "__main__":
+    main()

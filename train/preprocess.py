@@ -172,6 +172,19 @@ def cached_record(path: Path, space: str) -> dict | None:
         return None
 
 
+def text_ok(path: Path) -> bool:
+    """Whether a text-state file exists and is whole (its header reads and holds context and mask): a damaged
+    one is written again."""
+    if not path.is_file():
+        return False
+    try:
+        infos = SafetensorsReader(path).infos
+    except ValueError:
+        print(f"[preprocess] {path} is damaged; encoding it again")
+        return False
+    return "context" in infos and "mask" in infos
+
+
 def load_clip(item: MediaItem, buckets: list[Bucket], max_upscale: float | None):
     """(fitted clip (3, F, H, W) in [0, 1], bucket, fps) or raise MediaError with the reason to skip it."""
     if is_image(item.media_path):
@@ -259,15 +272,23 @@ def run(cfg: PreprocessConfig) -> dict:
             write_index(False)
     del vae
 
-    todo = [r for r in records if not text_file(out, r["id"]).is_file()]
+    todo = [r for r in records if not text_ok(text_file(out, r["id"]))]
     null_path = text_file(out, NULL_ID)
-    if todo or not null_path.is_file():
+    null_ok = text_ok(null_path)
+    if todo or not null_ok:
         from ltx.models.text import T5TextEncoder
 
-        t5 = T5TextEncoder(cfg.text_encoder, device=device, dtype=dtype, max_tokens=cfg.text_tokens)
+        try:
+            t5 = T5TextEncoder(cfg.text_encoder, device=device, dtype=dtype, max_tokens=cfg.text_tokens)
+        except FileNotFoundError:
+            raise
+        except Exception as e:  # noqa: BLE001 - whatever transformers raises on a damaged folder
+            raise ValueError(f"text_encoder={cfg.text_encoder} cannot be loaded ({type(e).__name__}: "
+                             f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}); pass a whole local T5 "
+                             "folder (text_encoder/ and tokenizer/)") from None
         identity = json.dumps(head["text_encoder"])
         context, mask = t5.encode([""])
-        if null_path.is_file():
+        if null_ok:
             from safetensors.torch import load_file
 
             old = load_file(str(null_path))

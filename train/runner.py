@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +35,79 @@ def atomic_torch_save(obj: object, path: Path) -> None:
         torch.save(obj, f)
 
 
+class RunError(ValueError):
+    """A run folder or its checkpoint that cannot be used as it is; the message names it and says what to do."""
+
+
+# ------------------------------------------------------------------------------------------ config checks
+# Shared by the training configs' __post_init__: each raises ValueError("NAME=VALUE is invalid: WHAT IS VALID").
+
+
+def invalid(name: str, value: object, valid: str) -> ValueError:
+    return ValueError(f"{name}={value!r} is invalid: {valid}")
+
+
+def check_int(name: str, value: object, lo: int = 1, *, optional: bool = False) -> None:
+    """An integer >= lo (bools are not integers here); None passes when `optional`."""
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+        raise invalid(name, value, f"must be an integer >= {lo}" + (" (or null)" if optional else ""))
+
+
+def check_number(name: str, value: object, lo: float = -math.inf, hi: float = math.inf, *, lo_open: bool = False,
+                 hi_open: bool = False) -> None:
+    """A finite number in [lo, hi] (open at an end when lo_open / hi_open)."""
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    ok = ok and (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
+    if not ok:
+        parts = [f"{'>' if lo_open else '>='} {lo:g}"] if lo > -math.inf else []
+        parts += [f"{'<' if hi_open else '<='} {hi:g}"] if hi < math.inf else []
+        raise invalid(name, value, "must be a finite number" + (" " + " and ".join(parts) if parts else ""))
+
+
+def check_choice(name: str, value: object, valid: Iterable[str]) -> None:
+    valid = tuple(valid)
+    if value not in valid:
+        raise invalid(name, value, f"must be one of {', '.join(valid)}")
+
+
+def check_multiple(name: str, value: object, factor: int, *, plus: int = 0, what: str = "") -> None:
+    """An integer of the form factor * k + plus (k >= 1 when plus == 0, else k >= 0); names the nearest valid."""
+    check_int(name, value, max(1, plus))
+    if (value - plus) % factor:
+        lower = max(plus or factor, (value - plus) // factor * factor + plus)
+        upper = (value - plus) // factor * factor + plus + factor
+        form = f"{factor}*N + {plus}" if plus else f"a multiple of {factor}"
+        raise invalid(name, value, f"must be {form}{what}; nearest valid: {lower} or {upper}")
+
+
+def check_run_dir(run_dir: str | os.PathLike, name: str = "run_dir") -> None:
+    """Refuse a run_dir that is a file, or that cannot be created or written (before anything is written)."""
+    path = Path(run_dir)
+    if not str(run_dir):
+        raise invalid(name, str(run_dir), "give a folder for the run's outputs")
+    if path.exists() and not path.is_dir():
+        raise RunError(f"{name}={path} is a file, not a folder; remove it or pick another {name}")
+    probe = path
+    while not probe.exists():  # the nearest folder that exists: the run folder, or where it will be made
+        probe = probe.parent
+    if not probe.is_dir():
+        raise RunError(f"{name}={path} cannot be made: {probe} is a file; pick another {name}")
+    try:  # os.access is no use as root or on a read-only mount: try it
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as e:
+        raise RunError(f"{name}={path} is not writable ({probe}: {e.strerror or e}); fix its permissions or pick "
+                       f"another {name}") from None
+
+
+def first_line(e: BaseException, limit: int = 200) -> str:
+    text = str(e).strip().splitlines()
+    text = text[0] if text else ""
+    return f"{type(e).__name__}: {text[:limit]}" if text else type(e).__name__
+
+
 @dataclass
 class Run:
     """A run folder: checkpoints/, metrics.jsonl, loss.png, and the resolved config."""
@@ -43,14 +118,93 @@ class Run:
     step: int = 0
     _wandb: object = None
     _t0: float = field(default_factory=time.time)
+    _state: dict | None = None  # the checkpoint `open` read, until `resume` applies it
 
     @property
     def checkpoint_path(self) -> Path:
         return self.root / "checkpoint.pt"
 
+    def open(self) -> bool:
+        """Check the run folder and read its checkpoint, before anything is written: a folder that cannot be
+        written, or a checkpoint that cannot be read, is refused by name. Returns whether there is a checkpoint."""
+        check_run_dir(self.root)
+        if not self.checkpoint_path.exists():
+            self._state = None
+            return False
+        self._state = self._read_checkpoint()
+        return True
+
+    def _read_checkpoint(self) -> dict:
+        path = self.checkpoint_path
+        todo = (f"delete it to start the run over (or pick another run_dir), or restore it from a copy "
+                f"(atomic saves never leave a partial {path.name}: it was damaged after it was written)")
+        if not path.is_file():
+            raise RunError(f"{path} is not a file; remove it to start the run over, or pick another run_dir")
+        if path.stat().st_size == 0:
+            raise RunError(f"{path} is empty (0 bytes); {todo}")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as e:  # noqa: BLE001 - whatever a damaged zip or pickle raises
+            raise RunError(f"{path} cannot be read, it is truncated or not a checkpoint ({first_line(e)}); "
+                           f"{todo}") from None
+        need = ("step", "history", "modules", "optimizers")
+        if not isinstance(state, dict) or any(k not in state for k in need):
+            have = sorted(state) if isinstance(state, dict) else type(state).__name__
+            raise RunError(f"{path} is not a checkpoint of this trainer (it holds {have}, not {list(need)}); {todo}")
+        if not isinstance(state["step"], int) or state["step"] < 0 or not isinstance(state["history"], list):
+            raise RunError(f"{path} holds step {state['step']!r} and a {type(state['history']).__name__} history; "
+                           f"{todo}")
+        return state
+
+    def resume(self, modules: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer]) -> bool:
+        """Load the run's checkpoint if there is one (read by `open`); returns whether it did. A checkpoint of
+        another model or config (other modules, names or shapes) is refused naming the differences."""
+        if self._state is None and not self.open():
+            return False
+        state, path = self._state, self.checkpoint_path
+        problems = [f"no {n!r} weights" for n in modules if n not in state["modules"]]
+        problems += [f"{n!r} weights this config does not train" for n in state["modules"] if n not in modules]
+        for name, m in modules.items():
+            saved, own = state["modules"].get(name), m.state_dict()
+            if not isinstance(saved, dict):
+                continue
+            missing, unexpected = [k for k in own if k not in saved], [k for k in saved if k not in own]
+            shapes = [f"{k} is {tuple(saved[k].shape)} there, {tuple(v.shape)} here" for k, v in own.items()
+                      if k in saved and getattr(saved[k], "shape", None) is not None
+                      and tuple(saved[k].shape) != tuple(v.shape)]
+            for what, keys in (("lacks", missing), ("has unknown", unexpected), ("shape mismatch:", shapes)):
+                if keys:
+                    more = f" (and {len(keys) - 3} more)" if len(keys) > 3 else ""
+                    problems.append(f"{name} {what} {', '.join(keys[:3])}{more}")
+        if problems:
+            raise RunError(f"{path} was written by another model or config: {'; '.join(problems)}. Resume with the "
+                           f"config the run started with (see {self.root / 'config.json'}), or use a new run_dir")
+        try:
+            for name, m in modules.items():
+                m.load_state_dict(state["modules"][name], strict=True)
+            for name, o in optimizers.items():
+                o.load_state_dict(state["optimizers"][name])
+        except (KeyError, ValueError, RuntimeError) as e:
+            raise RunError(f"{path} does not fit this config ({first_line(e)}); resume with the config the run "
+                           f"started with, or use a new run_dir") from None
+        self.step, self.history = state["step"], [r for r in state["history"] if r.get("step", 0) <= state["step"]]
+        self._state = None
+        print(f"[run] resumed {self.root} at step {self.step}")
+        return True
+
     def start(self, config: dict, *, project: str, use_wandb: bool = True) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        (self.root / "config.json").write_text(json.dumps(config, indent=2, default=str) + "\n")
+        """Write the run's records, after `resume` has validated the checkpoint: config.json, and
+        metrics.jsonl cut back to the checkpoint's history (rows logged after the last checkpoint are logged
+        again by the resumed run; a run killed before its first checkpoint starts an empty file)."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            with atomic_file(self.root / "config.json", "w") as f:
+                f.write(json.dumps(config, indent=2, default=str) + "\n")
+            with atomic_file(self.root / "metrics.jsonl", "w") as f:
+                f.writelines(json.dumps(r) + "\n" for r in self.history)
+        except OSError as e:
+            raise RunError(f"run_dir={self.root} cannot be written ({e}); fix its permissions or pick another "
+                           "run_dir") from None
         if use_wandb:
             try:
                 import wandb
@@ -59,19 +213,6 @@ class Run:
                                          resume="allow", id=self.root.name.replace("/", "_"))
             except Exception as e:  # noqa: BLE001 - tracking must never stop training
                 print(f"[run] wandb disabled: {e}")
-
-    def resume(self, modules: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer]) -> bool:
-        """Load the run's checkpoint if there is one; returns whether it did."""
-        if not self.checkpoint_path.exists():
-            return False
-        state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=False)
-        for name, m in modules.items():
-            m.load_state_dict(state["modules"][name], strict=True)
-        for name, o in optimizers.items():
-            o.load_state_dict(state["optimizers"][name])
-        self.step, self.history = state["step"], state["history"]
-        print(f"[run] resumed {self.root} at step {self.step}")
-        return True
 
     def save(self, modules: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer]) -> None:
         state = {

@@ -30,10 +30,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import hydra
 import torch
-from hydra.core.config_store import ConfigStore
-from omegaconf import OmegaConf
 
 from ltx.data.shapes import ShapesWorld
 from ltx.losses import add_noise, flow_matching_loss, sample_sigmas
@@ -43,7 +40,18 @@ from ltx.models.vae import VideoVAE
 from ltx.patchify import patchify, token_positions
 from ltx.viz import save_video_grid
 from train.make_text_encoder import save_text_encoder
-from train.runner import Run, peak_rss_mib, resume_lr, step_generator, train_loop
+from train.runner import (
+    Run,
+    RunError,
+    check_choice,
+    check_int,
+    check_multiple,
+    check_number,
+    peak_rss_mib,
+    resume_lr,
+    step_generator,
+    train_loop,
+)
 from train.train_vae import latent_space_id
 
 
@@ -80,14 +88,93 @@ class TrainDiTConfig:
     threads: int = 2
     wandb: bool = True
 
+    def __post_init__(self):
+        """Every field checked where the config is made (Hydra's to_object, or in code), before anything runs."""
+        for name in ("run_dir", "vae_checkpoint", "text_encoder"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ValueError(f"{name}={getattr(self, name)!r} is invalid: give a path")
+        for name in ("text_tokens", "steps", "batch_size", "num_videos", "sample_every", "sample_steps",
+                     "log_every", "checkpoint_every", "threads"):
+            check_int(name, getattr(self, name))
+        check_int("seed", self.seed, 0)
+        check_int("warmup", self.warmup, 0)
+        check_int("sample_prompts", self.sample_prompts, 2)  # half seen, half held-out: at least one of each
+        check_int("stop_after", self.stop_after, optional=True)
+        check_number("lr", self.lr, 0.0, lo_open=True)
+        check_number("text_lr", self.text_lr, 0.0)
+        check_number("min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)
+        check_number("weight_decay", self.weight_decay, 0.0)
+        check_number("ema", self.ema, 0.0, 1.0, hi_open=True)
+        check_number("caption_dropout", self.caption_dropout, 0.0, 1.0, hi_open=True)
+        check_number("fps", self.fps, 0.0, lo_open=True)
+        check_number("sample_guidance", self.sample_guidance, 1.0)
+        check_choice("lr_schedule", self.lr_schedule, ("constant", "cosine"))
+        check_choice("sigma_sampler", self.sigma_sampler, ("uniform", "logit_normal", "shifted_logit_normal"))
+        check_multiple("frames", self.frames, 8, plus=1, what=" (ShapesWorld clips)")
+        check_multiple("size", self.size, 32, what=" (ShapesWorld clips)")
+
+
+def load_inputs(cfg: TrainDiTConfig):
+    """The VAE and the text encoder, each refused by option name when missing, damaged, of the wrong kind or
+    not fitting the config (before anything is written)."""
+    from ltx.convert.formats import load_component
+
+    if not Path(cfg.vae_checkpoint).exists():
+        raise FileNotFoundError(f"vae_checkpoint={cfg.vae_checkpoint} does not exist; pass a checkpoint with a VAE "
+                                "(train one with python -m train.train_vae, export with python -m train.export_demo)")
+    try:
+        vae = load_component(cfg.vae_checkpoint, "vae")
+    except (ValueError, OSError, KeyError) as e:
+        raise ValueError(f"vae_checkpoint={cfg.vae_checkpoint}: {e}") from None
+    t, s = vae.cfg.temporal_factor, vae.cfg.spatial_factor
+    check_multiple("frames", cfg.frames, t, plus=1, what=f" (the VAE compresses time {t}x)")
+    check_multiple("size", cfg.size, s, what=f" (the VAE compresses space {s}x)")
+    if vae.cfg.latent_channels != cfg.dit.in_channels:
+        raise ValueError(f"vae_checkpoint={cfg.vae_checkpoint} encodes {vae.cfg.latent_channels}-channel latents; "
+                         f"dit.in_channels={cfg.dit.in_channels}: set dit.in_channels/out_channels to match")
+    root = Path(cfg.text_encoder)
+    if not root.is_dir():
+        raise FileNotFoundError(f"text_encoder={root} is not a folder; make it with python -m train.make_text_encoder "
+                                f"{root}")
+    try:
+        text = T5TextEncoder(root, dtype=torch.float32, max_tokens=cfg.text_tokens)
+    except Exception as e:  # noqa: BLE001 - whatever transformers raises on a damaged folder
+        from train.runner import first_line
+
+        raise ValueError(f"text_encoder={root} cannot be loaded ({first_line(e)}); make it again with "
+                         f"python -m train.make_text_encoder {root} --overwrite") from None
+    width = text.model.config.d_model
+    if width != cfg.dit.caption_channels:
+        raise ValueError(f"text_encoder={root} gives {width}-wide states; dit.caption_channels="
+                         f"{cfg.dit.caption_channels}: set it to {width} or use the matching text encoder")
+    return vae, text
+
+
+def _read_latent_cache(cache: Path) -> dict | None:
+    """The cached latents blob, or None (with a note) when the file is damaged: it is only a cache."""
+    try:
+        blob = torch.load(cache, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - a damaged pickle raises anything
+        from train.runner import first_line
+
+        print(f"[train_dit] {cache} cannot be read ({first_line(e)}); encoding the clips again")
+        return None
+    ok = isinstance(blob, dict) and isinstance(blob.get("n"), int) and isinstance(blob.get("latents"), torch.Tensor)
+    ok = ok and isinstance(blob.get("captions"), list) and blob["latents"].ndim == 5
+    ok = ok and len(blob["latents"]) == blob["n"] == len(blob["captions"])
+    if not ok:
+        print(f"[train_dit] {cache} is not a latent cache of this trainer; encoding the clips again")
+        return None
+    return blob
+
 
 @torch.no_grad()
 def encode_dataset(vae: VideoVAE, data: ShapesWorld, cache: Path, space: str) -> tuple[torch.Tensor, list[str]]:
     """Normalized posterior-mean latents (N, C, F', H', W') and captions of every clip, cached on disk (and
     encoded again when the cache holds another number of clips or another latent space than `space`, the
     VAE's `latent_space_id`)."""
-    if cache.exists():
-        blob = torch.load(cache, weights_only=False)
+    blob = _read_latent_cache(cache) if cache.exists() else None
+    if blob is not None:
         if blob["n"] == len(data) and blob.get("latent_space") == space:
             return blob["latents"], blob["captions"]
         print(f"[train_dit] {cache}: made for {blob['n']} clips of latent space {blob.get('latent_space')}; "
@@ -102,6 +189,7 @@ def encode_dataset(vae: VideoVAE, data: ShapesWorld, cache: Path, space: str) ->
     blob = {"n": len(data), "latent_space": space, "latents": torch.cat(latents), "captions": captions}
     from train.runner import atomic_torch_save
 
+    cache.parent.mkdir(parents=True, exist_ok=True)
     atomic_torch_save(blob, cache)
     return blob["latents"], blob["captions"]
 
@@ -154,27 +242,27 @@ def lr_factor(cfg: TrainDiTConfig, step: int) -> float:
 
 
 def train(cfg: TrainDiTConfig) -> dict:
-    from ltx.convert.formats import load_component
-
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    vae = load_component(cfg.vae_checkpoint, "vae")
+    vae, text = load_inputs(cfg)
     data = ShapesWorld(split="train", num_samples=cfg.num_videos, frames=cfg.frames, height=cfg.size,
                        width=cfg.size, seed=cfg.seed + 1000)
     run = Run(Path(cfg.run_dir), cfg.seed)
-    run.start(asdict(cfg), project="ltx-demo-dit", use_wandb=cfg.wandb)
+    resuming = run.open()  # the folder is writable and its checkpoint readable; nothing written yet
     space, record = latent_space_id(vae), Path(cfg.run_dir) / "latent_space.json"
-    if run.checkpoint_path.exists() and record.is_file():
-        trained = json.loads(record.read_text())["latent_space"]
+    if resuming and record.is_file():
+        try:
+            trained = json.loads(record.read_text())["latent_space"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise RunError(f"{record} is damaged ({e!r}); restore it, or delete it if {cfg.vae_checkpoint} is "
+                           "the VAE the run started with") from None
         if trained != space:
             raise ValueError(f"{cfg.run_dir} trained on latent space {trained}; {cfg.vae_checkpoint} encodes into "
                              f"{space} (another VAE encoder or latent statistics). Resume with the VAE the run "
                              f"started with, or use a new run_dir")
     latents, captions = encode_dataset(vae, data, Path(cfg.run_dir) / "latents.pt", space)
-    record.write_text(json.dumps({"latent_space": space, "vae_checkpoint": cfg.vae_checkpoint}, indent=2) + "\n")
     _, C, Fl, Hl, Wl = latents.shape
     tokens = patchify(latents)  # (N, T, C)
-    text = T5TextEncoder(cfg.text_encoder, dtype=torch.float32, max_tokens=cfg.text_tokens)
     t5 = text.model if cfg.text_lr > 0 else None
     if t5 is None:  # frozen: encode every caption once
         context, mask = encode_captions(text, captions + [""])
@@ -199,6 +287,8 @@ def train(cfg: TrainDiTConfig) -> dict:
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(cfg, s))
     if run.resume(modules, {"opt": opt}):
         resume_lr(sched, run.step)
+    run.start(asdict(cfg), project="ltx-demo-dit", use_wandb=cfg.wandb)  # after the checkpoint is validated
+    record.write_text(json.dumps({"latent_space": space, "vae_checkpoint": cfg.vae_checkpoint}, indent=2) + "\n")
     t0 = time.time()
 
     def encode_ema(prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -258,13 +348,22 @@ def train(cfg: TrainDiTConfig) -> dict:
     return report
 
 
-ConfigStore.instance().store(name="train_dit_schema", node=TrainDiTConfig)
+def _register_schema() -> None:
+    """configs/train_dit.yaml composes on `train_dit_schema` (so typos and bad types fail, also in compose())."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="train_dit_schema", node=TrainDiTConfig)
 
 
-@hydra.main(config_path="../configs", config_name="train_dit", version_base=None)
-def main(raw) -> None:
-    cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TrainDiTConfig), raw))
-    train(cfg)
+_register_schema()
+
+
+def main() -> None:
+    """The Hydra entry point: bad input (a config field, a missing or damaged file, an unusable run folder or
+    checkpoint) ends in one line `error: ...` (LTX_DEBUG=1 shows the traceback)."""
+    from infer.app import hydra_app
+
+    hydra_app(TrainDiTConfig, "train_dit", train, (RunError, OSError))
 
 
 if __name__ == "__main__":

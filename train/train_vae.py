@@ -32,10 +32,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import hydra
 import torch
-from hydra.core.config_store import ConfigStore
-from omegaconf import OmegaConf
 
 from ltx.data.shapes import ShapesWorld
 from ltx.data.shapes_eval import estimate_background
@@ -43,7 +40,18 @@ from ltx.data.shapes_eval import evaluate as evaluate_prompt_following
 from ltx.losses import gaussian_kl, psnr
 from ltx.models.vae import VAEConfig, VideoVAE
 from ltx.viz import save_video_grid
-from train.runner import Run, peak_rss_mib, resume_lr, step_generator, train_loop
+from train.runner import (
+    Run,
+    RunError,
+    check_int,
+    check_multiple,
+    check_number,
+    first_line,
+    peak_rss_mib,
+    resume_lr,
+    step_generator,
+    train_loop,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -77,6 +85,39 @@ class TrainVAEConfig:
     checkpoint_every: int = 100
     threads: int = 2
     wandb: bool = True
+
+    def __post_init__(self):
+        """Every field checked where the config is made (Hydra's to_object, or in code), before anything runs."""
+        if not isinstance(self.run_dir, str) or not self.run_dir:
+            raise ValueError(f"run_dir={self.run_dir!r} is invalid: give a folder for the run's outputs")
+        for name in ("steps", "batch_size", "num_videos", "eval_videos", "stats_videos", "sample_every",
+                     "sample_videos", "log_every", "checkpoint_every", "threads"):
+            check_int(name, getattr(self, name))
+        check_int("seed", self.seed, 0)
+        check_int("warmup", self.warmup, 0)
+        check_int("stop_after", self.stop_after, optional=True)
+        check_number("lr", self.lr, 0.0, lo_open=True)
+        check_number("weight_decay", self.weight_decay, 0.0)
+        check_number("kl_weight", self.kl_weight, 0.0)
+        check_number("fg_weight", self.fg_weight, 0.0, lo_open=True)
+        check_number("latent_noise", self.latent_noise, 0.0)
+        if self.init_from is not None and (not isinstance(self.init_from, str) or not self.init_from):
+            raise ValueError(f"init_from={self.init_from!r} is invalid: give a vae_final.pt or checkpoint (or null)")
+        if not self.train_encoder and not self.init_from:
+            raise ValueError("train_encoder=false fine-tunes the decoder of a trained VAE: set init_from to its "
+                             "vae_final.pt or checkpoint (e.g. init_from=runs/demo_vae/vae_final.pt)")
+        t, s = self.vae.temporal_factor, self.vae.spatial_factor
+        why_t, why_s = f" (the VAE compresses time {t}x)", f" (the VAE compresses space {s}x)"
+        check_multiple("frames", self.frames, 8, plus=1, what=" (ShapesWorld clips)")
+        check_multiple("size", self.size, 32, what=" (ShapesWorld clips)")
+        check_multiple("frames", self.frames, t, plus=1, what=why_t)
+        check_multiple("size", self.size, s, what=why_s)
+        check_multiple("crop_frames", self.crop_frames, t, plus=1, what=why_t)
+        check_multiple("crop_size", self.crop_size, s, what=why_s)
+        if self.crop_frames > self.frames:
+            raise ValueError(f"crop_frames={self.crop_frames} is invalid: must be <= frames={self.frames}")
+        if self.crop_size > self.size:
+            raise ValueError(f"crop_size={self.crop_size} is invalid: must be <= size={self.size}")
 
 
 def foreground_weight(video: torch.Tensor, fg_weight: float, threshold: float = 0.15) -> torch.Tensor:
@@ -157,12 +198,40 @@ def latent_space_id(vae: VideoVAE) -> str:
 
 
 def initial_state(path: str) -> dict[str, torch.Tensor]:
-    """The VAE state dict to start from: a training run's vae_final.pt, or the VAE of any checkpoint."""
+    """The VAE state dict to start from: a training run's vae_final.pt, or the VAE of any checkpoint (refused
+    by option name when missing, damaged or without a VAE)."""
+    if not Path(path).exists():
+        raise FileNotFoundError(f"init_from={path} does not exist; pass a run's vae_final.pt (python -m "
+                                "train.train_vae) or a checkpoint with a VAE")
     if Path(path).suffix == ".pt":
-        return torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - a damaged or foreign pickle raises anything
+            raise ValueError(f"init_from={path} cannot be read ({first_line(e)}); pass a run's vae_final.pt, "
+                             "or make it again") from None
+        if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+            raise ValueError(f"init_from={path} is not a VAE state dict (a run's vae_final.pt)")
+        return sd
     from ltx.convert.formats import load_component
 
-    return load_component(path, "vae").state_dict()
+    try:
+        return load_component(path, "vae").state_dict()
+    except (ValueError, OSError, KeyError) as e:
+        raise ValueError(f"init_from={path}: {e}") from None
+
+
+def load_initial(vae: VideoVAE, path: str) -> None:
+    """Load `initial_state(path)` into `vae`, naming the differences when it is another VAE's."""
+    sd, own = initial_state(path), vae.state_dict()
+    missing, unexpected = [k for k in own if k not in sd], [k for k in sd if k not in own]
+    shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+              if k in sd and tuple(sd[k].shape) != tuple(v.shape)]
+    if missing or unexpected or shapes:
+        parts = [f"{w} {', '.join(ks[:3])}{' ...' if len(ks) > 3 else ''}"
+                 for w, ks in (("lacks", missing), ("has unknown", unexpected), ("shape mismatch:", shapes)) if ks]
+        raise ValueError(f"init_from={path} is not a VAE of this config ({'; '.join(parts)}); pass the "
+                         "vae_final.pt of a run with the same vae: settings")
+    vae.load_state_dict(sd, strict=True)
 
 
 def train(cfg: TrainVAEConfig) -> dict:
@@ -175,16 +244,17 @@ def train(cfg: TrainVAEConfig) -> dict:
                        width=cfg.size, seed=cfg.seed)
     vae = VideoVAE(cfg.vae).init_weights(torch.Generator().manual_seed(cfg.seed))
     if cfg.init_from:
-        vae.load_state_dict(initial_state(cfg.init_from), strict=True)
+        load_initial(vae, cfg.init_from)
     vae.encoder.requires_grad_(cfg.train_encoder)
     params = [p for p in vae.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
     sched = torch.optim.lr_scheduler.LambdaLR(  # warm-up, then linear decay to 10%
-        opt, lambda s: min(1.0, (s + 1) / cfg.warmup) * (0.1 + 0.9 * (1 - s / cfg.steps)))
+        opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup)) * (0.1 + 0.9 * (1 - s / cfg.steps)))
     run = Run(Path(cfg.run_dir), cfg.seed)
-    run.start(asdict(cfg), project="ltx-demo-vae", use_wandb=cfg.wandb)
+    run.open()  # the folder is writable and its checkpoint readable; nothing written yet
     if run.resume({"vae": vae}, {"opt": opt}):
         resume_lr(sched, run.step)
+    run.start(asdict(cfg), project="ltx-demo-vae", use_wandb=cfg.wandb)  # after the checkpoint is validated
     t0 = time.time()
 
     def step_fn(step: int) -> dict[str, float]:
@@ -242,13 +312,22 @@ def train(cfg: TrainVAEConfig) -> dict:
     return report
 
 
-ConfigStore.instance().store(name="train_vae_schema", node=TrainVAEConfig)  # typos and bad types fail
+def _register_schema() -> None:
+    """configs/train_vae.yaml composes on `train_vae_schema` (so typos and bad types fail, also in compose())."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="train_vae_schema", node=TrainVAEConfig)
 
 
-@hydra.main(config_path="../configs", config_name="train_vae", version_base=None)
-def main(raw) -> None:
-    cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TrainVAEConfig), raw))
-    train(cfg)
+_register_schema()
+
+
+def main() -> None:
+    """The Hydra entry point (configs/train_vae.yaml, or --config-name train_vae_decoder): bad input ends in
+    one line `error: ...` (LTX_DEBUG=1 shows the traceback)."""
+    from infer.app import hydra_app
+
+    hydra_app(TrainVAEConfig, "train_vae", train, (RunError, OSError))
 
 
 if __name__ == "__main__":

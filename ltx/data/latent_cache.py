@@ -83,6 +83,47 @@ class LatentCache:
         if missing:
             raise FileNotFoundError(f"{self.folder}: {len(missing)} cache files are missing, e.g. {missing[0]}; "
                                     "rerun python -m train.preprocess to write them")  # fmt: skip
+        self._check_files()
+
+    def _check_files(self) -> None:
+        """Every file's header (cheap: no tensor data is read) holds the tensors of the right shapes: a damaged,
+        truncated or foreign file is refused here, by name, rather than mid-training."""
+        from ltx.checkpoint import SafetensorsReader
+
+        redo = "rerun python -m train.preprocess with the same options (it writes damaged files again)"
+        vae = self.index["vae"]
+        if not isinstance(vae, dict) or not all(k in vae for k in ("latent_space", "scale", "latent_channels")):
+            raise ValueError(f"{self.folder}/index.json: 'vae' lacks latent_space, scale or latent_channels; {redo}")
+        width = None
+        for it in [{"id": NULL_ID}, *self.items]:
+            paths = [text_file(self.folder, it["id"])]
+            if it["id"] != NULL_ID:
+                paths.insert(0, latent_file(self.folder, it["id"]))
+            for path in paths:
+                try:
+                    reader = SafetensorsReader(path)
+                except ValueError as e:
+                    raise ValueError(f"{path}: damaged cache file ({e}); {redo}") from None
+                infos = reader.infos
+                if path.parent.name == "latents":
+                    want = tuple(it.get("latent_shape") or ())
+                    got = infos["latents"].shape if "latents" in infos else None
+                    if got is None or got != want or want[0] != vae["latent_channels"]:
+                        raise ValueError(f"{path}: latents {got}, the index says {want} with "
+                                         f"{vae['latent_channels']} channels (a cache file of another VAE or "
+                                         f"bucket?); {redo}")
+                    space = reader.metadata.get("latent_space")
+                    if space is not None and space != vae["latent_space"]:
+                        raise ValueError(f"{path}: encoded in latent space {space}, the cache is "
+                                         f"{vae['latent_space']} (made by another VAE); {redo}")
+                else:
+                    if "context" not in infos or "mask" not in infos or len(infos["context"].shape) != 2:
+                        raise ValueError(f"{path}: not a text-state file (it holds {sorted(infos)}); {redo}")
+                    d = infos["context"].shape[-1]
+                    if width is not None and d != width:
+                        raise ValueError(f"{path}: {d}-wide text states, the others are {width}-wide (another text "
+                                         f"encoder?); {redo}")
+                    width = d
 
     def __len__(self) -> int:
         return len(self.items)
@@ -91,8 +132,12 @@ class LatentCache:
         from safetensors.torch import load_file
 
         item = self.items[i]
-        latents = load_file(str(latent_file(self.folder, item["id"])))["latents"]
-        text = load_file(str(text_file(self.folder, item["id"])))
+        paths = latent_file(self.folder, item["id"]), text_file(self.folder, item["id"])
+        try:
+            latents, text = load_file(str(paths[0]))["latents"], load_file(str(paths[1]))
+        except Exception as e:  # noqa: BLE001 - a file damaged after the cache was opened
+            raise ValueError(f"{self.folder}: item {item['id']} cannot be read ({type(e).__name__}: {e}); rerun "
+                             "python -m train.preprocess with the same options") from None
         return {"latents": latents, "context": text["context"], "mask": text["mask"], "caption": item["caption"],
                 "bucket": tuple(item["bucket"]), "fps": item["fps"]}  # fmt: skip
 
