@@ -8,13 +8,18 @@ ARGS    ?=
 
 .PHONY: venv test lint generate bench clean-venv
 
-# torch 2.13.0 (CPU) is served from this machine's local package store; the reference implementation
-# ltx-video==0.1.2 is installed without its dependencies (they pin old transformers/huggingface-hub and
-# pull a CUDA torch; its model, scheduler and pipeline modules need only what [test] installs).
-$(BIN)/.stamp: pyproject.toml
+# torch 2.13.0 (CPU) is served from this machine's local package store. `make generate` installs what
+# generation needs (.[generate]); `make test` adds the training and test extras and the reference
+# implementation ltx-video==0.1.2, installed without its dependencies (they pin old transformers/huggingface-hub
+# and pull a CUDA torch; its model, scheduler and pipeline modules need only what [test] installs).
+$(BIN)/.stamp-generate: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[generate]'
+	touch $@
+
+$(BIN)/.stamp: $(BIN)/.stamp-generate
 	$(BIN)/pip install -q -e '.[train,text,test]'
 	$(BIN)/pip install -q --no-deps ltx-video==0.1.2
 	touch $@
@@ -28,7 +33,7 @@ test: venv
 lint: venv
 	$(BIN)/ruff check .
 
-generate: venv
+generate: $(BIN)/.stamp-generate
 	$(BIN)/python -m infer.generate 'prompts=["$(PROMPT)"]' $(ARGS)
 
 bench: venv

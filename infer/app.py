@@ -1,13 +1,21 @@
 """The entry point every Hydra app shares: register the schema, compose, convert once, and turn bad input
-into one line (`error: ...`, exit status 1) instead of a traceback; `LTX_DEBUG=1` shows the traceback."""
+into one line (`error: ...`, exit status 1) instead of a traceback; `LTX_DEBUG=1` (or HYDRA_FULL_ERROR=1)
+shows the traceback. Ctrl-C and SIGTERM end the run with one line (exit 130 / 143) after the atomic writers
+have removed their temporary files."""
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
-from pathlib import Path
 
-CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")
+from ltx.presets import config_root
+
+CONFIGS = str(config_root() / "configs")
+
+
+def debug() -> bool:
+    return bool(os.environ.get("LTX_DEBUG") or os.environ.get("HYDRA_FULL_ERROR"))
 
 
 def hydra_app(schema: type, config_name: str, run: Callable[[object], object],
@@ -18,15 +26,33 @@ def hydra_app(schema: type, config_name: str, run: Callable[[object], object],
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
+    from ltx.checkpoint import Terminated, raise_on_sigterm
+
     ConfigStore.instance().store(name=f"{config_name}_schema", node=schema)
+    raise_on_sigterm()
 
     @hydra.main(config_path=CONFIGS, config_name=config_name, version_base=None)
     def main(raw) -> None:
         try:
             run(OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), raw)))
-        except (ValueError, FileNotFoundError, OmegaConfBaseException, *errors) as e:  # bad input: one line
-            if os.environ.get("LTX_DEBUG"):
+        except (ValueError, OSError, OmegaConfBaseException, *errors) as e:  # bad input, unusable files: one line
+            if debug():
                 raise
-            raise SystemExit(f"error: {e}") from None
+            raise SystemExit(f"error: {one_line(e)}") from None
+        except KeyboardInterrupt as e:
+            if debug():
+                raise
+            what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+            print(f"{what}: stopped before finishing; files being written were removed, finished ones kept",
+                  file=sys.stderr)
+            raise SystemExit(143 if isinstance(e, Terminated) else 130) from None
 
     main()
+
+
+def one_line(e: BaseException) -> str:
+    """The message of an expected error as one line; OS errors name the file and what failed."""
+    if isinstance(e, OSError) and e.filename is not None and not isinstance(e, FileNotFoundError | FileExistsError):
+        return f"{e.filename}: {e.strerror or e}"
+    text = str(e).strip() or type(e).__name__
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())

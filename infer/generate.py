@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from enum import Enum
@@ -36,19 +37,20 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ltx import api
+from ltx.api import scheduler_spec as scheduler_spec  # re-exported (train.finetune's validation)
 from ltx.chain import generate_chain
-from ltx.checkpoint import CheckpointError
+from ltx.checkpoint import CheckpointError, atomic_file
 from ltx.conditioning import ConditioningItem
 from ltx.convert.formats import Checkpoint, load_component, read_checkpoint
-from ltx.convert.official import config_diff
 from ltx.lora import LoRAWeights, apply_lora_weights, check_lora, load_lora_file, merge_lora, remove_lora
 from ltx.media import MediaError, load_image, write_contact_sheet, write_mp4
 from ltx.media import crf_compress as crf_compress  # re-exported: the official image preprocessing
 from ltx.media import gaussian_blur3 as gaussian_blur3
 from ltx.models.dit import DiT, DiTConfig
 from ltx.models.vae import VAEConfig
-from ltx.pipeline import SchedulerSpec, check_request, generate, passes, vae_scale
-from ltx.presets import ModelPreset, PipelineType, SamplingDefaults
+from ltx.pipeline import check_request, generate, passes, vae_scale
+from ltx.presets import ModelPreset, PipelineType, SamplingDefaults, config_root
 from ltx.sched.guidance import TextConditioning
 
 
@@ -120,17 +122,43 @@ class GenerateConfig:
     contact_sheet_frames: int = 8
 
     def __post_init__(self):
-        if self.fps is not None and self.fps <= 0:
-            raise ValueError(f"fps must be positive, got {self.fps}")
-        if self.steps is not None and self.steps < 1:
-            raise ValueError(f"steps must be a positive integer, got {self.steps}")
-        if self.contact_sheet_frames < 1:
-            raise ValueError("contact_sheet_frames must be >= 1")
-        if self.segments < 1 or not 0 <= self.noise_mix <= 1:
-            raise ValueError(f"segments must be >= 1 and noise_mix in [0, 1], got {self.segments}, {self.noise_mix}")
+        """Every number finite and in range (NaN / inf never reach the sampler); the error names the option."""
+        def check(name: str, value, ok: bool, valid: str) -> None:
+            if value is not None and not ok:
+                raise ValueError(f"{name}={value} is invalid: {valid}")
+
+        def fin(v) -> bool:
+            return v is None or math.isfinite(v)
+
+        check("fps", self.fps, fin(self.fps) and (self.fps or 0) > 0, "give a positive number of frames per second")
+        check("steps", self.steps, (self.steps or 0) >= 1, "give a positive integer")
+        check("guidance_scale", self.guidance_scale, fin(self.guidance_scale) and (self.guidance_scale or 0) >= 0,
+              "give a finite CFG scale >= 0 (1 = off)")
+        check("stg_scale", self.stg_scale, fin(self.stg_scale) and (self.stg_scale or 0) >= 0,
+              "give a finite STG scale >= 0 (0 = off)")
+        check("rescaling_scale", self.rescaling_scale, fin(self.rescaling_scale) and 0 <= (self.rescaling_scale or 0)
+              <= 1, "give a value in [0, 1] (1 = off)")
+        check("stg_blocks", self.stg_blocks, all(b >= 0 for b in self.stg_blocks or []), "give block indices >= 0")
+        check("image_cond_noise_scale", self.image_cond_noise_scale, fin(self.image_cond_noise_scale) and
+              0 <= self.image_cond_noise_scale <= 1, "give a value in [0, 1] (official 0.15)")
+        check("seed", self.seed, 0 <= self.seed <= 2**63 - 1, "give an integer in [0, 2**63 - 1]")
+        check("contact_sheet_frames", self.contact_sheet_frames, 1 <= self.contact_sheet_frames <= 64,
+              "give 1 to 64")
+        check("segments", self.segments, self.segments >= 1, "give a positive integer (1 = one video)")
+        check("noise_mix", self.noise_mix, fin(self.noise_mix) and 0 <= self.noise_mix <= 1, "give a value in [0, 1]")
+        for name in ("height", "width", "num_frames"):
+            v = getattr(self, name)
+            check(name, v, (v or 0) >= 1, "give a positive integer")
         for i, c in enumerate(self.conditioning):
             if not 0.0 <= c.strength <= 1.0:
                 raise ValueError(f"conditioning[{i}] ({c.path}): strength {c.strength} is outside [0, 1]")
+            check(f"conditioning[{i}].frame", c.frame, c.frame >= 0, "give a pixel frame index >= 0")
+        for i, p in enumerate(self.prompts):
+            if not p.strip():
+                raise ValueError(f"prompts[{i}] is empty: the model would generate without a caption; write a "
+                                 f"prompt (the demo's unconditional branch is its negative prompt \"\")")
+        if self.name is not None and (not self.name.strip() or "/" in self.name or self.name in (".", "..")):
+            raise ValueError(f"name={self.name!r} is invalid: give a folder name (no '/'), or leave it unset")
 
 
 class InputError(ValueError):
@@ -180,17 +208,6 @@ def apply_overrides(s: SamplingDefaults, cfg: GenerateConfig) -> SamplingDefault
     return dataclasses.replace(s, first_pass=dataclasses.replace(p, **changes))
 
 
-def scheduler_spec(ckpt: Checkpoint, vae: VAEConfig) -> SchedulerSpec:
-    """The checkpoint's scheduler config; files without one (diffusers folders) get their release family's:
-    0.9.0 / 0.9.1 VAEs -> uniform + SD3 shift (terminal 0.1), later ones -> linear-quadratic."""
-    sched = ckpt.extra.get("scheduler")
-    allowed = ckpt.extra.get("allowed_inference_steps")
-    if sched is None:
-        sched = {"sampler": "LinearQuadratic"} if vae.version == "0.9.5" else {
-            "sampler": "Uniform", "shifting": "SD3", "target_shift_terminal": 0.1}  # fmt: skip
-    return SchedulerSpec.from_official(sched, allowed)
-
-
 def _exists(path: str | None, what: str, hint: str) -> Path:
     if path is None:
         raise InputError(f"no {what} given; {hint}")
@@ -225,16 +242,6 @@ def open_checkpoints(cfg: GenerateConfig) -> tuple[Checkpoint, Checkpoint, Check
     return ckpt, vae_ckpt, up
 
 
-def check_architecture(preset: ModelPreset, dit: DiTConfig, vae: VAEConfig) -> None:
-    diff = config_diff(dit, preset.dit)
-    if diff:
-        shown = ", ".join(f"{k}: checkpoint {a!r} vs preset {b!r}" for k, (a, b) in diff.items())
-        raise InputError(f"the checkpoint's transformer is not the {preset.name} preset's: {shown}")
-    if vae.version != preset.vae:
-        raise InputError(f"the checkpoint's VAE is the {vae.version} layout; the {preset.name} preset uses "
-                         f"{preset.vae}")
-
-
 def text_source(cfg: GenerateConfig, caption_channels: int) -> tuple[list[str], tuple[Tensor, Tensor] | None,
                                                                      tuple[Tensor, Tensor] | None]:
     """Prompts (captions), and the precomputed (context, mask) / negative ones when given; checks that a T5
@@ -255,10 +262,19 @@ def text_source(cfg: GenerateConfig, caption_channels: int) -> tuple[list[str], 
         if d_model != caption_channels:
             raise InputError(f"text encoder width {d_model} != the transformer's caption_channels {caption_channels}")
         return prompts, None, None
-    pos = load_embeddings(_exists(cfg.embeddings, "embeddings", "pass a file written by save_embeddings"))
-    neg = None
-    if cfg.negative_embeddings is not None:
-        neg = load_embeddings(_exists(cfg.negative_embeddings, "negative_embeddings", "pass a save_embeddings file"))
+    def read(path: str, what: str):
+        try:
+            e = load_embeddings(_exists(path, what, "pass a file written by ltx.models.text.save_embeddings"))
+        except (ValueError, OSError, RuntimeError) as err:  # not safetensors, truncated, wrong tensors
+            raise InputError(f"{what} {path} is not an embeddings file ({str(err).splitlines()[0]}); write one with "
+                             f"ltx.models.text.save_embeddings") from None
+        for t, name in ((e[0], "context"), (e[1], "mask")):
+            if not bool(torch.isfinite(t.float()).all()):
+                raise InputError(f"{what} {path}: the {name} tensor holds NaN / inf values")
+        return e
+
+    pos = read(cfg.embeddings, "embeddings")
+    neg = read(cfg.negative_embeddings, "negative_embeddings") if cfg.negative_embeddings is not None else None
     B = pos[0].shape[0]
     if prompts and len(prompts) != B:
         raise InputError(f"{len(prompts)} prompts but the embeddings file holds {B}; give one caption per row")
@@ -286,13 +302,29 @@ def conditioning_items(cfg: GenerateConfig) -> list[ConditioningItem]:
     return items
 
 
+def check_output(cfg: GenerateConfig) -> None:
+    """The output folder can be made and written (checked before any weights load; made only when the videos
+    are ready, so a failed run leaves no empty folder)."""
+    root = Path(cfg.output_dir).expanduser()
+    target = root / cfg.name if cfg.name is not None else root
+    if cfg.name is not None and target.exists() and (not target.is_dir() or any(target.iterdir())) \
+            and not cfg.overwrite:
+        raise InputError(f"output folder {target} exists and is not empty; pick another name or pass overwrite=true")
+    existing = target
+    while not existing.exists():  # the nearest existing ancestor must be a writable folder
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"output_dir {root}: {existing} is a file, not a folder; pick another output_dir")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"output_dir {root}: {existing} is not writable; pick another output_dir")
+
+
 def run_folder(cfg: GenerateConfig) -> Path:
     """The output folder of this run (created): `name`, or the next free run_NNN; never silently reused."""
+    check_output(cfg)
     root = Path(cfg.output_dir).expanduser()
     if cfg.name is not None:
         out = root / cfg.name
-        if out.exists() and any(out.iterdir()) and not cfg.overwrite:
-            raise InputError(f"output folder {out} exists and is not empty; pick another name or pass overwrite=true")
         out.mkdir(parents=True, exist_ok=True)
         return out
     root.mkdir(parents=True, exist_ok=True)
@@ -318,25 +350,30 @@ def slug(text: str, limit: int = 40) -> str:
 
 
 def resolve_device(cfg: GenerateConfig) -> tuple[torch.device, torch.dtype]:
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if cfg.device == "auto" else cfg.device)  # fmt: skip
-    match cfg.precision:
-        case Precision.auto:
-            dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-        case Precision.bfloat16:
-            dtype = torch.bfloat16
-        case Precision.float32:
-            dtype = torch.float32
-    return device, dtype
+    """The device and dtype (an unavailable device is refused here, before anything loads)."""
+    try:
+        return api.resolve_device(cfg.device, cfg.precision.value)
+    except ValueError as e:
+        raise InputError(str(e)) from None
 
 
 def encode_text(cfg: GenerateConfig, prompts: list[str], pos, neg, needs_negative: bool, device, dtype):
     """TextConditioning (B rows) from precomputed embeddings or a T5 loaded (and freed) here."""
     B = len(prompts)
+    views = None
     if pos is None:
         from ltx.models.text import T5TextEncoder
 
-        t5 = T5TextEncoder(cfg.text_encoder, device=device, dtype=dtype, max_tokens=cfg.model.generation.text_tokens)
+        try:
+            t5 = T5TextEncoder(cfg.text_encoder, device=device, dtype=dtype,
+                               max_tokens=cfg.model.generation.text_tokens)
+        except (OSError, ValueError) as e:  # a folder without usable weights / tokenizer
+            raise InputError(f"text encoder {cfg.text_encoder} cannot be loaded: {str(e).splitlines()[0]}") from None
+        views = t5.seen(prompts)
+        for view in views:
+            if view.truncated:
+                print(f"warning: prompt {view.prompt[:60]!r}... has {view.tokens} tokens; the text encoder reads the "
+                      f"first {t5.max_tokens}: {view.text!r} (recorded as encoded_prompt)")
         pos = t5.encode(prompts)
         neg = t5.encode([cfg.negative_prompt] * B) if needs_negative else None
         del t5
@@ -350,24 +387,36 @@ def encode_text(cfg: GenerateConfig, prompts: list[str], pos, neg, needs_negativ
 
     ctx, mask = prep(pos, B)
     n_ctx, n_mask = prep(neg, B) if neg is not None else (None, None)
-    return TextConditioning(ctx, mask, n_ctx, n_mask)
+    return TextConditioning(ctx, mask, n_ctx, n_mask), views
 
 
 def needs_cfg(s: SamplingDefaults) -> bool:
     return any(g > 1 for p in passes(s) for g in p.guidance_scale)
 
 
-def warn_vocabulary(vocabulary: str | None, prompts: list[str], with_loras: bool = False) -> None:
+def warn_vocabulary(vocabulary: str | None, prompts: list[str], with_loras: bool = False,
+                    text_encoder: str | None = None) -> None:
     """Prompts outside a demo model's training vocabulary still generate; say so (unless LoRAs are applied,
-    which may have taught the model new words)."""
-    if vocabulary != "shapes" or with_loras:
+    which may have taught the model new words). The words checked are what the model reads: the prompt after
+    the text encoder's normalisation (the demo's: lower case, letters and digits only), said when it differs."""
+    if vocabulary != "shapes":
         return
     from ltx.data.shapes import VOCABULARY, unknown_words
+    from ltx.models.text import NORMALIZERS, text_normalizer
 
+    rule = "strip"
+    if text_encoder is not None and Path(text_encoder).is_dir():
+        try:
+            rule = text_normalizer(text_encoder)
+        except ValueError as e:
+            raise InputError(str(e)) from None
     for prompt in prompts:
-        unknown = unknown_words(prompt)
-        if unknown:
-            print(f"warning: the ShapesWorld demo never saw {unknown} in {prompt!r}; it knows "
+        seen = NORMALIZERS[rule](prompt)
+        if seen != prompt.strip():
+            print(f"note: the demo text encoder reads {prompt!r} as {seen!r} (its captions are lower case, words only)")
+        unknown = unknown_words(seen)
+        if unknown and not with_loras:
+            print(f"warning: the ShapesWorld demo never saw {unknown} in {seen!r}; it knows "
                   f"{', '.join(sorted(VOCABULARY))}. Generating anyway.")
 
 
@@ -375,7 +424,7 @@ def with_preset_defaults(cfg: GenerateConfig) -> GenerateConfig:
     """Fill what the command line left unset from the preset's `generation` defaults; the preset's local
     weight paths (the bundled demo) are relative to the repository root."""
     g = cfg.model.generation
-    repo = Path(__file__).resolve().parents[1]
+    repo = config_root()  # the checkout, or <prefix>/share/ltx for an installed package
 
     def local(path: str | None) -> str | None:
         return None if path is None else str(path if Path(path).is_absolute() else repo / path)
@@ -403,15 +452,20 @@ def run(cfg: GenerateConfig) -> list[Path]:
     cfg = with_preset_defaults(cfg)
 
     # --- checks on configs, headers and small files only
+    device, dtype = resolve_device(cfg)
     ckpt, vae_ckpt, up_ckpt = open_checkpoints(cfg)
     dit_cfg: DiTConfig = ckpt.components["dit"].config
     vae_cfg: VAEConfig = vae_ckpt.components["vae"].config
-    check_architecture(cfg.model, dit_cfg, vae_cfg)
+    try:
+        api.check_architecture(cfg.model, dit_cfg, vae_cfg)
+        sampling = apply_overrides(cfg.model.sampling, cfg)
+    except ValueError as e:
+        raise InputError(str(e)) from None
     loras = open_loras(cfg, dit_cfg)
-    sampling = apply_overrides(cfg.model.sampling, cfg)
-    sched = scheduler_spec(ckpt, vae_cfg)
+    sched = api.scheduler_spec(ckpt, vae_cfg)
     prompts, pos, neg = text_source(cfg, dit_cfg.caption_channels)
-    warn_vocabulary(cfg.model.generation.prompt_vocabulary, prompts if pos is None else [], bool(cfg.loras))
+    warn_vocabulary(cfg.model.generation.prompt_vocabulary, prompts if pos is None else [], bool(cfg.loras),
+                    cfg.text_encoder)
     has_negative = pos is None or neg is not None
     items = conditioning_items(cfg)
     try:
@@ -425,11 +479,10 @@ def run(cfg: GenerateConfig) -> list[Path]:
     if cfg.segments > 1 and not (1 <= cfg.segment_overlap < cfg.num_frames and (cfg.segment_overlap - 1) % t == 0):
         raise InputError(f"segment_overlap must be {t}k + 1 frames and less than num_frames ({cfg.num_frames}), got "
                          f"{cfg.segment_overlap}")  # fmt: skip
-    out_dir = run_folder(cfg)
+    check_output(cfg)
 
     # --- heavy work
-    device, dtype = resolve_device(cfg)
-    text = encode_text(cfg, prompts, pos, neg, needs_cfg(sampling), device, dtype)
+    text, views = encode_text(cfg, prompts, pos, neg, needs_cfg(sampling), device, dtype)
     dit = load_component(ckpt, "dit", dtype=dtype, device=device)
     for i, (spec, weights) in enumerate(zip(cfg.loras, loras)):  # fp32 adapters, merged: W += s * alpha/r * B @ A
         print(apply_lora_weights(dit, weights, f"lora{i}", spec.strength, dtype=torch.float32))
@@ -450,23 +503,38 @@ def run(cfg: GenerateConfig) -> list[Path]:
             frames = generate_chain(dit, vae, text, sampling, sched, num_segments=cfg.segments,
                                     segment_frames=cfg.num_frames, overlap=cfg.segment_overlap,
                                     noise_mix=cfg.noise_mix, **common)
+    try:  # nothing non-finite reaches a file
+        api.check_finite(frames, "the generated frames", "nothing was written; lower the guidance / STG scales" + (
+            ", or use precision=float32" if dtype != torch.float32 else ""))
+    except api.NonFiniteError as e:
+        raise InputError(str(e)) from None
+
+    # --- outputs: the folder is made only now, so a failed run leaves none behind
     resolved = OmegaConf.to_container(OmegaConf.structured(dataclasses.replace(cfg, model=dataclasses.replace(
         cfg.model, sampling=sampling))), enum_to_str=True)  # fmt: skip
+    out_dir = run_folder(cfg)
+    encoded = [v.text for v in views] if views is not None else list(prompts)
     paths = []
-    for k, (prompt, video) in enumerate(zip(prompts, frames)):
+    for k, (prompt, seen, video) in enumerate(zip(prompts, encoded, frames)):
         stem = out_dir / f"{k:02d}_{slug(prompt)}"
         write_mp4(stem.with_suffix(".mp4"), video, cfg.fps)
-        write_contact_sheet(stem.with_suffix(".png"), video, cfg.contact_sheet_frames, prompt)
-        record = {"prompt": prompt, "index": k, "seed": cfg.seed, "vae_scale": list(vae_scale(vae_cfg)),
+        write_contact_sheet(stem.with_suffix(".png"), video, cfg.contact_sheet_frames, seen)
+        record = {"prompt": prompt, "encoded_prompt": seen, "prompt_truncated": bool(views and views[k].truncated),
+                  "index": k, "seed": cfg.seed, "vae_scale": list(vae_scale(vae_cfg)),
                   "sigmas": [[round(float(v), 6) for v in s] for s in sigmas], "config": resolved}
-        stem.with_suffix(".yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(record)))
+        write_text(stem.with_suffix(".yaml"), OmegaConf.to_yaml(OmegaConf.create(record)))
         paths.append(stem.with_suffix(".mp4"))
-    # the evaluator's contract (tools/eval_shapes.py): prompts.json maps each video to its prompt
-    (out_dir / "prompts.json").write_text(json.dumps({p.name: q for p, q in zip(paths, prompts)}, indent=2) + "\n")
+    # the evaluator's contract (tools/eval_shapes.py): prompts.json maps each video to the prompt the model read
+    write_text(out_dir / "prompts.json", json.dumps({p.name: q for p, q in zip(paths, encoded)}, indent=2) + "\n")
     print(f"wrote {len(paths)} video(s) to {out_dir}:")
     for p in paths:
         print(f"  {p}  (+ {p.with_suffix('.png').name}, {p.with_suffix('.yaml').name})")
     return paths
+
+
+def write_text(path: Path, text: str) -> None:
+    with atomic_file(path, "w") as f:
+        f.write(text)
 
 
 def to_config(raw) -> GenerateConfig:

@@ -1,3 +1,22 @@
-"""ltx: a from-scratch, parity-tested PyTorch reimplementation of LTX-Video."""
+"""ltx: a from-scratch, parity-tested PyTorch reimplementation of LTX-Video.
+
+    import ltx
+    pipe = ltx.load_pipeline()                       # the bundled demo; real models: see ltx.api
+    frames = pipe("a red circle moves to the left", seed=0).frames
+"""
 
 __version__ = "0.1.0"
+
+__all__ = ["Pipeline", "load_pipeline", "open_pipeline", "load_preset"]
+
+
+def __getattr__(name: str):  # lazy: `import ltx` stays light (no transformers, no media libraries)
+    if name in ("Pipeline", "load_pipeline", "open_pipeline"):
+        from ltx import api
+
+        return getattr(api, name)
+    if name == "load_preset":
+        from ltx.presets import load_preset
+
+        return load_preset
+    raise AttributeError(f"module 'ltx' has no attribute {name!r}")

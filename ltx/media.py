@@ -16,6 +16,7 @@ PyAV and Pillow are imported inside the functions, so `import ltx` stays light.
 from __future__ import annotations
 
 import io
+import math
 import os
 import textwrap
 from fractions import Fraction
@@ -169,13 +170,18 @@ def write_mp4(path: str | os.PathLike, frames: Tensor, fps: float, *, crf: int =
     """frames (3, F, H, W) in [0, 1] -> H.264 mp4 (yuv420p, CRF `crf`); H and W must be even."""
     import av
 
+    from ltx.checkpoint import atomic_file
+
     if frames.ndim != 4 or frames.shape[0] != 3:
         raise ValueError(f"expected frames of shape (3, F, H, W), got {tuple(frames.shape)}")
     H, W = frames.shape[2:]
     if H % 2 or W % 2:
         raise ValueError(f"yuv420p needs even sizes, got {H}x{W}")
+    if not (math.isfinite(fps) and fps > 0):
+        raise ValueError(f"fps must be a positive number, got {fps}")
+    _check_finite(frames, path)
     video = (frames.float().clamp(0, 1).permute(1, 2, 3, 0) * 255).round().to(torch.uint8).cpu().numpy()  # (F, H, W, 3)
-    with av.open(str(path), mode="w") as container:
+    with atomic_file(path, "wb") as f, av.open(f, mode="w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height = W, H
         stream.pix_fmt = "yuv420p"
@@ -191,6 +197,9 @@ def write_contact_sheet(path: str | os.PathLike, frames: Tensor, count: int, cap
     caption on top."""
     from PIL import Image, ImageDraw
 
+    from ltx.checkpoint import atomic_file
+
+    _check_finite(frames, path)
     n = frames.shape[1]
     idx = sorted({round(i * (n - 1) / max(count - 1, 1)) for i in range(min(count, n))})
     H, W = frames.shape[2:]
@@ -210,4 +219,11 @@ def write_contact_sheet(path: str | os.PathLike, frames: Tensor, count: int, cap
         x, y = (k % cols) * tw, top + (k // cols) * (th + label)
         sheet.paste(tile, (x, y))
         draw.text((x + 3, y + th + 1), f"frame {i}", fill="black")
-    sheet.save(path)
+    with atomic_file(path, "wb") as f:
+        sheet.save(f, format="PNG")
+
+
+def _check_finite(frames: Tensor, path) -> None:
+    if not bool(torch.isfinite(frames).all()):
+        raise MediaError(path, f"not written: the frames hold {int((~torch.isfinite(frames)).sum())} NaN / inf "
+                               f"values")

@@ -29,6 +29,7 @@ from the same official file as the reference's (tests/parity/test_pipeline_parit
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -54,12 +55,22 @@ def vae_scale(cfg: VAEConfig) -> Scale:
 
 @dataclass(frozen=True)
 class SchedulerSpec:
-    """The checkpoint's scheduler (official metadata `config.scheduler`)."""
+    """The checkpoint's scheduler (official metadata `config.scheduler`). The defaults are the official
+    `RectifiedFlowScheduler`'s (Uniform, no shifting), the same as `from_official` of an empty config; the
+    0.9.5+ checkpoints store sampler "LinearQuadratic"."""
 
-    sampler: str = "LinearQuadratic"
+    sampler: str = "Uniform"
     shifting: str | None = None
     terminal: float | None = None
     allowed_sigmas: tuple[float, ...] | None = None  # official top-level `allowed_inference_steps` (distilled)
+
+    def __post_init__(self):
+        if self.sampler not in S.SAMPLERS:
+            raise ValueError(f"unknown sampler {self.sampler!r}; supported: {S.SAMPLERS}")
+        if self.shifting not in (None, "SD3"):
+            raise ValueError(f"unsupported shifting {self.shifting!r}; supported: None, 'SD3'")
+        if self.terminal is not None and not (math.isfinite(self.terminal) and 0 < self.terminal < 1):
+            raise ValueError(f"target_shift_terminal must be in (0, 1), got {self.terminal}")
 
     @staticmethod
     def from_official(scheduler: dict | None, allowed: Sequence[float] | None = None) -> SchedulerSpec:
@@ -75,7 +86,7 @@ class PassOptions:
 
     stg_mode: STGMode = STGMode.attention_values
     stochastic: bool = False
-    image_cond_noise_scale: float = 0.0  # official inference default: 0.15
+    image_cond_noise_scale: float = 0.15  # the official inference default (0 = no noise re-injection)
     progress: Callable[[int], None] | None = None  # called with the step index after each step
     callback: Callable[[int, Tensor], None] | None = None  # (step, x tokens (B, T, C)) after each step
     forward_rows: list[int] = field(default_factory=list)  # filled: transformer batch rows per step
@@ -228,13 +239,15 @@ def encoder(vae: VideoVAE, tiled: bool = False) -> Callable[[Tensor], Tensor]:
 
 
 def decode(vae: VideoVAE, latents: Tensor, *, decode_timestep: float = 0.05, decode_noise_scale: float | None = 0.025,
-           tone_map_ratio: float = 0.0, tiled: bool = False, memory_budget: int | None = None) -> Tensor:
+           tone_map_ratio: float = 0.0, tiled: bool = False, memory_budget: int | None = None,
+           finite: bool = False) -> Tensor:
     """Normalized latents (B, C, F, H, W) -> frames (B, 3, F_px, H_px, W_px) in [0, 1].
 
     Timestep-conditioned decoders (0.9.1+) get the latents mixed with global-RNG noise, z (1 - s) + noise s
     (s = decode_noise_scale, or decode_timestep when None, as the reference), and the decode timestep; other
     VAEs (0.9.0, the demo VAE) get neither. The tone map acts on the normalized latents after the noise, right
     before decoding (official order). `tiled`: decode in tiles that fit `memory_budget` bytes (default 2 GiB).
+    `finite`: raise ValueError when the decoded frames hold NaN / inf (the clamp to [0, 1] would hide inf).
     """
     timestep = None
     if vae.cfg.timestep_conditioning:
@@ -247,6 +260,8 @@ def decode(vae: VideoVAE, latents: Tensor, *, decode_timestep: float = 0.05, dec
         frames = tiled_decode(vae, latents, timestep, memory_budget=memory_budget)
     else:
         frames = vae.decode(latents, timestep)
+    if finite and not bool(torch.isfinite(frames).all()):
+        raise ValueError(f"the VAE decoded {int((~torch.isfinite(frames)).sum())} non-finite pixel values (NaN / inf)")
     return (frames.float() * 0.5 + 0.5).clamp(0, 1)
 
 
@@ -325,8 +340,11 @@ def check_request(
         sig = pass_sigmas(p, Fl * Hl * Wl, sched)
         guidance = pass_guidance(p)
         for step in guidance.steps:
+            bad = [b for b in step.stg_blocks if not 0 <= b < dit.num_layers]
+            if bad:  # checked even where STG is off: a block the model lacks is a typo either way
+                raise ValueError(f"STG blocks {bad} do not exist: the transformer has blocks 0..{dit.num_layers - 1}")
             if step.use_stg:
-                skip_mask_for(dit.num_layers, 1, 1, step.stg_blocks)  # raises for blocks the model lacks
+                skip_mask_for(dit.num_layers, 1, 1, step.stg_blocks)
             if step.use_cfg and not has_negative:
                 raise ValueError(f"guidance scale {step.cfg} > 1 (CFG) needs negative-prompt embeddings")
         sigmas.append(sig)

@@ -14,8 +14,11 @@ preset whose `dit` differs raises with the differing fields (ltx.convert.formats
 
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 
 from ltx.models.dit import DiTConfig, STGMode
 
@@ -31,6 +34,7 @@ class PassConfig:
 
     num_inference_steps: int | None = None  # None when `timesteps` is given
     timesteps: list[float] | None = None  # explicit sigma list (distilled checkpoints)
+    # a scalar or a one-entry list (a flat block list) = that value at every breakpoint; stored as lists
     guidance_scale: list[float] = field(default_factory=lambda: [1.0])  # CFG; 1 = off
     stg_scale: list[float] = field(default_factory=lambda: [0.0])  # STG; 0 = off
     rescaling_scale: list[float] = field(default_factory=lambda: [1.0])  # STG rescale; 1 = off
@@ -42,18 +46,79 @@ class PassConfig:
     tone_map_compression_ratio: float = 0.0  # 0 = off (0.9.8 13B distilled second pass: 0.6)
 
     def __post_init__(self):
-        if (self.num_inference_steps is None) == (self.timesteps is None):
-            raise ValueError("a pass needs exactly one of num_inference_steps or timesteps")
-        lists = {
-            "guidance_scale": self.guidance_scale,
-            "stg_scale": self.stg_scale,
-            "rescaling_scale": self.rescaling_scale,
-            "skip_block_list": self.skip_block_list,
-        }
-        n = len(self.guidance_timesteps) if self.guidance_timesteps is not None else 1
-        bad = {k: len(v) for k, v in lists.items() if len(v) != n}
+        # scalars (and a flat block list) mean the same value at every breakpoint, as in the official configs
+        n = len(self.guidance_timesteps) if _is_list(self.guidance_timesteps) else 1
+        for name in ("guidance_scale", "stg_scale", "rescaling_scale"):
+            value = getattr(self, name)
+            value = list(value) if _is_list(value) else [value]
+            setattr(self, name, value * n if len(value) == 1 else value)
+        blocks = self.skip_block_list
+        if not _is_list(blocks):
+            raise ValueError(f"skip_block_list must be a list of block indices (or one list per guidance_timesteps "
+                             f"entry), got {blocks!r}")
+        if all(not _is_list(b) for b in blocks):  # [19, 20]: the same blocks at every breakpoint
+            blocks = [list(blocks)] * n
+        elif len(blocks) == 1:
+            blocks = list(blocks) * n
+        elif not all(_is_list(b) for b in blocks):
+            raise ValueError(f"skip_block_list mixes block indices and lists: {blocks!r}; give [i, j] or [[i], [j]]")
+        self.skip_block_list = [list(b) for b in blocks]
+        check_pass(self)
+
+
+def _is_list(x: object) -> bool:
+    return isinstance(x, list | tuple)
+
+
+def _number(x: object) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _count(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def check_pass(p: PassConfig) -> None:
+    """Every value of a pass is finite and in range; ValueError naming the field, the value and what is valid."""
+    if (p.num_inference_steps is None) == (p.timesteps is None):
+        raise ValueError("a pass needs exactly one of num_inference_steps or timesteps")
+    if p.num_inference_steps is not None and not (_count(p.num_inference_steps) and p.num_inference_steps >= 1):
+        raise ValueError(f"num_inference_steps must be a positive integer, got {p.num_inference_steps!r}")
+    if p.timesteps is not None:
+        t = p.timesteps
+        if not _is_list(t) or not t or not all(_number(v) and 0 < v <= 1 for v in t) or any(
+                a <= b for a, b in zip(t, t[1:])):
+            raise ValueError(f"timesteps must be a non-empty, strictly descending list of sigmas in (0, 1], got {t!r}")
+    if p.guidance_timesteps is not None:
+        g = p.guidance_timesteps
+        if not _is_list(g) or not g or not all(_number(v) and 0 <= v <= 1 for v in g):
+            raise ValueError(f"guidance_timesteps must be a non-empty list of sigmas in [0, 1], got {g!r}")
+    n = len(p.guidance_timesteps) if p.guidance_timesteps is not None else 1
+    ranges = {"guidance_scale": (0.0, math.inf, "finite and >= 0 (1 = off)"),
+              "stg_scale": (0.0, math.inf, "finite and >= 0 (0 = off)"),
+              "rescaling_scale": (0.0, 1.0, "in [0, 1] (1 = off)")}
+    for name, (lo, hi, valid) in ranges.items():
+        values = getattr(p, name)
+        if len(values) != n:
+            raise ValueError(f"{name} has {len(values)} entries; it needs one per guidance_timesteps entry ({n})")
+        bad = [v for v in values if not (_number(v) and lo <= v <= hi)]
         if bad:
-            raise ValueError(f"guidance lists must have one entry per guidance_timesteps entry ({n}); got {bad}")
+            raise ValueError(f"{name} must be {valid}, got {values!r}")
+    if len(p.skip_block_list) != n:
+        raise ValueError(f"skip_block_list has {len(p.skip_block_list)} entries; it needs one per "
+                         f"guidance_timesteps entry ({n})")
+    for blocks in p.skip_block_list:
+        if not all(_count(b) and b >= 0 for b in blocks):
+            raise ValueError(f"skip_block_list entries must be non-negative block indices, got {p.skip_block_list!r}")
+    for name in ("skip_initial_inference_steps", "skip_final_inference_steps"):
+        v = getattr(p, name)
+        if not (_count(v) and v >= 0):
+            raise ValueError(f"{name} must be a non-negative integer, got {v!r}")
+    if not isinstance(p.cfg_star_rescale, bool):
+        raise ValueError(f"cfg_star_rescale must be true or false, got {p.cfg_star_rescale!r}")
+    if not (_number(p.tone_map_compression_ratio) and 0 <= p.tone_map_compression_ratio <= 1):
+        raise ValueError(f"tone_map_compression_ratio must be in [0, 1] (0 = off), got "
+                         f"{p.tone_map_compression_ratio!r}")
 
 
 @dataclass(kw_only=True)
@@ -71,6 +136,14 @@ class SamplingDefaults:
     def __post_init__(self):
         if (self.pipeline_type is PipelineType.multi_scale) != (self.second_pass is not None):
             raise ValueError("multi-scale presets need a second_pass; base presets must not have one")
+        if self.pipeline_type is PipelineType.multi_scale and not (
+                _number(self.downscale_factor) and 0 < self.downscale_factor < 1):
+            raise ValueError(f"downscale_factor must be in (0, 1) for a multi-scale preset, got "
+                             f"{self.downscale_factor!r}")
+        for name in ("decode_timestep", "decode_noise_scale"):
+            v = getattr(self, name)
+            if not (_number(v) and 0 <= v <= 1):
+                raise ValueError(f"{name} must be in [0, 1], got {v!r}")
 
 
 @dataclass(kw_only=True)
@@ -99,3 +172,100 @@ class ModelPreset:
     vae: str  # VAE layout version: "0.9.0", "0.9.1" or "0.9.5" (0.9.5 to 0.9.8)
     sampling: SamplingDefaults
     generation: GenerationDefaults = field(default_factory=GenerationDefaults)
+
+
+# ------------------------------------------------------------------------------------------------ loading
+
+
+def config_root() -> Path:
+    """The folder holding `configs/` and the bundled `demo/` weights: the repository checkout, or
+    `<prefix>/share/ltx` for a wheel install (pyproject's data-files); `LTX_HOME` overrides both."""
+    import os
+    import sys
+
+    if os.environ.get("LTX_HOME"):
+        return Path(os.environ["LTX_HOME"]).expanduser()
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / "configs" / "model").is_dir():
+        return checkout
+    return Path(sys.prefix) / "share" / "ltx"
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in (config_root() / "configs" / "model").glob("*.yaml"))
+
+
+def load_preset(model: str | os.PathLike) -> ModelPreset:
+    """A preset by name (configs/model/<name>.yaml) or by path to such a YAML; errors name the file and field."""
+    import yaml
+
+    path = Path(model).expanduser()
+    if path.suffix not in (".yaml", ".yml"):
+        path = config_root() / "configs" / "model" / f"{model}.yaml"
+        if not path.is_file():
+            raise ValueError(f"no model preset {model!r}; presets: {', '.join(preset_names())} (or a path to a "
+                             f"preset .yaml)")
+    elif not path.is_file():
+        raise FileNotFoundError(f"model preset {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise ValueError(f"{path}: not a readable YAML file ({str(e).splitlines()[0]})") from None
+    try:
+        return from_dict(ModelPreset, data)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path}: {e}") from None
+
+
+def from_dict(cls: type, data: object, where: str = "") -> object:
+    """Build the (nested) dataclass `cls` from plain YAML/JSON data, checking keys and types; errors name the
+    dotted field. Enums are given by value, tuples and lists by lists, optional fields may be null."""
+    import dataclasses
+    import types
+    import typing
+
+    def build(tp, value, at: str):
+        origin, args = typing.get_origin(tp), typing.get_args(tp)
+        if origin in (typing.Union, types.UnionType):
+            if value is None and type(None) in args:
+                return None
+            inner = [a for a in args if a is not type(None)]
+            return build(inner[0], value, at)
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise ValueError(f"{at or 'the file'} must be a mapping of {tp.__name__} fields, got {value!r}")
+            hints = typing.get_type_hints(tp)
+            names = {f.name for f in dataclasses.fields(tp) if f.init}
+            unknown = sorted(set(value) - names)
+            if unknown:
+                raise ValueError(f"unknown field(s) {[f'{at}.{k}'.lstrip('.') for k in unknown]}; "
+                                 f"{tp.__name__} has {sorted(names)}")
+            kwargs = {k: build(hints[k], v, f"{at}.{k}".lstrip(".")) for k, v in value.items()}
+            try:
+                return tp(**kwargs)
+            except TypeError as e:  # a required field missing
+                raise ValueError(f"{at or tp.__name__}: {e}") from None
+        if isinstance(tp, type) and issubclass(tp, Enum):
+            try:
+                return tp(value)
+            except ValueError:
+                raise ValueError(f"{at} must be one of {[m.value for m in tp]}, got {value!r}") from None
+        if origin in (list, tuple):
+            if not isinstance(value, list | tuple):
+                raise ValueError(f"{at} must be a list, got {value!r}")
+            if origin is tuple and args and args[-1] is not Ellipsis:
+                return tuple(build(a, v, f"{at}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+            item = args[0] if args else object
+            out = [build(item, v, f"{at}[{i}]") for i, v in enumerate(value)]
+            return tuple(out) if origin is tuple else out
+        if tp is float:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"{at} must be a number, got {value!r}")
+            return float(value)
+        if tp in (int, bool, str):
+            if type(value) is not tp:
+                raise ValueError(f"{at} must be {tp.__name__}, got {value!r}")
+            return value
+        return value
+
+    return build(cls, data, where)

@@ -48,6 +48,7 @@ from ltx_video.pipelines.pipeline_ltx_video import (  # noqa: E402
 from ltx_video.schedulers.rf import RectifiedFlowScheduler  # noqa: E402
 from ltx_video.utils.skip_layer_strategy import SkipLayerStrategy  # noqa: E402
 
+from ltx.api import Pipeline  # noqa: E402
 from ltx.conditioning import ConditioningItem  # noqa: E402
 from ltx.convert.formats import load_component, load_dit  # noqa: E402
 from ltx.convert.official import DIT_PREFIX  # noqa: E402
@@ -56,15 +57,8 @@ from ltx.models import vae as vae_module  # noqa: E402
 from ltx.models.dit import DiTConfig, STGMode  # noqa: E402
 from ltx.models.upsampler import UpsamplerConfig  # noqa: E402
 from ltx.models.vae import STATISTICS, VAE_PRESETS, VAEConfig, tiny  # noqa: E402
-from ltx.pipeline import (  # noqa: E402
-    PassOptions,
-    SchedulerSpec,
-    decode,
-    denoise_pass,
-    generate_multiscale,
-    resize_frames,
-)
-from ltx.presets import PassConfig  # noqa: E402
+from ltx.pipeline import SchedulerSpec  # noqa: E402
+from ltx.presets import PassConfig, PipelineType, SamplingDefaults  # noqa: E402
 from ltx.sched.guidance import TextConditioning  # noqa: E402
 
 pytestmark = pytest.mark.parity
@@ -234,14 +228,15 @@ def run_both(models, p, sched_ref, sched_ours, *, batch=1, items=(), stg_mode=ST
                        decode_timestep=decode_timestep, decode_noise_scale=decode_noise_scale,
                        tone_map_compression_ratio=tone, **ref_kwargs(p, t)).images
     our_steps = []
-    opts = PassOptions(stg_mode=stg_mode, stochastic=stochastic, image_cond_noise_scale=noise_scale,
-                       callback=lambda i, x: our_steps.append(x.clone()))
+    pipe = Pipeline.from_modules(ours, vae, sampling=p, scheduler=sched_ours)  # the Python API, official names
     torch.manual_seed(11)
-    with torch.no_grad():
-        lat = denoise_pass(ours, vae, t, p, sched_ours, height=h, width=w, num_frames=n, fps=fps,
-                           generator=torch.Generator().manual_seed(42), items=items, opts=opts)
-        out = lat if output == "latent" else decode(vae, lat, decode_timestep=decode_timestep,
-                                                     decode_noise_scale=decode_noise_scale, tone_map_ratio=tone)
+    result = pipe(prompt_embeds=t.context, prompt_attention_mask=t.mask, negative_prompt_embeds=t.neg_context,
+                  negative_prompt_attention_mask=t.neg_mask, height=h, width=w, num_frames=n, frame_rate=fps,
+                  generator=torch.Generator().manual_seed(42), output_type=output, conditioning_items=list(items),
+                  skip_layer_strategy=stg_mode, stochastic_sampling=stochastic, image_cond_noise_scale=noise_scale,
+                  decode_timestep=decode_timestep, decode_noise_scale=decode_noise_scale,
+                  tone_map_compression_ratio=tone, callback=lambda i, x: our_steps.append(x.clone()))
+    out = result.latents if output == "latent" else result.frames
     assert len(our_steps) == len(ref_steps) > 0
     errs = [(a - b).abs().max().item() for a, b in zip(our_steps, ref_steps)]
     for a, b in zip(our_steps, ref_steps):
@@ -249,7 +244,7 @@ def run_both(models, p, sched_ref, sched_ours, *, batch=1, items=(), stg_mode=ST
     assert out.shape == out_ref.shape
     torch.testing.assert_close(out, out_ref, atol=ATOL, rtol=rtol)
     print(f"per-step max |diff| {max(errs):.2e}, output {(out - out_ref).abs().max().item():.2e}")
-    return errs, opts.forward_rows
+    return errs, result.forward_rows
 
 
 LQ = RectifiedFlowScheduler(sampler="LinearQuadratic")
@@ -319,12 +314,14 @@ def test_multiscale_matches_reference(models, files):
                        conditioning_items=[RefItem(it.pixels, it.frame, it.strength) for it in items],
                        skip_layer_strategy=SkipLayerStrategy.AttentionValues, decode_timestep=0.05,
                        decode_noise_scale=0.025, **{k: v for k, v in ref_kwargs(first, t).items() if k in strip}).images
+    sampling = SamplingDefaults(pipeline_type=PipelineType.multi_scale, first_pass=first, second_pass=second,
+                                downscale_factor=0.6666666)
+    pipe = Pipeline.from_modules(ours, vae, sampling=sampling, scheduler=LQ_OURS, upsampler=up)
     torch.manual_seed(11)
-    with torch.no_grad():
-        lat = generate_multiscale(ours, vae, up, t, first, second, LQ_OURS, height=h, width=w, num_frames=n, fps=fps,
-                                  downscale_factor=0.6666666, generator=torch.Generator().manual_seed(42), items=items)
-        frames = decode(vae, lat, decode_timestep=0.05, decode_noise_scale=0.025, tone_map_ratio=0.6)
-        frames = resize_frames(frames, h, w)
+    frames = pipe(prompt_embeds=t.context, prompt_attention_mask=t.mask, negative_prompt_embeds=t.neg_context,
+                  negative_prompt_attention_mask=t.neg_mask, height=h, width=w, num_frames=n, frame_rate=fps,
+                  generator=torch.Generator().manual_seed(42), conditioning_items=items, image_cond_noise_scale=0.0,
+                  decode_timestep=0.05, decode_noise_scale=0.025).frames
     assert frames.shape == out_ref.shape == (1, 3, n, h, w)
     torch.testing.assert_close(frames, out_ref, atol=ATOL, rtol=0)
     print(f"multi-scale frames max |diff| {(frames - out_ref).abs().max().item():.2e}")

@@ -1,0 +1,656 @@
+"""The Python API: open a checkpoint once, then call it with the official pipeline's argument names.
+
+    import ltx
+
+    pipe = ltx.load_pipeline()                                  # the bundled ShapesWorld demo model
+    out = pipe("a red circle moves to the left", seed=0)
+    out.frames                                                  # (1, 3, 17, 64, 64) in [0, 1]
+
+    pipe = ltx.load_pipeline("/w/ltxv-2b-0.9.8-distilled.safetensors", model="ltxv-2b-0.9.8-distilled",
+                             text_encoder="/w/PixArt-XL-2-1024-MS",
+                             upsampler="/w/ltxv-spatial-upscaler-0.9.8.safetensors",
+                             loras=[("/w/my-lora.safetensors", 0.8)])
+    out = pipe("a red ball bounces", height=480, width=704, num_frames=97, frame_rate=24, seed=42,
+               conditioning_media_paths=["first.png"], conditioning_start_frames=[0])
+
+`open_pipeline` reads checkpoint headers only and builds the modules on the `meta` device, so `check(...)`
+validates a request (sizes, steps against a distilled checkpoint's allowed timesteps, guidance values, STG
+blocks, conditioning frames, LoRA module names and shapes) before any weights load; `load()` then loads
+them (LoRAs merged into the transformer's weights). `load_pipeline` = `open_pipeline(...).load()`.
+`Pipeline.from_modules` wraps modules already in memory (tests, notebooks, a training loop).
+
+Arguments follow `ltx_video`'s `LTXVideoPipeline.__call__` / `inference.py`: `prompt`, `negative_prompt`,
+`height`, `width`, `num_frames`, `frame_rate`, `num_inference_steps`, `timesteps`, `guidance_scale`,
+`stg_scale`, `rescaling_scale`, `skip_block_list`, `guidance_timesteps`, `cfg_star_rescale`,
+`skip_initial_inference_steps`, `skip_final_inference_steps`, `skip_layer_strategy`, `stochastic_sampling`,
+`image_cond_noise_scale` (default 0.15, as the official inference), `decode_timestep`, `decode_noise_scale`,
+`tone_map_compression_ratio`, `downscale_factor`, `first_pass` / `second_pass` (dicts, as the official
+multi-scale pipeline), `prompt_embeds` / `prompt_attention_mask` / `negative_prompt_embeds` /
+`negative_prompt_attention_mask`, `conditioning_items` or `conditioning_media_paths` +
+`conditioning_start_frames` + `conditioning_strengths`, `generator` or `seed`, `output_type` ("pt" or
+"latent"). Guidance values are a scalar or one value per `guidance_timesteps` entry. The pass arguments
+change the preset's first pass (the only pass of a base preset); `first_pass` / `second_pass` change any
+field of either pass. Unset arguments keep the preset's values (its official sampling defaults).
+
+The raw VAE and the pipeline's decode differ on purpose: `VideoVAE.decode(z, timestep)` maps *normalized*
+latents to pixels in [-1, 1], deterministically; `ltx.pipeline.decode` is what the pipeline does around it
+(decode noise from the global RNG for timestep-conditioned VAEs, the tone map, frames in [0, 1]). See the
+README's Python section for the raw VAE (`encode_moments`, `denormalize`, which RNG the 0.9.1 noise uses).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ltx.checkpoint import CheckpointError
+from ltx.conditioning import ConditioningItem
+from ltx.convert.formats import COMPONENTS, Checkpoint, load_component, read_checkpoint
+from ltx.convert.official import config_diff
+from ltx.models.dit import DiT, DiTConfig, STGMode
+from ltx.models.vae import VAEConfig, VideoVAE
+from ltx.pipeline import (
+    SchedulerSpec,
+    check_request,
+    decode,
+    denoise_pass,
+    generate_multiscale,
+    passes,
+    resize_frames,
+)
+from ltx.presets import (
+    GenerationDefaults,
+    ModelPreset,
+    PassConfig,
+    PipelineType,
+    SamplingDefaults,
+    config_root,
+    load_preset,
+)
+from ltx.sched.guidance import TextConditioning
+
+MAX_SEED = 2**63 - 1
+SKIP_LAYER_STRATEGIES = {  # the official SkipLayerStrategy names and ours
+    "attentionvalues": STGMode.attention_values, "attentionskip": STGMode.attention_skip,
+    "residual": STGMode.residual, "transformerblock": STGMode.transformer_block,
+}
+
+
+class NonFiniteError(ValueError):
+    """The sampler or the decoder produced NaN / inf (nothing is written)."""
+
+
+def check_finite(x: Tensor, what: str, hint: str = "") -> Tensor:
+    if not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).sum())
+        raise NonFiniteError(f"{what} hold {bad} non-finite values (NaN / inf) out of {x.numel()}"
+                             + (f"; {hint}" if hint else ""))
+    return x
+
+
+def _finite(name: str, value: float, lo: float, hi: float, valid: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or not (
+            lo <= value <= hi):
+        raise ValueError(f"{name} must be {valid}, got {value!r}")
+    return float(value)
+
+
+def check_seed(seed: object, name: str = "seed") -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"{name} must be an integer in [0, 2**63 - 1], got {seed!r}")
+    return seed
+
+
+@dataclass
+class Output:
+    """frames (B, 3, F, H, W) in [0, 1] (None for output_type="latent"); latents: the last pass's normalized
+    latents (None for chained segments); sigmas: each pass's schedule; prompts: what the text encoder read of
+    each prompt (ltx.models.text.PromptView; None for precomputed embeddings)."""
+
+    frames: Tensor | None
+    latents: Tensor | None
+    sigmas: list[Tensor]
+    prompts: list | None = None
+    forward_rows: list[int] = field(default_factory=list)  # transformer batch rows per step (CFG / STG cost)
+
+
+@dataclass
+class Request:
+    """A validated request: the sampling after the overrides, the sizes, the conditioning and the schedules."""
+
+    sampling: SamplingDefaults
+    height: int
+    width: int
+    num_frames: int
+    frame_rate: float
+    items: list[ConditioningItem]
+    sigmas: list[Tensor]
+    image_cond_noise_scale: float
+    output_type: str
+    num_segments: int = 1
+    segment_overlap: int = 9
+    noise_mix: float = 0.5
+
+
+# ------------------------------------------------------------------------------------------------ opening
+
+
+def open_checkpoints(checkpoint, vae=None, upsampler=None, *, multi_scale: bool = False,
+                     upsampler_name: str = "the spatial upscaler") -> tuple[Checkpoint, Checkpoint, Checkpoint | None]:
+    """(transformer, VAE, upsampler or None) checkpoints, headers only; errors say which component is missing."""
+    ckpt = read_checkpoint(_exists(checkpoint, "checkpoint"))
+    if "dit" not in ckpt.components:
+        raise CheckpointError(f"{ckpt.path} holds no transformer (it has {sorted(ckpt.components)})")
+    vae_ckpt = read_checkpoint(_exists(vae, "vae checkpoint")) if vae is not None else ckpt
+    if "vae" not in vae_ckpt.components:
+        raise CheckpointError(f"{vae_ckpt.path} holds no VAE (it has {sorted(vae_ckpt.components)}); pass the VAE "
+                              f"file or folder")
+    up = None
+    if multi_scale:
+        if upsampler is None:
+            raise ValueError(f"this preset is multi-scale: pass the latent upsampler ({upsampler_name})")
+        up = read_checkpoint(_exists(upsampler, "upsampler checkpoint"))
+        if "upsampler" not in up.components:
+            raise CheckpointError(f"{up.path} is not a latent upsampler (it has {sorted(up.components)})")
+    return ckpt, vae_ckpt, up
+
+
+def _exists(path, what: str) -> Path:
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise FileNotFoundError(f"{what} {p} does not exist")
+    return p
+
+
+def check_architecture(preset: ModelPreset, dit: DiTConfig, vae: VAEConfig) -> None:
+    diff = config_diff(dit, preset.dit)
+    if diff:
+        shown = ", ".join(f"{k}: checkpoint {a!r} vs preset {b!r}" for k, (a, b) in diff.items())
+        raise ValueError(f"the checkpoint's transformer is not the {preset.name} preset's: {shown}")
+    if vae.version != preset.vae:
+        raise ValueError(f"the checkpoint's VAE is the {vae.version} layout; the {preset.name} preset uses "
+                         f"{preset.vae}")
+
+
+def scheduler_spec(ckpt: Checkpoint, vae: VAEConfig) -> SchedulerSpec:
+    """The checkpoint's scheduler config; files without one (diffusers folders) get their release family's:
+    0.9.0 / 0.9.1 VAEs -> uniform + SD3 shift (terminal 0.1), later ones -> linear-quadratic."""
+    sched = ckpt.extra.get("scheduler")
+    allowed = ckpt.extra.get("allowed_inference_steps")
+    if sched is None:
+        sched = {"sampler": "LinearQuadratic"} if vae.version == "0.9.5" else {
+            "sampler": "Uniform", "shifting": "SD3", "target_shift_terminal": 0.1}  # fmt: skip
+    return SchedulerSpec.from_official(sched, allowed)
+
+
+def resolve_device(device: str | torch.device = "auto", dtype: str | torch.dtype | None = None
+                   ) -> tuple[torch.device, torch.dtype]:
+    """"auto" = cuda if available else cpu; dtype None/"auto" = bfloat16 on CUDA (official), float32 on CPU.
+    An unavailable device is an error here, before anything is loaded."""
+    if str(device) == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device {device} is not a device name; use cpu, cuda, cuda:N, mps or auto") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device} was asked for but this machine has no CUDA GPU (torch "
+                             f"{torch.__version__}, cuda {torch.version.cuda}); use device=cpu or device=auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("device mps is not available here; use device=cpu or device=auto")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device {device} is not supported; use cpu, cuda[:N], mps or auto")
+    names = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if isinstance(dtype, str):
+        if dtype not in names:
+            raise ValueError(f"dtype {dtype!r} is not one of {sorted(names)}")
+        dtype = names[dtype]
+    if dtype is None:
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    return device, dtype
+
+
+@dataclass
+class LoRASpec:
+    path: str | os.PathLike
+    strength: float = 1.0
+
+
+def _lora_specs(loras) -> list[LoRASpec]:
+    out = []
+    for i, spec in enumerate(loras or ()):
+        if isinstance(spec, str | os.PathLike):
+            spec = LoRASpec(spec)
+        elif isinstance(spec, tuple | list):
+            spec = LoRASpec(*spec)
+        elif isinstance(spec, dict):
+            spec = LoRASpec(**spec)
+        _finite(f"loras[{i}] strength", spec.strength, -math.inf, math.inf, "a finite number")
+        out.append(spec)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ pipeline
+
+
+@dataclass(eq=False)
+class Pipeline:
+    """Loaded (or meta) modules + the preset's sampling defaults + the checkpoint's scheduler."""
+
+    dit: DiT
+    vae: VideoVAE
+    sampling: SamplingDefaults
+    scheduler: SchedulerSpec
+    upsampler: torch.nn.Module | None = None
+    generation: GenerationDefaults = field(default_factory=GenerationDefaults)
+    text_encoder: object | None = None  # a T5TextEncoder, or a folder path loaded on first use
+    name: str = ""
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    dtype: torch.dtype = torch.float32
+    _checkpoints: tuple | None = None  # (dit, vae, upsampler) Checkpoints of an opened, not yet loaded pipeline
+    _loras: list = field(default_factory=list)  # [(LoRASpec, LoRAWeights)]
+
+    @classmethod
+    def from_modules(cls, dit: DiT, vae: VideoVAE, *, sampling: SamplingDefaults | PassConfig,
+                     scheduler: SchedulerSpec | None = None, upsampler=None, text_encoder=None,
+                     generation: GenerationDefaults | None = None) -> Pipeline:
+        """Wrap modules in memory; `sampling` may be a single PassConfig (a base pipeline)."""
+        if isinstance(sampling, PassConfig):
+            sampling = SamplingDefaults(first_pass=sampling)
+        p = next(dit.parameters())
+        return cls(dit, vae, sampling, scheduler or SchedulerSpec(), upsampler, generation or GenerationDefaults(),
+                   text_encoder, device=p.device, dtype=p.dtype)
+
+    @property
+    def loaded(self) -> bool:
+        return self._checkpoints is None
+
+    # --- loading
+    def load(self, device: str | torch.device = "auto", dtype: str | torch.dtype | None = None) -> Pipeline:
+        """Load the weights of an opened pipeline (LoRAs merged into the transformer); returns self."""
+        if self.loaded:
+            return self
+        from ltx.lora import apply_lora_weights, merge_lora, remove_lora
+
+        self.device, self.dtype = resolve_device(device, dtype)
+        ckpt, vae_ckpt, up_ckpt = self._checkpoints
+        dit = load_component(ckpt, "dit", dtype=self.dtype, device=self.device)
+        for i, (spec, weights) in enumerate(self._loras):  # fp32 adapters, merged: W += s * alpha/r * B @ A
+            print(apply_lora_weights(dit, weights, f"lora{i}", spec.strength, dtype=torch.float32))
+        merge_lora(dit)
+        remove_lora(dit)  # plain nn.Linear modules again, the LoRAs folded into their weights
+        self.dit = dit
+        self.vae = load_component(vae_ckpt, "vae", dtype=self.dtype, device=self.device)
+        if up_ckpt is not None:
+            self.upsampler = load_component(up_ckpt, "upsampler", dtype=self.dtype, device=self.device)
+        self._checkpoints = None
+        return self
+
+    def _text_encoder(self):
+        from ltx.models.text import T5TextEncoder
+
+        if self.text_encoder is None:
+            raise ValueError("no text encoder: pass text_encoder=/path/to/t5 to open_pipeline, or prompt_embeds")
+        if not isinstance(self.text_encoder, T5TextEncoder):
+            self.text_encoder = T5TextEncoder(self.text_encoder, device=self.device, dtype=self.dtype,
+                                              max_tokens=self.generation.text_tokens)
+        return self.text_encoder
+
+    def prompt_views(self, prompts: Sequence[str]) -> list:
+        """What the text encoder reads of each prompt (ltx.models.text.PromptView): normalised and cut."""
+        return self._text_encoder().seen(list(prompts))
+
+    def encode_prompt(self, prompt: str | Sequence[str], negative_prompt: str | None = None, *,
+                      needs_negative: bool = True) -> TextConditioning:
+        """TextConditioning (B rows) from the text encoder; negative_prompt None = the preset's."""
+        prompts = check_prompts(prompt)
+        t5 = self._text_encoder()
+        for view in t5.seen(prompts):
+            if view.truncated:
+                warnings.warn(f"prompt of {view.tokens} tokens cut to the text encoder's {t5.max_tokens}: the "
+                              f"model reads {view.text!r}", stacklevel=2)
+        ctx, mask = t5.encode(prompts)
+        neg = self.generation.negative_prompt if negative_prompt is None else negative_prompt
+        n_ctx, n_mask = t5.encode([neg] * len(prompts)) if needs_negative else (None, None)
+        return TextConditioning(ctx, mask, n_ctx, n_mask)
+
+    # --- requests
+    def check(self, *, height: int | None = None, width: int | None = None, num_frames: int | None = None,
+              frame_rate: float | None = None, conditioning_items: Sequence[ConditioningItem] | None = None,
+              conditioning_media_paths: Sequence[str] | None = None,
+              conditioning_start_frames: Sequence[int] | None = None,
+              conditioning_strengths: Sequence[float] | None = None, official_image_preprocessing: bool = True,
+              image_cond_noise_scale: float = 0.15, output_type: str = "pt", has_negative: bool = True,
+              num_segments: int = 1, segment_overlap: int = 9, noise_mix: float = 0.5, **overrides) -> Request:
+        """Validate a request from configs alone (works before `load`): the sampling after the overrides (see the
+        module docstring), sizes, conditioning, schedules; raises ValueError naming the argument."""
+        g = self.generation
+        height = g.height if height is None else height
+        width = g.width if width is None else width
+        num_frames = g.num_frames if num_frames is None else num_frames
+        frame_rate = _finite("frame_rate", g.fps if frame_rate is None else frame_rate, 1e-6, 1e6,
+                             "a positive number of frames per second")
+        for name, v in (("height", height), ("width", width), ("num_frames", num_frames)):
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ValueError(f"{name} must be an integer, got {v!r}")
+        noise = _finite("image_cond_noise_scale", image_cond_noise_scale, 0, 1, "in [0, 1] (official 0.15)")
+        if output_type not in ("pt", "latent"):
+            raise ValueError(f"output_type must be 'pt' (frames) or 'latent', got {output_type!r}")
+        sampling = with_overrides(self.sampling, **overrides)
+        items = conditioning(conditioning_items, conditioning_media_paths, conditioning_start_frames,
+                             conditioning_strengths, height=height, width=width, num_frames=num_frames,
+                             official=official_image_preprocessing)
+        if isinstance(num_segments, bool) or not isinstance(num_segments, int) or num_segments < 1:
+            raise ValueError(f"num_segments must be a positive integer, got {num_segments!r}")
+        _finite("noise_mix", noise_mix, 0, 1, "in [0, 1]")
+        t = self.vae.cfg.temporal_factor
+        if num_segments > 1 and not (isinstance(segment_overlap, int) and 1 <= segment_overlap < num_frames
+                                     and (segment_overlap - 1) % t == 0):
+            raise ValueError(f"segment_overlap must be {t}k + 1 frames and less than num_frames ({num_frames}), got "
+                             f"{segment_overlap!r}")
+        sigmas = check_request(self.dit.cfg, self.vae.cfg, sampling, self.scheduler, height=height, width=width,
+                               num_frames=num_frames, items=items, has_negative=has_negative)
+        if sampling.pipeline_type is PipelineType.multi_scale and self.upsampler is None:
+            raise ValueError("a multi-scale preset needs the latent upsampler (open_pipeline(..., upsampler=...))")
+        return Request(sampling, height, width, num_frames, frame_rate, items, sigmas, noise, output_type,
+                       num_segments, segment_overlap, noise_mix)
+
+    def __call__(self, prompt: str | Sequence[str] | None = None, negative_prompt: str | None = None, *,
+                 prompt_embeds: Tensor | None = None, prompt_attention_mask: Tensor | None = None,
+                 negative_prompt_embeds: Tensor | None = None, negative_prompt_attention_mask: Tensor | None = None,
+                 generator: torch.Generator | None = None, seed: int | None = None, vae_tiling: bool = False,
+                 callback: Callable[[int, Tensor], None] | None = None, progress: bool | Callable = False,
+                 **kwargs) -> Output:
+        """Generate (see the module docstring for the arguments). Seeding follows the official inference script:
+        `seed` sets torch.manual_seed (posterior samples, decode noise) and a Generator(device) (noise)."""
+        if not self.loaded:
+            raise ValueError("the pipeline was opened without weights; call .load() first")
+        if seed is not None:
+            check_seed(seed)
+        if prompt_embeds is None:
+            prompts = check_prompts(prompt)
+            text, views = None, self.prompt_views(prompts)
+        else:
+            prompts, views = None, None
+            text = embeddings_conditioning(prompt_embeds, prompt_attention_mask, negative_prompt_embeds,
+                                           negative_prompt_attention_mask, self.dit.cfg.caption_channels)
+        req = self.check(has_negative=text is None or text.neg_context is not None, **kwargs)
+        if text is None:
+            text = self.encode_prompt(prompts, negative_prompt, needs_negative=needs_cfg(req.sampling))
+        text = TextConditioning(*(None if t is None else t.to(self.device, self.dtype if t.is_floating_point()
+                                                               else t.dtype) for t in dataclasses.astuple(text)))
+        if seed is not None:
+            torch.manual_seed(seed)
+            if generator is None:
+                generator = torch.Generator(self.device).manual_seed(seed)
+        step = progress if callable(progress) else None
+        if progress is True:
+            from tqdm import tqdm
+
+            bar = tqdm(total=sum(len(s) - 1 for s in req.sigmas) * req.num_segments, desc="denoising", unit="step")
+            step = lambda i: bar.update(1)  # noqa: E731
+        rows: list[int] = []
+        with torch.no_grad():
+            frames, latents = run_request(self, text, req, generator, tiled=vae_tiling, progress=step,
+                                          callback=callback, forward_rows=rows)
+        if progress is True:
+            bar.close()
+        return Output(frames, latents, req.sigmas, views, rows)
+
+
+def check_prompts(prompt: str | Sequence[str] | None) -> list[str]:
+    prompts = [prompt] if isinstance(prompt, str) else list(prompt or [])
+    if not prompts:
+        raise ValueError("no prompt: pass prompt='...' (or a list of prompts, or prompt_embeds)")
+    for i, p in enumerate(prompts):
+        if not isinstance(p, str):
+            raise ValueError(f"prompt[{i}] must be a string, got {p!r}")
+        if not p.strip():
+            raise ValueError(f"prompt[{i}] is empty: the model would generate without a caption; write a prompt")
+    return prompts
+
+
+def embeddings_conditioning(ctx, mask, n_ctx, n_mask, caption_channels: int) -> TextConditioning:
+    """Precomputed embeddings (context (B, S, D), mask (B, S); the negative ones with 1 or B rows), checked."""
+    def check(c, m, what):
+        if not isinstance(c, Tensor) or c.ndim != 3:
+            raise ValueError(f"{what}_embeds must be a (B, S, D) tensor, got {getattr(c, 'shape', c)!r}")
+        if c.shape[-1] != caption_channels:
+            raise ValueError(f"{what}_embeds have width {c.shape[-1]}; the transformer takes {caption_channels}")
+        m = torch.ones(c.shape[:2], dtype=torch.long) if m is None else m
+        if tuple(m.shape) != tuple(c.shape[:2]):
+            raise ValueError(f"{what}_attention_mask must be {tuple(c.shape[:2])}, got {tuple(m.shape)}")
+        check_finite(c.float(), f"{what}_embeds")
+        return c, m
+
+    ctx, mask = check(ctx, mask, "prompt")
+    B = ctx.shape[0]
+    if n_ctx is not None:
+        n_ctx, n_mask = check(n_ctx, n_mask, "negative_prompt")
+        if n_ctx.shape[0] not in (1, B):
+            raise ValueError(f"negative_prompt_embeds hold {n_ctx.shape[0]} rows; need 1 or {B}")
+        n_ctx, n_mask = n_ctx.expand(B, -1, -1), n_mask.expand(B, -1)
+    return TextConditioning(ctx, mask, n_ctx, n_mask)
+
+
+def needs_cfg(s: SamplingDefaults) -> bool:
+    return any(g > 1 for p in passes(s) for g in p.guidance_scale)
+
+
+PASS_FIELDS = {f.name for f in dataclasses.fields(PassConfig)}
+
+
+def with_overrides(s: SamplingDefaults, *, first_pass: dict | None = None, second_pass: dict | None = None,
+                   skip_layer_strategy: str | STGMode | None = None, stochastic_sampling: bool | None = None,
+                   decode_timestep: float | None = None, decode_noise_scale: float | None = None,
+                   downscale_factor: float | None = None, tone_map_compression_ratio: float | None = None,
+                   **pass_args) -> SamplingDefaults:
+    """The preset's sampling with call arguments applied (validated by PassConfig / SamplingDefaults)."""
+    unknown = sorted(set(pass_args) - PASS_FIELDS)
+    if unknown:
+        raise ValueError(f"unknown argument(s) {unknown}; pass arguments are {sorted(PASS_FIELDS)}, others: "
+                         f"first_pass, second_pass, skip_layer_strategy, stochastic_sampling, decode_timestep, "
+                         f"decode_noise_scale, downscale_factor, tone_map_compression_ratio, height, width, "
+                         f"num_frames, frame_rate, conditioning_*, image_cond_noise_scale, output_type, seed")
+
+    def change(p: PassConfig, changes: dict, what: str) -> PassConfig:
+        changes = {k: v for k, v in changes.items() if v is not None}
+        bad = sorted(set(changes) - PASS_FIELDS)
+        if bad:
+            raise ValueError(f"{what}: unknown field(s) {bad}; a pass has {sorted(PASS_FIELDS)}")
+        if not changes:
+            return p
+        if "timesteps" in changes:
+            changes.setdefault("num_inference_steps", None)
+        elif "num_inference_steps" in changes:
+            changes.setdefault("timesteps", None)
+        if "guidance_timesteps" not in changes:  # a new scalar guidance value replaces every breakpoint's
+            n = len(p.guidance_timesteps) if p.guidance_timesteps is not None else 1
+            for k in ("guidance_scale", "stg_scale", "rescaling_scale"):
+                if k in changes and not isinstance(changes[k], list | tuple):
+                    changes[k] = [changes[k]] * n
+            blocks = changes.get("skip_block_list")
+            if isinstance(blocks, list | tuple) and all(isinstance(b, int) for b in blocks):
+                changes["skip_block_list"] = [list(blocks)] * n
+        try:
+            return dataclasses.replace(p, **changes)
+        except TypeError as e:
+            raise ValueError(f"{what}: {e}") from None
+
+    first = change(s.first_pass, {**pass_args, **(first_pass or {})}, "first_pass")
+    second = s.second_pass
+    if second_pass:
+        if second is None:
+            raise ValueError("second_pass given but the preset is single-pass (pipeline_type base)")
+        second = change(second, second_pass, "second_pass")
+    if tone_map_compression_ratio is not None:  # applied where the pipeline decodes: the last pass
+        if second is not None:
+            second = change(second, {"tone_map_compression_ratio": tone_map_compression_ratio}, "second_pass")
+        else:
+            first = change(first, {"tone_map_compression_ratio": tone_map_compression_ratio}, "first_pass")
+    changes = {"first_pass": first, "second_pass": second}
+    if skip_layer_strategy is not None:
+        changes["stg_mode"] = stg_mode(skip_layer_strategy)
+    if stochastic_sampling is not None:
+        if not isinstance(stochastic_sampling, bool):
+            raise ValueError(f"stochastic_sampling must be true or false, got {stochastic_sampling!r}")
+        changes["stochastic_sampling"] = stochastic_sampling
+    for k, v in (("decode_timestep", decode_timestep), ("decode_noise_scale", decode_noise_scale),
+                 ("downscale_factor", downscale_factor)):
+        if v is not None:
+            changes[k] = v
+    return dataclasses.replace(s, **changes)
+
+
+def stg_mode(value: str | STGMode) -> STGMode:
+    if isinstance(value, STGMode):
+        return value
+    key = str(value).lower().replace("_", "").replace("skiplayerstrategy.", "")
+    if key not in SKIP_LAYER_STRATEGIES:
+        raise ValueError(f"skip_layer_strategy {value!r} is not one of {[m.value for m in STGMode]}")
+    return SKIP_LAYER_STRATEGIES[key]
+
+
+def conditioning(items, paths, start_frames, strengths, *, height: int, width: int, num_frames: int,
+                 official: bool = True) -> list[ConditioningItem]:
+    """ConditioningItems from `conditioning_items`, or from media paths (images or videos) with their start
+    frames and strengths (official inference.py arguments; strengths default to 1)."""
+    from ltx.media import MediaError, is_video, load_image, read_video
+
+    out = list(items or [])
+    if paths:
+        paths = list(paths)
+        if start_frames is None or len(start_frames) != len(paths):
+            raise ValueError(f"conditioning_start_frames needs one frame index per media path ({len(paths)}), got "
+                             f"{start_frames!r}")
+        strengths = [1.0] * len(paths) if strengths is None else list(strengths)
+        if len(strengths) != len(paths):
+            raise ValueError(f"conditioning_strengths needs one value per media path ({len(paths)}), got {strengths}")
+        for i, (path, frame, strength) in enumerate(zip(paths, start_frames, strengths)):
+            if isinstance(frame, bool) or not isinstance(frame, int) or not 0 <= frame < num_frames:
+                raise ValueError(f"conditioning_start_frames[{i}] ({path}): frame {frame!r} is outside the video "
+                                 f"(frames 0..{num_frames - 1})")
+            _finite(f"conditioning_strengths[{i}] ({path})", strength, 0, 1, "in [0, 1]")
+            try:
+                if is_video(path):
+                    video, _ = read_video(path)  # (3, F, H, W) in [-1, 1]
+                    video = torch.nn.functional.interpolate(video.transpose(0, 1), size=(height, width),
+                                                            mode="bilinear", align_corners=False).transpose(0, 1)
+                    pixels = video[None]
+                else:
+                    pixels = load_image(path, height, width, official)
+            except MediaError as e:
+                raise ValueError(f"cannot read conditioning media {e}") from None
+            out.append(ConditioningItem(pixels, frame, float(strength)))
+    for i, it in enumerate(out):
+        _finite(f"conditioning item {i} strength", it.strength, 0, 1, "in [0, 1]")
+        check_finite(it.pixels.float(), f"conditioning item {i} pixels")
+    return out
+
+
+def run_request(pipe: Pipeline, text: TextConditioning, req: Request, generator, *, tiled: bool = False,
+                progress=None, callback=None, forward_rows: list[int] | None = None) -> tuple[Tensor | None, Tensor]:
+    """(frames or None, latents) of a validated request; non-finite latents or frames raise NonFiniteError."""
+    from ltx.chain import generate_chain
+    from ltx.pipeline import PassOptions
+
+    s = req.sampling
+    hint = ("lower the guidance / STG scales, or sample in float32" if pipe.dtype != torch.float32 else
+            "lower the guidance / STG scales")
+    common = dict(height=req.height, width=req.width, fps=req.frame_rate, generator=generator, items=req.items)
+    if req.num_segments > 1:
+        if req.output_type == "latent":
+            raise ValueError("output_type='latent' is not available for chained segments (num_segments > 1)")
+        frames = generate_chain(pipe.dit, pipe.vae, text, s, pipe.scheduler, num_segments=req.num_segments,
+                                segment_frames=req.num_frames, overlap=req.segment_overlap, noise_mix=req.noise_mix,
+                                upsampler=pipe.upsampler, image_cond_noise_scale=req.image_cond_noise_scale,
+                                tiled_vae=tiled, progress=progress, **common)
+        return check_finite(frames, "the generated frames", hint), None
+    opts = PassOptions(stg_mode=s.stg_mode, stochastic=s.stochastic_sampling,
+                       image_cond_noise_scale=req.image_cond_noise_scale, progress=progress, callback=callback,
+                       forward_rows=forward_rows if forward_rows is not None else [])
+    if s.pipeline_type is PipelineType.multi_scale:
+        latents = generate_multiscale(pipe.dit, pipe.vae, pipe.upsampler, text, s.first_pass, s.second_pass,
+                                      pipe.scheduler, num_frames=req.num_frames, downscale_factor=s.downscale_factor,
+                                      opts=opts, tiled_vae=tiled, **common)
+    else:
+        latents = denoise_pass(pipe.dit, pipe.vae, text, s.first_pass, pipe.scheduler, num_frames=req.num_frames,
+                               opts=opts, tiled_vae=tiled, **common)
+    check_finite(latents, "the sampled latents", hint)
+    if req.output_type == "latent":
+        return None, latents
+    last = s.second_pass or s.first_pass
+    frames = decode(pipe.vae, latents, decode_timestep=s.decode_timestep, decode_noise_scale=s.decode_noise_scale,
+                    tone_map_ratio=last.tone_map_compression_ratio, tiled=tiled, finite=True)
+    return resize_frames(frames, req.height, req.width), latents
+
+
+# ------------------------------------------------------------------------------------------------ entry points
+
+
+def open_pipeline(checkpoint: str | os.PathLike | None = None, *, model: str | os.PathLike | ModelPreset | None = None,
+                  vae: str | os.PathLike | None = None, upsampler: str | os.PathLike | None = None,
+                  text_encoder: str | os.PathLike | None = None, loras: Sequence = ()) -> Pipeline:
+    """A pipeline with modules on `meta`, every header and LoRA checked; `.load()` loads the weights.
+
+    checkpoint: transformer (+ VAE) file (official single file, ltx file or diffusers folder); None = the
+    preset's bundled weights (the demo). model: a preset name (configs/model/<name>.yaml), a path to one, or a
+    ModelPreset; None = the demo ("ltx-demo"). loras: paths, (path, strength) pairs or {path, strength} dicts.
+    """
+    from ltx.lora import check_lora, load_lora_file
+
+    preset = model if isinstance(model, ModelPreset) else load_preset(model or "ltx-demo")
+    g = preset.generation
+
+    def local(path):
+        return None if path is None else Path(path) if Path(path).is_absolute() else config_root() / path
+
+    if checkpoint is None:
+        checkpoint = local(g.checkpoint_path)
+        if checkpoint is None:
+            raise ValueError(f"no checkpoint given; the {preset.name} preset's official file is {preset.checkpoint}")
+        if not Path(checkpoint).exists() and g.weights_hint:
+            raise FileNotFoundError(f"the bundled weights {checkpoint} are missing; {g.weights_hint}")
+    if text_encoder is None:
+        text_encoder = local(g.text_encoder_path)
+    if text_encoder is not None and not Path(text_encoder).expanduser().is_dir():
+        raise FileNotFoundError(f"text encoder folder {text_encoder} does not exist")
+    multi = preset.sampling.pipeline_type is PipelineType.multi_scale
+    ckpt, vae_ckpt, up_ckpt = open_checkpoints(checkpoint, vae, upsampler, multi_scale=multi,
+                                               upsampler_name=preset.sampling.spatial_upscaler or "spatial upscaler")
+    dit_cfg, vae_cfg = ckpt.components["dit"].config, vae_ckpt.components["vae"].config
+    check_architecture(preset, dit_cfg, vae_cfg)
+    with torch.device("meta"):
+        dit, video_vae = DiT(dit_cfg), VideoVAE(vae_cfg)
+        up = COMPONENTS["upsampler"].build(up_ckpt.components["upsampler"].config) if up_ckpt is not None else None
+    opened = []
+    for i, spec in enumerate(_lora_specs(loras)):
+        weights = load_lora_file(_exists(spec.path, f"loras[{i}]"))
+        try:
+            check_lora(dit, weights)
+        except CheckpointError as e:
+            raise CheckpointError(f"loras[{i}]: {e}") from None
+        opened.append((spec, weights))
+    return Pipeline(dit, video_vae, preset.sampling, scheduler_spec(ckpt, vae_cfg), up, g,
+                    None if text_encoder is None else Path(text_encoder).expanduser(), preset.name,
+                    device=torch.device("meta"), _checkpoints=(ckpt, vae_ckpt, up_ckpt), _loras=opened)
+
+
+def load_pipeline(checkpoint: str | os.PathLike | None = None, *, model=None, vae=None, upsampler=None,
+                  text_encoder=None, loras: Sequence = (), device: str | torch.device = "auto",
+                  dtype: str | torch.dtype | None = None) -> Pipeline:
+    """`open_pipeline(...).load(device, dtype)`: see both."""
+    resolve_device(device, dtype)  # an unavailable device fails before anything is read
+    return open_pipeline(checkpoint, model=model, vae=vae, upsampler=upsampler, text_encoder=text_encoder,
+                         loras=loras).load(device, dtype)
