@@ -51,8 +51,17 @@ def hydra_app(schema: type, config_name: str, run: Callable[[object], object],
 
 
 def one_line(e: BaseException) -> str:
-    """The message of an expected error as one line; OS errors name the file and what failed."""
+    """The message of an expected error as one line; OS errors name the file and what failed, config errors
+    the option."""
+    from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+
     if isinstance(e, OSError) and e.filename is not None and not isinstance(e, FileNotFoundError | FileExistsError):
         return f"{e.filename}: {e.strerror or e}"
+    if isinstance(e, OmegaConfBaseException) and getattr(e, "full_key", None):
+        key = e.full_key
+        if isinstance(e, MissingMandatoryValue):
+            return f"{key} is required: pass {key}=... on the command line (--help lists the options)"
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return f"{key}: {first}"
     text = str(e).strip() or type(e).__name__
     return " ".join(part.strip() for part in text.splitlines() if part.strip())

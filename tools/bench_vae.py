@@ -3,7 +3,9 @@
     python tools/bench_vae.py [--width 32] [--frames 17] [--size 256] [--repeats 3]
 
 Table 1: decode and encode time (best of --repeats) and peak memory of the 0.9.5 block list at reduced width
-(all three load the same random weights from one official-format file; same input, same threads).
+(all load the same random weights from one official-format file; same input, same threads). "ours" is the
+default conv path, "ours-fast" the opt-in oneDNN-direct one (`set_fast_cpu_conv(True)`, less accurate); the
+last column of its rows is the default's time over the fast path's.
 Table 2: our decode, untiled vs tiled (a fixed 2 GiB-style budget scaled down: tiles of 8x8 latents), at
 growing frame sizes, with the `decode_memory_bytes` estimate beside the measurement.
 
@@ -102,6 +104,10 @@ def worker(args: argparse.Namespace) -> None:
         from ltx.models.vae_tiling import Tiling, tiled_decode
 
         vae = load_component(file, "vae")
+        if args.impl == "ours-fast":
+            from ltx.models.vae import set_fast_cpu_conv
+
+            set_fast_cpu_conv(True)
         if args.impl == "tiled":
             tiling = Tiling((3, 8, 8), (2, 2, 2))
             run = lambda: tiled_decode(vae, z, t, tiling=tiling)  # noqa: E731
@@ -151,19 +157,21 @@ def main() -> None:
     make_file(file, args.width)
     print(f"0.9.5 block list, base width {args.width}, 128 latent channels; input 1x3x{args.frames}x{args.size}x"
           f"{args.size}; {args.threads} threads; torch {torch.__version__}; {os.cpu_count()} CPUs\n")  # fmt: skip
-    print("| op | impl | time (s) | vs official | peak memory (MiB) |")
-    print("|---|---|---|---|---|")
+    print("| op | impl | time (s) | vs official | peak memory (MiB) | default / fast |")
+    print("|---|---|---|---|---|---|")
     for op in ("decode", "encode"):
         results: dict[str, dict] = {}
         for _ in range(args.rounds):
-            for impl in ("official", "diffusers", "ours"):
+            for impl in ("official", "diffusers", "ours", "ours-fast"):
                 r = measure(args, impl, op, args.size, file)
                 old = results.get(impl)
                 results[impl] = {"seconds": min(r["seconds"], old["seconds"]) if old else r["seconds"],
                                  "peak_bytes": r["peak_bytes"]}  # fmt: skip
         ref = results["official"]["seconds"]
         for impl, r in results.items():
-            print(f"| {op} | {impl} | {r['seconds']:.3f} | {r['seconds'] / ref:.2f}x | {r['peak_bytes'] / 2**20:.0f} |")
+            ratio = f"{results['ours']['seconds'] / r['seconds']:.2f}x" if impl == "ours-fast" else ""
+            print(f"| {op} | {impl} | {r['seconds']:.3f} | {r['seconds'] / ref:.2f}x | {r['peak_bytes'] / 2**20:.0f} | "
+                  f"{ratio} |")  # fmt: skip
 
     from ltx.convert.formats import read_checkpoint
     from ltx.models.vae_tiling import Tiling, decode_memory_bytes

@@ -101,12 +101,15 @@ def pretrain(model, tokenizer, *, steps: int, batch: int = 32, lr: float = 2e-3,
 
 
 def save_text_encoder(model, tokenizer, path: Path, report: dict | None = None) -> Path:
-    """Write a T5 folder (text_encoder/ + tokenizer/ [+ report.json]) that `T5TextEncoder` loads, atomically."""
+    """Write a T5 folder (text_encoder/ + tokenizer/ [+ report.json]) that `T5TextEncoder` loads, atomically,
+    with the prompt normalisation its training captions imply (lower-case words: ltx.models.text.TEXT_CONFIG)."""
     from ltx.checkpoint import atomic_dir
+    from ltx.models.text import TEXT_CONFIG
 
     with atomic_dir(path) as tmp:
         model.save_pretrained(tmp / "text_encoder", safe_serialization=True)
         tokenizer.save_pretrained(tmp / "tokenizer")
+        (tmp / TEXT_CONFIG).write_text(json.dumps({"normalize": "lowercase_words"}) + "\n")
         if report is not None:
             (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return path

@@ -4,8 +4,8 @@
 Measured (torch 2.13 CPU, 2 threads): fp32 max |diff| vs official = 0.0 with global timesteps, both widths
 (the same ops in the same order). Per-token timesteps are embedded once per distinct value where the official
 embeds every token: the case below happens to round identically, but random repeated sigmas (as every
-pipeline call has) differ by up to 1.9e-6 (6 seeds, both widths). The bound is 1e-5 on every block output and on the final output, so
-that BLAS builds that block GEMMs differently still pass.
+pipeline call has) differ by up to 1.9e-6 (6 seeds, both widths). The bound is 1e-5 on every block output
+and on the final output, so that BLAS builds that block GEMMs differently still pass.
 bf16: both implementations round at the same points except q/k RMSNorm (the official rounds x/rms to bf16
 before the weight multiply, torch's RMSNorm rounds once): measured max |diff| 0.031-0.047 on outputs of
 magnitude 4-5, i.e. 1-1.5 bf16 ulps there (ulp = 0.03125 in [4, 8)); bound 0.0625 = 2 ulps.
