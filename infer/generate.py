@@ -132,8 +132,8 @@ class GenerateConfig:
 
         check("fps", self.fps, fin(self.fps) and (self.fps or 0) > 0, "give a positive number of frames per second")
         check("steps", self.steps, (self.steps or 0) >= 1, "give a positive integer")
-        check("guidance_scale", self.guidance_scale, fin(self.guidance_scale) and (self.guidance_scale or 0) >= 0,
-              "give a finite CFG scale >= 0 (1 = off)")
+        check("guidance_scale", self.guidance_scale, fin(self.guidance_scale) and (self.guidance_scale or 1) >= 1,
+              "give a finite CFG scale >= 1 (1 = off)")
         check("stg_scale", self.stg_scale, fin(self.stg_scale) and (self.stg_scale or 0) >= 0,
               "give a finite STG scale >= 0 (0 = off)")
         check("rescaling_scale", self.rescaling_scale, fin(self.rescaling_scale) and 0 <= (self.rescaling_scale or 0)

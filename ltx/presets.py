@@ -94,7 +94,7 @@ def check_pass(p: PassConfig) -> None:
         if not _is_list(g) or not g or not all(_number(v) and 0 <= v <= 1 for v in g):
             raise ValueError(f"guidance_timesteps must be a non-empty list of sigmas in [0, 1], got {g!r}")
     n = len(p.guidance_timesteps) if p.guidance_timesteps is not None else 1
-    ranges = {"guidance_scale": (0.0, math.inf, "finite and >= 0 (1 = off)"),
+    ranges = {"guidance_scale": (1.0, math.inf, "finite and >= 1 (1 = off)"),
               "stg_scale": (0.0, math.inf, "finite and >= 0 (0 = off)"),
               "rescaling_scale": (0.0, 1.0, "in [0, 1] (1 = off)")}
     for name, (lo, hi, valid) in ranges.items():

@@ -56,7 +56,7 @@ def test_check_runs_on_an_opened_pipeline_without_weights(opened, monkeypatch):
 
 
 @pytest.mark.parametrize("name, values", [
-    ("guidance_scale", [INF, NAN, -1.0, "3"]),
+    ("guidance_scale", [INF, NAN, -1.0, 0.5, "3"]),
     ("stg_scale", [INF, NAN, -0.5]),
     ("rescaling_scale", [NAN, 1.5, -0.1]),
     ("num_inference_steps", [0, -5, 2.5, True]),
@@ -197,7 +197,7 @@ def test_app_writes_nothing_when_sampling_blows_up(tmp_path, monkeypatch, one_th
 
 
 @pytest.mark.parametrize("kw, message", [
-    (dict(guidance_scale=INF), r"guidance_scale=inf is invalid: give a finite CFG scale >= 0"),
+    (dict(guidance_scale=INF), r"guidance_scale=inf is invalid: give a finite CFG scale >= 1"),
     (dict(guidance_scale=NAN), r"guidance_scale=nan is invalid"),
     (dict(rescaling_scale=NAN), r"rescaling_scale=nan is invalid: give a value in \[0, 1\]"),
     (dict(stg_scale=-1.0), r"stg_scale=-1.0 is invalid"),
