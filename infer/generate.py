@@ -100,6 +100,7 @@ class GenerateConfig:
     fps: float | None = None
     seed: int = 171198
     steps: int | None = None  # first-pass step count (replaces the preset's step count or timestep list)
+    timesteps: list[float] | None = None  # first-pass sigma list instead (distilled students: their grid)
     guidance_scale: float | None = None  # first-pass overrides: CFG (1 = off)
     stg_scale: float | None = None  # STG (0 = off)
     rescaling_scale: float | None = None  # STG rescale (1 = off)
@@ -195,8 +196,12 @@ def apply_overrides(s: SamplingDefaults, cfg: GenerateConfig) -> SamplingDefault
     p = s.first_pass
     n = len(p.guidance_timesteps) if p.guidance_timesteps is not None else 1
     changes: dict = {}
+    if cfg.steps is not None and cfg.timesteps is not None:
+        raise InputError("give steps or timesteps, not both")
     if cfg.steps is not None:
         changes.update(num_inference_steps=cfg.steps, timesteps=None)
+    if cfg.timesteps is not None:
+        changes.update(num_inference_steps=None, timesteps=[float(t) for t in cfg.timesteps])
     for name, value in (("guidance_scale", cfg.guidance_scale), ("stg_scale", cfg.stg_scale),
                         ("rescaling_scale", cfg.rescaling_scale)):  # fmt: skip
         if value is not None:

@@ -4,6 +4,7 @@
     python tools/make_concept_data.py data/concept_up_right                   # 64 concept + 32 base clips
     python tools/make_concept_data.py data/concept_cyan --concept cyan --num-concept 128
     python tools/make_concept_data.py data/concept_folder --layout folder     # OUT/*.mp4 + OUT/*.txt captions
+    python tools/make_concept_data.py data/distill_base --num-concept 0 --num-base 512 --seed 7  # base clips only
 
 The files are what a user would bring: H.264 mp4s (ltx.data.shapes_eval.write_mp4, yuv420p, CRF 18) with
 captions, read by the trainer through the ordinary dataset path (ltx.data.manifest.read_dataset):
@@ -50,8 +51,9 @@ def make_concept_data(out: str | Path, *, concept: str = "up-right", num_concept
     out = Path(out)
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; expected one of {LAYOUTS}")
-    if num_concept < 1 or num_base < 0:
-        raise ValueError(f"need num_concept >= 1 and num_base >= 0, got {num_concept}, {num_base}")
+    if num_concept < 0 or num_base < 0 or num_concept + num_base < 1:
+        raise ValueError(f"need num_concept >= 0 and num_base >= 0 with at least one clip, got {num_concept}, "
+                         f"{num_base}")
     check_video_size(frames, height, width)
     if out.exists() and any(out.iterdir()):
         if not overwrite:
@@ -61,7 +63,7 @@ def make_concept_data(out: str | Path, *, concept: str = "up-right", num_concept
     media_dir.mkdir(parents=True, exist_ok=True)
 
     size = dict(frames=frames, height=height, width=width, seed=seed)
-    groups = [("concept", ConceptWorld(concept=concept, num_samples=num_concept, **size)),
+    groups = [("concept", ConceptWorld(concept=concept, num_samples=max(num_concept, 1), **size)),
               ("base", ShapesWorld(split="train", num_samples=max(num_base, 1), **size))]
     clips = []
     for group, world in groups:

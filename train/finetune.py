@@ -205,8 +205,8 @@ def _get(d: dict, dotted: str):
     return d
 
 
-def frozen_diff(old: dict, new: dict) -> dict[str, tuple]:
-    return {k: (_get(old, k), _get(new, k)) for k in FROZEN_FIELDS if _get(old, k) != _get(new, k)}
+def frozen_diff(old: dict, new: dict, fields: tuple[str, ...] = FROZEN_FIELDS) -> dict[str, tuple]:
+    return {k: (_get(old, k), _get(new, k)) for k in fields if _get(old, k) != _get(new, k)}
 
 
 # ------------------------------------------------------------------------------------------------ objective
@@ -359,7 +359,7 @@ def check_resume(cfg: FinetuneConfig, resolved: dict, run_dir: Path) -> bool:
         old = json.loads(old_path.read_text())
     except json.JSONDecodeError as e:
         raise TrainingError(f"{old_path} is not valid JSON ({e}); use a new run_dir") from None
-    diff = frozen_diff(old, resolved)
+    diff = frozen_diff(old, resolved, getattr(cfg, "FROZEN", FROZEN_FIELDS))
     if diff:
         shown = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
         raise TrainingError(f"{run_dir} was trained with another config ({shown}); resuming would train something "
@@ -433,8 +433,8 @@ class Trainer:
 
         self.sampler = BucketBatchSampler(self.cache, cfg.batch_size, cfg.seed)
         self.sigmas = SigmaSampler(**asdict(cfg.sigma))
-        self.objective = OBJECTIVES[cfg.objective]
-        self.dit, params = build_model(cfg, self.ckpt, self.device)
+        self.objective = self.make_objective()
+        self.dit, params = self.build_model()
         self.trainable = {n: p for n, p in self.dit.named_parameters() if p.requires_grad}
         self.n_trainable = sum(p.numel() for p in params)
         mode = "none" if not self.dist.enabled else cfg.parallel
@@ -442,7 +442,7 @@ class Trainer:
                                  compile=cfg.compile, param_dtype=None)
         params = [p for p in self.dit.parameters() if p.requires_grad]  # FSDP2 replaces them with DTensors
         self.params = params
-        self.opt = make_optimizer(cfg, params, self.device)
+        self.opt = self.make_optimizer(params)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(cfg, s))
         self.ema = {n: p.detach().clone() for n, p in self.dit.named_parameters() if p.requires_grad} if cfg.ema else {}
         self.step, self.history, self.wandb_id = 0, [], None
@@ -452,6 +452,16 @@ class Trainer:
         self._scale = scale
 
     # -------------------------------------------------------------------------------------------- setup
+    # What a trainer built on this one (train/distill.py) replaces: the objective, the model, the optimizer.
+    def make_objective(self) -> Callable[[nn.Module, MicroBatch], Tensor]:
+        return OBJECTIVES[self.cfg.objective]
+
+    def build_model(self) -> tuple[nn.Module, list[nn.Parameter]]:
+        return build_model(self.cfg, self.ckpt, self.device)
+
+    def make_optimizer(self, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+        return make_optimizer(self.cfg, params, self.device)
+
     def _check_latent_space(self) -> None:
         from ltx.convert.formats import load_component
         from train.train_vae import latent_space_id
