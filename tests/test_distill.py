@@ -292,3 +292,35 @@ def test_cli_prints_one_line_for_bad_input(tmp_path):
     r = subprocess.run([sys.executable, "-m", "train.distill", f"data={tmp_path}", "method=magic"], cwd=REPO,
                        capture_output=True, text=True)
     assert r.returncode == 1 and "error: method='magic' is invalid" in r.stderr and "Traceback" not in r.stderr
+
+
+def _torchrun(n: int, cache: Path, run_dir: Path, *args: str) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={n}", "--master_addr=127.0.0.1",
+           f"--master_port={port}", "-m", "train.distill", f"data={cache}", f"run_dir={run_dir}", "method=guidance",
+           "steps=3", "batch_size=4", "log_every=1", "checkpoint_every=3", "wandb=false", "threads=1", *args]
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
+                       env={**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1", "LTX_DEBUG": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_guidance_distillation_on_two_processes_matches_one(cache, tmp_path, parallel):
+    """The teacher (the LoRA student's own base, adapters off) runs inside DDP / FSDP2 as in one process."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    _torchrun(1, cache, one)
+    _torchrun(2, cache, two, f"parallel={parallel}")
+    a, b = losses(one), losses(two)
+    assert sorted(a) == sorted(b) == [1, 2, 3]
+    for k in a:
+        assert b[k] == pytest.approx(a[k], rel=1e-5, abs=1e-7), (k, a, b)

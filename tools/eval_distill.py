@@ -87,7 +87,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--teacher-steps", type=int, nargs="+", default=[4, 8], help="teacher rows besides 20 steps")
+    p.add_argument("--teacher-steps", type=int, nargs="*", default=[4, 8], help="teacher rows besides 20 steps")
     p.add_argument("--grid", type=float, nargs="+", action="append", default=[],
                    help="extra teacher rows on an explicit sigma grid (with and without CFG)")
     p.add_argument("--out", type=Path, default=REPO / "outputs/eval_distill")

@@ -364,7 +364,7 @@ class DistillTrainer(Trainer):
             loss_c.backward()
             _grad_norm(self.critic_params, cfg.grad_clip)
             self.opt.step()
-            critic_losses.append(float(loss_c))
+            critic_losses.append(float(loss_c.detach()))
         # 2. one student update
         mb, noise, renoise, sigma, k = self._dmd_batch(step, cfg.critic.updates)
         self.opt.zero_grad(set_to_none=True)
@@ -381,7 +381,7 @@ class DistillTrainer(Trainer):
         for p in self.critic_params:  # the critic only moves on its own updates
             p.grad = None
         gnorm = _grad_norm(self.params, cfg.grad_clip)
-        value = float(loss)
+        value = float(loss.detach())
         if not (math.isfinite(value) and math.isfinite(gnorm)):
             self.opt.zero_grad(set_to_none=True)
             self.save()
@@ -390,8 +390,9 @@ class DistillTrainer(Trainer):
         self.opt.step()
         self.sched.step()
         self._update_ema(step)
-        return {"loss": value, "critic_loss": sum(critic_losses) / len(critic_losses), "regression": float(reg),
-                "grad_norm": gnorm, "lr": self.sched.get_last_lr()[0], "s_per_step": time.perf_counter() - t0}
+        return {"loss": value, "critic_loss": sum(critic_losses) / len(critic_losses),
+                "regression": float(reg.detach()), "grad_norm": gnorm, "lr": self.sched.get_last_lr()[0],
+                "s_per_step": time.perf_counter() - t0}
 
     @staticmethod
     def _no_grad(fn: D.VelocityFn) -> D.VelocityFn:
