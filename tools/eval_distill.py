@@ -13,7 +13,8 @@ pixels, higher = closer; and the share of prompts whose detected colour and moti
 
 A student is a run folder of train/distill.py: its student.json (sigma grid, no guidance) and its
 lora.safetensors (merged into the teacher's weights) or model.safetensors. Writes OUT/report.json, OUT/table.md
-and a contact sheet (OUT/contact_sheet.png: the first prompts, one row per model).
+and a contact sheet (OUT/contact_sheet.png: one row per model, one column per prompt for the first six
+prompts, frames 0 / middle / last).
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ from ltx.models.text import T5TextEncoder  # noqa: E402
 from ltx.pipeline import PassOptions, SchedulerSpec, decode, denoise_pass  # noqa: E402
 from ltx.presets import PassConfig, load_preset  # noqa: E402
 from ltx.sched.guidance import TextConditioning  # noqa: E402
-from ltx.viz import save_video_grid  # noqa: E402
 
 
 @dataclass
@@ -139,12 +139,33 @@ def main() -> None:
         results.append({"name": row.name, "forwards": row.forwards, "seconds_per_video": seconds / len(videos),
                         "psnr_to_teacher": dist, "agree_with_teacher": agree, **summary(rj)})
         print(format_row(results[-1]), flush=True)
-        sheet += [v * 2 - 1 for v in videos[:4]]
+        sheet.append((row.name, videos[:6]))
     table = "\n".join([HEADER, *map(format_row, results)])
     print("\n" + table)
     (args.out / "table.md").write_text(table + "\n")
     (args.out / "report.json").write_text(json.dumps({"n": len(todo), "rows": results}, indent=2) + "\n")
-    save_video_grid(args.out / "contact_sheet.png", sheet)
+    model_sheet(args.out / "contact_sheet.png", sheet, captions[:6])
+
+
+def model_sheet(path: Path, rows: list, captions: list[str], scale: int = 2) -> None:
+    """One row per model, one column per prompt: frames 0, middle and last of each video side by side."""
+    from PIL import Image, ImageDraw
+
+    F, H, W = rows[0][1][0].shape[1:]
+    tw, th, label, top = 3 * W * scale, H * scale, 300, 30
+    sheet = Image.new("RGB", (label + len(captions) * (tw + 6), top + len(rows) * (th + 6)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for j, c in enumerate(captions):
+        draw.text((label + j * (tw + 6), 2), c[:48], fill="black")
+        draw.text((label + j * (tw + 6), 14), c[48:96], fill="black")
+    for i, (name, videos) in enumerate(rows):
+        y = top + i * (th + 6)
+        draw.text((4, y + th // 2 - 6), name[:46], fill="black")
+        for j, v in enumerate(videos):
+            frames = torch.cat([v[:, k] for k in (0, F // 2, F - 1)], dim=-1)  # (3, H, 3W)
+            img = (frames.clamp(0, 1).permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+            sheet.paste(Image.fromarray(img).resize((tw, th), Image.NEAREST), (label + j * (tw + 6), y))
+    sheet.save(path)
 
 
 def summary(rj: dict) -> dict:
