@@ -76,8 +76,13 @@ class Dist:
         torch_dist.broadcast_object_list(box, src=src, device=self.device)
         return box[0]
 
-    def destroy(self) -> None:
+    def destroy(self, barrier: bool = True) -> None:
+        """Leave together: a barrier first (after a normal end), so no process tears the group down while
+        another still works (gloo aborts a process whose peer left mid-way, e.g. while rank 0 writes plots and
+        reports). After an error pass barrier=False: the others may never reach it."""
         if self.enabled and torch_dist.is_initialized():
+            if barrier:
+                torch_dist.barrier()
             torch_dist.destroy_process_group()
         self.enabled = False
 

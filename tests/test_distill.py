@@ -310,7 +310,8 @@ def _torchrun(n: int, cache: Path, run_dir: Path, *args: str) -> None:
            "steps=3", "batch_size=4", "log_every=1", "checkpoint_every=3", "wandb=false", "threads=1", *args]
     r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
                        env={**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1", "LTX_DEBUG": "1"})
-    assert r.returncode == 0, r.stderr[-3000:]
+    errors = [line for line in r.stderr.splitlines() if "Error" in line or "error:" in line][:20]
+    assert r.returncode == 0, "\n".join(errors) + "\n" + r.stderr[-3000:]
 
 
 @pytest.mark.slow

@@ -533,9 +533,12 @@ class DistillTrainer(Trainer):
 def train(cfg: DistillConfig) -> dict:
     trainer = DistillTrainer(cfg)
     try:
-        return trainer.fit()
-    finally:
-        trainer.dist.destroy()
+        report = trainer.fit()
+    except BaseException:
+        trainer.dist.destroy(barrier=False)
+        raise
+    trainer.dist.destroy()
+    return report
 
 
 def to_config(raw) -> DistillConfig:

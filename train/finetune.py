@@ -854,9 +854,12 @@ def _plain(cfg: FinetuneConfig) -> dict:
 def train(cfg: FinetuneConfig) -> dict:
     trainer = Trainer(cfg)
     try:
-        return trainer.fit()
-    finally:
-        trainer.dist.destroy()
+        report = trainer.fit()
+    except BaseException:
+        trainer.dist.destroy(barrier=False)
+        raise
+    trainer.dist.destroy()
+    return report
 
 
 def to_config(raw) -> FinetuneConfig:
