@@ -56,7 +56,17 @@ from torch import Tensor, nn
 
 from ltx import distill as D
 from ltx.sched.guidance import GuidanceStep, TextConditioning
-from train.finetune import FROZEN_FIELDS, FinetuneConfig, MicroBatch, Trainer, TrainingError, _grad_norm
+from train.finetune import (
+    FROZEN_FIELDS,
+    FinetuneConfig,
+    MicroBatch,
+    Trainer,
+    TrainingError,
+    _grad_norm,
+    main_for,
+    run_trainer,
+)
+from train.finetune import to_config as finetune_to_config
 
 METHODS = ("kd", "guidance", "step", "dmd")
 
@@ -496,62 +506,30 @@ class DistillTrainer(Trainer):
                                     "result": path.name, "teacher_steps": self.cfg.teacher.steps}, indent=2) + "\n")
         return path
 
-    def _state_model(self) -> nn.Module:
-        """What the checkpoint holds: the student, and the trainable parts outside it (a separate teacher's critic
-        adapter, feature projections); frozen weights are not saved (they come from the checkpoints)."""
+    def state_model(self) -> tuple[nn.Module, bool]:
+        """The student, and the trainable parts outside it (a separate teacher's critic adapter, feature
+        projections); only trainable parameters (frozen weights come from the checkpoints)."""
         parts = {"student": self.dit}
         if self.teacher is not self.dit and self.critic_params:
             parts["teacher"] = self.teacher
         if self.projections is not None:
             parts["projections"] = self.projections
-        return nn.ModuleDict(parts)
-
-    def save(self) -> None:
-        from train.dist_checkpoint import save_state
-
-        save_state(self.run_dir / "checkpoints", self.step, model=self._state_model(), optimizer=self.opt,
-                   extra=self.state_extra(), dist=self.dist, keep=self.cfg.keep_checkpoints, trainable_only=True)
-
-    def load(self) -> bool:
-        from train.dist_checkpoint import load_state
-
-        extra = load_state(self.run_dir / "checkpoints", model=self._state_model(), optimizer=self.opt,
-                           dist=self.dist, trainable_only=True)
-        if extra is None:
-            return False
-        self.step, self.history, self.wandb_id = extra["step"], extra["history"], extra["wandb_id"]
-        self.sched.load_state_dict(extra["scheduler"])
-        with torch.no_grad():
-            for n, t in self.ema.items():
-                t.copy_(extra["ema"][n].to(self.device))
-        return True
+        return nn.ModuleDict(parts), True
 
     def weights_for_export(self, ema: bool) -> dict[str, Tensor]:
         return {n: t for n, t in super().weights_for_export(ema).items() if ".critic." not in n}
 
 
 def train(cfg: DistillConfig) -> dict:
-    trainer = DistillTrainer(cfg)
-    try:
-        report = trainer.fit()
-    except BaseException:
-        trainer.dist.destroy(barrier=False)
-        raise
-    trainer.dist.destroy()
-    return report
+    return run_trainer(DistillTrainer, cfg)
 
 
 def to_config(raw) -> DistillConfig:
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(DistillConfig), raw))
+    return finetune_to_config(raw, DistillConfig)
 
 
 def _main() -> None:
-    from infer.app import hydra_app
-    from ltx.checkpoint import CheckpointError
-
-    hydra_app(DistillConfig, "distill", train, (TrainingError, CheckpointError))
+    main_for(DistillConfig, "distill", train)
 
 
 if __name__ == "__main__":

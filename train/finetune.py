@@ -578,18 +578,24 @@ class Trainer:
         return {"step": self.step, "history": self.history, "scheduler": self.sched.state_dict(),
                 "wandb_id": self.wandb_id, "config": self.resolved, "ema": ema}
 
+    def state_model(self) -> tuple[nn.Module, bool]:
+        """What the checkpoint holds: (module, trainable parameters only?)."""
+        return self.dit, self.cfg.mode == "lora"
+
     def save(self) -> None:
         from train.dist_checkpoint import save_state
 
-        save_state(self.run_dir / "checkpoints", self.step, model=self.dit, optimizer=self.opt,
+        model, trainable_only = self.state_model()
+        save_state(self.run_dir / "checkpoints", self.step, model=model, optimizer=self.opt,
                    extra=self.state_extra(), dist=self.dist, keep=self.cfg.keep_checkpoints,
-                   trainable_only=self.cfg.mode == "lora")
+                   trainable_only=trainable_only)
 
     def load(self) -> bool:
         from train.dist_checkpoint import load_state
 
-        extra = load_state(self.run_dir / "checkpoints", model=self.dit, optimizer=self.opt, dist=self.dist,
-                           trainable_only=self.cfg.mode == "lora")
+        model, trainable_only = self.state_model()
+        extra = load_state(self.run_dir / "checkpoints", model=model, optimizer=self.opt, dist=self.dist,
+                           trainable_only=trainable_only)
         if extra is None:
             return False
         self.step, self.history, self.wandb_id = extra["step"], extra["history"], extra["wandb_id"]
@@ -851,8 +857,9 @@ def _plain(cfg: FinetuneConfig) -> dict:
     return OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True)
 
 
-def train(cfg: FinetuneConfig) -> dict:
-    trainer = Trainer(cfg)
+def run_trainer(trainer_cls: type[Trainer], cfg: FinetuneConfig) -> dict:
+    """Build and fit a trainer; the process group is left together after a normal end."""
+    trainer = trainer_cls(cfg)
     try:
         report = trainer.fit()
     except BaseException:
@@ -862,17 +869,26 @@ def train(cfg: FinetuneConfig) -> dict:
     return report
 
 
-def to_config(raw) -> FinetuneConfig:
+def train(cfg: FinetuneConfig) -> dict:
+    return run_trainer(Trainer, cfg)
+
+
+def to_config(raw, schema: type = FinetuneConfig) -> FinetuneConfig:
     from omegaconf import OmegaConf
 
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(FinetuneConfig), raw))
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), raw))
 
 
-def _main() -> None:
+def main_for(schema: type, config_name: str, run) -> None:
+    """The Hydra entry point of a trainer app (this one, train.distill)."""
     from infer.app import hydra_app
     from ltx.checkpoint import CheckpointError
 
-    hydra_app(FinetuneConfig, "finetune", train, (TrainingError, CheckpointError))
+    hydra_app(schema, config_name, run, (TrainingError, CheckpointError))
+
+
+def _main() -> None:
+    main_for(FinetuneConfig, "finetune", train)
 
 if __name__ == "__main__":
     _main()
