@@ -42,7 +42,7 @@ from ltx.api import scheduler_spec as scheduler_spec  # re-exported (train.finet
 from ltx.chain import generate_chain
 from ltx.checkpoint import CheckpointError, atomic_file
 from ltx.conditioning import ConditioningItem
-from ltx.convert.formats import Checkpoint, load_component, read_checkpoint
+from ltx.convert.formats import Checkpoint, load_component
 from ltx.lora import LoRAWeights, apply_lora_weights, check_lora, load_lora_file, merge_lora, remove_lora
 from ltx.media import MediaError, load_image, write_contact_sheet, write_mp4
 from ltx.media import crf_compress as crf_compress  # re-exported: the official image preprocessing
@@ -223,28 +223,23 @@ def _exists(path: str | None, what: str, hint: str) -> Path:
 
 
 def open_checkpoints(cfg: GenerateConfig) -> tuple[Checkpoint, Checkpoint, Checkpoint | None]:
-    """(transformer checkpoint, VAE checkpoint, upsampler checkpoint or None), headers only."""
+    """(transformer checkpoint, VAE checkpoint, upsampler checkpoint or None), headers only (ltx.api), with the
+    app's hints for missing files."""
     hint = f"pass checkpoint=/path/to/{cfg.model.checkpoint} (this preset's official file)"
     if cfg.model.generation.weights_hint:
         hint = cfg.model.generation.weights_hint
-    ckpt = read_checkpoint(_exists(cfg.checkpoint, "checkpoint", hint))
-    if "dit" not in ckpt.components:
-        raise InputError(f"{ckpt.path} holds no transformer (it has {sorted(ckpt.components)})")
+    _exists(cfg.checkpoint, "checkpoint", hint)
     if cfg.vae_checkpoint is not None:
-        vae_ckpt = read_checkpoint(_exists(cfg.vae_checkpoint, "vae_checkpoint", "pass the VAE file or folder"))
-    else:
-        vae_ckpt = ckpt
-    if "vae" not in vae_ckpt.components:
-        raise InputError(f"{vae_ckpt.path} holds no VAE; pass vae_checkpoint=/path/to/the/vae")
-    up = None
-    if cfg.model.sampling.pipeline_type is PipelineType.multi_scale:
+        _exists(cfg.vae_checkpoint, "vae_checkpoint", "pass the VAE file or folder")
+    multi = cfg.model.sampling.pipeline_type is PipelineType.multi_scale
+    if multi:
         name = cfg.model.sampling.spatial_upscaler or "the spatial upscaler"
-        up = read_checkpoint(_exists(cfg.upsampler_checkpoint, "upsampler_checkpoint",
-                                     f"the {cfg.model.name} preset is multi-scale: pass upsampler_checkpoint="
-                                     f"/path/to/{name}"))  # fmt: skip
-        if "upsampler" not in up.components:
-            raise InputError(f"{up.path} is not a latent upsampler (it has {sorted(up.components)})")
-    return ckpt, vae_ckpt, up
+        _exists(cfg.upsampler_checkpoint, "upsampler_checkpoint",
+                f"the {cfg.model.name} preset is multi-scale: pass upsampler_checkpoint=/path/to/{name}")
+    try:
+        return api.open_checkpoints(cfg.checkpoint, cfg.vae_checkpoint, cfg.upsampler_checkpoint, multi_scale=multi)
+    except CheckpointError as e:  # unreadable, or without the component this run needs
+        raise InputError(str(e)) from None
 
 
 def text_source(cfg: GenerateConfig, caption_channels: int) -> tuple[list[str], tuple[Tensor, Tensor] | None,

@@ -325,3 +325,16 @@ def test_guidance_distillation_on_two_processes_matches_one(cache, tmp_path, par
     assert sorted(a) == sorted(b) == [1, 2, 3]
     for k in a:
         assert b[k] == pytest.approx(a[k], rel=1e-5, abs=1e-7), (k, a, b)
+
+
+def test_bad_teacher_and_feature_layers_fail_before_anything_is_written(cache, tmp_path):
+    from ltx.checkpoint import CheckpointError
+    from train import distill
+
+    run = tmp_path / "r"
+    with pytest.raises(CheckpointError, match="teacher.checkpoint=.*none.safetensors"):
+        distill.DistillTrainer(config(cache, run, method="kd", teacher=distill.TeacherSettings(
+            checkpoint=str(tmp_path / "none.safetensors"))))
+    with pytest.raises(ValueError, match=r"feature_layers=\[\[0, 99\]\] is invalid: teacher blocks \[99\] do not"):
+        distill.DistillTrainer(config(cache, run, method="kd", feature_weight=1.0, feature_layers=[[0, 99]]))
+    assert not run.exists()

@@ -56,7 +56,16 @@ class Row:
 
 
 def student_row(run: Path) -> Row:
-    info = json.loads((run / "student.json").read_text())
+    path = run / "student.json"
+    if not path.is_file():
+        raise SystemExit(f"error: --student {run}: no student.json there; pass a finished train.distill run_dir")
+    try:
+        info = json.loads(path.read_text())
+        info["timesteps"], info["result"], info["method"]  # noqa: B018 - the keys this tool needs
+    except (ValueError, KeyError, TypeError) as e:
+        raise SystemExit(f"error: {path}: not a train.distill student.json ({e!r}); rerun it") from None
+    if not (run / info["result"]).is_file():
+        raise SystemExit(f"error: --student {run}: {info['result']} is missing; the run did not finish")
     p = PassConfig(timesteps=info["timesteps"], guidance_scale=[info.get("guidance_scale", 1.0)])
     result = run / info["result"]
     name = f"{run.name} ({info['method']}, {len(info['timesteps'])} steps)"

@@ -67,6 +67,7 @@ from train.finetune import (
     run_trainer,
 )
 from train.finetune import to_config as finetune_to_config
+from train.runner import check_number
 
 METHODS = ("kd", "guidance", "step", "dmd")
 
@@ -129,11 +130,7 @@ class DistillConfig(FinetuneConfig):
             return ValueError(f"{name}={value!r} is invalid: {valid}")
 
         def number(name, v, lo, hi=math.inf, strict=False):
-            ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v <= hi and (
-                v > lo if strict else v >= lo)
-            if not ok:
-                raise bad(name, v, f"must be a finite number {'>' if strict else '>='} {lo}"
-                          + (f" and <= {hi}" if hi < math.inf else ""))
+            check_number(name, v, lo, hi, lo_open=strict)
 
         if self.method not in METHODS:
             raise bad("method", self.method, f"must be one of {', '.join(METHODS)}")
@@ -199,7 +196,13 @@ class DistillTrainer(Trainer):
         null_ctx, null_mask = self.cache.null_text()  # the negative prompt of the guided teacher: ""
         self.null = (null_ctx.to(self.device, torch.float32), null_mask.to(self.device))
         self.projections = None
-        if cfg.feature_weight > 0:
+        if cfg.feature_weight > 0:  # checked before anything is written (fit() makes the run folder)
+            for side, blocks, n in (("student", [p[0] for p in cfg.feature_layers], self.dit.cfg.num_layers),
+                                    ("teacher", [p[1] for p in cfg.feature_layers], self.teacher.cfg.num_layers)):
+                bad = [b for b in blocks if not 0 <= b < n]
+                if bad:
+                    raise ValueError(f"feature_layers={cfg.feature_layers} is invalid: {side} blocks {bad} do not "
+                                     f"exist (the {side} has blocks 0..{n - 1})")
             self.projections = D.feature_projections(self.dit.cfg.dim, self.teacher.cfg.dim,
                                                      len(cfg.feature_layers)).to(self.device)
             self._add_params(list(self.projections.parameters()), cfg.lr, tuple(cfg.betas))
@@ -219,7 +222,17 @@ class DistillTrainer(Trainer):
             return self.dit
         from ltx.convert.formats import load_component, read_checkpoint
 
-        src = read_checkpoint(cfg.teacher.checkpoint) if cfg.teacher.checkpoint else self.ckpt
+        src = self.ckpt
+        if cfg.teacher.checkpoint:
+            from ltx.checkpoint import CheckpointError
+
+            try:
+                src = read_checkpoint(cfg.teacher.checkpoint)
+            except CheckpointError as e:
+                raise CheckpointError(f"teacher.checkpoint={cfg.teacher.checkpoint}: {e}") from None
+            if "dit" not in src.components:
+                raise CheckpointError(f"teacher.checkpoint={cfg.teacher.checkpoint} holds no transformer (it has "
+                                      f"{sorted(src.components)})")
         teacher = load_component(src, "dit", dtype=torch.float32, device=self.device).eval().requires_grad_(False)
         return teacher
 
