@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from ltx.conditioning import ConditioningItem
+from ltx.conditioning import ConditioningItem, GuideItem, slice_guide
 from ltx.interp import slerp
 from ltx.models.dit import DiT
 from ltx.models.vae import VideoVAE
@@ -67,6 +67,7 @@ def generate_chain(
     image_cond_noise_scale: float = 0.15,
     tiled_vae: bool = False,
     progress: Callable[[int], None] | None = None,
+    guides: Sequence[GuideItem] = (),
 ) -> Tensor:
     """`num_segments` chained calls of `ltx.pipeline.generate` -> frames (B, 3, n F - (n - 1) overlap, H, W).
 
@@ -77,6 +78,8 @@ def generate_chain(
         strength: conditioning strength of the carried-over frames (1 = frozen).
         items: conditioning of the first segment only (an image-to-video start, keyframes).
         upsampler, image_cond_noise_scale, tiled_vae, progress: as `generate`, for every segment.
+        guides: in-context guides in whole-video frames (frame, length up to the chain's n F - (n - 1) overlap);
+            segment k gets the part inside its frames [k (F - overlap), k (F - overlap) + F) (`slice_guide`).
     """
     t = vae.cfg.temporal_factor
     if num_segments < 1:
@@ -98,8 +101,10 @@ def generate_chain(
             seg_items = list(items)
         else:  # the previous segment's last frames, back in [-1, 1], as a forward extension at frame 0
             seg_items = [ConditioningItem(segments[-1][:, :, -overlap:] * 2 - 1, 0, strength)]
+        start = k * (segment_frames - overlap)
+        seg_guides = [p for g in guides if (p := slice_guide(g, start, segment_frames, t)) is not None]
         segments.append(generate(dit, vae, text, sampling, sched, height=height, width=width,
                                  num_frames=segment_frames, fps=fps, generator=generator, items=seg_items,
                                  noise=noise, upsampler=upsampler, image_cond_noise_scale=image_cond_noise_scale,
-                                 tiled_vae=tiled_vae, progress=progress))  # fmt: skip
+                                 tiled_vae=tiled_vae, progress=progress, guides=seg_guides))  # fmt: skip
     return stitch(segments, overlap)

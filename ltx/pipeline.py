@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ltx.conditioning import ConditioningItem, apply_conditioning, check_items, reinject_noise
+from ltx.conditioning import ConditioningItem, GuideItem, apply_conditioning, check_guides, check_items, reinject_noise
 from ltx.models.dit import DiT, DiTConfig, STGMode
 from ltx.models.vae import VAEConfig, VideoVAE, check_dit_compatible, nearest_valid
 from ltx.models.vae_tiling import tiled_decode, tiled_encode
@@ -90,6 +90,7 @@ class PassOptions:
     progress: Callable[[int], None] | None = None  # called with the step index after each step
     callback: Callable[[int, Tensor], None] | None = None  # (step, x tokens (B, T, C)) after each step
     forward_rows: list[int] = field(default_factory=list)  # filled: transformer batch rows per step
+    guide_layout: str = "append"  # where guide tokens go: "append" (inference) | "prepend" (the training layout)
 
 
 def check_size(height: int, width: int, num_frames: int, scale: Scale = VAE_SCALE) -> None:
@@ -150,19 +151,22 @@ def denoise_pass(
     scale: Scale | None = None,
     tiled_vae: bool = False,
     noise: Tensor | None = None,
+    guides: Sequence[GuideItem] = (),
 ) -> Tensor:
     """One denoising pass -> normalized latents (B, C, F, H, W) (see the file docstring).
 
     scale: the VAE's compression; None = `vae_scale(vae.cfg)`, or the released (8, 32, 32) without a VAE.
     tiled_vae: encode conditioning items in tiles (`ltx.models.vae_tiling.tiled_encode`).
     noise: the initial noise as (B, T, C) tokens instead of a draw from `generator` (chained segments).
+    guides: in-context guides (IC-LoRA control, ltx/conditioning.py), resized to this pass's size / downscale.
     """
     opts = opts or PassOptions()
     scale = scale or (vae_scale(vae.cfg) if vae is not None else VAE_SCALE)
     check_size(height, width, num_frames, scale)
     check_items(items, num_frames, scale[0])
-    if items and vae is None:
-        raise ValueError("conditioning items need a VAE to encode them")
+    check_guides(guides, num_frames, height, width, scale)
+    if (items or guides) and vae is None:
+        raise ValueError("conditioning items and guides need a VAE to encode them")
     B = text.context.shape[0]
     Fl, Hl, Wl = latent_grid(height, width, num_frames, scale)
     C = dit.cfg.in_channels
@@ -184,7 +188,9 @@ def denoise_pass(
         init = s0 * init + (1 - s0) * latents.to(init.dtype)
     tokens = apply_conditioning(init, items, encoder(vae, tiled_vae) if vae is not None else None,
                                 num_frames=num_frames, fps=fps, causal=dit.cfg.causal_temporal_positioning,
-                                generator=generator, scale=scale)
+                                generator=generator, scale=scale, guides=guides,
+                                encode_guide=encoder(vae, tiled_vae, sample=False) if guides else None,
+                                guide_layout=opts.guide_layout)
     clean = tokens.x.clone()
 
     def velocity(x: Tensor, sigma_tok: Tensor, i: int) -> Tensor:
@@ -196,7 +202,14 @@ def denoise_pass(
     before = None
     if tokens.mask is not None and opts.image_cond_noise_scale > 0:
         def before(i: int, sigma: Tensor, x: Tensor) -> Tensor:
-            return reinject_noise(x, clean, tokens.mask, sigma, opts.image_cond_noise_scale, generator)
+            mask = tokens.reinject if tokens.reinject is not None else tokens.mask
+            n = tokens.num_guides if opts.guide_layout == "prepend" else 0
+            if not n:
+                return reinject_noise(x, clean, mask, sigma, opts.image_cond_noise_scale, generator)
+            # prepended guides: draw the noise in the append layout's token order (the same noise per token)
+            rolled = reinject_noise(x.roll(-n, 1), clean.roll(-n, 1), mask.roll(-n, 1), sigma,
+                                    opts.image_cond_noise_scale, generator)
+            return rolled.roll(n, 1)
 
     def after(i: int, x: Tensor) -> None:
         if opts.callback is not None:
@@ -206,7 +219,7 @@ def denoise_pass(
 
     x = sample(velocity, tokens.x, sigmas, cond_mask=tokens.mask, stochastic=opts.stochastic, before_step=before,
                callback=after)
-    return unpatchify(x[:, tokens.num_prefix :], Fl, Hl, Wl)
+    return unpatchify(tokens.video(x), Fl, Hl, Wl)
 
 
 def tone_map(latents: Tensor, compression: float) -> Tensor:
@@ -225,15 +238,16 @@ def adain(latents: Tensor, reference: Tensor, factor: float = 1.0) -> Tensor:
     return torch.lerp(latents, (latents - mean) / std * r_std + r_mean, factor)
 
 
-def encoder(vae: VideoVAE, tiled: bool = False) -> Callable[[Tensor], Tensor]:
+def encoder(vae: VideoVAE, tiled: bool = False, sample: bool = True) -> Callable[[Tensor], Tensor]:
     """pixels (B, 3, F, H, W) in [-1, 1] -> normalized latents, a posterior *sample* from the global RNG (the
-    official `vae_encode` draws `latent_dist.sample()` without a generator)."""
+    official `vae_encode` draws `latent_dist.sample()` without a generator); `sample=False`: the posterior mean
+    (guides, as the training cache)."""
     dtype = next(vae.parameters()).dtype
 
     def encode(pixels: Tensor) -> Tensor:
         if tiled:
-            return tiled_encode(vae, pixels.to(dtype), sample=True)
-        return vae.encode(pixels.to(dtype), sample=True)
+            return tiled_encode(vae, pixels.to(dtype), sample=sample)
+        return vae.encode(pixels.to(dtype), sample=sample)
 
     return encode
 
@@ -286,15 +300,17 @@ def generate_multiscale(
     first: PassConfig, second: PassConfig, sched: SchedulerSpec, *, height: int, width: int, num_frames: int,
     fps: float, downscale_factor: float, generator: torch.Generator | None, items: Sequence[ConditioningItem] = (),
     opts: PassOptions | None = None, tiled_vae: bool = False, noise: Tensor | None = None,
+    guides: Sequence[GuideItem] = (),
 ) -> Tensor:
     """Low-res pass, x2 latent upsample + AdaIN, refining pass at 2x the low-res size -> latents at that size.
-    `noise`: the first pass's initial noise (B, T, C), else drawn from `generator`."""
+    `noise`: the first pass's initial noise (B, T, C), else drawn from `generator`. Each pass gets the guides
+    at its own size."""
     h1, w1 = multiscale_sizes(height, width, downscale_factor, vae.cfg.spatial_factor)
     low = denoise_pass(dit, vae, text, first, sched, height=h1, width=w1, num_frames=num_frames, fps=fps,
-                       generator=generator, items=items, opts=opts, tiled_vae=tiled_vae, noise=noise)
+                       generator=generator, items=items, opts=opts, tiled_vae=tiled_vae, noise=noise, guides=guides)
     up = adain(upsample_latents(vae, upsampler, low), low)
     return denoise_pass(dit, vae, text, second, sched, height=2 * h1, width=2 * w1, num_frames=num_frames, fps=fps,
-                        generator=generator, items=items, latents=up, opts=opts, tiled_vae=tiled_vae)
+                        generator=generator, items=items, latents=up, opts=opts, tiled_vae=tiled_vae, guides=guides)
 
 
 def pass_sizes(sampling: SamplingDefaults, height: int, width: int, spatial: int) -> list[tuple[int, int]]:
@@ -322,6 +338,7 @@ def first_pass_tokens(sampling: SamplingDefaults, vae: VAEConfig, *, height: int
 def check_request(
     dit: DiTConfig, vae: VAEConfig, sampling: SamplingDefaults, sched: SchedulerSpec, *, height: int, width: int,
     num_frames: int, items: Sequence[ConditioningItem] = (), has_negative: bool = True,
+    guides: Sequence[GuideItem] = (),
 ) -> list[Tensor]:
     """Validate a generation request from configs alone (no weights needed); returns each pass's sigmas.
 
@@ -336,6 +353,10 @@ def check_request(
     sigmas = []
     for p, (h, w) in zip(passes(sampling), pass_sizes(sampling, height, width, scale[1])):
         check_size(h, w, num_frames, scale)
+        try:
+            check_guides(guides, num_frames, h, w, scale)
+        except ValueError as e:
+            raise ValueError(f"{e} (at this pass's size {h}x{w})" if (h, w) != (height, width) else str(e)) from None
         Fl, Hl, Wl = latent_grid(h, w, num_frames, scale)
         sig = pass_sigmas(p, Fl * Hl * Wl, sched)
         guidance = pass_guidance(p)
@@ -371,8 +392,9 @@ def generate(
     tiled_vae: bool = False,
     progress: Callable[[int], None] | None = None,
     noise: Tensor | None = None,
+    guides: Sequence[GuideItem] = (),
 ) -> Tensor:
-    """Text (+ conditioning items) -> frames (B, 3, num_frames, height, width) in [0, 1], for a preset.
+    """Text (+ conditioning items, + guides) -> frames (B, 3, num_frames, height, width) in [0, 1], for a preset.
 
     Args:
         dit, vae: loaded modules; `upsampler`: the latent upsampler (multi-scale presets only).
@@ -385,9 +407,10 @@ def generate(
         tiled_vae: encode / decode in tiles (bounded memory).
         progress: called with the step index after every denoising step of every pass.
         noise: the first pass's initial noise as (B, T, C) tokens (`first_pass_tokens`), else drawn from generator.
+        guides: in-context guides for an IC-LoRA (control videos; ltx/conditioning.py), at every pass.
     """
     check_request(dit.cfg, vae.cfg, sampling, sched, height=height, width=width, num_frames=num_frames, items=items,
-                  has_negative=text.neg_context is not None)
+                  has_negative=text.neg_context is not None, guides=guides)
     opts = PassOptions(stg_mode=sampling.stg_mode, stochastic=sampling.stochastic_sampling,
                        image_cond_noise_scale=image_cond_noise_scale, progress=progress)
     if sampling.pipeline_type is PipelineType.multi_scale:
@@ -397,12 +420,12 @@ def generate(
         latents = generate_multiscale(dit, vae, upsampler, text, sampling.first_pass, sampling.second_pass, sched,
                                       height=height, width=width, num_frames=num_frames, fps=fps,
                                       downscale_factor=sampling.downscale_factor, generator=generator, items=items,
-                                      opts=opts, tiled_vae=tiled_vae, noise=noise)
+                                      opts=opts, tiled_vae=tiled_vae, noise=noise, guides=guides)
         tone = sampling.second_pass.tone_map_compression_ratio
     else:
         latents = denoise_pass(dit, vae, text, sampling.first_pass, sched, height=height, width=width,
                                num_frames=num_frames, fps=fps, generator=generator, items=items, opts=opts,
-                               tiled_vae=tiled_vae, noise=noise)
+                               tiled_vae=tiled_vae, noise=noise, guides=guides)
         tone = sampling.first_pass.tone_map_compression_ratio
     frames = decode(vae, latents, decode_timestep=sampling.decode_timestep,
                     decode_noise_scale=sampling.decode_noise_scale, tone_map_ratio=tone, tiled=tiled_vae)
