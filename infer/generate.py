@@ -4,6 +4,12 @@
         upsampler_checkpoint=/w/ltxv-spatial-upscaler-0.9.8.safetensors text_encoder=/w/PixArt-XL-2-1024-MS \
         'prompts=["a red ball bounces on a wooden floor"]' height=704 width=1216 num_frames=121
 
+IC-LoRA control (depth, pose, canny, your own): a control video guides the frames through an IC-LoRA,
+    python -m infer.generate 'prompts=["..."]' 'loras=[{path: runs/control/lora.safetensors}]' \
+        'control=[{path: depth.mp4, strength: 1.0}]'
+(`frame`: where the control starts; `downscale`: its size is the video's / downscale, by default the LoRA's
+`reference_downscale_factor` metadata). tools/make_control.py makes canny maps and packs depth / pose maps.
+
 `model=<name>` picks configs/model/<name>.yaml: the architecture the checkpoint must have and the release's
 official sampling defaults (schedule, guidance, multi-scale). `python -m infer.generate --help` lists every
 option. The schema is `GenerateConfig` below; the YAML (configs/generate.yaml) holds values only, and the
@@ -70,6 +76,17 @@ class ConditioningSpec:
 
 
 @dataclass(kw_only=True)
+class ControlSpec:
+    """A control video (or image) for an IC-LoRA, aligned with the video from pixel frame `frame`, used at
+    `strength` (1 = a fixed guide, as the official IC-LoRAs); `downscale` None = the LoRAs' metadata, else 1."""
+
+    path: str
+    strength: float = 1.0
+    frame: int = 0
+    downscale: int | None = None
+
+
+@dataclass(kw_only=True)
 class LoraSpec:
     """A LoRA for the transformer (any layout ltx.lora reads: ComfyUI, diffusers folder, trainer, ltx) and its
     strength (1 = as trained, 0 = off; negative values subtract it)."""
@@ -106,6 +123,7 @@ class GenerateConfig:
     rescaling_scale: float | None = None  # STG rescale (1 = off)
     stg_blocks: list[int] | None = None  # transformer blocks STG perturbs
     conditioning: list[ConditioningSpec] = field(default_factory=list)
+    control: list[ControlSpec] = field(default_factory=list)  # IC-LoRA guides (control videos), see the docstring
     # merged into the transformer's weights right after it loads (one rounding to its dtype; sampling then costs
     # nothing extra); names and shapes are checked against the checkpoint's transformer before any weights load
     loras: list[LoraSpec] = field(default_factory=list)
@@ -154,6 +172,12 @@ class GenerateConfig:
             if not 0.0 <= c.strength <= 1.0:
                 raise ValueError(f"conditioning[{i}] ({c.path}): strength {c.strength} is outside [0, 1]")
             check(f"conditioning[{i}].frame", c.frame, c.frame >= 0, "give a pixel frame index >= 0")
+        for i, c in enumerate(self.control):
+            check(f"control[{i}].strength", c.strength, fin(c.strength) and 0 <= c.strength <= 1,
+                  "give a value in [0, 1] (IC-LoRAs are used at 1)")
+            check(f"control[{i}].frame", c.frame, c.frame >= 0, "give a pixel frame index >= 0")
+            check(f"control[{i}].downscale", c.downscale, (c.downscale or 0) >= 1,
+                  "give an integer >= 1 (the control's size is the video's / downscale), or leave it unset")
         for i, p in enumerate(self.prompts):
             if not p.strip():
                 raise ValueError(f"prompts[{i}] is empty: the model would generate without a caption; write a "
@@ -300,6 +324,28 @@ def conditioning_items(cfg: GenerateConfig) -> list[ConditioningItem]:
             raise InputError(f"cannot read conditioning image {e}") from None
         items.append(ConditioningItem(image, c.frame, c.strength))
     return items
+
+
+def control_guides(cfg: GenerateConfig, loras: list[LoRAWeights], temporal: int):
+    """The control videos as guides (ltx.api.control_guides), read before any weights load; notes printed."""
+    if not cfg.control:
+        return []
+    specs = []
+    for i, c in enumerate(cfg.control):
+        _exists(c.path, f"control[{i}]", "pass an existing control video (or image); tools/make_control.py makes them")
+        specs.append({"path": c.path, "strength": c.strength, "frame": c.frame, "downscale": c.downscale})
+    total = cfg.num_frames * cfg.segments - cfg.segment_overlap * (cfg.segments - 1)
+    try:
+        guides, notes = api.control_guides(specs, num_frames=total, temporal=temporal,
+                                           downscale=api.reference_downscale(loras))
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    for note in notes:
+        print(f"note: {note}")
+    if not cfg.loras:
+        print("warning: control videos without a LoRA: the base model was not trained with guide tokens, so expect "
+              "them to be ignored or to disturb the video; pass the IC-LoRA with loras=[{path: ...}]")
+    return guides
 
 
 def check_output(cfg: GenerateConfig) -> None:
@@ -468,17 +514,25 @@ def run(cfg: GenerateConfig) -> list[Path]:
                     cfg.text_encoder)
     has_negative = pos is None or neg is not None
     items = conditioning_items(cfg)
-    try:
-        sigmas = check_request(dit_cfg, vae_cfg, sampling, sched, height=cfg.height, width=cfg.width,
-                               num_frames=cfg.num_frames, items=items, has_negative=has_negative)
-    except ValueError as e:
-        if not has_negative and "negative" in str(e):
-            raise InputError(f"{e}: pass negative_embeddings=... or set guidance_scale=1") from None
-        raise InputError(str(e)) from None
     t = vae_cfg.temporal_factor
     if cfg.segments > 1 and not (1 <= cfg.segment_overlap < cfg.num_frames and (cfg.segment_overlap - 1) % t == 0):
         raise InputError(f"segment_overlap must be {t}k + 1 frames and less than num_frames ({cfg.num_frames}), got "
                          f"{cfg.segment_overlap}")  # fmt: skip
+    guides = control_guides(cfg, loras, t)
+    per_segment = api.segment_guides(guides, cfg.segments, cfg.num_frames, cfg.segment_overlap, t)
+    try:
+        sigmas = check_request(dit_cfg, vae_cfg, sampling, sched, height=cfg.height, width=cfg.width,
+                               num_frames=cfg.num_frames, items=items, has_negative=has_negative, guides=per_segment[0])
+        for k, seg in enumerate(per_segment[1:], start=1):
+            try:
+                check_request(dit_cfg, vae_cfg, sampling, sched, height=cfg.height, width=cfg.width,
+                              num_frames=cfg.num_frames, has_negative=has_negative, guides=seg)
+            except ValueError as e:
+                raise ValueError(f"segment {k}: {e}") from None
+    except ValueError as e:
+        if not has_negative and "negative" in str(e):
+            raise InputError(f"{e}: pass negative_embeddings=... or set guidance_scale=1") from None
+        raise InputError(str(e)) from None
     check_output(cfg)
 
     # --- heavy work
@@ -496,7 +550,7 @@ def run(cfg: GenerateConfig) -> list[Path]:
     with tqdm(total=total, desc="denoising", unit="step") as bar, torch.no_grad():
         common = dict(height=cfg.height, width=cfg.width, fps=cfg.fps, generator=generator, items=items,
                       upsampler=upsampler, image_cond_noise_scale=cfg.image_cond_noise_scale,
-                      tiled_vae=cfg.vae_tiling, progress=lambda i: bar.update(1))
+                      tiled_vae=cfg.vae_tiling, progress=lambda i: bar.update(1), guides=guides)
         if cfg.segments == 1:
             frames = generate(dit, vae, text, sampling, sched, num_frames=cfg.num_frames, **common)
         else:

@@ -28,9 +28,11 @@ Arguments follow `ltx_video`'s `LTXVideoPipeline.__call__` / `inference.py`: `pr
 multi-scale pipeline), `prompt_embeds` / `prompt_attention_mask` / `negative_prompt_embeds` /
 `negative_prompt_attention_mask`, `conditioning_items` or `conditioning_media_paths` +
 `conditioning_start_frames` + `conditioning_strengths`, `generator` or `seed`, `output_type` ("pt" or
-"latent"). Guidance values are a scalar or one value per `guidance_timesteps` entry. The pass arguments
-change the preset's first pass (the only pass of a base preset); `first_pass` / `second_pass` change any
-field of either pass. Unset arguments keep the preset's values (its official sampling defaults).
+"latent"). IC-LoRA control (not in the official pipeline): `control=[...]`, each a GuideItem, a path or a
+dict {path, strength, frame, downscale} (ltx/conditioning.py; `downscale` defaults to the LoRAs'
+`reference_downscale_factor` metadata, else 1). Guidance values are a scalar or one value per
+`guidance_timesteps` entry. The pass arguments change the preset's first pass (the only pass of a base
+preset); `first_pass` / `second_pass` change any field of either pass. Unset arguments keep the preset's values (its official sampling defaults).
 
 The raw VAE and the pipeline's decode differ on purpose: `VideoVAE.decode(z, timestep)` maps *normalized*
 latents to pixels in [-1, 1], deterministically; `ltx.pipeline.decode` is what the pipeline does around it
@@ -52,7 +54,7 @@ import torch
 from torch import Tensor
 
 from ltx.checkpoint import CheckpointError
-from ltx.conditioning import ConditioningItem
+from ltx.conditioning import ConditioningItem, GuideItem, slice_guide
 from ltx.convert.formats import COMPONENTS, Checkpoint, load_component, read_checkpoint
 from ltx.convert.official import config_diff
 from ltx.models.dit import DiT, DiTConfig, STGMode
@@ -138,6 +140,7 @@ class Request:
     num_segments: int = 1
     segment_overlap: int = 9
     noise_mix: float = 0.5
+    guides: list[GuideItem] = field(default_factory=list)
 
 
 # ------------------------------------------------------------------------------------------------ opening
@@ -332,7 +335,8 @@ class Pipeline:
               conditioning_start_frames: Sequence[int] | None = None,
               conditioning_strengths: Sequence[float] | None = None, official_image_preprocessing: bool = True,
               image_cond_noise_scale: float = 0.15, output_type: str = "pt", has_negative: bool = True,
-              num_segments: int = 1, segment_overlap: int = 9, noise_mix: float = 0.5, **overrides) -> Request:
+              num_segments: int = 1, segment_overlap: int = 9, noise_mix: float = 0.5, control=None,
+              **overrides) -> Request:
         """Validate a request from configs alone (works before `load`): the sampling after the overrides (see the
         module docstring), sizes, conditioning, schedules; raises ValueError naming the argument."""
         g = self.generation
@@ -359,12 +363,24 @@ class Pipeline:
                                      and (segment_overlap - 1) % t == 0):
             raise ValueError(f"segment_overlap must be {t}k + 1 frames and less than num_frames ({num_frames}), got "
                              f"{segment_overlap!r}")
+        total = num_frames * num_segments - segment_overlap * (num_segments - 1)
+        guides, notes = control_guides(control, num_frames=total, temporal=t,
+                                       downscale=reference_downscale([w for _, w in self._loras]))
+        for note in notes:
+            print(f"note: {note}")
+        seg_guides = segment_guides(guides, num_segments, num_frames, segment_overlap, t)
         sigmas = check_request(self.dit.cfg, self.vae.cfg, sampling, self.scheduler, height=height, width=width,
-                               num_frames=num_frames, items=items, has_negative=has_negative)
+                               num_frames=num_frames, items=items, has_negative=has_negative, guides=seg_guides[0])
+        for k, g in enumerate(seg_guides[1:], start=1):
+            try:
+                check_request(self.dit.cfg, self.vae.cfg, sampling, self.scheduler, height=height, width=width,
+                              num_frames=num_frames, has_negative=has_negative, guides=g)
+            except ValueError as e:
+                raise ValueError(f"segment {k}: {e}") from None
         if sampling.pipeline_type is PipelineType.multi_scale and self.upsampler is None:
             raise ValueError("a multi-scale preset needs the latent upsampler (open_pipeline(..., upsampler=...))")
         return Request(sampling, height, width, num_frames, frame_rate, items, sigmas, noise, output_type,
-                       num_segments, segment_overlap, noise_mix)
+                       num_segments, segment_overlap, noise_mix, guides)
 
     def __call__(self, prompt: str | Sequence[str] | None = None, negative_prompt: str | None = None, *,
                  prompt_embeds: Tensor | None = None, prompt_attention_mask: Tensor | None = None,
@@ -559,6 +575,86 @@ def conditioning(items, paths, start_frames, strengths, *, height: int, width: i
     return out
 
 
+def reference_downscale(loras: Sequence) -> int | None:
+    """The reference downscale factor IC-LoRAs declare in their metadata (`reference_downscale_factor`, as the
+    LTX-2 trainer writes and ComfyUI reads), None when none does; LoRAs that disagree are refused."""
+    found = {}
+    for w in loras:
+        value = (w.metadata or {}).get("reference_downscale_factor")
+        if value is None:
+            continue
+        try:
+            d = round(float(value))
+        except (TypeError, ValueError):
+            d = 0
+        if d < 1:
+            raise ValueError(f"LoRA {w.source}: metadata reference_downscale_factor={value!r} is not a factor >= 1")
+        found[w.source] = d
+    if len(set(found.values())) > 1:
+        raise ValueError(f"the LoRAs declare different reference downscale factors {found}; use one IC-LoRA")
+    return next(iter(found.values()), None)
+
+
+def control_guides(control, *, num_frames: int, temporal: int, downscale: int | None = None
+                   ) -> tuple[list[GuideItem], list[str]]:
+    """(GuideItems, notes) from `control`: GuideItems, paths, or dicts {path, strength=1, frame=0, downscale}.
+
+    A video is read up to the frames left after `frame` and cut to the longest temporal * k + 1 frames (a note
+    says so); an image is a one-frame guide. `downscale` (the LoRAs' factor, else 1) applies where a dict gives
+    none. Values are checked here (one error naming the entry); sizes against the video in `check_request`."""
+    from ltx.media import MediaError, is_video, read_image, read_video
+
+    out, notes = [], []
+    for i, spec in enumerate(control or ()):
+        if isinstance(spec, GuideItem):
+            out.append(spec)
+            continue
+        if isinstance(spec, str | os.PathLike):
+            spec = {"path": spec}
+        if not isinstance(spec, dict) or "path" not in spec:
+            raise ValueError(f"control[{i}] must be a GuideItem, a path or {{path, strength, frame, downscale}}, got "
+                             f"{spec!r}")
+        unknown = sorted(set(spec) - {"path", "strength", "frame", "downscale"})
+        if unknown:
+            raise ValueError(f"control[{i}]: unknown keys {unknown}; valid: path, strength, frame, downscale")
+        path = Path(spec["path"]).expanduser()
+        strength = _finite(f"control[{i}] strength", spec.get("strength", 1.0), 0, 1, "in [0, 1] (IC-LoRAs: 1)")
+        frame = spec.get("frame", 0)
+        if isinstance(frame, bool) or not isinstance(frame, int) or not 0 <= frame < num_frames:
+            raise ValueError(f"control[{i}] ({path}): frame {frame!r} is outside the video (frames "
+                             f"0..{num_frames - 1})")
+        d = spec.get("downscale")
+        d = (downscale or 1) if d is None else d
+        if isinstance(d, bool) or not isinstance(d, int) or d < 1:
+            raise ValueError(f"control[{i}] ({path}): downscale {d!r} must be an integer >= 1 (the reference's size "
+                             "is the video's / downscale)")
+        try:
+            if is_video(path):
+                pixels, _ = read_video(path, max_frames=num_frames - frame)  # (3, F, H, W) in [0, 1]
+            else:
+                pixels = read_image(path)[:, None]
+        except MediaError as e:
+            raise ValueError(f"cannot read control video {e}") from None
+        n = pixels.shape[1]
+        keep = (n - 1) // temporal * temporal + 1
+        if keep != n:
+            notes.append(f"control[{i}] {path.name}: {n} frames; using the first {keep} (guides need "
+                         f"{temporal}k + 1 frames)")
+        pixels = check_finite(pixels[:, :keep] * 2 - 1, f"control[{i}] pixels")[None]
+        out.append(GuideItem(pixels, float(strength), frame, d))
+    return out, notes
+
+
+def segment_guides(guides: Sequence[GuideItem], num_segments: int, segment_frames: int, overlap: int,
+                   temporal: int) -> list[list[GuideItem]]:
+    """Each chained segment's share of the guides (`ltx.conditioning.slice_guide`); one list per segment."""
+    if num_segments == 1:
+        return [list(guides)]
+    step = segment_frames - overlap
+    return [[p for g in guides if (p := slice_guide(g, k * step, segment_frames, temporal)) is not None]
+            for k in range(num_segments)]
+
+
 def run_request(pipe: Pipeline, text: TextConditioning, req: Request, generator, *, tiled: bool = False,
                 progress=None, callback=None, forward_rows: list[int] | None = None) -> tuple[Tensor | None, Tensor]:
     """(frames or None, latents) of a validated request; non-finite latents or frames raise NonFiniteError."""
@@ -568,7 +664,8 @@ def run_request(pipe: Pipeline, text: TextConditioning, req: Request, generator,
     s = req.sampling
     hint = ("lower the guidance / STG scales, or sample in float32" if pipe.dtype != torch.float32 else
             "lower the guidance / STG scales")
-    common = dict(height=req.height, width=req.width, fps=req.frame_rate, generator=generator, items=req.items)
+    common = dict(height=req.height, width=req.width, fps=req.frame_rate, generator=generator, items=req.items,
+                  guides=req.guides)
     if req.num_segments > 1:
         if req.output_type == "latent":
             raise ValueError("output_type='latent' is not available for chained segments (num_segments > 1)")

@@ -129,6 +129,9 @@ class DistillConfig(FinetuneConfig):
         def bad(name, value, valid):
             return ValueError(f"{name}={value!r} is invalid: {valid}")
 
+        if self.reference_video:
+            raise bad("reference_video", True, "distillation takes no references; train IC-LoRAs with train.finetune")
+
         def number(name, v, lo, hi=math.inf, strict=False):
             check_number(name, v, lo, hi, lo_open=strict)
 

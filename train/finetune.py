@@ -9,6 +9,10 @@ The trainer is one loop; what varies is applied from outside:
   transformer weight);
 - the objective, a function (`OBJECTIVES`) from a micro-batch to per-sample losses; fine-tuning uses
   `flow_matching_objective` (rectified-flow velocity loss with per-token first-frame conditioning);
+- IC-LoRA control (`reference_video: true`, a cache preprocessed from a manifest with `reference_path`): each
+  sample's clean reference latents are prepended to its target tokens with the target's positions (spatial
+  coordinates times the reference's downscale factor), at sigma 0 and without loss (the training layout of
+  ltx/conditioning.py; `generate control=[...]` appends them at inference, which gives the same outputs);
 - how the model runs (`ltx.parallel.parallelize`: DDP / FSDP2, activation checkpointing, compile).
 
 Determinism and exact resume. Step k trains on `BucketBatchSampler.batch(k)`: a global batch of `batch_size`
@@ -78,6 +82,7 @@ class ValidationSettings:
     every: int = 0  # sample every N steps (0: only at the end); also at the end of the run
     prompts: list[str] = field(default_factory=list)  # none: no validation
     images: list[str] = field(default_factory=list)  # optional first-frame image per prompt (image-to-video)
+    controls: list[str] = field(default_factory=list)  # reference / control video per prompt (reference_video runs)
     seed: int = 0
     steps: int | None = None  # None: the preset's step count
     guidance_scale: float | None = None  # None: the preset's
@@ -112,6 +117,7 @@ class FinetuneConfig:
     ema: float = 0.0  # 0 = off; else the decay of an exponential moving average of the trained weights
     caption_dropout: float = 0.0  # probability of training a sample on the empty caption (keeps CFG working)
     first_frame_p: float = 0.0  # probability of image-to-video conditioning per sample (0.5 for I2V LoRAs)
+    reference_video: bool = False  # IC-LoRA control: prepend each clip's cached reference (clean, no loss)
     sigma: SigmaSettings = field(default_factory=SigmaSettings)
     fps: float | None = None  # RoPE time positions; None: the preset's generation fps (= what it is sampled at)
     precision: str = "float32"  # float32 | bfloat16 (autocast; the trained weights stay float32)
@@ -182,6 +188,12 @@ class FinetuneConfig:
             raise bad("validation.every", self.validation.every, "must be >= 0")
         if self.validation.images and len(self.validation.images) != len(self.validation.prompts):
             raise bad("validation.images", self.validation.images, "give one image per validation prompt, or none")
+        if self.validation.controls and len(self.validation.controls) != len(self.validation.prompts):
+            raise bad("validation.controls", self.validation.controls, "give one control video per validation "
+                      "prompt, or none")
+        if self.validation.controls and not self.reference_video:
+            raise bad("validation.controls", self.validation.controls, "control videos guide an IC-LoRA: they need "
+                      "reference_video=true")
         v = self.validation
         for name in ("steps", "height", "width", "num_frames"):
             if getattr(v, name) is not None and (not isinstance(getattr(v, name), int) or getattr(v, name) < 1):
@@ -196,7 +208,8 @@ class FinetuneConfig:
 
 # What a resume may not change: it would train something else than the checkpoint holds.
 FROZEN_FIELDS = ("data", "checkpoint", "mode", "lora.rank", "lora.alpha", "lora.targets", "objective", "seed",
-                 "batch_size", "caption_dropout", "first_frame_p", "sigma", "fps", "model.dit", "ema", "optimizer")
+                 "batch_size", "caption_dropout", "first_frame_p", "sigma", "fps", "model.dit", "ema", "optimizer",
+                 "reference_video")
 
 
 def _get(d: dict, dotted: str):
@@ -223,18 +236,31 @@ class MicroBatch:
     context: Tensor  # (B, S, D) text states
     context_mask: Tensor  # (B, S)
     positions: Tensor  # (B, 3, T)
+    reference: Tensor | None = None  # (B, R, C) clean reference tokens (IC-LoRA), prepended; None: no reference
+    reference_positions: Tensor | None = None  # (B, 3, R) on the target's grid
 
 
 def flow_matching_objective(model: nn.Module, mb: MicroBatch) -> Tensor:
     """Per-sample rectified-flow loss (B,). Conditioning tokens are clean (x = x0) with sigma 0, the convention
     the official inference code samples with; the others are x = (1 - sigma) x0 + sigma noise. The target is
-    the velocity noise - x0 on the non-conditioning tokens only (`ltx.losses.masked_flow_matching_loss`)."""
+    the velocity noise - x0 on the non-conditioning tokens only (`ltx.losses.masked_flow_matching_loss`).
+    A reference (IC-LoRA) is prepended as clean sigma-0 tokens at its own positions; its outputs are dropped."""
     s = mb.sigma[:, None, None]
     cond = mb.cond_mask[..., None]
     x = torch.where(cond, mb.x0, (1 - s) * mb.x0 + s * mb.noise)
-    # one sigma per sample unless some row has conditioning tokens (the DiT's per-token AdaLN path)
-    sigma = torch.where(mb.cond_mask, 0.0, mb.sigma[:, None]) if mb.cond_mask.any() else mb.sigma
-    v = model(x, sigma, mb.context, mb.context_mask, mb.positions)
+    positions = mb.positions
+    if mb.reference is None:
+        # one sigma per sample unless some row has conditioning tokens (the DiT's per-token AdaLN path)
+        sigma = torch.where(mb.cond_mask, 0.0, mb.sigma[:, None]) if mb.cond_mask.any() else mb.sigma
+    else:
+        R = mb.reference.shape[1]
+        sigma = torch.where(mb.cond_mask, 0.0, mb.sigma[:, None])
+        sigma = torch.cat([torch.zeros_like(sigma[:, :1]).expand(-1, R), sigma], 1)
+        x = torch.cat([mb.reference.to(x.dtype), x], 1)
+        positions = torch.cat([mb.reference_positions, mb.positions], 2)
+    v = model(x, sigma, mb.context, mb.context_mask, positions)
+    if mb.reference is not None:
+        v = v[:, mb.reference.shape[1] :]
     return masked_flow_matching_loss(v, mb.x0, mb.noise, mb.cond_mask)
 
 
@@ -319,6 +345,17 @@ def check_inputs(cfg: FinetuneConfig, world: int):
         raise ValueError(f"data={cfg.data} holds {c}-channel latents and {d}-wide text states; the transformer "
                          f"takes {dit_cfg.in_channels} and {dit_cfg.caption_channels}: preprocess with this "
                          f"model's VAE and text encoder")
+    with_ref, factors = cache.references
+    if cfg.reference_video and with_ref < len(cache):
+        raise ValueError(f"reference_video=true but {len(cache) - with_ref} of the {len(cache)} clips in "
+                         f"data={cfg.data} have no reference: give every manifest row a reference_path and "
+                         "preprocess again")
+    if cfg.reference_video and len(factors) > 1:
+        raise ValueError(f"data={cfg.data} mixes reference downscale factors {sorted(factors)}; preprocess with one "
+                         "reference_downscale")
+    if not cfg.reference_video and with_ref:
+        print(f"[finetune] note: data={cfg.data} holds {with_ref} reference videos; they are ignored unless "
+              "reference_video=true (IC-LoRA control)")
     batch_split(cfg, world)  # raises for a batch that does not split
     v = cfg.validation
     if v.prompts and (v.height or v.width or v.num_frames):
@@ -416,6 +453,7 @@ class Trainer:
         self.ckpt, self.vae_ckpt, self.cache = check_inputs(cfg, self.dist.world_size)
         self.per_rank, self.micro = batch_split(cfg, self.dist.world_size)
         self.resuming = check_resume(cfg, self.resolved, self.run_dir)
+        self.reference_downscale = max(self.cache.references[1], default=1) if cfg.reference_video else None
         self._check_latent_space()
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -482,6 +520,9 @@ class Trainer:
         for p in v.images:
             if not Path(p).is_file():
                 raise FileNotFoundError(f"validation image {p} does not exist")
+        for p in v.controls:
+            if not Path(p).is_file():
+                raise FileNotFoundError(f"validation control video {p} does not exist")
         encoded = None
         if self.dist.is_main:  # one process loads the text encoder (a T5-XXL is 9 GB), the others receive states
             from ltx.models.text import T5TextEncoder
@@ -505,6 +546,17 @@ class Trainer:
                                                       causal=self.dit.cfg.causal_temporal_positioning).to(self.device)
         return self._positions[bucket].expand(rows, -1, -1)
 
+    def reference_positions(self, shape: tuple[int, ...], downscale: int, rows: int) -> Tensor:
+        """Positions (rows, 3, R) of reference latents (C, f, h, w) made at 1/downscale of the target's size: the
+        target's grid (spatial coordinates times downscale), as `ltx.conditioning.guide_tokens` places guides."""
+        key = ("reference", tuple(shape), downscale)
+        if key not in self._positions:
+            t, sh, sw = self._scale
+            pos = token_positions(*shape[1:], fps=self.cfg.fps, scale=(t, sh * downscale, sw * downscale),
+                                  causal=self.dit.cfg.causal_temporal_positioning)
+            self._positions[key] = pos.to(self.device)
+        return self._positions[key].expand(rows, -1, -1)
+
     # -------------------------------------------------------------------------------------------- one step
     def micro_batches(self, step: int):
         """This process's micro-batches of step `step`: (global sample indices, MicroBatch)."""
@@ -525,9 +577,15 @@ class Trainer:
             ctx = torch.stack([null_ctx if dr else r["context"] for r, dr in zip(rows, drop)])
             cmask = torch.stack([null_mask if dr else r["mask"] for r, dr in zip(rows, drop)])
             dev = self.device
+            ref = ref_pos = None
+            if self.cfg.reference_video:
+                refs = [r["reference"] for r in rows]
+                ref = torch.stack([patchify(r[None])[0] for r in refs]).to(dev)  # (B, R, C)
+                ref_pos = self.reference_positions(tuple(refs[0].shape), rows[0]["reference_downscale"], len(js))
             yield js, MicroBatch(x0=x0.to(dev), noise=torch.stack([d[3] for d in drawn]).to(dev), sigma=sigma.to(dev),
                                  cond_mask=cond.to(dev), context=ctx.to(dev, torch.float32), context_mask=cmask.to(dev),
-                                 positions=self.positions(tuple(rows[0]["bucket"]), len(js)))
+                                 positions=self.positions(tuple(rows[0]["bucket"]), len(js)), reference=ref,
+                                 reference_positions=ref_pos)
 
     def train_step(self, step: int) -> dict[str, float]:
         cfg = self.cfg
@@ -664,9 +722,12 @@ class Trainer:
             path = self.run_dir / f"lora{name}.safetensors"
             tensors = {n.replace(".lora_A.default.", ".lora_A.").replace(".lora_B.default.", ".lora_B."): t
                        for n, t in weights.items()}
+            extra = {} if self.reference_downscale is None else {  # ComfyUI / LTX-2 IC-LoRA metadata
+                "reference_downscale_factor": str(self.reference_downscale), "ic_lora": "reference_video"}
             save_lora(path, tensors, format=cfg.lora.format, rank=cfg.lora.rank, alpha=cfg.lora.alpha or cfg.lora.rank,
                       targets=list(cfg.lora.targets), base_model=f"{Path(cfg.checkpoint).name} "
-                      f"({cfg.model.name}); trained {self.step} steps by train.finetune", overwrite=True)
+                      f"({cfg.model.name}); trained {self.step} steps by train.finetune", overwrite=True,
+                      extra_metadata=extra)
             return path
         from ltx.convert.formats import WRITERS, checkpoint_from_modules
 
@@ -718,10 +779,11 @@ class Trainer:
                                         nc[i : i + 1].to(self.device), nm[i : i + 1].to(self.device))
                 items = [ConditioningItem(load_image(v.images[i], height, width).to(self.device), 0, 1.0)] \
                     if v.images else []
+                guides = [self._control(v.controls[i], frames)] if v.controls else []
                 torch.manual_seed(v.seed)
                 gen = torch.Generator(self.device).manual_seed(v.seed)
                 frames_out = generate(self.dit, vae, text, sampling, sched, height=height, width=width,
-                                      num_frames=frames, fps=cfg.fps, generator=gen, items=items)
+                                      num_frames=frames, fps=cfg.fps, generator=gen, items=items, guides=guides)
                 videos.append(frames_out[0].float().cpu())
         finally:
             self.dit.train()
@@ -743,6 +805,16 @@ class Trainer:
 
             self._wandb.log({"samples": wandb.Image(str(grid))}, step=self.step)
         return grid
+
+    def _control(self, path: str, frames: int):
+        """A validation control video as a strength-1 guide of at most `frames` (8k + 1) frames."""
+        from ltx.conditioning import GuideItem
+        from ltx.media import read_video
+
+        video = read_video(path, max_frames=frames)[0]
+        t = self._scale[0]
+        n = (video.shape[1] - 1) // t * t + 1
+        return GuideItem((video[:, :n] * 2 - 1)[None].to(self.device), 1.0, 0, self.reference_downscale or 1)
 
     def _swap_ema(self) -> bool:
         if not self.ema:

@@ -26,6 +26,12 @@ Bad items never stop the run: missing, empty, corrupt or unreadable files, video
 clips too small for any bucket within `max_upscale`, and missing or empty captions are listed in a table at
 the end and in index.json["skipped"].
 
+Reference videos (IC-LoRA control training): manifest items with a `reference_path` (a control or reference
+clip paired with the target) get the reference encoded too, into OUT/reference/<id>.safetensors. The
+reference is fitted to the target's bucket (same frames, same crop), at 1/`reference_downscale` of its height
+and width; the target's aspect ratio must match the reference's within 1% and the reference must have the
+bucket's frames, else the item is skipped (listed with the reason). Its record gains `reference_shape`.
+
 Distributed training: preprocessing is a separate phase, run once (one process, `device=cuda` for speed),
 not by every rank; the training ranks only read the finished cache.
 """
@@ -44,7 +50,7 @@ import torch
 
 from ltx.checkpoint import SafetensorsReader, TensorEntry, write_json, write_safetensors
 from ltx.data.buckets import Bucket, choose_bucket, fit_to_bucket, no_bucket_reason, parse_buckets
-from ltx.data.latent_cache import INDEX_VERSION, NULL_ID, latent_file, read_index, text_file
+from ltx.data.latent_cache import INDEX_VERSION, NULL_ID, latent_file, read_index, reference_file, text_file
 from ltx.data.manifest import MediaItem, read_dataset
 from ltx.media import MediaError, is_image, read_image, read_video
 
@@ -64,6 +70,7 @@ class PreprocessConfig:
     precision: str = "float32"  # VAE and T5 compute dtype (float32 | bfloat16); latents are stored float32
     overwrite: bool = False  # delete an incompatible existing cache in `out` and start again
     index_every: int = 50  # rewrite index.json every N items
+    reference_downscale: int = 1  # references (manifest reference_path) encoded at 1/N of the bucket's height / width
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -73,10 +80,12 @@ def _rel(path: Path, root: Path) -> str:
         return str(path)
 
 
-def item_id(rel_path: str, caption: str, buckets: list[Bucket], max_upscale: float | None) -> str:
-    """Stable id of an item: the same inputs and bucket options give the same id (and file names)."""
-    key = json.dumps([rel_path, caption, [list(b) for b in buckets], max_upscale])
-    return hashlib.sha256(key.encode()).hexdigest()[:16]
+def item_id(rel_path: str, caption: str, buckets: list[Bucket], max_upscale: float | None,
+            reference: tuple[str, int] | None = None) -> str:
+    """Stable id of an item: the same inputs and bucket options give the same id (and file names); an item with a
+    reference also hashes the reference's path and downscale factor."""
+    key = [rel_path, caption, [list(b) for b in buckets], max_upscale] + ([list(reference)] if reference else [])
+    return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
 
 
 def check_config(cfg: PreprocessConfig):
@@ -112,6 +121,14 @@ def check_config(cfg: PreprocessConfig):
         raise ValueError(f"max_upscale must be >= 1 (or null for any), got {cfg.max_upscale}")
     vae_cfg = ckpt.components["vae"].config
     buckets = parse_buckets(list(cfg.buckets), vae_cfg.temporal_factor, vae_cfg.spatial_factor)
+    d, s = cfg.reference_downscale, vae_cfg.spatial_factor
+    if not isinstance(d, int) or isinstance(d, bool) or d < 1:
+        raise ValueError(f"reference_downscale={d!r} is invalid: give an integer >= 1 (1 = the target's size)")
+    bad = [b for b in buckets if b.height % (s * d) or b.width % (s * d)]
+    if bad:
+        valid = [k for k in range(1, 9) if all(b.height % (s * k) == 0 and b.width % (s * k) == 0 for b in buckets)]
+        raise ValueError(f"reference_downscale={d}: bucket {'x'.join(map(str, bad[0]))} / {d} is not a multiple of the "
+                         f"VAE's {s} pixels; valid factors for these buckets: {valid}")
     return ckpt, buckets
 
 
@@ -126,6 +143,7 @@ def settings(cfg: PreprocessConfig, vae, space: str, buckets: list[Bucket]) -> d
         "precision": cfg.precision,
         "buckets": [list(b) for b in buckets],
         "max_upscale": cfg.max_upscale,
+        "reference_downscale": cfg.reference_downscale,
     }  # fmt: skip
 
 
@@ -147,7 +165,7 @@ def check_existing(out: Path, new: dict, overwrite: bool) -> None:
     if not overwrite:
         raise ValueError(f"{out} holds a cache made differently: {'; '.join(diffs)}. Use another out folder, "
                          "or pass overwrite=true to delete this cache and start again")
-    for name in ("latents", "text"):
+    for name in ("latents", "text", "reference"):
         shutil.rmtree(out / name, ignore_errors=True)
     (out / "index.json").unlink()
 
@@ -159,15 +177,24 @@ def save(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str])
     write_safetensors(path, entries, metadata, overwrite=True)
 
 
-def cached_record(path: Path, space: str) -> dict | None:
-    """The item record of an existing latent file of this latent space, or None (absent or unusable)."""
+def cached_record(path: Path, space: str, reference: Path | None = None) -> dict | None:
+    """The item record of an existing latent file of this latent space (and, for an item with a reference, of its
+    reference file), or None (absent or unusable: encoded again)."""
     if not path.is_file():
         return None
     try:
         reader = SafetensorsReader(path)
         if reader.metadata.get("latent_space") != space or "latents" not in reader.infos:
             return None
-        return json.loads(reader.metadata["item"])
+        record = json.loads(reader.metadata["item"])
+        if reference is not None:
+            if not reference.is_file():
+                return None
+            ref = SafetensorsReader(reference)
+            if ref.metadata.get("latent_space") != space or "latents" not in ref.infos or \
+                    list(ref.infos["latents"].shape) != record.get("reference_shape"):
+                return None
+        return record
     except (ValueError, KeyError):
         return None
 
@@ -185,6 +212,26 @@ def text_ok(path: Path) -> bool:
     return "context" in infos and "mask" in infos
 
 
+def load_reference(item: MediaItem, bucket: Bucket, source_hw: tuple[int, int], downscale: int):
+    """The item's reference clip fitted like the target (same frames and crop) at 1/downscale of the bucket's size,
+    (3, F, H / d, W / d) in [0, 1]; MediaError with the reason to skip the item when it cannot line up."""
+    from ltx.data.buckets import Bucket
+
+    path = item.reference_path
+    try:
+        ref = read_image(path)[:, None] if is_image(path) else read_video(path, max_frames=bucket.frames)[0]
+    except MediaError as e:
+        raise MediaError(item.media_path, f"reference {path.name}: {e.reason}") from None
+    _, n, h, w = ref.shape
+    H, W = source_hw
+    if abs((h / w) / (H / W) - 1) > 0.01:
+        raise MediaError(item.media_path, f"reference {path.name} is {w}x{h}, the video {W}x{H}: another aspect ratio, "
+                         "so the control would not line up with the frames")
+    if n < bucket.frames:
+        raise MediaError(item.media_path, f"reference {path.name} has {n} frames, the bucket {bucket.frames}")
+    return fit_to_bucket(ref, Bucket(bucket.frames, bucket.height // downscale, bucket.width // downscale))
+
+
 def load_clip(item: MediaItem, buckets: list[Bucket], max_upscale: float | None):
     """(fitted clip (3, F, H, W) in [0, 1], bucket, fps) or raise MediaError with the reason to skip it."""
     if is_image(item.media_path):
@@ -195,7 +242,7 @@ def load_clip(item: MediaItem, buckets: list[Bucket], max_upscale: float | None)
     bucket = choose_bucket(frames, H, W, buckets, max_upscale=max_upscale)
     if bucket is None:
         raise MediaError(item.media_path, no_bucket_reason(frames, H, W, buckets, max_upscale=max_upscale))
-    return fit_to_bucket(video, bucket), bucket, fps
+    return fit_to_bucket(video, bucket), bucket, fps, (H, W)
 
 
 def print_summary(index: dict, root: Path, encoded: int, texts: int) -> None:
@@ -232,7 +279,7 @@ def run(cfg: PreprocessConfig) -> dict:
     head = settings(cfg, vae, space, buckets)
     check_existing(out, head, cfg.overwrite)
 
-    for d in ("latents", "text"):
+    for d in ("latents", "text") + (("reference",) if any(it.reference_path for it in items) else ()):
         (out / d).mkdir(parents=True, exist_ok=True)
     skips = [{"path": str(s.path), "reason": s.reason} for s in skipped]
     records: list[dict] = []  # the items with latents, in dataset order
@@ -248,23 +295,34 @@ def run(cfg: PreprocessConfig) -> dict:
     encoded = 0
     for n, item in enumerate(tqdm(items, desc="encoding clips", unit="clip"), start=1):
         rel = _rel(item.media_path, root)
-        iid = item_id(rel, item.caption, buckets, cfg.max_upscale)
+        ref_key = (_rel(item.reference_path, root), cfg.reference_downscale) if item.reference_path else None
+        iid = item_id(rel, item.caption, buckets, cfg.max_upscale, ref_key)
         if iid in seen:
             skips.append({"path": str(item.media_path), "reason": "duplicate (same file and caption listed before)"})
             continue
         seen.add(iid)
-        record = cached_record(latent_file(out, iid), space)
+        ref_path = reference_file(out, iid) if item.reference_path else None
+        record = cached_record(latent_file(out, iid), space, ref_path)
         if record is None:
             try:
-                clip, bucket, fps = load_clip(item, buckets, cfg.max_upscale)
+                clip, bucket, fps, source_hw = load_clip(item, buckets, cfg.max_upscale)
+                ref = load_reference(item, bucket, source_hw, cfg.reference_downscale) if ref_path else None
             except MediaError as e:
                 skips.append({"path": str(item.media_path), "reason": e.reason})
                 continue
-            with torch.no_grad():  # (1, 3, F, H, W) in [-1, 1] -> (1, C, f, h, w), the posterior mean
-                latents = vae.encode((clip * 2 - 1)[None].to(device=device, dtype=dtype))[0].float()
+
+            def encode(x: torch.Tensor) -> torch.Tensor:  # (3, F, H, W) in [0, 1] -> (C, f, h, w), the posterior mean
+                with torch.no_grad():
+                    return vae.encode((x * 2 - 1)[None].to(device=device, dtype=dtype))[0].float()
+
+            latents = encode(clip)
             record = {"id": iid, "media_path": str(item.media_path), "caption": item.caption,
                       "reference_path": str(item.reference_path) if item.reference_path else None,
                       "bucket": list(bucket), "latent_shape": list(latents.shape), "fps": fps}  # fmt: skip
+            if ref is not None:  # the reference first: a latent file implies its reference is written
+                ref_latents = encode(ref)
+                record |= {"reference_shape": list(ref_latents.shape), "reference_downscale": cfg.reference_downscale}
+                save(ref_path, {"latents": ref_latents}, {"item": json.dumps(record), "latent_space": space})
             save(latent_file(out, iid), {"latents": latents}, {"item": json.dumps(record), "latent_space": space})
             encoded += 1
         records.append(record | {"media_path": str(item.media_path)})  # where the file is now

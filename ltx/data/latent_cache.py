@@ -10,6 +10,9 @@ Cache format (folder OUT, written by `python -m train.preprocess`, version 1):
   "max_upscale", "items": [{"id", "media_path", "caption", "reference_path", "bucket": [F, H, W],
   "latent_shape": [C, f, h, w], "fps"}], "skipped": [{"path", "reason"}]}. `fps` is the source's (None
   for images or when the container does not say). Only complete items (both files written) are listed.
+- Items with a reference video (IC-LoRA control training): OUT/reference/<id>.safetensors holds `latents`
+  (C, f, h / d, w / d), the reference fitted to the same bucket at 1/d of its size; the item's record adds
+  "reference_shape" and "reference_downscale" (d), and the dataset item adds `reference`.
 
 Sampler (`BucketBatchSampler`): every batch comes from one bucket (one latent shape), and `batch(step)` is a
 pure function of (seed, step), so a resumed or re-sharded run sees exactly the same data:
@@ -42,6 +45,10 @@ def latent_file(folder: str | os.PathLike, item_id: str) -> Path:
 
 def text_file(folder: str | os.PathLike, item_id: str) -> Path:
     return Path(folder) / "text" / f"{item_id}.safetensors"
+
+
+def reference_file(folder: str | os.PathLike, item_id: str) -> Path:
+    return Path(folder) / "reference" / f"{item_id}.safetensors"
 
 
 def read_index(folder: str | os.PathLike) -> dict:
@@ -79,6 +86,8 @@ class LatentCache:
         files = [text_file(self.folder, NULL_ID)]
         for it in self.items:
             files += [latent_file(self.folder, it["id"]), text_file(self.folder, it["id"])]
+            if it.get("reference_shape") is not None:
+                files.append(reference_file(self.folder, it["id"]))
         missing = [p for p in files if not p.is_file()]
         if missing:
             raise FileNotFoundError(f"{self.folder}: {len(missing)} cache files are missing, e.g. {missing[0]}; "
@@ -99,14 +108,17 @@ class LatentCache:
             paths = [text_file(self.folder, it["id"])]
             if it["id"] != NULL_ID:
                 paths.insert(0, latent_file(self.folder, it["id"]))
+            if it.get("reference_shape") is not None:
+                paths.append(reference_file(self.folder, it["id"]))
             for path in paths:
                 try:
                     reader = SafetensorsReader(path)
                 except ValueError as e:
                     raise ValueError(f"{path}: damaged cache file ({e}); {redo}") from None
                 infos = reader.infos
-                if path.parent.name == "latents":
-                    want = tuple(it.get("latent_shape") or ())
+                if path.parent.name in ("latents", "reference"):
+                    key = "latent_shape" if path.parent.name == "latents" else "reference_shape"
+                    want = tuple(it.get(key) or ())
                     got = infos["latents"].shape if "latents" in infos else None
                     if got is None or got != want or want[0] != vae["latent_channels"]:
                         raise ValueError(f"{path}: latents {got}, the index says {want} with "
@@ -138,8 +150,23 @@ class LatentCache:
         except Exception as e:  # noqa: BLE001 - a file damaged after the cache was opened
             raise ValueError(f"{self.folder}: item {item['id']} cannot be read ({type(e).__name__}: {e}); rerun "
                              "python -m train.preprocess with the same options") from None
-        return {"latents": latents, "context": text["context"], "mask": text["mask"], "caption": item["caption"],
-                "bucket": tuple(item["bucket"]), "fps": item["fps"]}  # fmt: skip
+        out = {"latents": latents, "context": text["context"], "mask": text["mask"], "caption": item["caption"],
+               "bucket": tuple(item["bucket"]), "fps": item["fps"]}  # fmt: skip
+        if item.get("reference_shape") is not None:
+            try:
+                out["reference"] = load_file(str(reference_file(self.folder, item["id"])))["latents"]
+            except Exception as e:  # noqa: BLE001
+                raise ValueError(f"{self.folder}: the reference of item {item['id']} cannot be read "
+                                 f"({type(e).__name__}: {e}); rerun python -m train.preprocess with the same "
+                                 "options") from None
+            out["reference_downscale"] = int(item.get("reference_downscale", 1))
+        return out
+
+    @property
+    def references(self) -> tuple[int, set[int]]:
+        """(how many items have a reference, the set of their downscale factors)."""
+        with_ref = [it for it in self.items if it.get("reference_shape") is not None]
+        return len(with_ref), {int(it.get("reference_downscale", 1)) for it in with_ref}
 
     def null_text(self) -> tuple[Tensor, Tensor]:
         """(context (S, D), mask (S,)) of the empty caption."""
