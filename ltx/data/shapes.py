@@ -17,6 +17,8 @@ Conventions
   circle's 3.1); upright triangle with apex (0, -size) and base corners (+-size, size) (area 2 size^2).
   Every shape fits in the box centre +- size, and stays fully inside the frame for the whole clip.
   Edges are anti-aliased with a one-pixel ramp on the signed distance.
+- Control videos (IC-LoRA, tools/make_control_data.py): `render_silhouette` draws the same geometry with every
+  shape white on black; `shape_masks` gives each shape's visible coverage (S, F, H, W) in [0, 1].
 - The dominant shape is the first one. It is always the larger (size in [0.16, 0.20], area >= 0.051
   min(H, W)^2; the second has size in [0.09, 0.12], area <= 0.046), it is drawn on top (never occluded),
   and the two shapes always have different colours. The evaluator scores the dominant shape only.
@@ -397,24 +399,67 @@ def _signed_distance(kind: str, dx: Tensor, dy: Tensor, size: float) -> Tensor:
     raise ValueError(f"unknown shape kind {kind!r}")
 
 
-def render(params: SceneParams, frames: int = 17, height: int = 64, width: int = 64) -> Tensor:
-    """Render a scene to a (3, F, H, W) float32 video in [-1, 1]; pixel (i, j) is sampled at its centre."""
+def _coverage(params: SceneParams, frames: int, height: int, width: int) -> list[Tensor]:
+    """Each shape's own (F, H, W) float32 pixel coverage in [0, 1], dominant first, ignoring occlusion.
+
+    Pixel (i, j) is sampled at its centre; coverage is a one-pixel ramp on the signed distance (1 inside,
+    0 outside, 0.5 on the edge). The geometry of `render`, `render_silhouette` and `shape_masks`.
+    """
     check_video_size(frames, height, width)
     scale = min(height, width)
-    video = torch.tensor(BACKGROUNDS[params.background]).view(3, 1, 1, 1).expand(3, frames, height, width)
     t = torch.linspace(0.0, 1.0, frames)  # (F,) clip time; 0 at the first frame, 1 at the last
     ys = torch.arange(height, dtype=torch.float32) + 0.5  # (H,)
     xs = torch.arange(width, dtype=torch.float32) + 0.5  # (W,)
-    for shape in reversed(params.shapes):  # the dominant (first) shape ends up on top
+    alphas = []
+    for shape in params.shapes:
         cx = (shape.start[0] + t * (shape.end[0] - shape.start[0])) * width  # (F,) pixels
         cy = (shape.start[1] + t * (shape.end[1] - shape.start[1])) * height
         dx = xs.view(1, 1, width) - cx.view(frames, 1, 1)  # (F, 1, W)
         dy = ys.view(1, height, 1) - cy.view(frames, 1, 1)  # (F, H, 1)
         sdf = _signed_distance(shape.kind, dx, dy, shape.size * scale)  # (F, H, W)
-        alpha = (0.5 - sdf).clamp(0.0, 1.0)  # pixel coverage, one-pixel ramp across the edge
-        color = torch.tensor(COLORS[shape.color]).view(3, 1, 1, 1)
+        alphas.append((0.5 - sdf).clamp(0.0, 1.0))  # pixel coverage, one-pixel ramp across the edge
+    return alphas
+
+
+def _composite(params: SceneParams, colors: list[tuple[float, float, float]], background: tuple[float, float, float],
+               frames: int, height: int, width: int) -> Tensor:
+    """Paint the shapes of `params` in `colors` ([0, 1] RGB, dominant first, drawn on top) over `background`
+    -> (3, F, H, W) float32 in [-1, 1]."""
+    alphas = _coverage(params, frames, height, width)
+    video = torch.tensor(background).view(3, 1, 1, 1).expand(3, frames, height, width)
+    for alpha, rgb in reversed(list(zip(alphas, colors))):  # the dominant (first) shape ends up on top
+        color = torch.tensor(rgb).view(3, 1, 1, 1)
         video = video + alpha.unsqueeze(0) * (color - video)  # (3, F, H, W)
     return video * 2.0 - 1.0
+
+
+def render(params: SceneParams, frames: int = 17, height: int = 64, width: int = 64) -> Tensor:
+    """Render a scene to a (3, F, H, W) float32 video in [-1, 1]; pixel (i, j) is sampled at its centre."""
+    return _composite(params, [COLORS[s.color] for s in params.shapes], BACKGROUNDS[params.background], frames,
+                      height, width)
+
+
+def render_silhouette(params: SceneParams, frames: int = 17, height: int = 64, width: int = 64) -> Tensor:
+    """The scene's control video for IC-LoRA: every shape white on black -> (3, F, H, W) float32 in [-1, 1].
+
+    Same geometry, motion and one-pixel anti-aliased edges as `render` (the colours and background are dropped):
+    1.0 where a shape covers the pixel, -1.0 on the background, grey on edges; all three channels are equal.
+    """
+    return _composite(params, [(1.0, 1.0, 1.0)] * len(params.shapes), (0.0, 0.0, 0.0), frames, height, width)
+
+
+def shape_masks(params: SceneParams, frames: int = 17, height: int = 64, width: int = 64) -> Tensor:
+    """Visible coverage of each shape -> (S, F, H, W) float32 in [0, 1], dominant first (S = len(params.shapes)).
+
+    As composited by `render`: the dominant shape is on top, so its mask is its full coverage and the second
+    shape's is its coverage times (1 - the dominant's). Edges are the one-pixel ramp (0.5 on the edge); use
+    `mask > 0.5` for a binary silhouette. The masks sum to at most 1 at every pixel.
+    """
+    visible, uncovered = [], None
+    for alpha in _coverage(params, frames, height, width):
+        visible.append(alpha if uncovered is None else alpha * uncovered)
+        uncovered = 1.0 - alpha if uncovered is None else uncovered * (1.0 - alpha)
+    return torch.stack(visible)
 
 
 # ---------------------------------------------------------------------------------------------- dataset
