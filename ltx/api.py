@@ -32,7 +32,8 @@ multi-scale pipeline), `prompt_embeds` / `prompt_attention_mask` / `negative_pro
 dict {path, strength, frame, downscale} (ltx/conditioning.py; `downscale` defaults to the LoRAs'
 `reference_downscale_factor` metadata, else 1). Guidance values are a scalar or one value per
 `guidance_timesteps` entry. The pass arguments change the preset's first pass (the only pass of a base
-preset); `first_pass` / `second_pass` change any field of either pass. Unset arguments keep the preset's values (its official sampling defaults).
+preset); `first_pass` / `second_pass` change any field of either pass. Unset arguments keep the preset's
+values (its official sampling defaults).
 
 The raw VAE and the pipeline's decode differ on purpose: `VideoVAE.decode(z, timestep)` maps *normalized*
 latents to pixels in [-1, 1], deterministically; `ltx.pipeline.decode` is what the pipeline does around it

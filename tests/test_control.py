@@ -26,7 +26,8 @@ FRAMES = 17  # 3 latent frames
 def models():
     torch.manual_seed(0)
     dit = randomize_(DiT(DIT), seed=1).eval()
-    vae = VideoVAE(tiny(VAE_PRESETS["0.9.5"], width=8)).init_weights(torch.Generator().manual_seed(2)).eval()  # 16 latent channels, 8x time, 32x space
+    # 16 latent channels, 8x time, 32x space
+    vae = VideoVAE(tiny(VAE_PRESETS["0.9.5"], width=8)).init_weights(torch.Generator().manual_seed(2)).eval()
     return dit, vae
 
 
@@ -185,3 +186,25 @@ def test_multiscale_gives_each_pass_the_guide_at_its_size(models):
                               guides=[GuideItem(control(9, 256, 256), 1.0)], opts=PassOptions(callback=callback))
     assert out.shape == (1, 16, 2, 8, 8)
     assert sizes[:2] == [2 * 2 * 4 * 4] * 2 and sizes[2:] == [2 * 2 * 8 * 8]  # video + guide tokens per pass
+
+
+def test_chained_segments_get_their_slice_of_the_control(monkeypatch):
+    import ltx.chain as chain
+    from ltx.presets import SamplingDefaults
+
+    seen = []
+
+    def fake_generate(dit, vae, text, sampling, sched, *, num_frames, height, width, guides, **kw):
+        seen.append(guides)
+        return torch.zeros(1, 3, num_frames, height, width)
+
+    monkeypatch.setattr(chain, "generate", fake_generate)
+    vae = VideoVAE(tiny(VAE_PRESETS["0.9.5"], width=8))
+    dit = DiT(DIT)
+    full = control(33, 64, 64)  # 2 segments of 17 with overlap 1: frames 0..16 and 16..32
+    sampling = SamplingDefaults(first_pass=PassConfig(num_inference_steps=1))
+    out = chain.generate_chain(dit, vae, text(neg=False), sampling, SchedulerSpec(), num_segments=2,
+                               segment_frames=17, overlap=1, height=64, width=64, fps=25.0, generator=None,
+                               guides=[GuideItem(full, 1.0, 0, 1)])
+    assert out.shape[2] == 33
+    assert torch.equal(seen[0][0].pixels, full[:, :, :17]) and torch.equal(seen[1][0].pixels, full[:, :, 16:33])

@@ -75,7 +75,8 @@ def test_official_ic_lora_layout_loads_for_the_13b_transformer(tmp_path, prefix,
     assert all(torch.equal(back.tensors[k], w.tensors[k]) for k in w.tensors)
     # and the 2B transformer is refused by name
     bad = subprocess.run(conv + [str(tmp_path / "ic.safetensors"), "--dry-run", "--model",
-                                 "configs/model/ltxv-2b-0.9.8-distilled.yaml"], capture_output=True, text=True, cwd=REPO)
+                                 "configs/model/ltxv-2b-0.9.8-distilled.yaml"], capture_output=True, text=True,
+                         cwd=REPO)
     assert bad.returncode != 0 and "400 LoRA keys name no Linear module" in bad.stderr  # blocks 28..47
     assert len(bad.stderr.splitlines()) == 1
 

@@ -290,6 +290,10 @@ def run(cfg: PreprocessConfig) -> dict:
         write_json(out / "index.json", index, overwrite=True)
         return index
 
+    def encode(x: torch.Tensor) -> torch.Tensor:  # (3, F, H, W) in [0, 1] -> (C, f, h, w), the posterior mean
+        with torch.no_grad():
+            return vae.encode((x * 2 - 1)[None].to(device=device, dtype=dtype))[0].float()
+
     write_index(False)  # the settings are on disk before any item: a killed run is still checked on resume
     seen: set[str] = set()
     encoded = 0
@@ -310,11 +314,6 @@ def run(cfg: PreprocessConfig) -> dict:
             except MediaError as e:
                 skips.append({"path": str(item.media_path), "reason": e.reason})
                 continue
-
-            def encode(x: torch.Tensor) -> torch.Tensor:  # (3, F, H, W) in [0, 1] -> (C, f, h, w), the posterior mean
-                with torch.no_grad():
-                    return vae.encode((x * 2 - 1)[None].to(device=device, dtype=dtype))[0].float()
-
             latents = encode(clip)
             record = {"id": iid, "media_path": str(item.media_path), "caption": item.caption,
                       "reference_path": str(item.reference_path) if item.reference_path else None,
@@ -328,7 +327,7 @@ def run(cfg: PreprocessConfig) -> dict:
         records.append(record | {"media_path": str(item.media_path)})  # where the file is now
         if n % cfg.index_every == 0:
             write_index(False)
-    del vae
+    vae = None  # freed before the text encoder loads
 
     todo = [r for r in records if not text_ok(text_file(out, r["id"]))]
     null_path = text_file(out, NULL_ID)
