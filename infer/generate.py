@@ -336,7 +336,7 @@ def control_guides(cfg: GenerateConfig, loras: list[LoRAWeights], temporal: int)
         specs.append({"path": c.path, "strength": c.strength, "frame": c.frame, "downscale": c.downscale})
     total = cfg.num_frames * cfg.segments - cfg.segment_overlap * (cfg.segments - 1)
     try:
-        guides, notes = api.control_guides(specs, num_frames=total, temporal=temporal,
+        guides, notes = api.control_guides(specs, num_frames=total, temporal=temporal, size=(cfg.height, cfg.width),
                                            downscale=api.reference_downscale(loras))
     except ValueError as e:
         raise InputError(str(e)) from None

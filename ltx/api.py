@@ -365,7 +365,7 @@ class Pipeline:
             raise ValueError(f"segment_overlap must be {t}k + 1 frames and less than num_frames ({num_frames}), got "
                              f"{segment_overlap!r}")
         total = num_frames * num_segments - segment_overlap * (num_segments - 1)
-        guides, notes = control_guides(control, num_frames=total, temporal=t,
+        guides, notes = control_guides(control, num_frames=total, temporal=t, size=(height, width),
                                        downscale=reference_downscale([w for _, w in self._loras]))
         for note in notes:
             print(f"note: {note}")
@@ -596,13 +596,14 @@ def reference_downscale(loras: Sequence) -> int | None:
     return next(iter(found.values()), None)
 
 
-def control_guides(control, *, num_frames: int, temporal: int, downscale: int | None = None
-                   ) -> tuple[list[GuideItem], list[str]]:
+def control_guides(control, *, num_frames: int, temporal: int, downscale: int | None = None,
+                   size: tuple[int, int] | None = None) -> tuple[list[GuideItem], list[str]]:
     """(GuideItems, notes) from `control`: GuideItems, paths, or dicts {path, strength=1, frame=0, downscale}.
 
     A video is read up to the frames left after `frame` and cut to the longest temporal * k + 1 frames (a note
     says so); an image is a one-frame guide. `downscale` (the LoRAs' factor, else 1) applies where a dict gives
-    none. Values are checked here (one error naming the entry); sizes against the video in `check_request`."""
+    none. Values are checked here (one error naming the entry); sizes against the video in `check_request`.
+    `size` (height, width) of the video: a control of another aspect ratio gets a note (it is stretched)."""
     from ltx.media import MediaError, is_video, read_image, read_video
 
     out, notes = [], []
@@ -636,7 +637,10 @@ def control_guides(control, *, num_frames: int, temporal: int, downscale: int | 
                 pixels = read_image(path)[:, None]
         except MediaError as e:
             raise ValueError(f"cannot read control video {e}") from None
-        n = pixels.shape[1]
+        n, h, w = pixels.shape[1:]
+        if size is not None and abs((w / h) / (size[1] / size[0]) - 1) > 0.01:
+            notes.append(f"control[{i}] {path.name} is {w}x{h}, the video {size[1]}x{size[0]}: it is stretched to the "
+                         "video's aspect ratio (crop it to match for aligned control)")
         keep = (n - 1) // temporal * temporal + 1
         if keep != n:
             notes.append(f"control[{i}] {path.name}: {n} frames; using the first {keep} (guides need "

@@ -11,7 +11,8 @@ count, self-attention with its square, so the cost ratio is between 2x and 4x fo
   (6,144 video tokens; 12,288 with a same-size reference, 7,680 at 1/2), one row, 128 text tokens, random
   weights. `--layers` blocks (default 1): a per-block figure, the full model is that times 28 / 48.
 
-Times are the median of `--reps` forwards after one warm-up, fp32 on the CPU (bf16 has no fast path on these
+Times are the median of `--reps` forwards (at least 30 for the demo) after one warm-up, the settings of a row
+group run in turn, fp32 on the CPU (bf16 has no fast path on these
 CPUs); the FLOP ratio is counted from the architecture (tools/bench_dit.py `dit_flops`). Prints a markdown table.
 
     python tools/bench_control.py                      # demo + 2B-width block; ~2 min on 2 cores
@@ -38,10 +39,9 @@ from ltx.models.dit import DiT, DiTConfig  # noqa: E402
 from ltx.patchify import token_positions  # noqa: E402
 
 
-@torch.no_grad()
-def step_time(dit: DiT, grid: tuple[int, int, int], guide_grid: tuple[int, int, int] | None, *, rows: int,
-              text: int, reps: int, scale: tuple[int, int, int]) -> float:
-    """Median seconds of one forward over the video tokens (+ the guide's), `rows` batch rows."""
+def forward_fn(dit: DiT, grid: tuple[int, int, int], guide_grid: tuple[int, int, int] | None, *, rows: int,
+               text: int, scale: tuple[int, int, int]):
+    """A closure running one forward over the video tokens (+ the guide's), `rows` batch rows."""
     cfg = dit.cfg
     g = torch.Generator().manual_seed(0)
     pos = token_positions(*grid, fps=25.0, causal=cfg.causal_temporal_positioning, scale=scale, batch=rows)
@@ -56,13 +56,22 @@ def step_time(dit: DiT, grid: tuple[int, int, int], guide_grid: tuple[int, int, 
     x = torch.randn(rows, pos.shape[-1], cfg.in_channels, generator=g)
     ctx = torch.randn(rows, text, cfg.caption_channels, generator=g)
     mask = torch.ones(rows, text, dtype=torch.long)
-    dit(x, sigma, ctx, mask, pos)  # warm-up
-    times = []
+    return lambda: dit(x, sigma, ctx, mask, pos)
+
+
+@torch.no_grad()
+def median_times(fns: list, reps: int) -> list[float]:
+    """Median seconds of each closure; the closures run in turn (round robin) after one warm-up each, so a
+    slow spell of a noisy machine hits all of them alike."""
+    for fn in fns:
+        fn()
+    times = [[] for _ in fns]
     for _ in range(reps):
-        t0 = time.perf_counter()
-        dit(x, sigma, ctx, mask, pos)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for k, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return [statistics.median(t) for t in times]
 
 
 def tokens(grid) -> int:
@@ -85,9 +94,10 @@ def main(argv: list[str] | None = None) -> None:
 
         dit = load_dit(str(REPO / "demo/ltx-demo.safetensors"), dtype=torch.float32).eval()
         grid, text = (3, 8, 8), 96
-        base = step_time(dit, grid, None, rows=2, text=text, reps=max(args.reps, 10), scale=(8, 8, 8))
-        for name, gg in (("same size", grid), ("1/2 size", (3, 4, 4))):
-            t = step_time(dit, grid, gg, rows=2, text=text, reps=max(args.reps, 10), scale=(8, 8, 8))
+        guides = (("same size", grid), ("1/2 size", (3, 4, 4)))
+        base, *with_guide = median_times([forward_fn(dit, grid, gg, rows=2, text=text, scale=(8, 8, 8))
+                                          for gg in (None, *(g for _, g in guides))], max(args.reps, 30))
+        for (name, gg), t in zip(guides, with_guide):
             c = dit.cfg
             flops = [dit_flops(c.num_layers, c.dim, n, text, c.caption_channels, c.in_channels)
                      for n in (tokens(grid), tokens(grid) + tokens(gg))]
@@ -99,9 +109,10 @@ def main(argv: list[str] | None = None) -> None:
                         caption_channels=4096, causal_temporal_positioning=True)
         dit = DiT(cfg).init_weights(torch.Generator().manual_seed(0)).eval()
         grid, text = (16, 16, 24), 128  # 768 x 512 x 121 with the 32x / 8x VAE: (121 - 1) / 8 + 1 = 16 frames
-        base = step_time(dit, grid, None, rows=1, text=text, reps=args.reps, scale=(8, 32, 32))
-        for name, gg in (("same size", grid), ("1/2 size", (16, 8, 12))):
-            t = step_time(dit, grid, gg, rows=1, text=text, reps=args.reps, scale=(8, 32, 32))
+        guides = (("same size", grid), ("1/2 size", (16, 8, 12)))
+        base, *with_guide = median_times([forward_fn(dit, grid, gg, rows=1, text=text, scale=(8, 32, 32))
+                                          for gg in (None, *(g for _, g in guides))], args.reps)
+        for (name, gg), t in zip(guides, with_guide):
             flops = [dit_flops(args.layers, width, n, text) for n in (tokens(grid), tokens(grid) + tokens(gg))]
             rows.append((f"D {width}, {args.layers} block(s), 768x512x121, batch 1", name,
                          f"{tokens(grid)} -> {tokens(grid) + tokens(gg)}", base, t, flops[1] / flops[0]))

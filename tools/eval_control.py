@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lora", type=Path, default=None, help="the IC-LoRA (train.finetune reference_video=true)")
     ap.add_argument("--lora-strength", type=float, default=1.0)
     ap.add_argument("--n", type=int, default=64, help="seen scenes")
-    ap.add_argument("--n-concept", type=int, default=32, help="new-motion (up-right) scenes")
+    ap.add_argument("--n-concept", type=int, default=64, help="new-motion (up-right) scenes")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--steps", type=int, default=None, help="sampling steps (default: the preset's)")
