@@ -36,6 +36,20 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+def load_tool(name: str):
+    """Import tools/<name>.py (once) as a module."""
+    import importlib.util
+    import sys
+
+    key = f"_tools_{name}"
+    if key not in sys.modules:
+        spec = importlib.util.spec_from_file_location(key, REPO / "tools" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[key] = module  # before running it: dataclasses look their module up
+        spec.loader.exec_module(module)
+    return sys.modules[key]
+
+
 @torch.no_grad()
 def randomize_(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Random weights everywhere, norms around 1 and AdaLN tables at O(1): default init hides wiring bugs

@@ -8,14 +8,13 @@ tests/test_shapes.py depend on them. The hashes below were recorded before the e
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import load_tool as _tool  # noqa: E402
 
 from ltx.data.shapes import (
     CONCEPTS,
@@ -42,15 +41,6 @@ TOOLS = REPO / "tools"
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _tool(name: str):
-    """Import tools/<name>.py (once) as a module."""
-    key = f"_tools_{name}"
-    if key not in sys.modules:
-        spec = importlib.util.spec_from_file_location(key, TOOLS / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[key] = module  # before running it: dataclasses look their module up
-        spec.loader.exec_module(module)
-    return sys.modules[key]
 
 
 def _sha(t: torch.Tensor) -> str:

@@ -9,15 +9,14 @@ another scene's dominant shape in the same colour 0.10.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import load_tool as _tool  # noqa: E402
 
 from ltx.data import shapes
 from ltx.data.shapes import (
@@ -39,15 +38,6 @@ TOOLS = REPO / "tools"
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _tool(name: str):
-    """Import tools/<name>.py (once) as a module."""
-    key = f"_tools_{name}"
-    if key not in sys.modules:
-        spec = importlib.util.spec_from_file_location(key, TOOLS / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[key] = module  # before running it: dataclasses look their module up
-        spec.loader.exec_module(module)
-    return sys.modules[key]
 
 
 def _old_render(params: SceneParams, frames: int = 17, height: int = 64, width: int = 64) -> torch.Tensor:
