@@ -30,6 +30,7 @@ def hydra_app(schema: type, config_name: str, run: Callable[[object], object],
 
     ConfigStore.instance().store(name=f"{config_name}_schema", node=schema)
     raise_on_sigterm()
+    check_overrides(config_name, sys.argv[1:])
 
     @hydra.main(config_path=CONFIGS, config_name=config_name, version_base=None)
     def main(raw) -> None:
@@ -48,6 +49,34 @@ def hydra_app(schema: type, config_name: str, run: Callable[[object], object],
             raise SystemExit(143 if isinstance(e, Terminated) else 130) from None
 
     main()
+
+
+def check_overrides(config_name: str, overrides: list[str]) -> None:
+    """Compose the config once up front so that an override the schema refuses (a typo, `seed=abc`) ends in one
+    line, `error: <override>: <why>` (exit status 1), instead of Hydra's multi-line report. Runs only for plain
+    `key=value` overrides: Hydra's own flags (--help, -m, ...) and `hydra...` overrides go to Hydra unchecked."""
+    if not overrides or debug() or any(a.startswith("-") or a.lstrip("+~").startswith("hydra") for a in overrides):
+        return
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import ConfigCompositionException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        with initialize_config_dir(config_dir=CONFIGS, version_base=None):
+            compose(config_name, overrides=overrides)
+    except (ConfigCompositionException, OmegaConfBaseException) as e:
+        cause = e.__cause__ if isinstance(e.__cause__, OmegaConfBaseException) else e
+        lines = [line.strip() for line in str(cause).splitlines() if line.strip()] or [type(cause).__name__]
+        why = lines[0]
+        options = next((i for i, line in enumerate(lines) if line.startswith("Available options")), None)
+        if options is not None:  # a config group option that does not exist: say which do
+            names = [line for line in lines[options + 1 :] if not line.startswith(("Config search path", "provider="))]
+            why = f"{why}; {lines[options]} {', '.join(names)}"
+        bad = next((a for a in overrides if a.split("=", 1)[0].lstrip("+~") in str(e) + str(cause)), None)
+        where = f"{bad}: " if bad else ""
+        raise SystemExit(f"error: {where}{why} (--help lists the options)") from None
+    except Exception:  # noqa: BLE001 - anything else: let Hydra compose and report it as it does
+        return
 
 
 def one_line(e: BaseException) -> str:

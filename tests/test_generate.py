@@ -277,3 +277,19 @@ def test_missing_demo_weights_name_the_training_commands(tmp_path):
     assert r.returncode != 0
     assert "none.safetensors does not exist" in r.stderr and "python -m train.train_dit" in r.stderr, r.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("module,override,words", [
+    ("infer.generate", "seed=abc", "seed=abc: Value 'abc' of type 'str' could not be converted to Integer"),
+    ("infer.generate", "sed=3", "sed=3: Key 'sed' not in 'GenerateConfig'"),
+    ("infer.generate", "model=nope", "Could not find 'model/nope'; Available options in 'model': ltx-demo"),
+    ("train.preprocess", "reference_downscale=abc", "reference_downscale=abc: Value 'abc'"),
+    ("train.finetune", "reference_video=maybe", "reference_video=maybe: Value 'maybe' is not a valid bool"),
+    ("train.distill", "lora.rnak=3", "lora.rnak=3: Key 'rnak' not in 'LoRASettings'"),
+    ("train.train_dit", "steps=1.5", "steps=1.5: Value '1.5' of type 'float' could not be converted to Integer"),
+])
+def test_overrides_the_schema_refuses_are_one_line(module, override, words):
+    """A typo or a value of the wrong type, in any Hydra app: `error: <override>: <why>`, exit status 1."""
+    r = subprocess.run([sys.executable, "-m", module, override], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 1 and words in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
