@@ -269,3 +269,33 @@ def test_reference_mode_refuses_caches_without_references(tmp_path, pair_cache):
 
     with pytest.raises(ValueError, match="distillation takes no references"):
         DistillConfig(model=_preset("ltx-demo"), data=str(cache), reference_video=True)
+
+
+def _torchrun(n: int, cache: Path, run_dir: Path, *args: str) -> dict[int, float]:
+    import os
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={n}", "--master_addr=127.0.0.1",
+           f"--master_port={port}", "-m", "train.finetune", f"data={cache}", f"run_dir={run_dir}", "steps=4",
+           "batch_size=2", "lr=1e-3", "log_every=1", "checkpoint_every=2", "wandb=false", "threads=1",
+           "first_frame_p=0.5", "reference_video=true", "lora.rank=4", *args]
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
+                       env={**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1", "LTX_DEBUG": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
+    return {row["step"]: row["loss"] for row in rows}
+
+
+@pytest.mark.slow
+def test_reference_runs_split_over_processes_and_resume_exactly(pair_cache, tmp_path):
+    """IC-LoRA training on 2 FSDP processes, stopped at step 2 and resumed on 1: the losses of 1 process."""
+    cache, _ = pair_cache
+    one = _torchrun(1, cache, tmp_path / "one")
+    _torchrun(2, cache, tmp_path / "two", "parallel=fsdp", "stop_after=2")
+    two = _torchrun(1, cache, tmp_path / "two")
+    assert sorted(one) == sorted(two) == [1, 2, 3, 4]
+    for k in one:
+        assert two[k] == pytest.approx(one[k], rel=1e-5, abs=1e-7), (k, one, two)
