@@ -327,9 +327,9 @@ def conditioning_items(cfg: GenerateConfig) -> list[ConditioningItem]:
 
 
 def control_guides(cfg: GenerateConfig, loras: list[LoRAWeights], temporal: int):
-    """The control videos as guides (ltx.api.control_guides), read before any weights load; notes printed."""
+    """(guides, notes): the control videos as guides (ltx.api.control_guides), read before any weights load."""
     if not cfg.control:
-        return []
+        return [], []
     specs = []
     for i, c in enumerate(cfg.control):
         _exists(c.path, f"control[{i}]", "pass an existing control video (or image); tools/make_control.py makes them")
@@ -340,12 +340,10 @@ def control_guides(cfg: GenerateConfig, loras: list[LoRAWeights], temporal: int)
                                            downscale=api.reference_downscale(loras))
     except ValueError as e:
         raise InputError(str(e)) from None
-    for note in notes:
-        print(f"note: {note}")
     if not cfg.loras:
-        print("warning: control videos without a LoRA: the base model was not trained with guide tokens, so expect "
-              "them to be ignored or to disturb the video; pass the IC-LoRA with loras=[{path: ...}]")
-    return guides
+        notes.append("control videos without a LoRA: the base model was not trained with guide tokens, so expect "
+                     "them to be ignored or to disturb the video; pass the IC-LoRA with loras=[{path: ...}]")
+    return guides, notes
 
 
 def check_output(cfg: GenerateConfig) -> None:
@@ -518,7 +516,7 @@ def run(cfg: GenerateConfig) -> list[Path]:
     if cfg.segments > 1 and not (1 <= cfg.segment_overlap < cfg.num_frames and (cfg.segment_overlap - 1) % t == 0):
         raise InputError(f"segment_overlap must be {t}k + 1 frames and less than num_frames ({cfg.num_frames}), got "
                          f"{cfg.segment_overlap}")  # fmt: skip
-    guides = control_guides(cfg, loras, t)
+    guides, notes = control_guides(cfg, loras, t)
     per_segment = api.segment_guides(guides, cfg.segments, cfg.num_frames, cfg.segment_overlap, t)
     try:
         sigmas = check_request(dit_cfg, vae_cfg, sampling, sched, height=cfg.height, width=cfg.width,
@@ -533,6 +531,8 @@ def run(cfg: GenerateConfig) -> list[Path]:
         if not has_negative and "negative" in str(e):
             raise InputError(f"{e}: pass negative_embeddings=... or set guidance_scale=1") from None
         raise InputError(str(e)) from None
+    for note in notes:  # only for a request that passed its checks
+        print(f"note: {note}")
     check_output(cfg)
 
     # --- heavy work

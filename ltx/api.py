@@ -367,8 +367,6 @@ class Pipeline:
         total = num_frames * num_segments - segment_overlap * (num_segments - 1)
         guides, notes = control_guides(control, num_frames=total, temporal=t, size=(height, width),
                                        downscale=reference_downscale([w for _, w in self._loras]))
-        for note in notes:
-            print(f"note: {note}")
         seg_guides = segment_guides(guides, num_segments, num_frames, segment_overlap, t)
         sigmas = check_request(self.dit.cfg, self.vae.cfg, sampling, self.scheduler, height=height, width=width,
                                num_frames=num_frames, items=items, has_negative=has_negative, guides=seg_guides[0])
@@ -380,6 +378,8 @@ class Pipeline:
                 raise ValueError(f"segment {k}: {e}") from None
         if sampling.pipeline_type is PipelineType.multi_scale and self.upsampler is None:
             raise ValueError("a multi-scale preset needs the latent upsampler (open_pipeline(..., upsampler=...))")
+        for note in notes:  # only for a request that passed its checks
+            print(f"note: {note}")
         return Request(sampling, height, width, num_frames, frame_rate, items, sigmas, noise, output_type,
                        num_segments, segment_overlap, noise_mix, guides)
 
