@@ -36,6 +36,34 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(n: int, module: str, *args: str) -> None:
+    """Run `python -m module args` on n local gloo processes (torchrun), 1 thread each, wandb offline; a failure
+    shows the error lines of every process first."""
+    import os
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={n}", "--master_addr=127.0.0.1",
+           f"--master_port={free_port()}", "-m", module, *args]
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
+                       env={**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1", "LTX_DEBUG": "1"})
+    errors = [line for line in r.stderr.splitlines() if "Error" in line or "error:" in line][:20]
+    assert r.returncode == 0, "\n".join(errors) + "\n" + r.stderr[-3000:]
+
+
+def run_losses(run_dir: Path, key: str = "loss") -> dict[int, float]:
+    """{step: metric} of a training run's metrics.jsonl."""
+    return {r["step"]: r[key] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())}
+
+
 def load_tool(name: str):
     """Import tools/<name>.py (once) as a module."""
     import importlib.util

@@ -182,7 +182,9 @@ def config(cache: Path, run_dir: Path, **kw):
 
 
 def losses(run_dir: Path, key: str = "loss") -> dict[int, float]:
-    return {r["step"]: r[key] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())}
+    from conftest import run_losses
+
+    return run_losses(run_dir, key)
 
 
 @pytest.mark.parametrize("field, value, words", [
@@ -295,23 +297,10 @@ def test_cli_prints_one_line_for_bad_input(tmp_path):
 
 
 def _torchrun(n: int, cache: Path, run_dir: Path, *args: str) -> None:
-    import os
-    import socket
-    import subprocess
-    import sys
+    from conftest import torchrun
 
-    from conftest import REPO
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={n}", "--master_addr=127.0.0.1",
-           f"--master_port={port}", "-m", "train.distill", f"data={cache}", f"run_dir={run_dir}", "method=guidance",
-           "steps=3", "batch_size=4", "log_every=1", "checkpoint_every=3", "wandb=false", "threads=1", *args]
-    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
-                       env={**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1", "LTX_DEBUG": "1"})
-    errors = [line for line in r.stderr.splitlines() if "Error" in line or "error:" in line][:20]
-    assert r.returncode == 0, "\n".join(errors) + "\n" + r.stderr[-3000:]
+    torchrun(n, "train.distill", f"data={cache}", f"run_dir={run_dir}", "method=guidance", "steps=3", "batch_size=4",
+             "log_every=1", "checkpoint_every=3", "wandb=false", "threads=1", *args)
 
 
 @pytest.mark.slow

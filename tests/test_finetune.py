@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, run_losses, torchrun
 from omegaconf import OmegaConf
 
 pytest.importorskip("hydra")
@@ -71,8 +70,7 @@ def _cfg(cache: Path, run_dir: Path, **kw) -> finetune.FinetuneConfig:
     return finetune.FinetuneConfig(**base)
 
 
-def _losses(run_dir: Path) -> dict[int, float]:
-    return {r["step"]: r["loss"] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())}
+_losses = run_losses
 
 
 # ------------------------------------------------------------------------------------------------ bad input
@@ -195,20 +193,10 @@ def test_full_finetune_writes_a_checkpoint_generate_and_the_converter_read(cache
 # ------------------------------------------------------------------------------------------------ processes
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _torchrun(n: int, cache: Path, run_dir: Path, *args: str) -> None:
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={n}", "--master_addr=127.0.0.1",
-           f"--master_port={_free_port()}", "-m", "train.finetune", f"data={cache}", f"run_dir={run_dir}",
-           "steps=4", "batch_size=4", "lr=1e-3", "log_every=1", "checkpoint_every=2", "wandb=false", "threads=1",
-           "first_frame_p=0.5", "caption_dropout=0.2", *args]
-    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
-                       env={**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1", "LTX_DEBUG": "1"})
-    assert r.returncode == 0, r.stderr[-3000:]
+    torchrun(n, "train.finetune", f"data={cache}", f"run_dir={run_dir}", "steps=4", "batch_size=4", "lr=1e-3",
+             "log_every=1", "checkpoint_every=2", "wandb=false", "threads=1", "first_frame_p=0.5",
+             "caption_dropout=0.2", *args)
 
 
 @pytest.mark.slow

@@ -272,21 +272,12 @@ def test_reference_mode_refuses_caches_without_references(tmp_path, pair_cache):
 
 
 def _torchrun(n: int, cache: Path, run_dir: Path, *args: str) -> dict[int, float]:
-    import os
-    import socket
+    from conftest import run_losses, torchrun
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={n}", "--master_addr=127.0.0.1",
-           f"--master_port={port}", "-m", "train.finetune", f"data={cache}", f"run_dir={run_dir}", "steps=4",
-           "batch_size=2", "lr=1e-3", "log_every=1", "checkpoint_every=2", "wandb=false", "threads=1",
-           "first_frame_p=0.5", "reference_video=true", "lora.rank=4", *args]
-    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
-                       env={**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1", "LTX_DEBUG": "1"})
-    assert r.returncode == 0, r.stderr[-3000:]
-    rows = map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
-    return {row["step"]: row["loss"] for row in rows}
+    torchrun(n, "train.finetune", f"data={cache}", f"run_dir={run_dir}", "steps=4", "batch_size=2", "lr=1e-3",
+             "log_every=1", "checkpoint_every=2", "wandb=false", "threads=1", "first_frame_p=0.5",
+             "reference_video=true", "lora.rank=4", *args)
+    return run_losses(run_dir)
 
 
 @pytest.mark.slow

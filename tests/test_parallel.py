@@ -9,7 +9,6 @@ DDP and FSDP2 match one process to ~1e-7 relative in losses and weights (the sum
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -154,9 +153,9 @@ def _worker(rank: int, world: int, port: int, tmp: str) -> None:
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    from conftest import free_port
+
+    return free_port()
 
 
 @pytest.fixture(scope="module")
