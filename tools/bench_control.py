@@ -78,14 +78,25 @@ def tokens(grid) -> int:
     return grid[0] * grid[1] * grid[2]
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, as every other tool
+        print(f"error: {message} (--help lists the options)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = _Parser(description=__doc__.splitlines()[0])
     ap.add_argument("--widths", type=int, nargs="*", default=[2048], help="transformer widths for the 768x512x121 rows")
     ap.add_argument("--layers", type=int, default=1, help="blocks in the 768x512x121 rows")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--no-demo", action="store_true")
     args = ap.parse_args(argv)
+    bad = [f"--{k} {getattr(args, k)}: give an integer >= 1" for k in ("layers", "reps", "threads")
+           if getattr(args, k) is not None and getattr(args, k) < 1]
+    bad += [f"--widths {w}: give positive multiples of 64 (64-wide heads)" for w in args.widths if w < 64 or w % 64]
+    if bad:
+        ap.error(bad[0])
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = []

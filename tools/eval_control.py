@@ -94,6 +94,28 @@ def contact_sheet(path: Path, rows: list[tuple[str, list[torch.Tensor]]]) -> Non
     save_video_grid(path, [v for _, vs in rows for v in vs])
 
 
+def check_args(args, out: Path) -> str | None:
+    """What is wrong with the arguments (one line), or None; checked before anything loads or is written."""
+    import math
+
+    if args.lora is not None and not args.lora.is_file() and not args.lora.is_dir():
+        return f"--lora {args.lora} does not exist"
+    if not math.isfinite(args.lora_strength):
+        return f"--lora-strength must be a finite number, got {args.lora_strength}"
+    if args.n < 0 or args.n_concept < 0 or args.n + args.n_concept == 0:
+        return f"--n {args.n} / --n-concept {args.n_concept}: give counts >= 0, not both 0"
+    for name in ("batch", "threads", "steps"):
+        v = getattr(args, name)
+        if v is not None and v < 1:
+            return f"--{name} {v}: give an integer >= 1"
+    if args.baseline is not None and not args.baseline.is_file():
+        return f"--baseline {args.baseline} does not exist (a report.json of an earlier run)"
+    existing = next((p for p in (out, *out.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        return f"--out {out}: {existing} is a file, not a folder"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lora", type=Path, default=None, help="the IC-LoRA (train.finetune reference_video=true)")
@@ -107,18 +129,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args(argv)
+    out = args.out or REPO / ("outputs/eval_control" if args.lora is None else "outputs/eval_control_lora")
+    problem = check_args(args, out)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.lora is not None and not args.lora.exists():
-        print(f"error: --lora {args.lora} does not exist", file=sys.stderr)
-        return 2
-    if args.n < 0 or args.n_concept < 0 or args.n + args.n_concept == 0 or args.batch < 1:
-        print("error: --n / --n-concept must be >= 0 (not both 0) and --batch >= 1", file=sys.stderr)
-        return 2
-    out = args.out or REPO / ("outputs/eval_control" if args.lora is None else "outputs/eval_control_lora")
-    out.mkdir(parents=True, exist_ok=True)
     loras = [(str(args.lora), args.lora_strength)] if args.lora else []
-    pipe = ltx.load_pipeline(loras=loras, device="cpu", dtype="float32")
+    try:
+        pipe = ltx.load_pipeline(loras=loras, device="cpu", dtype="float32")
+    except (ValueError, OSError) as e:  # not a LoRA, or not one for the demo transformer
+        print(f"error: --lora {args.lora}: {e}", file=sys.stderr)
+        return 2
+    out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     results: dict = {}
     sheet = []
@@ -154,8 +178,11 @@ def main(argv: list[str] | None = None) -> int:
                       f"{100 * (r['color'] - b['color']):+.1f} points (target: within 3)")
     report = {"lora": str(args.lora) if args.lora else None, "seed": args.seed, "seconds": round(time.time() - t0, 1),
               "results": {g: {c: {k: v for k, v in r.items()} for c, r in rows.items()} for g, rows in results.items()}}
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / "table.md").write_text(table + "\n")
+    from ltx.checkpoint import atomic_file
+
+    for name, text in (("report.json", json.dumps(report, indent=2)), ("table.md", table)):
+        with atomic_file(out / name, "w") as f:
+            f.write(text + "\n")
     contact_sheet(out / "contact_sheet.png", sheet)
     print(f"wrote {out}/report.json, table.md, contact_sheet.png ({report['seconds']} s)")
     return 0
