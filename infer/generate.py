@@ -55,7 +55,7 @@ from ltx.media import crf_compress as crf_compress  # re-exported: the official 
 from ltx.media import gaussian_blur3 as gaussian_blur3
 from ltx.models.dit import DiT, DiTConfig
 from ltx.models.vae import VAEConfig
-from ltx.pipeline import check_request, generate, passes, vae_scale
+from ltx.pipeline import generate, passes, vae_scale
 from ltx.presets import ModelPreset, PipelineType, SamplingDefaults, config_root
 from ltx.sched.guidance import TextConditioning
 
@@ -517,16 +517,10 @@ def run(cfg: GenerateConfig) -> list[Path]:
         raise InputError(f"segment_overlap must be {t}k + 1 frames and less than num_frames ({cfg.num_frames}), got "
                          f"{cfg.segment_overlap}")  # fmt: skip
     guides, notes = control_guides(cfg, loras, t)
-    per_segment = api.segment_guides(guides, cfg.segments, cfg.num_frames, cfg.segment_overlap, t)
     try:
-        sigmas = check_request(dit_cfg, vae_cfg, sampling, sched, height=cfg.height, width=cfg.width,
-                               num_frames=cfg.num_frames, items=items, has_negative=has_negative, guides=per_segment[0])
-        for k, seg in enumerate(per_segment[1:], start=1):
-            try:
-                check_request(dit_cfg, vae_cfg, sampling, sched, height=cfg.height, width=cfg.width,
-                              num_frames=cfg.num_frames, has_negative=has_negative, guides=seg)
-            except ValueError as e:
-                raise ValueError(f"segment {k}: {e}") from None
+        sigmas = api.check_segments(dit_cfg, vae_cfg, sampling, sched, height=cfg.height, width=cfg.width,
+                                    num_frames=cfg.num_frames, items=items, has_negative=has_negative, guides=guides,
+                                    num_segments=cfg.segments, overlap=cfg.segment_overlap)
     except ValueError as e:
         if not has_negative and "negative" in str(e):
             raise InputError(f"{e}: pass negative_embeddings=... or set guidance_scale=1") from None

@@ -367,15 +367,9 @@ class Pipeline:
         total = num_frames * num_segments - segment_overlap * (num_segments - 1)
         guides, notes = control_guides(control, num_frames=total, temporal=t, size=(height, width),
                                        downscale=reference_downscale([w for _, w in self._loras]))
-        seg_guides = segment_guides(guides, num_segments, num_frames, segment_overlap, t)
-        sigmas = check_request(self.dit.cfg, self.vae.cfg, sampling, self.scheduler, height=height, width=width,
-                               num_frames=num_frames, items=items, has_negative=has_negative, guides=seg_guides[0])
-        for k, g in enumerate(seg_guides[1:], start=1):
-            try:
-                check_request(self.dit.cfg, self.vae.cfg, sampling, self.scheduler, height=height, width=width,
-                              num_frames=num_frames, has_negative=has_negative, guides=g)
-            except ValueError as e:
-                raise ValueError(f"segment {k}: {e}") from None
+        sigmas = check_segments(self.dit.cfg, self.vae.cfg, sampling, self.scheduler, height=height, width=width,
+                                num_frames=num_frames, items=items, has_negative=has_negative, guides=guides,
+                                num_segments=num_segments, overlap=segment_overlap)
         if sampling.pipeline_type is PipelineType.multi_scale and self.upsampler is None:
             raise ValueError("a multi-scale preset needs the latent upsampler (open_pipeline(..., upsampler=...))")
         for note in notes:  # only for a request that passed its checks
@@ -658,6 +652,23 @@ def segment_guides(guides: Sequence[GuideItem], num_segments: int, segment_frame
     step = segment_frames - overlap
     return [[p for g in guides if (p := slice_guide(g, k * step, segment_frames, temporal)) is not None]
             for k in range(num_segments)]
+
+
+def check_segments(dit: DiTConfig, vae: VAEConfig, sampling: SamplingDefaults, sched: SchedulerSpec, *, height: int,
+                   width: int, num_frames: int, items, has_negative: bool, guides: Sequence[GuideItem],
+                   num_segments: int = 1, overlap: int = 9) -> list[Tensor]:
+    """`check_request` for every chained segment with its slice of the guides (the first with the conditioning
+    items); returns the sigmas of each pass. Errors of a later segment name it."""
+    per_segment = segment_guides(guides, num_segments, num_frames, overlap, vae.temporal_factor)
+    sigmas = check_request(dit, vae, sampling, sched, height=height, width=width, num_frames=num_frames, items=items,
+                           has_negative=has_negative, guides=per_segment[0])
+    for k, g in enumerate(per_segment[1:], start=1):
+        try:
+            check_request(dit, vae, sampling, sched, height=height, width=width, num_frames=num_frames,
+                          has_negative=has_negative, guides=g)
+        except ValueError as e:
+            raise ValueError(f"segment {k}: {e}") from None
+    return sigmas
 
 
 def run_request(pipe: Pipeline, text: TextConditioning, req: Request, generator, *, tiled: bool = False,
