@@ -12,6 +12,9 @@ ARGS    ?=
 # generation needs (.[generate]); `make test` adds the training and test extras and the reference
 # implementation ltx-video==0.1.2, installed without its dependencies (they pin old transformers/huggingface-hub
 # and pull a CUDA torch; its model, scheduler and pipeline modules need only what [test] installs).
+# The LTX-2 references ltx-core/ltx-pipelines 1.0.0 are installed the same way: they want torchaudio, which has
+# no wheel that loads beside torch 2.13, so tests/ltx2/conftest.py puts an import stub
+# (tests/ltx2/stubs/torchaudio) on the path; scipy is for ltx_core.components.schedulers' import.
 $(BIN)/.stamp-generate: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
@@ -22,6 +25,8 @@ $(BIN)/.stamp-generate: pyproject.toml
 $(BIN)/.stamp: $(BIN)/.stamp-generate
 	$(BIN)/pip install -q -e '.[train,text,test]'
 	$(BIN)/pip install -q --no-deps ltx-video==0.1.2
+	$(BIN)/pip install -q scipy
+	$(BIN)/pip install -q --no-deps ltx-core==1.0.0 ltx-pipelines==1.0.0
 	touch $@
 
 venv: $(BIN)/.stamp
