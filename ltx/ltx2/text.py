@@ -1,0 +1,564 @@
+"""LTX-2 text side: Gemma-3 hidden states -> per-layer normalised features -> video / audio text contexts.
+
+References: Lightricks LTX-2 `ltx_core/text_encoders/gemma/` (ltx-core 1.0.0): `feature_extractor.py`,
+`embeddings_connector.py`, `embeddings_processor.py`, `encoders/{base_encoder,encoder_configurator}.py`,
+`tokenizer.py`; the 1-D RoPE of the connectors is `ltx_core/model/transformer/rope.py` (split layout).
+Parity: tests/ltx2/test_ltx2_text.py.
+
+Shapes: B prompts · T = 1024 tokens (left padded) · D = 3840 Gemma width · L = 49 hidden states (the embedding
+output and the 48 layer outputs, the last one after Gemma's final norm) · Dv / Da video / audio context width.
+
+    prompts --GemmaTextEncoder--> L x (B, T, D), mask (B, T)   (1 = real token, padding on the left)
+            --feature_extractor--> video feats (B, T, Dv), audio feats (B, T, Da)
+                V1 (19B):  per prompt and layer, (x - mean) / (max - min) * 8 over the valid tokens, flattened
+                           d-major / layer-minor to D*L, one Linear D*L -> D (no bias); video = audio features
+                V2 (2.3):  per token and layer RMS norm, flattened, two Linears D*L -> Dv, Da (with bias) on the
+                           features scaled by sqrt(Dv / D), sqrt(Da / D)
+            --video_connector / audio_connector--> (B, T, Dv), (B, T, Da)
+                padding replaced by learnt registers: the valid tokens move to the front, the tail holds the
+                registers (tiled by position), then full attention (no mask) in `layers` pre-norm blocks with
+                1-D RoPE over arange(T) / max_pos, then a weightless RMS norm
+    The transformer then attends to all T context tokens (the returned mask is all ones).
+
+The 19B transformer still projects the 3840-wide contexts to 4096 / 2048 itself (caption_projection); 2.3 has
+no projection there. Module names equal the official checkpoint keys after the renames in `OFFICIAL_PREFIXES`.
+
+Batches: the official code runs one prompt at a time (its register replacement indexes with `mask.squeeze()`).
+Here every step is per prompt, so B > 1 gives the B = 1 results row by row (tested). Only left padding, as the
+official tokenizer produces, is supported: any other mask raises ValueError.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ltx.models.attention import attention
+
+GEMMA_WIDTH = 3840  # Gemma-3 12B hidden size (`caption_channels` in the metadata)
+GEMMA_HIDDEN_STATES = 49  # embedding output + 48 layers
+MAX_TOKENS = 1024  # official tokenizer length
+CONNECTOR_ROPE_THETA = 10_000.0  # the official connector never reads a theta from the metadata
+EPS = 1e-6  # every norm and denominator on the text side
+
+# file key prefix -> our key prefix (EmbeddingsProcessor state dict); everything else in the file is not ours
+OFFICIAL_PREFIXES = {
+    "text_embedding_projection.": "feature_extractor.",
+    "model.diffusion_model.video_embeddings_connector.": "video_connector.",
+    "model.diffusion_model.audio_embeddings_connector.": "audio_connector.",
+}
+
+# the only values of the V2 keys the official code implements (encoder_configurator.py::_V2_EXPECTED_CONFIG)
+_V2_KEYS = {
+    "caption_proj_before_connector": True,
+    "caption_projection_first_linear": False,
+    "caption_proj_input_norm": False,
+    "caption_projection_second_linear": False,
+}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Config
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class TextConnectorConfig:
+    """Defaults are LTX-2 19B (`TextConnectorConfig.ltx2_19b()`); `ltx2_3()` is LTX-2.3."""
+
+    feature_extractor: str = "v1"  # "v1" (19B, shared 3840-wide features) | "v2" (2.3, separate video/audio)
+    text_dim: int = GEMMA_WIDTH
+    num_hidden_states: int = GEMMA_HIDDEN_STATES  # a Gemma constant, not in the metadata
+    video_heads: int = 30
+    video_head_dim: int = 128
+    video_layers: int = 2
+    audio_heads: int = 30
+    audio_head_dim: int = 128
+    audio_layers: int = 2
+    gated_attention: bool = False  # per-head 2*sigmoid gates (2.3), both connectors
+    num_registers: int = 128
+    rope_max_pos: int = 4096  # connector positions are arange(T) / rope_max_pos
+
+    def __post_init__(self):
+        if self.feature_extractor not in ("v1", "v2"):
+            raise ValueError(f"feature_extractor={self.feature_extractor!r} is not supported (supported: 'v1', 'v2')")
+        for name in ("text_dim", "num_hidden_states", "video_heads", "video_head_dim", "audio_heads",
+                     "audio_head_dim", "num_registers", "rope_max_pos"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"TextConnectorConfig.{name}={getattr(self, name)!r} must be a positive integer")
+        if self.video_layers < 0 or self.audio_layers < 0:
+            raise ValueError(f"connector layer counts must be >= 0, got {self.video_layers}, {self.audio_layers}")
+        if self.video_head_dim % 2 or self.audio_head_dim % 2:
+            raise ValueError(f"split RoPE needs even head dims, got {self.video_head_dim}, {self.audio_head_dim}")
+        if self.feature_extractor == "v1" and (self.video_dim, self.audio_dim) != (self.text_dim, self.text_dim):
+            raise ValueError(
+                f"feature extractor v1 feeds {self.text_dim}-wide features to both connectors, but they are "
+                f"{self.video_dim} (video) and {self.audio_dim} (audio) wide"
+            )
+
+    @property
+    def video_dim(self) -> int:
+        return self.video_heads * self.video_head_dim
+
+    @property
+    def audio_dim(self) -> int:
+        return self.audio_heads * self.audio_head_dim
+
+    @classmethod
+    def ltx2_19b(cls) -> TextConnectorConfig:
+        return cls()
+
+    @classmethod
+    def ltx2_3(cls) -> TextConnectorConfig:
+        return cls(feature_extractor="v2", video_heads=32, video_head_dim=128, video_layers=8, audio_heads=32,
+                   audio_head_dim=64, audio_layers=8, gated_attention=True)
+
+    @classmethod
+    def from_metadata(cls, d: dict) -> TextConnectorConfig:
+        """From the checkpoint metadata's `config["transformer"]` dict, read as the official configurators do
+        (`Embeddings1DConnectorConfigurator`, `AudioEmbeddings1DConnectorConfigurator`,
+        `_create_feature_extractor`), including their defaults for absent keys. Raises ValueError for values we
+        do not implement (whose official default, where absent, is one of them: interleaved RoPE, fp32 grid)."""
+
+        def only(key: str, supported: object, default: object) -> None:
+            value = d.get(key, default)
+            if value != supported:
+                where = "" if key in d else " (absent: the official default)"
+                raise ValueError(f"transformer.{key}={value!r}{where} is not supported (supported: {supported!r})")
+
+        only("rope_type", "split", "interleaved")
+        only("frequencies_precision", "float64", False)
+        only("connector_norm_output", True, True)
+        only("use_embeddings_connector", True, True)
+        max_pos = list(d.get("connector_positional_embedding_max_pos", [1]))
+        if len(max_pos) != 1:
+            raise ValueError(f"transformer.connector_positional_embedding_max_pos={max_pos!r} is not supported "
+                             "(supported: one axis, e.g. [4096])")
+
+        v2_present = d.keys() & _V2_KEYS.keys()
+        if not v2_present:
+            extractor = "v1"
+        elif v2_present != _V2_KEYS.keys():
+            missing = sorted(_V2_KEYS.keys() - v2_present)
+            raise ValueError(f"transformer has only part of the V2 text-projection keys (missing: {missing})")
+        else:
+            for key, supported in _V2_KEYS.items():
+                only(key, supported, None)
+            extractor = "v2"
+        if "text_encoder_norm_type" in d:  # not read by the official code; checked so a new variant is noticed
+            only("text_encoder_norm_type", "per_token_rms" if extractor == "v2" else None, None)
+
+        heads = d.get("connector_num_attention_heads", 30)
+        head_dim = d.get("connector_attention_head_dim", 128)
+        layers = d.get("connector_num_layers", 2)
+        cfg = cls(
+            feature_extractor=extractor,
+            text_dim=int(d.get("caption_channels", GEMMA_WIDTH)),
+            video_heads=int(heads),
+            video_head_dim=int(head_dim),
+            video_layers=int(layers),
+            audio_heads=int(d.get("audio_connector_num_attention_heads", heads)),
+            audio_head_dim=int(d.get("audio_connector_attention_head_dim", head_dim)),
+            audio_layers=int(d.get("audio_connector_num_layers", layers)),
+            gated_attention=bool(d.get("connector_apply_gated_attention", False)),
+            num_registers=int(d.get("connector_num_learnable_registers", 128)),
+            rope_max_pos=int(max_pos[0]),
+        )
+        if extractor == "v2":
+            # the V2 projections are sized by the transformer's widths, which must be the connectors' widths
+            for what, heads_key, dim_key, width in (("video", "num_attention_heads", "attention_head_dim",
+                                                     cfg.video_dim),
+                                                    ("audio", "audio_num_attention_heads", "audio_attention_head_dim",
+                                                     cfg.audio_dim)):
+                if heads_key not in d or dim_key not in d:
+                    raise ValueError(f"V2 text projection needs transformer.{heads_key} and transformer.{dim_key}")
+                if d[heads_key] * d[dim_key] != width:
+                    raise ValueError(f"transformer {what} width {d[heads_key]}*{d[dim_key]} differs from the {what} "
+                                     f"connector width {width}; not supported (they must be equal)")
+        return cfg
+
+    def to_metadata(self) -> dict:
+        """A `config["transformer"]` dict (text-side keys only) that `from_metadata` reads back and the official
+        EmbeddingsProcessorConfigurator accepts (it always builds 128 registers, whatever the value here)."""
+        d = {
+            "caption_channels": self.text_dim,
+            "rope_type": "split",
+            "frequencies_precision": "float64",
+            "use_embeddings_connector": True,
+            "connector_norm_output": True,
+            "connector_num_attention_heads": self.video_heads,
+            "connector_attention_head_dim": self.video_head_dim,
+            "connector_num_layers": self.video_layers,
+            "audio_connector_num_attention_heads": self.audio_heads,
+            "audio_connector_attention_head_dim": self.audio_head_dim,
+            "audio_connector_num_layers": self.audio_layers,
+            "connector_apply_gated_attention": self.gated_attention,
+            "connector_num_learnable_registers": self.num_registers,
+            "connector_positional_embedding_max_pos": [self.rope_max_pos],
+        }
+        if self.feature_extractor == "v2":
+            d.update(_V2_KEYS)
+            d.update(text_encoder_norm_type="per_token_rms", num_attention_heads=self.video_heads,
+                     attention_head_dim=self.video_head_dim, audio_num_attention_heads=self.audio_heads,
+                     audio_attention_head_dim=self.audio_head_dim)
+        return d
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Masks and stacking
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def check_left_padded(mask: Tensor) -> Tensor:
+    """mask: (B, T) of 0/1 (or bool), padding on the left. Returns it as bool; ValueError otherwise."""
+    if mask.ndim != 2:
+        raise ValueError(f"attention mask must be (B, T), got shape {tuple(mask.shape)}")
+    if mask.dtype != torch.bool and ((mask != 0) & (mask != 1)).any():
+        raise ValueError("attention mask must hold only 0 and 1")
+    valid = mask.bool()
+    if (valid[:, :-1] & ~valid[:, 1:]).any():  # a real token followed by padding
+        raise ValueError("attention mask must be left padded (zeros first, then ones), as the Gemma tokenizer pads")
+    return valid
+
+
+def stack_hidden_states(hidden_states: Sequence[Tensor] | Tensor, num: int, width: int) -> Tensor:
+    """L tensors (B, T, D), or one (B, T, D, L), -> (B, T, D, L); ValueError for a wrong count or width."""
+    if isinstance(hidden_states, Tensor):
+        x = hidden_states
+        if x.ndim != 4:
+            raise ValueError(f"stacked hidden states must be (B, T, D, L), got shape {tuple(x.shape)}")
+    else:
+        if len(hidden_states) != num:
+            raise ValueError(f"expected {num} Gemma hidden states (embeddings + layers), got {len(hidden_states)}")
+        shapes = {tuple(h.shape) for h in hidden_states}
+        if len(shapes) != 1 or len(next(iter(shapes))) != 3:
+            raise ValueError(f"hidden states must all be (B, T, D) with one shape, got {sorted(shapes)}")
+        x = torch.stack(list(hidden_states), dim=-1)  # (B, T, D, L)
+    if x.shape[-1] != num:
+        raise ValueError(f"expected {num} Gemma hidden states (embeddings + layers), got {x.shape[-1]}")
+    if x.shape[2] != width:
+        raise ValueError(f"hidden states are {x.shape[2]} wide, expected {width} (the Gemma hidden size)")
+    return x
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Feature extractors
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class FeatureExtractorV1(nn.Module):
+    """LTX-2 19B: per prompt and layer, `8 (x - mean) / (max - min + eps)` over the valid tokens and all of D.
+
+    Dtypes as the official code (it runs in bf16): the sums, min and max are in the input dtype, the mean is a
+    float32 tensor (an integer count divides it), so the normalised values are float32 until the Linear's input
+    is cast back to the input dtype.
+    """
+
+    def __init__(self, text_dim: int, num_hidden_states: int):
+        super().__init__()
+        self.aggregate_embed = nn.Linear(text_dim * num_hidden_states, text_dim, bias=False)
+
+    def forward(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        # x: (B, T, D, L); mask: (B, T), left padded
+        B, T, D, L = x.shape
+        valid = mask.bool()[:, :, None, None]  # (B, T, 1, 1)
+        count = valid.sum(dim=1, keepdim=True) * D  # (B, 1, 1, 1) int64: valid entries per layer
+        total = x.masked_fill(~valid, 0.0).sum(dim=(1, 2), keepdim=True)  # (B, 1, 1, L) in x.dtype
+        mean = total / (count + EPS)  # float32
+        lo = x.masked_fill(~valid, float("inf")).amin(dim=(1, 2), keepdim=True)
+        hi = x.masked_fill(~valid, float("-inf")).amax(dim=(1, 2), keepdim=True)
+        feats = 8 * (x - mean) / (hi - lo + EPS)  # (B, T, D, L) float32
+        feats = feats.reshape(B, T, D * L).masked_fill(~valid[..., 0], 0.0)  # d-major, layer-minor
+        out = self.aggregate_embed(feats.to(x.dtype))  # (B, T, D)
+        return out, out
+
+
+class FeatureExtractorV2(nn.Module):
+    """LTX-2.3: per-token RMS norm over D of each layer, then separate video and audio Linears (with bias) on
+    the features scaled by sqrt(out_width / D)."""
+
+    def __init__(self, text_dim: int, num_hidden_states: int, video_dim: int, audio_dim: int):
+        super().__init__()
+        self.text_dim = text_dim
+        self.video_aggregate_embed = nn.Linear(text_dim * num_hidden_states, video_dim)
+        self.audio_aggregate_embed = nn.Linear(text_dim * num_hidden_states, audio_dim)
+
+    def forward(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        # x: (B, T, D, L); mask: (B, T)
+        B, T, D, L = x.shape
+        feats = x * torch.rsqrt(torch.mean(x**2, dim=2, keepdim=True) + EPS)  # (B, T, D, L)
+        feats = feats.reshape(B, T, D * L)
+        feats = torch.where(mask.bool()[..., None], feats, torch.zeros_like(feats)).to(x.dtype)
+        video_scale = math.sqrt(self.video_aggregate_embed.out_features / self.text_dim)
+        audio_scale = math.sqrt(self.audio_aggregate_embed.out_features / self.text_dim)
+        return self.video_aggregate_embed(feats * video_scale), self.audio_aggregate_embed(feats * audio_scale)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Connector: 1-D RoPE, attention, blocks
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=8)
+def _rope_frequencies(theta: float, n: int) -> Tensor:
+    # (pi/2) * theta ** linspace(0, 1, n), in float64 (numpy, as the official "float64" precision), then float32
+    return torch.from_numpy(np.power(theta, np.linspace(0.0, 1.0, n, dtype=np.float64)) * (math.pi / 2)).float()
+
+
+def connector_rope(num_tokens: int, num_heads: int, head_dim: int, max_pos: int, *, device: torch.device | None = None,
+                   dtype: torch.dtype = torch.float32, theta: float = CONNECTOR_ROPE_THETA) -> tuple[Tensor, Tensor]:
+    """cos, sin (T, H, head_dim / 2) of the connector's split RoPE: positions arange(T) / max_pos mapped to
+    [-1, 1], one axis, so head h gets frequencies [h * head_dim / 2, (h + 1) * head_dim / 2). Angles in float32,
+    then cast to `dtype` (the official code casts to the hidden states' dtype)."""
+    freqs = _rope_frequencies(float(theta), num_heads * head_dim // 2).to(device)  # (H * Dh/2,)
+    frac = torch.arange(num_tokens, dtype=torch.float32, device=device) / max_pos  # (T,)
+    angles = freqs[None, :] * (frac[:, None] * 2 - 1)  # (T, H * Dh/2)
+    angles = angles.view(num_tokens, num_heads, head_dim // 2)
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def apply_split_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    # x: (B, T, H, Dh); cos/sin: (T, H, Dh/2). Pairs (x[j], x[j + Dh/2]) rotate by the same angle.
+    x1, x2 = x.chunk(2, dim=-1)
+    out1 = torch.addcmul(x1 * cos, -sin, x2)  # x1 cos - x2 sin (addcmul: the official rounding in bf16)
+    out2 = torch.addcmul(x2 * cos, sin, x1)  # x2 cos + x1 sin
+    return torch.cat([out1, out2], dim=-1)
+
+
+class ConnectorAttention(nn.Module):
+    """Self-attention with q/k RMSNorm over all heads (with weights), split RoPE and optional per-head gates
+    `2 * sigmoid(to_gate_logits(x))` (2.3), applied before `to_out`."""
+
+    def __init__(self, dim: int, num_heads: int, head_dim: int, gated: bool):
+        super().__init__()
+        inner = num_heads * head_dim
+        self.num_heads = num_heads
+        self.to_q = nn.Linear(dim, inner)
+        self.to_k = nn.Linear(dim, inner)
+        self.to_v = nn.Linear(dim, inner)
+        self.q_norm = nn.RMSNorm(inner, eps=EPS)
+        self.k_norm = nn.RMSNorm(inner, eps=EPS)
+        self.to_gate_logits = nn.Linear(dim, num_heads) if gated else None
+        self.to_out = nn.ModuleList([nn.Linear(inner, dim)])  # a list only so the key is to_out.0.weight
+        self.attention_backend = "sdpa"  # set from outside: ltx.models.attention.set_attention_backend
+
+    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor]) -> Tensor:
+        # x: (B, T, dim)
+        B, T, _ = x.shape
+        h = self.num_heads
+        q = apply_split_rope(self.q_norm(self.to_q(x)).view(B, T, h, -1), *rope)  # (B, T, H, Dh)
+        k = apply_split_rope(self.k_norm(self.to_k(x)).view(B, T, h, -1), *rope)
+        v = self.to_v(x).view(B, T, h, -1)
+        out = attention(q, k, v, None, self.attention_backend)  # (B, T, H, Dh); full attention, no mask
+        if self.to_gate_logits is not None:
+            out = out * (2.0 * torch.sigmoid(self.to_gate_logits(x)))[..., None]  # (B, T, H, 1) gates
+        return self.to_out[0](out.reshape(B, T, -1))
+
+
+class GELUProj(nn.Module):
+    """Linear then tanh-approximated GELU (key `net.0.proj`)."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.proj = nn.Linear(dim, hidden)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.gelu(self.proj(x), approximate="tanh")
+
+
+class FeedForward(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        # net.1 is the official (parameter-free) dropout slot; Identity keeps the key indices net.0 / net.2
+        self.net = nn.ModuleList([GELUProj(dim, hidden), nn.Identity(), nn.Linear(hidden, dim)])
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net[2](self.net[0](x))
+
+
+def _rms(x: Tensor) -> Tensor:
+    return F.rms_norm(x, (x.shape[-1],), eps=EPS)  # weightless
+
+
+class ConnectorBlock(nn.Module):
+    """h += attn1(rms(h)); h += ff(rms(h))."""
+
+    def __init__(self, dim: int, num_heads: int, head_dim: int, gated: bool):
+        super().__init__()
+        self.attn1 = ConnectorAttention(dim, num_heads, head_dim, gated)
+        self.ff = FeedForward(dim, 4 * dim)
+
+    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor]) -> Tensor:
+        x = self.attn1(_rms(x), rope) + x
+        return self.ff(_rms(x)) + x
+
+
+class EmbeddingsConnector(nn.Module):
+    """The official Embeddings1DConnector: registers for the padding, `num_layers` blocks, a final RMS norm."""
+
+    def __init__(self, *, num_heads: int, head_dim: int, num_layers: int, gated: bool, num_registers: int,
+                 max_pos: int):
+        super().__init__()
+        self.num_heads, self.head_dim, self.max_pos = num_heads, head_dim, max_pos
+        dim = num_heads * head_dim
+        self.transformer_1d_blocks = nn.ModuleList(
+            ConnectorBlock(dim, num_heads, head_dim, gated) for _ in range(num_layers)
+        )
+        self.learnable_registers = nn.Parameter(torch.empty(num_registers, dim))
+        nn.init.uniform_(self.learnable_registers, -1.0, 1.0)  # as the official init (weights come from the file)
+
+    def replace_padding(self, x: Tensor, valid: Tensor) -> Tensor:
+        """x: (B, T, dim); valid: (B, T) bool, left padded. The n valid tokens of each row move to positions
+        [0, n) in order; position j >= n holds register j % R."""
+        B, T, dim = x.shape
+        R = self.learnable_registers.shape[0]
+        if T % R:
+            raise ValueError(f"text length {T} must be a multiple of the connector's {R} registers "
+                             f"(the official tokenizer pads to {MAX_TOKENS})")
+        n = valid.sum(dim=1, keepdim=True)  # (B, 1)
+        j = torch.arange(T, device=x.device)[None, :]  # (1, T)
+        src = (j + (T - n)).clamp(max=T - 1)  # (B, T): where token j comes from
+        moved = x.gather(1, src[..., None].expand(B, T, dim))  # (B, T, dim)
+        registers = self.learnable_registers.to(x.dtype).repeat(T // R, 1)  # (T, dim)
+        return torch.where((j < n)[..., None], moved, registers)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        # x: (B, T, dim); mask: (B, T) 0/1, left padded -> (B, T, dim), every position now a real token
+        if x.ndim != 3 or x.shape[-1] != self.num_heads * self.head_dim:
+            raise ValueError(f"connector input must be (B, T, {self.num_heads * self.head_dim}), "
+                             f"got {tuple(x.shape)}")
+        if tuple(mask.shape) != tuple(x.shape[:2]):
+            raise ValueError(f"mask shape {tuple(mask.shape)} does not match the features' (B, T) {tuple(x.shape[:2])}")
+        x = self.replace_padding(x, check_left_padded(mask))
+        rope = connector_rope(x.shape[1], self.num_heads, self.head_dim, self.max_pos, device=x.device,
+                              dtype=x.dtype)
+        for block in self.transformer_1d_blocks:
+            x = block(x, rope)
+        return _rms(x)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The processor: hidden states -> contexts
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class EmbeddingsProcessor(nn.Module):
+    """Feature extractor + video and audio connectors (official EmbeddingsProcessor.process_hidden_states)."""
+
+    def __init__(self, config: TextConnectorConfig):
+        super().__init__()
+        self.config = c = config
+        if c.feature_extractor == "v1":
+            self.feature_extractor = FeatureExtractorV1(c.text_dim, c.num_hidden_states)
+        else:
+            self.feature_extractor = FeatureExtractorV2(c.text_dim, c.num_hidden_states, c.video_dim, c.audio_dim)
+        self.video_connector = EmbeddingsConnector(num_heads=c.video_heads, head_dim=c.video_head_dim,
+                                                   num_layers=c.video_layers, gated=c.gated_attention,
+                                                   num_registers=c.num_registers, max_pos=c.rope_max_pos)
+        self.audio_connector = EmbeddingsConnector(num_heads=c.audio_heads, head_dim=c.audio_head_dim,
+                                                   num_layers=c.audio_layers, gated=c.gated_attention,
+                                                   num_registers=c.num_registers, max_pos=c.rope_max_pos)
+
+    def forward(
+        self, hidden_states: Sequence[Tensor] | Tensor, attention_mask: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """hidden_states: num_hidden_states x (B, T, text_dim) (or stacked (B, T, text_dim, L)); attention_mask:
+        (B, T), 1 = real token, left padded. Returns video context (B, T, Dv), audio context (B, T, Da) and the
+        context mask (B, T) int64, all ones (registers fill the padding)."""
+        x = stack_hidden_states(hidden_states, self.config.num_hidden_states, self.config.text_dim)
+        if tuple(attention_mask.shape) != tuple(x.shape[:2]):
+            raise ValueError(f"attention mask shape {tuple(attention_mask.shape)} does not match the hidden states' "
+                             f"(B, T) {tuple(x.shape[:2])}")
+        check_left_padded(attention_mask)
+        T, R = x.shape[1], self.config.num_registers
+        if T % R:
+            raise ValueError(f"text length {T} must be a multiple of the connectors' {R} registers "
+                             f"(the official tokenizer pads to {MAX_TOKENS})")
+        video, audio = self.feature_extractor(x, attention_mask)
+        video = self.video_connector(video, attention_mask)
+        audio = self.audio_connector(audio, attention_mask)
+        mask = torch.ones(x.shape[:2], dtype=torch.int64, device=x.device)
+        return video, audio, mask
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Gemma-3: local folder -> hidden states
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class GemmaFolderMissing(FileNotFoundError):
+    pass
+
+
+def _tokenizer_folder(root: Path) -> Path:
+    for cand in (root, root / "tokenizer"):
+        if any((cand / f).is_file() for f in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")):
+            return cand
+    raise GemmaFolderMissing(f"no tokenizer (tokenizer.json / tokenizer.model) in {root} or {root / 'tokenizer'}")
+
+
+class GemmaTextEncoder(nn.Module):
+    """Gemma-3 run as the official `GemmaTextEncoder.encode`: prompts stripped, tokenised to exactly
+    `max_length` (1024) tokens with left padding and truncation (the tokenizer adds <bos>), then the base model
+    (no lm_head) with the attention mask and default positions; returns all hidden states and the mask.
+
+    `from_folder(path)` loads a local Hugging Face folder only (google/gemma-3-12b-it layout: config.json, the
+    weights and the tokenizer, the tokenizer possibly in `tokenizer/`); nothing is downloaded. A "gemma3"
+    (multimodal) folder loads Gemma3ForConditionalGeneration, a "gemma3_text" folder Gemma3ForCausalLM.
+    """
+
+    def __init__(self, model: nn.Module, tokenizer: object, max_length: int = MAX_TOKENS):
+        super().__init__()
+        self.model = model  # a transformers Gemma3 model with a `.model` base (text or multimodal)
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+
+    @classmethod
+    def from_folder(cls, path: str | os.PathLike, *, dtype: torch.dtype = torch.bfloat16,
+                    device: str | torch.device = "cpu", max_length: int = MAX_TOKENS) -> GemmaTextEncoder:
+        root = Path(path)
+        if not root.is_dir():
+            raise GemmaFolderMissing(f"Gemma folder {root} does not exist; pass a local download of "
+                                     "google/gemma-3-12b-it (config.json, model*.safetensors, tokenizer)")
+        if not (root / "config.json").is_file():
+            raise GemmaFolderMissing(f"{root} has no config.json; it is not a Hugging Face Gemma-3 folder")
+        from transformers import AutoConfig, AutoTokenizer, Gemma3ForCausalLM, Gemma3ForConditionalGeneration
+
+        model_type = AutoConfig.from_pretrained(root, local_files_only=True).model_type
+        classes = {"gemma3": Gemma3ForConditionalGeneration, "gemma3_text": Gemma3ForCausalLM}
+        if model_type not in classes:
+            raise ValueError(f"{root}: model_type={model_type!r} is not supported (supported: {sorted(classes)})")
+        model = classes[model_type].from_pretrained(root, local_files_only=True, dtype=dtype).to(device).eval()
+        tokenizer = AutoTokenizer.from_pretrained(_tokenizer_folder(root), local_files_only=True,
+                                                  model_max_length=max_length)
+        return cls(model, tokenizer, max_length)
+
+    def tokenize(self, prompts: str | Sequence[str]) -> tuple[Tensor, Tensor]:
+        """(input_ids, attention_mask), both (B, max_length) int64 on the model's device."""
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        tok = self.tokenizer([p.strip() for p in prompts], padding="max_length", max_length=self.max_length,
+                             truncation=True, return_tensors="pt")
+        device = next(self.model.parameters()).device
+        return tok.input_ids.to(device), tok.attention_mask.to(device)
+
+    @torch.no_grad()
+    def encode_ids(self, input_ids: Tensor, attention_mask: Tensor) -> tuple[tuple[Tensor, ...], Tensor]:
+        """input_ids, attention_mask: (B, T) -> (num_layers + 1 hidden states (B, T, D), attention_mask)."""
+        out = self.model.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+        return tuple(out.hidden_states), attention_mask
+
+    def encode(self, prompts: str | Sequence[str]) -> tuple[tuple[Tensor, ...], Tensor]:
+        """Prompts -> (49 x (B, 1024, 3840) hidden states, (B, 1024) mask), for `EmbeddingsProcessor`."""
+        return self.encode_ids(*self.tokenize(prompts))
