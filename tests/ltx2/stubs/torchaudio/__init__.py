@@ -3,7 +3,7 @@
 `ltx-core` 1.0.0 imports torchaudio at module level (ltx_core/model/audio_vae/ops.py, for its
 MelSpectrogram/resample preprocessing), and no torchaudio wheel loads beside torch 2.13. This stub lets the
 reference modules import; anything that would *call* torchaudio fails loudly. Our audio preprocessing
-(ltx.ltx2.audio) is checked against an independent implementation instead (tests/ltx2/test_audio.py).
+(ltx.ltx2.audio) is checked against an independent implementation instead (tests/ltx2/test_ltx2_audio.py).
 """
 
 
