@@ -175,6 +175,7 @@ def _exists(path, what: str) -> Path:
 
 
 def check_architecture(preset: ModelPreset, dit: DiTConfig, vae: VAEConfig) -> None:
+    preset.require_ltx_video("this pipeline")
     diff = config_diff(dit, preset.dit)
     if diff:
         shown = ", ".join(f"{k}: checkpoint {a!r} vs preset {b!r}" for k, (a, b) in diff.items())
@@ -724,6 +725,7 @@ def open_pipeline(checkpoint: str | os.PathLike | None = None, *, model: str | o
     from ltx.lora import check_lora, load_lora_file
 
     preset = model if isinstance(model, ModelPreset) else load_preset(model or "ltx-demo")
+    preset.require_ltx_video("ltx.load_pipeline")
     g = preset.generation
 
     def local(path):

@@ -164,14 +164,111 @@ class GenerationDefaults:
     weights_hint: str | None = None
 
 
+class AVPipeline(Enum):
+    """The official LTX-2 pipelines (ltx_pipelines 1.0.0) this repository runs."""
+
+    one_stage = "one_stage"  # TI2VidOneStagePipeline: guided, at the full size
+    two_stage = "two_stage"  # TI2VidTwoStagesPipeline: guided at half size, x2 upsample, distilled-LoRA refine
+    distilled = "distilled"  # DistilledPipeline: the distilled checkpoint, 8 + 3 sigmas, no guidance
+
+
+@dataclass(kw_only=True)
+class AVGuidance:
+    """One modality's multi-modal guidance (official `MultiModalGuiderParams`): CFG, STG on `stg_blocks`,
+    rescale (0 = off), modality-isolation guidance (1 = off)."""
+
+    cfg_scale: float = 1.0
+    stg_scale: float = 0.0
+    stg_blocks: list[int] = field(default_factory=list)
+    rescale_scale: float = 0.0
+    modality_scale: float = 1.0
+    skip_step: int = 0
+
+    def __post_init__(self):
+        for name, lo, hi, valid in (("cfg_scale", 0.0, math.inf, ">= 0 (1 = off)"),
+                                    ("stg_scale", 0.0, math.inf, ">= 0 (0 = off)"),
+                                    ("rescale_scale", 0.0, 1.0, "in [0, 1] (0 = off)"),
+                                    ("modality_scale", 0.0, math.inf, ">= 0 (1 = off)")):
+            v = getattr(self, name)
+            if not (_number(v) and lo <= v <= hi):
+                raise ValueError(f"{name} must be finite and {valid}, got {v!r}")
+        if not all(_count(b) and b >= 0 for b in self.stg_blocks):
+            raise ValueError(f"stg_blocks must be block indices >= 0, got {self.stg_blocks!r}")
+        if not (_count(self.skip_step) and self.skip_step >= 0):
+            raise ValueError(f"skip_step must be an integer >= 0, got {self.skip_step!r}")
+
+
+@dataclass(kw_only=True)
+class AVDefaults:
+    """An LTX-2 release: which official pipeline, its schedule and guidance (ltx_pipelines/utils/constants.py),
+    and the companion files. The checkpoint's metadata stays authoritative for the architecture."""
+
+    model_version: str  # "2" (LTX-2, 19B) or "2.3" (LTX-2.3, 22B): checked against the file's model_version
+    pipeline: AVPipeline = AVPipeline.two_stage
+    num_inference_steps: int | None = None  # guided stage 1 (LTX2Scheduler); None for the distilled pipeline
+    sigmas: list[float] | None = None  # the distilled stage-1 sigma list instead
+    stage_2_sigmas: list[float] | None = None  # two-stage / distilled refine pass (official: 3 steps)
+    video: AVGuidance = field(default_factory=AVGuidance)
+    audio: AVGuidance = field(default_factory=AVGuidance)
+    distilled_lora: str | None = None  # official file name (two-stage: merged into the stage-2 transformer)
+    distilled_lora_strength: float = 1.0
+    spatial_upscaler: str | None = None  # official file name (two-stage and distilled)
+    text_encoder: str = "google/gemma-3-12b-it-qat-q4_0-unquantized"  # Hugging Face repo, for reference only
+    image_crf: int = 33  # conditioning images go through one H.264 frame at this CRF (0 = off)
+
+    def __post_init__(self):
+        two = self.pipeline is not AVPipeline.one_stage
+        if self.pipeline is AVPipeline.distilled:
+            if self.sigmas is None or self.num_inference_steps is not None:
+                raise ValueError("a distilled preset gives `sigmas` (and no num_inference_steps)")
+        elif (self.num_inference_steps is None) or not (_count(self.num_inference_steps)
+                                                        and self.num_inference_steps >= 1):
+            raise ValueError(f"num_inference_steps must be a positive integer for the {self.pipeline.value} "
+                             f"pipeline, got {self.num_inference_steps!r}")
+        for name in ("sigmas", "stage_2_sigmas"):
+            t = getattr(self, name)
+            if t is not None and (not t or not all(_number(v) and 0 <= v <= 1 for v in t)
+                                  or any(a <= b for a, b in zip(t, t[1:])) or t[-1] != 0):
+                raise ValueError(f"{name} must be a strictly descending list of sigmas in [0, 1] ending in 0, "
+                                 f"got {t!r}")
+        if two and self.stage_2_sigmas is None:
+            raise ValueError(f"the {self.pipeline.value} pipeline needs stage_2_sigmas")
+        if not (_number(self.distilled_lora_strength) and self.distilled_lora_strength >= 0):
+            raise ValueError(f"distilled_lora_strength must be >= 0, got {self.distilled_lora_strength!r}")
+        if not (_count(self.image_crf) and 0 <= self.image_crf <= 51):
+            raise ValueError(f"image_crf must be an integer in [0, 51] (0 = off), got {self.image_crf!r}")
+
+
 @dataclass(kw_only=True)
 class ModelPreset:
+    """A released model. LTX-Video 0.9.x presets fill `dit`, `vae` and `sampling`; LTX-2 presets fill `av`."""
+
     name: str
-    checkpoint: str  # official single-file name (Hugging Face Lightricks/LTX-Video), for reference only
-    dit: DiTConfig
-    vae: str  # VAE layout version: "0.9.0", "0.9.1" or "0.9.5" (0.9.5 to 0.9.8)
-    sampling: SamplingDefaults
+    checkpoint: str  # official single-file name (Hugging Face Lightricks/LTX-Video or LTX-2), for reference only
+    dit: DiTConfig | None = None
+    vae: str | None = None  # VAE layout version: "0.9.0", "0.9.1" or "0.9.5" (0.9.5 to 0.9.8)
+    sampling: SamplingDefaults | None = None
+    av: AVDefaults | None = None  # LTX-2 / LTX-2.3
     generation: GenerationDefaults = field(default_factory=GenerationDefaults)
+
+    def __post_init__(self):
+        video = [n for n in ("dit", "vae", "sampling") if getattr(self, n) is not None]
+        if self.av is not None and video:
+            raise ValueError(f"preset {self.name!r} mixes an LTX-2 `av` section with LTX-Video fields {video}")
+        if self.av is None and len(video) != 3:
+            missing = sorted({"dit", "vae", "sampling"} - set(video))
+            raise ValueError(f"preset {self.name!r}: an LTX-Video preset needs {missing} (or `av` for LTX-2)")
+
+    @property
+    def is_ltx2(self) -> bool:
+        return self.av is not None
+
+    def require_ltx_video(self, what: str) -> None:
+        """Refuse an LTX-2 preset where only the 0.9.x models are supported, naming the alternatives."""
+        if self.is_ltx2:
+            names = [n for n in preset_names() if not n.startswith("ltx-2")]
+            raise ValueError(f"model={self.name} is an LTX-2 preset; {what} supports the LTX-Video 0.9.x presets "
+                             f"({', '.join(names)})")
 
 
 # ------------------------------------------------------------------------------------------------ loading

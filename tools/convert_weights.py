@@ -129,6 +129,8 @@ def load_model_preset(preset_path: Path):
 
 def check_model(ckpt, preset_path: Path) -> None:
     preset = load_model_preset(preset_path)
+    if preset.is_ltx2:
+        raise ConfigError(f"--model {preset_path.name} is an LTX-2 preset; this file is LTX-Video 0.9.x")
     if "dit" not in ckpt.components:
         raise ConfigError(f"{ckpt.path} has no transformer to check against {preset_path}")
     diff = config_diff(ckpt.components["dit"].config, preset.dit)

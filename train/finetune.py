@@ -330,6 +330,7 @@ def check_inputs(cfg: FinetuneConfig, world: int):
     if "vae" not in vae_ckpt.components:
         raise ValueError(f"{vae_ckpt.path} has no VAE; pass vae_checkpoint=...")
     dit_cfg = ckpt.components["dit"].config
+    cfg.model.require_ltx_video("train.finetune")
     diff = config_diff(dit_cfg, cfg.model.dit)
     if diff:
         shown = "; ".join(f"{k}: checkpoint {a!r} vs preset {b!r}" for k, (a, b) in diff.items())

@@ -254,6 +254,14 @@ def _json_metadata(reader: SafetensorsReader, field_name: str) -> Any:
         raise CheckpointError(f"{reader.path}: metadata {field_name!r} is not valid JSON: {e}") from None
 
 
+def _refuse_ltx2(reader: SafetensorsReader) -> None:
+    """LTX-2 files (official bundled or ltx2) are read by ltx.ltx2.checkpoint, not by this 0.9.x reader."""
+    audio = any(k.startswith(("audio_vae.", "vocoder.", "audio.")) or ".audio_attn1." in k for k in reader.keys())
+    if reader.metadata.get("format") == "ltx2" or audio:
+        raise CheckpointError(f"{reader.path}: an LTX-2 checkpoint (audio + video), not LTX-Video 0.9.x: use it with "
+                              "the LTX-2 presets (model=ltx-2-19b-dev, ltx-2.3-22b-dev, ...) or ltx.ltx2.checkpoint")
+
+
 def detect_format(path: str | os.PathLike) -> str:
     path = Path(path)
     if path.is_dir():
@@ -261,6 +269,7 @@ def detect_format(path: str | os.PathLike) -> str:
     if not path.exists():
         raise CheckpointError(f"{path}: no such file or folder")
     reader = SafetensorsReader(path)
+    _refuse_ltx2(reader)
     if reader.metadata.get("format") == "ltx":
         return "ltx"
     prefixes = [c.official_prefix for c in COMPONENTS.values() if c.official_prefix]
@@ -317,6 +326,7 @@ def _read_official_standalone(path: Path, reader: SafetensorsReader, configs: An
 
 def _read_official(path: Path) -> Checkpoint:
     reader = SafetensorsReader(path)
+    _refuse_ltx2(reader)
     configs = _json_metadata(reader, "config")
     if not isinstance(configs, dict):
         raise CheckpointError(f"{path}: metadata 'config' is a JSON {_json_type(configs)}, not an object")

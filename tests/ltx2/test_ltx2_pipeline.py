@@ -1,0 +1,262 @@
+"""End-to-end LTX-2 sampling vs ltx_pipelines 1.0.0, with the same tiny random models on both sides.
+
+The reference side is the body of TI2VidOneStagePipeline / TI2VidTwoStagesPipeline / DistilledPipeline
+`__call__` (ltx_pipelines/*.py) with the model ledger and Gemma replaced by the modules and hidden states
+given here (the ledger only loads files, and the official text encoder is 12B): the same helpers
+(combined-image conditionings, noisers, denoise_audio_video, euler_denoising_loop, the multi-modal guider,
+upsample_video, decode_video/decode_audio). Ours is ltx.ltx2.pipeline over modules loaded with
+ltx.ltx2.checkpoint from the official file the reference modules were saved to.
+
+Compared: the text contexts, the video and audio latents after EVERY step of every stage, the decoded frames
+and the waveform. fp32 <= 1e-5; our guidance passes run batched (one transformer call of batch 4) where the
+reference makes four calls, so equality is up to matmul summation order (measured ~1e-7), and
+`batch_passes=False` is checked bitwise.
+"""
+
+from __future__ import annotations
+
+import ltx2_tiny
+import pytest
+import torch
+
+from ltx.ltx2 import checkpoint as ck
+from ltx.ltx2.pipeline import AVModels, ImageInput, Prompt, generate_av
+from ltx.ltx2.sched import DISTILLED_SIGMAS, STAGE2_DISTILLED_SIGMAS, GuiderParams, ltx2_sigmas
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+VIDEO_G = dict(cfg=3.0, stg=1.0, stg_blocks=(1,), rescale=0.7, modality=3.0)
+AUDIO_G = dict(cfg=7.0, stg=1.0, stg_blocks=(0,), rescale=0.7, modality=3.0)
+TEXT_TOKENS = 128  # a multiple of the 128 registers
+
+
+@pytest.fixture(scope="module", params=["19b", "2.3"])
+def bundle(request, tmp_path_factory):
+    path, ref = ltx2_tiny.official_file(tmp_path_factory.mktemp("ltx2") / "tiny.safetensors", request.param)
+    ours = ck.load(path)
+    return request.param, ref, ours
+
+
+def _hidden_states(seed: int, valid: int):
+    g = torch.Generator().manual_seed(seed)
+    hs = tuple(torch.randn(1, TEXT_TOKENS, ltx2_tiny.TEXT_DIM, generator=g) * (1 + i / 10)
+               for i in range(ltx2_tiny.NUM_HIDDEN_STATES))
+    mask = (torch.arange(TEXT_TOKENS) >= TEXT_TOKENS - valid).long()[None]  # left padding
+    return hs, mask
+
+
+def _contexts(ref, ours):
+    out = []
+    for seed, valid in ((1, 9), (2, 30)):  # positive, negative
+        hs, mask = _hidden_states(seed, valid)
+        r = ref["text"].process_hidden_states(hs, mask)
+        v, a, _ = ours["text"](hs, mask)
+        assert (v - r.video_encoding).abs().max() <= 1e-6 and (a - r.audio_encoding).abs().max() <= 1e-6
+        out.append(((r.video_encoding, r.audio_encoding), Prompt(v, a)))
+    return out
+
+
+def _image(seed: int, h: int, w: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(h, w, 3, generator=g) * 255).round()  # 0..255, as after the H.264 round trip
+
+
+class _Recorder:
+    """Wraps the reference Euler stepper to keep every new latent (video and audio alternate)."""
+
+    def __init__(self):
+        from ltx_core.components.diffusion_steps import EulerDiffusionStep
+
+        self.inner = EulerDiffusionStep()
+        self.latents: list[torch.Tensor] = []
+
+    def step(self, *args, **kwargs):
+        out = self.inner.step(*args, **kwargs)
+        self.latents.append(out.clone())
+        return out
+
+
+def _reference_run(ref, contexts, images, *, pipeline, height, width, frames, fps, sigmas, stage2_sigmas,
+                   vg, ag, seed, upsampler=None, stage2=None):
+    from ltx_core.components.guiders import MultiModalGuiderParams, create_multimodal_guider_factory
+    from ltx_core.components.noisers import GaussianNoiser
+    from ltx_core.conditioning import VideoConditionByKeyframeIndex, VideoConditionByLatentIndex
+    from ltx_core.model.audio_vae import decode_audio
+    from ltx_core.model.transformer.model import X0Model
+    from ltx_core.model.upsampler.model import upsample_video
+    from ltx_core.types import VideoPixelShape
+    from ltx_pipelines.utils.helpers import (
+        denoise_audio_video,
+        multi_modal_guider_factory_denoising_func,
+        simple_denoising_func,
+    )
+    from ltx_pipelines.utils.media_io import normalize_latent, resize_and_center_crop
+    from ltx_pipelines.utils.samplers import euler_denoising_loop
+    from ltx_pipelines.utils.types import PipelineComponents
+
+    ((vp, ap), _), ((vn, an), _) = contexts
+    dtype, device = torch.float32, torch.device("cpu")
+    generator = torch.Generator(device=device).manual_seed(seed)
+    noiser = GaussianNoiser(generator=generator)
+    components = PipelineComponents(dtype=dtype, device=device)
+
+    def conditionings(h, w):
+        out = []
+        for px, frame, strength in images:
+            enc = ref["vae_encoder"](normalize_latent(resize_and_center_crop(px, h, w), device, dtype))
+            out.append(VideoConditionByLatentIndex(latent=enc, strength=strength, latent_idx=0) if frame == 0
+                       else VideoConditionByKeyframeIndex(keyframes=enc, frame_idx=frame, strength=strength))
+        return out
+
+    def guided(transformer):
+        def params(g):
+            return MultiModalGuiderParams(cfg_scale=g.cfg, stg_scale=g.stg, rescale_scale=g.rescale,
+                                          modality_scale=g.modality, skip_step=g.skip_step,
+                                          stg_blocks=list(g.stg_blocks))
+        fn = multi_modal_guider_factory_denoising_func(
+            video_guider_factory=create_multimodal_guider_factory(params=params(vg), negative_context=vn),
+            audio_guider_factory=create_multimodal_guider_factory(params=params(ag), negative_context=an),
+            v_context=vp, a_context=ap, transformer=transformer)
+        return fn
+
+    recorders = []
+
+    def run(transformer_fn, h, w, sig, noise_scale=1.0, vlat=None, alat=None):
+        rec = _Recorder()
+        recorders.append(rec)
+
+        def loop(s, video_state, audio_state, stepper):
+            return euler_denoising_loop(sigmas=s, video_state=video_state, audio_state=audio_state, stepper=stepper,
+                                        denoise_fn=transformer_fn)
+
+        return denoise_audio_video(
+            output_shape=VideoPixelShape(batch=1, frames=frames, width=w, height=h, fps=fps),
+            conditionings=conditionings(h, w), noiser=noiser, sigmas=sig, stepper=rec, denoising_loop_fn=loop,
+            components=components, dtype=dtype, device=device, noise_scale=noise_scale,
+            initial_video_latent=vlat, initial_audio_latent=alat)
+
+    x0 = X0Model(ref["transformer"])
+    two = pipeline != "one_stage"
+    h1, w1 = (height // 2, width // 2) if two else (height, width)
+    first = simple_denoising_func(vp, ap, x0) if pipeline == "distilled" else guided(x0)
+    video_state, audio_state = run(first, h1, w1, sig=sigmas)
+    if two:
+        up = upsample_video(latent=video_state.latent[:1], video_encoder=ref["vae_encoder"], upsampler=upsampler)
+        second = X0Model(stage2) if pipeline == "two_stage" else x0
+        video_state, audio_state = run(simple_denoising_func(vp, ap, second), height, width, stage2_sigmas,
+                                       noise_scale=stage2_sigmas[0], vlat=up, alat=audio_state.latent)
+    video = ref["vae_decoder"](video_state.latent)
+    audio = decode_audio(audio_state.latent, ref["audio_decoder"], ref["vocoder"])
+    return [r.latents for r in recorders], video, audio.waveform
+
+
+def _ours_run(ours, contexts, images, *, pipeline, height, width, frames, fps, sigmas, stage2_sigmas, vg, ag,
+              seed, upsampler=None, stage2=None, batch_passes=True):
+    (_, pos), (_, neg) = contexts
+    steps: dict[int, list[torch.Tensor]] = {}
+
+    def on_step(stage, i, v, a):
+        steps.setdefault(stage, []).extend([v.x.clone(), a.x.clone()])
+
+    models = AVModels(ours["transformer"], ours["vae"], ours["audio_vae"], ours["vocoder"], upsampler, stage2)
+    result = generate_av(
+        models, pos, neg, pipeline=pipeline, height=height, width=width, num_frames=frames, fps=fps, sigmas=sigmas,
+        stage_2_sigmas=stage2_sigmas, video_guidance=vg, audio_guidance=ag,
+        images=[ImageInput(px, frame, strength) for px, frame, strength in images],
+        generator=torch.Generator().manual_seed(seed), batch_passes=batch_passes, on_step=on_step)
+    return [steps[k] for k in sorted(steps)], result
+
+
+def _compare(ref_out, our_out, tol, audio_tol=None):
+    (ref_steps, ref_video, ref_audio), (our_steps, result) = ref_out, our_out
+    assert len(ref_steps) == len(our_steps)
+    worst = 0.0
+    for r_stage, o_stage in zip(ref_steps, our_steps):
+        assert len(r_stage) == len(o_stage)
+        for r, o in zip(r_stage, o_stage):
+            assert r.shape == o.shape
+            worst = max(worst, (r - o).abs().max().item())
+    dv = (ref_video - result.video).abs().max().item()
+    da = (ref_audio - result.audio[0]).abs().max().item()
+    print(f"max diff: step latents {worst:.3g}, frames {dv:.3g}, waveform {da:.3g}")
+    assert worst <= tol and dv <= tol and da <= (tol if audio_tol is None else audio_tol)
+    assert ref_audio.abs().max() > 1e-3 and ref_video.std() > 1e-3  # something was generated
+    return worst
+
+
+def test_one_stage_guided_with_image_and_keyframe(bundle):
+    style, ref, ours = bundle
+    contexts = _contexts(ref, ours)
+    images = [(_image(3, 50, 70), 0, 1.0), (_image(4, 64, 96), 16, 0.8)]
+    kw = dict(pipeline="one_stage", height=64, width=96, frames=17, fps=24.0, sigmas=ltx2_sigmas(4),
+              stage2_sigmas=None, seed=7)
+    vg, ag = GuiderParams(**VIDEO_G), GuiderParams(**AUDIO_G)
+    with torch.no_grad():
+        ref_out = _reference_run(ref, contexts, images, vg=vg, ag=ag, **kw)
+        batched = _ours_run(ours, contexts, images, vg=vg, ag=ag, **kw)
+        one_by_one = _ours_run(ours, contexts, images, vg=vg, ag=ag, batch_passes=False, **kw)
+    _compare(ref_out, batched, 1e-5, audio_tol=1e-4)  # see test_two_stage_pipelines
+    assert _compare(ref_out, one_by_one, 0.0) == 0.0  # the reference's four calls: bitwise
+
+
+def _upsampler():
+    from ltx_core.model.upsampler.model_configurator import LatentUpsamplerConfigurator
+
+    from ltx.ltx2.upsampler import LatentUpsampler2, LatentUpsamplerConfig
+
+    meta = {"in_channels": 128, "mid_channels": 32, "num_blocks_per_stage": 1, "dims": 3, "spatial_upsample": True,
+            "temporal_upsample": False}
+    ref = ltx2_tiny.randomize(LatentUpsamplerConfigurator.from_config(meta), seed=11)
+    ours = LatentUpsampler2(LatentUpsamplerConfig.from_metadata(meta))
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    return ref, ours.eval()
+
+
+@pytest.mark.parametrize("pipeline", ["two_stage", "distilled"])
+def test_two_stage_pipelines(bundle, pipeline):
+    style, ref, ours = bundle
+    contexts = _contexts(ref, ours)
+    images = [(_image(5, 100, 90), 0, 1.0)]
+    up_ref, up_ours = _upsampler()
+    stage2_ref = stage2_ours = None
+    if pipeline == "two_stage":  # a second transformer stands in for the distilled-LoRA one
+        stage2_ref = ltx2_tiny.randomize(ltx2_tiny.reference_models(style, seed=20)["transformer"], seed=21)
+        from ltx.ltx2.transformer import AVTransformer
+
+        stage2_ours = AVTransformer(ours["transformer"].cfg).eval()
+        stage2_ours.load_state_dict(stage2_ref.state_dict(), strict=True)
+    guided = pipeline == "two_stage"
+    vg = GuiderParams(**VIDEO_G) if guided else GuiderParams()
+    ag = GuiderParams(**AUDIO_G) if guided else GuiderParams()
+    sig = ltx2_sigmas(3) if guided else torch.tensor(DISTILLED_SIGMAS)
+    kw = dict(pipeline=pipeline, height=128, width=128, frames=9, fps=25.0, sigmas=sig,
+              stage2_sigmas=torch.tensor(STAGE2_DISTILLED_SIGMAS), seed=3)
+    with torch.no_grad():
+        ref_out = _reference_run(ref, contexts, images, vg=vg, ag=ag, upsampler=up_ref, stage2=stage2_ref, **kw)
+        our_out = _ours_run(ours, contexts, images, vg=vg, ag=ag, upsampler=up_ours, stage2=stage2_ours, **kw)
+        one_by_one = _ours_run(ours, contexts, images, vg=vg, ag=ag, upsampler=up_ours, stage2=stage2_ours,
+                               batch_passes=False, **kw)
+    assert len(our_out[0]) == 2 and len(our_out[0][1]) == 2 * 3  # two stages; stage 2: 3 steps x (video, audio)
+    # batched guidance passes: latents within 4e-6 of the reference; the audio decoder + vocoder amplify that
+    # summation-order difference about 10x in the waveform (measured 3.7e-5), so the waveform gets 1e-4
+    _compare(ref_out, our_out, 1e-5, audio_tol=1e-4)
+    assert _compare(ref_out, one_by_one, 0.0) == 0.0
+
+
+def test_pipeline_input_errors(bundle):
+    _, ref, ours = bundle
+    (_, pos), _ = _contexts(ref, ours)
+    models = AVModels(ours["transformer"], ours["vae"], ours["audio_vae"], ours["vocoder"])
+    common = dict(num_frames=9, fps=24.0, sigmas=ltx2_sigmas(2))
+    with pytest.raises(ValueError, match="multiple of 64.*nearest valid: 64 or 128"):
+        generate_av(models, pos, pipeline="two_stage", height=96, width=128, **common)
+    with pytest.raises(ValueError, match="num_frames=10 must be 8k \\+ 1; nearest valid: 9 or 17"):
+        generate_av(models, pos, pipeline="one_stage", height=64, width=64, **{**common, "num_frames": 10})
+    with pytest.raises(ValueError, match="spatial upsampler"):
+        generate_av(models, pos, pipeline="distilled", height=128, width=128, **common,
+                    stage_2_sigmas=torch.tensor(STAGE2_DISTILLED_SIGMAS))
+    with pytest.raises(ValueError, match="negative prompt"):
+        generate_av(models, pos, pipeline="one_stage", height=64, width=64, **common,
+                    video_guidance=GuiderParams(cfg=3.0))
+    with pytest.raises(ValueError, match="choose one_stage"):
+        generate_av(models, pos, pipeline="three_stage", height=64, width=64, **common)
