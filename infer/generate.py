@@ -139,6 +139,11 @@ class GenerateConfig:
     name: str | None = None  # run folder name under output_dir; default: the next free run_NNN
     overwrite: bool = False  # allow writing into an existing `name` folder
     contact_sheet_frames: int = 8
+    # LTX-2 presets only (model=ltx-2-*): audio CFG, modality-isolation guidance (both streams), and the distilled
+    # LoRA file that stage 2 of the two-stage pipeline fuses in (see infer/generate_ltx2.py)
+    audio_guidance_scale: float | None = None
+    modality_scale: float | None = None
+    distilled_lora: str | None = None
 
     def __post_init__(self):
         """Every number finite and in range (NaN / inf never reach the sampler); the error names the option."""
@@ -161,6 +166,10 @@ class GenerateConfig:
         check("image_cond_noise_scale", self.image_cond_noise_scale, fin(self.image_cond_noise_scale) and
               0 <= self.image_cond_noise_scale <= 1, "give a value in [0, 1] (official 0.15)")
         check("seed", self.seed, 0 <= self.seed <= 2**63 - 1, "give an integer in [0, 2**63 - 1]")
+        check("audio_guidance_scale", self.audio_guidance_scale, fin(self.audio_guidance_scale)
+              and (self.audio_guidance_scale or 1) >= 1, "give a finite CFG scale >= 1 (1 = off)")
+        check("modality_scale", self.modality_scale, fin(self.modality_scale) and (self.modality_scale or 1) >= 1,
+              "give a finite scale >= 1 (1 = off)")
         check("contact_sheet_frames", self.contact_sheet_frames, 1 <= self.contact_sheet_frames <= 64,
               "give 1 to 64")
         check("segments", self.segments, self.segments >= 1, "give a positive integer (1 = one video)")
@@ -494,6 +503,13 @@ def run(cfg: GenerateConfig) -> list[Path]:
     from tqdm import tqdm
 
     cfg = with_preset_defaults(cfg)
+    if cfg.model.is_ltx2:  # video + sound: its own checks and outputs
+        from infer import generate_ltx2
+
+        return generate_ltx2.run(cfg)
+    if cfg.audio_guidance_scale is not None or cfg.modality_scale is not None or cfg.distilled_lora is not None:
+        raise InputError("audio_guidance_scale, modality_scale and distilled_lora are for the LTX-2 presets "
+                         "(model=ltx-2-19b-dev, ...)")
 
     # --- checks on configs, headers and small files only
     device, dtype = resolve_device(cfg)

@@ -270,10 +270,11 @@ def conditioned_states(
     """noise_video_state + noise_audio_state: initial states, conditionings applied, then noised (video first)."""
     video = video_state(num_frames, height, width, fps, batch=batch, dtype=dtype, device=device, latent=video_latent)
     for c in conditionings:
+        latent = c.latent.expand(batch, *c.latent.shape[1:]) if c.latent.shape[0] == 1 else c.latent  # every row
         if c.frame == 0:
-            video = condition_frame0(video, c.latent, c.strength)
+            video = condition_frame0(video, latent, c.strength)
         else:
-            video = append_keyframe(video, c.latent, c.frame, fps, c.strength)
+            video = append_keyframe(video, latent, c.frame, fps, c.strength)
     video = add_noise(video, generator, noise_scale)
     audio = audio_state(num_frames, fps, batch=batch, dtype=dtype, device=device, latent=audio_latent)
     audio = add_noise(audio, generator, noise_scale)
@@ -293,7 +294,9 @@ class AVModels:
     audio_vae: object  # ltx.ltx2.audio_vae.AudioVAE
     vocoder: object  # ltx.ltx2.vocoder.Vocoder | VocoderWithBWE
     upsampler: object | None = None  # ltx.ltx2.upsampler.LatentUpsampler2 (two-stage / distilled)
-    stage_2_transformer: object | None = None  # two-stage: the transformer with the distilled LoRA merged
+    # two-stage: the transformer with the distilled LoRA fused, or a function called once stage 1 is done that
+    # returns it (e.g. fusing the LoRA into the stage-1 transformer in place: one transformer in memory)
+    stage_2_transformer: object | None = None
 
 
 @dataclass
@@ -395,7 +398,8 @@ def generate_av(
     check_size(height, width, num_frames, two)
     if two and (models.upsampler is None or stage_2_sigmas is None):
         raise ValueError(f"the {pipeline} pipeline needs a spatial upsampler and stage_2_sigmas")
-    if pipeline == "distilled" and (video_guidance != NO_GUIDANCE or audio_guidance != NO_GUIDANCE):
+    guided = any(g.needs_uncond or g.needs_perturbed or g.needs_isolated for g in (video_guidance, audio_guidance))
+    if pipeline == "distilled" and guided:
         raise ValueError("the distilled pipeline samples without guidance (cfg 1, stg 0, modality 1)")
     batch = positive.video.shape[0]
     device = positive.video.device
@@ -418,6 +422,8 @@ def generate_av(
         stats = models.vae.per_channel_statistics
         up = upsample_latent(models.upsampler, vlat, stats.mean, stats.std).to(dtype)  # reference: row 0 only
         second = models.stage_2_transformer if pipeline == "two_stage" else models.transformer
+        if second is not None and not isinstance(second, torch.nn.Module):
+            second = second()
         if second is None:
             raise ValueError("the two-stage pipeline needs models.stage_2_transformer (the distilled LoRA merged)")
         s2 = stage_2_sigmas.to(torch.float32)

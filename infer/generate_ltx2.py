@@ -1,0 +1,273 @@
+"""`infer.generate` for the LTX-2 presets (model=ltx-2-19b-dev, ltx-2.3-22b-distilled, ...): video + sound.
+
+    python -m infer.generate model=ltx-2-19b-dev checkpoint=/w/ltx-2-19b-dev.safetensors \
+        upsampler_checkpoint=/w/ltx-2-spatial-upscaler-x2-1.0.safetensors \
+        distilled_lora=/w/ltx-2-19b-distilled-lora-384.safetensors \
+        text_encoder=/w/gemma-3-12b-it-qat-q4_0-unquantized 'prompts=["a dog barks at the sea"]'
+
+Runs the preset's official pipeline (`model.av.pipeline`: one_stage, two_stage, distilled) through
+ltx.ltx2.pipeline.generate_av, and writes per prompt into <output_dir>/<run>/: `NN_<prompt>.mp4` (H.264 + AAC
+audio), `.wav` (16-bit PCM at the vocoder's rate), `.png` (a contact sheet: frames above the waveform and a
+log-mel spectrogram on the same time axis) and `.yaml` (the resolved config, the prompt, the seed, the sigmas).
+
+Order of work, as for 0.9.x: every check that can fail on bad input reads headers and small files only
+(the bundled file's components built on `meta` against its headers, the preset's model version, the
+upsampler, LoRA targets and shapes, sizes, images, the Gemma folder, the output folder); then Gemma encodes
+the prompts and is freed; then the models load. Two-stage runs fuse the distilled LoRA into the transformer
+in place once stage 1 is done (one transformer in memory, as the official ledger's stage-2 model).
+
+Overrides on top of the preset: steps, guidance_scale / stg_scale / rescaling_scale / stg_blocks (video),
+audio_guidance_scale, modality_scale (both modalities), conditioning (images: frame 0 = image-to-video, later
+frames = keyframes), loras (fused into both stages), distilled_lora, seed, size, fps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+
+from ltx.checkpoint import CheckpointError
+from ltx.ltx2 import checkpoint as ck
+from ltx.ltx2.lora import LoRA, check_lora, fuse_loras, read_lora
+from ltx.ltx2.pipeline import AVModels, ImageInput, Prompt, check_size, generate_av
+from ltx.ltx2.sched import GuiderParams, ltx2_sigmas
+from ltx.media import MediaError, crf_compress, read_image
+from ltx.presets import AVGuidance, AVPipeline
+
+
+def _guider(g: AVGuidance) -> GuiderParams:
+    return GuiderParams(cfg=g.cfg_scale, stg=g.stg_scale, stg_blocks=tuple(g.stg_blocks), rescale=g.rescale_scale,
+                        modality=g.modality_scale, skip_step=g.skip_step)
+
+
+def guidance(cfg) -> tuple[GuiderParams, GuiderParams]:
+    """The preset's video / audio guidance with the command line's overrides."""
+    av = cfg.model.av
+    video, audio = dataclasses.replace(av.video), dataclasses.replace(av.audio)
+    for name, value in (("cfg_scale", cfg.guidance_scale), ("stg_scale", cfg.stg_scale),
+                        ("rescale_scale", None if cfg.rescaling_scale is None else cfg.rescaling_scale),
+                        ("stg_blocks", cfg.stg_blocks)):
+        if value is not None:
+            video = dataclasses.replace(video, **{name: value})
+    if cfg.audio_guidance_scale is not None:
+        audio = dataclasses.replace(audio, cfg_scale=cfg.audio_guidance_scale)
+    if cfg.stg_blocks is not None:
+        audio = dataclasses.replace(audio, stg_blocks=cfg.stg_blocks)
+    if cfg.modality_scale is not None:
+        video = dataclasses.replace(video, modality_scale=cfg.modality_scale)
+        audio = dataclasses.replace(audio, modality_scale=cfg.modality_scale)
+    return _guider(video), _guider(audio)
+
+
+def sigma_lists(cfg) -> tuple[torch.Tensor, torch.Tensor | None]:
+    av = cfg.model.av
+    if cfg.timesteps is not None:
+        first = torch.tensor([*cfg.timesteps, 0.0] if cfg.timesteps[-1] != 0 else cfg.timesteps)
+    elif av.pipeline is AVPipeline.distilled and cfg.steps is None:
+        first = torch.tensor(av.sigmas)
+    else:
+        first = ltx2_sigmas(cfg.steps if cfg.steps is not None else av.num_inference_steps)
+    second = torch.tensor(av.stage_2_sigmas) if av.stage_2_sigmas is not None else None
+    return first.to(torch.float32), second
+
+
+def _file(path: str | None, what: str, hint: str) -> Path:
+    from infer.generate import InputError
+
+    if path is None:
+        raise InputError(f"no {what} given; {hint}")
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise InputError(f"{what} {p} {'is a folder' if p.is_dir() else 'does not exist'}; {hint}")
+    return p
+
+
+def _images(cfg, dtype) -> list[ImageInput]:
+    """Conditioning images, read and put through the official H.264 round trip (CRF model.av.image_crf)."""
+    from infer.generate import InputError
+
+    out = []
+    for i, c in enumerate(cfg.conditioning):
+        if c.frame >= cfg.num_frames:
+            raise InputError(f"conditioning[{i}] ({c.path}): frame {c.frame} is past the last frame "
+                             f"({cfg.num_frames - 1})")
+        try:
+            x = read_image(c.path).permute(1, 2, 0)  # (H, W, 3) in [0, 1]
+        except (MediaError, OSError) as e:
+            raise InputError(f"conditioning[{i}]: {e}") from None
+        if min(x.shape[:2]) < 2:
+            raise InputError(f"conditioning[{i}] ({c.path}): a {x.shape[1]}x{x.shape[0]} image is too small")
+        if cfg.model.av.image_crf:
+            x = crf_compress(x, cfg.model.av.image_crf)
+        out.append(ImageInput((x * 255.0).round(), c.frame, c.strength))
+    return out
+
+
+def _loras(cfg, meta_transformer) -> list[tuple[LoRA, float]]:
+    from infer.generate import InputError
+
+    out = []
+    for i, spec in enumerate(cfg.loras):
+        try:
+            lora = read_lora(_file(spec.path, f"loras[{i}].path", "give a LoRA .safetensors file"))
+            check_lora(meta_transformer, lora)
+        except CheckpointError as e:
+            raise InputError(f"loras[{i}]: {e}") from None
+        out.append((lora, spec.strength))
+    return out
+
+
+def run(cfg) -> list[Path]:
+    """Generate one video with sound per prompt (see the module docstring for the order of work)."""
+    from omegaconf import OmegaConf
+    from tqdm import tqdm
+
+    from infer.generate import InputError, resolve_device, run_folder, slug, write_text
+    from ltx.audio_io import write_audio_contact_sheet, write_video_with_audio, write_wav
+
+    av = cfg.model.av
+    if cfg.embeddings is not None or cfg.negative_embeddings is not None:
+        raise InputError("embeddings=... is for the 0.9.x (T5) presets; LTX-2 encodes prompts with Gemma 3: pass "
+                         "text_encoder=/path/to/gemma-3-12b-it-qat-q4_0-unquantized")
+    for name in ("control", "vae_checkpoint"):
+        if getattr(cfg, name):
+            raise InputError(f"{name}=... is not supported with the LTX-2 presets (the bundled file holds the VAEs)")
+    if cfg.segments != 1:
+        raise InputError("segments > 1 (chained long videos) is not supported with the LTX-2 presets")
+    if not cfg.prompts:
+        raise InputError("no prompts given; pass 'prompts=[\"a dog barks at the sea\"]'")
+
+    # --- checks on headers and small files only
+    device, dtype = resolve_device(cfg)
+    two = av.pipeline is not AVPipeline.one_stage
+    try:
+        check_size(cfg.height, cfg.width, cfg.num_frames, two)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    path = _file(cfg.checkpoint, "checkpoint", f"pass checkpoint=/path/to/{cfg.model.checkpoint}")
+    try:
+        bundle = ck.read(path, ("transformer", "text", "vae", "audio_vae", "vocoder"))
+        metas = ck.check(bundle)
+    except CheckpointError as e:
+        raise InputError(str(e)) from None
+    version = str(bundle.model_version or "2")
+    if version.startswith("2.3") != av.model_version.startswith("2.3"):
+        raise InputError(f"checkpoint {path.name} is model_version {version!r}; the {cfg.model.name} preset is for "
+                         f"LTX-{av.model_version} (pick model=ltx-2{'.3-22b' if version.startswith('2.3') else '-19b'}"
+                         "-dev or -distilled)")
+    upsampler = None
+    if two:
+        up_path = _file(cfg.upsampler_checkpoint, "upsampler_checkpoint",
+                        f"the {av.pipeline.value} pipeline upsamples x2: pass upsampler_checkpoint=/path/to/"
+                        f"{av.spatial_upscaler}")
+        try:
+            upsampler = ck.read_upsampler(up_path)
+        except CheckpointError as e:
+            raise InputError(str(e)) from None
+    distilled = None
+    if av.pipeline is AVPipeline.two_stage:
+        lora_path = _file(cfg.distilled_lora, "distilled_lora",
+                          f"stage 2 of the two-stage pipeline uses the distilled LoRA: pass distilled_lora=/path/to/"
+                          f"{av.distilled_lora} (or model.av.pipeline=one_stage)")
+        try:
+            distilled = read_lora(lora_path)
+            check_lora(metas["transformer"], distilled)
+        except CheckpointError as e:
+            raise InputError(f"distilled_lora: {e}") from None
+    loras = _loras(cfg, metas["transformer"])
+    video_g, audio_g = guidance(cfg)
+    guided = any(g.needs_uncond or g.needs_perturbed or g.needs_isolated for g in (video_g, audio_g))
+    if av.pipeline is AVPipeline.distilled and guided:
+        raise InputError("the distilled pipeline samples without guidance: leave guidance_scale, stg_scale, "
+                         "audio_guidance_scale and modality_scale unset (or pick the -dev preset)")
+    for g in (video_g, audio_g):
+        bad = [b for b in g.stg_blocks if b >= metas["transformer"].cfg.num_layers] if g.needs_perturbed else []
+        if bad:
+            raise InputError(f"stg_blocks {bad} out of range: the transformer has "
+                             f"{metas['transformer'].cfg.num_layers} blocks")
+    if (video_g.needs_uncond or audio_g.needs_uncond) and not (cfg.negative_prompt or "").strip():
+        raise InputError("CFG needs a negative prompt: give negative_prompt=... or guidance_scale=1 "
+                         "audio_guidance_scale=1")
+    sigmas, stage2 = sigma_lists(cfg)
+    images = _images(cfg, dtype)
+    from ltx.ltx2.text import GemmaTextEncoder
+
+    if cfg.text_encoder is None:
+        raise InputError("no text_encoder given; pass text_encoder=/path/to/gemma-3-12b-it-qat-q4_0-unquantized "
+                         "(a local folder with the model and its tokenizer)")
+    run_folder_check = dataclasses.replace(cfg)
+    from infer.generate import check_output
+
+    check_output(run_folder_check)
+
+    # --- heavy work: prompts, then models
+    try:
+        gemma = GemmaTextEncoder.from_folder(cfg.text_encoder, dtype=dtype, device=device)
+    except (OSError, ValueError) as e:
+        raise InputError(f"text_encoder: {e}") from None
+    needs_neg = video_g.needs_uncond or audio_g.needs_uncond
+    with torch.no_grad():
+        hs, mask = gemma.encode(list(cfg.prompts))
+        neg_hs = gemma.encode([cfg.negative_prompt] * len(cfg.prompts)) if needs_neg else None
+    del gemma
+    models = ck.load(bundle, device=device, dtype=dtype)
+    with torch.no_grad():
+        v, a, _ = models["text"](hs, mask)
+        positive = Prompt(v, a)
+        negative = Prompt(*models["text"](*neg_hs)[:2]) if neg_hs is not None else None
+    del models["text"]
+    transformer = models["transformer"]
+    if loras:
+        print(f"fused {fuse_loras(transformer, loras)} weights from {len(loras)} LoRA(s)")
+
+    def stage_2():
+        if distilled is not None:
+            n = fuse_loras(transformer, [(distilled, av.distilled_lora_strength)])
+            print(f"stage 2: fused the distilled LoRA ({n} weights, strength {av.distilled_lora_strength})")
+        return transformer
+
+    up_module = ck.load_upsampler(upsampler, device=device, dtype=dtype) if upsampler is not None else None
+    av_models = AVModels(transformer, models["vae"], models["audio_vae"], models["vocoder"], up_module,
+                         stage_2 if two else None)
+    total = (len(sigmas) - 1) + ((len(stage2) - 1) if two else 0)
+    generator = torch.Generator(device).manual_seed(cfg.seed)
+    with tqdm(total=total, desc=f"{av.pipeline.value} ({len(cfg.prompts)} prompt(s))", unit="step") as bar, \
+            torch.no_grad():
+        result = generate_av(av_models, positive, negative, pipeline=av.pipeline.value, height=cfg.height,
+                             width=cfg.width, num_frames=cfg.num_frames, fps=cfg.fps, sigmas=sigmas.to(device),
+                             stage_2_sigmas=None if stage2 is None else stage2.to(device), video_guidance=video_g,
+                             audio_guidance=audio_g, images=images, generator=generator, dtype=dtype,
+                             on_step=lambda *_: bar.update(1))
+    if not (torch.isfinite(result.video).all() and torch.isfinite(result.audio).all()):
+        raise InputError("the generated video or audio is not finite; nothing was written (lower the guidance, or "
+                         "use precision=float32)")
+
+    # --- outputs
+    resolved = OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True)
+    out_dir = run_folder(cfg)
+    frames = ((result.video.float().clamp(-1, 1) + 1) / 2).cpu()  # (B, 3, F, H, W) in [0, 1]
+    audio = result.audio.float().clamp(-1, 1).cpu()
+    paths = []
+    for k, prompt in enumerate(cfg.prompts):
+        stem = out_dir / f"{k:02d}_{slug(prompt)}"
+        video_u8 = (frames[k].permute(1, 2, 3, 0) * 255).round().to(torch.uint8)  # (F, H, W, 3)
+        write_video_with_audio(stem.with_suffix(".mp4"), video_u8, cfg.fps, audio[k], result.sample_rate)
+        write_wav(stem.with_suffix(".wav"), audio[k], result.sample_rate)
+        write_audio_contact_sheet(stem.with_suffix(".png"), video_u8, cfg.fps, audio[k], result.sample_rate,
+                                  count=cfg.contact_sheet_frames, caption=prompt)
+        record = {"prompt": prompt, "index": k, "seed": cfg.seed, "pipeline": av.pipeline.value,
+                  "model_version": version, "sample_rate": result.sample_rate,
+                  "audio_seconds": round(audio.shape[-1] / result.sample_rate, 4),
+                  "sigmas": [[round(float(s), 6) for s in sigmas]] + ([[round(float(s), 6) for s in stage2]]
+                                                                     if two else []),
+                  "config": resolved}
+        write_text(stem.with_suffix(".yaml"), OmegaConf.to_yaml(OmegaConf.create(record)))
+        paths.append(stem.with_suffix(".mp4"))
+    write_text(out_dir / "prompts.json", json.dumps({p.name: q for p, q in zip(paths, cfg.prompts)}, indent=2) + "\n")
+    print(f"wrote {len(paths)} video(s) with sound to {out_dir}:")
+    for p in paths:
+        print(f"  {p}  (+ {p.with_suffix('.wav').name}, {p.with_suffix('.png').name}, {p.with_suffix('.yaml').name})")
+    return paths
