@@ -1,10 +1,13 @@
 """LTX-2 generation as functions over loaded modules: latent states, the guided sampler, the official pipelines.
 
 Matches `ltx_pipelines` 1.0.0 (TI2VidOneStagePipeline, TI2VidTwoStagesPipeline, DistilledPipeline) step for
-step (tests/ltx2/test_ltx2_pipeline.py), with two differences in how, not what, is computed:
-- the guidance passes of a step (cond, uncond, STG-perturbed, modality-isolated) run as one batch through the
-  transformer instead of up to four calls (`batch_passes=False` runs them one by one, as the reference);
-- nothing here loads or frees models: the caller passes modules, so a research loop can keep them resident.
+step (tests/ltx2/test_ltx2_pipeline.py: bitwise in fp32). Nothing here loads or frees models: the caller
+passes modules, so a research loop can keep them resident.
+
+`batch_passes=True` runs the guidance passes of a step (cond, uncond, STG-perturbed, modality-isolated) as one
+batch through the transformer instead of up to four calls: equal up to summation order (~1e-6). It is off by
+default because on the CPU it measured slower (1.31x at 6,144 video tokens, tools/bench_ltx2.py) with 3.2x the
+activation memory; on a GPU that one batch-1 pass does not fill, it may pay off (not measured here).
 
 A step, per modality (file docstring of ltx.ltx2.sched): per-token timesteps = denoise_mask * sigma; the
 transformer predicts velocity; x0 = x - v * timesteps (fp32, rounded to the latent dtype); guidance combines
@@ -162,7 +165,7 @@ def denoise_step(
     video_guidance: GuiderParams,
     audio_guidance: GuiderParams,
     *,
-    batch_passes: bool = True,
+    batch_passes: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Guided x0 for both modalities at `sigma` (multi_modal_guider_denoising_func)."""
     from ltx.ltx2.transformer import Perturbations
@@ -233,7 +236,7 @@ def sample(
     video_guidance: GuiderParams = NO_GUIDANCE,
     audio_guidance: GuiderParams = NO_GUIDANCE,
     *,
-    batch_passes: bool = True,
+    batch_passes: bool = False,
     on_step: Callable[[int, LatentState, LatentState], None] | None = None,
 ) -> tuple[LatentState, LatentState]:
     """Euler over `sigmas` (euler_denoising_loop) with guided x0; `on_step(i, video, audio)` sees each new state."""
@@ -382,7 +385,7 @@ def generate_av(
     images: Sequence[ImageInput] = (),
     generator: torch.Generator | None = None,
     dtype: torch.dtype = torch.float32,
-    batch_passes: bool = True,
+    batch_passes: bool = False,
     on_step: Callable[[int, int, LatentState, LatentState], None] | None = None,
 ) -> AVResult:
     """One run of an official pipeline: "one_stage" (TI2VidOneStagePipeline), "two_stage"
