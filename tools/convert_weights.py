@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """Convert LTX-Video checkpoints between the official single file, the diffusers layout and the ltx format,
-and LoRAs between the ComfyUI, diffusers (PEFT), trainer and ltx layouts.
+LoRAs between the ComfyUI, diffusers (PEFT), trainer and ltx layouts, and LTX-2 bundled files between the
+official and the ltx2 layout.
 
 Examples:
   python tools/convert_weights.py ltxv-2b-0.9.8-distilled.safetensors ltxv-2b.ltx.safetensors
@@ -9,12 +10,21 @@ Examples:
   python tools/convert_weights.py ckpt.safetensors --dry-run          # print what is inside, write nothing
   python tools/convert_weights.py my-lora.safetensors out/my-lora --to diffusers   # a LoRA: any layout -> diffusers
   python tools/convert_weights.py out/my-lora comfy.safetensors --to comfy --model configs/model/ltxv-2b-0.9.5.yaml
+  python tools/convert_weights.py ltx-2-19b-dev.safetensors ltx-2-19b-dev.ltx2.safetensors   # LTX-2 -> ltx2
+  python tools/convert_weights.py ltx-2-19b-dev.safetensors vae.safetensors --components vae,audio_vae --to official
 
 Tensors are streamed (one in memory at a time) and the output is written atomically. Every key must be
 covered by a conversion rule, and the architecture comes from the checkpoint's own config (metadata or
 config.json); `--model` checks it against a preset and stops on any difference.
 LoRA inputs are detected (ltx.convert.lora_formats): `--to` then takes comfy, diffusers (a folder), trainer or
 ltx; `--model` checks the LoRA's module names and shapes against the preset's transformer.
+LTX-2 inputs (ltx.ltx2.checkpoint.detect: an ltx2 file, audio components, or a metadata config with audio_vae /
+vocoder) go through ltx.ltx2.checkpoint: `--to` takes ltx2 or official (default: the other layout),
+`--components` any of transformer, text, vae, audio_vae, vocoder; both layouts keep every tensor bitwise and the
+metadata verbatim. An LTX-2 latent upsampler file (flat metadata config with spatial_scale / rational_resampler,
+or rational resampler keys) has one layout: --dry-run checks it, `--to official` copies it (with --dtype). An
+x2 pixel-shuffle / temporal upsampler without those metadata keys is the 0.9.x layout exactly and converts as a
+0.9.x `upsampler`.
 
 Before anything is written (and with --dry-run) every component is checked the way the loader checks it, from
 the headers: built on `meta` from its config, its key set, shapes and dtypes must match the file's. --overwrite
@@ -49,9 +59,12 @@ from ltx.convert import lora_formats as lf  # noqa: E402
 from ltx.convert.formats import COMPONENTS, FORMATS, WRITERS, read_checkpoint, validate  # noqa: E402
 from ltx.convert.keymap import KeyMapError  # noqa: E402
 from ltx.convert.official import ConfigError, config_diff  # noqa: E402
+from ltx.ltx2 import checkpoint as ltx2_ckpt  # noqa: E402
 
 DTYPES = {"keep": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-ALL_FORMATS = (*FORMATS, *(f for f in lf.FORMATS if f not in FORMATS))  # checkpoint formats, then LoRA-only ones
+LTX2_LAYOUTS = ("ltx2", "official")
+# checkpoint formats, then LoRA-only ones, then the LTX-2 layout
+ALL_FORMATS = (*FORMATS, *(f for f in lf.FORMATS if f not in FORMATS), LTX2_LAYOUTS[0])
 
 
 class _Parser(argparse.ArgumentParser):
@@ -71,12 +84,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "folder (pipeline root with transformer/ etc., or one component folder with config.json)")
     p.add_argument("dst", type=Path, nargs="?", help="output path: a .safetensors file for --to ltx/official, a "
                    "folder for --to diffusers (one subfolder per component); omit with --dry-run")
-    p.add_argument("--to", choices=ALL_FORMATS, default="ltx", help=f"output format (default: %(default)s): "
-                   f"checkpoints {FORMATS}, LoRAs {lf.FORMATS}")
+    p.add_argument("--to", choices=ALL_FORMATS, default=None, help=f"output format: checkpoints {FORMATS} "
+                   f"(default: ltx), LoRAs {lf.FORMATS} (default: ltx), LTX-2 files {LTX2_LAYOUTS} (default: the "
+                   "layout the input is not in)")
     p.add_argument("--from", dest="src_format", choices=("auto", *ALL_FORMATS), default="auto",
                    help="input format; 'auto' (default) detects it and a given format must match what is found")
     p.add_argument("--components", default="all", help=f"comma-separated components to convert, from "
-                   f"{sorted(COMPONENTS)} (default: all found in the input)")
+                   f"{sorted(COMPONENTS)} (LTX-Video 0.9.x) or {list(ltx2_ckpt.COMPONENTS)} (LTX-2) (default: all "
+                   "found in the input)")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="keep",
                    help="cast floating-point tensors to this dtype (default: keep each tensor's stored dtype)")
     p.add_argument("--model", type=Path, help="a configs/model/*.yaml preset; the checkpoint's transformer "
@@ -194,7 +209,9 @@ def _components(spec: str, have: list[str]) -> list[str]:
         raise CheckpointError(f"--components {spec!r}: give comma-separated names from {sorted(COMPONENTS)}")
     unknown = [c for c in wanted if c not in COMPONENTS]
     if unknown:
-        raise CheckpointError(f"--components: {unknown} not known; components are {sorted(COMPONENTS)}")
+        ltx2 = [c for c in unknown if c in ltx2_ckpt.COMPONENTS]
+        hint = f" ({ltx2} are LTX-2 components; this is an LTX-Video 0.9.x checkpoint)" if ltx2 else ""
+        raise CheckpointError(f"--components: {unknown} not known; components are {sorted(COMPONENTS)}{hint}")
     if len(set(wanted)) != len(wanted):
         raise CheckpointError(f"--components {spec!r} names a component twice")
     missing = [c for c in wanted if c not in have]
@@ -203,9 +220,94 @@ def _components(spec: str, have: list[str]) -> list[str]:
     return wanted
 
 
+def _ltx2_family(version: object) -> str:
+    return "2.3" if str(version or "").startswith("2.3") else "2"
+
+
+def check_ltx2_model(path: Path, version: object, preset_path: Path) -> None:
+    """--model for an LTX-2 file: an LTX-2 preset of the same release (model_version 2 vs 2.3). The
+    architecture itself always comes from the file's metadata."""
+    preset = load_model_preset(preset_path)
+    if not preset.is_ltx2:
+        raise ConfigError(f"--model {preset_path.name} is an LTX-Video 0.9.x preset; {path} is an LTX-2 file")
+    want, got = _ltx2_family(preset.av.model_version), _ltx2_family(version)
+    if want != got:
+        raise ConfigError(f"--model {preset_path.name} is an LTX-{want} preset; {path} has model_version "
+                          f"{version!r} (LTX-{got})")
+
+
+def convert_ltx2(args: argparse.Namespace, kind: str) -> int:
+    """The LTX-2 branch of `main` (ltx.ltx2.checkpoint): bundled files official <-> ltx2, or an upsampler file."""
+    if kind == "upsampler":
+        return convert_ltx2_upsampler(args)
+    names = None if args.components == "all" else args.components
+    try:
+        names = None if names is None else ltx2_ckpt.parse_components(names)
+    except CheckpointError as e:
+        raise CheckpointError(f"--components: {e}") from None
+    ckpt = ltx2_ckpt.read(args.src)
+    if names is not None:
+        missing = [n for n in names if n not in ckpt.keys]
+        if missing:
+            raise CheckpointError(f"--components: {args.src} holds no {missing}; it holds {list(ckpt.components)}")
+    if args.src_format != "auto" and args.src_format != ckpt.format:
+        raise CheckpointError(f"{args.src} is an LTX-2 file in the {ckpt.format} layout, not {args.src_format}")
+    to = args.to or ("official" if ckpt.format == "ltx2" else "ltx2")
+    if to not in LTX2_LAYOUTS:
+        raise CheckpointError(f"--to {to}: {args.src} is an LTX-2 file; it converts to {' or '.join(LTX2_LAYOUTS)} "
+                              "(the ltx / diffusers formats are LTX-Video 0.9.x)")
+    if args.model is not None:
+        check_ltx2_model(args.src, ckpt.model_version, args.model)
+    print(ltx2_ckpt.summary(ckpt, names))  # checks keys, shapes and dtypes before anything is written
+    if args.dry_run:
+        print("  checked: every component's keys, shapes and dtypes fit its metadata config")
+        return 0
+    from tqdm import tqdm
+
+    total = sum(len(ckpt.keys[n]) for n in (names or ckpt.components))
+    with tqdm(total=total, desc=f"writing {to}", unit="tensor") as bar:
+        out = ltx2_ckpt.write(ckpt, args.dst, layout=to, components=names, dtype=DTYPES[args.dtype],
+                              overwrite=args.overwrite, progress=lambda e: bar.update(1))
+    print(f"wrote {out} (LTX-2, {to} layout)")
+    return 0
+
+
+def convert_ltx2_upsampler(args: argparse.Namespace) -> int:
+    """An LTX-2 latent upsampler: one layout (unprefixed keys, flat config); checked, and copied (cast) on request."""
+    up = ltx2_ckpt.read_upsampler(args.src)
+    if args.components != "all":
+        raise CheckpointError(f"--components: {args.src} is an LTX-2 latent upsampler file; it converts whole")
+    if args.to not in (None, "official"):
+        raise CheckpointError(f"--to {args.to}: {args.src} is an LTX-2 latent upsampler file, which has one layout "
+                              "(unprefixed keys, flat metadata config) that ltx loads as it is "
+                              "(ltx.ltx2.checkpoint.load_upsampler); --to official [--dtype ...] rewrites it")
+    if args.src_format not in ("auto", "official"):
+        raise CheckpointError(f"{args.src} is an LTX-2 latent upsampler file (official layout), not {args.src_format}")
+    if args.model is not None:
+        preset = load_model_preset(args.model)
+        if not preset.is_ltx2:
+            raise ConfigError(f"--model {args.model.name} is an LTX-Video 0.9.x preset; {args.src} is an LTX-2 "
+                              "latent upsampler")
+    print(ltx2_ckpt.upsampler_summary(up))
+    if args.dry_run:
+        print("  checked: keys, shapes and dtypes fit its metadata config")
+        return 0
+    out = ltx2_ckpt.write_upsampler(up, args.dst, dtype=DTYPES[args.dtype], overwrite=args.overwrite)
+    print(f"wrote {out} (LTX-2 latent upsampler, official layout)")
+    return 0
+
+
 def convert(args: argparse.Namespace) -> int:
     if lf.is_lora(args.src):
+        args.to = args.to or "ltx"
         return convert_lora(args)
+    kind = ltx2_ckpt.detect(args.src)
+    if kind is not None:
+        return convert_ltx2(args, kind)
+    if args.to == "ltx2":
+        raise CheckpointError(f"--to ltx2 is the LTX-2 layout; {args.src} is not an LTX-2 file (LTX-Video 0.9.x "
+                              f"checkpoints convert to {FORMATS})")
+    args.to = args.to or "ltx"
     causal = {"auto": None, "true": True, "false": False}[args.causal_temporal_positioning]
     ckpt = read_checkpoint(args.src, causal_temporal_positioning=causal)  # an unreadable file says why here
     if args.to not in FORMATS:

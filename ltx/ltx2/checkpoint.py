@@ -1,0 +1,616 @@
+"""LTX-2 checkpoints: the official bundled single file, our ltx2 file, and the components inside them.
+
+The official file (`ltx-2-19b-dev.safetensors`, `ltx-2.3-22b-dev.safetensors`, ...) holds five components
+under fixed key prefixes, and a JSON `config` in its metadata with one sub-dict per component, plus a
+`model_version` ("2.3..." selects the LTX-2.3 defaults). Prefixes, as ltx-core 1.0.0's SDOps read them:
+
+| component   | file prefix                                                          | our module          |
+|-------------|----------------------------------------------------------------------|---------------------|
+| transformer | `model.diffusion_model.` (minus the two connectors below)            | `AVTransformer`     |
+| text        | `text_embedding_projection.` -> `feature_extractor.`,                | `EmbeddingsProcessor` |
+|             | `model.diffusion_model.{video,audio}_embeddings_connector.` -> `{video,audio}_connector.` |  |
+| vae         | `vae.`                                                               | `VideoVAE`          |
+| audio_vae   | `audio_vae.`                                                         | `AudioVAE`          |
+| vocoder     | `vocoder.` (stripped once: BWE files keep `vocoder.vocoder.*`)       | `Vocoder(WithBWE)`  |
+
+The latent upsamplers are separate files (unprefixed keys, a flat metadata config): `read_upsampler` /
+`load_upsampler` / `write_upsampler`. They have one layout (ltx loads them as they are); writing one again only
+casts (`dtype`). An LTX-2 upsampler is told from an LTX-Video 0.9.x one by its metadata: ltx-core 1.0.0's
+configurator reads `spatial_scale` and `rational_resampler`, which the 0.9.x configs do not have, and the
+rational resamplers' keys (`upsampler.conv.*`, `upsampler.blur_down.kernel`) exist only in LTX-2. A pixel-shuffle
+x2 or temporal x2 file without those metadata keys is the 0.9.x layout exactly (same network, same keys):
+`read_upsampler` accepts it, but `detect` leaves it to the 0.9.x reader (ltx.convert.formats), so the
+converter treats it as a 0.9.x `upsampler`, losslessly either way.
+
+Our ltx2 file keeps every tensor bitwise and names it `<component>.<our key>`; its metadata holds
+`format=ltx2`, the official `config` JSON verbatim and `model_version`, so official -> ltx2 -> official is a
+bitwise round trip of tensors and metadata. Unlike ltx-core's loader (strict=False, silently returning meta
+tensors), every load here is strict: a missing, unexpected or misshapen key is an error naming it, and the
+check runs on the headers before any tensor is read (`check`), naming the file's keys.
+
+Two things are built to fit the file rather than assumed:
+- the video VAE's `per_channel_statistics.channel` / `mean-of-stds` (held by the released files, never read by
+  ltx-core): the VAE is built with `extra_statistics` set to whether the file has them, so both kinds load
+  strictly;
+- buffers registered with `persistent=False` (the 2.3 vocoder's `resampler.filter`) are not in the file:
+  their modules compute them on the CPU even inside a `meta` build; `load` moves them to the target device and
+  refuses a module that would be left with a buffer on `meta`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ltx.checkpoint import (
+    CheckpointError,
+    SafetensorsReader,
+    TensorEntry,
+    fit_problems,
+    load_strict,
+    write_safetensors,
+)
+
+LTX2_FORMAT = "ltx2"
+LTX2_FORMAT_VERSION = "1"
+_CONNECTORS = ("model.diffusion_model.video_embeddings_connector.", "model.diffusion_model.audio_embeddings_connector.")
+
+
+@dataclass(frozen=True)
+class Component:
+    """One model inside the bundled file: where its tensors live and how to build it from the metadata."""
+
+    name: str
+    config_key: str  # sub-dict of metadata["config"] its config is read from
+    renames: tuple[tuple[str, str], ...]  # (file prefix, our prefix), first match wins
+    exclude: tuple[str, ...] = ()  # file prefixes under `renames` that belong to another component
+    # (metadata config sub-dict, our keys the file holds or None) -> module, built on the caller's device
+    make: Callable[[dict, Collection[str] | None], nn.Module] | None = None
+
+    def ours(self, file_key: str) -> str | None:
+        """Our key for a file key, or None when the key is not this component's."""
+        if any(file_key.startswith(p) for p in self.exclude):
+            return None
+        for src, dst in self.renames:
+            if file_key.startswith(src):
+                return dst + file_key[len(src):]
+        return None
+
+    def official(self, our_key: str) -> str:
+        for src, dst in self.renames:
+            if our_key.startswith(dst):
+                return src + our_key[len(dst):]
+        raise CheckpointError(f"{self.name}: key {our_key!r} has no place in the official layout")
+
+
+def _make_transformer(c: dict, keys: Collection[str] | None = None) -> nn.Module:
+    from ltx.ltx2.transformer import AVTransformer, AVTransformerConfig
+
+    return AVTransformer(AVTransformerConfig.from_metadata(c))
+
+
+def _make_text(c: dict, keys: Collection[str] | None = None) -> nn.Module:
+    from ltx.ltx2.text import EmbeddingsProcessor, TextConnectorConfig
+
+    return EmbeddingsProcessor(TextConnectorConfig.from_metadata(c))
+
+
+def _make_vae(c: dict, keys: Collection[str] | None = None) -> nn.Module:
+    from ltx.ltx2.video_vae import EXTRA_STATISTICS, VideoVAE, VideoVAEConfig
+
+    cfg = VideoVAEConfig.from_metadata(c)
+    if keys is not None:  # hold the two unused statistics when the file does (one alone: the check names the other)
+        cfg = replace(cfg, extra_statistics=any(f"per_channel_statistics.{n}" in keys for n in EXTRA_STATISTICS))
+    return VideoVAE(cfg)
+
+
+def _make_audio_vae(c: dict, keys: Collection[str] | None = None) -> nn.Module:
+    from ltx.ltx2.audio_vae import AudioVAE, AudioVAEConfig
+
+    return AudioVAE(AudioVAEConfig.from_metadata(c))
+
+
+def _make_vocoder(c: dict, keys: Collection[str] | None = None) -> nn.Module:
+    from ltx.ltx2.vocoder import VocoderConfig, build_vocoder
+
+    return build_vocoder(VocoderConfig.from_metadata(c))
+
+
+COMPONENTS: dict[str, Component] = {
+    "transformer": Component("transformer", "transformer", (("model.diffusion_model.", ""),), _CONNECTORS,
+                             _make_transformer),
+    "text": Component("text", "transformer", (
+        ("text_embedding_projection.", "feature_extractor."),
+        (_CONNECTORS[0], "video_connector."),
+        (_CONNECTORS[1], "audio_connector."),
+    ), (), _make_text),
+    "vae": Component("vae", "vae", (("vae.", ""),), (), _make_vae),
+    "audio_vae": Component("audio_vae", "audio_vae", (("audio_vae.", ""),), (), _make_audio_vae),
+    "vocoder": Component("vocoder", "vocoder", (("vocoder.", ""),), (), _make_vocoder),
+}
+
+
+_OTHER_NAMES = {"dit": "transformer", "upsampler": None}  # LTX-Video 0.9.x component names
+
+
+def parse_components(spec: str | Iterable[str] | None) -> tuple[str, ...]:
+    """`None`/"all" -> every component; "transformer,vae" or a list -> those (order kept, repeats dropped)."""
+    if spec is None or spec == "all":
+        return tuple(COMPONENTS)
+    names = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else [str(s) for s in spec]
+    bad = [n for n in names if n not in COMPONENTS]
+    if bad or not names:
+        hint = ""
+        if any(n in _OTHER_NAMES for n in bad):
+            hint = (" ('dit' and 'upsampler' are LTX-Video 0.9.x components: the LTX-2 transformer is 'transformer', "
+                    "its upsamplers are separate files)")
+        raise CheckpointError(f"unknown components {bad or names}: choose from {', '.join(COMPONENTS)} "
+                              f"(or 'all'){hint}")
+    return tuple(dict.fromkeys(names))
+
+
+@dataclass
+class LTX2Checkpoint:
+    """What a file holds: per component, our key -> the file key, plus the official config and version."""
+
+    path: Path
+    format: str  # "official" or "ltx2"
+    config: dict  # the official metadata `config` (sub-dicts per component)
+    model_version: str | None
+    keys: dict[str, dict[str, str]]  # component -> {our key: key in the file}
+    reader: SafetensorsReader
+
+    @property
+    def components(self) -> tuple[str, ...]:
+        return tuple(self.keys)
+
+    @property
+    def is_2_3(self) -> bool:
+        return bool(self.model_version) and str(self.model_version).startswith("2.3")
+
+    def file_key(self, name: str, ours: str) -> str:
+        """The key `ours` of component `name` has (or would have) in this file."""
+        if ours in self.keys.get(name, {}):
+            return self.keys[name][ours]
+        return f"{name}.{ours}" if self.format == LTX2_FORMAT else COMPONENTS[name].official(ours)
+
+
+def _audio_keys(keys: Iterable[str]) -> bool:
+    return any(k.startswith(("audio_vae.", "vocoder.")) or ".audio_attn1." in k for k in keys)
+
+
+def _metadata_json(reader: SafetensorsReader) -> Any:
+    try:
+        return json.loads(reader.metadata["config"])
+    except (KeyError, json.JSONDecodeError):
+        return None
+
+
+def _looks_like_0_9(reader: SafetensorsReader, config: Any) -> bool:
+    if isinstance(config, dict) and ("audio_vae" in config or "vocoder" in config):
+        return False
+    if str(reader.metadata.get("model_version", "")).startswith("2"):
+        return False
+    keys = reader.keys()
+    return not _audio_keys(keys) and any(k.startswith(("model.diffusion_model.", "vae.")) for k in keys)
+
+
+_UPSAMPLER_TOP = ("initial_conv.", "initial_norm.", "res_blocks.", "upsampler.", "post_upsample_res_blocks.",
+                  "final_conv.")
+_LTX2_UPSAMPLER_CONFIG = ("spatial_scale", "rational_resampler")  # read by ltx-core 1.0.0, unknown to 0.9.x
+_LTX2_UPSAMPLER_KEYS = ("upsampler.conv.", "upsampler.blur_down.")  # the rational resamplers
+
+
+def _is_upsampler(reader: SafetensorsReader) -> bool:
+    return bool(reader.keys()) and all(k.startswith(_UPSAMPLER_TOP) for k in reader.keys())
+
+
+def detect(path: str | os.PathLike) -> str | None:
+    """What an LTX-2 reader should make of `path`: "bundled" (official bundled or ltx2 file: `read`),
+    "upsampler" (an LTX-2 latent upsampler file: `read_upsampler`), or None (not recognisably LTX-2: a 0.9.x
+    checkpoint, a LoRA, an unreadable file, a folder; the 0.9.x reader says what it is). Headers only."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        reader = SafetensorsReader(path)
+    except CheckpointError:
+        return None
+    config = _metadata_json(reader)
+    if reader.metadata.get("format") == LTX2_FORMAT or _audio_keys(reader.keys()):
+        return "bundled"
+    if isinstance(config, dict) and ("audio_vae" in config or "vocoder" in config):
+        return "bundled"
+    if reader.metadata.get("format") is None and _is_upsampler(reader):
+        if isinstance(config, dict) and any(k in config for k in _LTX2_UPSAMPLER_CONFIG):
+            return "upsampler"
+        if any(k.startswith(_LTX2_UPSAMPLER_KEYS) for k in reader.keys()):
+            return "upsampler"
+        return None  # the 0.9.x layout exactly: the 0.9.x reader takes it (see the module docstring)
+    if str(reader.metadata.get("model_version", "")).startswith("2") and reader.metadata.get("format") != "ltx":
+        return "bundled"
+    return None
+
+
+def read(path: str | os.PathLike, components: str | Iterable[str] | None = None) -> LTX2Checkpoint:
+    """Index an official bundled file or an ltx2 file (headers only), for the chosen components.
+
+    Errors name the file and what is wrong: not an LTX-2 file (an LTX-Video 0.9.x file, an upsampler file),
+    metadata without a config, a requested component the file does not hold, keys that belong to no
+    component."""
+    path = Path(path)
+    wanted = parse_components(components)
+    reader = SafetensorsReader(path)
+    explicit = components is not None and components != "all"
+    fmt = "ltx2" if reader.metadata.get("format") == LTX2_FORMAT else "official"
+    if reader.metadata.get("format") == "ltx":
+        raise CheckpointError(f"{path}: an ltx file of LTX-Video 0.9.x (format=ltx), not LTX-2: load it with "
+                              "ltx.convert.formats.read_checkpoint / the 0.9.x presets")
+    if fmt == "ltx2" and reader.metadata.get("format_version") != LTX2_FORMAT_VERSION:
+        raise CheckpointError(f"{path}: ltx2 format version {reader.metadata.get('format_version')!r}; this ltx "
+                              f"reads {LTX2_FORMAT_VERSION!r}")
+    if fmt == "official" and _is_upsampler(reader):
+        raise CheckpointError(f"{path}: a latent upsampler file, not a bundled LTX-2 model: read it with "
+                              "ltx.ltx2.checkpoint.read_upsampler")
+    raw = reader.metadata.get("config")
+    if raw is None:
+        if fmt == "official" and _looks_like_0_9(reader, None):
+            raise CheckpointError(f"{path}: no 'config' in the metadata and no audio components: an LTX-Video 0.9.x "
+                                  "checkpoint? (LTX-2 files carry their architecture in the metadata `config`)")
+        raise CheckpointError(f"{path}: no 'config' in the safetensors metadata; an official LTX-2 file carries "
+                              "its architecture there (keys: transformer, vae, audio_vae, vocoder)")
+    try:
+        config = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: metadata 'config' is not valid JSON: {e}") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}: metadata 'config' is not a JSON object")
+    if fmt == "official" and _looks_like_0_9(reader, config):
+        raise CheckpointError(f"{path}: an LTX-Video 0.9.x checkpoint (no audio components), not LTX-2: use it with "
+                              "the 0.9.x presets (model=ltxv-...) or ltx.convert.formats.read_checkpoint")
+    keys: dict[str, dict[str, str]] = {}
+    claimed: set[str] = set()
+    present: list[str] = []
+    for name, comp in COMPONENTS.items():
+        found = {}
+        for k in reader.keys():
+            if fmt == "ltx2":
+                ours = k[len(name) + 1:] if k.startswith(name + ".") else None
+            else:
+                ours = comp.ours(k)
+            if ours is not None:
+                found[ours] = k
+        claimed.update(found.values())
+        present += [name] if found else []
+        if found and name in wanted:
+            if not isinstance(config.get(comp.config_key), dict):
+                raise CheckpointError(f"{path}: has {name} tensors but metadata config has no "
+                                      f"{comp.config_key!r} object")
+            keys[name] = found
+    stray = [k for k in reader.keys() if k not in claimed]
+    if stray:
+        raise CheckpointError(f"{path}: {len(stray)} keys belong to no LTX-2 component, e.g. {stray[:5]}")
+    missing = [n for n in wanted if n not in keys]
+    if explicit and missing:
+        raise CheckpointError(f"{path}: holds no {', '.join(missing)} (it holds: {', '.join(present) or 'nothing'})")
+    if not keys:
+        raise CheckpointError(f"{path}: no LTX-2 component found")
+    version = reader.metadata.get("model_version")
+    return LTX2Checkpoint(path, fmt, config, version, keys, reader)
+
+
+def build_component(name: str, config: dict, keys: Collection[str] | None = None,
+                    device: str | torch.device = "meta") -> nn.Module:
+    """Component `name` from the official metadata `config` (the whole dict, sub-dicts per component), built on
+    `device`. `keys`: our keys the file holds, where the module follows the file (the VAE's extra statistics);
+    None builds the released layout."""
+    comp = COMPONENTS[name]
+    sub = config.get(comp.config_key) if isinstance(config, dict) else None
+    if not isinstance(sub, dict):
+        raise CheckpointError(f"{name}: metadata config has no {comp.config_key!r} object")
+    with torch.device(device):
+        return comp.make(sub, keys)
+
+
+def build(ckpt: LTX2Checkpoint, name: str, device: str | torch.device = "meta") -> nn.Module:
+    try:
+        return build_component(name, ckpt.config, set(ckpt.keys.get(name, ())), device)
+    except CheckpointError as e:
+        raise CheckpointError(f"{ckpt.path}: {e}") from None
+    except (ValueError, TypeError, KeyError) as e:
+        raise CheckpointError(f"{ckpt.path}: {name} config: {e}") from None
+
+
+def _names(ckpt: LTX2Checkpoint, names: str | Iterable[str] | None) -> tuple[str, ...]:
+    chosen = ckpt.components if names in (None, "all") else parse_components(names)
+    missing = [n for n in chosen if n not in ckpt.keys]
+    if missing:
+        raise CheckpointError(f"{ckpt.path}: holds no {', '.join(missing)} (it holds: {', '.join(ckpt.components)})")
+    return chosen
+
+
+def check(ckpt: LTX2Checkpoint, names: str | Iterable[str] | None = None) -> dict[str, nn.Module]:
+    """Build each component on `meta` and compare its state dict with the file's headers (keys, shapes,
+    dtype kinds). Returns the meta modules; raises naming the first problems, in the file's key names."""
+    out = {}
+    for name in _names(ckpt, names):
+        module = build(ckpt, name)
+        expected = {ckpt.file_key(name, k): (tuple(v.shape), v.dtype)
+                    for k, v in module.state_dict(keep_vars=True).items()}
+        found = {k: (ckpt.reader.infos[k].shape, ckpt.reader.infos[k].dtype) for k in ckpt.keys[name].values()}
+        problems = fit_problems(expected, found)
+        if problems:
+            raise CheckpointError(f"{ckpt.path}: {name} does not fit its metadata config: " + " | ".join(problems))
+        out[name] = module
+    return out
+
+
+def _fill(module: nn.Module, sd: dict[str, torch.Tensor], device: str | torch.device, what: str) -> nn.Module:
+    load_strict(module, sd, what=what)
+    _place_nonpersistent(module, device, what)
+    return module.eval()
+
+
+def load(
+    path: str | os.PathLike | LTX2Checkpoint,
+    components: str | Iterable[str] | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+) -> dict[str, nn.Module]:
+    """Load components as modules in eval mode: built on `meta`, checked against the headers, then filled
+    strictly tensor by tensor (optionally cast to a floating `dtype`; integer buffers keep theirs). The
+    non-persistent buffers (computed at build, fp32) are moved to `device` and keep their dtype."""
+    ckpt = path if isinstance(path, LTX2Checkpoint) else read(path, components)
+    metas = check(ckpt, components if isinstance(path, LTX2Checkpoint) else None)
+    out = {}
+    for name, module in metas.items():
+        sd = {}
+        for ours, k in ckpt.keys[name].items():
+            t = ckpt.reader.get(k)
+            if dtype is not None and t.is_floating_point():
+                t = t.to(dtype)
+            sd[ours] = t.to(device)
+        out[name] = _fill(module, sd, device, f"{ckpt.path} [{name}]")
+    return out
+
+
+def _place_nonpersistent(module: nn.Module, device: str | torch.device, what: str) -> None:
+    """Buffers registered with persistent=False are not in the file. Our modules compute them on the CPU even
+    inside a `meta` build (e.g. vocoder.hann_sinc_upsample); move them to `device`. A module may instead expose
+    `init_nonpersistent_buffers(device)`; a buffer still on `meta` afterwards is an error, never a silent
+    placeholder."""
+    for m in module.modules():
+        init = getattr(m, "init_nonpersistent_buffers", None)
+        if callable(init):
+            init(device)
+        for n in m._non_persistent_buffers_set:
+            b = m._buffers.get(n)
+            if b is not None and not b.is_meta:
+                m._buffers[n] = b.to(device)
+    leftover = [n for n, b in module.named_buffers() if b.is_meta]
+    if leftover:
+        raise CheckpointError(f"{what}: {type(module).__name__} buffers {leftover[:5]} were neither in the file nor "
+                              "computed at build (still on meta)")
+
+
+def write(
+    ckpt: LTX2Checkpoint,
+    dst: str | os.PathLike,
+    *,
+    layout: str = "ltx2",
+    components: str | Iterable[str] | None = None,
+    dtype: torch.dtype | None = None,
+    overwrite: bool = False,
+    progress: Callable[[TensorEntry], None] | None = None,
+) -> Path:
+    """Stream the chosen components into `dst` in the "ltx2" or "official" layout (atomically), after `check`.
+    Tensors are copied bitwise unless `dtype` casts the floating ones; the metadata is kept verbatim (plus or
+    minus `format` / `format_version`) and the tensors' data keeps the source's order, so official -> ltx2 ->
+    official gives the same tensors, metadata and data bytes; only the header's JSON may be ordered differently
+    (ltx.checkpoint.write_safetensors puts `__metadata__` last; the safetensors library puts it first)."""
+    if layout not in ("ltx2", "official"):
+        raise CheckpointError(f"layout {layout!r}: choose 'ltx2' or 'official'")
+    names = _names(ckpt, components)
+    check(ckpt, names)
+    entries = []
+    for name in names:
+        comp = COMPONENTS[name]
+        for ours, k in ckpt.keys[name].items():
+            info = ckpt.reader.infos[k]
+            out_dtype = dtype if dtype is not None and info.dtype.is_floating_point else info.dtype
+            out_name = f"{name}.{ours}" if layout == "ltx2" else comp.official(ours)
+
+            def load_one(k=k, out_dtype=out_dtype):
+                return ckpt.reader.get(k).to(out_dtype)
+
+            entries.append((info.offsets[0], TensorEntry(out_name, out_dtype, info.shape, load_one)))
+    entries = [e for _, e in sorted(entries, key=lambda pair: pair[0])]  # the source's data order
+    metadata = {k: v for k, v in ckpt.reader.metadata.items() if k not in ("format", "format_version")}
+    if layout == "ltx2":
+        metadata.update(format=LTX2_FORMAT, format_version=LTX2_FORMAT_VERSION)
+    return write_safetensors(dst, entries, metadata, overwrite=overwrite, progress=progress)
+
+
+def save_modules(
+    modules: dict[str, nn.Module],
+    config: dict,
+    dst: str | os.PathLike,
+    *,
+    layout: str = "official",
+    model_version: str | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write in-memory modules (e.g. tests, training) as an official bundled file or an ltx2 file, with the
+    given official `config` (sub-dicts per component) in the metadata."""
+    if layout not in ("ltx2", "official"):
+        raise CheckpointError(f"layout {layout!r}: choose 'ltx2' or 'official'")
+    entries = []
+    for name, module in modules.items():
+        comp = COMPONENTS[name]
+        for ours, t in module.state_dict().items():
+            out_name = f"{name}.{ours}" if layout == "ltx2" else comp.official(ours)
+            entries.append(TensorEntry(out_name, t.dtype, tuple(t.shape), lambda t=t: t.detach().cpu()))
+    metadata = {"config": json.dumps(config)}
+    if model_version is not None:
+        metadata["model_version"] = model_version
+    if layout == "ltx2":
+        metadata.update(format=LTX2_FORMAT, format_version=LTX2_FORMAT_VERSION)
+    return write_safetensors(dst, entries, metadata, overwrite=overwrite)
+
+
+# ------------------------------------------------------------------------------------------------ summaries
+
+
+def describe(name: str, module: nn.Module) -> str:
+    """One line of config highlights of a built component (for summaries: the converter's --dry-run)."""
+    if name == "transformer":
+        c = module.cfg
+        v23 = [f for f in ("apply_gated_attention", "cross_attention_adaln", "caption_proj_before_connector")
+               if getattr(c, f)]
+        return (f"{c.num_layers} layers, video {c.num_attention_heads} x {c.attention_head_dim} heads "
+                f"({c.num_attention_heads * c.attention_head_dim} wide), audio {c.audio_num_attention_heads} x "
+                f"{c.audio_attention_head_dim}, latent channels {c.in_channels}/{c.audio_in_channels}, "
+                f"caption {c.caption_channels}" + (f", 2.3 flags: {', '.join(v23)}" if v23 else ""))
+    if name == "text":
+        c = module.config
+        return (f"feature extractor {c.feature_extractor} ({c.num_hidden_states} x {c.text_dim} text states), video "
+                f"connector {c.video_layers} layers {c.video_heads} x {c.video_head_dim}, audio connector "
+                f"{c.audio_layers} layers {c.audio_heads} x {c.audio_head_dim}, {c.num_registers} registers"
+                + (", gated attention" if c.gated_attention else ""))
+    if name == "vae":
+        c = module.cfg
+        enc = sum(b.name != "res_x" for b in c.encoder_blocks)
+        dec = sum(b.name != "res_x" for b in c.decoder_blocks)
+        return (f"latent {c.latent_channels} channels, patch {c.patch_size}, {len(c.encoder_blocks)} encoder blocks "
+                f"({enc} downsamplers), {len(c.decoder_blocks)} decoder blocks ({dec} upsamplers), decoder base "
+                f"{c.decoder_base_channels}, padding {c.encoder_spatial_padding_mode}/{c.decoder_spatial_padding_mode}"
+                + (", extra statistics" if c.extra_statistics else ""))
+    if name == "audio_vae":
+        c = module.cfg
+        return (f"ch {c.ch} x {list(c.ch_mult)}, {c.num_res_blocks} res blocks, z {c.z_channels}, {c.mel_bins} mel "
+                f"bins, {c.sample_rate} Hz hop {c.hop_length}")
+    if name == "vocoder":
+        c = module.cfg
+        if getattr(c, "bwe", None) is not None:
+            g, b = c.vocoder, c.bwe
+            return (f"BigVGAN-v2 {g.output_sampling_rate} Hz (width {g.upsample_initial_channel}) + bandwidth "
+                    f"extension -> {b.output_sampling_rate} Hz (width {b.generator.upsample_initial_channel}), "
+                    f"hop {c.hop}")
+        return f"HiFi-GAN {c.output_sampling_rate} Hz (width {c.upsample_initial_channel}), hop {c.hop}"
+    return type(module).__name__
+
+
+def summary(ckpt: LTX2Checkpoint, names: str | Iterable[str] | None = None) -> str:
+    """A per-component summary: tensor count, parameters, bytes, dtypes, config highlights (headers only)."""
+    version = ckpt.model_version or "absent"
+    family = "LTX-2.3" if ckpt.is_2_3 else "LTX-2"
+    layout = "ltx2 file" if ckpt.format == LTX2_FORMAT else "official bundled file"
+    lines = [f"{ckpt.path}: {family} {layout} (model_version {version})"]
+    metas = check(ckpt, names)
+    for name, module in metas.items():
+        lines.append(f"  {name}: {_tensor_line(ckpt.reader, ckpt.keys[name].values())}")
+        lines.append(f"    {describe(name, module)}")
+    return "\n".join(lines)
+
+
+def _tensor_line(reader: SafetensorsReader, keys: Iterable[str]) -> str:
+    infos = [reader.infos[k] for k in keys]
+    dtypes = Counter(str(i.dtype).replace("torch.", "") for i in infos)
+    values = sum(torch.Size(i.shape).numel() for i in infos)
+    nbytes = sum(i.dtype.itemsize * torch.Size(i.shape).numel() for i in infos)
+    return f"{len(infos)} tensors, {values / 1e6:.2f} M parameters, {nbytes / 2**30:.3f} GiB, dtypes {dict(dtypes)}"
+
+
+# ------------------------------------------------------------------------------------------------ upsamplers
+
+
+@dataclass
+class UpsamplerFile:
+    """An LTX-2 latent upsampler file: its config and the tensors' headers (keys are the module's)."""
+
+    path: Path
+    config: Any  # ltx.ltx2.upsampler.LatentUpsamplerConfig
+    raw_config: dict  # the flat metadata `config`, verbatim
+    reader: SafetensorsReader
+
+
+def read_upsampler(path: str | os.PathLike) -> UpsamplerFile:
+    """Index an upsampler file and check its keys, shapes and dtypes against its metadata config (headers
+    only). Errors name the file: a bundled model, no or invalid config, a config ltx does not implement, keys
+    that do not fit (named)."""
+    from ltx.ltx2.upsampler import LatentUpsampler2, LatentUpsamplerConfig
+
+    path = Path(path)
+    reader = SafetensorsReader(path)
+    if reader.metadata.get("format") in (LTX2_FORMAT, "ltx") or (reader.keys() and not _is_upsampler(reader)):
+        raise CheckpointError(f"{path}: not a latent upsampler file (keys such as {reader.keys()[:3]}): a bundled "
+                              "model is read with ltx.ltx2.checkpoint.read")
+    if not reader.keys():
+        raise CheckpointError(f"{path}: holds no tensors")
+    raw = reader.metadata.get("config")
+    if raw is None:
+        raise CheckpointError(f"{path}: no 'config' in the safetensors metadata; an upsampler file carries a flat "
+                              "config there (in_channels, mid_channels, spatial_upsample, ...)")
+    try:
+        config = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: metadata 'config' is not valid JSON: {e}") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}: metadata 'config' is not a JSON object")
+    try:
+        cfg = LatentUpsamplerConfig.from_metadata(config)
+        with torch.device("meta"):
+            module = LatentUpsampler2(cfg)
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{path}: upsampler config: {e}") from None
+    expected = {k: (tuple(v.shape), v.dtype) for k, v in module.state_dict(keep_vars=True).items()}
+    found = {k: (i.shape, i.dtype) for k, i in reader.infos.items()}
+    problems = fit_problems(expected, found)
+    if problems:
+        raise CheckpointError(f"{path}: the upsampler does not fit its metadata config ({cfg.kind}): "
+                              + " | ".join(problems))
+    return UpsamplerFile(path, cfg, config, reader)
+
+
+def load_upsampler(path: str | os.PathLike | UpsamplerFile, *, device: str | torch.device = "cpu",
+                   dtype: torch.dtype | None = None) -> nn.Module:
+    """A `LatentUpsampler2` in eval mode, loaded strictly (floating tensors optionally cast to `dtype`)."""
+    from ltx.ltx2.upsampler import LatentUpsampler2
+
+    up = path if isinstance(path, UpsamplerFile) else read_upsampler(path)
+    with torch.device("meta"):
+        module = LatentUpsampler2(up.config)
+    sd = {}
+    for k in up.reader.keys():
+        t = up.reader.get(k)
+        sd[k] = (t.to(dtype) if dtype is not None and t.is_floating_point() else t).to(device)
+    return _fill(module, sd, device, str(up.path))
+
+
+def write_upsampler(up: UpsamplerFile, dst: str | os.PathLike, *, dtype: torch.dtype | None = None,
+                    overwrite: bool = False, progress: Callable[[TensorEntry], None] | None = None) -> Path:
+    """Copy an upsampler file (its only layout), optionally casting floating tensors; metadata verbatim."""
+    entries = []
+    for k, info in up.reader.infos.items():
+        out_dtype = dtype if dtype is not None and info.dtype.is_floating_point else info.dtype
+        entries.append(TensorEntry(k, out_dtype, info.shape, lambda k=k, d=out_dtype: up.reader.get(k).to(d)))
+    return write_safetensors(dst, entries, dict(up.reader.metadata), overwrite=overwrite, progress=progress)
+
+
+def upsampler_summary(up: UpsamplerFile) -> str:
+    c = up.config
+    what = {"pixel_shuffle": "spatial x2 (pixel shuffle)", "rational": f"spatial x{c.spatial_scale:g} (rational)",
+            "temporal": "temporal x2"}[c.kind]
+    return "\n".join([f"{up.path}: LTX-2 latent upsampler, {what}",
+                      f"  upsampler: {_tensor_line(up.reader, up.reader.keys())}",
+                      f"    in {c.in_channels} channels, mid {c.mid_channels}, "
+                      f"{c.num_blocks_per_stage} blocks per stage"])
