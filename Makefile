@@ -13,7 +13,7 @@ ARGS    ?=
 # implementation ltx-video==0.1.2, installed without its dependencies (they pin old transformers/huggingface-hub
 # and pull a CUDA torch; its model, scheduler and pipeline modules need only what [test] installs).
 # The LTX-2 references ltx-core/ltx-pipelines 1.0.0 are installed the same way: they want torchaudio, which has
-# no wheel that loads beside torch 2.13, so tests/ltx2/conftest.py puts an import stub
+# no wheel that loads beside torch 2.13, so tests/conftest.py puts an import stub
 # (tests/ltx2/stubs/torchaudio) on the path; scipy is for ltx_core.components.schedulers' import.
 $(BIN)/.stamp-generate: pyproject.toml
 	$(PY) -m venv $(VENV)

@@ -282,7 +282,7 @@ def test_missing_demo_weights_name_the_training_commands(tmp_path):
 @pytest.mark.parametrize("module,override,words", [
     ("infer.generate", "seed=abc", "seed=abc: Value 'abc' of type 'str' could not be converted to Integer"),
     ("infer.generate", "sed=3", "sed=3: Key 'sed' not in 'GenerateConfig'"),
-    ("infer.generate", "model=nope", "Could not find 'model/nope'; Available options in 'model': ltx-2-19b-dev, ltx-2-19b-distilled"),
+    ("infer.generate", "model=nope", "Could not find 'model/nope'; Available options in 'model': ltx-2-19b-dev"),
     ("train.preprocess", "reference_downscale=abc", "reference_downscale=abc: Value 'abc'"),
     ("train.finetune", "reference_video=maybe", "reference_video=maybe: Value 'maybe' is not a valid bool"),
     ("train.distill", "lora.rnak=3", "lora.rnak=3: Key 'rnak' not in 'LoRASettings'"),

@@ -1,4 +1,4 @@
-"""Import stub for `torchaudio`, used only by the LTX-2 parity tests.
+"""Import stub for `torchaudio`, used only by the LTX-2 parity tests (put on sys.path by tests/conftest.py).
 
 `ltx-core` 1.0.0 imports torchaudio at module level (ltx_core/model/audio_vae/ops.py, for its
 MelSpectrogram/resample preprocessing), and no torchaudio wheel loads beside torch 2.13. This stub lets the
