@@ -30,19 +30,18 @@ official tokenizer produces, is supported: any other mask raises ValueError.
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ltx.models.attention import attention
+from ltx.ltx2.rope import RopeTable, rope_table
+from ltx.ltx2.transformer import Attention, FeedForward
 
 GEMMA_WIDTH = 3840  # Gemma-3 12B hidden size (`caption_channels` in the metadata)
 GEMMA_HIDDEN_STATES = 49  # embedding output + 48 layers
@@ -308,83 +307,6 @@ class FeatureExtractorV2(nn.Module):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=8)
-def _rope_frequencies(theta: float, n: int) -> Tensor:
-    # (pi/2) * theta ** linspace(0, 1, n), in float64 (numpy, as the official "float64" precision), then float32
-    return torch.from_numpy(np.power(theta, np.linspace(0.0, 1.0, n, dtype=np.float64)) * (math.pi / 2)).float()
-
-
-def connector_rope(num_tokens: int, num_heads: int, head_dim: int, max_pos: int, *, device: torch.device | None = None,
-                   dtype: torch.dtype = torch.float32, theta: float = CONNECTOR_ROPE_THETA) -> tuple[Tensor, Tensor]:
-    """cos, sin (T, H, head_dim / 2) of the connector's split RoPE: positions arange(T) / max_pos mapped to
-    [-1, 1], one axis, so head h gets frequencies [h * head_dim / 2, (h + 1) * head_dim / 2). Angles in float32,
-    then cast to `dtype` (the official code casts to the hidden states' dtype)."""
-    freqs = _rope_frequencies(float(theta), num_heads * head_dim // 2).to(device)  # (H * Dh/2,)
-    frac = torch.arange(num_tokens, dtype=torch.float32, device=device) / max_pos  # (T,)
-    angles = freqs[None, :] * (frac[:, None] * 2 - 1)  # (T, H * Dh/2)
-    angles = angles.view(num_tokens, num_heads, head_dim // 2)
-    return angles.cos().to(dtype), angles.sin().to(dtype)
-
-
-def apply_split_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    # x: (B, T, H, Dh); cos/sin: (T, H, Dh/2). Pairs (x[j], x[j + Dh/2]) rotate by the same angle.
-    x1, x2 = x.chunk(2, dim=-1)
-    out1 = torch.addcmul(x1 * cos, -sin, x2)  # x1 cos - x2 sin (addcmul: the official rounding in bf16)
-    out2 = torch.addcmul(x2 * cos, sin, x1)  # x2 cos + x1 sin
-    return torch.cat([out1, out2], dim=-1)
-
-
-class ConnectorAttention(nn.Module):
-    """Self-attention with q/k RMSNorm over all heads (with weights), split RoPE and optional per-head gates
-    `2 * sigmoid(to_gate_logits(x))` (2.3), applied before `to_out`."""
-
-    def __init__(self, dim: int, num_heads: int, head_dim: int, gated: bool):
-        super().__init__()
-        inner = num_heads * head_dim
-        self.num_heads = num_heads
-        self.to_q = nn.Linear(dim, inner)
-        self.to_k = nn.Linear(dim, inner)
-        self.to_v = nn.Linear(dim, inner)
-        self.q_norm = nn.RMSNorm(inner, eps=EPS)
-        self.k_norm = nn.RMSNorm(inner, eps=EPS)
-        self.to_gate_logits = nn.Linear(dim, num_heads) if gated else None
-        self.to_out = nn.ModuleList([nn.Linear(inner, dim)])  # a list only so the key is to_out.0.weight
-        self.attention_backend = "sdpa"  # set from outside: ltx.models.attention.set_attention_backend
-
-    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor]) -> Tensor:
-        # x: (B, T, dim)
-        B, T, _ = x.shape
-        h = self.num_heads
-        q = apply_split_rope(self.q_norm(self.to_q(x)).view(B, T, h, -1), *rope)  # (B, T, H, Dh)
-        k = apply_split_rope(self.k_norm(self.to_k(x)).view(B, T, h, -1), *rope)
-        v = self.to_v(x).view(B, T, h, -1)
-        out = attention(q, k, v, None, self.attention_backend)  # (B, T, H, Dh); full attention, no mask
-        if self.to_gate_logits is not None:
-            out = out * (2.0 * torch.sigmoid(self.to_gate_logits(x)))[..., None]  # (B, T, H, 1) gates
-        return self.to_out[0](out.reshape(B, T, -1))
-
-
-class GELUProj(nn.Module):
-    """Linear then tanh-approximated GELU (key `net.0.proj`)."""
-
-    def __init__(self, dim: int, hidden: int):
-        super().__init__()
-        self.proj = nn.Linear(dim, hidden)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.gelu(self.proj(x), approximate="tanh")
-
-
-class FeedForward(nn.Module):
-    def __init__(self, dim: int, hidden: int):
-        super().__init__()
-        # net.1 is the official (parameter-free) dropout slot; Identity keeps the key indices net.0 / net.2
-        self.net = nn.ModuleList([GELUProj(dim, hidden), nn.Identity(), nn.Linear(hidden, dim)])
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net[2](self.net[0](x))
-
-
 def _rms(x: Tensor) -> Tensor:
     return F.rms_norm(x, (x.shape[-1],), eps=EPS)  # weightless
 
@@ -394,11 +316,11 @@ class ConnectorBlock(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, head_dim: int, gated: bool):
         super().__init__()
-        self.attn1 = ConnectorAttention(dim, num_heads, head_dim, gated)
+        self.attn1 = Attention(dim, dim, num_heads, head_dim, EPS, gated)  # the transformer's, without a mask
         self.ff = FeedForward(dim, 4 * dim)
 
-    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor]) -> Tensor:
-        x = self.attn1(_rms(x), rope) + x
+    def forward(self, x: Tensor, rope: RopeTable) -> Tensor:
+        x = self.attn1(_rms(x), rope=rope) + x
         return self.ff(_rms(x)) + x
 
 
@@ -439,8 +361,10 @@ class EmbeddingsConnector(nn.Module):
         if tuple(mask.shape) != tuple(x.shape[:2]):
             raise ValueError(f"mask shape {tuple(mask.shape)} does not match the features' (B, T) {tuple(x.shape[:2])}")
         x = self.replace_padding(x, check_left_padded(mask))
-        rope = connector_rope(x.shape[1], self.num_heads, self.head_dim, self.max_pos, device=x.device,
-                              dtype=x.dtype)
+        B, T, dim = x.shape
+        positions = torch.arange(T, dtype=torch.float32, device=x.device).expand(B, 1, T)  # (B, 1, T): token index
+        rope = rope_table(positions, dim=dim, num_heads=self.num_heads, max_pos=[self.max_pos],
+                          theta=CONNECTOR_ROPE_THETA, layout="split", float64_grid=True, dtype=x.dtype, middle=False)
         for block in self.transformer_1d_blocks:
             x = block(x, rope)
         return _rms(x)
