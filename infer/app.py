@@ -72,7 +72,11 @@ def check_overrides(config_name: str, overrides: list[str]) -> None:
         if options is not None:  # a config group option that does not exist: say which do
             names = [line for line in lines[options + 1 :] if not line.startswith(("Config search path", "provider="))]
             why = f"{why}; {lines[options]} {', '.join(names)}"
-        bad = next((a for a in overrides if a.split("=", 1)[0].lstrip("+~") in str(e) + str(cause)), None)
+        def key(a: str) -> str:
+            return a.split("=", 1)[0].lstrip("+~")
+
+        named = [a for a in overrides if key(a) in str(e) + str(cause)]
+        bad = max(named, key=lambda a: len(key(a))) if named else None  # model.av.pipeline=x over model=...
         where = f"{bad}: " if bad else ""
         raise SystemExit(f"error: {where}{why} (--help lists the options)") from None
     except Exception:  # noqa: BLE001 - anything else: let Hydra compose and report it as it does
