@@ -299,6 +299,7 @@ def resolve_paths(cfg: FinetuneConfig) -> FinetuneConfig:
     from ltx.presets import config_root
 
     repo = config_root()  # the checkout, or <prefix>/share/ltx for an installed package
+    cfg.model.require_ltx_video("training (train.finetune, train.distill; LTX-2 training is not implemented)")
     g = cfg.model.generation
 
     def local(path: str | None) -> str | None:
@@ -330,7 +331,6 @@ def check_inputs(cfg: FinetuneConfig, world: int):
     if "vae" not in vae_ckpt.components:
         raise ValueError(f"{vae_ckpt.path} has no VAE; pass vae_checkpoint=...")
     dit_cfg = ckpt.components["dit"].config
-    cfg.model.require_ltx_video("train.finetune")
     diff = config_diff(dit_cfg, cfg.model.dit)
     if diff:
         shown = "; ".join(f"{k}: checkpoint {a!r} vs preset {b!r}" for k, (a, b) in diff.items())
