@@ -165,7 +165,7 @@ def _presets():
         yield OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelPreset), OmegaConf.load(path)))
 
 
-PRESETS = {p.name: p for p in _presets() if p.name != "ltx-demo"}  # the released models
+PRESETS = {p.name: p for p in _presets() if p.name != "ltx-demo" and not p.is_ltx2}  # released 0.9.x models
 PARAMS = {"2b": 1_923_000_000, "13b": 13_043_000_000}  # reference notes: 1,923 M and 13,043 M
 
 
