@@ -479,7 +479,10 @@ def _preset_names(cfg: DiTConfig) -> list[str]:
 
         names = []
         for f in sorted(folder.glob("*.yaml")):
-            dit = DiTConfig(**{k: v for k, v in ((yaml.safe_load(f.read_text()) or {}).get("dit") or {}).items()
+            preset = yaml.safe_load(f.read_text()) or {}
+            if not preset.get("dit"):
+                continue  # an LTX-2 preset
+            dit = DiTConfig(**{k: v for k, v in preset["dit"].items()
                                if k in ("num_layers", "num_heads", "head_dim", "in_channels", "out_channels",
                                         "caption_channels")})
             if (dit.num_layers, dit.dim, dit.in_channels, dit.out_channels, dit.caption_channels) == (
