@@ -28,7 +28,15 @@ import torch
 from torch import Tensor
 
 from ltx.ltx2 import patchify as P
-from ltx.ltx2.sched import GuiderParams, euler_step, guidance_passes, guide, post_process, to_denoised
+from ltx.ltx2.sched import (
+    GuiderParams,
+    euler_step,
+    guidance_passes,
+    guide,
+    post_process,
+    res2s_sample,
+    to_denoised,
+)
 
 NO_GUIDANCE = GuiderParams()  # cfg 1, stg 0, modality 1: one conditional pass
 
@@ -151,7 +159,7 @@ def _stream(transformer, state: LatentState, context: Tensor, sigma: Tensor, row
 
     b = state.x.shape[0] * rows
     timesteps = (state.mask * sigma).squeeze(-1)  # (B, T) float32, as timesteps_from_mask
-    return StreamInput(x=rep(state.x), timesteps=rep(timesteps), sigma=sigma.expand(b).to(torch.float32),
+    return StreamInput(x=rep(state.x), timesteps=rep(timesteps), sigma=sigma.expand(b),  # its dtype, as the reference
                        positions=rep(state.positions), context=context)
 
 
@@ -253,6 +261,40 @@ def sample(
         if on_step is not None:
             on_step(i, video, audio)
     return video, audio
+
+
+def sample_res2s(
+    transformer,
+    video: LatentState,
+    audio: LatentState,
+    sigmas: Tensor,
+    positive: Prompt,
+    negative: Prompt | None = None,
+    video_guidance: GuiderParams = NO_GUIDANCE,
+    audio_guidance: GuiderParams = NO_GUIDANCE,
+    *,
+    batch_passes: bool = False,
+    noise_seed: int = -1,
+    on_call: Callable[[], None] | None = None,
+) -> tuple[LatentState, LatentState]:
+    """The res_2s sampler of the HQ pipeline (res2s_audio_video_denoising_loop, ltx.ltx2.sched.res2s_sample):
+    two guided evaluations per step (at sigma and at the log-midpoint) with SDE renoising from generators seeded
+    `noise_seed` / `noise_seed + 10000`, plus a final evaluation at 0.0011; latents stored in the run dtype
+    between steps (the reference's default model dtype is bf16, the dtype of its pipelines)."""
+    if video_guidance.skip_step or audio_guidance.skip_step:
+        raise ValueError("skip_step > 0 is not supported by this sampler; use skip_step=0 (the official default)")
+
+    def denoise(latents: tuple[Tensor, Tensor], sig: Tensor, i: int) -> tuple[Tensor, Tensor]:
+        out = denoise_step(transformer, replace(video, x=latents[0]), replace(audio, x=latents[1]),
+                           sig[i], positive, negative, video_guidance, audio_guidance,
+                           batch_passes=batch_passes)
+        if on_call is not None:
+            on_call()
+        return out
+
+    xv, xa = res2s_sample(denoise, (video.x, audio.x), (video.mask, audio.mask), (video.clean, audio.clean),
+                          sigmas, noise_seed=noise_seed, model_dtype=video.x.dtype)
+    return replace(video, x=xv), replace(audio, x=xa)
 
 
 @dataclass
@@ -390,13 +432,16 @@ def generate_av(
 ) -> AVResult:
     """One run of an official pipeline: "one_stage" (TI2VidOneStagePipeline), "two_stage"
     (TI2VidTwoStagesPipeline: guided stage 1 at half size, x2 upsample, unguided refine with
-    `models.stage_2_transformer`) or "distilled" (DistilledPipeline: both stages unguided, one transformer).
+    `models.stage_2_transformer`), "hq" (TI2VidTwoStagesHQPipeline: the same stages with the res_2s sampler;
+    the stage-1 sigmas are shifted for the stage-1 token count, `ltx2_sigmas(steps, num_tokens=...)`) or
+    "distilled" (DistilledPipeline: both stages unguided, one transformer).
 
     `sigmas`: stage 1 (ltx2_sigmas(steps) or the distilled list); `stage_2_sigmas`: the refine pass (its first
-    value is also the renoise level). `on_step(stage, i, video, audio)` sees every state. Noise: one
+    value is also the renoise level). `on_step(stage, i, video, audio)` sees every state (hq: called once per
+    transformer evaluation, with None states: 2 per step + 1). Noise: one
     generator, video then audio, stage 1 then stage 2 (the reference's order)."""
-    if pipeline not in ("one_stage", "two_stage", "distilled"):
-        raise ValueError(f"pipeline={pipeline!r}: choose one_stage, two_stage or distilled")
+    if pipeline not in ("one_stage", "two_stage", "hq", "distilled"):
+        raise ValueError(f"pipeline={pipeline!r}: choose one_stage, two_stage, hq or distilled")
     two = pipeline != "one_stage"
     check_size(height, width, num_frames, two)
     if two and (models.upsampler is None or stage_2_sigmas is None):
@@ -413,9 +458,15 @@ def generate_av(
         video, audio = conditioned_states(num_frames, h, w, fps, conds, batch=batch, dtype=dtype, device=device,
                                           generator=generator, noise_scale=noise_scale, video_latent=vlat,
                                           audio_latent=alat)
-        step = None if on_step is None else (lambda i, v, a: on_step(k, i, v, a))
-        video, audio = sample(transformer, video, audio, sig, positive, negative, vg, ag,
-                              batch_passes=batch_passes, on_step=step)
+        if pipeline == "hq":
+            calls = iter(range(10**9))
+            hook = None if on_step is None else (lambda: on_step(k, next(calls), None, None))
+            video, audio = sample_res2s(transformer, video, audio, sig, positive, negative, vg, ag,
+                                        batch_passes=batch_passes, on_call=hook)
+        else:
+            step = None if on_step is None else (lambda i, v, a: on_step(k, i, v, a))
+            video, audio = sample(transformer, video, audio, sig, positive, negative, vg, ag,
+                                  batch_passes=batch_passes, on_step=step)
         return unpatchified(video, audio, num_frames, h, w)
 
     vlat, alat = stage(1, models.transformer, h1, w1, sigmas, video_guidance, audio_guidance, 1.0)
@@ -424,7 +475,7 @@ def generate_av(
 
         stats = models.vae.per_channel_statistics
         up = upsample_latent(models.upsampler, vlat, stats.mean, stats.std).to(dtype)  # reference: row 0 only
-        second = models.stage_2_transformer if pipeline == "two_stage" else models.transformer
+        second = models.stage_2_transformer if pipeline in ("two_stage", "hq") else models.transformer
         if second is not None and not isinstance(second, torch.nn.Module):
             second = second()
         if second is None:
