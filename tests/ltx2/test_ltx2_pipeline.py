@@ -1,16 +1,16 @@
 """End-to-end LTX-2 sampling vs ltx_pipelines 1.0.0, with the same tiny random models on both sides.
 
-The reference side is the body of TI2VidOneStagePipeline / TI2VidTwoStagesPipeline / DistilledPipeline
-`__call__` (ltx_pipelines/*.py) with the model ledger and Gemma replaced by the modules and hidden states
+The reference side is the body of TI2VidOneStagePipeline / TI2VidTwoStagesPipeline /
+TI2VidTwoStagesHQPipeline / DistilledPipeline `__call__` (ltx_pipelines/*.py) with the model ledger and Gemma replaced by the modules and hidden states
 given here (the ledger only loads files, and the official text encoder is 12B): the same helpers
 (combined-image conditionings, noisers, denoise_audio_video, euler_denoising_loop, the multi-modal guider,
 upsample_video, decode_video/decode_audio). Ours is ltx.ltx2.pipeline over modules loaded with
 ltx.ltx2.checkpoint from the official file the reference modules were saved to.
 
-Compared: the text contexts, the video and audio latents after EVERY step of every stage, the decoded frames
-and the waveform. fp32 <= 1e-5; our guidance passes run batched (one transformer call of batch 4) where the
-reference makes four calls, so equality is up to matmul summation order (measured ~1e-7), and
-`batch_passes=False` is checked bitwise.
+Compared: the text contexts, the video and audio latents after EVERY step of every stage (res_2s: the final
+outputs), the decoded frames and the waveform: bitwise in fp32 (the default, one transformer call per guidance
+pass as the reference). With `batch_passes=True` (one call of batch 4) equality is up to matmul summation
+order: latents and frames <= 1e-5, the waveform <= 1e-4 (see test_two_stage_pipelines).
 """
 
 from __future__ import annotations
