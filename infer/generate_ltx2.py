@@ -5,7 +5,7 @@
         distilled_lora=/w/ltx-2-19b-distilled-lora-384.safetensors \
         text_encoder=/w/gemma-3-12b-it-qat-q4_0-unquantized 'prompts=["a dog barks at the sea"]'
 
-Runs the preset's official pipeline (`model.av.pipeline`: one_stage, two_stage, distilled) through
+Runs the preset's official pipeline (`model.av.pipeline`: one_stage, two_stage, hq, distilled) through
 ltx.ltx2.pipeline.generate_av, and writes per prompt into <output_dir>/<run>/: `NN_<prompt>.mp4` (H.264 + AAC
 audio), `.wav` (16-bit PCM at the vocoder's rate), `.png` (a contact sheet: frames above the waveform and a
 log-mel spectrogram on the same time axis) and `.yaml` (the resolved config, the prompt, the seed, the sigmas).
@@ -14,7 +14,9 @@ Order of work, as for 0.9.x: every check that can fail on bad input reads header
 (the bundled file's components built on `meta` against its headers, the preset's model version, the
 upsampler, LoRA targets and shapes, sizes, images, the Gemma folder, the output folder); then Gemma encodes
 the prompts and is freed; then the models load. Two-stage runs fuse the distilled LoRA into the transformer
-in place once stage 1 is done (one transformer in memory, as the official ledger's stage-2 model).
+in place once stage 1 is done (one transformer in memory; the official ledger builds a second one from the
+file with every LoRA fused at once, which differs by the rounding of one more addition in bf16). hq fuses it
+at 0.25 before stage 1 and adds 0.25 more before stage 2.
 
 Overrides on top of the preset: steps, guidance_scale / stg_scale / rescaling_scale / stg_blocks (video),
 audio_guidance_scale, modality_scale (both modalities), conditioning (images: frame 0 = image-to-video, later
@@ -32,6 +34,7 @@ import torch
 from ltx.checkpoint import CheckpointError
 from ltx.ltx2 import checkpoint as ck
 from ltx.ltx2.lora import LoRA, check_lora, fuse_loras, read_lora
+from ltx.ltx2.patchify import video_latent_shape
 from ltx.ltx2.pipeline import AVModels, ImageInput, Prompt, check_size, generate_av
 from ltx.ltx2.sched import GuiderParams, ltx2_sigmas
 from ltx.media import MediaError, crf_compress, read_image
@@ -63,11 +66,16 @@ def guidance(cfg) -> tuple[GuiderParams, GuiderParams]:
 
 
 def sigma_lists(cfg) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Stage-1 sigmas (LTX2Scheduler without a latent, i.e. at 4096 tokens; hq: shifted for the stage-1 tokens;
+    distilled: its list; or `timesteps`) and the stage-2 list."""
     av = cfg.model.av
     if cfg.timesteps is not None:
         first = torch.tensor([*cfg.timesteps, 0.0] if cfg.timesteps[-1] != 0 else cfg.timesteps)
     elif av.pipeline is AVPipeline.distilled and cfg.steps is None:
         first = torch.tensor(av.sigmas)
+    elif av.pipeline is AVPipeline.hq:
+        f, h, w = video_latent_shape(cfg.num_frames, cfg.height // 2, cfg.width // 2)
+        first = ltx2_sigmas(cfg.steps if cfg.steps is not None else av.num_inference_steps, num_tokens=f * h * w)
     else:
         first = ltx2_sigmas(cfg.steps if cfg.steps is not None else av.num_inference_steps)
     second = torch.tensor(av.stage_2_sigmas) if av.stage_2_sigmas is not None else None
@@ -168,7 +176,7 @@ def run(cfg) -> list[Path]:
         except CheckpointError as e:
             raise InputError(str(e)) from None
     distilled = None
-    if av.pipeline is AVPipeline.two_stage:
+    if av.pipeline in (AVPipeline.two_stage, AVPipeline.hq):
         lora_path = _file(cfg.distilled_lora, "distilled_lora",
                           f"stage 2 of the two-stage pipeline uses the distilled LoRA: pass distilled_lora=/path/to/"
                           f"{av.distilled_lora} (or model.av.pipeline=one_stage)")
@@ -222,17 +230,24 @@ def run(cfg) -> list[Path]:
     transformer = models["transformer"]
     if loras:
         print(f"fused {fuse_loras(transformer, loras)} weights from {len(loras)} LoRA(s)")
+    if distilled is not None and av.stage_1_lora_strength:
+        n = fuse_loras(transformer, [(distilled, av.stage_1_lora_strength)])
+        print(f"stage 1: fused the distilled LoRA ({n} weights, strength {av.stage_1_lora_strength})")
 
-    def stage_2():
-        if distilled is not None:
-            n = fuse_loras(transformer, [(distilled, av.distilled_lora_strength)])
-            print(f"stage 2: fused the distilled LoRA ({n} weights, strength {av.distilled_lora_strength})")
+    def stage_2():  # in place, once stage 1 is done: W + s1 d, then + (s2 - s1) d (one transformer in memory)
+        extra = av.distilled_lora_strength - av.stage_1_lora_strength
+        if distilled is not None and extra:
+            n = fuse_loras(transformer, [(distilled, extra)])
+            print(f"stage 2: fused the distilled LoRA ({n} weights, now at strength {av.distilled_lora_strength})")
         return transformer
 
     up_module = ck.load_upsampler(upsampler, device=device, dtype=dtype) if upsampler is not None else None
     av_models = AVModels(transformer, models["vae"], models["audio_vae"], models["vocoder"], up_module,
                          stage_2 if two else None)
-    total = (len(sigmas) - 1) + ((len(stage2) - 1) if two else 0)
+    per_step = 2 if av.pipeline is AVPipeline.hq else 1  # res_2s: 2 evaluations a step + 1 at the end
+    total = per_step * (len(sigmas) - 1) + (per_step * (len(stage2) - 1) if two else 0)
+    if av.pipeline is AVPipeline.hq:
+        total += 2
     generator = torch.Generator(device).manual_seed(cfg.seed)
     with tqdm(total=total, desc=f"{av.pipeline.value} ({len(cfg.prompts)} prompt(s))", unit="step") as bar, \
             torch.no_grad():

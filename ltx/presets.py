@@ -169,6 +169,7 @@ class AVPipeline(Enum):
 
     one_stage = "one_stage"  # TI2VidOneStagePipeline: guided, at the full size
     two_stage = "two_stage"  # TI2VidTwoStagesPipeline: guided at half size, x2 upsample, distilled-LoRA refine
+    hq = "hq"  # TI2VidTwoStagesHQPipeline: two_stage with res_2s, a token-shifted schedule, LoRA in both stages
     distilled = "distilled"  # DistilledPipeline: the distilled checkpoint, 8 + 3 sigmas, no guidance
 
 
@@ -211,7 +212,8 @@ class AVDefaults:
     video: AVGuidance = field(default_factory=AVGuidance)
     audio: AVGuidance = field(default_factory=AVGuidance)
     distilled_lora: str | None = None  # official file name (two-stage: merged into the stage-2 transformer)
-    distilled_lora_strength: float = 1.0
+    distilled_lora_strength: float = 1.0  # in stage 2
+    stage_1_lora_strength: float = 0.0  # the distilled LoRA in stage 1 too (hq: 0.25, with 0.5 in stage 2)
     spatial_upscaler: str | None = None  # official file name (two-stage and distilled)
     text_encoder: str = "google/gemma-3-12b-it-qat-q4_0-unquantized"  # Hugging Face repo, for reference only
     image_crf: int = 33  # conditioning images go through one H.264 frame at this CRF (0 = off)
@@ -233,8 +235,11 @@ class AVDefaults:
                                  f"got {t!r}")
         if two and self.stage_2_sigmas is None:
             raise ValueError(f"the {self.pipeline.value} pipeline needs stage_2_sigmas")
-        if not (_number(self.distilled_lora_strength) and self.distilled_lora_strength >= 0):
-            raise ValueError(f"distilled_lora_strength must be >= 0, got {self.distilled_lora_strength!r}")
+        for name in ("distilled_lora_strength", "stage_1_lora_strength"):
+            if not (_number(getattr(self, name)) and getattr(self, name) >= 0):
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.stage_1_lora_strength and self.pipeline not in (AVPipeline.two_stage, AVPipeline.hq):
+            raise ValueError("stage_1_lora_strength needs a pipeline with a distilled LoRA (two_stage or hq)")
         if not (_count(self.image_crf) and 0 <= self.image_crf <= 51):
             raise ValueError(f"image_crf must be an integer in [0, 51] (0 = off), got {self.image_crf!r}")
 

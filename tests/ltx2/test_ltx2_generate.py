@@ -4,6 +4,7 @@ load."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -126,6 +127,10 @@ def test_distilled_and_one_stage(files, tmp_path):
     cfg.model.av.pipeline = type(cfg.model.av.pipeline)("one_stage")
     (p,) = app.run(cfg)
     assert _decode(p)[0].shape == (9, 64, 96, 3)
+    hq = load_preset("ltx-2.3-22b-hq")  # its sampling on the 19B-layout tiny file
+    hq.av.model_version = "2"
+    (p,) = app.run(dataclasses.replace(_config(files, tmp_path, prompts=["red ball"], name="hq"), model=hq))
+    assert _decode(p)[0].shape == (9, 128, 128, 3) and "pipeline: hq" in p.with_suffix(".yaml").read_text()
 
 
 def test_cli(files, tmp_path):

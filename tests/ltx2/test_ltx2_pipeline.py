@@ -1,8 +1,9 @@
 """End-to-end LTX-2 sampling vs ltx_pipelines 1.0.0, with the same tiny random models on both sides.
 
 The reference side is the body of TI2VidOneStagePipeline / TI2VidTwoStagesPipeline /
-TI2VidTwoStagesHQPipeline / DistilledPipeline `__call__` (ltx_pipelines/*.py) with the model ledger and Gemma replaced by the modules and hidden states
-given here (the ledger only loads files, and the official text encoder is 12B): the same helpers
+TI2VidTwoStagesHQPipeline / DistilledPipeline `__call__` (ltx_pipelines/*.py) with the model ledger and Gemma
+replaced by the modules and hidden states given here (the ledger only loads files, and the official text
+encoder is 12B): the same helpers
 (combined-image conditionings, noisers, denoise_audio_video, euler_denoising_loop, the multi-modal guider,
 upsample_video, decode_video/decode_audio). Ours is ltx.ltx2.pipeline over modules loaded with
 ltx.ltx2.checkpoint from the official file the reference modules were saved to.
