@@ -194,6 +194,17 @@ def _metadata_json(reader: SafetensorsReader) -> Any:
         return None
 
 
+def _config_object(path: Path, raw: str) -> dict:
+    """The metadata `config` JSON as a dict, or a CheckpointError saying what is wrong with it."""
+    try:
+        config = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: metadata 'config' is not valid JSON: {e}") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}: metadata 'config' is not a JSON object")
+    return config
+
+
 def _looks_like_0_9(reader: SafetensorsReader, config: Any) -> bool:
     if isinstance(config, dict) and ("audio_vae" in config or "vocoder" in config):
         return False
@@ -267,12 +278,7 @@ def read(path: str | os.PathLike, components: str | Iterable[str] | None = None)
                                   "checkpoint? (LTX-2 files carry their architecture in the metadata `config`)")
         raise CheckpointError(f"{path}: no 'config' in the safetensors metadata; an official LTX-2 file carries "
                               "its architecture there (keys: transformer, vae, audio_vae, vocoder)")
-    try:
-        config = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path}: metadata 'config' is not valid JSON: {e}") from None
-    if not isinstance(config, dict):
-        raise CheckpointError(f"{path}: metadata 'config' is not a JSON object")
+    config = _config_object(path, raw)
     if fmt == "official" and _looks_like_0_9(reader, config):
         raise CheckpointError(f"{path}: an LTX-Video 0.9.x checkpoint (no audio components), not LTX-2: use it with "
                               "the 0.9.x presets (model=ltxv-...) or ltx.convert.formats.read_checkpoint")
@@ -560,12 +566,7 @@ def read_upsampler(path: str | os.PathLike) -> UpsamplerFile:
     if raw is None:
         raise CheckpointError(f"{path}: no 'config' in the safetensors metadata; an upsampler file carries a flat "
                               "config there (in_channels, mid_channels, spatial_upsample, ...)")
-    try:
-        config = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path}: metadata 'config' is not valid JSON: {e}") from None
-    if not isinstance(config, dict):
-        raise CheckpointError(f"{path}: metadata 'config' is not a JSON object")
+    config = _config_object(path, raw)
     try:
         cfg = LatentUpsamplerConfig.from_metadata(config)
         with torch.device("meta"):
