@@ -6,10 +6,11 @@ Rows (ratios are ours / reference: < 1 = ours is faster or needs less memory):
 - transformer: `AVTransformer` vs ltx-core `LTXModel` at a tiny width (video 4 heads x 16, audio 4 x 8,
   `--layers` blocks, 19B layout or `--variant 2.3`) but realistic token counts: 6,144 video tokens (a 121-frame
   512 x 768 stage-1 latent, 16 x 16 x 24), 126 audio tokens (5.04 s), 1,024 text tokens; and a smaller count
-  (1,536 video tokens: 121 x 256 x 384). Two kinds of row per size:
+  (1,536 video tokens: 121 x 256 x 384). Per size:
   * one pass, batch 1 (the transformer call of an unguided step);
-  * a guided step: ours runs cond / uncond / STG / isolated-modality as one batch of 4 (`Perturbations.cat`),
-    the reference runs the 4 separate batch-1 calls its pipeline makes
+  * a guided step, twice: ours making one call per pass (ltx.ltx2.pipeline's default), and ours running
+    cond / uncond / STG / isolated-modality as one batch of 4 (`Perturbations.cat`, `batch_passes=True`),
+    against the 4 separate batch-1 calls the reference pipeline makes
     (ltx_pipelines/utils/helpers.py `multi_modal_guider_denoising_func`; the STG pass skips the video and audio
     self-attention of the last block, the isolated pass both A<->V attentions of every block). Velocities are
     timed (the reference's X0Model wrapper adds one elementwise op per pass).
@@ -276,6 +277,16 @@ def build_transformer(spec: dict, device: torch.device, dtype: torch.dtype) -> C
                         context=actx4)
         return ours(v, a, perturb)
 
+    if spec["guided"] == "separate":  # ltx.ltx2.pipeline's default: one call per pass, as the reference
+        passes = [(ctx, actx, None), (neg, aneg, None), (ctx, actx, Perturbations.stg(L, 1, blocks=[L - 1])),
+                  (ctx, actx, Perturbations.isolate_modalities(L, 1))]
+
+        def our_step():  # noqa: F811 - the batched step above is the other mode
+            outs = [ours(StreamInput(x=x, timesteps=vts, sigma=sigma, positions=vpos, context=c),
+                         StreamInput(x=ax, timesteps=ats, sigma=sigma, positions=apos, context=ac), p)
+                    for c, ac, p in passes]
+            return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
+
     def compare(o, r) -> float:
         return max(max(_max_diff(o[0][k: k + 1], rv), _max_diff(o[1][k: k + 1], ra)) for k, (rv, ra) in enumerate(r))
 
@@ -436,7 +447,7 @@ def cases(args) -> list[dict]:
     out: list[dict] = []
     if args.gpu:
         common.update(device="cuda", dtype="bfloat16")
-        for guided in (False, True):
+        for guided in (False, "separate", "batched"):
             out.append(dict(common, kind="transformer", module="transformer", variant=args.variant,
                             layers=args.layers, full_width=True, grid=(16, 16, 24), audio_tokens=126,
                             text_tokens=1024, guided=guided, size="121x512x768"))
@@ -444,7 +455,7 @@ def cases(args) -> list[dict]:
     quick = args.quick
     if "transformer" in args.only:
         for size, grid, audio, text in SIZES["quick" if quick else "full"]:
-            for guided in (False, True):
+            for guided in (False, "separate", "batched"):
                 out.append(dict(common, kind="transformer", module="transformer", variant=args.variant,
                                 layers=args.layers, full_width=False, grid=grid, audio_tokens=audio,
                                 text_tokens=text, guided=guided, size=size))
@@ -466,8 +477,8 @@ def describe(spec: dict) -> tuple[str, str]:
     if kind == "transformer":
         T = spec["grid"][0] * spec["grid"][1] * spec["grid"][2]
         width = "19B width" if spec["full_width"] else "video 4x16, audio 4x8"
-        what = ("guided step: ours 1 call x batch 4, ref 4 calls x batch 1" if spec["guided"]
-                else "1 pass, batch 1")
+        what = {False: "1 pass, batch 1", "separate": "guided step: 4 calls x batch 1 each (our default)",
+                "batched": "guided step: ours 1 call x batch 4 (batch_passes), ref 4 calls"}[spec["guided"]]
         return (f"transformer {spec['variant']} ({width}, {spec['layers']} blocks)",
                 f"{what}; {T}+{spec['audio_tokens']} tokens ({spec['size']}), {spec['text_tokens']} text")
     if kind == "video_vae":

@@ -27,7 +27,7 @@ def test_quick_transformer_prints_table():
     assert r.returncode == 0, r.stderr[-2000:]
     lines = [line for line in r.stdout.splitlines() if line.startswith("|")]
     assert lines[0].startswith("| module | case | ours ms | ref ms | time ours/ref")
-    assert len(lines) == 4  # header, rule, one pass, guided step
+    assert len(lines) == 5  # header, rule, one pass, guided step (separate calls, batched)
     for row in lines[2:]:
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert cells[4].endswith("x") and cells[7].endswith("x")
