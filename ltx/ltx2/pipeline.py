@@ -6,7 +6,7 @@ passes modules, so a research loop can keep them resident.
 
 `batch_passes=True` runs the guidance passes of a step (cond, uncond, STG-perturbed, modality-isolated) as one
 batch through the transformer instead of up to four calls: equal up to summation order (~1e-6). It is off by
-default because on the CPU it measured slower (1.31x at 6,144 video tokens, tools/bench_ltx2.py) with 3.2x the
+default because on the CPU it measured slower (1.16-1.31x at 6,144 video tokens, tools/bench_ltx2.py) with 3.2x the
 activation memory; on a GPU that one batch-1 pass does not fill, it may pay off (not measured here).
 
 A step, per modality (file docstring of ltx.ltx2.sched): per-token timesteps = denoise_mask * sigma; the
