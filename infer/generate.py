@@ -144,6 +144,10 @@ class GenerateConfig:
     audio_guidance_scale: float | None = None
     modality_scale: float | None = None
     distilled_lora: str | None = None
+    # LTX-2 audio-to-video: a soundtrack (any file with an audio stream) kept as given; the video is generated
+    # for it, starting `audio_start` seconds in
+    audio: str | None = None
+    audio_start: float = 0.0
 
     def __post_init__(self):
         """Every number finite and in range (NaN / inf never reach the sampler); the error names the option."""
@@ -170,6 +174,8 @@ class GenerateConfig:
               and (self.audio_guidance_scale or 1) >= 1, "give a finite CFG scale >= 1 (1 = off)")
         check("modality_scale", self.modality_scale, fin(self.modality_scale) and (self.modality_scale or 1) >= 1,
               "give a finite scale >= 1 (1 = off)")
+        check("audio_start", self.audio_start, fin(self.audio_start) and self.audio_start >= 0,
+              "give a start time >= 0 seconds")
         check("contact_sheet_frames", self.contact_sheet_frames, 1 <= self.contact_sheet_frames <= 64,
               "give 1 to 64")
         check("segments", self.segments, self.segments >= 1, "give a positive integer (1 = one video)")
@@ -507,8 +513,9 @@ def run(cfg: GenerateConfig) -> list[Path]:
         from infer import generate_ltx2
 
         return generate_ltx2.run(cfg)
-    if cfg.audio_guidance_scale is not None or cfg.modality_scale is not None or cfg.distilled_lora is not None:
-        raise InputError("audio_guidance_scale, modality_scale and distilled_lora are for the LTX-2 presets "
+    if cfg.audio_guidance_scale is not None or cfg.modality_scale is not None or cfg.distilled_lora is not None \
+            or cfg.audio is not None:
+        raise InputError("audio, audio_guidance_scale, modality_scale and distilled_lora are for the LTX-2 presets "
                          "(model=ltx-2-19b-dev, ...)")
 
     # --- checks on configs, headers and small files only

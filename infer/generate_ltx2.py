@@ -20,7 +20,9 @@ at 0.25 before stage 1 and adds 0.25 more before stage 2.
 
 Overrides on top of the preset: steps, guidance_scale / stg_scale / rescaling_scale / stg_blocks (video),
 audio_guidance_scale, modality_scale (both modalities), conditioning (images: frame 0 = image-to-video, later
-frames = keyframes), loras (fused into both stages), distilled_lora, seed, size, fps.
+frames = keyframes), loras (fused into both stages), distilled_lora, seed, size, fps; and `audio=FILE`
+(`audio_start`): audio-to-video, as A2VidPipelineTwoStage (the soundtrack's latent fixed in every stage, audio
+guidance off, the input sound written to the outputs, cut to the video's duration).
 """
 
 from __future__ import annotations
@@ -114,6 +116,31 @@ def _images(cfg, dtype) -> list[ImageInput]:
     return out
 
 
+def _soundtrack(cfg) -> tuple[torch.Tensor, int] | None:
+    """The `audio` file's waveform (2, N) from `audio_start`, cut to the video's duration (checked to be long
+    enough), and its rate; mono is duplicated to stereo."""
+    from infer.generate import InputError
+    from ltx.audio_io import read_audio
+
+    if cfg.audio is None:
+        return None
+    try:
+        wave, rate = read_audio(cfg.audio)
+    except (MediaError, OSError) as e:
+        raise InputError(f"audio: {e}") from None
+    if wave.shape[0] not in (1, 2):
+        raise InputError(f"audio {cfg.audio}: {wave.shape[0]} channels; LTX-2 takes mono or stereo")
+    need = cfg.num_frames / cfg.fps
+    start = round(cfg.audio_start * rate)
+    have = (wave.shape[1] - start) / rate
+    if have + 1e-9 < need:
+        fit = int(max(have, 0) * cfg.fps - 1) // 8 * 8 + 1
+        raise InputError(f"audio {cfg.audio} has {max(have, 0):.2f} s from {cfg.audio_start:g} s; {cfg.num_frames} "
+                         f"frames at {cfg.fps:g} fps need {need:.2f} s: give num_frames <= {fit} or a longer audio")
+    wave = wave[:, start: start + round(need * rate)]
+    return wave.expand(2, -1) if wave.shape[0] == 1 else wave, rate
+
+
 def _loras(cfg, meta_transformer) -> list[tuple[LoRA, float]]:
     from infer.generate import InputError
 
@@ -134,7 +161,7 @@ def run(cfg) -> list[Path]:
     from tqdm import tqdm
 
     from infer.generate import InputError, resolve_device, run_folder, slug, write_text
-    from ltx.audio_io import write_audio_contact_sheet, write_video_with_audio, write_wav
+    from ltx.audio_io import aac_sample_rates, write_audio_contact_sheet, write_video_with_audio, write_wav
 
     av = cfg.model.av
     if cfg.embeddings is not None or cfg.negative_embeddings is not None:
@@ -187,6 +214,11 @@ def run(cfg) -> list[Path]:
             raise InputError(f"distilled_lora: {e}") from None
     loras = _loras(cfg, metas["transformer"])
     video_g, audio_g = guidance(cfg)
+    soundtrack = _soundtrack(cfg)
+    if soundtrack is not None:
+        if cfg.audio_guidance_scale is not None:
+            raise InputError("audio_guidance_scale with audio=...: the soundtrack is kept as given, nothing guides it")
+        audio_g = GuiderParams()  # the official audio-to-video pipeline's audio guider is off
     guided = any(g.needs_uncond or g.needs_perturbed or g.needs_isolated for g in (video_g, audio_g))
     if av.pipeline is AVPipeline.distilled and guided:
         raise InputError("the distilled pipeline samples without guidance: leave guidance_scale, stg_scale, "
@@ -200,6 +232,8 @@ def run(cfg) -> list[Path]:
         raise InputError("CFG needs a negative prompt: give negative_prompt=... or guidance_scale=1 "
                          "audio_guidance_scale=1")
     sigmas, stage2 = sigma_lists(cfg)
+    if soundtrack is not None and av.pipeline is AVPipeline.hq:
+        raise InputError("audio=... runs with the one_stage, two_stage and distilled pipelines, not hq")
     images = _images(cfg, dtype)
     from ltx.ltx2.text import GemmaTextEncoder
 
@@ -242,6 +276,13 @@ def run(cfg) -> list[Path]:
         return transformer
 
     up_module = ck.load_upsampler(upsampler, device=device, dtype=dtype) if upsampler is not None else None
+    sound_latent = None
+    if soundtrack is not None:  # the soundtrack through our torch mel and the audio VAE encoder
+        from ltx.ltx2.audio import waveform_to_mel
+
+        with torch.no_grad():
+            mel = waveform_to_mel(soundtrack[0][None].float().to(device), soundtrack[1]).to(dtype)
+            sound_latent = models["audio_vae"].encode(mel)
     av_models = AVModels(transformer, models["vae"], models["audio_vae"], models["vocoder"], up_module,
                          stage_2 if two else None)
     per_step = 2 if av.pipeline is AVPipeline.hq else 1  # res_2s: 2 evaluations a step + 1 at the end
@@ -254,7 +295,8 @@ def run(cfg) -> list[Path]:
         result = generate_av(av_models, positive, negative, pipeline=av.pipeline.value, height=cfg.height,
                              width=cfg.width, num_frames=cfg.num_frames, fps=cfg.fps, sigmas=sigmas.to(device),
                              stage_2_sigmas=None if stage2 is None else stage2.to(device), video_guidance=video_g,
-                             audio_guidance=audio_g, images=images, generator=generator, dtype=dtype,
+                             audio_guidance=audio_g, images=images, soundtrack=sound_latent, generator=generator,
+                             dtype=dtype,
                              on_step=lambda *_: bar.update(1))
     if not (torch.isfinite(result.video).all() and torch.isfinite(result.audio).all()):
         raise InputError("the generated video or audio is not finite; nothing was written (lower the guidance, or "
@@ -265,17 +307,24 @@ def run(cfg) -> list[Path]:
     out_dir = run_folder(cfg)
     frames = ((result.video.float().clamp(-1, 1) + 1) / 2).cpu()  # (B, 3, F, H, W) in [0, 1]
     audio = result.audio.float().clamp(-1, 1).cpu()
+    rate = result.sample_rate
+    if soundtrack is not None:  # written as given (the official pipeline returns the input, not its VAE decode)
+        audio, rate = soundtrack[0][None].expand(len(cfg.prompts), -1, -1).float(), soundtrack[1]
+        if rate not in aac_sample_rates():  # AAC takes only some rates
+            from ltx.ltx2.audio import resample
+
+            audio, rate = resample(audio, rate, 48000), 48000
     paths = []
     for k, prompt in enumerate(cfg.prompts):
         stem = out_dir / f"{k:02d}_{slug(prompt)}"
         video_u8 = (frames[k].permute(1, 2, 3, 0) * 255).round().to(torch.uint8)  # (F, H, W, 3)
-        write_video_with_audio(stem.with_suffix(".mp4"), video_u8, cfg.fps, audio[k], result.sample_rate)
-        write_wav(stem.with_suffix(".wav"), audio[k], result.sample_rate)
-        write_audio_contact_sheet(stem.with_suffix(".png"), video_u8, cfg.fps, audio[k], result.sample_rate,
+        write_video_with_audio(stem.with_suffix(".mp4"), video_u8, cfg.fps, audio[k], rate)
+        write_wav(stem.with_suffix(".wav"), audio[k], rate)
+        write_audio_contact_sheet(stem.with_suffix(".png"), video_u8, cfg.fps, audio[k], rate,
                                   count=cfg.contact_sheet_frames, caption=prompt)
         record = {"prompt": prompt, "index": k, "seed": cfg.seed, "pipeline": av.pipeline.value,
-                  "model_version": version, "sample_rate": result.sample_rate,
-                  "audio_seconds": round(audio.shape[-1] / result.sample_rate, 4),
+                  "model_version": version, "sample_rate": rate, "soundtrack": cfg.audio,
+                  "audio_seconds": round(audio.shape[-1] / rate, 4),
                   "sigmas": [[round(float(s), 6) for s in sigmas]] + ([[round(float(s), 6) for s in stage2]]
                                                                      if two else []),
                   "config": resolved}

@@ -310,9 +310,11 @@ class Conditioning:
 def conditioned_states(
     num_frames: int, height: int, width: int, fps: float, conditionings: Sequence[Conditioning], *,
     batch: int, dtype, device, generator: torch.Generator | None, noise_scale: float = 1.0,
-    video_latent: Tensor | None = None, audio_latent: Tensor | None = None,
+    video_latent: Tensor | None = None, audio_latent: Tensor | None = None, freeze_audio: bool = False,
 ) -> tuple[LatentState, LatentState]:
-    """noise_video_state + noise_audio_state: initial states, conditionings applied, then noised (video first)."""
+    """noise_video_state + noise_audio_state: initial states, conditionings applied, then noised (video first).
+    `freeze_audio` (audio-to-video, denoise_video_only): the audio latent is kept as it is (its noise is still
+    drawn, at scale 0, so the generator advances as the reference's) and its mask is 0 (timesteps 0)."""
     video = video_state(num_frames, height, width, fps, batch=batch, dtype=dtype, device=device, latent=video_latent)
     for c in conditionings:
         latent = c.latent.expand(batch, *c.latent.shape[1:]) if c.latent.shape[0] == 1 else c.latent  # every row
@@ -322,7 +324,9 @@ def conditioned_states(
             video = append_keyframe(video, latent, c.frame, fps, c.strength)
     video = add_noise(video, generator, noise_scale)
     audio = audio_state(num_frames, fps, batch=batch, dtype=dtype, device=device, latent=audio_latent)
-    audio = add_noise(audio, generator, noise_scale)
+    audio = add_noise(audio, generator, 0.0 if freeze_audio else noise_scale)
+    if freeze_audio:
+        audio = replace(audio, mask=torch.zeros_like(audio.mask))
     return video, audio
 
 
@@ -425,6 +429,7 @@ def generate_av(
     video_guidance: GuiderParams = NO_GUIDANCE,
     audio_guidance: GuiderParams = NO_GUIDANCE,
     images: Sequence[ImageInput] = (),
+    soundtrack: Tensor | None = None,
     generator: torch.Generator | None = None,
     dtype: torch.dtype = torch.float32,
     batch_passes: bool = False,
@@ -437,7 +442,10 @@ def generate_av(
     "distilled" (DistilledPipeline: both stages unguided, one transformer).
 
     `sigmas`: stage 1 (ltx2_sigmas(steps) or the distilled list); `stage_2_sigmas`: the refine pass (its first
-    value is also the renoise level). `on_step(stage, i, video, audio)` sees every state (hq: called once per
+    value is also the renoise level). `soundtrack`: an encoded audio latent (B or 1, 8, T, 16) of the video's
+    length to generate the video for (A2VidPipelineTwoStage with any pipeline: the audio stays fixed in every
+    stage and guides the video through the A<->V attention; audio guidance must be off). `on_step(stage, i,
+    video, audio)` sees every state (hq: called once per
     transformer evaluation, with None states: 2 per step + 1). Noise: one
     generator, video then audio, stage 1 then stage 2 (the reference's order)."""
     if pipeline not in ("one_stage", "two_stage", "hq", "distilled"):
@@ -447,17 +455,30 @@ def generate_av(
     if two and (models.upsampler is None or stage_2_sigmas is None):
         raise ValueError(f"the {pipeline} pipeline needs a spatial upsampler and stage_2_sigmas")
     guided = any(g.needs_uncond or g.needs_perturbed or g.needs_isolated for g in (video_guidance, audio_guidance))
+    if soundtrack is not None and (audio_guidance.needs_uncond or audio_guidance.needs_perturbed
+                                   or audio_guidance.needs_isolated):
+        raise ValueError("with a soundtrack the audio is not generated: give no audio guidance (cfg 1, stg 0, "
+                         "modality 1), as the official audio-to-video pipeline")
     if pipeline == "distilled" and guided:
         raise ValueError("the distilled pipeline samples without guidance (cfg 1, stg 0, modality 1)")
     batch = positive.video.shape[0]
     device = positive.video.device
     h1, w1 = (height // 2, width // 2) if two else (height, width)
+    if soundtrack is not None:
+        frames = P.audio_latent_frames_for_video(num_frames, fps)
+        if soundtrack.ndim != 4 or soundtrack.shape[2] < frames or soundtrack.shape[0] not in (1, batch):
+            raise ValueError(f"soundtrack latent {tuple(soundtrack.shape)}: need (1 or {batch}, 8, >= {frames}, 16) "
+                             f"for {num_frames} frames at {fps} fps")
+        soundtrack = soundtrack[:, :, :frames].to(dtype).expand(batch, -1, -1, -1)
+        if negative is not None:  # the audio guider has no negative context: the uncond pass keeps the positive
+            negative = replace(negative, audio=positive.audio)  # audio context (multi_modal_guider_denoising_func)
 
     def stage(k: int, transformer, h: int, w: int, sig: Tensor, vg, ag, noise_scale, vlat=None, alat=None):
         conds = _encode_images(models.vae, images, h, w, dtype, device)
         video, audio = conditioned_states(num_frames, h, w, fps, conds, batch=batch, dtype=dtype, device=device,
                                           generator=generator, noise_scale=noise_scale, video_latent=vlat,
-                                          audio_latent=alat)
+                                          audio_latent=soundtrack if soundtrack is not None else alat,
+                                          freeze_audio=soundtrack is not None)
         if pipeline == "hq":
             calls = iter(range(10**9))
             hook = None if on_step is None else (lambda: on_step(k, next(calls), None, None))

@@ -75,10 +75,14 @@ def files(tmp_path_factory):
     from PIL import Image
 
     Image.fromarray((np.random.default_rng(0).random((90, 120, 3)) * 255).astype(np.uint8)).save(image)
+    from ltx.audio_io import write_wav
+
+    t = torch.arange(22050) / 22050.0  # 1 s of a mono 22.05 kHz tone
+    write_wav(root / "tone.wav", (0.5 * torch.sin(2 * torch.pi * 330 * t))[None], 22050)
     return {"ckpt": bundle, "gemma": _gemma_folder(root / "gemma"), "up": _upsampler_file(root / "up.safetensors"),
             "lora": _lora_file(root / "distilled.safetensors", 1),
             "user_lora": _lora_file(root / "user.safetensors", 2),
-            "image": image}
+            "image": image, "tone": root / "tone.wav"}
 
 
 def _config(files, tmp_path, model="ltx-2-19b-dev", **kw) -> app.GenerateConfig:
@@ -133,6 +137,22 @@ def test_distilled_and_one_stage(files, tmp_path):
     assert _decode(p)[0].shape == (9, 128, 128, 3) and "pipeline: hq" in p.with_suffix(".yaml").read_text()
 
 
+def test_audio_to_video_writes_the_given_soundtrack(files, tmp_path):
+    (p,) = app.run(_config(files, tmp_path, prompts=["music plays softly"], audio=str(files["tone"]),
+                           audio_start=0.25, num_frames=17))
+    frames, audio, rate, channels = _decode(p)
+    assert frames.shape == (17, 128, 128, 3) and rate == 22050 and channels == 2
+    from ltx.audio_io import read_audio
+
+    wav, wav_rate = read_audio(p.with_suffix(".wav"))
+    n = round(17 / 24 * 22050)  # the video's duration, from 0.25 s into the tone
+    t = (torch.arange(n) + round(0.25 * 22050)) / 22050.0
+    want = 0.5 * torch.sin(2 * torch.pi * 330 * t)
+    assert wav_rate == 22050 and wav.shape == (2, n)
+    assert (wav - want).abs().max() < 2e-4  # the input, not a VAE decode (16-bit WAV)
+    assert "soundtrack: " in p.with_suffix(".yaml").read_text()
+
+
 def test_cli(files, tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "infer.generate", "model=ltx-2-19b-distilled", f"checkpoint={files['ckpt']}",
@@ -171,12 +191,17 @@ def no_weights(monkeypatch):
     (dict(loras=[app.LoraSpec(path="CKPT")]), "loras\\[0\\]"),
     (dict(model="ltx-2-19b-distilled", guidance_scale=3.0), "distilled pipeline samples without guidance"),
     (dict(output_dir="CKPT/out"), "is a file, not a folder"),
+    (dict(audio="TONE", num_frames=33), "has 1.00 s from 0 s; 33 frames at 24 fps need 1.38 s: give num_frames <= 17"),
+    (dict(audio="TONE", audio_guidance_scale=7.0), "nothing guides it"),
+    (dict(audio="IMAGE"), "audio: "),
 ])
 def test_bad_input_fails_before_loading_weights(files, tmp_path, no_weights, kw, message):
     kw = {k: ([app.ConditioningSpec(path=str(files["image"]), frame=c.frame) if c.path == "IMAGE" else c
                for c in v] if k == "conditioning" else
               [app.LoraSpec(path=str(files["ckpt"]))] if k == "loras" else
-              v.replace("CKPT", str(files["ckpt"])) if k == "output_dir" else v) for k, v in kw.items()}
+              v.replace("CKPT", str(files["ckpt"])) if k == "output_dir" else
+              {"TONE": str(files["tone"]), "IMAGE": str(files["image"])}[v] if k == "audio" else v)
+          for k, v in kw.items()}
     model = kw.pop("model", "ltx-2-19b-dev")
     with pytest.raises(app.InputError, match=message):
         app.run(_config(files, tmp_path, model=model, **kw))

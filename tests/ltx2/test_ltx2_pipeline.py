@@ -289,3 +289,97 @@ def test_pipeline_input_errors(bundle):
                     video_guidance=GuiderParams(cfg=3.0))
     with pytest.raises(ValueError, match="choose one_stage"):
         generate_av(models, pos, pipeline="three_stage", height=64, width=64, **common)
+
+
+def test_audio_to_video_two_stage(bundle):
+    """A2VidPipelineTwoStage: the soundtrack's latent stays fixed (mask 0) in both stages and guides the video;
+    the audio guider is off. The soundtrack is encoded from a waveform with our torch mel (checked against
+    transformers' in test_ltx2_audio.py; the reference's needs torchaudio) and each side's audio encoder."""
+    from ltx_core.components.guiders import MultiModalGuider, MultiModalGuiderParams
+    from ltx_core.components.noisers import GaussianNoiser
+    from ltx_core.conditioning import VideoConditionByLatentIndex
+    from ltx_core.model.transformer.model import X0Model
+    from ltx_core.model.upsampler.model import upsample_video
+    from ltx_core.types import VideoPixelShape
+    from ltx_pipelines.utils.helpers import denoise_video_only, multi_modal_guider_denoising_func, simple_denoising_func
+    from ltx_pipelines.utils.media_io import normalize_latent, resize_and_center_crop
+    from ltx_pipelines.utils.samplers import euler_denoising_loop
+    from ltx_pipelines.utils.types import PipelineComponents
+
+    from ltx.ltx2.audio import waveform_to_mel
+    from ltx.ltx2.transformer import AVTransformer
+
+    style, ref, ours = bundle
+    ((vp, ap), pos), ((vn, _), neg) = _contexts(ref, ours)
+    t = torch.arange(48000) / 48000.0
+    wave = torch.stack([torch.sin(2 * torch.pi * 440 * t), 0.5 * torch.sin(2 * torch.pi * 660 * t)])[None]  # 1 s
+    mel = waveform_to_mel(wave, 48000)
+    with torch.no_grad():
+        ref_latent, our_latent = ref["audio_encoder"](mel), ours["audio_vae"].encode(mel)
+    assert torch.equal(ref_latent, our_latent)
+    frames, fps, height, width, seed = 17, 24.0, 128, 128, 5
+    n_audio = round(frames / fps * 25)
+    soundtrack = ref_latent[:, :, :n_audio]
+    image = _image(6, 70, 80)
+    up_ref, up_ours = _upsampler()
+    stage2_ref = ltx2_tiny.randomize(ltx2_tiny.reference_models(style, seed=30)["transformer"], seed=31)
+    stage2_ours = AVTransformer(ours["transformer"].cfg).eval()
+    stage2_ours.load_state_dict(stage2_ref.state_dict(), strict=True)
+    vg = GuiderParams(**VIDEO_G)
+    sig, sig2 = ltx2_sigmas(3), torch.tensor(STAGE2_DISTILLED_SIGMAS)
+
+    # the reference: the body of A2VidPipelineTwoStage.__call__
+    dtype, device = torch.float32, torch.device("cpu")
+    generator = torch.Generator(device=device).manual_seed(seed)
+    noiser = GaussianNoiser(generator=generator)
+    components = PipelineComponents(dtype=dtype, device=device)
+    recorders = []
+
+    def conds(h, w):
+        enc = ref["vae_encoder"](normalize_latent(resize_and_center_crop(image, h, w), device, dtype))
+        return [VideoConditionByLatentIndex(latent=enc, strength=1.0, latent_idx=0)]
+
+    def run(fn, h, w, s, noise_scale=1.0, vlat=None):
+        rec = _Recorder()
+        recorders.append(rec)
+        return denoise_video_only(
+            output_shape=VideoPixelShape(batch=1, frames=frames, width=w, height=h, fps=fps), conditionings=conds(h, w),
+            noiser=noiser, sigmas=s, stepper=rec, components=components, dtype=dtype, device=device,
+            denoising_loop_fn=lambda s_, v, a, st: euler_denoising_loop(sigmas=s_, video_state=v, audio_state=a,
+                                                                       stepper=st, denoise_fn=fn),
+            noise_scale=noise_scale, initial_video_latent=vlat, initial_audio_latent=soundtrack)
+
+    with torch.no_grad():
+        params = MultiModalGuiderParams(cfg_scale=vg.cfg, stg_scale=vg.stg, rescale_scale=vg.rescale,
+                                        modality_scale=vg.modality, stg_blocks=list(vg.stg_blocks))
+        first = multi_modal_guider_denoising_func(
+            video_guider=MultiModalGuider(params=params, negative_context=vn),
+            audio_guider=MultiModalGuider(params=MultiModalGuiderParams()), v_context=vp, a_context=ap,
+            transformer=X0Model(ref["transformer"]))
+        video_state = run(first, height // 2, width // 2, sig)
+        up = upsample_video(latent=video_state.latent[:1], video_encoder=ref["vae_encoder"], upsampler=up_ref)
+        video_state = run(simple_denoising_func(vp, ap, X0Model(stage2_ref)), height, width, sig2, sig2[0], up)
+        ref_video = ref["vae_decoder"](video_state.latent)
+
+        steps: dict[int, list[torch.Tensor]] = {}
+        result = generate_av(
+            AVModels(ours["transformer"], ours["vae"], ours["audio_vae"], ours["vocoder"], up_ours, stage2_ours),
+            pos, neg, pipeline="two_stage", height=height, width=width, num_frames=frames, fps=fps, sigmas=sig,
+            stage_2_sigmas=sig2, video_guidance=vg, images=[ImageInput(image)], soundtrack=our_latent,
+            generator=torch.Generator().manual_seed(seed),
+            on_step=lambda k, i, v, a: steps.setdefault(k, []).extend([v.x.clone(), a.x.clone()]))
+    ours_steps = [steps[1], steps[2]]
+    for r, o in zip(recorders, ours_steps):
+        assert len(r.latents) == len(o)
+        for a, b in zip(r.latents, o):
+            assert torch.equal(a, b)
+    assert torch.equal(result.video, ref_video) and torch.equal(result.audio_latent, soundtrack)
+    assert torch.equal(ours_steps[1][-1], ours_steps[0][1])  # the audio tokens never moved
+    with pytest.raises(ValueError, match="no audio guidance"):
+        generate_av(AVModels(ours["transformer"], ours["vae"], ours["audio_vae"], ours["vocoder"]), pos, neg,
+                    pipeline="one_stage", height=64, width=64, num_frames=9, fps=24.0, sigmas=sig,
+                    audio_guidance=GuiderParams(cfg=7.0), soundtrack=our_latent)
+    with pytest.raises(ValueError, match="need \\(1 or 1, 8, >= 38, 16\\)"):
+        generate_av(AVModels(ours["transformer"], ours["vae"], ours["audio_vae"], ours["vocoder"]), pos, neg,
+                    pipeline="one_stage", height=64, width=64, num_frames=33, fps=24.0 * 33 / 36, sigmas=sig,
+                    soundtrack=our_latent[:, :, :10])
