@@ -203,7 +203,7 @@ def run(cfg) -> list[Path]:
         except CheckpointError as e:
             raise InputError(str(e)) from None
     distilled = None
-    if av.pipeline in (AVPipeline.two_stage, AVPipeline.hq):
+    if av.pipeline in (AVPipeline.two_stage, AVPipeline.hq, AVPipeline.keyframes):
         lora_path = _file(cfg.distilled_lora, "distilled_lora",
                           f"stage 2 of the two-stage pipeline uses the distilled LoRA: pass distilled_lora=/path/to/"
                           f"{av.distilled_lora} (or model.av.pipeline=one_stage)")

@@ -170,6 +170,7 @@ class AVPipeline(Enum):
     one_stage = "one_stage"  # TI2VidOneStagePipeline: guided, at the full size
     two_stage = "two_stage"  # TI2VidTwoStagesPipeline: guided at half size, x2 upsample, distilled-LoRA refine
     hq = "hq"  # TI2VidTwoStagesHQPipeline: two_stage with res_2s, a token-shifted schedule, LoRA in both stages
+    keyframes = "keyframes"  # KeyframeInterpolationPipeline: two_stage with every image appended as a keyframe
     distilled = "distilled"  # DistilledPipeline: the distilled checkpoint, 8 + 3 sigmas, no guidance
 
 
@@ -238,7 +239,8 @@ class AVDefaults:
         for name in ("distilled_lora_strength", "stage_1_lora_strength"):
             if not (_number(getattr(self, name)) and getattr(self, name) >= 0):
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
-        if self.stage_1_lora_strength and self.pipeline not in (AVPipeline.two_stage, AVPipeline.hq):
+        if self.stage_1_lora_strength and self.pipeline not in (AVPipeline.two_stage, AVPipeline.hq,
+                                                                AVPipeline.keyframes):
             raise ValueError("stage_1_lora_strength needs a pipeline with a distilled LoRA (two_stage or hq)")
         if not (_count(self.image_crf) and 0 <= self.image_crf <= 51):
             raise ValueError(f"image_crf must be an integer in [0, 51] (0 = off), got {self.image_crf!r}")

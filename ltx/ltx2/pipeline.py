@@ -305,6 +305,7 @@ class Conditioning:
     latent: Tensor
     frame: int = 0
     strength: float = 1.0
+    append: bool = False  # frame 0 too as appended keyframe tokens (image_conditionings_by_adding_guiding_latent)
 
 
 def conditioned_states(
@@ -318,7 +319,7 @@ def conditioned_states(
     video = video_state(num_frames, height, width, fps, batch=batch, dtype=dtype, device=device, latent=video_latent)
     for c in conditionings:
         latent = c.latent.expand(batch, *c.latent.shape[1:]) if c.latent.shape[0] == 1 else c.latent  # every row
-        if c.frame == 0:
+        if c.frame == 0 and not c.append:
             video = condition_frame0(video, latent, c.strength)
         else:
             video = append_keyframe(video, latent, c.frame, fps, c.strength)
@@ -401,10 +402,10 @@ def fit_image(pixels: Tensor, height: int, width: int, dtype=torch.float32) -> T
     return (x.permute(1, 0, 2, 3)[None] / 127.5 - 1.0).to(dtype)
 
 
-def _encode_images(vae, images: Sequence[ImageInput], height: int, width: int, dtype, device
-                   ) -> list[Conditioning]:
+def _encode_images(vae, images: Sequence[ImageInput], height: int, width: int, dtype, device,
+                   as_keyframes: bool = False) -> list[Conditioning]:
     return [Conditioning(vae.encode(fit_image(im.pixels.to(device), height, width, dtype)).to(dtype), im.frame,
-                         im.strength) for im in images]
+                         im.strength, as_keyframes) for im in images]
 
 
 def decode(models: AVModels, video_latent: Tensor, audio_latent: Tensor) -> tuple[Tensor, Tensor]:
@@ -439,7 +440,9 @@ def generate_av(
     (TI2VidTwoStagesPipeline: guided stage 1 at half size, x2 upsample, unguided refine with
     `models.stage_2_transformer`), "hq" (TI2VidTwoStagesHQPipeline: the same stages with the res_2s sampler;
     the stage-1 sigmas are shifted for the stage-1 token count, `ltx2_sigmas(steps, num_tokens=...)`) or
-    "distilled" (DistilledPipeline: both stages unguided, one transformer).
+    "distilled" (DistilledPipeline: both stages unguided, one transformer) or "keyframes"
+    (KeyframeInterpolationPipeline: "two_stage" with every image, frame 0 included, appended as a guiding
+    keyframe instead of replacing the first latent frame).
 
     `sigmas`: stage 1 (ltx2_sigmas(steps) or the distilled list); `stage_2_sigmas`: the refine pass (its first
     value is also the renoise level). `soundtrack`: an encoded audio latent (B or 1, 8, T, 16) of the video's
@@ -448,8 +451,10 @@ def generate_av(
     video, audio)` sees every state (hq: called once per
     transformer evaluation, with None states: 2 per step + 1). Noise: one
     generator, video then audio, stage 1 then stage 2 (the reference's order)."""
-    if pipeline not in ("one_stage", "two_stage", "hq", "distilled"):
-        raise ValueError(f"pipeline={pipeline!r}: choose one_stage, two_stage, hq or distilled")
+    if pipeline not in ("one_stage", "two_stage", "hq", "distilled", "keyframes"):
+        raise ValueError(f"pipeline={pipeline!r}: choose one_stage, two_stage, hq, distilled or keyframes")
+    as_keyframes = pipeline == "keyframes"  # KeyframeInterpolationPipeline: two_stage, every image appended
+    pipeline = "two_stage" if as_keyframes else pipeline
     two = pipeline != "one_stage"
     check_size(height, width, num_frames, two)
     if two and (models.upsampler is None or stage_2_sigmas is None):
@@ -474,7 +479,7 @@ def generate_av(
             negative = replace(negative, audio=positive.audio)  # audio context (multi_modal_guider_denoising_func)
 
     def stage(k: int, transformer, h: int, w: int, sig: Tensor, vg, ag, noise_scale, vlat=None, alat=None):
-        conds = _encode_images(models.vae, images, h, w, dtype, device)
+        conds = _encode_images(models.vae, images, h, w, dtype, device, as_keyframes)
         video, audio = conditioned_states(num_frames, h, w, fps, conds, batch=batch, dtype=dtype, device=device,
                                           generator=generator, noise_scale=noise_scale, video_latent=vlat,
                                           audio_latent=soundtrack if soundtrack is not None else alat,

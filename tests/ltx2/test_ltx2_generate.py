@@ -131,6 +131,12 @@ def test_distilled_and_one_stage(files, tmp_path):
     cfg.model.av.pipeline = type(cfg.model.av.pipeline)("one_stage")
     (p,) = app.run(cfg)
     assert _decode(p)[0].shape == (9, 64, 96, 3)
+    cfg = _config(files, tmp_path, prompts=["red ball"], name="keyframes",
+                  conditioning=[app.ConditioningSpec(path=str(files["image"]), frame=0),
+                                app.ConditioningSpec(path=str(files["image"]), frame=8, strength=0.8)])
+    cfg.model.av.pipeline = type(cfg.model.av.pipeline)("keyframes")
+    (p,) = app.run(cfg)
+    assert _decode(p)[0].shape == (9, 128, 128, 3) and "pipeline: keyframes" in p.with_suffix(".yaml").read_text()
     hq = load_preset("ltx-2.3-22b-hq")  # its sampling on the 19B-layout tiny file
     hq.av.model_version = "2"
     (p,) = app.run(dataclasses.replace(_config(files, tmp_path, prompts=["red ball"], name="hq"), model=hq))

@@ -111,8 +111,10 @@ def _reference_run(ref, contexts, images, *, pipeline, height, width, frames, fp
         out = []
         for px, frame, strength in images:
             enc = ref["vae_encoder"](normalize_latent(resize_and_center_crop(px, h, w), device, dtype))
-            out.append(VideoConditionByLatentIndex(latent=enc, strength=strength, latent_idx=0) if frame == 0
-                       else VideoConditionByKeyframeIndex(keyframes=enc, frame_idx=frame, strength=strength))
+            if frame == 0 and pipeline != "keyframes":  # combined_image_conditionings
+                out.append(VideoConditionByLatentIndex(latent=enc, strength=strength, latent_idx=0))
+            else:  # keyframes: image_conditionings_by_adding_guiding_latent
+                out.append(VideoConditionByKeyframeIndex(keyframes=enc, frame_idx=frame, strength=strength))
         return out
 
     def guided(transformer):
@@ -162,7 +164,7 @@ def _reference_run(ref, contexts, images, *, pipeline, height, width, frames, fp
     video_state, audio_state = run(first, h1, w1, sig=sigmas)
     if two:
         up = upsample_video(latent=video_state.latent[:1], video_encoder=ref["vae_encoder"], upsampler=upsampler)
-        second = X0Model(stage2) if pipeline in ("two_stage", "hq") else x0
+        second = X0Model(stage2) if pipeline in ("two_stage", "hq", "keyframes") else x0
         video_state, audio_state = run(simple_denoising_func(vp, ap, second), height, width, stage2_sigmas,
                                        noise_scale=stage2_sigmas[0], vlat=up, alat=audio_state.latent)
     video = ref["vae_decoder"](video_state.latent)
@@ -236,11 +238,13 @@ def _upsampler():
     return ref, ours.eval()
 
 
-@pytest.mark.parametrize("pipeline", ["two_stage", "hq", "distilled"])
+@pytest.mark.parametrize("pipeline", ["two_stage", "hq", "distilled", "keyframes"])
 def test_two_stage_pipelines(bundle, pipeline):
     style, ref, ours = bundle
     contexts = _contexts(ref, ours)
     images = [(_image(5, 100, 90), 0, 1.0)]
+    if pipeline == "keyframes":  # KeyframeInterpolationPipeline: first and last frame, both appended
+        images.append((_image(7, 80, 120), 8, 0.9))
     up_ref, up_ours = _upsampler()
     stage2_ref = stage2_ours = None
     if pipeline != "distilled":  # a second transformer stands in for the distilled-LoRA one
