@@ -128,6 +128,19 @@ def append_keyframe(state: LatentState, latent: Tensor, frame: int, fps: float, 
                    mask=torch.cat([state.mask, mask], 1), positions=torch.cat([state.positions, pos], 2))
 
 
+def append_reference(state: LatentState, latent: Tensor, fps: float, downscale: int = 1,
+                     strength: float = 1.0) -> LatentState:
+    """IC-LoRA reference latents (B, C, f, h, w) (VideoConditionByReferenceLatent): appended tokens on their own
+    causal grid from time 0, rows and columns times `downscale` (a reference at 1/downscale of the target's
+    size lands on the target's pixel grid), mask 1 - strength."""
+    tokens = P.patchify_video(latent.to(state.x.dtype))
+    _, _, f, h, w = latent.shape
+    pos = P.reference_positions(f, h, w, fps, downscale, batch=latent.shape[0], device=latent.device)
+    mask = torch.full((*tokens.shape[:2], 1), 1.0 - strength, dtype=latent.dtype, device=latent.device)
+    return replace(state, x=torch.cat([state.x, tokens], 1), clean=torch.cat([state.clean, tokens], 1),
+                   mask=torch.cat([state.mask, mask], 1), positions=torch.cat([state.positions, pos], 2))
+
+
 def add_noise(state: LatentState, generator: torch.Generator | None, noise_scale: float = 1.0) -> LatentState:
     """GaussianNoiser: noise drawn in the latent dtype over every token (appended ones included), blended by
     mask * noise_scale."""
@@ -306,6 +319,7 @@ class Conditioning:
     frame: int = 0
     strength: float = 1.0
     append: bool = False  # frame 0 too as appended keyframe tokens (image_conditionings_by_adding_guiding_latent)
+    reference: int = 0  # > 0: an IC-LoRA reference video at 1/reference of the target size (appended last)
 
 
 def conditioned_states(
@@ -319,7 +333,9 @@ def conditioned_states(
     video = video_state(num_frames, height, width, fps, batch=batch, dtype=dtype, device=device, latent=video_latent)
     for c in conditionings:
         latent = c.latent.expand(batch, *c.latent.shape[1:]) if c.latent.shape[0] == 1 else c.latent  # every row
-        if c.frame == 0 and not c.append:
+        if c.reference:
+            video = append_reference(video, latent, fps, c.reference, c.strength)
+        elif c.frame == 0 and not c.append:
             video = condition_frame0(video, latent, c.strength)
         else:
             video = append_keyframe(video, latent, c.frame, fps, c.strength)
@@ -358,6 +374,17 @@ class ImageInput:
     pixels: Tensor
     frame: int = 0
     strength: float = 1.0
+
+
+@dataclass
+class ReferenceInput:
+    """An IC-LoRA reference (control) clip (f, H, W, 3) in 0..255 at its own size; each stage-1 run fits it to
+    1/downscale of the stage's size (per frame: scale to cover, center crop) and keeps 8k + 1 frames, as the
+    reference encoder crops."""
+
+    pixels: Tensor
+    strength: float = 1.0
+    downscale: int = 1
 
 
 @dataclass
@@ -430,6 +457,7 @@ def generate_av(
     video_guidance: GuiderParams = NO_GUIDANCE,
     audio_guidance: GuiderParams = NO_GUIDANCE,
     images: Sequence[ImageInput] = (),
+    references: Sequence[ReferenceInput] = (),
     soundtrack: Tensor | None = None,
     generator: torch.Generator | None = None,
     dtype: torch.dtype = torch.float32,
@@ -448,12 +476,20 @@ def generate_av(
     value is also the renoise level). `soundtrack`: an encoded audio latent (B or 1, 8, T, 16) of the video's
     length to generate the video for (A2VidPipelineTwoStage with any pipeline: the audio stays fixed in every
     stage and guides the video through the A<->V attention; audio guidance must be off). `on_step(stage, i,
-    video, audio)` sees every state (hq: called once per
+    video, audio)` sees every state. `references`: IC-LoRA control clips, appended in stage 1 only (ICLoraPipeline:
+    the "distilled" pipeline with `models.transformer` carrying the IC-LoRA and `models.stage_2_transformer`
+    the one without it) (hq: called once per
     transformer evaluation, with None states: 2 per step + 1). Noise: one
     generator, video then audio, stage 1 then stage 2 (the reference's order)."""
     if pipeline not in ("one_stage", "two_stage", "hq", "distilled", "keyframes"):
         raise ValueError(f"pipeline={pipeline!r}: choose one_stage, two_stage, hq, distilled or keyframes")
     as_keyframes = pipeline == "keyframes"  # KeyframeInterpolationPipeline: two_stage, every image appended
+    if references and pipeline != "distilled":
+        raise ValueError("IC-LoRA references run with the distilled pipeline (as the official ICLoraPipeline)")
+    for r in references:
+        if r.downscale < 1 or (height // 2) % r.downscale or (width // 2) % r.downscale:
+            raise ValueError(f"reference downscale {r.downscale}: the stage-1 size {height // 2}x{width // 2} must "
+                             "be divisible by it")
     pipeline = "two_stage" if as_keyframes else pipeline
     two = pipeline != "one_stage"
     check_size(height, width, num_frames, two)
@@ -480,6 +516,12 @@ def generate_av(
 
     def stage(k: int, transformer, h: int, w: int, sig: Tensor, vg, ag, noise_scale, vlat=None, alat=None):
         conds = _encode_images(models.vae, images, h, w, dtype, device, as_keyframes)
+        if k == 1:
+            for r in references:
+                px = r.pixels[:num_frames]
+                px = px[: (px.shape[0] - 1) // 8 * 8 + 1]  # 8k + 1 frames, as the reference encoder crops
+                latent = models.vae.encode(fit_image(px.to(device), h // r.downscale, w // r.downscale, dtype))
+                conds.append(Conditioning(latent.to(dtype), 0, r.strength, reference=r.downscale))
         video, audio = conditioned_states(num_frames, h, w, fps, conds, batch=batch, dtype=dtype, device=device,
                                           generator=generator, noise_scale=noise_scale, video_latent=vlat,
                                           audio_latent=soundtrack if soundtrack is not None else alat,
@@ -501,11 +543,12 @@ def generate_av(
 
         stats = models.vae.per_channel_statistics
         up = upsample_latent(models.upsampler, vlat, stats.mean, stats.std).to(dtype)  # reference: row 0 only
-        second = models.stage_2_transformer if pipeline in ("two_stage", "hq") else models.transformer
+        second = models.stage_2_transformer if pipeline in ("two_stage", "hq") or references else models.transformer
         if second is not None and not isinstance(second, torch.nn.Module):
             second = second()
         if second is None:
-            raise ValueError("the two-stage pipeline needs models.stage_2_transformer (the distilled LoRA merged)")
+            raise ValueError(f"the {pipeline} pipeline{' with references' if references else ''} needs "
+                             "models.stage_2_transformer (two-stage: the distilled LoRA fused; IC-LoRA: without it)")
         s2 = stage_2_sigmas.to(torch.float32)
         vlat, alat = stage(2, second, height, width, s2, NO_GUIDANCE, NO_GUIDANCE, s2[0], up, alat)
     video, audio = decode(models, vlat, alat)

@@ -387,3 +387,78 @@ def test_audio_to_video_two_stage(bundle):
         generate_av(AVModels(ours["transformer"], ours["vae"], ours["audio_vae"], ours["vocoder"]), pos, neg,
                     pipeline="one_stage", height=64, width=64, num_frames=33, fps=24.0 * 33 / 36, sigmas=sig,
                     soundtrack=our_latent[:, :, :10])
+
+
+@pytest.mark.parametrize("downscale", [1, 2])
+def test_ic_lora_pipeline(bundle, downscale):
+    """ICLoraPipeline: stage 1 (distilled sigmas, no guidance) with the reference clip appended at
+    1/downscale of the stage's size, positions scaled back; stage 2 with a second transformer (the official:
+    the distilled checkpoint without the IC-LoRA) and no reference."""
+    from ltx_core.components.noisers import GaussianNoiser
+    from ltx_core.conditioning import VideoConditionByReferenceLatent
+    from ltx_core.model.transformer.model import X0Model
+    from ltx_core.model.upsampler.model import upsample_video
+    from ltx_core.types import VideoPixelShape
+    from ltx_pipelines.utils.helpers import denoise_audio_video, simple_denoising_func
+    from ltx_pipelines.utils.media_io import normalize_latent, resize_and_center_crop
+    from ltx_pipelines.utils.samplers import euler_denoising_loop
+    from ltx_pipelines.utils.types import PipelineComponents
+
+    from ltx.ltx2.pipeline import ReferenceInput
+    from ltx.ltx2.transformer import AVTransformer
+
+    style, ref, ours = bundle
+    ((vp, ap), pos), _ = _contexts(ref, ours)
+    frames, fps, height, width, seed = 9, 24.0, 256, 256, 4
+    g = torch.Generator().manual_seed(9)
+    clip = (torch.rand(11, 90, 100, 3, generator=g) * 255).round()  # 11 frames: 9 are kept (8k + 1)
+    up_ref, up_ours = _upsampler()
+    stage2_ref = ltx2_tiny.randomize(ltx2_tiny.reference_models(style, seed=40)["transformer"], seed=41)
+    stage2_ours = AVTransformer(ours["transformer"].cfg).eval()
+    stage2_ours.load_state_dict(stage2_ref.state_dict(), strict=True)
+    sig, sig2 = torch.tensor(DISTILLED_SIGMAS), torch.tensor(STAGE2_DISTILLED_SIGMAS)
+
+    dtype, device = torch.float32, torch.device("cpu")
+    generator = torch.Generator(device=device).manual_seed(seed)
+    noiser = GaussianNoiser(generator=generator)
+    components = PipelineComponents(dtype=dtype, device=device)
+    recorders = []
+
+    def run(model, h, w, s, conds, noise_scale=1.0, vlat=None, alat=None):
+        rec = _Recorder()
+        recorders.append(rec)
+        fn = simple_denoising_func(vp, ap, X0Model(model))
+        return denoise_audio_video(
+            output_shape=VideoPixelShape(batch=1, frames=frames, width=w, height=h, fps=fps), conditionings=conds,
+            noiser=noiser, sigmas=s, stepper=rec, components=components, dtype=dtype, device=device,
+            denoising_loop_fn=lambda s_, v, a, st: euler_denoising_loop(sigmas=s_, video_state=v, audio_state=a,
+                                                                       stepper=st, denoise_fn=fn),
+            noise_scale=noise_scale, initial_video_latent=vlat, initial_audio_latent=alat)
+
+    with torch.no_grad():
+        h1, w1 = height // 2, width // 2
+        video = torch.cat([resize_and_center_crop(f, h1 // downscale, w1 // downscale) for f in clip[:9]], dim=2)
+        enc = ref["vae_encoder"](normalize_latent(video, device, dtype))
+        conds = [VideoConditionByReferenceLatent(latent=enc, downscale_factor=downscale, strength=1.0)]
+        video_state, audio_state = run(ref["transformer"], h1, w1, sig, conds)
+        up = upsample_video(latent=video_state.latent[:1], video_encoder=ref["vae_encoder"], upsampler=up_ref)
+        video_state, audio_state = run(stage2_ref, height, width, sig2, [], sig2[0], up, audio_state.latent)
+        ref_video = ref["vae_decoder"](video_state.latent)
+
+        steps: dict[int, list[torch.Tensor]] = {}
+        result = generate_av(
+            AVModels(ours["transformer"], ours["vae"], ours["audio_vae"], ours["vocoder"], up_ours, stage2_ours),
+            pos, None, pipeline="distilled", height=height, width=width, num_frames=frames, fps=fps, sigmas=sig,
+            stage_2_sigmas=sig2, references=[ReferenceInput(clip, 1.0, downscale)],
+            generator=torch.Generator().manual_seed(seed),
+            on_step=lambda k, i, v, a: steps.setdefault(k, []).extend([v.x.clone(), a.x.clone()]))
+    # stage 1 carries the reference tokens after the target's (2 latent frames x 4 x 4)
+    n_ref = enc.shape[2] * enc.shape[3] * enc.shape[4]
+    assert steps[1][0].shape[1] == 2 * (h1 // 32) * (w1 // 32) + n_ref
+    for r, o in zip(recorders, [steps[1], steps[2]]):
+        assert len(r.latents) == len(o) and all(torch.equal(a, b) for a, b in zip(r.latents, o))
+    assert torch.equal(result.video, ref_video)
+    with pytest.raises(ValueError, match="IC-LoRA references run with the distilled pipeline"):
+        generate_av(AVModels(ours["transformer"], ours["vae"], ours["audio_vae"], ours["vocoder"]), pos, None,
+                    pipeline="one_stage", height=64, width=64, num_frames=9, fps=24.0, sigmas=sig,
+                    references=[ReferenceInput(clip)])
