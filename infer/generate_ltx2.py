@@ -37,7 +37,7 @@ from ltx.checkpoint import CheckpointError
 from ltx.ltx2 import checkpoint as ck
 from ltx.ltx2.lora import LoRA, check_lora, fuse_loras, read_lora
 from ltx.ltx2.patchify import video_latent_shape
-from ltx.ltx2.pipeline import AVModels, ImageInput, Prompt, check_size, generate_av
+from ltx.ltx2.pipeline import AVModels, ImageInput, Prompt, ReferenceInput, check_size, generate_av
 from ltx.ltx2.sched import GuiderParams, ltx2_sigmas
 from ltx.media import MediaError, crf_compress, read_image
 from ltx.presets import AVGuidance, AVPipeline
@@ -141,6 +141,40 @@ def _soundtrack(cfg) -> tuple[torch.Tensor, int] | None:
     return wave.expand(2, -1) if wave.shape[0] == 1 else wave, rate
 
 
+def _references(cfg, loras: list[tuple[LoRA, float]]) -> list[ReferenceInput]:
+    """IC-LoRA control clips (ICLoraPipeline): read, with `downscale` from the LoRAs' metadata by default."""
+    from infer.generate import InputError
+    from ltx.media import read_video
+
+    if not cfg.control:
+        return []
+    if cfg.model.av.pipeline is not AVPipeline.distilled:
+        raise InputError(f"control=... (IC-LoRA) runs the official ICLoraPipeline, on the distilled checkpoint: pick "
+                         f"model=ltx-2-19b-distilled or ltx-2.3-22b-distilled (not {cfg.model.name})")
+    if not loras:
+        raise InputError("control=... needs its IC-LoRA: pass loras=[{path: ...ic-lora.safetensors}]")
+    factors = {f for lora, _ in loras if (f := lora.reference_downscale_factor) is not None}
+    if len(factors) > 1:
+        raise InputError(f"the LoRAs disagree on reference_downscale_factor ({sorted(factors)}); give "
+                         "control[i].downscale")
+    default = next(iter(factors)) if factors else 1
+    out = []
+    for i, c in enumerate(cfg.control):
+        if c.frame != 0:
+            raise InputError(f"control[{i}].frame={c.frame}: the LTX-2 IC-LoRA pipeline aligns the control with frame "
+                             "0; cut the control clip instead")
+        downscale = c.downscale if c.downscale is not None else default
+        if (cfg.height // 2) % downscale or (cfg.width // 2) % downscale:
+            raise InputError(f"control[{i}]: downscale {downscale} must divide the stage-1 size "
+                             f"{cfg.height // 2}x{cfg.width // 2}")
+        try:
+            frames, _ = read_video(c.path, max_frames=cfg.num_frames)
+        except (MediaError, OSError) as e:
+            raise InputError(f"control[{i}]: {e}") from None
+        out.append(ReferenceInput((frames.permute(1, 2, 3, 0) * 255.0).round(), c.strength, downscale))
+    return out
+
+
 def _loras(cfg, meta_transformer) -> list[tuple[LoRA, float]]:
     from infer.generate import InputError
 
@@ -167,9 +201,8 @@ def run(cfg) -> list[Path]:
     if cfg.embeddings is not None or cfg.negative_embeddings is not None:
         raise InputError("embeddings=... is for the 0.9.x (T5) presets; LTX-2 encodes prompts with Gemma 3: pass "
                          "text_encoder=/path/to/gemma-3-12b-it-qat-q4_0-unquantized")
-    for name in ("control", "vae_checkpoint"):
-        if getattr(cfg, name):
-            raise InputError(f"{name}=... is not supported with the LTX-2 presets (the bundled file holds the VAEs)")
+    if cfg.vae_checkpoint:
+        raise InputError("vae_checkpoint=... is not supported with the LTX-2 presets (the bundled file holds the VAEs)")
     if cfg.segments != 1:
         raise InputError("segments > 1 (chained long videos) is not supported with the LTX-2 presets")
     if not cfg.prompts:
@@ -213,6 +246,7 @@ def run(cfg) -> list[Path]:
         except CheckpointError as e:
             raise InputError(f"distilled_lora: {e}") from None
     loras = _loras(cfg, metas["transformer"])
+    references = _references(cfg, loras)
     video_g, audio_g = guidance(cfg)
     soundtrack = _soundtrack(cfg)
     if soundtrack is not None:
@@ -269,6 +303,10 @@ def run(cfg) -> list[Path]:
         print(f"stage 1: fused the distilled LoRA ({n} weights, strength {av.stage_1_lora_strength})")
 
     def stage_2():  # in place, once stage 1 is done: W + s1 d, then + (s2 - s1) d (one transformer in memory)
+        if references:  # ICLoraPipeline: stage 2 is the distilled model without the IC-LoRA (or any LoRA)
+            ck.reload_weights(bundle, "transformer", transformer)
+            print("stage 2: the transformer's own weights again (no LoRA), as the official IC-LoRA pipeline")
+            return transformer
         extra = av.distilled_lora_strength - av.stage_1_lora_strength
         if distilled is not None and extra:
             n = fuse_loras(transformer, [(distilled, extra)])
@@ -284,7 +322,7 @@ def run(cfg) -> list[Path]:
             mel = waveform_to_mel(soundtrack[0][None].float().to(device), soundtrack[1]).to(dtype)
             sound_latent = models["audio_vae"].encode(mel)
     av_models = AVModels(transformer, models["vae"], models["audio_vae"], models["vocoder"], up_module,
-                         stage_2 if two else None)
+                         stage_2 if two and (av.pipeline is not AVPipeline.distilled or references) else None)
     per_step = 2 if av.pipeline is AVPipeline.hq else 1  # res_2s: 2 evaluations a step + 1 at the end
     total = per_step * (len(sigmas) - 1) + (per_step * (len(stage2) - 1) if two else 0)
     if av.pipeline is AVPipeline.hq:
@@ -295,7 +333,8 @@ def run(cfg) -> list[Path]:
         result = generate_av(av_models, positive, negative, pipeline=av.pipeline.value, height=cfg.height,
                              width=cfg.width, num_frames=cfg.num_frames, fps=cfg.fps, sigmas=sigmas.to(device),
                              stage_2_sigmas=None if stage2 is None else stage2.to(device), video_guidance=video_g,
-                             audio_guidance=audio_g, images=images, soundtrack=sound_latent, generator=generator,
+                             audio_guidance=audio_g, images=images, references=references, soundtrack=sound_latent,
+                             generator=generator,
                              dtype=dtype,
                              on_step=lambda *_: bar.update(1))
     if not (torch.isfinite(result.video).all() and torch.isfinite(result.audio).all()):

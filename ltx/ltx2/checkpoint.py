@@ -389,6 +389,17 @@ def load(
     return out
 
 
+@torch.no_grad()
+def reload_weights(ckpt: LTX2Checkpoint, name: str, module: nn.Module) -> nn.Module:
+    """Copy the file's tensors back into a loaded `module` in place, one at a time (e.g. to drop fused LoRAs
+    without a second copy of the model in memory); dtypes and devices stay the module's."""
+    params = module.state_dict(keep_vars=True)
+    for ours, k in ckpt.keys[name].items():
+        target = params[ours]
+        target.copy_(ckpt.reader.get(k).to(device=target.device, dtype=target.dtype))
+    return module
+
+
 def _place_nonpersistent(module: nn.Module, device: str | torch.device, what: str) -> None:
     """Buffers registered with persistent=False are not in the file. Our modules compute them on the CPU even
     inside a `meta` build (e.g. vocoder.hann_sinc_upsample); move them to `device`. A module may instead expose

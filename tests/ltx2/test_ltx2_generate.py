@@ -56,14 +56,22 @@ def _upsampler_file(path: Path) -> Path:
     return path
 
 
-def _lora_file(path: Path, seed: int) -> Path:
+def _lora_file(path: Path, seed: int, metadata: dict | None = None) -> Path:
     g = torch.Generator().manual_seed(seed)
     sd = {}
     for i in range(2):
         for name, (o, n) in {"attn1.to_q": (16, 16), "audio_attn1.to_v": (8, 8), "ff.net.2": (16, 64)}.items():
             sd[f"diffusion_model.transformer_blocks.{i}.{name}.lora_A.weight"] = torch.randn(4, n, generator=g) * 0.1
             sd[f"diffusion_model.transformer_blocks.{i}.{name}.lora_B.weight"] = torch.randn(o, 4, generator=g) * 0.1
-    save_file(sd, str(path))
+    save_file(sd, str(path), metadata=metadata)
+    return path
+
+
+def _control_clip(path: Path) -> Path:
+    from ltx.media import write_mp4
+
+    g = torch.Generator().manual_seed(4)
+    write_mp4(path, torch.rand(3, 12, 64, 64, generator=g), 24.0)
     return path
 
 
@@ -82,6 +90,8 @@ def files(tmp_path_factory):
     return {"ckpt": bundle, "gemma": _gemma_folder(root / "gemma"), "up": _upsampler_file(root / "up.safetensors"),
             "lora": _lora_file(root / "distilled.safetensors", 1),
             "user_lora": _lora_file(root / "user.safetensors", 2),
+            "ic_lora": _lora_file(root / "ic.safetensors", 3, {"reference_downscale_factor": "2"}),
+            "control": _control_clip(root / "control.mp4"),
             "image": image, "tone": root / "tone.wav"}
 
 
@@ -159,6 +169,15 @@ def test_audio_to_video_writes_the_given_soundtrack(files, tmp_path):
     assert "soundtrack: " in p.with_suffix(".yaml").read_text()
 
 
+def test_ic_lora_control(files, tmp_path, capsys):
+    cfg = _config(files, tmp_path, model="ltx-2-19b-distilled", prompts=["red ball"], steps=None,
+                  loras=[app.LoraSpec(path=str(files["ic_lora"]))],
+                  control=[app.ControlSpec(path=str(files["control"]))])
+    (p,) = app.run(cfg)
+    assert _decode(p)[0].shape == (9, 128, 128, 3)
+    assert "stage 2: the transformer's own weights again" in capsys.readouterr().out
+
+
 def test_cli(files, tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "infer.generate", "model=ltx-2-19b-distilled", f"checkpoint={files['ckpt']}",
@@ -200,11 +219,20 @@ def no_weights(monkeypatch):
     (dict(audio="TONE", num_frames=33), "has 1.00 s from 0 s; 33 frames at 24 fps need 1.38 s: give num_frames <= 17"),
     (dict(audio="TONE", audio_guidance_scale=7.0), "nothing guides it"),
     (dict(audio="IMAGE"), "audio: "),
+    (dict(control=[app.ControlSpec(path="CONTROL")]), "ICLoraPipeline, on the distilled checkpoint"),
+    (dict(model="ltx-2-19b-distilled", control=[app.ControlSpec(path="CONTROL")]), "needs its IC-LoRA"),
+    (dict(model="ltx-2-19b-distilled", loras=[app.LoraSpec(path="IC")],
+          control=[app.ControlSpec(path="CONTROL", frame=8)]), "aligns the control with frame 0"),
+    (dict(model="ltx-2-19b-distilled", loras=[app.LoraSpec(path="IC")],
+          control=[app.ControlSpec(path="CONTROL", downscale=3)]), "downscale 3 must divide the stage-1 size"),
 ])
 def test_bad_input_fails_before_loading_weights(files, tmp_path, no_weights, kw, message):
     kw = {k: ([app.ConditioningSpec(path=str(files["image"]), frame=c.frame) if c.path == "IMAGE" else c
                for c in v] if k == "conditioning" else
-              [app.LoraSpec(path=str(files["ckpt"]))] if k == "loras" else
+              [app.ControlSpec(path=str(files["control"]), frame=c.frame, downscale=c.downscale) for c in v]
+              if k == "control" else
+              [app.LoraSpec(path=str(files["ic_lora"] if x.path == "IC" else files["ckpt"])) for x in v]
+              if k == "loras" else
               v.replace("CKPT", str(files["ckpt"])) if k == "output_dir" else
               {"TONE": str(files["tone"]), "IMAGE": str(files["image"])}[v] if k == "audio" else v)
           for k, v in kw.items()}
