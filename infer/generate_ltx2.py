@@ -274,10 +274,9 @@ def run(cfg) -> list[Path]:
     if cfg.text_encoder is None:
         raise InputError("no text_encoder given; pass text_encoder=/path/to/gemma-3-12b-it-qat-q4_0-unquantized "
                          "(a local folder with the model and its tokenizer)")
-    run_folder_check = dataclasses.replace(cfg)
     from infer.generate import check_output
 
-    check_output(run_folder_check)
+    check_output(cfg)
 
     # --- heavy work: prompts, then models
     try:
