@@ -160,7 +160,8 @@ class GenerateConfig:
 
         check("fps", self.fps, fin(self.fps) and (self.fps or 0) > 0, "give a positive number of frames per second")
         check("steps", self.steps, (self.steps or 0) >= 1, "give a positive integer")
-        check("guidance_scale", self.guidance_scale, fin(self.guidance_scale) and (self.guidance_scale or 1) >= 1,
+        check("guidance_scale", self.guidance_scale, fin(self.guidance_scale)
+              and (self.guidance_scale is None or self.guidance_scale >= 1),
               "give a finite CFG scale >= 1 (1 = off)")
         check("stg_scale", self.stg_scale, fin(self.stg_scale) and (self.stg_scale or 0) >= 0,
               "give a finite STG scale >= 0 (0 = off)")
@@ -171,8 +172,10 @@ class GenerateConfig:
               0 <= self.image_cond_noise_scale <= 1, "give a value in [0, 1] (official 0.15)")
         check("seed", self.seed, 0 <= self.seed <= 2**63 - 1, "give an integer in [0, 2**63 - 1]")
         check("audio_guidance_scale", self.audio_guidance_scale, fin(self.audio_guidance_scale)
-              and (self.audio_guidance_scale or 1) >= 1, "give a finite CFG scale >= 1 (1 = off)")
-        check("modality_scale", self.modality_scale, fin(self.modality_scale) and (self.modality_scale or 1) >= 1,
+              and (self.audio_guidance_scale is None or self.audio_guidance_scale >= 1),
+              "give a finite CFG scale >= 1 (1 = off)")
+        check("modality_scale", self.modality_scale, fin(self.modality_scale)
+              and (self.modality_scale is None or self.modality_scale >= 1),
               "give a finite scale >= 1 (1 = off)")
         check("audio_start", self.audio_start, fin(self.audio_start) and self.audio_start >= 0,
               "give a start time >= 0 seconds")
@@ -253,7 +256,7 @@ def apply_overrides(s: SamplingDefaults, cfg: GenerateConfig) -> SamplingDefault
 
 
 def _exists(path: str | None, what: str, hint: str) -> Path:
-    if path is None:
+    if path is None or not str(path).strip():
         raise InputError(f"no {what} given; {hint}")
     p = Path(path).expanduser()
     if not p.exists():

@@ -85,13 +85,12 @@ def sigma_lists(cfg) -> tuple[torch.Tensor, torch.Tensor | None]:
 
 
 def _file(path: str | None, what: str, hint: str) -> Path:
-    from infer.generate import InputError
+    """generate's `_exists` (not given, missing), and a file, not a folder."""
+    from infer.generate import InputError, _exists
 
-    if path is None:
-        raise InputError(f"no {what} given; {hint}")
-    p = Path(path).expanduser()
+    p = _exists(path, what, hint)
     if not p.is_file():
-        raise InputError(f"{what} {p} {'is a folder' if p.is_dir() else 'does not exist'}; {hint}")
+        raise InputError(f"{what} {p} is a folder, not a file; {hint}")
     return p
 
 
@@ -124,8 +123,9 @@ def _soundtrack(cfg) -> tuple[torch.Tensor, int] | None:
 
     if cfg.audio is None:
         return None
+    path = _file(cfg.audio, "audio", "give a file with an audio stream (wav, mp3, m4a, an mp4, ...)")
     try:
-        wave, rate = read_audio(cfg.audio)
+        wave, rate = read_audio(path)
     except (MediaError, OSError) as e:
         raise InputError(f"audio: {e}") from None
     if wave.shape[0] not in (1, 2):
@@ -271,7 +271,7 @@ def run(cfg) -> list[Path]:
     images = _images(cfg, dtype)
     from ltx.ltx2.text import GemmaTextEncoder
 
-    if cfg.text_encoder is None:
+    if not (cfg.text_encoder or "").strip():
         raise InputError("no text_encoder given; pass text_encoder=/path/to/gemma-3-12b-it-qat-q4_0-unquantized "
                          "(a local folder with the model and its tokenizer)")
     from infer.generate import check_output

@@ -250,6 +250,12 @@ def test_config_rejects_typos_and_bad_values(tiny):
         app.to_config(OmegaConf.merge(raw, {"height": "tall"}))
     with pytest.raises(ValueError, match="strength 1.5"):
         app.to_config(OmegaConf.merge(raw, {"conditioning": [{"path": "a.png", "strength": 1.5}]}))
+    for name in ("guidance_scale", "audio_guidance_scale", "modality_scale"):  # 0 is not "unset"
+        with pytest.raises(ValueError, match=f"{name}=0.0 is invalid: give a finite .*scale >= 1"):
+            app.to_config(OmegaConf.merge(raw, {name: 0.0}))
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match="audio_start=.* is invalid: give a start time >= 0"):
+            app.to_config(OmegaConf.merge(raw, {"audio_start": bad}))
 
 
 def test_official_image_preprocessing():

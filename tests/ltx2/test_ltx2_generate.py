@@ -219,6 +219,9 @@ def no_weights(monkeypatch):
     (dict(audio="TONE", num_frames=33), "has 1.00 s from 0 s; 33 frames at 24 fps need 1.38 s: give num_frames <= 17"),
     (dict(audio="TONE", audio_guidance_scale=7.0), "nothing guides it"),
     (dict(audio="IMAGE"), "audio: "),
+    (dict(audio=""), "no audio given"),
+    (dict(distilled_lora=""), "no distilled_lora given"),
+    (dict(text_encoder=""), "no text_encoder given"),
     (dict(control=[app.ControlSpec(path="CONTROL")]), "ICLoraPipeline, on the distilled checkpoint"),
     (dict(model="ltx-2-19b-distilled", control=[app.ControlSpec(path="CONTROL")]), "needs its IC-LoRA"),
     (dict(model="ltx-2-19b-distilled", loras=[app.LoraSpec(path="IC")],
@@ -234,7 +237,7 @@ def test_bad_input_fails_before_loading_weights(files, tmp_path, no_weights, kw,
               [app.LoraSpec(path=str(files["ic_lora"] if x.path == "IC" else files["ckpt"])) for x in v]
               if k == "loras" else
               v.replace("CKPT", str(files["ckpt"])) if k == "output_dir" else
-              {"TONE": str(files["tone"]), "IMAGE": str(files["image"])}[v] if k == "audio" else v)
+              {"TONE": str(files["tone"]), "IMAGE": str(files["image"]), "": ""}[v] if k == "audio" else v)
           for k, v in kw.items()}
     model = kw.pop("model", "ltx-2-19b-dev")
     with pytest.raises(app.InputError, match=message):
