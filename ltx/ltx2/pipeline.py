@@ -247,6 +247,11 @@ def denoise_step(
 # The sampler
 
 
+def _refuse_skip_step(*guidance: GuiderParams) -> None:
+    if any(g.skip_step for g in guidance):
+        raise ValueError("skip_step > 0 is not supported by these samplers; use skip_step=0 (the official default)")
+
+
 def sample(
     transformer,
     video: LatentState,
@@ -261,8 +266,7 @@ def sample(
     on_step: Callable[[int, LatentState, LatentState], None] | None = None,
 ) -> tuple[LatentState, LatentState]:
     """Euler over `sigmas` (euler_denoising_loop) with guided x0; `on_step(i, video, audio)` sees each new state."""
-    if video_guidance.skip_step or audio_guidance.skip_step:
-        raise ValueError("skip_step > 0 is not supported by this sampler; use skip_step=0 (the official default)")
+    _refuse_skip_step(video_guidance, audio_guidance)
     sigmas = sigmas.to(torch.float32)
     for i in range(len(sigmas) - 1):
         x0v, x0a = denoise_step(transformer, video, audio, sigmas[i], positive, negative, video_guidance,
@@ -294,8 +298,7 @@ def sample_res2s(
     two guided evaluations per step (at sigma and at the log-midpoint) with SDE renoising from generators seeded
     `noise_seed` / `noise_seed + 10000`, plus a final evaluation at 0.0011; latents stored in the run dtype
     between steps (the reference's default model dtype is bf16, the dtype of its pipelines)."""
-    if video_guidance.skip_step or audio_guidance.skip_step:
-        raise ValueError("skip_step > 0 is not supported by this sampler; use skip_step=0 (the official default)")
+    _refuse_skip_step(video_guidance, audio_guidance)
 
     def denoise(latents: tuple[Tensor, Tensor], sig: Tensor, i: int) -> tuple[Tensor, Tensor]:
         out = denoise_step(transformer, replace(video, x=latents[0]), replace(audio, x=latents[1]),
