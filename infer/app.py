@@ -26,7 +26,7 @@ def hydra_app(schema: type, config_name: str, run: Callable[[object], object],
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from ltx.checkpoint import Terminated, raise_on_sigterm
+    from ltx.core.checkpoint import Terminated, raise_on_sigterm
 
     ConfigStore.instance().store(name=f"{config_name}_schema", node=schema)
     raise_on_sigterm()

@@ -1,4 +1,4 @@
-"""Generate videos from text (+ images / keyframes): a Hydra app over `ltx.pipeline.generate`.
+"""Generate videos from text (+ images / keyframes): a Hydra app over `ltx.ltxv.pipelines.generate`.
 
     python -m infer.generate model=ltxv-2b-0.9.8-distilled checkpoint=/w/ltxv-2b-0.9.8-distilled.safetensors \
         upsampler_checkpoint=/w/ltxv-spatial-upscaler-0.9.8.safetensors text_encoder=/w/PixArt-XL-2-1024-MS \
@@ -43,21 +43,21 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ltx import api
-from ltx.api import scheduler_spec as scheduler_spec  # re-exported (train.finetune's validation)
-from ltx.chain import generate_chain
-from ltx.checkpoint import CheckpointError, atomic_file
-from ltx.conditioning import ConditioningItem
-from ltx.convert.formats import Checkpoint, load_component
-from ltx.lora import LoRAWeights, apply_lora_weights, check_lora, load_lora_file, merge_lora, remove_lora
-from ltx.media import MediaError, load_image, write_contact_sheet, write_mp4
-from ltx.media import crf_compress as crf_compress  # re-exported: the official image preprocessing
-from ltx.media import gaussian_blur3 as gaussian_blur3
-from ltx.models.dit import DiT, DiTConfig
-from ltx.models.vae import VAEConfig
-from ltx.pipeline import generate, passes, vae_scale
+from ltx.core.checkpoint import CheckpointError, atomic_file
+from ltx.core.lora import LoRAWeights, apply_lora_weights, check_lora, load_lora_file, merge_lora, remove_lora
+from ltx.core.media import MediaError, load_image, write_contact_sheet, write_mp4
+from ltx.core.media import crf_compress as crf_compress  # re-exported: the official image preprocessing
+from ltx.core.media import gaussian_blur3 as gaussian_blur3
+from ltx.ltxv import api
+from ltx.ltxv.api import scheduler_spec as scheduler_spec  # re-exported (train.finetune's validation)
+from ltx.ltxv.chain import generate_chain
+from ltx.ltxv.checkpoint import Checkpoint, load_component
+from ltx.ltxv.conditioning import ConditioningItem
+from ltx.ltxv.guidance import TextConditioning
+from ltx.ltxv.pipelines import generate, passes, vae_scale
+from ltx.ltxv.transformer import DiT, DiTConfig
+from ltx.ltxv.vae import VAEConfig
 from ltx.presets import ModelPreset, PipelineType, SamplingDefaults, config_root
-from ltx.sched.guidance import TextConditioning
 
 
 class Precision(Enum):
@@ -88,7 +88,7 @@ class ControlSpec:
 
 @dataclass(kw_only=True)
 class LoraSpec:
-    """A LoRA for the transformer (any layout ltx.lora reads: ComfyUI, diffusers folder, trainer, ltx) and its
+    """A LoRA for the transformer (any layout ltx.core.lora reads: ComfyUI, diffusers folder, trainer, ltx) and its
     strength (1 = as trained, 0 = off; negative values subtract it)."""
 
     path: str
@@ -108,7 +108,7 @@ class GenerateConfig:
     vae_checkpoint: str | None = None  # when the VAE is not in `checkpoint`
     upsampler_checkpoint: str | None = None  # latent upsampler (multi-scale presets)
     text_encoder: str | None = None  # local T5 folder (model + tokenizer, or text_encoder/ + tokenizer/)
-    embeddings: str | None = None  # precomputed prompt embeddings (ltx.models.text.save_embeddings): no T5 needed
+    embeddings: str | None = None  # precomputed prompt embeddings (ltx.ltxv.text.save_embeddings): no T5 needed
     negative_embeddings: str | None = None  # the same for the negative prompt (needed for CFG without T5)
     # None: the preset's generation defaults (official models: 704 x 1216 x 121 at 30 fps; demo: 64 x 64 x 17)
     height: int | None = None
@@ -129,10 +129,10 @@ class GenerateConfig:
     loras: list[LoraSpec] = field(default_factory=list)
     official_image_preprocessing: bool = True  # blur (3x3, sigma 1) + one-frame H.264 at CRF 29, as inference.py
     image_cond_noise_scale: float = 0.15  # official inference default
-    segments: int = 1  # > 1: a long video of chained segments of num_frames each (ltx.chain)
+    segments: int = 1  # > 1: a long video of chained segments of num_frames each (ltx.ltxv.chain)
     segment_overlap: int = 9  # frames shared by consecutive segments (8k + 1)
     noise_mix: float = 0.5  # SLERP from the previous segment's noise to fresh noise (0 = same noise)
-    vae_tiling: bool = False  # encode / decode in tiles (bounded memory, ltx.models.vae_tiling)
+    vae_tiling: bool = False  # encode / decode in tiles (bounded memory, ltx.ltxv.vae_tiling)
     device: str = "auto"  # auto = cuda if available, else cpu
     precision: Precision = Precision.auto
     output_dir: str = "outputs/generate"
@@ -265,7 +265,7 @@ def _exists(path: str | None, what: str, hint: str) -> Path:
 
 
 def open_checkpoints(cfg: GenerateConfig) -> tuple[Checkpoint, Checkpoint, Checkpoint | None]:
-    """(transformer checkpoint, VAE checkpoint, upsampler checkpoint or None), headers only (ltx.api), with the
+    """(transformer checkpoint, VAE checkpoint, upsampler checkpoint or None), headers only (ltx.ltxv.api), with the
     app's hints for missing files."""
     hint = f"pass checkpoint=/path/to/{cfg.model.checkpoint} (this preset's official file)"
     if cfg.model.generation.weights_hint:
@@ -288,7 +288,7 @@ def text_source(cfg: GenerateConfig, caption_channels: int) -> tuple[list[str], 
                                                                      tuple[Tensor, Tensor] | None]:
     """Prompts (captions), and the precomputed (context, mask) / negative ones when given; checks that a T5
     folder exists when they are not."""
-    from ltx.models.text import load_embeddings
+    from ltx.ltxv.text import load_embeddings
 
     prompts = list(cfg.prompts)
     if cfg.embeddings is None:
@@ -306,10 +306,10 @@ def text_source(cfg: GenerateConfig, caption_channels: int) -> tuple[list[str], 
         return prompts, None, None
     def read(path: str, what: str):
         try:
-            e = load_embeddings(_exists(path, what, "pass a file written by ltx.models.text.save_embeddings"))
+            e = load_embeddings(_exists(path, what, "pass a file written by ltx.ltxv.text.save_embeddings"))
         except (ValueError, OSError, RuntimeError) as err:  # not safetensors, truncated, wrong tensors
             raise InputError(f"{what} {path} is not an embeddings file ({str(err).splitlines()[0]}); write one with "
-                             f"ltx.models.text.save_embeddings") from None
+                             f"ltx.ltxv.text.save_embeddings") from None
         for t, name in ((e[0], "context"), (e[1], "mask")):
             if not bool(torch.isfinite(t.float()).all()):
                 raise InputError(f"{what} {path}: the {name} tensor holds NaN / inf values")
@@ -345,7 +345,7 @@ def conditioning_items(cfg: GenerateConfig) -> list[ConditioningItem]:
 
 
 def control_guides(cfg: GenerateConfig, loras: list[LoRAWeights], temporal: int):
-    """(guides, notes): the control videos as guides (ltx.api.control_guides), read before any weights load."""
+    """(guides, notes): the control videos as guides (ltx.ltxv.api.control_guides), read before any weights load."""
     if not cfg.control:
         return [], []
     specs = []
@@ -424,7 +424,7 @@ def encode_text(cfg: GenerateConfig, prompts: list[str], pos, neg, needs_negativ
     B = len(prompts)
     views = None
     if pos is None:
-        from ltx.models.text import T5TextEncoder
+        from ltx.ltxv.text import T5TextEncoder
 
         try:
             t5 = T5TextEncoder(cfg.text_encoder, device=device, dtype=dtype,
@@ -464,7 +464,7 @@ def warn_vocabulary(vocabulary: str | None, prompts: list[str], with_loras: bool
     if vocabulary != "shapes":
         return
     from ltx.data.shapes import VOCABULARY, unknown_words
-    from ltx.models.text import NORMALIZERS, text_normalizer
+    from ltx.ltxv.text import NORMALIZERS, text_normalizer
 
     rule = "strip"
     if text_encoder is not None and Path(text_encoder).is_dir():

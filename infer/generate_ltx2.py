@@ -6,7 +6,7 @@
         text_encoder=/w/gemma-3-12b-it-qat-q4_0-unquantized 'prompts=["a dog barks at the sea"]'
 
 Runs the preset's official pipeline (`model.av.pipeline`: one_stage, two_stage, hq, distilled) through
-ltx.ltx2.pipeline.generate_av, and writes per prompt into <output_dir>/<run>/: `NN_<prompt>.mp4` (H.264 + AAC
+ltx.ltx2.pipelines.generate_av, and writes per prompt into <output_dir>/<run>/: `NN_<prompt>.mp4` (H.264 + AAC
 audio), `.wav` (16-bit PCM at the vocoder's rate), `.png` (a contact sheet: frames above the waveform and a
 log-mel spectrogram on the same time axis) and `.yaml` (the resolved config, the prompt, the seed, the sigmas).
 
@@ -33,13 +33,13 @@ from pathlib import Path
 
 import torch
 
-from ltx.checkpoint import CheckpointError
+from ltx.core.checkpoint import CheckpointError
+from ltx.core.media import MediaError, crf_compress, read_image
 from ltx.ltx2 import checkpoint as ck
 from ltx.ltx2.lora import LoRA, check_lora, fuse_loras, read_lora
 from ltx.ltx2.patchify import video_latent_shape
-from ltx.ltx2.pipeline import AVModels, ImageInput, Prompt, ReferenceInput, check_size, generate_av
+from ltx.ltx2.pipelines import AVModels, ImageInput, Prompt, ReferenceInput, check_size, generate_av
 from ltx.ltx2.sched import GuiderParams, ltx2_sigmas
-from ltx.media import MediaError, crf_compress, read_image
 from ltx.presets import AVGuidance, AVPipeline
 
 
@@ -119,7 +119,7 @@ def _soundtrack(cfg) -> tuple[torch.Tensor, int] | None:
     """The `audio` file's waveform (2, N) from `audio_start`, cut to the video's duration (checked to be long
     enough), and its rate; mono is duplicated to stereo."""
     from infer.generate import InputError
-    from ltx.audio_io import read_audio
+    from ltx.core.audio_io import read_audio
 
     if cfg.audio is None:
         return None
@@ -144,7 +144,7 @@ def _soundtrack(cfg) -> tuple[torch.Tensor, int] | None:
 def _references(cfg, loras: list[tuple[LoRA, float]]) -> list[ReferenceInput]:
     """IC-LoRA control clips (ICLoraPipeline): read, with `downscale` from the LoRAs' metadata by default."""
     from infer.generate import InputError
-    from ltx.media import read_video
+    from ltx.core.media import read_video
 
     if not cfg.control:
         return []
@@ -195,7 +195,7 @@ def run(cfg) -> list[Path]:
     from tqdm import tqdm
 
     from infer.generate import InputError, resolve_device, run_folder, slug, write_text
-    from ltx.audio_io import aac_sample_rates, write_audio_contact_sheet, write_video_with_audio, write_wav
+    from ltx.core.audio_io import aac_sample_rates, write_audio_contact_sheet, write_video_with_audio, write_wav
 
     av = cfg.model.av
     if cfg.embeddings is not None or cfg.negative_embeddings is not None:

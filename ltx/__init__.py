@@ -1,7 +1,7 @@
 """ltx: a from-scratch, parity-tested PyTorch reimplementation of LTX-Video.
 
     import ltx
-    pipe = ltx.load_pipeline()                       # the bundled demo; real models: see ltx.api
+    pipe = ltx.load_pipeline()                       # the bundled demo; real models: see ltx.ltxv.api
     frames = pipe("a red circle moves to the left", seed=0).frames
 """
 
@@ -12,7 +12,7 @@ __all__ = ["Pipeline", "load_pipeline", "open_pipeline", "load_preset"]
 
 def __getattr__(name: str):  # lazy: `import ltx` stays light (no transformers, no media libraries)
     if name in ("Pipeline", "load_pipeline", "open_pipeline"):
-        from ltx import api
+        from ltx.ltxv import api
 
         return getattr(api, name)
     if name == "load_preset":

@@ -9,7 +9,7 @@ configs): step with timestep t uses entry j = the first i with guidance_timestep
 A constant setting is a one-element list.
 
 The checkpoint's own metadata stays authoritative for the architecture: loading a checkpoint against a
-preset whose `dit` differs raises with the differing fields (ltx.convert.formats.load_component).
+preset whose `dit` differs raises with the differing fields (ltx.ltxv.checkpoint.load_component).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
-from ltx.models.dit import DiTConfig, STGMode
+from ltx.ltxv.transformer import DiTConfig, STGMode
 
 
 class PipelineType(Enum):

@@ -20,12 +20,12 @@ import torch
 import matplotlib.pyplot as plt
 from omegaconf import OmegaConf
 
-from ltx.convert.formats import load_dit, load_vae, read_checkpoint
-from ltx.models.text import T5TextEncoder
-from ltx.pipeline import SchedulerSpec, denoise_pass, decode
+from ltx.ltxv.checkpoint import load_dit, load_vae, read_checkpoint
+from ltx.ltxv.text import T5TextEncoder
+from ltx.ltxv.pipelines import SchedulerSpec, denoise_pass, decode
 from ltx.presets import ModelPreset
-from ltx.sched.guidance import TextConditioning
-from ltx.interp import slerp
+from ltx.ltxv.guidance import TextConditioning
+from ltx.core.interp import slerp
 
 torch.set_num_threads(2)
 preset = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelPreset),
@@ -74,7 +74,7 @@ plt.title("latent frames 0, 1, 2 (PCA -> RGB)"); plt.show()"""),
 Spherical interpolation keeps Gaussian noise on its shell (a plain average shrinks its norm), so every
 in-between start point is a valid sample. Here we walk from prompt A's starting noise to prompt B's
 while also interpolating the prompt embeddings, and show the middle frame of each video."""),
-    ("code", """from ltx.pipeline import first_pass_tokens
+    ("code", """from ltx.ltxv.pipelines import first_pass_tokens
 T = first_pass_tokens(preset.sampling, vae.cfg, height=g.height, width=g.width, num_frames=g.num_frames)
 C = dit.cfg.in_channels
 na = torch.randn(1, T, C, generator=torch.Generator().manual_seed(1))

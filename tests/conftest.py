@@ -19,8 +19,8 @@ if importlib.util.find_spec("torchaudio") is None:
 if importlib.util.find_spec("ltx_core") is not None:
     import ltx_core.loader  # noqa: F401
 
-from ltx.convert.official import DIT_PREFIX, dit_config_to_official
-from ltx.models.dit import DiTConfig
+from ltx.ltxv.keys_official import DIT_PREFIX, dit_config_to_official
+from ltx.ltxv.transformer import DiTConfig
 
 REPO = Path(__file__).resolve().parents[1]
 

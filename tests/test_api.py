@@ -14,8 +14,8 @@ import torch
 
 import infer.generate as app
 import ltx
-from ltx.api import NonFiniteError, Pipeline, open_pipeline
-from ltx.pipeline import PassOptions, SchedulerSpec
+from ltx.ltxv.api import NonFiniteError, Pipeline, open_pipeline
+from ltx.ltxv.pipelines import PassOptions, SchedulerSpec
 from ltx.presets import PassConfig, SamplingDefaults, load_preset, preset_names
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,7 +47,7 @@ def test_load_pipeline_generates_and_normalises_the_demo_prompt(demo, one_thread
 
 
 def test_check_runs_on_an_opened_pipeline_without_weights(opened, monkeypatch):
-    monkeypatch.setattr("ltx.api.load_component", lambda *a, **k: pytest.fail("weights loaded"))
+    monkeypatch.setattr("ltx.ltxv.api.load_component", lambda *a, **k: pytest.fail("weights loaded"))
     req = opened.check(num_inference_steps=4, guidance_scale=[2.5], skip_block_list=[1], stg_scale=1.0)
     assert req.sampling.first_pass.guidance_scale == [2.5] and req.sampling.first_pass.skip_block_list == [[1]]
     assert [len(s) for s in req.sigmas] == [5] and not opened.loaded
@@ -164,7 +164,7 @@ def test_non_finite_latents_are_an_error_not_a_black_video(demo, monkeypatch):
 
 
 def test_writers_refuse_non_finite_frames(tmp_path):
-    from ltx.media import MediaError, write_contact_sheet, write_mp4
+    from ltx.core.media import MediaError, write_contact_sheet, write_mp4
 
     frames = torch.rand(3, 9, 16, 16)
     frames[1, 3, 2, 2] = INF  # a clamp would silently make it white
@@ -226,7 +226,7 @@ def test_app_options_are_finite_and_in_range(tmp_path, kw, message):
     (dict(embeddings="TRUNCATED"), r"embeddings .*truncated.safetensors is not an embeddings file .*truncated"),
 ])  # fmt: skip
 def test_app_refuses_unusable_devices_folders_and_files_before_loading(tmp_path, monkeypatch, kw, message):
-    from ltx.models.text import save_embeddings
+    from ltx.ltxv.text import save_embeddings
 
     if kw.get("device") == "cuda:7" and torch.cuda.device_count() > 7:
         pytest.skip("cuda:7 exists on this machine, so it is a valid device here (the case needs <= 7 GPUs)")
@@ -239,7 +239,7 @@ def test_app_refuses_unusable_devices_folders_and_files_before_loading(tmp_path,
              "TRUNCATED": str(tmp_path / "truncated.safetensors")}
     kw = {k: names.get(v, v) for k, v in kw.items()}
     monkeypatch.setattr(app, "load_component", lambda *a, **k: pytest.fail("weights loaded"))
-    monkeypatch.setattr("ltx.models.text.T5TextEncoder", lambda *a, **k: pytest.fail("text encoder loaded"))
+    monkeypatch.setattr("ltx.ltxv.text.T5TextEncoder", lambda *a, **k: pytest.fail("text encoder loaded"))
     with pytest.raises(app.InputError, match=message):
         app.run(demo_config(tmp_path, **kw))
     assert not (tmp_path / "out").exists()
@@ -263,7 +263,7 @@ def test_app_records_what_the_model_read(tmp_path, capsys, one_thread):
 
 
 def test_text_normalisation_rules(tmp_path):
-    from ltx.models.text import NORMALIZERS, text_normalizer
+    from ltx.ltxv.text import NORMALIZERS, text_normalizer
 
     assert NORMALIZERS["lowercase_words"]("  A GREEN, Triangle moves UP!! ") == "a green triangle moves up"
     assert NORMALIZERS["strip"]("  A GREEN  ") == "A GREEN"  # T5-XXL folders: the official stripping only
@@ -288,7 +288,7 @@ def test_console_entry_points_resolve():
 
 def test_api_override_of_a_per_step_preset():
     """A scalar override of a per-step guidance list replaces every breakpoint (as the app's overrides do)."""
-    from ltx.api import with_overrides
+    from ltx.ltxv.api import with_overrides
 
     dev = load_preset("ltxv-13b-0.9.8-dev").sampling
     s = with_overrides(dev, guidance_scale=2.0, second_pass={"stg_scale": 0.0})

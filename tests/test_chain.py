@@ -1,4 +1,4 @@
-"""Chained long videos (ltx/chain.py): SLERP noise closed forms, the carried-over conditioning and stitching
+"""Chained long videos (ltx/ltxv/chain.py): SLERP noise closed forms, the carried-over conditioning and stitching
 (with `generate` replaced by a recorder), and one real chained run of a tiny model."""
 
 from __future__ import annotations
@@ -8,13 +8,13 @@ import math
 import pytest
 import torch
 
-import ltx.chain as chain
-from ltx.chain import chain_noise, generate_chain, stitch
-from ltx.models.dit import DiT, DiTConfig
-from ltx.models.vae import VAE_PRESETS, VideoVAE, tiny
-from ltx.pipeline import SchedulerSpec
+import ltx.ltxv.chain as chain
+from ltx.ltxv.chain import chain_noise, generate_chain, stitch
+from ltx.ltxv.guidance import TextConditioning
+from ltx.ltxv.pipelines import SchedulerSpec
+from ltx.ltxv.transformer import DiT, DiTConfig
+from ltx.ltxv.vae import VAE_PRESETS, VideoVAE, tiny
 from ltx.presets import PassConfig, SamplingDefaults
-from ltx.sched.guidance import TextConditioning
 
 DIT = DiTConfig(num_layers=1, num_heads=2, head_dim=8, in_channels=16, out_channels=16, caption_channels=8,
                 causal_temporal_positioning=True)

@@ -1,4 +1,4 @@
-"""IC-LoRA guide items (ltx/conditioning.py `GuideItem`): the training layout (prepend) and the inference layout
+"""IC-LoRA guide items (ltx/ltxv/conditioning.py `GuideItem`): the training layout (prepend) and the inference layout
 (append) give the same target outputs, strength-1 guides never change, downscaled references land on the target
 grid, guides work with CFG / STG, image conditioning, multi-scale and chains, and bad guides are refused."""
 
@@ -7,13 +7,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ltx.conditioning import ConditioningItem, GuideItem, apply_conditioning, check_guides, slice_guide
-from ltx.models.dit import DiT, DiTConfig
-from ltx.models.vae import VAE_PRESETS, VideoVAE, tiny
-from ltx.patchify import patchify, pixel_grid, pixels_to_positions
-from ltx.pipeline import PassOptions, SchedulerSpec, denoise_pass, encoder, generate_multiscale
+from ltx.ltxv.conditioning import ConditioningItem, GuideItem, apply_conditioning, check_guides, slice_guide
+from ltx.ltxv.guidance import TextConditioning
+from ltx.ltxv.patchify import patchify, pixel_grid, pixels_to_positions
+from ltx.ltxv.pipelines import PassOptions, SchedulerSpec, denoise_pass, encoder, generate_multiscale
+from ltx.ltxv.transformer import DiT, DiTConfig
+from ltx.ltxv.vae import VAE_PRESETS, VideoVAE, tiny
 from ltx.presets import PassConfig
-from ltx.sched.guidance import TextConditioning
 from tests.conftest import randomize_
 
 DIT = DiTConfig(num_layers=2, num_heads=2, head_dim=8, in_channels=16, out_channels=16, caption_channels=8,
@@ -189,7 +189,7 @@ def test_multiscale_gives_each_pass_the_guide_at_its_size(models):
 
 
 def test_chained_segments_get_their_slice_of_the_control(monkeypatch):
-    import ltx.chain as chain
+    import ltx.ltxv.chain as chain
     from ltx.presets import SamplingDefaults
 
     seen = []

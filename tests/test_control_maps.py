@@ -1,4 +1,4 @@
-"""IC-LoRA control signals: ltx.control (native Canny, control-video layout, map checks) and tools/make_control.py."""
+"""IC-LoRA control signals: ltx.core.control (native Canny, control-video layout, map checks), tools/make_control.py."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from conftest import REPO
 
-from ltx.control import canny, edges_to_video, hysteresis, maps_to_video
+from ltx.core.control import canny, edges_to_video, hysteresis, maps_to_video
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -227,7 +227,7 @@ def tool(media):
 @pytest.fixture(scope="module")
 def clip(media, tmp_path_factory):
     """A 12-frame 64x64 mp4 at 8 fps: a bright square moving right on a dark background."""
-    from ltx.media import write_mp4
+    from ltx.core.media import write_mp4
 
     frames = torch.full((3, 12, H, W), 0.1)
     for f in range(12):
@@ -248,7 +248,7 @@ def run_main(tool, capsys, *argv):
 
 
 def test_cli_canny_trims_to_8k_plus_1(tool, clip, tmp_path, capsys):
-    from ltx.media import read_frames, read_image
+    from ltx.core.media import read_frames, read_image
 
     out = tmp_path / "sub" / "canny.mp4"
     rc, stdout, stderr = run_main(tool, capsys, "canny", clip, out)
@@ -269,7 +269,7 @@ def test_cli_depth_folder_of_pngs(tool, tmp_path, capsys):
     import numpy as np
     from PIL import Image
 
-    from ltx.media import read_frames
+    from ltx.core.media import read_frames
 
     folder = tmp_path / "depth"
     folder.mkdir()

@@ -11,11 +11,11 @@ import torch
 from conftest import REPO, TINY, randomize_, save_official
 from safetensors.torch import load_file, save_file
 
-from ltx.checkpoint import CheckpointError, SafetensorsReader
-from ltx.convert.formats import load_dit, read_checkpoint, write_diffusers, write_ltx, write_official
-from ltx.convert.keymap import KeyMapError, Rule, invert, rename
-from ltx.convert.official import DIT_PREFIX, ConfigError, dit_config_to_official
-from ltx.models.dit import DiT
+from ltx.core.checkpoint import CheckpointError, SafetensorsReader
+from ltx.core.keymap import KeyMapError, Rule, invert, rename
+from ltx.ltxv.checkpoint import load_dit, read_checkpoint, write_diffusers, write_ltx, write_official
+from ltx.ltxv.keys_official import DIT_PREFIX, ConfigError, dit_config_to_official
+from ltx.ltxv.transformer import DiT
 
 CFG = TINY["w64"]
 
@@ -75,7 +75,7 @@ def test_official_ltx_official_bitwise(tmp_path):
 def test_diffusers_ltx_diffusers_bitwise(tmp_path):
     from diffusers import LTXVideoTransformer3DModel
 
-    from ltx.convert.diffusers import dit_config_to_diffusers
+    from ltx.ltxv.keys_diffusers import dit_config_to_diffusers
 
     c = {k: v for k, v in dit_config_to_diffusers(CFG).items() if not k.startswith("_")}
     ref = randomize_(LTXVideoTransformer3DModel(**c), seed=5).to(torch.bfloat16)
@@ -101,8 +101,8 @@ def test_dtype_cast_and_loaded_values(tmp_path):
 
 def test_sharded_diffusers_folder(tmp_path):
     """diffusers' large checkpoints are sharded with an index; read them as one key space."""
-    from ltx.convert.diffusers import DIT_FROM_DIFFUSERS, dit_config_to_diffusers
-    from ltx.convert.keymap import apply, invert
+    from ltx.core.keymap import apply, invert
+    from ltx.ltxv.keys_diffusers import DIT_FROM_DIFFUSERS, dit_config_to_diffusers
 
     sd = apply(_our_sd(seed=4), invert(DIT_FROM_DIFFUSERS))
     folder = tmp_path / "transformer"
@@ -230,7 +230,7 @@ def test_conversion_streams_tensors(tmp_path):
     code = f"""
 import sys
 sys.path.insert(0, {str(REPO)!r})
-from ltx.convert.formats import read_checkpoint, write_ltx
+from ltx.ltxv.checkpoint import read_checkpoint, write_ltx
 def hwm():
     return int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]) // 1024
 ckpt = read_checkpoint({str(src)!r})
@@ -247,7 +247,7 @@ print(hwm() - before)
 
 
 def test_atomic_writes_get_the_mode_a_plain_open_gives(tmp_path):
-    from ltx.checkpoint import atomic_dir, atomic_file
+    from ltx.core.checkpoint import atomic_dir, atomic_file
 
     (tmp_path / "plain").write_bytes(b"x")
     with atomic_file(tmp_path / "atomic", "wb") as f:

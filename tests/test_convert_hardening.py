@@ -21,7 +21,7 @@ from conftest import REPO, save_official
 from safetensors.torch import save_file
 from test_convert import CFG, _official_file, _our_sd
 
-from ltx.checkpoint import (
+from ltx.core.checkpoint import (
     CheckpointError,
     Terminated,
     atomic_dir,
@@ -31,7 +31,7 @@ from ltx.checkpoint import (
     temp_prefix,
     write_safetensors,
 )
-from ltx.convert.formats import (
+from ltx.ltxv.checkpoint import (
     check_component,
     load_component,
     load_dit,
@@ -40,8 +40,8 @@ from ltx.convert.formats import (
     write_diffusers,
     write_ltx,
 )
-from ltx.convert.official import DIT_PREFIX, dit_config_to_official
-from ltx.models.upsampler import LatentUpsampler, UpsamplerConfig
+from ltx.ltxv.keys_official import DIT_PREFIX, dit_config_to_official
+from ltx.ltxv.upsampler import LatentUpsampler, UpsamplerConfig
 from tools.convert_weights import main
 
 
@@ -125,7 +125,7 @@ def test_contradicting_config_json_names_the_sizes_the_tensors_fit(tmp_path, cap
 def test_vae_and_upsampler_are_checked_too(tmp_path, capsys):
     from test_vae_convert import official_vae_file, tensors_of, write_official_file
 
-    from ltx.convert import vae_tables as vt
+    from ltx.ltxv import keys_vae as vt
 
     path, cfg = official_vae_file(tmp_path, "0.9.5")
     tensors = tensors_of(path)
@@ -183,7 +183,7 @@ def test_overwrite_diffusers_folder_keeps_files_it_did_not_write(tmp_path, capsy
 
 
 def test_overwrite_lora_folder_keeps_files_it_did_not_write(tmp_path, capsys):
-    from ltx.lora import save_lora
+    from ltx.core.lora import save_lora
 
     tensors = {"transformer_blocks.0.attn1.to_q.lora_A.weight": torch.randn(4, 64),
                "transformer_blocks.0.attn1.to_q.lora_B.weight": torch.randn(64, 4)}
@@ -217,7 +217,7 @@ def test_destination_of_the_wrong_kind_is_one_line_naming_it(tmp_path, capsys, k
 
 
 def test_ctrl_c_during_write_prints_one_line_and_leaves_no_temp(tmp_path, capsys, monkeypatch):
-    import ltx.checkpoint as ck
+    import ltx.core.checkpoint as ck
 
     src = _official_file(tmp_path / "src.safetensors")
     real, n = ck.SafetensorsReader.get, []
@@ -239,7 +239,7 @@ _SLOW_WRITER = """
 import sys, time
 from pathlib import Path
 sys.path.insert(0, {repo!r})
-import ltx.checkpoint as ck
+import ltx.core.checkpoint as ck
 real = ck.SafetensorsReader.get
 def get(self, key):
     Path({ready!r}).touch()
@@ -345,7 +345,7 @@ def test_raise_on_sigterm_is_idempotent_main_thread_only_and_keeps_other_handler
 
 
 def test_library_writer_interrupted_by_its_tensor_loader_leaves_nothing(tmp_path):
-    from ltx.checkpoint import TensorEntry
+    from ltx.core.checkpoint import TensorEntry
 
     def boom():
         raise KeyboardInterrupt

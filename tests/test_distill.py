@@ -1,4 +1,4 @@
-"""Distillation: the losses (ltx/distill.py) against closed forms and invariants, and the app (train/distill.py)
+"""Distillation: the losses (ltx/ltxv/distill.py) against closed forms and invariants, and the app (train/distill.py)
 end to end on the demo model: it lowers its loss, resumes exactly, and its student runs in `generate`."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from ltx import distill as D
-from ltx.models.dit import DiT, DiTConfig, STGMode
-from ltx.patchify import token_positions
-from ltx.sched.guidance import GuidanceStep, TextConditioning
+from ltx.ltxv import distill as D
+from ltx.ltxv.guidance import GuidanceStep, TextConditioning
+from ltx.ltxv.patchify import token_positions
+from ltx.ltxv.transformer import DiT, DiTConfig, STGMode
 
 CFG = DiTConfig(num_layers=3, num_heads=2, head_dim=8, in_channels=4, out_channels=4, caption_channels=8)
 
@@ -154,8 +154,8 @@ pytest.importorskip("av")
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory) -> Path:
+    from ltx.core.media import write_mp4
     from ltx.data.shapes import ShapesWorld
-    from ltx.media import write_mp4
     from train import preprocess
 
     root = tmp_path_factory.mktemp("clips")
@@ -242,7 +242,7 @@ def test_dmd_resumes_exactly_and_its_student_runs_in_generate(cache, tmp_path, o
     assert losses(full, "critic_loss") == losses(part, "critic_loss")
     student = json.loads((full / "student.json").read_text())
     assert student["timesteps"] == [1.0, 0.7, 0.35] and student["guidance_scale"] == 1.0
-    from ltx.lora import load_lora_file
+    from ltx.core.lora import load_lora_file
 
     lora = load_lora_file(full / "lora.safetensors")
     assert lora.tensors and not any("critic" in k for k in lora.tensors)  # the critic is not exported
@@ -261,7 +261,7 @@ def test_dmd_resumes_exactly_and_its_student_runs_in_generate(cache, tmp_path, o
 
 
 def test_full_student_exports_a_checkpoint_that_allows_its_grid(cache, tmp_path, one_thread):
-    from ltx.convert.formats import read_checkpoint
+    from ltx.ltxv.checkpoint import read_checkpoint
     from train import distill
 
     distill.train(config(cache, tmp_path / "f", method="kd", mode="full", steps=2))
@@ -317,7 +317,7 @@ def test_guidance_distillation_on_two_processes_matches_one(cache, tmp_path, par
 
 
 def test_bad_teacher_and_feature_layers_fail_before_anything_is_written(cache, tmp_path):
-    from ltx.checkpoint import CheckpointError
+    from ltx.core.checkpoint import CheckpointError
     from train import distill
 
     run = tmp_path / "r"

@@ -6,8 +6,8 @@ import pytest
 import torch
 from conftest import TINY, dit_inputs, randomize_
 
-from ltx.models.attention import set_attention_backend
-from ltx.models.dit import DiT, STGMode
+from ltx.core.attention import set_attention_backend
+from ltx.ltxv.transformer import DiT, STGMode
 
 CFG = TINY["w64"]
 

@@ -34,8 +34,8 @@ def _offline(monkeypatch):
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory) -> Path:
     """12 real mp4 clips (ShapesWorld renders with their captions) in two buckets, preprocessed once."""
+    from ltx.core.media import write_mp4
     from ltx.data.shapes import ShapesWorld
-    from ltx.media import write_mp4
     from train import preprocess
 
     root = tmp_path_factory.mktemp("videos")
@@ -121,7 +121,7 @@ def test_lora_run_learns_resumes_exactly_and_its_file_loads_in_generate(cache, t
     assert sorted(a) == list(range(1, 7)) and sorted(b) == list(range(1, 7))  # no duplicate rows after the resume
     assert a == b  # bit for bit: the same next losses
     assert report["trainable_parameters"] < 200_000
-    from ltx.lora import load_lora_file
+    from ltx.core.lora import load_lora_file
 
     la, lb = load_lora_file(full / "lora.safetensors"), load_lora_file(part / "lora.safetensors")
     assert la.tensors.keys() == lb.tensors.keys() and all(torch.equal(la.tensors[k], lb.tensors[k]) for k in la.tensors)
@@ -175,7 +175,7 @@ def test_non_finite_loss_stops_with_the_last_good_state(cache, tmp_path, monkeyp
 def test_full_finetune_writes_a_checkpoint_generate_and_the_converter_read(cache, tmp_path):
     run = tmp_path / "run"
     finetune.train(_cfg(cache, run, mode="full", steps=2, lr=1e-4))
-    from ltx.convert.formats import load_component, read_checkpoint
+    from ltx.ltxv.checkpoint import load_component, read_checkpoint
 
     ckpt = read_checkpoint(run / "model.safetensors")
     assert set(ckpt.components) == {"dit", "vae"}

@@ -27,12 +27,12 @@ av = pytest.importorskip("av")
 pytest.importorskip("PIL")
 
 import infer.generate as app  # noqa: E402
-from ltx.convert.official import DIT_PREFIX, dit_config_to_official  # noqa: E402
-from ltx.convert.vae_tables import upsampler_config_to_official, vae_config_to_official  # noqa: E402
-from ltx.models.dit import DiT, DiTConfig  # noqa: E402
-from ltx.models.text import save_embeddings  # noqa: E402
-from ltx.models.upsampler import LatentUpsampler, UpsamplerConfig  # noqa: E402
-from ltx.models.vae import VAEConfig, VideoVAE  # noqa: E402
+from ltx.ltxv.keys_official import DIT_PREFIX, dit_config_to_official  # noqa: E402
+from ltx.ltxv.keys_vae import upsampler_config_to_official, vae_config_to_official  # noqa: E402
+from ltx.ltxv.text import save_embeddings  # noqa: E402
+from ltx.ltxv.transformer import DiT, DiTConfig  # noqa: E402
+from ltx.ltxv.upsampler import LatentUpsampler, UpsamplerConfig  # noqa: E402
+from ltx.ltxv.vae import VAEConfig, VideoVAE  # noqa: E402
 from ltx.presets import ModelPreset, PassConfig, PipelineType, SamplingDefaults  # noqa: E402
 
 DIT = DiTConfig(num_layers=2, num_heads=2, head_dim=8, in_channels=16, out_channels=16, caption_channels=32,
@@ -128,7 +128,7 @@ def no_weights(monkeypatch):
         raise AssertionError("weights were loaded before the bad input was reported")
 
     monkeypatch.setattr(app, "load_component", boom)
-    monkeypatch.setattr("ltx.models.text.T5TextEncoder", boom)
+    monkeypatch.setattr("ltx.ltxv.text.T5TextEncoder", boom)
 
 
 def test_cli_end_to_end(tiny, tmp_path):

@@ -7,8 +7,8 @@ import pytest
 import torch
 from conftest import TINY, dit_inputs, randomize_
 
-from ltx.models.dit import DiT, STGMode
-from ltx.sched.guidance import GuidanceSchedule, GuidanceStep, TextConditioning, combine, guided_velocity
+from ltx.ltxv.guidance import GuidanceSchedule, GuidanceStep, TextConditioning, combine, guided_velocity
+from ltx.ltxv.transformer import DiT, STGMode
 
 CFG = TINY["w32"]  # 3 layers
 
@@ -49,7 +49,7 @@ def test_batched_equals_separate_passes(setup, mode):
     skip[[0, 2]] = 0
     v_p = model(x, sigma, text.context, text.mask, pos, skip_mask=skip, stg_mode=mode)
     assert (v_p - v_c).abs().max() > 1e-2  # the perturbation does something
-    # by hand (file docstring of ltx/sched/guidance.py)
+    # by hand (file docstring of ltx/ltxv/guidance.py)
     u, c = v_u.flatten(1), v_c.flatten(1)
     alpha = (u * c).sum(1) / (u * u).sum(1)
     v_u2 = alpha[:, None, None] * v_u

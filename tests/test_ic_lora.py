@@ -18,8 +18,8 @@ from safetensors.torch import save_file
 pytest.importorskip("hydra")
 pytest.importorskip("av")
 
-from ltx.lora import check_lora, load_lora_file  # noqa: E402
-from ltx.models.dit import DiT  # noqa: E402
+from ltx.core.lora import check_lora, load_lora_file  # noqa: E402
+from ltx.ltxv.transformer import DiT  # noqa: E402
 from train import finetune  # noqa: E402
 
 TARGETS = ("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0", "attn2.to_q", "attn2.to_k", "attn2.to_v",
@@ -82,7 +82,7 @@ def test_official_ic_lora_layout_loads_for_the_13b_transformer(tmp_path, prefix,
 
 
 def test_reference_downscale_metadata_is_read_and_checked(tmp_path):
-    from ltx.api import reference_downscale
+    from ltx.ltxv.api import reference_downscale
 
     official_ic_lora(tmp_path / "a.safetensors", metadata={"reference_downscale_factor": "2"})
     official_ic_lora(tmp_path / "b.safetensors", metadata={"reference_downscale_factor": "1"})
@@ -106,8 +106,8 @@ def _offline(monkeypatch):
 
 def _pairs(root: Path) -> Path:
     """6 good (target, reference) pairs plus one of each bad kind; reference = the clip's inverted colours."""
+    from ltx.core.media import write_mp4
     from ltx.data.shapes import ShapesWorld
-    from ltx.media import write_mp4
 
     rows = []
     data = ShapesWorld(split="train", num_samples=7, seed=3)
@@ -186,7 +186,7 @@ def _cfg(cache: Path, run_dir: Path, **kw) -> finetune.FinetuneConfig:
 def test_reference_tokens_sit_where_inference_puts_the_guides(pair_cache, tmp_path):
     """The trainer's prepended reference has the positions `apply_conditioning` gives an appended guide of the same
     latents, and the objective equals the inference layout's forward on the target tokens."""
-    from ltx.conditioning import GuideItem, apply_conditioning
+    from ltx.ltxv.conditioning import GuideItem, apply_conditioning
 
     cache, _ = pair_cache
     trainer = finetune.Trainer(_cfg(cache, tmp_path / "run"))
@@ -206,7 +206,7 @@ def test_reference_tokens_sit_where_inference_puts_the_guides(pair_cache, tmp_pa
         sig = torch.where(mb.cond_mask, 0.0, mb.sigma[:, None])
         v = trainer.dit(torch.cat([x, mb.reference], 1), torch.cat([sig, torch.zeros(2, 48)], 1), mb.context,
                         mb.context_mask, torch.cat([mb.positions, mb.reference_positions], 2))[:, :-48]
-        from ltx.losses import masked_flow_matching_loss
+        from ltx.core.losses import masked_flow_matching_loss
 
         torch.testing.assert_close(loss, masked_flow_matching_loss(v, mb.x0, mb.noise, mb.cond_mask), atol=1e-5,
                                    rtol=0)

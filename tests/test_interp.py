@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from ltx.interp import interpolate_keyframes, slerp
+from ltx.core.interp import interpolate_keyframes, slerp
 
 
 def unit(*shape, seed=0):

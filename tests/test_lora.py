@@ -1,4 +1,4 @@
-"""LoRA (ltx/lora.py, ltx/convert/lora_formats.py): adapters against closed forms (W + s * alpha/r * B @ A on a
+"""LoRA (ltx/core/lora.py, ltx/core/lora_formats.py): adapters against closed forms (W + s * alpha/r * B @ A on a
 plain copy of the model), file layouts round trip, our files through diffusers' own LoRA loader, diffusers' own files
 through ours, the converter CLI, and generate with `loras=[...]` on the bundled demo model."""
 
@@ -13,8 +13,8 @@ import torch
 from conftest import REPO, TINY, dit_inputs, randomize_
 from torch import nn
 
-from ltx.convert import lora_formats as lf
-from ltx.lora import (
+from ltx.core import lora_formats as lf
+from ltx.core.lora import (
     LoRAConfig,
     LoRAError,
     LoRALinear,
@@ -32,7 +32,7 @@ from ltx.lora import (
     set_strength,
     unmerge_lora,
 )
-from ltx.models.dit import DiT
+from ltx.ltxv.transformer import DiT
 
 ALL = ("to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2")
 
@@ -289,8 +289,8 @@ def diffusers_twin(dit: DiT):
     """diffusers' LTXVideoTransformer3DModel with `dit`'s base weights (through our key table)."""
     from diffusers import LTXVideoTransformer3DModel
 
-    from ltx.convert.diffusers import DIT_FROM_DIFFUSERS, dit_config_to_diffusers
-    from ltx.convert.keymap import apply, invert
+    from ltx.core.keymap import apply, invert
+    from ltx.ltxv.keys_diffusers import DIT_FROM_DIFFUSERS, dit_config_to_diffusers
 
     c = {k: v for k, v in dit_config_to_diffusers(dit.cfg).items() if not k.startswith("_")}
     ref = LTXVideoTransformer3DModel(**c)
@@ -392,7 +392,7 @@ def test_generate_with_loras_on_the_demo(tmp_path, capsys, monkeypatch):
     from omegaconf import OmegaConf
 
     import infer.generate as app
-    from ltx.convert.formats import read_checkpoint
+    from ltx.ltxv.checkpoint import read_checkpoint
     from ltx.presets import ModelPreset
 
     preset = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelPreset),
@@ -439,8 +439,8 @@ def test_full_size_lora_matches_the_published_ic_lora_file_size():
     """On the 13B config (meta device): rank 8 on attn1 + attn2 + ff of all 48 blocks is 5.11 M values per unit
     rank, 81.8 MB in bf16, the size ComfyUI-Manager lists for the official 0.9.7 depth / canny IC-LoRAs (81.9 MB,
     shared/reference/training.md C.2)."""
-    from ltx.lora import LoRAConfig, inject_lora, lora_parameters
-    from ltx.models.dit import DiT, DiTConfig
+    from ltx.core.lora import LoRAConfig, inject_lora, lora_parameters
+    from ltx.ltxv.transformer import DiT, DiTConfig
 
     with torch.device("meta"):
         dit = DiT(DiTConfig(num_layers=48, num_heads=32, head_dim=128))

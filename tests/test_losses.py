@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from ltx.losses import (
+from ltx.core.losses import (
     SigmaSampler,
     first_frame_mask,
     ltx_shift_mu,

@@ -1,4 +1,4 @@
-"""ltx.media (video / image IO with clear errors) and ltx.data.buckets (bucket sizes, choice and fitting)."""
+"""ltx.core.media (video / image IO with clear errors) and ltx.data.buckets (bucket sizes, choice and fitting)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,7 @@ import torch
 pytest.importorskip("av")
 pytest.importorskip("PIL")
 
-from ltx.data import shapes_eval  # noqa: E402
-from ltx.data.buckets import Bucket, choose_bucket, fit_to_bucket, no_bucket_reason, parse_buckets  # noqa: E402
-from ltx.data.shapes import ShapesWorld  # noqa: E402
-from ltx.media import (  # noqa: E402
+from ltx.core.media import (  # noqa: E402
     MediaError,
     is_image,
     is_video,
@@ -26,6 +23,9 @@ from ltx.media import (  # noqa: E402
     write_contact_sheet,
     write_mp4,
 )
+from ltx.data import shapes_eval  # noqa: E402
+from ltx.data.buckets import Bucket, choose_bucket, fit_to_bucket, no_bucket_reason, parse_buckets  # noqa: E402
+from ltx.data.shapes import ShapesWorld  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""ltx/parallel.py and train/dist_checkpoint.py on CPU with gloo.
+"""ltx/core/parallel.py and train/dist_checkpoint.py on CPU with gloo.
 
 Two processes (one spawn for the whole file, every multi-process scenario in it) train the tiny DiT for three
 AdamW steps on a global batch of 4 (2 rows per rank, per-rank loss = mean over its rows, gradients averaged
@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from conftest import TINY, dit_inputs, randomize_
 from torch import nn
 
-from ltx.checkpoint import CheckpointError, SafetensorsReader
-from ltx.models.dit import DiT
-from ltx.parallel import Dist, apply_activation_checkpointing, apply_compile, init_distributed, parallelize
+from ltx.core.checkpoint import CheckpointError, SafetensorsReader
+from ltx.core.parallel import Dist, apply_activation_checkpointing, apply_compile, init_distributed, parallelize
+from ltx.ltxv.transformer import DiT
 from train.dist_checkpoint import complete_checkpoints, consolidate, load_state, main, save_state
 
 CFG = TINY["w64"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ltx.patchify import patchify, pixel_grid, token_positions, unpatchify
+from ltx.ltxv.patchify import patchify, pixel_grid, token_positions, unpatchify
 
 
 def test_round_trip_and_order():

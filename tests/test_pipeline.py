@@ -6,11 +6,11 @@ import pytest
 import torch
 from conftest import TINY
 
-from ltx.conditioning import ConditioningItem, check_items
-from ltx.models.dit import DiT
-from ltx.pipeline import SchedulerSpec, adain, check_size, denoise_pass, multiscale_sizes, pass_sigmas, tone_map
+from ltx.ltxv.conditioning import ConditioningItem, check_items
+from ltx.ltxv.guidance import TextConditioning
+from ltx.ltxv.pipelines import SchedulerSpec, adain, check_size, denoise_pass, multiscale_sizes, pass_sigmas, tone_map
+from ltx.ltxv.transformer import DiT
 from ltx.presets import PassConfig
-from ltx.sched.guidance import TextConditioning
 
 
 def test_sizes_name_nearest_valid_values():
@@ -75,8 +75,8 @@ def test_tone_map_and_adain():
 
 def test_sizes_follow_the_vae_factors():
     """The demo VAE (8x space and time) takes multiples of 8; the grid and multi-scale sizes use its factors."""
-    from ltx.models.vae import VAE_PRESETS
-    from ltx.pipeline import latent_grid, vae_scale
+    from ltx.ltxv.pipelines import latent_grid, vae_scale
+    from ltx.ltxv.vae import VAE_PRESETS
 
     assert vae_scale(VAE_PRESETS["0.9.5"]) == (8, 32, 32) and vae_scale(VAE_PRESETS["0.9.0"]) == (8, 32, 32)
     demo = (8, 8, 8)

@@ -21,11 +21,11 @@ pytest.importorskip("hydra")
 pytest.importorskip("transformers")
 
 import train.preprocess as pre  # noqa: E402
+from ltx.core.media import read_video, write_mp4  # noqa: E402
 from ltx.data.buckets import Bucket, fit_to_bucket  # noqa: E402
 from ltx.data.latent_cache import BucketBatchSampler, LatentCache, shard  # noqa: E402
 from ltx.data.manifest import MediaItem, Skipped, read_dataset  # noqa: E402
 from ltx.data.shapes import ShapesWorld  # noqa: E402
-from ltx.media import read_video, write_mp4  # noqa: E402
 
 CKPT, T5 = REPO / "demo/ltx-demo.safetensors", REPO / "demo/text_encoder"
 
@@ -160,7 +160,7 @@ def test_folder_dataset(tmp_path):
 
 
 def test_preprocess_caches_good_items_and_reports_bad_ones(cache, dataset):
-    from ltx.convert.formats import load_component
+    from ltx.ltxv.checkpoint import load_component
     from train.train_vae import latent_space_id
 
     index = json.loads((cache / "index.json").read_text())
@@ -189,7 +189,7 @@ def test_preprocess_caches_good_items_and_reports_bad_ones(cache, dataset):
     assert null_context.shape == (32, 128) and null_mask.sum() == 1  # "" is one end-of-sequence token
 
     # the cached latents are the VAE's posterior mean of the decoded, fitted clip; the text the T5's embedding
-    from ltx.models.text import T5TextEncoder
+    from ltx.ltxv.text import T5TextEncoder
 
     video, _ = read_video(dataset.parent / "clips/wide.mp4")
     with torch.no_grad():
@@ -207,7 +207,7 @@ def test_rerun_does_no_work_and_changes_nothing(cache, dataset, monkeypatch, cap
     def no_t5(*a, **k):
         raise AssertionError("the text encoder was loaded although every caption is cached")
 
-    monkeypatch.setattr("ltx.models.text.T5TextEncoder", no_t5)
+    monkeypatch.setattr("ltx.ltxv.text.T5TextEncoder", no_t5)
     pre.run(config(dataset, cache))
     assert spy.calls == 4  # no cached clip is decoded again; the 4 bad media files are tried again (cheap)
     after = snapshot(cache)
@@ -246,7 +246,7 @@ def test_killed_run_resumes_to_the_same_cache(cache, dataset, tmp_path, monkeypa
 
 
 def test_incompatible_rerun_is_refused(cache, dataset, tmp_path):
-    from ltx.convert.formats import checkpoint_from_modules, load_component, write_ltx
+    from ltx.ltxv.checkpoint import checkpoint_from_modules, load_component, write_ltx
 
     before = snapshot(cache)
     with pytest.raises(ValueError, match=r"made differently: text encoder .*'max_tokens': 32.* vs .*'max_tokens': 64"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ltx.sched import sigmas as S
-from ltx.sched.sample import euler_step, next_sigma, sample, velocity_from_x0
+from ltx.core import sigmas as S
+from ltx.core.sampling import euler_step, next_sigma, sample, velocity_from_x0
 
 
 @pytest.mark.parametrize("sig", [S.uniform(7), S.ltx_shifted(7, tokens=16), S.ltx_shifted(40, tokens=6144),

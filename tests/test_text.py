@@ -8,7 +8,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 
-from ltx.models.text import T5TextEncoder, TextEncoderMissing, load_embeddings, save_embeddings  # noqa: E402
+from ltx.ltxv.text import T5TextEncoder, TextEncoderMissing, load_embeddings, save_embeddings  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import torch
 from conftest import REPO
 from omegaconf import OmegaConf
 
-from ltx.models.vae import VAEConfig
+from ltx.ltxv.vae import VAEConfig
 from train import train_vae
 
 
@@ -96,8 +96,8 @@ def test_decoder_finetuning_keeps_the_latent_space(tmp_path):
 def test_export_refuses_a_vae_of_another_latent_space(tmp_path):
     """export_demo pairs a DiT run only with a VAE that encodes into the latent space it trained on: the same
     encoder and statistics pass whatever the decoder, another encoder is refused by name."""
-    from ltx.models.dit import DiT, DiTConfig
-    from ltx.models.vae import VideoVAE
+    from ltx.ltxv.transformer import DiT, DiTConfig
+    from ltx.ltxv.vae import VideoVAE
     from train import export_demo
 
     vae_cfg = export_demo._config(VAEConfig, REPO / "configs/demo/vae.yaml")
@@ -132,8 +132,8 @@ def test_reconstruction_accuracy_of_a_perfect_autoencoder_is_full():
 @pytest.fixture(scope="module")
 def demo_parts(tmp_path_factory):
     """A random demo-layout VAE checkpoint and the demo text encoder, made from scratch in a temp folder."""
-    from ltx.convert.formats import checkpoint_from_modules, write_ltx
-    from ltx.models.vae import VideoVAE
+    from ltx.ltxv.checkpoint import checkpoint_from_modules, write_ltx
+    from ltx.ltxv.vae import VideoVAE
     from train.make_text_encoder import make
 
     root = tmp_path_factory.mktemp("demo")
@@ -145,7 +145,7 @@ def demo_parts(tmp_path_factory):
 
 
 def _dit_cfg(run_dir, demo_parts, steps, **kw):
-    from ltx.models.dit import DiTConfig
+    from ltx.ltxv.transformer import DiTConfig
     from train import train_dit
 
     dit = DiTConfig(num_layers=2, num_heads=2, head_dim=16, in_channels=16, out_channels=16, caption_channels=128,
@@ -174,13 +174,13 @@ def test_dit_training_resumes_exactly_and_learns(tmp_path, demo_parts, text_lr, 
     ema_a, ema_b = torch.load(full / "dit_ema.pt"), torch.load(part / "dit_ema.pt")
     assert all(torch.equal(ema_a[k], ema_b[k]) for k in ema_a)
     assert sorted(p.name for p in (part / "samples").glob("*.png")) == ["step_000030.png", "step_000040.png"]
-    from ltx.convert.formats import load_component
+    from ltx.ltxv.checkpoint import load_component
 
     space = train_vae.latent_space_id(load_component(demo_parts / "vae.safetensors", "vae"))
     assert json.loads((part / "latent_space.json").read_text())["latent_space"] == space  # what export checks
     assert torch.load(part / "latents.pt", weights_only=False)["latent_space"] == space
-    from ltx.convert.formats import checkpoint_from_modules, write_ltx
-    from ltx.models.vae import VideoVAE
+    from ltx.ltxv.checkpoint import checkpoint_from_modules, write_ltx
+    from ltx.ltxv.vae import VideoVAE
 
     other = VideoVAE(_vae_cfg(tmp_path, steps=1).vae).init_weights(torch.Generator().manual_seed(1))
     write_ltx(checkpoint_from_modules({"vae": other}), tmp_path / "other_vae.safetensors")
@@ -200,7 +200,7 @@ def test_dit_training_resumes_exactly_and_learns(tmp_path, demo_parts, text_lr, 
 
 def test_demo_preset_matches_training_configs():
     """The generate preset and the training app describe the same demo transformer."""
-    from ltx.models.dit import DiTConfig
+    from ltx.ltxv.transformer import DiTConfig
     from ltx.presets import ModelPreset
 
     preset = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelPreset),

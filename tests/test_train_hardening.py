@@ -15,7 +15,7 @@ import torch
 from conftest import REPO
 from omegaconf import OmegaConf
 
-from ltx.models.vae import VAEConfig
+from ltx.ltxv.vae import VAEConfig
 from train import train_vae
 from train.runner import RunError
 

@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from ltx.models.dit import DiTConfig
-from ltx.models.upsampler import UPSAMPLER_PRESETS, LatentUpsampler, UpsamplerConfig
-from ltx.models.vae import DECODE_NOISE_SCALE, VAE_PRESETS, VAEConfig, VideoVAE, check_dit_compatible, tiny
-from ltx.models.vae_tiling import (
+from ltx.ltxv.transformer import DiTConfig
+from ltx.ltxv.upsampler import UPSAMPLER_PRESETS, LatentUpsampler, UpsamplerConfig
+from ltx.ltxv.vae import DECODE_NOISE_SCALE, VAE_PRESETS, VAEConfig, VideoVAE, check_dit_compatible, tiny
+from ltx.ltxv.vae_tiling import (
     Tiling,
     choose_tiling,
     decode_memory_bytes,

@@ -15,20 +15,20 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from ltx.checkpoint import CheckpointError
-from ltx.convert import vae_tables as vt
-from ltx.convert.formats import (
+from ltx.core.checkpoint import CheckpointError
+from ltx.core.keymap import KeyMapError, rename, rules_used
+from ltx.ltxv import keys_vae as vt
+from ltx.ltxv.checkpoint import (
     load_component,
     read_checkpoint,
     write_diffusers,
     write_ltx,
     write_official,
 )
-from ltx.convert.keymap import KeyMapError, rename, rules_used
-from ltx.convert.official import ConfigError, dit_config_to_official
-from ltx.models.dit import DiT, DiTConfig
-from ltx.models.upsampler import UPSAMPLER_PRESETS, LatentUpsampler, UpsamplerConfig
-from ltx.models.vae import STATISTICS, VAE_PRESETS, VAEConfig, VideoVAE, tiny
+from ltx.ltxv.keys_official import ConfigError, dit_config_to_official
+from ltx.ltxv.transformer import DiT, DiTConfig
+from ltx.ltxv.upsampler import UPSAMPLER_PRESETS, LatentUpsampler, UpsamplerConfig
+from ltx.ltxv.vae import STATISTICS, VAE_PRESETS, VAEConfig, VideoVAE, tiny
 
 VERSIONS = ["0.9.0", "0.9.1", "0.9.5"]
 

@@ -8,7 +8,7 @@ fp64 runs draw fp32 noise and cast it (`fp32_noise`).
 
 Measured over 22 decodes (base widths 8 and 16; 0.9.0 / 0.9.1 / 0.9.5; latents 3x2x3 and 3x4x6; 2-5 seeds;
 decoded pixels up to 2-6.5), error against fp64 as a multiple of the official fp32 decode's, range (mean):
-  default path (`ltx.models.vae.conv3d`, small inputs as per-temporal-tap oneDNN convs): max 0.55-1.18x
+  default path (`ltx.ltxv.vae.conv3d`, small inputs as per-temporal-tap oneDNN convs): max 0.55-1.18x
   (0.88), rms 0.87-0.99x (0.91);  PyTorch's dispatch (the official kernels, `conv(x)`): max 0.69-1.34x
   (0.99), rms 0.98-1.03x (1.00);  oneDNN direct everywhere (`set_fast_cpu_conv(True)`): max 1.07-1.91x
   (1.46), rms 1.32-1.48x (1.40). Here: default max 0.94x / 0.83x, rms 0.94x / 0.90x; fast max 1.73x / 1.62x,
@@ -27,10 +27,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-import ltx.models.vae as vae_module
-from ltx.convert.formats import load_component
-from ltx.convert.vae_tables import vae_config_to_official
-from ltx.models.vae import VAE_PRESETS, VideoVAE, tiny
+import ltx.ltxv.vae as vae_module
+from ltx.ltxv.checkpoint import load_component
+from ltx.ltxv.keys_vae import vae_config_to_official
+from ltx.ltxv.vae import VAE_PRESETS, VideoVAE, tiny
 
 ltx_video = pytest.importorskip("ltx_video")
 from ltx_video.models.autoencoders.causal_video_autoencoder import CausalVideoAutoencoder  # noqa: E402

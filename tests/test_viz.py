@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ltx.viz import save_video_grid, video_grid
+from ltx.core.viz import save_video_grid, video_grid
 
 
 def test_grid_places_each_frame():

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """What IC-LoRA guide tokens cost: transformer time per sampling step with and without a control video.
 
-A guide adds its tokens to the self-attention sequence (ltx/conditioning.py): a same-size reference doubles
+A guide adds its tokens to the self-attention sequence (ltx/ltxv/conditioning.py): a same-size reference doubles
 the video tokens, a reference at 1/2 size adds a quarter. Linear layers and cross-attention grow with the token
 count, self-attention with its square, so the cost ratio is between 2x and 4x for a same-size reference. Rows:
 
@@ -35,8 +35,8 @@ sys.path.insert(0, str(REPO / "tools"))
 
 from bench_dit import dit_flops  # noqa: E402
 
-from ltx.models.dit import DiT, DiTConfig  # noqa: E402
-from ltx.patchify import token_positions  # noqa: E402
+from ltx.ltxv.patchify import token_positions  # noqa: E402
+from ltx.ltxv.transformer import DiT, DiTConfig  # noqa: E402
 
 
 def forward_fn(dit: DiT, grid: tuple[int, int, int], guide_grid: tuple[int, int, int] | None, *, rows: int,
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     rows = []
     if not args.no_demo:
-        from ltx.convert.formats import load_dit
+        from ltx.ltxv.checkpoint import load_dit
 
         dit = load_dit(str(REPO / "demo/ltx-demo.safetensors"), dtype=torch.float32).eval()
         grid, text = (3, 8, 8), 96

@@ -68,7 +68,7 @@ def worker(args) -> None:
     torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
     device = torch.device(args.device)
-    from ltx.convert.formats import load_dit
+    from ltx.ltxv.checkpoint import load_dit
 
     F, H, W = args.grid
     T = F * H * W
@@ -89,7 +89,7 @@ def worker(args) -> None:
     if args.impl.startswith("ltx"):
         model = load_dit(args.weights, dtype=dtype, device=device)
         if args.impl == "ltx+compile":
-            from ltx.parallel import apply_compile
+            from ltx.core.parallel import apply_compile
 
             apply_compile(model)
 
@@ -106,7 +106,7 @@ def worker(args) -> None:
     else:
         from diffusers import LTXVideoTransformer3DModel
 
-        from ltx.convert.formats import read_checkpoint, write_diffusers
+        from ltx.ltxv.checkpoint import read_checkpoint, write_diffusers
 
         folder = Path(args.weights).with_suffix(".diffusers")
         if not folder.exists():
@@ -148,8 +148,8 @@ def make_weights(path: Path, layers: int) -> None:
     """Random 2B-width official single file (the reference builds it, so every implementation reads the same)."""
     from safetensors.torch import save_file
 
-    from ltx.convert.official import DIT_PREFIX, dit_config_to_official
-    from ltx.models.dit import DiT, DiTConfig
+    from ltx.ltxv.keys_official import DIT_PREFIX, dit_config_to_official
+    from ltx.ltxv.transformer import DiT, DiTConfig
 
     cfg = DiTConfig(num_layers=layers)
     with torch.device("cpu"):

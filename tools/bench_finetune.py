@@ -14,7 +14,7 @@
    CPU (CUDA hidden), also on a GPU machine.
 3. A 2B-size LoRA step (DiTConfig defaults: 28 layers, 32 heads x 64) at 768x512x49 (7 x 16 x 24 = 2688
    tokens, 128 text tokens of width 4096) with random weights, bf16 autocast and activation checkpointing:
-   `ltx.lora.inject_lora` on `ltx.models.dit.DiT`, `train.finetune.flow_matching_objective` on a
+   `ltx.core.lora.inject_lora` on `ltx.ltxv.transformer.DiT`, `train.finetune.flow_matching_objective` on a
    `train.finetune.MicroBatch`, AdamW on the adapters. Peak memory next to the published range of the official
    LTX-Video-Trainer. Runs with `--device cuda`, or alone with `--synthetic` (on CPU: small, e.g. --layers 2).
 
@@ -124,8 +124,8 @@ def _table(head: list[str], rows: list[list[str]]) -> None:
 
 def make_cache(root: Path, clips: int, threads: int) -> Path:
     """`clips` ShapesWorld renders written as mp4 with their captions, preprocessed by train.preprocess."""
+    from ltx.core.media import write_mp4
     from ltx.data.shapes import ShapesWorld
-    from ltx.media import write_mp4
     from train import preprocess
 
     torch.set_num_threads(threads)
@@ -190,10 +190,10 @@ def worker_mode(args, mode: str) -> dict:
 
 def worker_synthetic(args) -> dict:
     """Part 3: a 2B-width LoRA step on random weights and inputs (no cache, no checkpoint)."""
-    from ltx.lora import LoRAConfig, freeze_base, inject_lora, lora_parameters
-    from ltx.models.dit import DiT, DiTConfig
-    from ltx.parallel import apply_activation_checkpointing
-    from ltx.patchify import token_positions
+    from ltx.core.lora import LoRAConfig, freeze_base, inject_lora, lora_parameters
+    from ltx.core.parallel import apply_activation_checkpointing
+    from ltx.ltxv.patchify import token_positions
+    from ltx.ltxv.transformer import DiT, DiTConfig
     from train.finetune import MicroBatch, flow_matching_objective
 
     torch.set_num_threads(args.threads)

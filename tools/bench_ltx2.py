@@ -8,7 +8,7 @@ Rows (ratios are ours / reference: < 1 = ours is faster or needs less memory):
   512 x 768 stage-1 latent, 16 x 16 x 24), 126 audio tokens (5.04 s), 1,024 text tokens; and a smaller count
   (1,536 video tokens: 121 x 256 x 384). Per size:
   * one pass, batch 1 (the transformer call of an unguided step);
-  * a guided step, twice: ours making one call per pass (ltx.ltx2.pipeline's default), and ours running
+  * a guided step, twice: ours making one call per pass (ltx.ltx2.pipelines's default), and ours running
     cond / uncond / STG / isolated-modality as one batch of 4 (`Perturbations.cat`, `batch_passes=True`),
     against the 4 separate batch-1 calls the reference pipeline makes
     (ltx_pipelines/utils/helpers.py `multi_modal_guider_denoising_func`; the STG pass skips the video and audio
@@ -277,7 +277,7 @@ def build_transformer(spec: dict, device: torch.device, dtype: torch.dtype) -> C
                         context=actx4)
         return ours(v, a, perturb)
 
-    if spec["guided"] == "separate":  # ltx.ltx2.pipeline's default: one call per pass, as the reference
+    if spec["guided"] == "separate":  # ltx.ltx2.pipelines's default: one call per pass, as the reference
         passes = [(ctx, actx, None), (neg, aneg, None), (ctx, actx, Perturbations.stg(L, 1, blocks=[L - 1])),
                   (ctx, actx, Perturbations.isolate_modalities(L, 1))]
 
@@ -296,7 +296,7 @@ def build_transformer(spec: dict, device: torch.device, dtype: torch.dtype) -> C
 def build_video_vae(spec: dict, device: torch.device, dtype: torch.dtype) -> Case:
     from ltx_core.model.video_vae import VideoDecoderConfigurator
 
-    from ltx.ltx2.video_vae import VIDEO_VAE_PRESETS, Decoder, LatentStatistics, VideoVAE
+    from ltx.ltx2.vae import VIDEO_VAE_PRESETS, Decoder, LatentStatistics, VideoVAE
 
     preset = VIDEO_VAE_PRESETS["ltx-2-19b" if spec["variant"] == "19b" else "ltx-2.3-22b"]
     cfg = replace(preset, decoder_base_channels=spec["base_channels"], extra_statistics=False)

@@ -1,4 +1,4 @@
-"""Per-step time of ltx.pipeline.denoise_pass vs the official LTXVideoPipeline on the same tiny CPU model, and
+"""Per-step time of ltx.ltxv.pipelines.denoise_pass vs the official LTXVideoPipeline on the same tiny CPU model, and
 transformer calls / batch rows per step for each guidance setting.
 
     python tools/bench_sampler.py [--steps 6] [--repeats 3]
@@ -32,11 +32,11 @@ def main() -> None:
     from ltx_video.schedulers.rf import RectifiedFlowScheduler
     from ltx_video.utils.skip_layer_strategy import SkipLayerStrategy
 
-    from ltx.convert.formats import load_dit
-    from ltx.models.dit import DiTConfig
-    from ltx.pipeline import PassOptions, SchedulerSpec, denoise_pass
+    from ltx.ltxv.checkpoint import load_dit
+    from ltx.ltxv.guidance import TextConditioning
+    from ltx.ltxv.pipelines import PassOptions, SchedulerSpec, denoise_pass
+    from ltx.ltxv.transformer import DiTConfig
     from ltx.presets import PassConfig
-    from ltx.sched.guidance import TextConditioning
 
     torch.set_num_threads(2)
     cfg = DiTConfig(num_layers=4, num_heads=4, head_dim=16, in_channels=16, out_channels=16, caption_channels=32,

@@ -43,8 +43,8 @@ def make_file(path: Path, width: int) -> None:
     """An official-format file with the 0.9.5 block list at `width` (random weights)."""
     from safetensors.torch import save_file
 
-    from ltx.convert.vae_tables import vae_config_to_official
-    from ltx.models.vae import VAE_PRESETS, VideoVAE, tiny
+    from ltx.ltxv.keys_vae import vae_config_to_official
+    from ltx.ltxv.vae import VAE_PRESETS, VideoVAE, tiny
 
     cfg = tiny(VAE_PRESETS["0.9.5"], width)
     cfg.latent_channels = 128
@@ -83,8 +83,8 @@ def worker(args: argparse.Namespace) -> None:
         from diffusers.loaders.single_file_utils import convert_ltx_vae_checkpoint_to_diffusers
         from safetensors.torch import load_file
 
-        from ltx.convert.formats import read_checkpoint
-        from ltx.convert.vae_tables import vae_config_to_diffusers
+        from ltx.ltxv.checkpoint import read_checkpoint
+        from ltx.ltxv.keys_vae import vae_config_to_diffusers
 
         tensors = load_file(str(file))
         conv_out = tensors["vae.encoder.conv_out.conv.weight"]
@@ -100,12 +100,12 @@ def worker(args: argparse.Namespace) -> None:
             "encode": lambda: vae.encode(x).latent_dist.parameters,
         }[args.op]
     else:
-        from ltx.convert.formats import load_component
-        from ltx.models.vae_tiling import Tiling, tiled_decode
+        from ltx.ltxv.checkpoint import load_component
+        from ltx.ltxv.vae_tiling import Tiling, tiled_decode
 
         vae = load_component(file, "vae")
         if args.impl == "ours-fast":
-            from ltx.models.vae import set_fast_cpu_conv
+            from ltx.ltxv.vae import set_fast_cpu_conv
 
             set_fast_cpu_conv(True)
         if args.impl == "tiled":
@@ -173,8 +173,8 @@ def main() -> None:
             print(f"| {op} | {impl} | {r['seconds']:.3f} | {r['seconds'] / ref:.2f}x | {r['peak_bytes'] / 2**20:.0f} | "
                   f"{ratio} |")  # fmt: skip
 
-    from ltx.convert.formats import read_checkpoint
-    from ltx.models.vae_tiling import Tiling, decode_memory_bytes
+    from ltx.ltxv.checkpoint import read_checkpoint
+    from ltx.ltxv.vae_tiling import Tiling, decode_memory_bytes
 
     file16 = tmp / "vae16.safetensors"
     make_file(file16, args.tiled_width)

@@ -16,7 +16,7 @@ Examples:
 Tensors are streamed (one in memory at a time) and the output is written atomically. Every key must be
 covered by a conversion rule, and the architecture comes from the checkpoint's own config (metadata or
 config.json); `--model` checks it against a preset and stops on any difference.
-LoRA inputs are detected (ltx.convert.lora_formats): `--to` then takes comfy, diffusers (a folder), trainer or
+LoRA inputs are detected (ltx.core.lora_formats): `--to` then takes comfy, diffusers (a folder), trainer or
 ltx; `--model` checks the LoRA's module names and shapes against the preset's transformer.
 LTX-2 inputs (ltx.ltx2.checkpoint.detect: an ltx2 file, audio components, or a metadata config with audio_vae /
 vocoder) go through ltx.ltx2.checkpoint: `--to` takes ltx2 or official (default: the other layout),
@@ -48,18 +48,18 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from ltx.checkpoint import (  # noqa: E402
+from ltx.core import lora_formats as lf  # noqa: E402
+from ltx.core.checkpoint import (  # noqa: E402
     CheckpointError,
     Terminated,
     check_output_path,
     own_temps,
     raise_on_sigterm,
 )
-from ltx.convert import lora_formats as lf  # noqa: E402
-from ltx.convert.formats import COMPONENTS, FORMATS, WRITERS, read_checkpoint, validate  # noqa: E402
-from ltx.convert.keymap import KeyMapError  # noqa: E402
-from ltx.convert.official import ConfigError, config_diff  # noqa: E402
+from ltx.core.keymap import KeyMapError  # noqa: E402
 from ltx.ltx2 import checkpoint as ltx2_ckpt  # noqa: E402
+from ltx.ltxv.checkpoint import COMPONENTS, FORMATS, WRITERS, read_checkpoint, validate  # noqa: E402
+from ltx.ltxv.keys_official import ConfigError, config_diff  # noqa: E402
 
 DTYPES = {"keep": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 LTX2_LAYOUTS = ("ltx2", "official")
@@ -176,8 +176,8 @@ def convert_lora(args: argparse.Namespace) -> int:
     if args.src_format != "auto" and args.src_format != w.format:
         raise lf.LoRAError(f"{args.src} is a LoRA in the {w.format} layout, not {args.src_format}")
     if args.model is not None:
-        from ltx.lora import check_lora
-        from ltx.models.dit import DiT
+        from ltx.core.lora import check_lora
+        from ltx.ltxv.transformer import DiT
 
         preset = load_model_preset(args.model)
         with torch.device("meta"):
@@ -336,7 +336,7 @@ def convert(args: argparse.Namespace) -> int:
 
 def _leftovers(dst: Path | None) -> list[Path]:
     """Temporaries of this process beside dst or inside it (a second interrupt during cleanup): removed now;
-    what cannot be removed is returned (the next run removes it: ltx.checkpoint.remove_stale_temps)."""
+    what cannot be removed is returned (the next run removes it: ltx.core.checkpoint.remove_stale_temps)."""
     if dst is None:
         return []
     folders = [dst.parent] + ([dst, *(p for p in dst.iterdir() if p.is_dir())] if dst.is_dir() else [])

@@ -49,15 +49,15 @@ sys.path.insert(0, str(REPO / "tools"))
 from eval_demo import prompts as demo_prompts  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from ltx.conditioning import ConditioningItem  # noqa: E402
-from ltx.convert.formats import load_dit, load_vae, read_checkpoint  # noqa: E402
+from ltx.core.viz import save_video_grid  # noqa: E402
 from ltx.data.shapes import CONCEPTS, ConceptWorld, ShapesWorld, concept_extras  # noqa: E402
 from ltx.data.shapes_eval import DetectorConfig, Report, concept_config, evaluate, write_mp4  # noqa: E402
-from ltx.models.text import T5TextEncoder  # noqa: E402
-from ltx.pipeline import PassOptions, SchedulerSpec, decode, denoise_pass, encoder  # noqa: E402
+from ltx.ltxv.checkpoint import load_dit, load_vae, read_checkpoint  # noqa: E402
+from ltx.ltxv.conditioning import ConditioningItem  # noqa: E402
+from ltx.ltxv.guidance import TextConditioning  # noqa: E402
+from ltx.ltxv.pipelines import PassOptions, SchedulerSpec, decode, denoise_pass, encoder  # noqa: E402
+from ltx.ltxv.text import T5TextEncoder  # noqa: E402
 from ltx.presets import ModelPreset  # noqa: E402
-from ltx.sched.guidance import TextConditioning  # noqa: E402
-from ltx.viz import save_video_grid  # noqa: E402
 
 # Targets of the experiment (README of the fine-tuning demo): checked against --baseline.
 TARGET_CONCEPT = 0.85
@@ -69,14 +69,14 @@ SEED_OFFSETS = {"base": 0, "concept": 10_000, "i2v_base": 20_000, "i2v_concept":
 # ---------------------------------------------------------------------------------------------- models
 
 def apply_loras(dit: torch.nn.Module, loras: list[dict]) -> torch.nn.Module:
-    """ADAPT HERE if ltx.lora's API changes: the one place LoRAs touch the model.
+    """ADAPT HERE if ltx.core.lora's API changes: the one place LoRAs touch the model.
 
     loras: [{"path": ..., "strength": ...}], the generate app's `loras=` entries. Applied as the app does
     (infer/generate.py): fp32 adapters "lora0", "lora1", ..., merged into the weights, then removed.
     """
     if not loras:
         return dit
-    from ltx.lora import apply_lora_weights, load_lora_file, merge_lora, remove_lora
+    from ltx.core.lora import apply_lora_weights, load_lora_file, merge_lora, remove_lora
 
     for i, spec in enumerate(loras):
         print(apply_lora_weights(dit, load_lora_file(spec["path"]), f"lora{i}", float(spec["strength"]),
@@ -169,7 +169,7 @@ def write_png(path: Path, frame: Tensor) -> None:
 def load_png(path: Path, height: int, width: int, official: bool) -> Tensor:
     """The conditioning image as the generate app loads it -> (1, 3, 1, H, W) in [-1, 1]."""
     try:
-        from ltx.media import load_image
+        from ltx.core.media import load_image
     except ImportError:
         from infer.generate import load_image
     return load_image(str(path), height, width, official)

@@ -12,7 +12,7 @@ Scenes (other seeds than the training clips of tools/make_control_data.py, seed 
 Each scene's control is its silhouette video (ltx.data.shapes.render_silhouette: the shapes white on black).
 
 Every scene is generated twice with the same seed, by the demo (+ `--lora`): "text" (prompt only) and
-"text + control" (prompt + the silhouette as a strength-1 guide, ltx/conditioning.py), through the Python API
+"text + control" (prompt + the silhouette as a strength-1 guide, ltx/ltxv/conditioning.py), through the Python API
 (`ltx.load_pipeline`, `pipe(..., control=[...])`) with the demo preset's sampling (20 steps, CFG 3). Scores,
 from the pixels alone:
 - control IoU: per frame, the dominant shape's colour mask in the video against its true silhouette
@@ -38,9 +38,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import ltx  # noqa: E402
-from ltx.conditioning import GuideItem  # noqa: E402
 from ltx.data.shapes import ConceptWorld, ShapesWorld, render_silhouette  # noqa: E402
 from ltx.data.shapes_eval import DetectorConfig, concept_config, control_iou, evaluate  # noqa: E402
+from ltx.ltxv.conditioning import GuideItem  # noqa: E402
 
 GROUPS = ("seen", "new motion")
 CONDITIONS = ("text", "text + control")
@@ -89,7 +89,7 @@ def vae_ceiling(pipe, group: str, samples) -> dict:
 
 
 def contact_sheet(path: Path, rows: list[tuple[str, list[torch.Tensor]]]) -> None:
-    from ltx.viz import save_video_grid
+    from ltx.core.viz import save_video_grid
 
     save_video_grid(path, [v for _, vs in rows for v in vs])
 
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{100 * (r['color'] - b['color']):+.1f} points (target: within 3)")
     report = {"lora": str(args.lora) if args.lora else None, "seed": args.seed, "seconds": round(time.time() - t0, 1),
               "results": {g: {c: {k: v for k, v in r.items()} for c, r in rows.items()} for g, rows in results.items()}}
-    from ltx.checkpoint import atomic_file
+    from ltx.core.checkpoint import atomic_file
 
     for name, text in (("report.json", json.dumps(report, indent=2)), ("table.md", table)):
         with atomic_file(out / name, "w") as f:

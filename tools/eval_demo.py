@@ -28,14 +28,14 @@ sys.path.insert(0, str(REPO))
 
 from omegaconf import OmegaConf  # noqa: E402
 
-from ltx.convert.formats import load_dit, load_vae, read_checkpoint  # noqa: E402
+from ltx.core.viz import save_video_grid  # noqa: E402
 from ltx.data.shapes import ShapesWorld  # noqa: E402
 from ltx.data.shapes_eval import evaluate, write_mp4  # noqa: E402
-from ltx.models.text import T5TextEncoder  # noqa: E402
-from ltx.pipeline import PassOptions, SchedulerSpec, decode, denoise_pass  # noqa: E402
+from ltx.ltxv.checkpoint import load_dit, load_vae, read_checkpoint  # noqa: E402
+from ltx.ltxv.guidance import TextConditioning  # noqa: E402
+from ltx.ltxv.pipelines import PassOptions, SchedulerSpec, decode, denoise_pass  # noqa: E402
+from ltx.ltxv.text import T5TextEncoder  # noqa: E402
 from ltx.presets import ModelPreset  # noqa: E402
-from ltx.sched.guidance import TextConditioning  # noqa: E402
-from ltx.viz import save_video_grid  # noqa: E402
 
 
 def prompts(n: int, seed: int, p_two_shapes: float = 0.5) -> list[tuple[str, str]]:

@@ -34,12 +34,12 @@ sys.path.insert(0, str(REPO / "tools"))
 
 from eval_demo import prompts as demo_prompts  # noqa: E402
 
-from ltx.convert.formats import load_dit, load_vae, read_checkpoint  # noqa: E402
 from ltx.data.shapes_eval import evaluate  # noqa: E402
-from ltx.models.text import T5TextEncoder  # noqa: E402
-from ltx.pipeline import PassOptions, SchedulerSpec, decode, denoise_pass  # noqa: E402
+from ltx.ltxv.checkpoint import load_dit, load_vae, read_checkpoint  # noqa: E402
+from ltx.ltxv.guidance import TextConditioning  # noqa: E402
+from ltx.ltxv.pipelines import PassOptions, SchedulerSpec, decode, denoise_pass  # noqa: E402
+from ltx.ltxv.text import T5TextEncoder  # noqa: E402
 from ltx.presets import PassConfig, load_preset  # noqa: E402
-from ltx.sched.guidance import TextConditioning  # noqa: E402
 
 
 @dataclass
@@ -76,7 +76,7 @@ def student_row(run: Path) -> Row:
 def load_model(row: Row, ckpt):
     dit = load_dit(row.checkpoint) if row.checkpoint else load_dit(ckpt)
     if row.lora is not None:
-        from ltx.lora import apply_lora_weights, load_lora_file, merge_lora, remove_lora
+        from ltx.core.lora import apply_lora_weights, load_lora_file, merge_lora, remove_lora
 
         apply_lora_weights(dit, load_lora_file(row.lora), "student", 1.0, dtype=torch.float32)
         merge_lora(dit)

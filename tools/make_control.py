@@ -8,8 +8,8 @@
     python tools/make_control.py depth metric_depth.mp4 control/depth.mp4 --invert     # near = dark -> bright
     python tools/make_control.py pose pose_render.mp4 control/pose.mp4
 
-Modes (the formats are described in ltx/control.py):
-- canny: INPUT is any video (or folder of images); writes its Canny edges (ltx.control.canny), white on
+Modes (the formats are described in ltx/core/control.py):
+- canny: INPUT is any video (or folder of images); writes its Canny edges (ltx.core.control.canny), white on
   black. --low / --high are fractions of each frame's strongest gradient (0 <= low <= high <= 1), --sigma
   the blur in pixels.
 - depth: INPUT is a video or folder of depth maps from an estimator (DepthCrafter, Depth-Anything, ...),
@@ -46,10 +46,10 @@ from torch import Tensor
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from ltx.checkpoint import Terminated, check_output_path, raise_on_sigterm  # noqa: E402
-from ltx.control import canny, check_canny_params, edges_to_video, luminance, maps_to_video  # noqa: E402
-from ltx.media import IMAGE_EXTENSIONS, MediaError, is_image, read_frames, write_mp4  # noqa: E402
-from ltx.viz import save_video_grid  # noqa: E402
+from ltx.core.checkpoint import Terminated, check_output_path, raise_on_sigterm  # noqa: E402
+from ltx.core.control import canny, check_canny_params, edges_to_video, luminance, maps_to_video  # noqa: E402
+from ltx.core.media import IMAGE_EXTENSIONS, MediaError, is_image, read_frames, write_mp4  # noqa: E402
+from ltx.core.viz import save_video_grid  # noqa: E402
 
 MODES = ("canny", "depth", "pose")
 TEMPORAL = 8  # the VAE's temporal factor: frame counts are 8k + 1

@@ -22,7 +22,7 @@ Clips:
   the control video is the only source of the motion.
 Deterministic: the same arguments give the same captions, parameters and frames (mp4 bytes too on one machine
 and library version). Every file is written to a temporary beside it and renamed when complete
-(ltx.checkpoint.atomic_file); the manifest comes last, so a folder without manifest.jsonl is an interrupted run.
+(ltx.core.checkpoint.atomic_file); the manifest comes last, so a folder without manifest.jsonl is an interrupted run.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from ltx.checkpoint import atomic_file  # noqa: E402
+from ltx.core.checkpoint import atomic_file  # noqa: E402
 from ltx.data.shapes import CONCEPTS, ConceptWorld, ShapesWorld, check_video_size, render_silhouette  # noqa: E402
 from ltx.data.shapes_eval import write_mp4  # noqa: E402
 
@@ -79,7 +79,7 @@ def make_control_data(out: str | Path, *, num: int = 256, num_concept: int = 0, 
             sample = world[i]
             name = f"{group}_{i:04d}"
             media, reference = f"videos/{name}.mp4", f"controls/{name}.mp4"
-            write_mp4(out / media, sample.video, fps=fps, crf=crf)  # atomic (ltx.media.write_mp4)
+            write_mp4(out / media, sample.video, fps=fps, crf=crf)  # atomic (ltx.core.media.write_mp4)
             write_mp4(out / reference, render_silhouette(sample.params, frames, height, width), fps=fps, crf=crf)
             clips.append({"media_path": media, "reference_path": reference, "caption": sample.caption,
                           "group": group, "index": i, "params": dataclasses.asdict(sample.params)})

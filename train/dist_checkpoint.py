@@ -37,8 +37,8 @@ from torch import nn
 from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
-from ltx.checkpoint import CheckpointError, TensorEntry, atomic_file, write_safetensors
-from ltx.parallel import Dist
+from ltx.core.checkpoint import CheckpointError, TensorEntry, atomic_file, write_safetensors
+from ltx.core.parallel import Dist
 
 LATEST = "latest"
 EXTRA = "extra.pt"

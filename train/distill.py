@@ -6,7 +6,7 @@
 
 This is `train.finetune.Trainer` (data, LoRA or full students, logging, validation, atomic checkpoints, exact
 and topology-free resume, torchrun / FSDP2) with another objective and, for DMD2, a critic. The losses are
-functions in `ltx.distill` (each cites its paper); the methods:
+functions in `ltx.ltxv.distill` (each cites its paper); the methods:
 
 - `kd`: output-level knowledge distillation, the student matches the unguided teacher velocity at noised data
   (with `feature_weight` > 0, plus feature-level KD on `feature_layers`). For a cross-size student
@@ -54,8 +54,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from ltx import distill as D
-from ltx.sched.guidance import GuidanceStep, TextConditioning
+from ltx.ltxv import distill as D
+from ltx.ltxv.guidance import GuidanceStep, TextConditioning
 from train.finetune import (
     FROZEN_FIELDS,
     FinetuneConfig,
@@ -177,7 +177,7 @@ def student_grid(cfg: DistillConfig) -> list[float]:
     """The student's sigmas without the final 0: the explicit list, or linear-quadratic(steps)."""
     if cfg.student.timesteps is not None:
         return [float(x) for x in cfg.student.timesteps]
-    from ltx.sched.sigmas import linear_quadratic
+    from ltx.core.sigmas import linear_quadratic
 
     return [round(float(x), 6) for x in linear_quadratic(cfg.student.steps)[:-1]]
 
@@ -223,11 +223,11 @@ class DistillTrainer(Trainer):
         cfg = self.cfg
         if cfg.mode == "lora" and cfg.teacher.checkpoint is None:
             return self.dit
-        from ltx.convert.formats import load_component, read_checkpoint
+        from ltx.ltxv.checkpoint import load_component, read_checkpoint
 
         src = self.ckpt
         if cfg.teacher.checkpoint:
-            from ltx.checkpoint import CheckpointError
+            from ltx.core.checkpoint import CheckpointError
 
             try:
                 src = read_checkpoint(cfg.teacher.checkpoint)
@@ -246,7 +246,7 @@ class DistillTrainer(Trainer):
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, self.sched.lr_lambdas[0])
 
     def _add_critic(self) -> None:
-        from ltx.lora import LoRAConfig, inject_lora, lora_parameters
+        from ltx.core.lora import LoRAConfig, inject_lora, lora_parameters
 
         c = self.cfg.critic
         inject_lora(self.teacher, LoRAConfig(rank=c.rank, alpha=c.alpha, targets=tuple(c.targets)), name="critic",
@@ -259,7 +259,7 @@ class DistillTrainer(Trainer):
 
     def _adapters(self, **strengths: float) -> None:
         """Set adapter strengths on the student and (if different) the teacher: default = the student's LoRA."""
-        from ltx.lora import lora_modules
+        from ltx.core.lora import lora_modules
 
         for model in {id(self.dit): self.dit, id(self.teacher): self.teacher}.values():
             for _, m in lora_modules(model):
@@ -472,7 +472,7 @@ class DistillTrainer(Trainer):
         if path.is_file():
             self._regression = torch.load(path, map_location=self.device)
             return self._regression
-        from ltx.sched.sigmas import linear_quadratic
+        from ltx.core.sigmas import linear_quadratic
 
         n = self.cfg.regression_pairs
         rows = [self.cache[i % len(self.cache)] for i in range(n)]
@@ -515,7 +515,7 @@ class DistillTrainer(Trainer):
         finally:
             self.ckpt.extra = extra
         if path is not None and final:
-            from ltx.checkpoint import atomic_file
+            from ltx.core.checkpoint import atomic_file
 
             with atomic_file(self.run_dir / "student.json", "w") as f:
                 f.write(json.dumps({"timesteps": self.grid, "guidance_scale": 1.0, "method": self.cfg.method,

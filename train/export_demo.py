@@ -21,10 +21,10 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from ltx.checkpoint import atomic_dir
-from ltx.convert.formats import checkpoint_from_modules, write_ltx
-from ltx.models.dit import DiT, DiTConfig
-from ltx.models.vae import VAEConfig, VideoVAE
+from ltx.core.checkpoint import atomic_dir
+from ltx.ltxv.checkpoint import checkpoint_from_modules, write_ltx
+from ltx.ltxv.transformer import DiT, DiTConfig
+from ltx.ltxv.vae import VAEConfig, VideoVAE
 from train.train_vae import latent_space_id
 
 REPO = Path(__file__).resolve().parents[1]

@@ -5,15 +5,15 @@
     torchrun --nproc_per_node 2 -m train.finetune data=... parallel=fsdp      # the same run on 2 processes
 
 The trainer is one loop; what varies is applied from outside:
-- the adapter (`mode: lora` injects `ltx.lora` adapters and trains only those; `mode: full` trains every
+- the adapter (`mode: lora` injects `ltx.core.lora` adapters and trains only those; `mode: full` trains every
   transformer weight);
 - the objective, a function (`OBJECTIVES`) from a micro-batch to per-sample losses; fine-tuning uses
   `flow_matching_objective` (rectified-flow velocity loss with per-token first-frame conditioning);
 - IC-LoRA control (`reference_video: true`, a cache preprocessed from a manifest with `reference_path`): each
   sample's clean reference latents are prepended to its target tokens with the target's positions (spatial
   coordinates times the reference's downscale factor), at sigma 0 and without loss (the training layout of
-  ltx/conditioning.py; `generate control=[...]` appends them at inference, which gives the same outputs);
-- how the model runs (`ltx.parallel.parallelize`: DDP / FSDP2, activation checkpointing, compile).
+  ltx/ltxv/conditioning.py; `generate control=[...]` appends them at inference, which gives the same outputs);
+- how the model runs (`ltx.core.parallel.parallelize`: DDP / FSDP2, activation checkpointing, compile).
 
 Determinism and exact resume. Step k trains on `BucketBatchSampler.batch(k)`: a global batch of `batch_size`
 cached clips of one bucket, a pure function of (seed, k). Sample j of that batch draws its sigma, its
@@ -47,8 +47,14 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ltx.losses import SigmaSampler, first_frame_mask, masked_flow_matching_loss, sigma_bucket_means, sigma_bucket_sums
-from ltx.patchify import patchify, token_positions
+from ltx.core.losses import (
+    SigmaSampler,
+    first_frame_mask,
+    masked_flow_matching_loss,
+    sigma_bucket_means,
+    sigma_bucket_sums,
+)
+from ltx.ltxv.patchify import patchify, token_positions
 from ltx.presets import ModelPreset
 
 
@@ -64,7 +70,7 @@ class LoRASettings:
     rank: int = 16
     alpha: float | None = None  # None = rank (scale 1)
     dropout: float = 0.0
-    # module-name patterns (ltx.lora): attention of every block; add ff.net.0.proj, ff.net.2 for the MLPs
+    # module-name patterns (ltx.core.lora): attention of every block; add ff.net.0.proj, ff.net.2 for the MLPs
     targets: list[str] = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
     format: str = "comfy"  # the exported file: comfy | diffusers | ltx | trainer (tools/convert_weights.py converts)
 
@@ -73,7 +79,7 @@ class LoRASettings:
 class SigmaSettings:
     kind: str = "shifted_logit_normal"  # uniform | logit_normal | shifted_logit_normal
     std: float = 1.0
-    max_mu: float = 2.05  # the bound on the token-count shift (ltx.losses.SigmaSampler)
+    max_mu: float = 2.05  # the bound on the token-count shift (ltx.core.losses.SigmaSampler)
     uniform_fraction: float = 0.0
 
 
@@ -243,7 +249,7 @@ class MicroBatch:
 def flow_matching_objective(model: nn.Module, mb: MicroBatch) -> Tensor:
     """Per-sample rectified-flow loss (B,). Conditioning tokens are clean (x = x0) with sigma 0, the convention
     the official inference code samples with; the others are x = (1 - sigma) x0 + sigma noise. The target is
-    the velocity noise - x0 on the non-conditioning tokens only (`ltx.losses.masked_flow_matching_loss`).
+    the velocity noise - x0 on the non-conditioning tokens only (`ltx.core.losses.masked_flow_matching_loss`).
     A reference (IC-LoRA) is prepended as clean sigma-0 tokens at its own positions; its outputs are dropped."""
     s = mb.sigma[:, None, None]
     cond = mb.cond_mask[..., None]
@@ -316,9 +322,9 @@ def resolve_paths(cfg: FinetuneConfig) -> FinetuneConfig:
 def check_inputs(cfg: FinetuneConfig, world: int):
     """Everything that can be checked before a file is written: paths, headers, the cache against the model,
     the batch split, the resume. Returns (checkpoint, vae checkpoint, cache)."""
-    from ltx.convert.formats import read_checkpoint
-    from ltx.convert.official import config_diff
     from ltx.data.latent_cache import LatentCache
+    from ltx.ltxv.checkpoint import read_checkpoint
+    from ltx.ltxv.keys_official import config_diff
 
     for name in ("checkpoint", "vae_checkpoint"):
         p = getattr(cfg, name)
@@ -360,7 +366,7 @@ def check_inputs(cfg: FinetuneConfig, world: int):
     batch_split(cfg, world)  # raises for a batch that does not split
     v = cfg.validation
     if v.prompts and (v.height or v.width or v.num_frames):
-        from ltx.pipeline import check_size
+        from ltx.ltxv.pipelines import check_size
 
         F_, H, W = cache.buckets_list[0]
         try:
@@ -407,11 +413,11 @@ def check_resume(cfg: FinetuneConfig, resolved: dict, run_dir: Path) -> bool:
 
 def build_model(cfg: FinetuneConfig, ckpt, device: torch.device) -> tuple[nn.Module, list[nn.Parameter]]:
     """The transformer in float32 with its adapter (LoRA) applied from outside; returns it and what trains."""
-    from ltx.convert.formats import load_component
+    from ltx.ltxv.checkpoint import load_component
 
     dit = load_component(ckpt, "dit", dtype=torch.float32, device=device)
     if cfg.mode == "lora":
-        from ltx.lora import LoRAConfig, freeze_base, inject_lora, lora_parameters
+        from ltx.core.lora import LoRAConfig, freeze_base, inject_lora, lora_parameters
 
         inject_lora(dit, LoRAConfig(rank=cfg.lora.rank, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout,
                                     targets=tuple(cfg.lora.targets)), generator=torch.Generator().manual_seed(cfg.seed))
@@ -440,7 +446,7 @@ class Trainer:
     """State and step of one fine-tuning run (one per process); `fit` runs it."""
 
     def __init__(self, cfg: FinetuneConfig):
-        from ltx.parallel import init_distributed
+        from ltx.core.parallel import init_distributed
 
         slurm_environment()
         cfg = resolve_paths(cfg)
@@ -467,8 +473,8 @@ class Trainer:
             torch.device(dev)
         self.validation_text = self._encode_validation_prompts()  # the text encoder is loaded and freed here
 
+        from ltx.core.parallel import parallelize
         from ltx.data.latent_cache import BucketBatchSampler
-        from ltx.parallel import parallelize
 
         self.sampler = BucketBatchSampler(self.cache, cfg.batch_size, cfg.seed)
         self.sigmas = SigmaSampler(**asdict(cfg.sigma))
@@ -502,7 +508,7 @@ class Trainer:
         return make_optimizer(self.cfg, params, self.device)
 
     def _check_latent_space(self) -> None:
-        from ltx.convert.formats import load_component
+        from ltx.ltxv.checkpoint import load_component
         from train.train_vae import latent_space_id
 
         self._vae_module = load_component(self.vae_ckpt, "vae", dtype=torch.float32)
@@ -526,7 +532,7 @@ class Trainer:
                 raise FileNotFoundError(f"validation control video {p} does not exist")
         encoded = None
         if self.dist.is_main:  # one process loads the text encoder (a T5-XXL is 9 GB), the others receive states
-            from ltx.models.text import T5TextEncoder
+            from ltx.ltxv.text import T5TextEncoder
 
             g = self.cfg.model.generation
             try:
@@ -549,7 +555,7 @@ class Trainer:
 
     def reference_positions(self, shape: tuple[int, ...], downscale: int, rows: int) -> Tensor:
         """Positions (rows, 3, R) of reference latents (C, f, h, w) made at 1/downscale of the target's size: the
-        target's grid (spatial coordinates times downscale), as `ltx.conditioning.guide_tokens` places guides."""
+        target's grid (spatial coordinates times downscale), as `ltx.ltxv.conditioning.guide_tokens` places guides."""
         key = ("reference", tuple(shape), downscale)
         if key not in self._positions:
             t, sh, sw = self._scale
@@ -684,7 +690,7 @@ class Trainer:
         if not self.dist.is_main:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        from ltx.checkpoint import atomic_file
+        from ltx.core.checkpoint import atomic_file
 
         with atomic_file(self.run_dir / "config.json", "w") as f:
             f.write(json.dumps(self.resolved, indent=2, default=str) + "\n")
@@ -718,7 +724,7 @@ class Trainer:
         cfg = self.cfg
         name = "" if final else f"_step{self.step:06d}"
         if cfg.mode == "lora":
-            from ltx.lora import save_lora
+            from ltx.core.lora import save_lora
 
             path = self.run_dir / f"lora{name}.safetensors"
             tensors = {n.replace(".lora_A.default.", ".lora_A.").replace(".lora_B.default.", ".lora_B."): t
@@ -730,7 +736,7 @@ class Trainer:
                       f"({cfg.model.name}); trained {self.step} steps by train.finetune", overwrite=True,
                       extra_metadata=extra)
             return path
-        from ltx.convert.formats import WRITERS, checkpoint_from_modules
+        from ltx.ltxv.checkpoint import WRITERS, checkpoint_from_modules
 
         dit = self._plain_copy(weights)
         path = self.run_dir / f"model{name}.safetensors"
@@ -739,7 +745,7 @@ class Trainer:
         return path
 
     def _plain_copy(self, weights: dict[str, Tensor]) -> nn.Module:
-        from ltx.convert.formats import load_component
+        from ltx.ltxv.checkpoint import load_component
 
         dit = load_component(self.ckpt, "dit", dtype=torch.float32)
         dit.load_state_dict(weights, strict=True)
@@ -751,11 +757,11 @@ class Trainer:
         if self.validation_text is None:
             return None
         from infer.generate import scheduler_spec
-        from ltx.conditioning import ConditioningItem
-        from ltx.media import load_image, write_contact_sheet, write_mp4
-        from ltx.pipeline import generate
-        from ltx.sched.guidance import TextConditioning
-        from ltx.viz import save_video_grid
+        from ltx.core.media import load_image, write_contact_sheet, write_mp4
+        from ltx.core.viz import save_video_grid
+        from ltx.ltxv.conditioning import ConditioningItem
+        from ltx.ltxv.guidance import TextConditioning
+        from ltx.ltxv.pipelines import generate
 
         cfg, v = self.cfg, self.cfg.validation
         F_, H, W = self.cache.buckets_list[0]
@@ -809,8 +815,8 @@ class Trainer:
 
     def _control(self, path: str, frames: int):
         """A validation control video as a strength-1 guide of at most `frames` (8k + 1) frames."""
-        from ltx.conditioning import GuideItem
-        from ltx.media import read_video
+        from ltx.core.media import read_video
+        from ltx.ltxv.conditioning import GuideItem
 
         video = read_video(path, max_frames=frames)[0]
         t = self._scale[0]
@@ -881,7 +887,7 @@ class Trainer:
             report["result"] = str(path) if path else None
         self.plot()
         if self.dist.is_main:
-            from ltx.checkpoint import atomic_file
+            from ltx.core.checkpoint import atomic_file
 
             with atomic_file(self.run_dir / "report.json", "w") as f:
                 f.write(json.dumps(report, indent=2) + "\n")
@@ -955,7 +961,7 @@ def to_config(raw, schema: type = FinetuneConfig) -> FinetuneConfig:
 def main_for(schema: type, config_name: str, run) -> None:
     """The Hydra entry point of a trainer app (this one, train.distill)."""
     from infer.app import hydra_app
-    from ltx.checkpoint import CheckpointError
+    from ltx.core.checkpoint import CheckpointError
 
     hydra_app(schema, config_name, run, (TrainingError, CheckpointError))
 

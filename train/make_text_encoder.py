@@ -5,7 +5,7 @@ pretrained on ShapesWorld captions.
     python -m train.make_text_encoder /tmp/t5 --pretrain-steps 0                      # fixed-seed weights only
 
 No download is involved: `transformers.ByT5Tokenizer` needs no vocabulary file (bytes are the vocabulary)
-and the weights come from a seeded initialization. The folder loads with `ltx.models.text.T5TextEncoder`.
+and the weights come from a seeded initialization. The folder loads with `ltx.ltxv.text.T5TextEncoder`.
 
 Why pretrain. The released models read prompts through T5-XXL, which already knows which words go
 together. A randomly initialized T5 does not: its outputs carry little word order (T5 has only relative
@@ -102,9 +102,9 @@ def pretrain(model, tokenizer, *, steps: int, batch: int = 32, lr: float = 2e-3,
 
 def save_text_encoder(model, tokenizer, path: Path, report: dict | None = None) -> Path:
     """Write a T5 folder (text_encoder/ + tokenizer/ [+ report.json]) that `T5TextEncoder` loads, atomically,
-    with the prompt normalisation its training captions imply (lower-case words: ltx.models.text.TEXT_CONFIG)."""
-    from ltx.checkpoint import atomic_dir
-    from ltx.models.text import TEXT_CONFIG
+    with the prompt normalisation its training captions imply (lower-case words: ltx.ltxv.text.TEXT_CONFIG)."""
+    from ltx.core.checkpoint import atomic_dir
+    from ltx.ltxv.text import TEXT_CONFIG
 
     with atomic_dir(path) as tmp:
         model.save_pretrained(tmp / "text_encoder", safe_serialization=True)

@@ -48,11 +48,11 @@ from pathlib import Path
 
 import torch
 
-from ltx.checkpoint import SafetensorsReader, TensorEntry, write_json, write_safetensors
+from ltx.core.checkpoint import SafetensorsReader, TensorEntry, write_json, write_safetensors
+from ltx.core.media import MediaError, is_image, read_image, read_video
 from ltx.data.buckets import Bucket, choose_bucket, fit_to_bucket, no_bucket_reason, parse_buckets
 from ltx.data.latent_cache import INDEX_VERSION, NULL_ID, latent_file, read_index, reference_file, text_file
 from ltx.data.manifest import MediaItem, read_dataset
-from ltx.media import MediaError, is_image, read_image, read_video
 
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -90,7 +90,7 @@ def item_id(rel_path: str, caption: str, buckets: list[Bucket], max_upscale: flo
 
 def check_config(cfg: PreprocessConfig):
     """(VAE checkpoint (headers), buckets) after every check that needs no weights; one-line errors."""
-    from ltx.convert.formats import read_checkpoint
+    from ltx.ltxv.checkpoint import read_checkpoint
 
     if not cfg.data:
         raise ValueError("no data given: pass data=path/to/manifest.jsonl (or a folder of media + .txt captions)")
@@ -265,7 +265,7 @@ def run(cfg: PreprocessConfig) -> dict:
     """Build or resume the cache in `cfg.out`; returns the final index (see the module docstring)."""
     from tqdm import tqdm
 
-    from ltx.convert.formats import load_component
+    from ltx.ltxv.checkpoint import load_component
     from train.train_vae import latent_space_id
 
     ckpt, buckets = check_config(cfg)
@@ -333,7 +333,7 @@ def run(cfg: PreprocessConfig) -> dict:
     null_path = text_file(out, NULL_ID)
     null_ok = text_ok(null_path)
     if todo or not null_ok:
-        from ltx.models.text import T5TextEncoder
+        from ltx.ltxv.text import T5TextEncoder
 
         try:
             t5 = T5TextEncoder(cfg.text_encoder, device=device, dtype=dtype, max_tokens=cfg.text_tokens)

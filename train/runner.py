@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ltx.checkpoint import atomic_file
+from ltx.core.checkpoint import atomic_file
 
 
 def step_generator(seed: int, step: int, device: str | torch.device = "cpu") -> torch.Generator:

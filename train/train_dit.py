@@ -3,8 +3,8 @@
     python -m train.train_dit                        # configs/train_dit.yaml; needs the demo VAE (train_vae)
     python -m train.train_dit steps=100 run_dir=runs/dit_smoke
 
-The model is the native LTX-Video transformer (`ltx.models.dit.DiT`) with the small config of
-configs/demo/dit.yaml, trained with the rectified-flow objective (ltx/losses.py) on normalized latents of
+The model is the native LTX-Video transformer (`ltx.ltxv.transformer.DiT`) with the small config of
+configs/demo/dit.yaml, trained with the rectified-flow objective (ltx/core/losses.py) on normalized latents of
 the demo VAE. Text comes from the demo text encoder (a tiny T5 with a byte-level tokenizer, pretrained on
 captions by `train.make_text_encoder`). With `text_lr: 0` (the released demo) it stays frozen and every
 caption is encoded once; with `text_lr > 0` it is trained jointly with the transformer, and its moving
@@ -32,13 +32,13 @@ from pathlib import Path
 
 import torch
 
+from ltx.core.losses import add_noise, flow_matching_loss, sample_sigmas
+from ltx.core.viz import save_video_grid
 from ltx.data.shapes import ShapesWorld
-from ltx.losses import add_noise, flow_matching_loss, sample_sigmas
-from ltx.models.dit import DiT, DiTConfig
-from ltx.models.text import T5TextEncoder
-from ltx.models.vae import VideoVAE
-from ltx.patchify import patchify, token_positions
-from ltx.viz import save_video_grid
+from ltx.ltxv.patchify import patchify, token_positions
+from ltx.ltxv.text import T5TextEncoder
+from ltx.ltxv.transformer import DiT, DiTConfig
+from ltx.ltxv.vae import VideoVAE
 from train.make_text_encoder import save_text_encoder
 from train.runner import (
     Run,
@@ -117,7 +117,7 @@ class TrainDiTConfig:
 def load_inputs(cfg: TrainDiTConfig):
     """The VAE and the text encoder, each refused by option name when missing, damaged, of the wrong kind or
     not fitting the config (before anything is written)."""
-    from ltx.convert.formats import load_component
+    from ltx.ltxv.checkpoint import load_component
 
     if not Path(cfg.vae_checkpoint).exists():
         raise FileNotFoundError(f"vae_checkpoint={cfg.vae_checkpoint} does not exist; pass a checkpoint with a VAE "
@@ -217,9 +217,9 @@ def validation_prompts(seed: int, n: int) -> list[str]:
 @torch.no_grad()
 def sample_videos(dit: DiT, vae: VideoVAE, encode, prompts: list[str], cfg: TrainDiTConfig) -> list[torch.Tensor]:
     """Generate `prompts` with the demo's sampler (LQ schedule, CFG against ""): (3, F, H, W) in [-1, 1] each."""
-    from ltx.pipeline import SchedulerSpec, decode, denoise_pass
+    from ltx.ltxv.guidance import TextConditioning
+    from ltx.ltxv.pipelines import SchedulerSpec, decode, denoise_pass
     from ltx.presets import PassConfig
-    from ltx.sched.guidance import TextConditioning
 
     text = TextConditioning(*encode(prompts), *encode([""] * len(prompts)))
     p = PassConfig(num_inference_steps=cfg.sample_steps, guidance_scale=[cfg.sample_guidance])

@@ -3,7 +3,7 @@
     python -m train.train_vae                       # configs/train_vae.yaml
     python -m train.train_vae steps=200 run_dir=runs/vae_smoke
 
-The model is the native LTX-Video VAE (`ltx.models.vae.VideoVAE`) with the small block list of
+The model is the native LTX-Video VAE (`ltx.ltxv.vae.VideoVAE`) with the small block list of
 configs/demo/vae.yaml. Training clips are random 9-frame x 32 x 32 crops of 17 x 64 x 64 ShapesWorld videos
 (the VAE is convolutional and causal in time, so it runs on full clips afterwards); the loss is
 L1 + MSE reconstruction through a posterior sample plus a small KL term. At the end the per-channel latent
@@ -34,12 +34,12 @@ from pathlib import Path
 
 import torch
 
+from ltx.core.losses import gaussian_kl, psnr
+from ltx.core.viz import save_video_grid
 from ltx.data.shapes import ShapesWorld
 from ltx.data.shapes_eval import estimate_background
 from ltx.data.shapes_eval import evaluate as evaluate_prompt_following
-from ltx.losses import gaussian_kl, psnr
-from ltx.models.vae import VAEConfig, VideoVAE
-from ltx.viz import save_video_grid
+from ltx.ltxv.vae import VAEConfig, VideoVAE
 from train.runner import (
     Run,
     RunError,
@@ -212,7 +212,7 @@ def initial_state(path: str) -> dict[str, torch.Tensor]:
         if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
             raise ValueError(f"init_from={path} is not a VAE state dict (a run's vae_final.pt)")
         return sd
-    from ltx.convert.formats import load_component
+    from ltx.ltxv.checkpoint import load_component
 
     try:
         return load_component(path, "vae").state_dict()

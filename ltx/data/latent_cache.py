@@ -97,7 +97,7 @@ class LatentCache:
     def _check_files(self) -> None:
         """Every file's header (cheap: no tensor data is read) holds the tensors of the right shapes: a damaged,
         truncated or foreign file is refused here, by name, rather than mid-training."""
-        from ltx.checkpoint import SafetensorsReader
+        from ltx.core.checkpoint import SafetensorsReader
 
         redo = "rerun python -m train.preprocess with the same options (it writes damaged files again)"
         vae = self.index["vae"]
@@ -206,7 +206,7 @@ class LatentCache:
     @property
     def text_channels(self) -> int:
         """D of the cached text states (the text encoder's width)."""
-        from ltx.checkpoint import SafetensorsReader
+        from ltx.core.checkpoint import SafetensorsReader
 
         return SafetensorsReader(text_file(self.folder, NULL_ID)).infos["context"].shape[-1]
 

@@ -5,7 +5,7 @@ Sources accepted by `read_dataset`:
   media `media_path` | `video` | `video_path`, caption `caption` | `text` | `prompt`, optional reference
   `reference_path` | `reference_video` (the names of LTX-Video-Trainer and the LTX-2 trainer; the first
   one present wins). Relative paths are relative to the manifest's folder.
-- A folder: every image / video file in it (recursively, ltx.media extensions), each captioned by the
+- A folder: every image / video file in it (recursively, ltx.core.media extensions), each captioned by the
   `.txt` file of the same name beside it.
 
 Structural problems (missing file or columns, empty or malformed manifest) raise a ValueError (or
@@ -22,7 +22,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ltx.media import is_image, is_video
+from ltx.core.media import is_image, is_video
 
 MEDIA_COLUMNS = ("media_path", "video", "video_path")
 CAPTION_COLUMNS = ("caption", "text", "prompt")

@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ltx import media
+from ltx.core import media
 from ltx.data.shapes import (
     EXTRA_COLORS,
     EXTRA_MOTION_DIRECTIONS,
@@ -390,13 +390,13 @@ def noise_video(frames: int, height: int, width: int, *, smooth: bool, generator
 # ---------------------------------------------------------------------------------------------- files
 
 def read_mp4(path: str | Path) -> Tensor:
-    """Decode all frames of a video file to (3, F, H, W) float32 in [-1, 1] (ltx.media.read_video)."""
+    """Decode all frames of a video file to (3, F, H, W) float32 in [-1, 1] (ltx.core.media.read_video)."""
     video, _ = media.read_video(path)  # (3, F, H, W) in [0, 1]
     return video * 2.0 - 1.0
 
 
 def write_mp4(path: str | Path, video: Tensor, fps: int = 8, crf: int = 18) -> None:
-    """Encode a (3, F, H, W) video in [-1, 1] as H.264 yuv420p (H and W must be even; ltx.media.write_mp4)."""
+    """Encode a (3, F, H, W) video in [-1, 1] as H.264 yuv420p (H and W must be even; ltx.core.media.write_mp4)."""
     _check_video(video)
     media.write_mp4(path, (video.float().clamp(-1, 1) + 1) / 2, fps, crf=crf)
 

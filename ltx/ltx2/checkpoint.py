@@ -19,7 +19,7 @@ casts (`dtype`). An LTX-2 upsampler is told from an LTX-Video 0.9.x one by its m
 configurator reads `spatial_scale` and `rational_resampler`, which the 0.9.x configs do not have, and the
 rational resamplers' keys (`upsampler.conv.*`, `upsampler.blur_down.kernel`) exist only in LTX-2. A pixel-shuffle
 x2 or temporal x2 file without those metadata keys is the 0.9.x layout exactly (same network, same keys):
-`read_upsampler` accepts it, but `detect` leaves it to the 0.9.x reader (ltx.convert.formats), so the
+`read_upsampler` accepts it, but `detect` leaves it to the 0.9.x reader (ltx.ltxv.checkpoint), so the
 converter treats it as a 0.9.x `upsampler`, losslessly either way.
 
 Our ltx2 file keeps every tensor bitwise and names it `<component>.<our key>`; its metadata holds
@@ -50,7 +50,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ltx.checkpoint import (
+from ltx.core.checkpoint import (
     CheckpointError,
     SafetensorsReader,
     TensorEntry,
@@ -104,7 +104,7 @@ def _make_text(c: dict, keys: Collection[str] | None = None) -> nn.Module:
 
 
 def _make_vae(c: dict, keys: Collection[str] | None = None) -> nn.Module:
-    from ltx.ltx2.video_vae import EXTRA_STATISTICS, VideoVAE, VideoVAEConfig
+    from ltx.ltx2.vae import EXTRA_STATISTICS, VideoVAE, VideoVAEConfig
 
     cfg = VideoVAEConfig.from_metadata(c)
     if keys is not None:  # hold the two unused statistics when the file does (one alone: the check names the other)
@@ -264,7 +264,7 @@ def read(path: str | os.PathLike, components: str | Iterable[str] | None = None)
     fmt = "ltx2" if reader.metadata.get("format") == LTX2_FORMAT else "official"
     if reader.metadata.get("format") == "ltx":
         raise CheckpointError(f"{path}: an ltx file of LTX-Video 0.9.x (format=ltx), not LTX-2: load it with "
-                              "ltx.convert.formats.read_checkpoint / the 0.9.x presets")
+                              "ltx.ltxv.checkpoint.read_checkpoint / the 0.9.x presets")
     if fmt == "ltx2" and reader.metadata.get("format_version") != LTX2_FORMAT_VERSION:
         raise CheckpointError(f"{path}: ltx2 format version {reader.metadata.get('format_version')!r}; this ltx "
                               f"reads {LTX2_FORMAT_VERSION!r}")
@@ -281,7 +281,7 @@ def read(path: str | os.PathLike, components: str | Iterable[str] | None = None)
     config = _config_object(path, raw)
     if fmt == "official" and _looks_like_0_9(reader, config):
         raise CheckpointError(f"{path}: an LTX-Video 0.9.x checkpoint (no audio components), not LTX-2: use it with "
-                              "the 0.9.x presets (model=ltxv-...) or ltx.convert.formats.read_checkpoint")
+                              "the 0.9.x presets (model=ltxv-...) or ltx.ltxv.checkpoint.read_checkpoint")
     keys: dict[str, dict[str, str]] = {}
     claimed: set[str] = set()
     present: list[str] = []
@@ -433,7 +433,7 @@ def write(
     Tensors are copied bitwise unless `dtype` casts the floating ones; the metadata is kept verbatim (plus or
     minus `format` / `format_version`) and the tensors' data keeps the source's order, so official -> ltx2 ->
     official gives the same tensors, metadata and data bytes; only the header's JSON may be ordered differently
-    (ltx.checkpoint.write_safetensors puts `__metadata__` last; the safetensors library puts it first)."""
+    (ltx.core.checkpoint.write_safetensors puts `__metadata__` last; the safetensors library puts it first)."""
     if layout not in ("ltx2", "official"):
         raise CheckpointError(f"layout {layout!r}: choose 'ltx2' or 'official'")
     names = _names(ckpt, components)

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ltx.checkpoint import CheckpointError, SafetensorsReader
+from ltx.core.checkpoint import CheckpointError, SafetensorsReader
 
 _PREFIXES = ("diffusion_model.", "transformer.", "model.diffusion_model.")
 

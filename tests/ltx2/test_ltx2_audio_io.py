@@ -1,4 +1,4 @@
-"""ltx.audio_io: WAV and mp4 (H.264 + AAC) round trips decoded with PyAV, atomic writes, the audio contact sheet,
+"""ltx.core.audio_io: WAV and mp4 (H.264 + AAC) round trips decoded with PyAV, atomic writes, the audio contact sheet,
 and clear errors for bad inputs."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from ltx import audio_io
-from ltx.audio_io import (
+from ltx.core import audio_io
+from ltx.core.audio_io import (
     aac_sample_rates,
     audio_contact_sheet,
     read_audio,
@@ -20,7 +20,7 @@ from ltx.audio_io import (
     write_video_with_audio,
     write_wav,
 )
-from ltx.media import MediaError, read_frames, write_mp4
+from ltx.core.media import MediaError, read_frames, write_mp4
 
 
 def _sine(seconds: float, rate: int, freqs=(440.0, 660.0), amp=0.5) -> torch.Tensor:
@@ -192,7 +192,7 @@ def test_audio_contact_sheet(tmp_path):
     assert spec[:, 96:].std() > 10 and spec[:, 96:].mean() > spec[:, :40].mean()  # sound brighter than silence
     write_audio_contact_sheet(tmp_path / "s.png", _frames(F), fps, x, rate, count=4)
     assert (tmp_path / "s.png").stat().st_size > 0 and _no_temps(tmp_path) == []
-    float_frames = _frames(F).permute(3, 0, 1, 2).float() / 255  # (3, F, H, W) in [0, 1] as ltx.media
+    float_frames = _frames(F).permute(3, 0, 1, 2).float() / 255  # (3, F, H, W) in [0, 1] as ltx.core.media
     assert audio_contact_sheet(float_frames, fps, x, rate, count=4, tile_width=96).size[0] == 4 * 96
 
 

@@ -23,7 +23,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from ltx.checkpoint import CheckpointError, SafetensorsReader
+from ltx.core.checkpoint import CheckpointError, SafetensorsReader
 from ltx.ltx2 import checkpoint as ck
 
 REPO = Path(__file__).resolve().parents[2]
@@ -168,8 +168,8 @@ def test_components_selection_and_missing(tiny, tmp_path):
 
 
 def _tiny_0_9_file(path: Path) -> Path:
-    from ltx.convert.official import DIT_PREFIX, dit_config_to_official
-    from ltx.models.dit import DiT, DiTConfig
+    from ltx.ltxv.keys_official import DIT_PREFIX, dit_config_to_official
+    from ltx.ltxv.transformer import DiT, DiTConfig
 
     cfg = DiTConfig(num_layers=1, num_heads=2, head_dim=8, in_channels=8, out_channels=8, caption_channels=16)
     sd = {DIT_PREFIX + k: v.contiguous() for k, v in DiT(cfg).state_dict().items()}
@@ -191,7 +191,7 @@ def test_0_9_files_are_refused_both_ways(tiny, tmp_path):
     with pytest.raises(CheckpointError, match=r"LTX-Video 0\.9\.x"):
         ck.read(old)
     assert ck.detect(old) is None
-    from ltx.convert.formats import read_checkpoint, write_ltx
+    from ltx.ltxv.checkpoint import read_checkpoint, write_ltx
 
     ltx_file = write_ltx(read_checkpoint(old), tmp_path / "ltxv.ltx.safetensors")
     with pytest.raises(CheckpointError, match=r"LTX-Video 0\.9\.x \(format=ltx\)"):
@@ -279,7 +279,7 @@ def test_upsampler_files(tiny, tmp_path):
     # without spatial_scale / rational_resampler a pixel-shuffle x2 file is the 0.9.x layout: left to that reader
     plain, _ = _upsampler_file(tmp_path / "plain.safetensors", base)
     assert ck.detect(plain) is None and ck.read_upsampler(plain).config.kind == "pixel_shuffle"
-    from ltx.convert.formats import read_checkpoint
+    from ltx.ltxv.checkpoint import read_checkpoint
 
     assert list(read_checkpoint(plain).components) == ["upsampler"]
     # errors

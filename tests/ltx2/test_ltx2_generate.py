@@ -68,7 +68,7 @@ def _lora_file(path: Path, seed: int, metadata: dict | None = None) -> Path:
 
 
 def _control_clip(path: Path) -> Path:
-    from ltx.media import write_mp4
+    from ltx.core.media import write_mp4
 
     g = torch.Generator().manual_seed(4)
     write_mp4(path, torch.rand(3, 12, 64, 64, generator=g), 24.0)
@@ -83,7 +83,7 @@ def files(tmp_path_factory):
     from PIL import Image
 
     Image.fromarray((np.random.default_rng(0).random((90, 120, 3)) * 255).astype(np.uint8)).save(image)
-    from ltx.audio_io import write_wav
+    from ltx.core.audio_io import write_wav
 
     t = torch.arange(22050) / 22050.0  # 1 s of a mono 22.05 kHz tone
     write_wav(root / "tone.wav", (0.5 * torch.sin(2 * torch.pi * 330 * t))[None], 22050)
@@ -158,7 +158,7 @@ def test_audio_to_video_writes_the_given_soundtrack(files, tmp_path):
                            audio_start=0.25, num_frames=17))
     frames, audio, rate, channels = _decode(p)
     assert frames.shape == (17, 128, 128, 3) and rate == 22050 and channels == 2
-    from ltx.audio_io import read_audio
+    from ltx.core.audio_io import read_audio
 
     wav, wav_rate = read_audio(p.with_suffix(".wav"))
     n = round(17 / 24 * 22050)  # the video's duration, from 0.25 s into the tone
@@ -246,7 +246,7 @@ def test_bad_input_fails_before_loading_weights(files, tmp_path, no_weights, kw,
 
 
 def test_0_9_file_with_ltx2_preset_and_reverse(files, tmp_path, no_weights):
-    from ltx.convert.formats import read_checkpoint
+    from ltx.ltxv.checkpoint import read_checkpoint
 
     with pytest.raises(Exception, match="LTX-2 checkpoint"):
         read_checkpoint(files["ckpt"])

@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from ltx.checkpoint import CheckpointError
+from ltx.core.checkpoint import CheckpointError
 from ltx.ltx2.lora import fuse_loras, read_lora
 from ltx.ltx2.transformer import AVTransformer, AVTransformerConfig
 

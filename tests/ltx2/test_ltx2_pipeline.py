@@ -5,7 +5,7 @@ TI2VidTwoStagesHQPipeline / DistilledPipeline `__call__` (ltx_pipelines/*.py) wi
 replaced by the modules and hidden states given here (the ledger only loads files, and the official text
 encoder is 12B): the same helpers
 (combined-image conditionings, noisers, denoise_audio_video, euler_denoising_loop, the multi-modal guider,
-upsample_video, decode_video/decode_audio). Ours is ltx.ltx2.pipeline over modules loaded with
+upsample_video, decode_video/decode_audio). Ours is ltx.ltx2.pipelines over modules loaded with
 ltx.ltx2.checkpoint from the official file the reference modules were saved to.
 
 Compared: the text contexts, the video and audio latents after EVERY step of every stage (res_2s: the final
@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from ltx.ltx2 import checkpoint as ck
-from ltx.ltx2.pipeline import AVModels, ImageInput, Prompt, generate_av
+from ltx.ltx2.pipelines import AVModels, ImageInput, Prompt, generate_av
 from ltx.ltx2.sched import DISTILLED_SIGMAS, STAGE2_DISTILLED_SIGMAS, GuiderParams, ltx2_sigmas
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -404,7 +404,7 @@ def test_ic_lora_pipeline(bundle, downscale):
     from ltx_pipelines.utils.samplers import euler_denoising_loop
     from ltx_pipelines.utils.types import PipelineComponents
 
-    from ltx.ltx2.pipeline import ReferenceInput
+    from ltx.ltx2.pipelines import ReferenceInput
     from ltx.ltx2.transformer import AVTransformer
 
     style, ref, ours = bundle

@@ -1,4 +1,4 @@
-"""LTX-2 video VAE (ltx/ltx2/video_vae.py) against ltx-core 1.0.0's VideoEncoder / VideoDecoder.
+"""LTX-2 video VAE (ltx/ltx2/vae.py) against ltx-core 1.0.0's VideoEncoder / VideoDecoder.
 
 Tiny random-weight parity for the 19B and 2.3 block lists (fp32, CPU), full-size key/shape equality on the
 meta device, metadata round trips and the error messages.
@@ -18,7 +18,7 @@ from ltx_core.model.video_vae import (
     VideoEncoderConfigurator,
 )
 
-from ltx.ltx2.video_vae import VIDEO_VAE_PRESETS, DecodeTiling, VideoVAE, VideoVAEConfig
+from ltx.ltx2.vae import VIDEO_VAE_PRESETS, DecodeTiling, VideoVAE, VideoVAEConfig
 
 # Verbatim `config["vae"]` values of the released files (digest §3.1), in the official dict form.
 META_19B = {

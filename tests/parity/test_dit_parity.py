@@ -20,9 +20,9 @@ import pytest
 import torch
 from conftest import REPO, TINY, dit_inputs, official_dit, official_dit_file, randomize_
 
-from ltx.convert.formats import load_dit
-from ltx.convert.official import dit_config_to_official
-from ltx.models.dit import DiT, STGMode
+from ltx.ltxv.checkpoint import load_dit
+from ltx.ltxv.keys_official import dit_config_to_official
+from ltx.ltxv.transformer import DiT, STGMode
 
 ltx_video = pytest.importorskip("ltx_video")
 from ltx_video.utils.skip_layer_strategy import SkipLayerStrategy  # noqa: E402
@@ -134,7 +134,7 @@ def test_bf16_close_to_official(tmp_path):
 def test_matches_diffusers_fp32(tmp_path, name, per_token):
     from diffusers import LTXVideoTransformer3DModel
 
-    from ltx.convert.diffusers import dit_config_to_diffusers
+    from ltx.ltxv.keys_diffusers import dit_config_to_diffusers
 
     cfg = TINY[name]
     c = {k: v for k, v in dit_config_to_diffusers(cfg).items() if not k.startswith("_")}
@@ -175,9 +175,9 @@ def test_released_config_keys_and_shapes(name):
     from diffusers import LTXVideoTransformer3DModel
     from ltx_video.models.transformers.transformer3d import Transformer3DModel
 
-    from ltx.convert.diffusers import DIT_FROM_DIFFUSERS, dit_config_to_diffusers
-    from ltx.convert.keymap import rename, rules_used
-    from ltx.convert.official import DIT_FROM_OFFICIAL, DIT_PREFIX, dit_config_from_official
+    from ltx.core.keymap import rename, rules_used
+    from ltx.ltxv.keys_diffusers import DIT_FROM_DIFFUSERS, dit_config_to_diffusers
+    from ltx.ltxv.keys_official import DIT_FROM_OFFICIAL, DIT_PREFIX, dit_config_from_official
 
     cfg = PRESETS[name].dit
     with torch.device("meta"):

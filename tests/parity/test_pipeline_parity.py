@@ -1,16 +1,16 @@
-"""End-to-end parity of ltx.pipeline with ltx-video==0.1.2's LTXVideoPipeline / LTXMultiScalePipeline.
+"""End-to-end parity of ltx.ltxv.pipelines with ltx-video==0.1.2's LTXVideoPipeline / LTXMultiScalePipeline.
 
 Tiny random models in fp32 on CPU; precomputed text embeddings (no T5). One official-format single file per
 VAE layout holds the transformer (`model.diffusion_model.*`), the VAE (`vae.*`) and its five per-channel
 statistics (`vae.per_channel_statistics.*`); a second, standalone official file holds the latent upsampler.
 The reference loads its VAE and upsampler from those files with its own `from_pretrained`; we load all
-three with ltx.convert.formats.load_component. So this tests the whole chain: converter, native VAE and
+three with ltx.ltxv.checkpoint.load_component. So this tests the whole chain: converter, native VAE and
 upsampler, and the sampling pipeline (noise, schedule, conditioning, guidance, sampler, decode noise, tone
 map, AdaIN, multi-scale). VAE layouts: the released 0.9.5 block list at width 8 (timestep-conditioned
 decoder: decode timestep + decode noise), and the demo VAE of configs/demo/vae.yaml (patch size 1, 8x space,
 8x time, no decode timestep), which checks that sizes and positions follow the VAE's own factors.
 RNG: the same generator seed and the same global seed before each call; both sides consume them in the same
-order (posterior samples and decode noise from the global RNG; docs: ltx/conditioning.py, ltx/pipeline.py).
+order (posterior samples and decode noise from the global RNG; docs: ltx/ltxv/conditioning.py, ltx/ltxv/pipelines.py).
 
 Compared: the latent tokens after every step (captured from the reference's `denoising_step`), the final
 latents and the decoded frames. Measured max |diff| (this machine, torch 2.13 CPU, fp32), per-step latents /
@@ -48,18 +48,18 @@ from ltx_video.pipelines.pipeline_ltx_video import (  # noqa: E402
 from ltx_video.schedulers.rf import RectifiedFlowScheduler  # noqa: E402
 from ltx_video.utils.skip_layer_strategy import SkipLayerStrategy  # noqa: E402
 
-from ltx.api import Pipeline  # noqa: E402
-from ltx.conditioning import ConditioningItem  # noqa: E402
-from ltx.convert.formats import load_component, load_dit  # noqa: E402
-from ltx.convert.official import DIT_PREFIX  # noqa: E402
-from ltx.convert.vae_tables import upsampler_config_to_official, vae_config_to_official  # noqa: E402
-from ltx.models import vae as vae_module  # noqa: E402
-from ltx.models.dit import DiTConfig, STGMode  # noqa: E402
-from ltx.models.upsampler import UpsamplerConfig  # noqa: E402
-from ltx.models.vae import STATISTICS, VAE_PRESETS, VAEConfig, tiny  # noqa: E402
-from ltx.pipeline import SchedulerSpec  # noqa: E402
+from ltx.ltxv import vae as vae_module  # noqa: E402
+from ltx.ltxv.api import Pipeline  # noqa: E402
+from ltx.ltxv.checkpoint import load_component, load_dit  # noqa: E402
+from ltx.ltxv.conditioning import ConditioningItem  # noqa: E402
+from ltx.ltxv.guidance import TextConditioning  # noqa: E402
+from ltx.ltxv.keys_official import DIT_PREFIX  # noqa: E402
+from ltx.ltxv.keys_vae import upsampler_config_to_official, vae_config_to_official  # noqa: E402
+from ltx.ltxv.pipelines import SchedulerSpec  # noqa: E402
+from ltx.ltxv.transformer import DiTConfig, STGMode  # noqa: E402
+from ltx.ltxv.upsampler import UpsamplerConfig  # noqa: E402
+from ltx.ltxv.vae import STATISTICS, VAE_PRESETS, VAEConfig, tiny  # noqa: E402
 from ltx.presets import PassConfig, PipelineType, SamplingDefaults  # noqa: E402
-from ltx.sched.guidance import TextConditioning  # noqa: E402
 
 pytestmark = pytest.mark.parity
 ATOL = 1e-5  # measured <= 7.4e-6 (see the file docstring)
@@ -139,7 +139,7 @@ def load_models(files, layout: str = "0.9.5-w8"):
 
 @pytest.fixture(autouse=True)
 def reference_conv_dispatch(request, monkeypatch):
-    """Our VAE runs small fp32 CPU convs as one oneDNN conv per temporal tap (`ltx.models.vae.conv3d`: faster
+    """Our VAE runs small fp32 CPU convs as one oneDNN conv per temporal tap (`ltx.ltxv.vae.conv3d`: faster
     than PyTorch's im2col kernel there and closer to fp64, tests/test_vae_fp64.py); the reference goes through
     PyTorch's dispatch. Same math, another summation order: ~1e-6 relative per conv. Parity runs our convs
     through the same dispatch as the reference, except in tests whose name contains `default_convs`, which

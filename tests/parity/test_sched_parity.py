@@ -8,8 +8,8 @@ import torch
 ltx_video = pytest.importorskip("ltx_video")
 from ltx_video.schedulers.rf import RectifiedFlowScheduler, linear_quadratic_schedule  # noqa: E402
 
-from ltx.sched import sigmas as S  # noqa: E402
-from ltx.sched.sample import SIGMA_EPS, euler_step, next_sigma, stochastic_step  # noqa: E402
+from ltx.core import sigmas as S  # noqa: E402
+from ltx.core.sampling import SIGMA_EPS, euler_step, next_sigma, stochastic_step  # noqa: E402
 
 pytestmark = pytest.mark.parity
 

@@ -4,7 +4,7 @@ Each test builds the official model from a config with tiny channel counts of a 
 16, 16 latent channels), randomizes every parameter (scale-shift tables, noise scales and the timestep
 multiplier included: default init hides ordering bugs), saves it exactly like the official single file
 (`vae.*` + `vae.per_channel_statistics.*`, metadata config {"vae": ...}), loads that file into the official
-class (`CausalVideoAutoencoder.from_pretrained`) and into ours through `ltx.convert.formats`, and compares.
+class (`CausalVideoAutoencoder.from_pretrained`) and into ours through `ltx.ltxv.checkpoint`, and compares.
 diffusers is built from the same file through diffusers' own `convert_ltx_vae_checkpoint_to_diffusers`.
 
 Measured max abs errors (decoded pixels up to 2.8 / 3.0 / 3.5 for 0.9.0 / 0.9.1 / 0.9.5):
@@ -13,7 +13,7 @@ Measured max abs errors (decoded pixels up to 2.8 / 3.0 / 3.5 for 0.9.0 / 0.9.1 
   diffusers moments 1.6e-6 / 1.6e-6 / 8.6e-7, decode 4.1e-6 / 2.6e-6 / 2.9e-6;
   upsamplers 0.0 (both kinds, both references).
 The bound is 1e-5 everywhere. The errors are summation order: small fp32 CPU convs run as per-temporal-tap
-oneDNN convs where PyTorch picks im2col (`ltx.models.vae.conv3d`; no less accurate against fp64, see
+oneDNN convs where PyTorch picks im2col (`ltx.ltxv.vae.conv3d`; no less accurate against fp64, see
 tests/test_vae_fp64.py), and PixelNorm multiplies by rsqrt instead of dividing by sqrt. (With the opt-in
 fast path, LTX_FAST_CPU_CONV=1, decode errors reach 6.1e-6 here.)
 """
@@ -26,8 +26,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from ltx.convert.formats import load_component, read_checkpoint
-from ltx.models.vae import DECODE_NOISE_SCALE, DECODE_TIMESTEP, STATISTICS
+from ltx.ltxv.checkpoint import load_component, read_checkpoint
+from ltx.ltxv.vae import DECODE_NOISE_SCALE, DECODE_TIMESTEP, STATISTICS
 
 ltx_video = pytest.importorskip("ltx_video")
 diffusers = pytest.importorskip("diffusers")

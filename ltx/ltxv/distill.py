@@ -1,6 +1,6 @@
 """Distillation objectives as functions: a student learns from a frozen teacher (and, for DMD2, a critic).
 
-Conventions as in ltx/sched: tokens x (B, T, C); sigma s in [0, 1]; x_s = (1 - s) x0 + s noise; the
+Conventions as in ltx/core/sampling.py: tokens x (B, T, C); sigma s in [0, 1]; x_s = (1 - s) x0 + s noise; the
 transformer predicts the velocity v = noise - x0, so its denoised estimate is x0_hat = x_s - s v and one
 Euler step from s to s' is x + (s' - s) v. A "velocity function" is any callable (x, sigma (B,)) -> v; the
 helpers below build them from a DiT and its text conditioning, with or without guidance.
@@ -12,7 +12,7 @@ trainer sums, logs per sigma bucket and splits batches the same way.
   models", eq. 3 in velocity form): ||v_student(x_s) - v_teacher(x_s)||^2.
 - Guidance distillation (Meng et al. 2023, "On distillation of guided diffusion models", stage one, eq. 6):
   the teacher target is the guided velocity the sampler computes (CFG, CFG-star, STG and its rescale, one
-  batched call: `ltx.sched.guidance.guided_velocity`), so the student needs one unguided pass per step.
+  batched call: `ltx.ltxv.guidance.guided_velocity`), so the student needs one unguided pass per step.
   `GuidanceEmbedding` optionally makes the scale an input (Meng et al.'s w-conditioning).
 - Feature-level distillation (BK-SDM, Kim et al. 2023, eq. 3): MSE between hidden states of chosen student
   and teacher blocks (`layer_map` student block -> teacher block), through learned linear projections when the
@@ -38,8 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ltx.models.dit import DiT, STGMode
-from ltx.sched.guidance import GuidanceStep, TextConditioning, guided_velocity
+from ltx.ltxv.guidance import GuidanceStep, TextConditioning, guided_velocity
+from ltx.ltxv.transformer import DiT, STGMode
 
 VelocityFn = Callable[[Tensor, Tensor], Tensor]  # (x (B, T, C), sigma (B,)) -> v (B, T, C)
 

@@ -3,14 +3,14 @@
 LTX-2 decodes sound as a float waveform (C, N) in [-1, 1] (stereo, C = 2) with its own sampling rate: 24 kHz
 from the 19B HiFi-GAN vocoder, 48 kHz from the 2.3 vocoder with bandwidth extension (reference digest §3.3).
 
-Conventions (those of ltx.media, which this module builds on)
+Conventions (those of ltx.core.media, which this module builds on)
 - A waveform is a (C, N) float tensor, channel first; C = 1 (mono) or 2 (stereo) for AAC, any C for WAV.
   Values outside [-1, 1] are clipped on writing (as the official writer does); NaN / inf are an error.
-- Video frames are (F, H, W, 3) uint8 RGB (the layout of `ltx.media.read_frames` and of the official
-  `decode_video`); the functions below also take ltx.media's (3, F, H, W) float in [0, 1], told apart by dtype.
-- Every file is written atomically (`ltx.checkpoint.atomic_file`): a failed write leaves the old file, or none,
+- Video frames are (F, H, W, 3) uint8 RGB (the layout of `ltx.core.media.read_frames` and of the official
+  `decode_video`); the functions below also take ltx.core.media's (3, F, H, W) float in [0, 1], told apart by dtype.
+- Every file is written atomically (`ltx.core.checkpoint.atomic_file`): a failed write leaves the old file, or none,
   and no temporary.
-- Files that cannot be read raise `ltx.media.MediaError` (a ValueError) naming the path and the reason;
+- Files that cannot be read raise `ltx.core.media.MediaError` (a ValueError) naming the path and the reason;
   bad arguments raise ValueError saying what was wrong and what would be valid.
 
 The official writer (`ltx_pipelines/utils/media_io.py::encode_video`) muxes libx264 yuv420p video at
@@ -38,8 +38,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ltx.checkpoint import atomic_file
-from ltx.media import MediaError, _check_file
+from ltx.core.checkpoint import atomic_file
+from ltx.core.media import MediaError, _check_file
 
 AUDIO_EXTENSIONS = (".wav", ".mp3", ".aac", ".m4a", ".flac", ".ogg", ".opus")
 AAC_FRAME = 1024  # samples per AAC frame (the encoder's frame_size)
@@ -243,7 +243,7 @@ def write_video_with_audio(
         astream.bit_rate = audio_bitrate
         done = 0  # audio samples sent to the encoder
         for i, frame in enumerate(video):
-            # converted here: the encoder's own rgb -> yuv path gives different bytes run to run (ltx.media)
+            # converted here: the encoder's own rgb -> yuv path gives different bytes run to run (ltx.core.media)
             yuv = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format="yuv420p")
             container.mux(vstream.encode(yuv))
             until = min(N, math.ceil((i + 1) / rate * sample_rate) // AAC_FRAME * AAC_FRAME)  # audio up to frame end

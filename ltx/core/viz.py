@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ltx.checkpoint import atomic_file
+from ltx.core.checkpoint import atomic_file
 
 
 def video_grid(videos: Sequence[Tensor], frames: int = 5, gap: int = 2) -> np.ndarray:

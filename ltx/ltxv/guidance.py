@@ -1,6 +1,6 @@
 """Guidance composed outside the model: CFG, CFG-star, STG (+ its rescale), per-step guidance schedules.
 
-Conventions: velocities v = noise - x0 (ltx/sched/sample.py), shape (B, T, C). Per step, with v_c the
+Conventions: velocities v = noise - x0 (ltx/core/sampling.py), shape (B, T, C). Per step, with v_c the
 prompt-conditioned prediction, v_u the negative-prompt one and v_p the prompt-conditioned one with the
 STG blocks perturbed (official `pipeline_ltx_video.py` denoising loop):
 
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ltx.models.dit import DiT, STGMode
+from ltx.ltxv.transformer import DiT, STGMode
 
 CFG_STAR_EPS = 1e-8  # official denominator guard
 

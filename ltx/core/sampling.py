@@ -3,13 +3,13 @@
 Convention (rectified flow, used everywhere in ltx):
     x_sigma = (1 - sigma) * x0 + sigma * noise,   sigma = 1 is pure noise, sigma = 0 is data,
     velocity v = noise - x0,   so x0 = x_sigma - sigma * v  and  dx/dsigma = v.
-The transformer predicts v (`ltx.models.dit.DiT`). The sampler contract is therefore
+The transformer predicts v (`ltx.ltxv.transformer.DiT`). The sampler contract is therefore
 `velocity_fn(x, sigma_tokens, step) -> v` rather than a denoiser returning x0: conditioning tokens carry
 sigma 0 (hard conditioning) where v -> x0 -> v would divide by zero, and the official update `x - dt * v`
 is reproduced bit for bit only in this form. `velocity_from_x0` wraps a denoiser for tests and oracles.
 
-Shapes: B batch · T tokens · C channels. x: (B, T, C) tokens (`ltx.patchify`). sigmas: (N + 1,) float32,
-descending, ending at 0 (`ltx.sched.sigmas`).
+Shapes: B batch · T tokens · C channels. x: (B, T, C) tokens (`ltx.ltxv.patchify`). sigmas: (N + 1,) float32,
+descending, ending at 0 (`ltx.core.sigmas`).
 
 Per-token sigma (conditioning): a token with conditioning strength m (`cond_mask`, (B, T), 0 = free,
 1 = hard-conditioned) is fed sigma_tok = min(sigma, 1 - m) and is frozen while sigma >= 1 - m (1e-6 slack):

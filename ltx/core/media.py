@@ -170,7 +170,7 @@ def write_mp4(path: str | os.PathLike, frames: Tensor, fps: float, *, crf: int =
     """frames (3, F, H, W) in [0, 1] -> H.264 mp4 (yuv420p, CRF `crf`); H and W must be even."""
     import av
 
-    from ltx.checkpoint import atomic_file
+    from ltx.core.checkpoint import atomic_file
 
     if frames.ndim != 4 or frames.shape[0] != 3:
         raise ValueError(f"expected frames of shape (3, F, H, W), got {tuple(frames.shape)}")
@@ -197,7 +197,7 @@ def write_contact_sheet(path: str | os.PathLike, frames: Tensor, count: int, cap
     caption on top."""
     from PIL import Image, ImageDraw
 
-    from ltx.checkpoint import atomic_file
+    from ltx.core.checkpoint import atomic_file
 
     _check_finite(frames, path)
     n = frames.shape[1]

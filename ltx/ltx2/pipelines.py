@@ -359,7 +359,7 @@ class AVModels:
     """Loaded modules of one run (ltx.ltx2.checkpoint.load gives the first four)."""
 
     transformer: object  # ltx.ltx2.transformer.AVTransformer (stage 1)
-    vae: object  # ltx.ltx2.video_vae.VideoVAE
+    vae: object  # ltx.ltx2.vae.VideoVAE
     audio_vae: object  # ltx.ltx2.audio_vae.AudioVAE
     vocoder: object  # ltx.ltx2.vocoder.Vocoder | VocoderWithBWE
     upsampler: object | None = None  # ltx.ltx2.upsampler.LatentUpsampler2 (two-stage / distilled)
@@ -371,7 +371,7 @@ class AVModels:
 @dataclass
 class ImageInput:
     """A conditioning image (H, W, 3) or clip (f, H, W, 3) at its own size, values 0..255 (after the
-    official H.264 round trip, `ltx.media.crf_compress`, if wanted), placed at pixel frame `frame`. Each stage
+    official H.264 round trip, `ltx.core.media.crf_compress`, if wanted), placed at pixel frame `frame`. Each stage
     fits it to its size: scale to cover, center crop (load_image_conditioning)."""
 
     pixels: Tensor

@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ltx.checkpoint import (
+from ltx.core.checkpoint import (
     CheckpointError,
     SafetensorsReader,
     TensorEntry,
@@ -48,14 +48,14 @@ from ltx.checkpoint import (
     write_json,
     write_safetensors,
 )
-from ltx.convert import diffusers as dif
-from ltx.convert import official as off
-from ltx.convert import vae_tables as vt
-from ltx.convert.keymap import KeyMapError, Rule, invert, rename
-from ltx.convert.official import ConfigError, config_diff
-from ltx.models.dit import DiT, DiTConfig
-from ltx.models.upsampler import LatentUpsampler, UpsamplerConfig
-from ltx.models.vae import VAEConfig, VideoVAE
+from ltx.core.keymap import KeyMapError, Rule, invert, rename
+from ltx.ltxv import keys_diffusers as dif
+from ltx.ltxv import keys_official as off
+from ltx.ltxv import keys_vae as vt
+from ltx.ltxv.keys_official import ConfigError, config_diff
+from ltx.ltxv.transformer import DiT, DiTConfig
+from ltx.ltxv.upsampler import LatentUpsampler, UpsamplerConfig
+from ltx.ltxv.vae import VAEConfig, VideoVAE
 
 FORMATS = ("ltx", "official", "diffusers")
 LTX_FORMAT_VERSION = "1"

@@ -15,7 +15,7 @@ What an item does depends on where it goes (official `LTXVideoPipeline.prepare_c
   from the third on replace latent frames n/8 + 2 ... in place; its first two latent frames (which the causal
   VAE encodes differently) are added as extra tokens like a keyframe.
 The sampler then gives a token with strength m the sigma min(sigma, 1 - m) and freezes it while
-sigma >= 1 - m (ltx/sched/sample.py). `reinject_noise` is the official `image_cond_noise_scale`: each step,
+sigma >= 1 - m (ltx/core/sampling.py). `reinject_noise` is the official `image_cond_noise_scale`: each step,
 strength-1 tokens are reset to their clean value plus scale * noise * sigma^2.
 
 RNG order (for parity with the reference): the initial noise first (caller), then per item in order: the
@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ltx.patchify import VAE_SCALE, Scale, patchify, pixel_grid, pixels_to_positions
+from ltx.ltxv.patchify import VAE_SCALE, Scale, patchify, pixel_grid, pixels_to_positions
 
 NUM_PREFIX_LATENT_FRAMES = 2  # latent frames of a non-first video handled as extra tokens (official default)
 HARD_EPS = 1e-6  # mask > 1 - eps counts as hard (strength-1) conditioning

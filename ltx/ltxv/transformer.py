@@ -5,10 +5,10 @@ References: HaCohen et al., "LTX-Video: Realtime Video Latent Diffusion" (arXiv 
 for number (tests/parity).
 
 Shapes: B batch · T video tokens · S text tokens · D = num_heads * head_dim · C latent channels.
-x: (B, T, C) patchified latents (`ltx.patchify.patchify`), token order (frame, row, column).
+x: (B, T, C) patchified latents (`ltx.ltxv.patchify.patchify`), token order (frame, row, column).
 sigma: (B,), (B, 1) or (B, T) in [0, 1], 1 = pure noise. Per-token sigma drives AdaLN per token (conditioning
        tokens carry a smaller sigma). The model multiplies sigma by `timestep_scale` (1000) itself.
-positions: (B, 3, T) float (seconds, pixel_y, pixel_x) of each token; see `ltx.models.rope`.
+positions: (B, 3, T) float (seconds, pixel_y, pixel_x) of each token; see `ltx.ltxv.rope`.
 context: (B, S, caption_channels) T5 states; context_mask: (B, S), 1 = real token, 0 = padding.
 Output: (B, T, C) velocity v = noise - x0 (rectified flow, x_sigma = (1 - sigma) x0 + sigma noise).
 
@@ -32,8 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ltx.models.attention import attention
-from ltx.models.rope import apply_rope, rope_tables
+from ltx.core.attention import attention
+from ltx.ltxv.rope import apply_rope, rope_tables
 
 
 class STGMode(Enum):
@@ -47,7 +47,7 @@ class STGMode(Enum):
 
 @dataclass(kw_only=True)
 class DiTConfig:
-    """Defaults are LTX-Video 2B. Checkpoint metadata is read into this in ltx/convert/official.py."""
+    """Defaults are LTX-Video 2B. Checkpoint metadata is read into this in ltx/ltxv/keys_official.py."""
 
     num_layers: int = 28
     num_heads: int = 32
@@ -59,7 +59,7 @@ class DiTConfig:
     rope_theta: float = 10_000.0
     timestep_scale: float = 1000.0
     norm_eps: float = 1e-6
-    # Not used by the network: the pipeline reads it to place frame 0 at time 0 (0.9.5+; see ltx.patchify).
+    # Not used by the network: the pipeline reads it to place frame 0 at time 0 (0.9.5+; see ltx.ltxv.patchify).
     causal_temporal_positioning: bool = False
 
     def __post_init__(self):
@@ -86,7 +86,7 @@ class Attention(nn.Module):
         self.to_out = nn.ModuleList([nn.Linear(dim, dim)])  # a list only so the key is to_out.0.weight
         self.q_norm = nn.RMSNorm(dim, eps=1e-5)  # official uses 1e-5 for q/k norm, 1e-6 elsewhere
         self.k_norm = nn.RMSNorm(dim, eps=1e-5)
-        self.attention_backend = "sdpa"  # set from outside: ltx.models.attention.set_attention_backend
+        self.attention_backend = "sdpa"  # set from outside: ltx.core.attention.set_attention_backend
 
     def forward(
         self,

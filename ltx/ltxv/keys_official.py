@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from ltx.convert.keymap import Rule
-from ltx.models.dit import DiTConfig
+from ltx.core.keymap import Rule
+from ltx.ltxv.transformer import DiTConfig
 
 DIT_PREFIX = "model.diffusion_model."
 DIT_FROM_OFFICIAL = (Rule(DIT_PREFIX + "{rest}", "{rest}"),)

@@ -135,7 +135,7 @@ def save_embeddings(path: str | os.PathLike, context: Tensor, mask: Tensor, *, o
     """Store precomputed prompt embeddings as safetensors {"context": (B, S, D), "mask": (B, S)}."""
     from safetensors.torch import save
 
-    from ltx.checkpoint import atomic_file
+    from ltx.core.checkpoint import atomic_file
 
     path = Path(path)
     if path.exists() and not overwrite:
@@ -147,7 +147,7 @@ def save_embeddings(path: str | os.PathLike, context: Tensor, mask: Tensor, *, o
 
 def load_embeddings(path: str | os.PathLike) -> tuple[Tensor, Tensor]:
     """(context (B, S, D), mask (B, S)) from a `save_embeddings` file; ValueError naming the file otherwise."""
-    from ltx.checkpoint import CheckpointError, SafetensorsReader
+    from ltx.core.checkpoint import CheckpointError, SafetensorsReader
 
     path = Path(path)
     if not path.is_file():

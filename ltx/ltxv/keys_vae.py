@@ -31,10 +31,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ltx.convert.keymap import Rule, invert
-from ltx.convert.official import ConfigError, _check_fixed
-from ltx.models.upsampler import UpsamplerConfig
-from ltx.models.vae import STATISTICS, USED_STATISTICS, VAEBlock, VAEConfig
+from ltx.core.keymap import Rule, invert
+from ltx.ltxv.keys_official import ConfigError, _check_fixed
+from ltx.ltxv.upsampler import UpsamplerConfig
+from ltx.ltxv.vae import STATISTICS, USED_STATISTICS, VAEBlock, VAEConfig
 
 VAE_PREFIX = "vae."
 VAE_FROM_OFFICIAL = (Rule(VAE_PREFIX + "{rest}", "{rest}"),)

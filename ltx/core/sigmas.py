@@ -1,6 +1,6 @@
 """Noise schedules as functions: each returns a float32 sigma tensor of shape (steps + 1,), descending, ending at 0.
 
-Convention (see ltx/sched/sample.py): sigma = 1 is pure noise, sigma = 0 is data. The official scheduler
+Convention (see ltx/core/sampling.py): sigma = 1 is pure noise, sigma = 0 is data. The official scheduler
 (`ltx_video.schedulers.rf.RectifiedFlowScheduler`) keeps the same values without the final 0 and calls them
 "timesteps"; its Euler step goes from each value to the next one below it, and from the last one to 0.
 

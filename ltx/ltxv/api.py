@@ -29,14 +29,14 @@ multi-scale pipeline), `prompt_embeds` / `prompt_attention_mask` / `negative_pro
 `negative_prompt_attention_mask`, `conditioning_items` or `conditioning_media_paths` +
 `conditioning_start_frames` + `conditioning_strengths`, `generator` or `seed`, `output_type` ("pt" or
 "latent"). IC-LoRA control (not in the official pipeline): `control=[...]`, each a GuideItem, a path or a
-dict {path, strength, frame, downscale} (ltx/conditioning.py; `downscale` defaults to the LoRAs'
+dict {path, strength, frame, downscale} (ltx/ltxv/conditioning.py; `downscale` defaults to the LoRAs'
 `reference_downscale_factor` metadata, else 1). Guidance values are a scalar or one value per
 `guidance_timesteps` entry. The pass arguments change the preset's first pass (the only pass of a base
 preset); `first_pass` / `second_pass` change any field of either pass. Unset arguments keep the preset's
 values (its official sampling defaults).
 
 The raw VAE and the pipeline's decode differ on purpose: `VideoVAE.decode(z, timestep)` maps *normalized*
-latents to pixels in [-1, 1], deterministically; `ltx.pipeline.decode` is what the pipeline does around it
+latents to pixels in [-1, 1], deterministically; `ltx.ltxv.pipelines.decode` is what the pipeline does around it
 (decode noise from the global RNG for timestep-conditioned VAEs, the tone map, frames in [0, 1]). See the
 README's Python section for the raw VAE (`encode_moments`, `denormalize`, which RNG the 0.9.1 noise uses).
 """
@@ -54,13 +54,12 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ltx.checkpoint import CheckpointError
-from ltx.conditioning import ConditioningItem, GuideItem, slice_guide
-from ltx.convert.formats import COMPONENTS, Checkpoint, load_component, read_checkpoint
-from ltx.convert.official import config_diff
-from ltx.models.dit import DiT, DiTConfig, STGMode
-from ltx.models.vae import VAEConfig, VideoVAE
-from ltx.pipeline import (
+from ltx.core.checkpoint import CheckpointError
+from ltx.ltxv.checkpoint import COMPONENTS, Checkpoint, load_component, read_checkpoint
+from ltx.ltxv.conditioning import ConditioningItem, GuideItem, slice_guide
+from ltx.ltxv.guidance import TextConditioning
+from ltx.ltxv.keys_official import config_diff
+from ltx.ltxv.pipelines import (
     SchedulerSpec,
     check_request,
     decode,
@@ -69,6 +68,8 @@ from ltx.pipeline import (
     passes,
     resize_frames,
 )
+from ltx.ltxv.transformer import DiT, DiTConfig, STGMode
+from ltx.ltxv.vae import VAEConfig, VideoVAE
 from ltx.presets import (
     GenerationDefaults,
     ModelPreset,
@@ -78,7 +79,6 @@ from ltx.presets import (
     config_root,
     load_preset,
 )
-from ltx.sched.guidance import TextConditioning
 
 MAX_SEED = 2**63 - 1
 SKIP_LAYER_STRATEGIES = {  # the official SkipLayerStrategy names and ours
@@ -116,7 +116,7 @@ def check_seed(seed: object, name: str = "seed") -> int:
 class Output:
     """frames (B, 3, F, H, W) in [0, 1] (None for output_type="latent"); latents: the last pass's normalized
     latents (None for chained segments); sigmas: each pass's schedule; prompts: what the text encoder read of
-    each prompt (ltx.models.text.PromptView; None for precomputed embeddings)."""
+    each prompt (ltx.ltxv.text.PromptView; None for precomputed embeddings)."""
 
     frames: Tensor | None
     latents: Tensor | None
@@ -286,7 +286,7 @@ class Pipeline:
         """Load the weights of an opened pipeline (LoRAs merged into the transformer); returns self."""
         if self.loaded:
             return self
-        from ltx.lora import apply_lora_weights, merge_lora, remove_lora
+        from ltx.core.lora import apply_lora_weights, merge_lora, remove_lora
 
         self.device, self.dtype = resolve_device(device, dtype)
         ckpt, vae_ckpt, up_ckpt = self._checkpoints
@@ -303,7 +303,7 @@ class Pipeline:
         return self
 
     def _text_encoder(self):
-        from ltx.models.text import T5TextEncoder
+        from ltx.ltxv.text import T5TextEncoder
 
         if self.text_encoder is None:
             raise ValueError("no text encoder: pass text_encoder=/path/to/t5 to open_pipeline, or prompt_embeds")
@@ -313,7 +313,7 @@ class Pipeline:
         return self.text_encoder
 
     def prompt_views(self, prompts: Sequence[str]) -> list:
-        """What the text encoder reads of each prompt (ltx.models.text.PromptView): normalised and cut."""
+        """What the text encoder reads of each prompt (ltx.ltxv.text.PromptView): normalised and cut."""
         return self._text_encoder().seen(list(prompts))
 
     def encode_prompt(self, prompt: str | Sequence[str], negative_prompt: str | None = None, *,
@@ -538,7 +538,7 @@ def conditioning(items, paths, start_frames, strengths, *, height: int, width: i
                  official: bool = True) -> list[ConditioningItem]:
     """ConditioningItems from `conditioning_items`, or from media paths (images or videos) with their start
     frames and strengths (official inference.py arguments; strengths default to 1)."""
-    from ltx.media import MediaError, is_video, load_image, read_video
+    from ltx.core.media import MediaError, is_video, load_image, read_video
 
     out = list(items or [])
     if paths:
@@ -599,7 +599,7 @@ def control_guides(control, *, num_frames: int, temporal: int, downscale: int | 
     says so); an image is a one-frame guide. `downscale` (the LoRAs' factor, else 1) applies where a dict gives
     none. Values are checked here (one error naming the entry); sizes against the video in `check_request`.
     `size` (height, width) of the video: a control of another aspect ratio gets a note (it is stretched)."""
-    from ltx.media import MediaError, is_video, read_image, read_video
+    from ltx.core.media import MediaError, is_video, read_image, read_video
 
     out, notes = [], []
     for i, spec in enumerate(control or ()):
@@ -647,7 +647,7 @@ def control_guides(control, *, num_frames: int, temporal: int, downscale: int | 
 
 def segment_guides(guides: Sequence[GuideItem], num_segments: int, segment_frames: int, overlap: int,
                    temporal: int) -> list[list[GuideItem]]:
-    """Each chained segment's share of the guides (`ltx.conditioning.slice_guide`); one list per segment."""
+    """Each chained segment's share of the guides (`ltx.ltxv.conditioning.slice_guide`); one list per segment."""
     if num_segments == 1:
         return [list(guides)]
     step = segment_frames - overlap
@@ -675,8 +675,8 @@ def check_segments(dit: DiTConfig, vae: VAEConfig, sampling: SamplingDefaults, s
 def run_request(pipe: Pipeline, text: TextConditioning, req: Request, generator, *, tiled: bool = False,
                 progress=None, callback=None, forward_rows: list[int] | None = None) -> tuple[Tensor | None, Tensor]:
     """(frames or None, latents) of a validated request; non-finite latents or frames raise NonFiniteError."""
-    from ltx.chain import generate_chain
-    from ltx.pipeline import PassOptions
+    from ltx.ltxv.chain import generate_chain
+    from ltx.ltxv.pipelines import PassOptions
 
     s = req.sampling
     hint = ("lower the guidance / STG scales, or sample in float32" if pipe.dtype != torch.float32 else
@@ -722,7 +722,7 @@ def open_pipeline(checkpoint: str | os.PathLike | None = None, *, model: str | o
     preset's bundled weights (the demo). model: a preset name (configs/model/<name>.yaml), a path to one, or a
     ModelPreset; None = the demo ("ltx-demo"). loras: paths, (path, strength) pairs or {path, strength} dicts.
     """
-    from ltx.lora import check_lora, load_lora_file
+    from ltx.core.lora import check_lora, load_lora_file
 
     preset = model if isinstance(model, ModelPreset) else load_preset(model or "ltx-demo")
     preset.require_ltx_video("ltx.load_pipeline")

@@ -10,7 +10,7 @@ chain of n segments of F frames has n F - (n - 1) overlap frames. `overlap` must
 (a clip the VAE can encode, e.g. 9 or 17 for 8x VAEs).
 
 Noise: noise_0 is fresh; noise_k = slerp(noise_{k-1}, fresh_k, noise_mix) per sample over all (T, C)
-(ltx/interp.py). SLERP keeps the norm of Gaussian noise (a LERP would shrink it towards the middle and leave
+(ltx/core/interp.py). SLERP keeps the norm of Gaussian noise (a LERP would shrink it towards the middle and leave
 the sampler with too little noise), and for independent draws (angle ~ 90 degrees) gives consecutive
 segments a noise cosine of cos(noise_mix * pi / 2): 0 = the same noise (strongest carry-over of layout and
 motion), 1 = independent segments. Fresh noise comes from `generator` in (B, T, C) order, segment by segment.
@@ -23,13 +23,13 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from ltx.conditioning import ConditioningItem, GuideItem, slice_guide
-from ltx.interp import slerp
-from ltx.models.dit import DiT
-from ltx.models.vae import VideoVAE
-from ltx.pipeline import SchedulerSpec, first_pass_tokens, generate
+from ltx.core.interp import slerp
+from ltx.ltxv.conditioning import ConditioningItem, GuideItem, slice_guide
+from ltx.ltxv.guidance import TextConditioning
+from ltx.ltxv.pipelines import SchedulerSpec, first_pass_tokens, generate
+from ltx.ltxv.transformer import DiT
+from ltx.ltxv.vae import VideoVAE
 from ltx.presets import SamplingDefaults
-from ltx.sched.guidance import TextConditioning
 
 
 def chain_noise(previous: Tensor | None, fresh: Tensor, noise_mix: float) -> Tensor:
@@ -69,7 +69,7 @@ def generate_chain(
     progress: Callable[[int], None] | None = None,
     guides: Sequence[GuideItem] = (),
 ) -> Tensor:
-    """`num_segments` chained calls of `ltx.pipeline.generate` -> frames (B, 3, n F - (n - 1) overlap, H, W).
+    """`num_segments` chained calls of `ltx.ltxv.pipelines.generate` -> frames (B, 3, n F - (n - 1) overlap, H, W).
 
     Args:
         segment_frames: frames per segment (a size `generate` accepts, temporal * k + 1).

@@ -1,6 +1,6 @@
 """LTX-Video rotary position embedding over the full model width (not per head).
 
-positions: (B, 3, T) float = (seconds, pixel_y, pixel_x) of each token (see `ltx.patchify.token_positions`).
+positions: (B, 3, T) float = (seconds, pixel_y, pixel_x) of each token (see `ltx.ltxv.patchify.token_positions`).
 Each coordinate is divided by its `max_positions` entry, mapped to [-1, 1], and multiplied by F = D // 6
 frequencies 10000^(k/(F-1)) * pi/2. The 3F angles are interleaved per frequency (t, y, x, t, y, x, ...) and
 each angle rotates one adjacent channel pair (2p, 2p+1). The D % 6 leftover channels come *first* and are not

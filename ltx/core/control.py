@@ -1,6 +1,6 @@
 """Control signals for IC-LoRA video-to-video control: Canny edge maps, and checks for user depth / pose maps.
 
-An IC-LoRA (ltx/conditioning.py, `GuideItem`) is steered by a control video that the VAE encodes like any
+An IC-LoRA (ltx/ltxv/conditioning.py, `GuideItem`) is steered by a control video that the VAE encodes like any
 other video, so a control video is (3, F, H, W) in [-1, 1] with F = 8k + 1 (the VAE's temporal factor is 8),
 the layout of every video fed to the VAE in ltx. Its content must look like what the LoRA was trained on:
 - canny: white edges on black, one-pixel-wide (`canny`, then `edges_to_video`).
@@ -15,7 +15,7 @@ it the target's aspect ratio. The frame rate should be the target video's (contr
 frame i). Frame counts are 8k + 1: tools/make_control.py keeps the first 8k + 1 frames of other counts, and a
 control video longer than the generated one is cut to the generated length (its first frames are kept).
 
-Shapes: F frames · H, W pixels. Inputs are RGB (3, F, H, W) float in [0, 1] (ltx.media.read_video);
+Shapes: F frames · H, W pixels. Inputs are RGB (3, F, H, W) float in [0, 1] (ltx.core.media.read_video);
 edge maps are (F, H, W) float in {0, 1}.
 
 Canny (Canny 1986, "A Computational Approach to Edge Detection"), per frame: Rec. 601 luminance

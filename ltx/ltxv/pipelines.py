@@ -1,21 +1,21 @@
 """Text (+ images / videos) -> latents -> frames: the LTX-Video sampling pipeline as functions over loaded modules.
 
 Shapes: B batch · C latent channels · F, H, W latent grid · T tokens. Latents are the VAE's *normalized*
-latents. Sigma convention and the sampler: ltx/sched/sample.py.
+latents. Sigma convention and the sampler: ltx/core/sampling.py.
 
 Sizes come from the VAE (`vae_scale`): a latent voxel covers `scale = (temporal, spatial, spatial)` pixel
 frames / rows / columns, (8, 32, 32) for every released VAE, (8, 8, 8) for the demo VAE. Videos have
 temporal * k + 1 frames and multiples of `spatial` as height and width; the latent grid is
 (frames // temporal + 1, height // spatial, width // spatial), and the transformer's positions use the same
-factors (ltx/patchify.py), as the official pipeline does (`get_vae_size_scale_factor`).
+factors (ltx/ltxv/patchify.py), as the official pipeline does (`get_vae_size_scale_factor`).
 
 `denoise_pass` is one official `LTXVideoPipeline.__call__` up to the latents: schedule (from the checkpoint's
 scheduler config, a step count or an explicit timestep list, optionally truncated), initial noise drawn as
-(B, T, C) tokens from `generator`, conditioning items merged in (ltx/conditioning.py; encoded with a
+(B, T, C) tokens from `generator`, conditioning items merged in (ltx/ltxv/conditioning.py; encoded with a
 *posterior sample* from the global RNG, as the official `vae_encode`), then the sampler loop with one batched
-guided transformer call per step (ltx/sched/guidance.py). `decode` mixes in the decode noise (global RNG,
+guided transformer call per step (ltx/ltxv/guidance.py). `decode` mixes in the decode noise (global RNG,
 timestep-conditioned VAEs only; the 0.9.0 and demo VAEs take no timestep), applies the optional tone map to
-the normalized latents and decodes, optionally in tiles (ltx/models/vae_tiling.py). For multi-scale presets
+the normalized latents and decodes, optionally in tiles (ltx/ltxv/vae_tiling.py). For multi-scale presets
 `generate_multiscale` runs the first pass at the reduced size, upsamples the latents x2 (the latent
 upsampler maps *un-normalized* latents), matches each channel's mean / std to the first pass (AdaIN),
 re-noises at the second schedule's first sigma and runs the second pass. `generate` chains all of it for a
@@ -37,15 +37,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ltx.conditioning import ConditioningItem, GuideItem, apply_conditioning, check_guides, check_items, reinject_noise
-from ltx.models.dit import DiT, DiTConfig, STGMode
-from ltx.models.vae import VAEConfig, VideoVAE, check_dit_compatible, nearest_valid
-from ltx.models.vae_tiling import tiled_decode, tiled_encode
-from ltx.patchify import VAE_SCALE, Scale, unpatchify
+from ltx.core import sigmas as S
+from ltx.core.sampling import sample
+from ltx.ltxv.conditioning import (
+    ConditioningItem,
+    GuideItem,
+    apply_conditioning,
+    check_guides,
+    check_items,
+    reinject_noise,
+)
+from ltx.ltxv.guidance import GuidanceSchedule, TextConditioning, guided_velocity, skip_mask_for
+from ltx.ltxv.patchify import VAE_SCALE, Scale, unpatchify
+from ltx.ltxv.transformer import DiT, DiTConfig, STGMode
+from ltx.ltxv.vae import VAEConfig, VideoVAE, check_dit_compatible, nearest_valid
+from ltx.ltxv.vae_tiling import tiled_decode, tiled_encode
 from ltx.presets import PassConfig, PipelineType, SamplingDefaults
-from ltx.sched import sigmas as S
-from ltx.sched.guidance import GuidanceSchedule, TextConditioning, guided_velocity, skip_mask_for
-from ltx.sched.sample import sample
 
 
 def vae_scale(cfg: VAEConfig) -> Scale:
@@ -156,9 +163,9 @@ def denoise_pass(
     """One denoising pass -> normalized latents (B, C, F, H, W) (see the file docstring).
 
     scale: the VAE's compression; None = `vae_scale(vae.cfg)`, or the released (8, 32, 32) without a VAE.
-    tiled_vae: encode conditioning items in tiles (`ltx.models.vae_tiling.tiled_encode`).
+    tiled_vae: encode conditioning items in tiles (`ltx.ltxv.vae_tiling.tiled_encode`).
     noise: the initial noise as (B, T, C) tokens instead of a draw from `generator` (chained segments).
-    guides: in-context guides (IC-LoRA control, ltx/conditioning.py), resized to this pass's size / downscale.
+    guides: in-context guides (IC-LoRA control, ltx/ltxv/conditioning.py), resized to this pass's size / downscale.
     """
     opts = opts or PassOptions()
     scale = scale or (vae_scale(vae.cfg) if vae is not None else VAE_SCALE)
@@ -407,7 +414,7 @@ def generate(
         tiled_vae: encode / decode in tiles (bounded memory).
         progress: called with the step index after every denoising step of every pass.
         noise: the first pass's initial noise as (B, T, C) tokens (`first_pass_tokens`), else drawn from generator.
-        guides: in-context guides for an IC-LoRA (control videos; ltx/conditioning.py), at every pass.
+        guides: in-context guides for an IC-LoRA (control videos; ltx/ltxv/conditioning.py), at every pass.
     """
     check_request(dit.cfg, vae.cfg, sampling, sched, height=height, width=width, num_frames=num_frames, items=items,
                   has_negative=text.neg_context is not None, guides=guides)

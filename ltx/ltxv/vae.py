@@ -54,7 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ltx.models.dit import DiTConfig, TimestepEmbedder
+from ltx.ltxv.transformer import DiTConfig, TimestepEmbedder
 
 DECODE_TIMESTEP = 0.05  # official yamls (0.9.1+): decode_timestep
 DECODE_NOISE_SCALE = 0.025  # official yamls (0.9.1+): decode_noise_scale
@@ -118,7 +118,7 @@ _DEC_095 = [("res_x", dict(num_layers=5)), ("compress_all", dict(residual=True, 
 @dataclass(kw_only=True)
 class VAEConfig:
     """Defaults are the 0.9.5 layout (0.9.5 - 0.9.8). Official metadata is read into this in
-    ltx/convert/vae_tables.py; `VAE_PRESETS` holds the three released layouts."""
+    ltx/ltxv/keys_vae.py; `VAE_PRESETS` holds the three released layouts."""
 
     encoder_blocks: list[VAEBlock] = field(default_factory=lambda: _blocks(_ENC_095))
     decoder_blocks: list[VAEBlock] = field(default_factory=lambda: _blocks(_DEC_095))  # official order (reversed)
@@ -723,7 +723,7 @@ class VideoVAE(nn.Module):
         """Normalized latents (B, C, F', H', W') -> video (B, 3, 8(F'-1)+1, 32H', 32W'), about [-1, 1].
 
         timestep: the decode timestep, float or (B,) (0.9.1+ only; official 0.05); noise_scale: decode noise
-        mixed into the latents first (official 0.025). For bounded memory use `ltx.models.vae_tiling`.
+        mixed into the latents first (official 0.025). For bounded memory use `ltx.ltxv.vae_tiling`.
         """
         z, t = self.decoder_input(latents, timestep, noise_scale, generator)
         return self.decoder(z, t, generator)

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ltx.models.vae import VAEConfig, VideoVAE, check_latent_shape, check_video_shape
+from ltx.ltxv.vae import VAEConfig, VideoVAE, check_latent_shape, check_video_shape
 
 DEFAULT_OVERLAP = (2, 2, 2)  # latent frames / rows / columns shared by neighbouring tiles (= 9 frames, 64 px)
 

@@ -42,7 +42,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ltx.checkpoint import (
+from ltx.core.checkpoint import (
     CheckpointError,
     SafetensorsReader,
     TensorEntry,
@@ -51,8 +51,8 @@ from ltx.checkpoint import (
     write_json,
     write_safetensors,
 )
-from ltx.convert.diffusers import DIT_FROM_DIFFUSERS
-from ltx.convert.keymap import invert, rename
+from ltx.core.keymap import invert, rename
+from ltx.ltxv.keys_diffusers import DIT_FROM_DIFFUSERS
 
 FORMATS = ("comfy", "diffusers", "trainer", "ltx")
 LORA_FORMAT = "ltx-lora"  # metadata["format"] of every file written here

@@ -10,9 +10,9 @@ from the pipeline's `model_index.json` when there is one.
 
 from __future__ import annotations
 
-from ltx.convert.keymap import Rule
-from ltx.convert.official import ConfigError, _check_fixed, dit_sizes
-from ltx.models.dit import DiTConfig
+from ltx.core.keymap import Rule
+from ltx.ltxv.keys_official import ConfigError, _check_fixed, dit_sizes
+from ltx.ltxv.transformer import DiTConfig
 
 DIT_FROM_DIFFUSERS = (
     Rule("proj_in.{rest}", "patchify_proj.{rest}"),

@@ -1,4 +1,4 @@
-"""LoRA for the DiT, applied from outside the model (ltx/models/dit.py knows nothing about it).
+"""LoRA for the DiT, applied from outside the model (ltx/ltxv/transformer.py knows nothing about it).
 
 Convention (LoRA paper, PEFT, ComfyUI): an adapter on a Linear y = W x + b adds strength * (alpha / rank) *
 B A dropout(x), A: (rank, in), kaiming-uniform (a = sqrt(5), as nn.Linear and PEFT), B: (out, rank), zero, so a
@@ -9,7 +9,7 @@ Parameter objects, so the base keys (`transformer_blocks.0.attn1.to_q.weight`) a
 FSDP and optimizers over the base keep working. Adapters sit beside them, in the state dict as
 `<module>.lora_A.<name>.weight`. Module names are the DiT's = the official checkpoint's; LoRA tensors are exchanged
 as `<module>.lora_A.weight` / `<module>.lora_B.weight` (`lora_state_dict`); file layouts (ComfyUI, diffusers,
-trainers, ltx) are ltx/convert/lora_formats.py.
+trainers, ltx) are ltx/core/lora_formats.py.
 
 Training: `inject_lora(dit, LoRAConfig(rank=32))`, `freeze_base(dit)`, an optimizer over `lora_parameters(dit)`,
 `save_lora(path, dit, format="comfy", base_model=...)`.
@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ltx.convert.lora_formats import (
+from ltx.core.lora_formats import (
     LoRAError,
     LoRAWeights,
     derive_targets,
@@ -337,7 +337,7 @@ class LoRAReport:
 
 
 def load_lora_file(path: str | os.PathLike) -> LoRAWeights:
-    """Read a LoRA file or folder of any layout (see ltx/convert/lora_formats.py) into canonical form."""
+    """Read a LoRA file or folder of any layout (see ltx/core/lora_formats.py) into canonical form."""
     return read_lora(path)
 
 
