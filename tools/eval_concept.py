@@ -49,6 +49,7 @@ sys.path.insert(0, str(REPO / "tools"))
 from eval_demo import prompts as demo_prompts  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
+from ltx.core.media import load_image  # noqa: E402
 from ltx.core.viz import save_video_grid  # noqa: E402
 from ltx.data.shapes import CONCEPTS, ConceptWorld, ShapesWorld, concept_extras  # noqa: E402
 from ltx.data.shapes_eval import DetectorConfig, Report, concept_config, evaluate, write_mp4  # noqa: E402
@@ -168,10 +169,6 @@ def write_png(path: Path, frame: Tensor) -> None:
 
 def load_png(path: Path, height: int, width: int, official: bool) -> Tensor:
     """The conditioning image as the generate app loads it -> (1, 3, 1, H, W) in [-1, 1]."""
-    try:
-        from ltx.core.media import load_image
-    except ImportError:
-        from infer.generate import load_image
     return load_image(str(path), height, width, official)
 
 

@@ -46,11 +46,6 @@ AAC_FRAME = 1024  # samples per AAC frame (the encoder's frame_size)
 _LAYOUTS = {1: "mono", 2: "stereo"}
 
 
-def is_audio(path: str | os.PathLike) -> bool:
-    """True for the audio-only extensions (AUDIO_EXTENSIONS, case-insensitive)."""
-    return Path(path).suffix.lower() in AUDIO_EXTENSIONS
-
-
 # ------------------------------------------------------------------------------------------------ checks
 
 

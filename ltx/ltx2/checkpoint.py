@@ -457,33 +457,6 @@ def write(
     return write_safetensors(dst, entries, metadata, overwrite=overwrite, progress=progress)
 
 
-def save_modules(
-    modules: dict[str, nn.Module],
-    config: dict,
-    dst: str | os.PathLike,
-    *,
-    layout: str = "official",
-    model_version: str | None = None,
-    overwrite: bool = False,
-) -> Path:
-    """Write in-memory modules (e.g. tests, training) as an official bundled file or an ltx2 file, with the
-    given official `config` (sub-dicts per component) in the metadata."""
-    if layout not in ("ltx2", "official"):
-        raise CheckpointError(f"layout {layout!r}: choose 'ltx2' or 'official'")
-    entries = []
-    for name, module in modules.items():
-        comp = COMPONENTS[name]
-        for ours, t in module.state_dict().items():
-            out_name = f"{name}.{ours}" if layout == "ltx2" else comp.official(ours)
-            entries.append(TensorEntry(out_name, t.dtype, tuple(t.shape), lambda t=t: t.detach().cpu()))
-    metadata = {"config": json.dumps(config)}
-    if model_version is not None:
-        metadata["model_version"] = model_version
-    if layout == "ltx2":
-        metadata.update(format=LTX2_FORMAT, format_version=LTX2_FORMAT_VERSION)
-    return write_safetensors(dst, entries, metadata, overwrite=overwrite)
-
-
 # ------------------------------------------------------------------------------------------------ summaries
 
 
