@@ -1,4 +1,5 @@
-"""Generate videos from text (+ images / keyframes): a Hydra app over `ltx.ltxv.pipelines.generate`.
+"""Generate videos from text (+ images / keyframes): a Hydra app over the Python API (parse the options -> the
+family's API, `ltx.ltxv.api` or `ltx.ltx2.api` via infer/generate_ltx2.py -> write the files).
 
     python -m infer.generate model=ltxv-2b-0.9.8-distilled checkpoint=/w/ltxv-2b-0.9.8-distilled.safetensors \
         upsampler_checkpoint=/w/ltxv-spatial-upscaler-0.9.8.safetensors text_encoder=/w/PixArt-XL-2-1024-MS \
@@ -34,8 +35,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import re
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -43,19 +42,18 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ltx.core.checkpoint import CheckpointError, atomic_file
-from ltx.core.lora import LoRAWeights, apply_lora_weights, check_lora, load_lora_file, merge_lora, remove_lora
-from ltx.core.media import MediaError, load_image, write_contact_sheet, write_mp4
+from infer.output import InputError, check_output, existing, resolve_device, run_folder, write_text
+from ltx.core.checkpoint import CheckpointError
+from ltx.core.media import MediaError, load_image, slug, write_contact_sheet, write_mp4
 from ltx.core.media import crf_compress as crf_compress  # re-exported: the official image preprocessing
 from ltx.core.media import gaussian_blur3 as gaussian_blur3
 from ltx.ltxv import api
-from ltx.ltxv.api import scheduler_spec as scheduler_spec  # re-exported (train.finetune's validation)
-from ltx.ltxv.chain import generate_chain
-from ltx.ltxv.checkpoint import Checkpoint, load_component
+from ltx.ltxv.api import generate
+from ltx.ltxv.checkpoint import Checkpoint
 from ltx.ltxv.conditioning import ConditioningItem
 from ltx.ltxv.guidance import TextConditioning
-from ltx.ltxv.pipelines import generate, passes, vae_scale
-from ltx.ltxv.transformer import DiT, DiTConfig
+from ltx.ltxv.pipelines import passes, vae_scale
+from ltx.ltxv.transformer import DiTConfig
 from ltx.ltxv.vae import VAEConfig
 from ltx.presets import ModelPreset, PipelineType, SamplingDefaults, config_root
 
@@ -204,64 +202,28 @@ class GenerateConfig:
             raise ValueError(f"name={self.name!r} is invalid: give a folder name (no '/'), or leave it unset")
 
 
-class InputError(ValueError):
-    """Bad input found before any heavy work (the message says what to change)."""
-
-
-def open_loras(cfg: GenerateConfig, dit_cfg: DiTConfig) -> list[LoRAWeights]:
-    """Read each LoRA (small files) and check its module names and shapes against the transformer, built on meta."""
-    if not cfg.loras:
-        return []
-    with torch.device("meta"):
-        model = DiT(dit_cfg)
-    out = []
-    for i, spec in enumerate(cfg.loras):
-        path = _exists(spec.path, f"loras[{i}]", "pass an existing LoRA file (or diffusers LoRA folder)")
-        try:
-            weights = load_lora_file(path)
-            check_lora(model, weights)
-        except CheckpointError as e:  # unreadable, not a LoRA, or not for this transformer
-            raise InputError(f"loras[{i}]: {e}") from None
-        out.append(weights)
-    return out
-
-
 # ------------------------------------------------------------------------------------------------ checks
 
 
-def apply_overrides(s: SamplingDefaults, cfg: GenerateConfig) -> SamplingDefaults:
-    """The preset's sampling with the command-line overrides applied to the first pass.
-
-    An override replaces a per-step guidance list by the same value at every breakpoint; `steps` replaces
-    the step count or the timestep list (a distilled checkpoint then checks the resulting schedule).
-    """
-    p = s.first_pass
-    n = len(p.guidance_timesteps) if p.guidance_timesteps is not None else 1
-    changes: dict = {}
+def pass_overrides(cfg: GenerateConfig) -> dict:
+    """The command line's first-pass overrides as `Pipeline.check` arguments (official names). A scalar replaces
+    a per-step guidance list at every breakpoint; `steps` replaces the step count or the timestep list (a
+    distilled checkpoint then checks the resulting schedule)."""
     if cfg.steps is not None and cfg.timesteps is not None:
         raise InputError("give steps or timesteps, not both")
-    if cfg.steps is not None:
-        changes.update(num_inference_steps=cfg.steps, timesteps=None)
-    if cfg.timesteps is not None:
-        changes.update(num_inference_steps=None, timesteps=[float(t) for t in cfg.timesteps])
-    for name, value in (("guidance_scale", cfg.guidance_scale), ("stg_scale", cfg.stg_scale),
-                        ("rescaling_scale", cfg.rescaling_scale)):  # fmt: skip
-        if value is not None:
-            changes[name] = [float(value)] * n
-    if cfg.stg_blocks is not None:
-        changes["skip_block_list"] = [list(cfg.stg_blocks)] * n
-    if not changes:
-        return s
-    return dataclasses.replace(s, first_pass=dataclasses.replace(p, **changes))
+    given = {"num_inference_steps": cfg.steps,
+             "timesteps": None if cfg.timesteps is None else [float(t) for t in cfg.timesteps],
+             "guidance_scale": cfg.guidance_scale, "stg_scale": cfg.stg_scale, "rescaling_scale": cfg.rescaling_scale,
+             "skip_block_list": None if cfg.stg_blocks is None else list(cfg.stg_blocks)}
+    return {name: value for name, value in given.items() if value is not None}
 
 
-def _exists(path: str | None, what: str, hint: str) -> Path:
-    if path is None or not str(path).strip():
-        raise InputError(f"no {what} given; {hint}")
-    p = Path(path).expanduser()
-    if not p.exists():
-        raise InputError(f"{what} {p} does not exist; {hint}")
-    return p
+def open_loras(cfg: GenerateConfig, dit_cfg: DiTConfig) -> list:
+    """(LoraSpec, LoRAWeights) per LoRA: read (small files) and checked against the transformer built on meta."""
+    try:
+        return api.open_loras(cfg.loras, dit_cfg)
+    except (CheckpointError, FileNotFoundError) as e:  # missing, unreadable, not a LoRA, or not for this model
+        raise InputError(str(e)) from None
 
 
 def open_checkpoints(cfg: GenerateConfig) -> tuple[Checkpoint, Checkpoint, Checkpoint | None]:
@@ -270,13 +232,13 @@ def open_checkpoints(cfg: GenerateConfig) -> tuple[Checkpoint, Checkpoint, Check
     hint = f"pass checkpoint=/path/to/{cfg.model.checkpoint} (this preset's official file)"
     if cfg.model.generation.weights_hint:
         hint = cfg.model.generation.weights_hint
-    _exists(cfg.checkpoint, "checkpoint", hint)
+    existing(cfg.checkpoint, "checkpoint", hint)
     if cfg.vae_checkpoint is not None:
-        _exists(cfg.vae_checkpoint, "vae_checkpoint", "pass the VAE file or folder")
+        existing(cfg.vae_checkpoint, "vae_checkpoint", "pass the VAE file or folder")
     multi = cfg.model.sampling.pipeline_type is PipelineType.multi_scale
     if multi:
         name = cfg.model.sampling.spatial_upscaler or "the spatial upscaler"
-        _exists(cfg.upsampler_checkpoint, "upsampler_checkpoint",
+        existing(cfg.upsampler_checkpoint, "upsampler_checkpoint",
                 f"the {cfg.model.name} preset is multi-scale: pass upsampler_checkpoint=/path/to/{name}")
     try:
         return api.open_checkpoints(cfg.checkpoint, cfg.vae_checkpoint, cfg.upsampler_checkpoint, multi_scale=multi)
@@ -294,7 +256,7 @@ def text_source(cfg: GenerateConfig, caption_channels: int) -> tuple[list[str], 
     if cfg.embeddings is None:
         if not prompts:
             raise InputError("no prompts: pass 'prompts=[\"...\"]' (or embeddings=/path/to/embeddings.safetensors)")
-        root = _exists(cfg.text_encoder, "text encoder", cfg.model.generation.weights_hint or (
+        root = existing(cfg.text_encoder, "text encoder", cfg.model.generation.weights_hint or (
                        "pass text_encoder=/path/to/t5 (local T5 weights + tokenizer) or precomputed "
                        "embeddings=/path/to/embeddings.safetensors"))  # fmt: skip
         model_dir = root / "text_encoder" if (root / "text_encoder").is_dir() else root
@@ -306,7 +268,7 @@ def text_source(cfg: GenerateConfig, caption_channels: int) -> tuple[list[str], 
         return prompts, None, None
     def read(path: str, what: str):
         try:
-            e = load_embeddings(_exists(path, what, "pass a file written by ltx.ltxv.text.save_embeddings"))
+            e = load_embeddings(existing(path, what, "pass a file written by ltx.ltxv.text.save_embeddings"))
         except (ValueError, OSError, RuntimeError) as err:  # not safetensors, truncated, wrong tensors
             raise InputError(f"{what} {path} is not an embeddings file ({str(err).splitlines()[0]}); write one with "
                              f"ltx.ltxv.text.save_embeddings") from None
@@ -344,79 +306,24 @@ def conditioning_items(cfg: GenerateConfig) -> list[ConditioningItem]:
     return items
 
 
-def control_guides(cfg: GenerateConfig, loras: list[LoRAWeights], temporal: int):
+def control_guides(cfg: GenerateConfig, loras: list, temporal: int):
     """(guides, notes): the control videos as guides (ltx.ltxv.api.control_guides), read before any weights load."""
     if not cfg.control:
         return [], []
     specs = []
     for i, c in enumerate(cfg.control):
-        _exists(c.path, f"control[{i}]", "pass an existing control video (or image); tools/make_control.py makes them")
+        existing(c.path, f"control[{i}]", "pass an existing control video (or image); tools/make_control.py makes them")
         specs.append({"path": c.path, "strength": c.strength, "frame": c.frame, "downscale": c.downscale})
     total = cfg.num_frames * cfg.segments - cfg.segment_overlap * (cfg.segments - 1)
     try:
         guides, notes = api.control_guides(specs, num_frames=total, temporal=temporal, size=(cfg.height, cfg.width),
-                                           downscale=api.reference_downscale(loras))
+                                           downscale=api.reference_downscale([w for _, w in loras]))
     except ValueError as e:
         raise InputError(str(e)) from None
     if not cfg.loras:
         notes.append("control videos without a LoRA: the base model was not trained with guide tokens, so expect "
                      "them to be ignored or to disturb the video; pass the IC-LoRA with loras=[{path: ...}]")
     return guides, notes
-
-
-def check_output(cfg: GenerateConfig) -> None:
-    """The output folder can be made and written (checked before any weights load; made only when the videos
-    are ready, so a failed run leaves no empty folder)."""
-    root = Path(cfg.output_dir).expanduser()
-    target = root / cfg.name if cfg.name is not None else root
-    if cfg.name is not None and target.exists() and (not target.is_dir() or any(target.iterdir())) \
-            and not cfg.overwrite:
-        raise InputError(f"output folder {target} exists and is not empty; pick another name or pass overwrite=true")
-    existing = target
-    while not existing.exists():  # the nearest existing ancestor must be a writable folder
-        existing = existing.parent
-    if not existing.is_dir():
-        raise InputError(f"output_dir {root}: {existing} is a file, not a folder; pick another output_dir")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise InputError(f"output_dir {root}: {existing} is not writable; pick another output_dir")
-
-
-def run_folder(cfg: GenerateConfig) -> Path:
-    """The output folder of this run (created): `name`, or the next free run_NNN; never silently reused."""
-    check_output(cfg)
-    root = Path(cfg.output_dir).expanduser()
-    if cfg.name is not None:
-        out = root / cfg.name
-        out.mkdir(parents=True, exist_ok=True)
-        return out
-    root.mkdir(parents=True, exist_ok=True)
-    taken = [int(m.group(1)) for p in root.iterdir() if (m := re.fullmatch(r"run_(\d+)", p.name))]
-    n = max(taken, default=-1) + 1
-    while True:
-        out = root / f"run_{n:03d}"
-        try:
-            out.mkdir()  # atomic: two concurrent runs never share a folder
-            return out
-        except FileExistsError:
-            n += 1
-
-
-# ------------------------------------------------------------------------------------------------ outputs
-
-
-def slug(text: str, limit: int = 40) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:limit] or "video"
-
-
-# ------------------------------------------------------------------------------------------------ the run
-
-
-def resolve_device(cfg: GenerateConfig) -> tuple[torch.device, torch.dtype]:
-    """The device and dtype (an unavailable device is refused here, before anything loads)."""
-    try:
-        return api.resolve_device(cfg.device, cfg.precision.value)
-    except ValueError as e:
-        raise InputError(str(e)) from None
 
 
 def encode_text(cfg: GenerateConfig, prompts: list[str], pos, neg, needs_negative: bool, device, dtype):
@@ -523,16 +430,16 @@ def run(cfg: GenerateConfig) -> list[Path]:
 
     # --- checks on configs, headers and small files only
     device, dtype = resolve_device(cfg)
-    ckpt, vae_ckpt, up_ckpt = open_checkpoints(cfg)
-    dit_cfg: DiTConfig = ckpt.components["dit"].config
-    vae_cfg: VAEConfig = vae_ckpt.components["vae"].config
+    checkpoints = open_checkpoints(cfg)
+    dit_cfg: DiTConfig = checkpoints[0].components["dit"].config
+    vae_cfg: VAEConfig = checkpoints[1].components["vae"].config
     try:
         api.check_architecture(cfg.model, dit_cfg, vae_cfg)
-        sampling = apply_overrides(cfg.model.sampling, cfg)
     except ValueError as e:
         raise InputError(str(e)) from None
+    overrides = pass_overrides(cfg)
     loras = open_loras(cfg, dit_cfg)
-    sched = api.scheduler_spec(ckpt, vae_cfg)
+    pipe = api.Pipeline.opened(cfg.model, checkpoints, loras=loras)
     prompts, pos, neg = text_source(cfg, dit_cfg.caption_channels)
     warn_vocabulary(cfg.model.generation.prompt_vocabulary, prompts if pos is None else [], bool(cfg.loras),
                     cfg.text_encoder)
@@ -544,9 +451,10 @@ def run(cfg: GenerateConfig) -> list[Path]:
                          f"{cfg.segment_overlap}")  # fmt: skip
     guides, notes = control_guides(cfg, loras, t)
     try:
-        sigmas = api.check_segments(dit_cfg, vae_cfg, sampling, sched, height=cfg.height, width=cfg.width,
-                                    num_frames=cfg.num_frames, items=items, has_negative=has_negative, guides=guides,
-                                    num_segments=cfg.segments, overlap=cfg.segment_overlap)
+        request = pipe.check(height=cfg.height, width=cfg.width, num_frames=cfg.num_frames, frame_rate=cfg.fps,
+                             conditioning_items=items, image_cond_noise_scale=cfg.image_cond_noise_scale,
+                             has_negative=has_negative, num_segments=cfg.segments, segment_overlap=cfg.segment_overlap,
+                             noise_mix=cfg.noise_mix, control=guides, **overrides)
     except ValueError as e:
         if not has_negative and "negative" in str(e):
             raise InputError(f"{e}: pass negative_embeddings=... or set guidance_scale=1") from None
@@ -555,37 +463,22 @@ def run(cfg: GenerateConfig) -> list[Path]:
         print(f"note: {note}")
     check_output(cfg)
 
-    # --- heavy work
-    text, views = encode_text(cfg, prompts, pos, neg, needs_cfg(sampling), device, dtype)
-    dit = load_component(ckpt, "dit", dtype=dtype, device=device)
-    for i, (spec, weights) in enumerate(zip(cfg.loras, loras)):  # fp32 adapters, merged: W += s * alpha/r * B @ A
-        print(apply_lora_weights(dit, weights, f"lora{i}", spec.strength, dtype=torch.float32))
-    merge_lora(dit)
-    remove_lora(dit)  # plain nn.Linear modules again, the LoRAs folded into their weights
-    vae = load_component(vae_ckpt, "vae", dtype=dtype, device=device)
-    upsampler = load_component(up_ckpt, "upsampler", dtype=dtype, device=device) if up_ckpt is not None else None
+    # --- heavy work: the prompts (the text encoder freed), then the weights (LoRAs merged), then sampling
+    text, views = encode_text(cfg, prompts, pos, neg, needs_cfg(request.sampling), device, dtype)
+    pipe.load(device, dtype)
     torch.manual_seed(cfg.seed)
     generator = torch.Generator(device).manual_seed(cfg.seed)
-    total = sum(len(s) - 1 for s in sigmas) * cfg.segments
+    total = sum(len(s) - 1 for s in request.sigmas) * cfg.segments
     with tqdm(total=total, desc="denoising", unit="step") as bar, torch.no_grad():
-        common = dict(height=cfg.height, width=cfg.width, fps=cfg.fps, generator=generator, items=items,
-                      upsampler=upsampler, image_cond_noise_scale=cfg.image_cond_noise_scale,
-                      tiled_vae=cfg.vae_tiling, progress=lambda i: bar.update(1), guides=guides)
-        if cfg.segments == 1:
-            frames = generate(dit, vae, text, sampling, sched, num_frames=cfg.num_frames, **common)
-        else:
-            frames = generate_chain(dit, vae, text, sampling, sched, num_segments=cfg.segments,
-                                    segment_frames=cfg.num_frames, overlap=cfg.segment_overlap,
-                                    noise_mix=cfg.noise_mix, **common)
-    try:  # nothing non-finite reaches a file
-        api.check_finite(frames, "the generated frames", "nothing was written; lower the guidance / STG scales" + (
-            ", or use precision=float32" if dtype != torch.float32 else ""))
-    except api.NonFiniteError as e:
-        raise InputError(str(e)) from None
+        try:  # nothing non-finite reaches a file
+            frames = generate(pipe, text, request, generator, tiled=cfg.vae_tiling, progress=lambda i: bar.update(1))
+        except api.NonFiniteError as e:
+            raise InputError(f"{e}; nothing was written" + (", or use precision=float32" if dtype != torch.float32
+                                                             else "")) from None
 
     # --- outputs: the folder is made only now, so a failed run leaves none behind
     resolved = OmegaConf.to_container(OmegaConf.structured(dataclasses.replace(cfg, model=dataclasses.replace(
-        cfg.model, sampling=sampling))), enum_to_str=True)  # fmt: skip
+        cfg.model, sampling=request.sampling))), enum_to_str=True)  # fmt: skip
     out_dir = run_folder(cfg)
     encoded = [v.text for v in views] if views is not None else list(prompts)
     paths = []
@@ -595,7 +488,7 @@ def run(cfg: GenerateConfig) -> list[Path]:
         write_contact_sheet(stem.with_suffix(".png"), video, cfg.contact_sheet_frames, seen)
         record = {"prompt": prompt, "encoded_prompt": seen, "prompt_truncated": bool(views and views[k].truncated),
                   "index": k, "seed": cfg.seed, "vae_scale": list(vae_scale(vae_cfg)),
-                  "sigmas": [[round(float(v), 6) for v in s] for s in sigmas], "config": resolved}
+                  "sigmas": [[round(float(v), 6) for v in s] for s in request.sigmas], "config": resolved}
         write_text(stem.with_suffix(".yaml"), OmegaConf.to_yaml(OmegaConf.create(record)))
         paths.append(stem.with_suffix(".mp4"))
     # the evaluator's contract (tools/eval_shapes.py): prompts.json maps each video to the prompt the model read
@@ -604,11 +497,6 @@ def run(cfg: GenerateConfig) -> list[Path]:
     for p in paths:
         print(f"  {p}  (+ {p.with_suffix('.png').name}, {p.with_suffix('.yaml').name})")
     return paths
-
-
-def write_text(path: Path, text: str) -> None:
-    with atomic_file(path, "w") as f:
-        f.write(text)
 
 
 def to_config(raw) -> GenerateConfig:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
+from ltx.ltx2.pipelines import AVPipeline
 from ltx.ltxv.transformer import DiTConfig, STGMode
 
 
@@ -164,16 +165,6 @@ class GenerationDefaults:
     weights_hint: str | None = None
 
 
-class AVPipeline(Enum):
-    """The official LTX-2 pipelines (ltx_pipelines 1.0.0) this repository runs."""
-
-    one_stage = "one_stage"  # TI2VidOneStagePipeline: guided, at the full size
-    two_stage = "two_stage"  # TI2VidTwoStagesPipeline: guided at half size, x2 upsample, distilled-LoRA refine
-    hq = "hq"  # TI2VidTwoStagesHQPipeline: two_stage with res_2s, a token-shifted schedule, LoRA in both stages
-    keyframes = "keyframes"  # KeyframeInterpolationPipeline: two_stage with every image appended as a keyframe
-    distilled = "distilled"  # DistilledPipeline: the distilled checkpoint, 8 + 3 sigmas, no guidance
-
-
 @dataclass(kw_only=True)
 class AVGuidance:
     """One modality's multi-modal guidance (official `MultiModalGuiderParams`): CFG, STG on `stg_blocks`,
@@ -220,7 +211,7 @@ class AVDefaults:
     image_crf: int = 33  # conditioning images go through one H.264 frame at this CRF (0 = off)
 
     def __post_init__(self):
-        two = self.pipeline is not AVPipeline.one_stage
+        two = self.pipeline.two_stages
         if self.pipeline is AVPipeline.distilled:
             if self.sigmas is None or self.num_inference_steps is not None:
                 raise ValueError("a distilled preset gives `sigmas` (and no num_inference_steps)")
@@ -239,8 +230,7 @@ class AVDefaults:
         for name in ("distilled_lora_strength", "stage_1_lora_strength"):
             if not (_number(getattr(self, name)) and getattr(self, name) >= 0):
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
-        if self.stage_1_lora_strength and self.pipeline not in (AVPipeline.two_stage, AVPipeline.hq,
-                                                                AVPipeline.keyframes):
+        if self.stage_1_lora_strength and not self.pipeline.uses_distilled_lora:
             raise ValueError("stage_1_lora_strength needs a pipeline with a distilled LoRA (two_stage or hq)")
         if not (_count(self.image_crf) and 0 <= self.image_crf <= 51):
             raise ValueError(f"image_crf must be an integer in [0, 51] (0 = off), got {self.image_crf!r}")

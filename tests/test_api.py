@@ -14,6 +14,7 @@ import torch
 
 import infer.generate as app
 import ltx
+from ltx.ltxv import api as ltxv_api
 from ltx.ltxv.api import NonFiniteError, Pipeline, open_pipeline
 from ltx.ltxv.pipelines import PassOptions, SchedulerSpec
 from ltx.presets import PassConfig, SamplingDefaults, load_preset, preset_names
@@ -182,7 +183,7 @@ def demo_config(tmp_path, **kw) -> app.GenerateConfig:
 
 
 def test_app_writes_nothing_when_sampling_blows_up(tmp_path, monkeypatch, one_thread):
-    real = app.load_component
+    real = ltxv_api.load_component
 
     def load(ckpt, name, **kw):
         m = real(ckpt, name, **kw)
@@ -190,8 +191,8 @@ def test_app_writes_nothing_when_sampling_blows_up(tmp_path, monkeypatch, one_th
             m.forward = lambda *a, **k: torch.full_like(a[0], INF)
         return m
 
-    monkeypatch.setattr(app, "load_component", load)
-    with pytest.raises(app.InputError, match="generated frames hold .* non-finite.*nothing was written"):
+    monkeypatch.setattr(ltxv_api, "load_component", load)  # what Pipeline.load, which the app calls, uses
+    with pytest.raises(app.InputError, match="sampled latents hold .* non-finite.*nothing was written"):
         app.run(demo_config(tmp_path))
     assert not (tmp_path / "out").exists()  # no empty run_000 either
 
@@ -238,7 +239,7 @@ def test_app_refuses_unusable_devices_folders_and_files_before_loading(tmp_path,
     names = {"FILE/sub": str(tmp_path / "FILE/sub"), "GARBAGE": str(tmp_path / "garbage.safetensors"),
              "TRUNCATED": str(tmp_path / "truncated.safetensors")}
     kw = {k: names.get(v, v) for k, v in kw.items()}
-    monkeypatch.setattr(app, "load_component", lambda *a, **k: pytest.fail("weights loaded"))
+    monkeypatch.setattr(ltxv_api, "load_component", lambda *a, **k: pytest.fail("weights loaded"))
     monkeypatch.setattr("ltx.ltxv.text.T5TextEncoder", lambda *a, **k: pytest.fail("text encoder loaded"))
     with pytest.raises(app.InputError, match=message):
         app.run(demo_config(tmp_path, **kw))

@@ -271,9 +271,8 @@ def test_eval_concept_smoke(tmp_path):
 
 
 def test_apply_loras_matches_the_adapted_model(tmp_path):
-    pytest.importorskip("ltx.core.lora")
-    from ltx.core.lora import LoRAConfig, inject_lora, save_lora
     from ltx.ltxv.checkpoint import load_dit
+    from ltx.ltxv.lora import LoRAConfig, inject_lora, save_lora
 
     mod = _tool("eval_concept")
     ckpt = REPO / "demo/ltx-demo.safetensors"
@@ -287,7 +286,7 @@ def test_apply_loras_matches_the_adapted_model(tmp_path):
     path = save_lora(tmp_path / "lora.safetensors", adapted)
     merged = mod.apply_loras(load_dit(ckpt), [{"path": path, "strength": 0.5}])
     plain = load_dit(ckpt)
-    from ltx.core.lora import set_strength
+    from ltx.ltxv.lora import set_strength
 
     set_strength(adapted, "default", 0.5)
     assert not [name for name, _ in merged.named_parameters() if "lora" in name]  # merged and removed

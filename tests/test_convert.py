@@ -201,7 +201,7 @@ def test_refuses_to_overwrite_and_leaves_no_partial_file(tmp_path):
 
 def _cli(*args):
     return subprocess.run([sys.executable, str(REPO / "tools/convert_weights.py"), *map(str, args)],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=600)  # a hang guard, not a speed limit
 
 
 def test_cli_convert_and_errors(tmp_path):
@@ -239,7 +239,7 @@ before = hwm()
 write_ltx(ckpt, {str(tmp_path / 'out.safetensors')!r})
 print(hwm() - before)
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     extra_mib = int(out.stdout.strip())
     assert extra_mib < 3 * 32, f"conversion needed {extra_mib} MiB for a 384 MiB file"  # a few tensors at most

@@ -183,7 +183,7 @@ def test_overwrite_diffusers_folder_keeps_files_it_did_not_write(tmp_path, capsy
 
 
 def test_overwrite_lora_folder_keeps_files_it_did_not_write(tmp_path, capsys):
-    from ltx.core.lora import save_lora
+    from ltx.ltxv.lora import save_lora
 
     tensors = {"transformer_blocks.0.attn1.to_q.lora_A.weight": torch.randn(4, 64),
                "transformer_blocks.0.attn1.to_q.lora_B.weight": torch.randn(64, 4)}

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ltx.ltxv import distill as D
+from ltx.ltxv import distill as distill_lib
 from ltx.ltxv.guidance import GuidanceStep, TextConditioning
 from ltx.ltxv.patchify import token_positions
 from ltx.ltxv.transformer import DiT, DiTConfig, STGMode
@@ -32,19 +32,19 @@ def tiny(seed: int = 0) -> tuple[DiT, TextConditioning, torch.Tensor, torch.Tens
 
 def test_losses_vanish_when_the_student_is_the_teacher():
     dit, text, pos, x = tiny()
-    v = D.velocity_fn(dit, text, pos)
+    v = distill_lib.velocity_fn(dit, text, pos)
     sigma = torch.tensor([0.7, 0.3])
     with torch.no_grad():
-        assert torch.equal(D.output_kd_loss(v(x, sigma), v(x, sigma)), torch.zeros(2))
-        with D.block_features(dit, [0, 2]) as f1:
+        assert torch.equal(distill_lib.output_kd_loss(v(x, sigma), v(x, sigma)), torch.zeros(2))
+        with distill_lib.block_features(dit, [0, 2]) as f1:
             v(x, sigma)
         feats = [t.clone() for t in f1]
-        assert torch.equal(D.feature_kd_loss(feats, feats), torch.zeros(2))
+        assert torch.equal(distill_lib.feature_kd_loss(feats, feats), torch.zeros(2))
     const = lambda x, s: torch.ones_like(x)  # noqa: E731 - straight paths: one Euler step == two
     s = [torch.full((2,), a) for a in (0.9, 0.6, 0.2)]
-    assert torch.allclose(D.step_distillation_loss(const, const, x, *s), torch.zeros(2))
+    assert torch.allclose(distill_lib.step_distillation_loss(const, const, x, *s), torch.zeros(2))
     x0 = x.clone().requires_grad_(True)
-    D.dmd_loss(x0, v, v, sigma, torch.randn_like(x)).sum().backward()  # real == fake: nothing to move
+    distill_lib.dmd_loss(x0, v, v, sigma, torch.randn_like(x)).sum().backward()  # real == fake: nothing to move
     assert torch.equal(x0.grad, torch.zeros_like(x))
 
 
@@ -55,16 +55,17 @@ def test_gradient_signs_on_a_toy_case():
     teacher = lambda x, s: 0.5 * x  # noqa: E731
     for delta in (0.3, -0.3):
         d = torch.tensor(delta, requires_grad=True)
-        D.output_kd_loss(teacher(x, None) + d, teacher(x, None)).sum().backward()
+        distill_lib.output_kd_loss(teacher(x, None) + d, teacher(x, None)).sum().backward()
         assert d.grad * delta > 0  # descent reduces |delta|
         d = torch.tensor(delta, requires_grad=True)
         s = [torch.full((1,), a) for a in (0.8, 0.5, 0.2)]
-        D.step_distillation_loss(lambda x, s, d=d: teacher(x, s) + d, teacher, x, *s).sum().backward()
+        distill_lib.step_distillation_loss(lambda x, s, d=d: teacher(x, s) + d, teacher, x, *s).sum().backward()
         assert d.grad * delta > 0
     mu_r, mu_f = 2.0, -1.0
     x0 = torch.zeros(1, 6, 4, requires_grad=True)
     sigma = torch.tensor([0.5])
-    D.dmd_loss(x0, gaussian_velocity(mu_r), gaussian_velocity(mu_f), sigma, torch.randn(1, 6, 4)).sum().backward()
+    real, fake = gaussian_velocity(mu_r), gaussian_velocity(mu_f)
+    distill_lib.dmd_loss(x0, real, fake, sigma, torch.randn(1, 6, 4)).sum().backward()
     assert bool((x0.grad < 0).all())  # descent increases x0 towards mu_r = 2 (away from the critic's mu_f = -1)
 
 
@@ -86,7 +87,8 @@ def test_dmd_gradient_is_the_score_difference_on_gaussians():
     noise = torch.randn(3, 5, 4, generator=g)
     t = torch.tensor([0.2, 0.5, 0.8])
     mu_r, mu_f = 1.5, -0.5
-    D.dmd_loss(x0, gaussian_velocity(mu_r), gaussian_velocity(mu_f), t, noise, normalize=False).sum().backward()
+    real, fake = gaussian_velocity(mu_r), gaussian_velocity(mu_f)
+    distill_lib.dmd_loss(x0, real, fake, t, noise, normalize=False).sum().backward()
     tt = t.view(-1, 1, 1)
     x_t = (1 - tt) * x0.detach() + tt * noise
     var = (1 - tt) ** 2 + tt**2
@@ -105,7 +107,7 @@ def test_guided_target_is_the_samplers_cfg_stg_combination(cfg_star):
     step = GuidanceStep(cfg=3.0, stg=1.5, rescale=0.7, stg_blocks=(1,), cfg_star=cfg_star)
     sigma = torch.tensor([0.8, 0.4])
     with torch.no_grad():
-        got = D.velocity_fn(dit, text, pos, step)(x, sigma)
+        got = distill_lib.velocity_fn(dit, text, pos, step)(x, sigma)
         c = dit(x, sigma, text.context, text.mask, pos)
         u = dit(x, sigma, text.neg_context, text.neg_mask, pos)
         skip = torch.ones(CFG.num_layers, 2)
@@ -122,27 +124,27 @@ def test_guided_target_is_the_samplers_cfg_stg_combination(cfg_star):
 
 def test_backward_simulation_and_guidance_embedding():
     dit, text, pos, x = tiny(2)
-    v = D.velocity_fn(dit, text, pos)
+    v = distill_lib.velocity_fn(dit, text, pos)
     grid = [1.0, 0.7, 0.3]
     k = torch.tensor([2, 0])
-    out = D.simulate(v, x, grid, k)
+    out = distill_lib.simulate(v, x, grid, k)
     with torch.no_grad():
-        row0 = D.euler(lambda y, s: v(torch.cat([y, y]), s.expand(2))[:1], x[:1], grid)
+        row0 = distill_lib.euler(lambda y, s: v(torch.cat([y, y]), s.expand(2))[:1], x[:1], grid)
     torch.testing.assert_close(out[:1], row0)
     assert torch.equal(out[1], x[1])  # k = 0: the noise itself
     with torch.no_grad():
         before = dit(x, torch.tensor([0.5, 0.5]), text.context, text.mask, pos)
-        emb = D.add_guidance_embedding(dit)
-        with D.guidance_scale(dit, 3.0):
+        emb = distill_lib.add_guidance_embedding(dit)
+        with distill_lib.guidance_scale(dit, 3.0):
             assert torch.equal(dit(x, torch.tensor([0.5, 0.5]), text.context, text.mask, pos), before)  # zero init
         emb.mlp[-1].weight.normal_()
-        with D.guidance_scale(dit, torch.tensor([1.0, 4.0])):
+        with distill_lib.guidance_scale(dit, torch.tensor([1.0, 4.0])):
             a = dit(x, torch.tensor([0.5, 0.5]), text.context, text.mask, pos)
-        with D.guidance_scale(dit, torch.tensor([4.0, 4.0])):
+        with distill_lib.guidance_scale(dit, torch.tensor([4.0, 4.0])):
             b = dit(x, torch.tensor([0.5, 0.5]), text.context, text.mask, pos)
     assert not torch.allclose(a[0], b[0]) and torch.allclose(a[1], b[1])
     with pytest.raises(ValueError, match="add_guidance_embedding"):
-        with D.guidance_scale(DiT(CFG), 2.0):
+        with distill_lib.guidance_scale(DiT(CFG), 2.0):
             pass
 
 
@@ -242,7 +244,7 @@ def test_dmd_resumes_exactly_and_its_student_runs_in_generate(cache, tmp_path, o
     assert losses(full, "critic_loss") == losses(part, "critic_loss")
     student = json.loads((full / "student.json").read_text())
     assert student["timesteps"] == [1.0, 0.7, 0.35] and student["guidance_scale"] == 1.0
-    from ltx.core.lora import load_lora_file
+    from ltx.ltxv.lora import load_lora_file
 
     lora = load_lora_file(full / "lora.safetensors")
     assert lora.tensors and not any("critic" in k for k in lora.tensors)  # the critic is not exported

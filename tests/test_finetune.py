@@ -121,7 +121,7 @@ def test_lora_run_learns_resumes_exactly_and_its_file_loads_in_generate(cache, t
     assert sorted(a) == list(range(1, 7)) and sorted(b) == list(range(1, 7))  # no duplicate rows after the resume
     assert a == b  # bit for bit: the same next losses
     assert report["trainable_parameters"] < 200_000
-    from ltx.core.lora import load_lora_file
+    from ltx.ltxv.lora import load_lora_file
 
     la, lb = load_lora_file(full / "lora.safetensors"), load_lora_file(part / "lora.safetensors")
     assert la.tensors.keys() == lb.tensors.keys() and all(torch.equal(la.tensors[k], lb.tensors[k]) for k in la.tensors)

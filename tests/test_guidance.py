@@ -1,5 +1,5 @@
 """Guidance: invariants (cfg 1 = plain forward), batched forward == separate passes (batch > 1 with STG),
-per-step schedule lookup, and the combination arithmetic against closed forms."""
+per-step schedule lookup, and the combination arithmetic (ltx.core.guidance) against closed forms."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import pytest
 import torch
 from conftest import TINY, dit_inputs, randomize_
 
+from ltx.core.guidance import cfg_star_scale, combine_ltxv, combine_multimodal, rescale_to_cond_std
 from ltx.ltxv.guidance import GuidanceSchedule, GuidanceStep, TextConditioning, combine, guided_velocity
 from ltx.ltxv.transformer import DiT, STGMode
 
@@ -84,6 +85,25 @@ def test_combine_closed_forms():
     torch.testing.assert_close(v.flatten(1).std(1), c.flatten(1).std(1), atol=1e-4, rtol=0)
     # CFG-star with u parallel to c: alpha makes the uncond equal to c, so guidance vanishes
     torch.testing.assert_close(combine(c, 3 * c, None, GuidanceStep(cfg=7.0, cfg_star=True)), c, atol=1e-5, rtol=0)
+
+
+def test_core_pieces_and_the_two_orders():
+    g = torch.Generator().manual_seed(1)
+    c, u, p = (torch.randn(3, 5, 2, generator=g) for _ in range(3))
+    # the 0.9.x adapter is the core arithmetic, bit for bit
+    step = GuidanceStep(cfg=4.0, stg=1.5, rescale=0.6, stg_blocks=(1,), cfg_star=True)
+    assert torch.equal(combine(c, u, p, step), combine_ltxv(c, u, p, cfg=4.0, stg=1.5, rescale=0.6, cfg_star=True))
+    # CFG-star's alpha, per sample
+    alpha = cfg_star_scale(c, 2 * c)
+    assert alpha.shape == (3, 1, 1)
+    torch.testing.assert_close(alpha, torch.full((3, 1, 1), 0.5))
+    # rescale 1 matches cond's std, per sample or over all elements
+    torch.testing.assert_close(rescale_to_cond_std(3 * c, c, 1.0, per_sample=True), c)
+    torch.testing.assert_close(rescale_to_cond_std(3 * c, c, 1.0, per_sample=False), c)
+    # the two references' CFG forms agree in value (not in rounding): u + s (c - u) = c + (s - 1)(c - u)
+    torch.testing.assert_close(combine_ltxv(c, u, None, cfg=3.0), combine_multimodal(c, u, None, None, cfg=3.0))
+    with pytest.raises(ValueError, match="uncond prediction is required"):
+        combine_ltxv(c, None, None, cfg=3.0)
 
 
 def test_schedule_lookup_and_validation():

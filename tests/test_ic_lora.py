@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 pytest.importorskip("hydra")
 pytest.importorskip("av")
 
-from ltx.core.lora import check_lora, load_lora_file  # noqa: E402
+from ltx.ltxv.lora import check_lora, load_lora_file  # noqa: E402
 from ltx.ltxv.transformer import DiT  # noqa: E402
 from train import finetune  # noqa: E402
 

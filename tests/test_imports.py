@@ -31,6 +31,6 @@ def test_importing_every_module_pulls_no_app_or_gpu_packages():
         "bad = [m for m in ('hydra', 'omegaconf', 'flash_attn', 'triton', 'wandb') if m in sys.modules]\n"
         "print(bad)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=600)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"

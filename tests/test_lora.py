@@ -1,6 +1,7 @@
-"""LoRA (ltx/core/lora.py, ltx/core/lora_formats.py): adapters against closed forms (W + s * alpha/r * B @ A on a
-plain copy of the model), file layouts round trip, our files through diffusers' own LoRA loader, diffusers' own files
-through ours, the converter CLI, and generate with `loras=[...]` on the bundled demo model."""
+"""0.9.x LoRA (ltx/ltxv/lora.py over ltx/core/lora.py, ltx/core/lora_formats.py): adapters against closed forms
+(W + s * alpha/r * B @ A on a plain copy of the model), fusion = merged adapters, file layouts round trip, our files
+through diffusers' own LoRA loader, diffusers' own files through ours, the converter CLI, and generate with
+`loras=[...]` on the bundled demo model."""
 
 from __future__ import annotations
 
@@ -13,13 +14,15 @@ import torch
 from conftest import REPO, TINY, dit_inputs, randomize_
 from torch import nn
 
-from ltx.core import lora_formats as lf
-from ltx.core.lora import (
+from ltx.core import lora as engine
+from ltx.core import lora_formats
+from ltx.ltxv.lora import (
     LoRAConfig,
     LoRAError,
     LoRALinear,
     apply_lora_weights,
     freeze_base,
+    fuse_loras,
     inject_lora,
     load_lora_file,
     load_loras,
@@ -175,6 +178,28 @@ def test_freeze_base_and_parameters():
     assert all(p.grad is not None for p in lora_parameters(dit))
 
 
+def test_fuse_equals_merged_adapters_and_the_closed_form():
+    """fuse_loras with alpha != rank and two LoRAs: the closed form; one LoRA fused = its adapter merged, bitwise."""
+    dit = tiny_dit()
+    base = copy.deepcopy(dit)
+    inject_lora(dit, LoRAConfig(rank=4, alpha=2.0, targets=("to_q", "to_v")), name="a")
+    inject_lora(dit, LoRAConfig(rank=2, alpha=8.0, targets=("to_v", "ff.net.2")), name="b")
+    randomize_lora_(dit, "a", seed=1)
+    randomize_lora_(dit, "b", seed=2)
+    fused = copy.deepcopy(base)
+    assert fuse_loras(fused, [(lora_weights(dit, "a"), 0.5), (lora_weights(dit, "b"), -1.25)]) == 2 * 5
+    torch.testing.assert_close(forward(fused), forward(folded(base, (dit, "a", 0.5), (dit, "b", -1.25))),
+                               atol=1e-5, rtol=0)
+    one = copy.deepcopy(base)
+    fuse_loras(one, [(lora_weights(dit, "a"), 0.5)])
+    set_strength(dit, "a", 0.5)
+    merge_lora(dit, "a")
+    weights = dict(dit.named_parameters())
+    assert all(torch.equal(weights[n], p) for n, p in one.named_parameters())
+    with pytest.raises(ValueError, match="strength must be finite"):
+        fuse_loras(one, [(lora_weights(dit, "b"), math.inf)])
+
+
 # ---------------------------------------------------------------------------------------------------- files
 
 
@@ -196,7 +221,7 @@ def out_path(tmp_path, fmt, stem="lora"):
     return tmp_path / (stem if fmt == "diffusers" else f"{stem}.safetensors")
 
 
-@pytest.mark.parametrize("fmt", lf.FORMATS)
+@pytest.mark.parametrize("fmt", lora_formats.FORMATS)
 def test_round_trip_each_format(tmp_path, fmt):
     tensors, alpha = canonical(tiny_dit())
     path = save_lora(out_path(tmp_path, fmt), tensors, format=fmt, alpha=alpha, base_model="tiny w64")
@@ -209,7 +234,8 @@ def test_round_trip_each_format(tmp_path, fmt):
         save_lora(path, tensors, format=fmt)
     again = save_lora(out_path(tmp_path, fmt, "again"), w, format=fmt)  # LoRAWeights in, same out
     assert load_lora_file(again).alpha == alpha
-    keys = list(lf.SafetensorsReader(path / lf.DIFFUSERS_FILE if fmt == "diffusers" else path).keys())
+    file = path / lora_formats.DIFFUSERS_FILE if fmt == "diffusers" else path
+    keys = list(lora_formats.SafetensorsReader(file).keys())
     prefix = {"comfy": "diffusion_model.", "trainer": "diffusion_model.", "diffusers": "transformer.", "ltx": ""}[fmt]
     assert all(k.startswith(prefix) for k in keys)
     assert any(k.endswith(".alpha") for k in keys) == (fmt == "comfy")
@@ -218,7 +244,7 @@ def test_round_trip_each_format(tmp_path, fmt):
         peft = pytest.importorskip("peft")
         config = peft.LoraConfig.from_pretrained(str(path))
         assert config.r == 4 and config.lora_alpha == 4.0 and "proj_in" in config.target_modules
-        assert load_lora_file(path / lf.DIFFUSERS_FILE).tensors.keys() == tensors.keys()  # the file itself too
+        assert load_lora_file(file).tensors.keys() == tensors.keys()  # the file itself too
 
 
 def test_foreign_files_alpha_rules(tmp_path):
@@ -239,15 +265,16 @@ def test_foreign_files_alpha_rules(tmp_path):
     (tmp_path / "peft").mkdir()
     peft = {m: (a, b), "proj_in": (a[:, :16].clone(), b.clone())}  # peft's names: diffusers' (proj_in)
     save_file({f"base_model.model.{n}.lora_{x}.weight": t for n, ab in peft.items() for x, t in zip("AB", ab)},
-              tmp_path / "peft" / lf.PEFT_FILE)
-    (tmp_path / "peft" / lf.ADAPTER_CONFIG).write_text(json.dumps(
+              tmp_path / "peft" / lora_formats.PEFT_FILE)
+    (tmp_path / "peft" / lora_formats.ADAPTER_CONFIG).write_text(json.dumps(
         {"r": 4, "lora_alpha": 8, "alpha_pattern": {"proj_in": 1}, "use_rslora": True}))
     w = load_lora_file(tmp_path / "peft")
     assert w.format == "diffusers" and w.alpha == {m: 16.0, "patchify_proj": 2.0}  # rsLoRA: alpha * sqrt(r)
     save_file({f"{m}.weight": a}, tmp_path / "model.safetensors")
     with pytest.raises(LoRAError, match=r"1 keys are not LoRA tensors .*to_k.weight"):
         load_lora_file(tmp_path / "model.safetensors")
-    assert not lf.is_lora(tmp_path / "model.safetensors") and lf.is_lora(tmp_path / "peft")
+    assert not lora_formats.is_lora(tmp_path / "model.safetensors") and lora_formats.is_lora(tmp_path / "peft")
+    assert "proj_in" in engine.read_lora(tmp_path / "peft").rank  # the engine alone renames nothing
 
 
 def test_lora_for_another_base_model_and_unmatched_keys_fail(tmp_path):
@@ -425,7 +452,7 @@ def test_generate_with_loras_on_the_demo(tmp_path, capsys, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("weights were loaded before the bad LoRA was reported")
 
-    monkeypatch.setattr(app, "load_component", boom)
+    monkeypatch.setattr("ltx.ltxv.api.load_component", boom)
     other = save_lora(tmp_path / "w64.safetensors", canonical(tiny_dit())[0], format="comfy")
     with pytest.raises(app.InputError, match=r"loras\[0\]: .*another base model\?"):
         run("bad", loras=[app.LoraSpec(path=str(other))])

@@ -11,11 +11,11 @@ import torch
 from ltx.core.losses import (
     SigmaSampler,
     first_frame_mask,
-    ltx_shift_mu,
     masked_flow_matching_loss,
     sigma_bucket_means,
     sigma_bucket_sums,
 )
+from ltx.core.sigmas import token_shift
 
 
 @pytest.mark.parametrize("sampler,tokens", [
@@ -43,7 +43,7 @@ def test_sigma_sampler_matches_its_closed_form(sampler, tokens):
 
 def test_shift_is_bounded_at_high_token_counts():
     s = SigmaSampler()
-    assert ltx_shift_mu(12_288) == pytest.approx(4.983, abs=1e-3)  # the trainer's unbounded line
+    assert token_shift(12_288) == pytest.approx(4.983, abs=1e-3)  # the trainer's unbounded line
     assert s.mu(12_288) == 2.05 and s.mu(4096) == pytest.approx(2.05) and s.mu(1024) == pytest.approx(0.95)
     median = 1 / (1 + math.exp(-s.mu(12_288)))
     assert median == pytest.approx(0.886, abs=1e-3)

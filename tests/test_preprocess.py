@@ -4,7 +4,7 @@ the bundled demo VAE and text encoder, the cache dataset and the bucket sampler 
 from __future__ import annotations
 
 import json
-import os
+import random
 import shutil
 import subprocess
 import sys
@@ -28,6 +28,10 @@ from ltx.data.manifest import MediaItem, Skipped, read_dataset  # noqa: E402
 from ltx.data.shapes import ShapesWorld  # noqa: E402
 
 CKPT, T5 = REPO / "demo/ltx-demo.safetensors", REPO / "demo/text_encoder"
+# An mp4 `ftyp` box: followed by random bytes, a corrupt mp4 that every draw reports as unreadable (without it,
+# about 1 draw in 300 parses as some container without a video stream).
+MP4_HEADER = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2"
+HANG_GUARD_S = 600  # subprocess timeout: catches a hang, not slowness (a loaded CI machine is slow)
 
 
 def save_png(path: Path, image: torch.Tensor) -> None:
@@ -54,7 +58,7 @@ def dataset(tmp_path_factory) -> Path:
     rows.append({"media_path": str(d / "still.png"), "caption": "a still image"})  # absolute path
     write_mp4(d / "short.mp4", (square[2].video[:, :5] + 1) / 2, fps=8)
     write_mp4(d / "tiny.mp4", torch.rand(3, 17, 16, 16, generator=torch.Generator().manual_seed(0)), fps=8)
-    (d / "corrupt.mp4").write_bytes(os.urandom(4096))
+    (d / "corrupt.mp4").write_bytes(MP4_HEADER + random.Random(0).randbytes(4096))  # seeded, see MP4_HEADER
     (d / "empty.mp4").write_bytes(b"")
     rows += [{"media_path": "short.mp4", "caption": "too short"}, {"media_path": "tiny.mp4", "caption": "too small"},
              {"media_path": "corrupt.mp4", "caption": "random bytes"}, {"media_path": "empty.mp4", "caption": "empty"},
@@ -287,12 +291,13 @@ def test_bad_config_fails_before_writing(dataset, tmp_path, kw, message):
 def test_cli(dataset, tmp_path):
     """The Hydra app: a one-line error for bad input, and a cache from the bundled demo defaults."""
     run = [sys.executable, "-m", "train.preprocess", f"out={tmp_path}/c"]
-    r = subprocess.run(run + [f"data={tmp_path}/none.jsonl"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(run + [f"data={tmp_path}/none.jsonl"], cwd=REPO, capture_output=True, text=True,
+                       timeout=HANG_GUARD_S)  # fmt: skip
     assert r.returncode == 1 and r.stderr.strip().splitlines() == [f"error: data {tmp_path}/none.jsonl does not exist"]
     small = tmp_path / "small.jsonl"
     small.write_text(json.dumps({"video": str(dataset.parent / "clips/sq0.mp4"), "text": "a clip"}) + "\n")
     r = subprocess.run(run + [f"data={small}", "buckets=[9x64x64]"], cwd=REPO, capture_output=True, text=True,
-                       timeout=120)  # fmt: skip
+                       timeout=HANG_GUARD_S)  # fmt: skip
     assert r.returncode == 0, r.stderr
     data = LatentCache(tmp_path / "c")
     assert data[0]["latents"].shape == (16, 2, 8, 8) and data[0]["context"].shape == (96, 128)  # demo: 96 tokens

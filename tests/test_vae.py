@@ -9,6 +9,8 @@
   which pins tile offsets, frame alignment and blend weights; with a full random VAE the seams differ by
   design (measured mean error 0.16-0.21x the mean signal, max 1.1-1.4 on outputs up to 3.8: random weights
   see far past the overlap);
+- conv path: fp32 CPU convs are PyTorch's own (bitwise) unless a faster path is opted into, so the decode's
+  accuracy does not depend on the CPU (tests/test_vae_fp64.py measures it);
 - bad input: clear ValueErrors naming the nearest valid sizes; version mismatches;
 - configs/vae/*.yaml give the presets through OmegaConf structured configs.
 """
@@ -21,9 +23,20 @@ from pathlib import Path
 import pytest
 import torch
 
+import ltx.ltxv.vae as vae_module
 from ltx.ltxv.transformer import DiTConfig
 from ltx.ltxv.upsampler import UPSAMPLER_PRESETS, LatentUpsampler, UpsamplerConfig
-from ltx.ltxv.vae import DECODE_NOISE_SCALE, VAE_PRESETS, VAEConfig, VideoVAE, check_dit_compatible, tiny
+from ltx.ltxv.vae import (
+    DECODE_NOISE_SCALE,
+    VAE_PRESETS,
+    CausalConv3d,
+    VAEConfig,
+    VideoVAE,
+    check_dit_compatible,
+    conv3d,
+    set_cpu_conv_path,
+    tiny,
+)
 from ltx.ltxv.vae_tiling import (
     Tiling,
     choose_tiling,
@@ -163,6 +176,26 @@ def test_noise_injection_uses_the_generator():
     b = vae.decode(z, 0.05, generator=torch.Generator().manual_seed(1))
     c = vae.decode(z, 0.05, generator=torch.Generator().manual_seed(2))
     assert torch.equal(a, b) and (a - c).abs().max() > 1e-3
+
+
+# ------------------------------------------------------------------------------------------------ conv path
+
+
+@torch.no_grad()
+def test_convs_are_pytorchs_own_unless_a_faster_path_is_opted_into(monkeypatch):
+    conv = CausalConv3d(8, 8).conv
+    g = torch.Generator().manual_seed(0)
+    conv.weight.copy_(torch.randn(conv.weight.shape, generator=g) / 15)
+    conv.bias.copy_(torch.randn(conv.bias.shape, generator=g))
+    small, large = torch.randn(1, 8, 5, 6, 6, generator=g), torch.randn(2, 8, 5, 24, 24, generator=g)
+    for x in (small, large):  # PyTorch picks im2col for the small input, oneDNN for the large one
+        assert torch.equal(conv3d(x, conv), conv(x))
+    monkeypatch.setattr(vae_module, "_cpu_conv_path", "pytorch")  # restored after the test
+    for path, x in (("taps", small), ("direct", small), ("direct", large)):
+        set_cpu_conv_path(path)
+        torch.testing.assert_close(conv3d(x, conv), conv(x), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="pytorch, taps, direct"):
+        set_cpu_conv_path("fast")
 
 
 # ------------------------------------------------------------------------------------------------ tiling

@@ -4,7 +4,7 @@
 1. LoRA vs full on the same config: the bundled demo model and a small cache (ShapesWorld clips written as
    mp4 and preprocessed by train.preprocess in a temporary folder, or `--data CACHE`). Each mode runs in a
    fresh subprocess (this script with a hidden `--worker MODE`) that builds `train.finetune.Trainer(cfg)` and
-   calls its own `train_step` for `--warmup` + `--steps` steps, so the time is what users get. Memory on CPU
+   calls its loop's `train_step` for `--warmup` + `--steps` steps, so the time is what users get. Memory on CPU
    is the peak RSS (`resource.getrusage` ru_maxrss, monotonic per process: hence the subprocesses) and its
    growth over the RSS after the trainer was built (grads, optimizer state, activations); on CUDA it is
    torch.cuda.max_memory_allocated.
@@ -14,7 +14,7 @@
    CPU (CUDA hidden), also on a GPU machine.
 3. A 2B-size LoRA step (DiTConfig defaults: 28 layers, 32 heads x 64) at 768x512x49 (7 x 16 x 24 = 2688
    tokens, 128 text tokens of width 4096) with random weights, bf16 autocast and activation checkpointing:
-   `ltx.core.lora.inject_lora` on `ltx.ltxv.transformer.DiT`, `train.finetune.flow_matching_objective` on a
+   `ltx.ltxv.lora.inject_lora` on `ltx.ltxv.transformer.DiT`, `train.finetune.flow_matching_objective` on a
    `train.finetune.MicroBatch`, AdamW on the adapters. Peak memory next to the published range of the official
    LTX-Video-Trainer. Runs with `--device cuda`, or alone with `--synthetic` (on CPU: small, e.g. --layers 2).
 
@@ -151,7 +151,7 @@ def make_cache(root: Path, clips: int, threads: int) -> Path:
 
 
 def worker_mode(args, mode: str) -> dict:
-    """Part 1: one mode's Trainer, its own train_step, in this (fresh) process."""
+    """Part 1: one mode's Trainer, its loop's train_step, in this (fresh) process."""
     from train import finetune
 
     device = torch.device(args.device)
@@ -170,7 +170,7 @@ def worker_mode(args, mode: str) -> dict:
             times, losses = [], []
             for step in range(args.warmup + args.steps):
                 t0 = time.perf_counter()
-                m = trainer.train_step(step)
+                m = trainer.loop.train_step(step)
                 _sync(device)
                 if step >= args.warmup:
                     times.append(time.perf_counter() - t0)
@@ -190,8 +190,8 @@ def worker_mode(args, mode: str) -> dict:
 
 def worker_synthetic(args) -> dict:
     """Part 3: a 2B-width LoRA step on random weights and inputs (no cache, no checkpoint)."""
-    from ltx.core.lora import LoRAConfig, freeze_base, inject_lora, lora_parameters
     from ltx.core.parallel import apply_activation_checkpointing
+    from ltx.ltxv.lora import LoRAConfig, freeze_base, inject_lora, lora_parameters
     from ltx.ltxv.patchify import token_positions
     from ltx.ltxv.transformer import DiT, DiTConfig
     from train.finetune import MicroBatch, flow_matching_objective
@@ -399,7 +399,7 @@ def main() -> None:
     if modes:
         cuda = args.device.startswith("cuda")
         print(f"\n1. LoRA (rank {LORA['rank']}, attention q/k/v/out) vs full fine-tune: demo model, "
-              f"batch {args.batch}, fp32, in-process `Trainer.train_step`, one subprocess per mode\n")
+              f"batch {args.batch}, fp32, in-process `Trainer.loop.train_step`, one subprocess per mode\n")
         mem = ["peak CUDA MiB"] if cuda else ["peak RSS MiB", "RSS growth MiB"]
         rows = [[r["mode"], f"{r['trainable']:,}", f"{r['median_s'] * 1000:.1f}", f"{r['min_s'] * 1000:.1f}",
                  f"{args.batch / r['median_s']:.1f}", f"{r['trainable'] * 12 / mib:.1f}",

@@ -296,7 +296,8 @@ def build_transformer(spec: dict, device: torch.device, dtype: torch.dtype) -> C
 def build_video_vae(spec: dict, device: torch.device, dtype: torch.dtype) -> Case:
     from ltx_core.model.video_vae import VideoDecoderConfigurator
 
-    from ltx.ltx2.vae import VIDEO_VAE_PRESETS, Decoder, LatentStatistics, VideoVAE
+    from ltx.core.nn import LatentStatistics
+    from ltx.ltx2.vae import USED_STATISTICS, VIDEO_VAE_PRESETS, Decoder, VideoVAE
 
     preset = VIDEO_VAE_PRESETS["ltx-2-19b" if spec["variant"] == "19b" else "ltx-2.3-22b"]
     cfg = replace(preset, decoder_base_channels=spec["base_channels"], extra_statistics=False)
@@ -307,7 +308,7 @@ def build_video_vae(spec: dict, device: torch.device, dtype: torch.dtype) -> Cas
         ours = VideoVAE(cfg)
     del ours.encoder
     ours.decoder = Decoder(cfg)
-    ours.per_channel_statistics = LatentStatistics(cfg.latent_channels, extra=False)
+    ours.per_channel_statistics = LatentStatistics(cfg.latent_channels, tuple(sorted(USED_STATISTICS)))
     sd = ref.state_dict()
     ours.decoder.load_state_dict({k: v for k, v in sd.items() if not k.startswith("per_channel")}, strict=True)
     ours.per_channel_statistics.load_state_dict(

@@ -4,10 +4,11 @@
 
 Table 1: decode and encode time (best of --repeats) and peak memory of the 0.9.5 block list at reduced width
 (all load the same random weights from one official-format file; same input, same threads). "ours" is the
-default conv path, "ours-fast" the opt-in oneDNN-direct one (`set_fast_cpu_conv(True)`, less accurate); the
-last column of its rows is the default's time over the fast path's.
+default conv path (PyTorch's dispatch, as the official code), "ours-taps" / "ours-direct" the opt-in ones
+(`ltx.ltxv.vae.set_cpu_conv_path`; less accurate on some CPUs); the last column of their rows is the default's
+time over theirs.
 Table 2: our decode, untiled vs tiled (a fixed 2 GiB-style budget scaled down: tiles of 8x8 latents), at
-growing frame sizes, with the `decode_memory_bytes` estimate beside the measurement.
+growing frame sizes, with the `decode_memory_bytes` estimate beside the measurement (`--tiled-sizes ""` skips it).
 
 Peak memory is measured per run in a fresh subprocess: peak RSS (ru_maxrss) minus the RSS just before the
 first call, so weights and inputs are excluded and the output is included. The machine is shared, so times
@@ -101,13 +102,12 @@ def worker(args: argparse.Namespace) -> None:
         }[args.op]
     else:
         from ltx.ltxv.checkpoint import load_component
+        from ltx.ltxv.vae import set_cpu_conv_path
         from ltx.ltxv.vae_tiling import Tiling, tiled_decode
 
         vae = load_component(file, "vae")
-        if args.impl == "ours-fast":
-            from ltx.ltxv.vae import set_fast_cpu_conv
-
-            set_fast_cpu_conv(True)
+        if args.impl in ("ours-taps", "ours-direct"):
+            set_cpu_conv_path(args.impl.removeprefix("ours-"))
         if args.impl == "tiled":
             tiling = Tiling((3, 8, 8), (2, 2, 2))
             run = lambda: tiled_decode(vae, z, t, tiling=tiling)  # noqa: E731
@@ -157,22 +157,24 @@ def main() -> None:
     make_file(file, args.width)
     print(f"0.9.5 block list, base width {args.width}, 128 latent channels; input 1x3x{args.frames}x{args.size}x"
           f"{args.size}; {args.threads} threads; torch {torch.__version__}; {os.cpu_count()} CPUs\n")  # fmt: skip
-    print("| op | impl | time (s) | vs official | peak memory (MiB) | default / fast |")
+    print("| op | impl | time (s) | vs official | peak memory (MiB) | default / this |")
     print("|---|---|---|---|---|---|")
     for op in ("decode", "encode"):
         results: dict[str, dict] = {}
         for _ in range(args.rounds):
-            for impl in ("official", "diffusers", "ours", "ours-fast"):
+            for impl in ("official", "diffusers", "ours", "ours-taps", "ours-direct"):
                 r = measure(args, impl, op, args.size, file)
                 old = results.get(impl)
                 results[impl] = {"seconds": min(r["seconds"], old["seconds"]) if old else r["seconds"],
                                  "peak_bytes": r["peak_bytes"]}  # fmt: skip
         ref = results["official"]["seconds"]
         for impl, r in results.items():
-            ratio = f"{results['ours']['seconds'] / r['seconds']:.2f}x" if impl == "ours-fast" else ""
+            ratio = f"{results['ours']['seconds'] / r['seconds']:.2f}x" if impl.startswith("ours-") else ""
             print(f"| {op} | {impl} | {r['seconds']:.3f} | {r['seconds'] / ref:.2f}x | {r['peak_bytes'] / 2**20:.0f} | "
                   f"{ratio} |")  # fmt: skip
 
+    if not args.tiled_sizes:
+        return
     from ltx.ltxv.checkpoint import read_checkpoint
     from ltx.ltxv.vae_tiling import Tiling, decode_memory_bytes
 

@@ -16,8 +16,9 @@ Examples:
 Tensors are streamed (one in memory at a time) and the output is written atomically. Every key must be
 covered by a conversion rule, and the architecture comes from the checkpoint's own config (metadata or
 config.json); `--model` checks it against a preset and stops on any difference.
-LoRA inputs are detected (ltx.core.lora_formats): `--to` then takes comfy, diffusers (a folder), trainer or
-ltx; `--model` checks the LoRA's module names and shapes against the preset's transformer.
+LoRA inputs are detected (ltx.core.lora_formats, with 0.9.x's diffusers names: ltx.ltxv.lora): `--to` then takes
+comfy, diffusers (a folder), trainer or ltx; `--model` checks the LoRA's module names and shapes against the
+preset's transformer.
 LTX-2 inputs (ltx.ltx2.checkpoint.detect: an ltx2 file, audio components, or a metadata config with audio_vae /
 vocoder) go through ltx.ltx2.checkpoint: `--to` takes ltx2 or official (default: the other layout),
 `--components` any of transformer, text, vae, audio_vae, vocoder; both layouts keep every tensor bitwise and the
@@ -48,7 +49,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from ltx.core import lora_formats as lf  # noqa: E402
 from ltx.core.checkpoint import (  # noqa: E402
     CheckpointError,
     Terminated,
@@ -57,14 +57,18 @@ from ltx.core.checkpoint import (  # noqa: E402
     raise_on_sigterm,
 )
 from ltx.core.keymap import KeyMapError  # noqa: E402
+from ltx.core.lora_formats import FORMATS as LORA_FORMATS  # noqa: E402
+from ltx.core.lora_formats import LORA_FORMAT, RESERVED, LoRAError, LoRAWeights, is_lora  # noqa: E402
 from ltx.ltx2 import checkpoint as ltx2_ckpt  # noqa: E402
+from ltx.ltxv import lora as ltxv_lora  # noqa: E402
 from ltx.ltxv.checkpoint import COMPONENTS, FORMATS, WRITERS, read_checkpoint, validate  # noqa: E402
 from ltx.ltxv.keys_official import ConfigError, config_diff  # noqa: E402
+from ltx.ltxv.transformer import DiT  # noqa: E402
 
 DTYPES = {"keep": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 LTX2_LAYOUTS = ("ltx2", "official")
 # checkpoint formats, then LoRA-only ones, then the LTX-2 layout
-ALL_FORMATS = (*FORMATS, *(f for f in lf.FORMATS if f not in FORMATS), LTX2_LAYOUTS[0])
+ALL_FORMATS = (*FORMATS, *(f for f in LORA_FORMATS if f not in FORMATS), LTX2_LAYOUTS[0])
 
 
 class _Parser(argparse.ArgumentParser):
@@ -85,7 +89,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("dst", type=Path, nargs="?", help="output path: a .safetensors file for --to ltx/official, a "
                    "folder for --to diffusers (one subfolder per component); omit with --dry-run")
     p.add_argument("--to", choices=ALL_FORMATS, default=None, help=f"output format: checkpoints {FORMATS} "
-                   f"(default: ltx), LoRAs {lf.FORMATS} (default: ltx), LTX-2 files {LTX2_LAYOUTS} (default: the "
+                   f"(default: ltx), LoRAs {LORA_FORMATS} (default: ltx), LTX-2 files {LTX2_LAYOUTS} (default: the "
                    "layout the input is not in)")
     p.add_argument("--from", dest="src_format", choices=("auto", *ALL_FORMATS), default="auto",
                    help="input format; 'auto' (default) detects it and a given format must match what is found")
@@ -154,7 +158,7 @@ def check_model(ckpt, preset_path: Path) -> None:
         raise ConfigError(f"the checkpoint's transformer config contradicts {preset_path}: {shown}")
 
 
-def summarize_lora(w: lf.LoRAWeights) -> str:
+def summarize_lora(w: LoRAWeights) -> str:
     dtypes = Counter(str(t.dtype).replace("torch.", "") for t in w.tensors.values())
     values = sum(t.numel() for t in w.tensors.values())
     more = f" (+{len(w.modules) - 6} more)" if len(w.modules) > 6 else ""
@@ -168,20 +172,17 @@ def summarize_lora(w: lf.LoRAWeights) -> str:
 
 def convert_lora(args: argparse.Namespace) -> int:
     """The LoRA branch of `main`: any layout -> `args.to`, tensors (cast with --dtype) and alphas kept."""
-    if args.to not in lf.FORMATS:
-        raise lf.LoRAError(f"{args.src} is a LoRA; --to takes {lf.FORMATS} for LoRAs, not {args.to!r}")
+    if args.to not in LORA_FORMATS:
+        raise LoRAError(f"{args.src} is a LoRA; --to takes {LORA_FORMATS} for LoRAs, not {args.to!r}")
     if args.components != "all":
-        raise lf.LoRAError("--components selects checkpoint components; a LoRA converts whole")
-    w = lf.read_lora(args.src)
+        raise LoRAError("--components selects checkpoint components; a LoRA converts whole")
+    w = ltxv_lora.read_lora(args.src)
     if args.src_format != "auto" and args.src_format != w.format:
-        raise lf.LoRAError(f"{args.src} is a LoRA in the {w.format} layout, not {args.src_format}")
+        raise LoRAError(f"{args.src} is a LoRA in the {w.format} layout, not {args.src_format}")
     if args.model is not None:
-        from ltx.core.lora import check_lora
-        from ltx.ltxv.transformer import DiT
-
         preset = load_model_preset(args.model)
         with torch.device("meta"):
-            check_lora(DiT(preset.dit), w)
+            ltxv_lora.check_lora(DiT(preset.dit), w)
     dtype = DTYPES[args.dtype]
     if dtype is not None:
         w.tensors = {k: t.to(dtype) for k, t in w.tensors.items()}
@@ -189,16 +190,16 @@ def convert_lora(args: argparse.Namespace) -> int:
     if args.dry_run:
         return 0
     targets = None
-    if w.metadata.get("format") == lf.LORA_FORMAT and "targets" in w.metadata:
+    if w.metadata.get("format") == LORA_FORMAT and "targets" in w.metadata:
         try:
             targets = json.loads(w.metadata["targets"])
         except json.JSONDecodeError:
             targets = None
         if not (isinstance(targets, list) and all(isinstance(t, str) for t in targets)):
-            raise lf.LoRAError(f"{args.src}: metadata 'targets' is not a JSON list of module names")
-    extra = {k: v for k, v in w.metadata.items() if k not in lf.RESERVED}  # e.g. a trainer's own notes
-    out = lf.write_lora(args.dst, w, args.to, targets=targets, base_model=w.metadata.get("base_model", ""),
-                        extra_metadata=extra, overwrite=args.overwrite)
+            raise LoRAError(f"{args.src}: metadata 'targets' is not a JSON list of module names")
+    extra = {k: v for k, v in w.metadata.items() if k not in RESERVED}  # e.g. a trainer's own notes
+    out = ltxv_lora.write_lora(args.dst, w, args.to, targets=targets, base_model=w.metadata.get("base_model", ""),
+                               extra_metadata=extra, overwrite=args.overwrite)
     print(f"wrote {out} (LoRA, {args.to} layout)")
     return 0
 
@@ -298,7 +299,7 @@ def convert_ltx2_upsampler(args: argparse.Namespace) -> int:
 
 
 def convert(args: argparse.Namespace) -> int:
-    if lf.is_lora(args.src):
+    if is_lora(args.src):
         args.to = args.to or "ltx"
         return convert_lora(args)
     kind = ltx2_ckpt.detect(args.src)

@@ -70,14 +70,14 @@ SEED_OFFSETS = {"base": 0, "concept": 10_000, "i2v_base": 20_000, "i2v_concept":
 # ---------------------------------------------------------------------------------------------- models
 
 def apply_loras(dit: torch.nn.Module, loras: list[dict]) -> torch.nn.Module:
-    """ADAPT HERE if ltx.core.lora's API changes: the one place LoRAs touch the model.
+    """ADAPT HERE if ltx.ltxv.lora's API changes: the one place LoRAs touch the model.
 
     loras: [{"path": ..., "strength": ...}], the generate app's `loras=` entries. Applied as the app does
     (infer/generate.py): fp32 adapters "lora0", "lora1", ..., merged into the weights, then removed.
     """
     if not loras:
         return dit
-    from ltx.core.lora import apply_lora_weights, load_lora_file, merge_lora, remove_lora
+    from ltx.ltxv.lora import apply_lora_weights, load_lora_file, merge_lora, remove_lora
 
     for i, spec in enumerate(loras):
         print(apply_lora_weights(dit, load_lora_file(spec["path"]), f"lora{i}", float(spec["strength"]),

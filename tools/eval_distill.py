@@ -76,7 +76,7 @@ def student_row(run: Path) -> Row:
 def load_model(row: Row, ckpt):
     dit = load_dit(row.checkpoint) if row.checkpoint else load_dit(ckpt)
     if row.lora is not None:
-        from ltx.core.lora import apply_lora_weights, load_lora_file, merge_lora, remove_lora
+        from ltx.ltxv.lora import apply_lora_weights, load_lora_file, merge_lora, remove_lora
 
         apply_lora_weights(dit, load_lora_file(row.lora), "student", 1.0, dtype=torch.float32)
         merge_lora(dit)

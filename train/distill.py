@@ -45,8 +45,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -54,20 +53,32 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from ltx.ltxv import distill as D
-from ltx.ltxv.guidance import GuidanceStep, TextConditioning
-from train.finetune import (
-    FROZEN_FIELDS,
-    FinetuneConfig,
-    MicroBatch,
-    Trainer,
-    TrainingError,
-    _grad_norm,
-    main_for,
-    run_trainer,
+from ltx.core.checkpoint import CheckpointError, atomic_file
+from ltx.core.sigmas import linear_quadratic
+from ltx.ltxv.checkpoint import load_component, read_checkpoint
+from ltx.ltxv.distill import (
+    VelocityFn,
+    block_features,
+    critic_loss,
+    denoised,
+    dmd_loss,
+    euler,
+    feature_kd_loss,
+    feature_projections,
+    few_step_sample,
+    output_kd_loss,
+    regression_loss,
+    simulate,
+    step_distillation_loss,
+    substeps,
+    velocity_fn,
 )
+from ltx.ltxv.guidance import GuidanceStep, TextConditioning
+from ltx.ltxv.lora import LoRAConfig, inject_lora, lora_modules, lora_parameters, set_strength
+from train.finetune import FROZEN_FIELDS, FinetuneConfig, MicroBatch, Trainer, main_for, run_trainer
 from train.finetune import to_config as finetune_to_config
-from train.runner import check_number
+from train.harness import grad_norm, step_generator
+from train.runner import atomic_torch_save, check_choice, check_int, check_number, invalid
 
 METHODS = ("kd", "guidance", "step", "dmd")
 
@@ -125,65 +136,81 @@ class DistillConfig(FinetuneConfig):
 
     def __post_init__(self):
         super().__post_init__()
-
-        def bad(name, value, valid):
-            return ValueError(f"{name}={value!r} is invalid: {valid}")
-
         if self.reference_video:
-            raise bad("reference_video", True, "distillation takes no references; train IC-LoRAs with train.finetune")
-
-        def number(name, v, lo, hi=math.inf, strict=False):
-            check_number(name, v, lo, hi, lo_open=strict)
-
-        if self.method not in METHODS:
-            raise bad("method", self.method, f"must be one of {', '.join(METHODS)}")
+            raise invalid("reference_video", True, "distillation takes no references; train IC-LoRAs with "
+                          "train.finetune")
+        check_choice("method", self.method, METHODS)
         t, s, c = self.teacher, self.student, self.critic
         for name, v in (("teacher.steps", t.steps), ("student.steps", s.steps), ("critic.rank", c.rank),
                         ("critic.updates", c.updates), ("regression_pairs", self.regression_pairs)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise bad(name, v, "must be an integer >= 1")
+            check_int(name, v)
         if isinstance(s.teacher_substeps, bool) or not isinstance(s.teacher_substeps, int) or s.teacher_substeps < 0:
-            raise bad("student.teacher_substeps", s.teacher_substeps, "must be an integer >= 0 (0 = automatic)")
-        number("teacher.guidance_scale", t.guidance_scale, 1.0)
-        number("teacher.stg_scale", t.stg_scale, 0.0)
-        number("teacher.rescaling_scale", t.rescaling_scale, 0.0, 1.0)
-        number("critic.lr", c.lr, 0.0, strict=True)
-        number("regression_weight", self.regression_weight, 0.0)
-        number("feature_weight", self.feature_weight, 0.0)
+            raise invalid("student.teacher_substeps", s.teacher_substeps, "must be an integer >= 0 (0 = automatic)")
+        check_number("teacher.guidance_scale", t.guidance_scale, 1.0)
+        check_number("teacher.stg_scale", t.stg_scale, 0.0)
+        check_number("teacher.rescaling_scale", t.rescaling_scale, 0.0, 1.0)
+        check_number("critic.lr", c.lr, 0.0, lo_open=True)
+        check_number("regression_weight", self.regression_weight, 0.0)
+        check_number("feature_weight", self.feature_weight, 0.0)
         if c.alpha is not None:
-            number("critic.alpha", c.alpha, 0.0, strict=True)
+            check_number("critic.alpha", c.alpha, 0.0, lo_open=True)
         if len(c.betas) != 2 or not all(isinstance(b, int | float) and 0 <= b < 1 for b in c.betas):
-            raise bad("critic.betas", c.betas, "must be two numbers in [0, 1)")
+            raise invalid("critic.betas", c.betas, "must be two numbers in [0, 1)")
         if len(self.dmd_sigma) != 2 or not 0 < self.dmd_sigma[0] < self.dmd_sigma[1] < 1:
-            raise bad("dmd_sigma", self.dmd_sigma, "must be [low, high] with 0 < low < high < 1")
+            raise invalid("dmd_sigma", self.dmd_sigma, "must be [low, high] with 0 < low < high < 1")
         if s.timesteps is not None:
             g = s.timesteps
             if len(g) != s.steps or not all(0 < x <= 1 for x in g) or any(a <= b for a, b in zip(g, g[1:])):
-                raise bad("student.timesteps", g, f"must be {s.steps} (student.steps) strictly descending sigmas in "
-                          f"(0, 1], starting at 1.0 for sampling from noise")
+                raise invalid("student.timesteps", g, f"must be {s.steps} (student.steps) strictly descending sigmas "
+                              f"in (0, 1], starting at 1.0 for sampling from noise")
         if self.feature_weight > 0:
             if self.method not in ("kd", "guidance") or not self.feature_layers:
-                raise bad("feature_weight", self.feature_weight, "needs method kd or guidance and feature_layers "
-                          "[[student block, teacher block], ...]")
+                raise invalid("feature_weight", self.feature_weight, "needs method kd or guidance and feature_layers "
+                              "[[student block, teacher block], ...]")
             if not all(isinstance(p, list) and len(p) == 2 for p in self.feature_layers):
-                raise bad("feature_layers", self.feature_layers, "must be [[student block, teacher block], ...]")
+                raise invalid("feature_layers", self.feature_layers, "must be [[student block, teacher block], ...]")
         if self.first_frame_p > 0 and self.method in ("dmd", "step"):
-            raise bad("first_frame_p", self.first_frame_p, f"method {self.method} is text-to-video only here (use 0)")
+            raise invalid("first_frame_p", self.first_frame_p, f"method {self.method} is text-to-video only here "
+                          "(use 0)")
         if self.method == "dmd" and self.micro_batch not in (None, self.batch_size):
-            raise bad("micro_batch", self.micro_batch, "method dmd takes the whole batch at once (leave it null)")
+            raise invalid("micro_batch", self.micro_batch, "method dmd takes the whole batch at once (leave it null)")
 
 
 def student_grid(cfg: DistillConfig) -> list[float]:
     """The student's sigmas without the final 0: the explicit list, or linear-quadratic(steps)."""
     if cfg.student.timesteps is not None:
         return [float(x) for x in cfg.student.timesteps]
-    from ltx.core.sigmas import linear_quadratic
-
     return [round(float(x), 6) for x in linear_quadratic(cfg.student.steps)[:-1]]
 
 
+@contextmanager
+def adapter_strengths(models: list[nn.Module], **strengths: float):
+    """Run the block with these adapter strengths (e.g. default=0, critic=1: the critic) on the LoRA layers of
+    `models` that have them, and put the previous strengths back after it."""
+    layers = {id(m): m for model in models for _, m in lora_modules(model)}.values()
+    before = [dict(m.lora_strength) for m in layers]
+    for m in layers:
+        m.lora_strength.update({n: float(s) for n, s in strengths.items() if n in m.lora_strength})
+    try:
+        yield
+    finally:
+        for m, kept in zip(layers, before):
+            m.lora_strength.update(kept)
+
+
+def no_grad(v: VelocityFn) -> VelocityFn:
+    def without_grad(x: Tensor, sigma: Tensor) -> Tensor:
+        with torch.no_grad():
+            return v(x, sigma)
+    return without_grad
+
+
 class DistillTrainer(Trainer):
-    """The fine-tuning trainer with a teacher (frozen), a distillation objective and, for DMD, a critic."""
+    """The fine-tuning trainer with a teacher (frozen), a distillation objective and, for DMD, a critic.
+
+    Adapters at rest: the student's (`default`) on, the critic's off; the teacher and the critic are called
+    inside `adapter_strengths` (a LoRA student's teacher is its own base, the critic an adapter on the
+    teacher)."""
 
     cfg: DistillConfig
 
@@ -206,8 +233,8 @@ class DistillTrainer(Trainer):
                 if bad:
                     raise ValueError(f"feature_layers={cfg.feature_layers} is invalid: {side} blocks {bad} do not "
                                      f"exist (the {side} has blocks 0..{n - 1})")
-            self.projections = D.feature_projections(self.dit.cfg.dim, self.teacher.cfg.dim,
-                                                     len(cfg.feature_layers)).to(self.device)
+            self.projections = feature_projections(self.dit.cfg.dim, self.teacher.cfg.dim,
+                                                   len(cfg.feature_layers)).to(self.device)
             self._add_params(list(self.projections.parameters()), cfg.lr, tuple(cfg.betas))
         self.critic_params: list[nn.Parameter] = []
         if cfg.method == "dmd":
@@ -223,12 +250,8 @@ class DistillTrainer(Trainer):
         cfg = self.cfg
         if cfg.mode == "lora" and cfg.teacher.checkpoint is None:
             return self.dit
-        from ltx.ltxv.checkpoint import load_component, read_checkpoint
-
         src = self.ckpt
         if cfg.teacher.checkpoint:
-            from ltx.core.checkpoint import CheckpointError
-
             try:
                 src = read_checkpoint(cfg.teacher.checkpoint)
             except CheckpointError as e:
@@ -236,69 +259,50 @@ class DistillTrainer(Trainer):
             if "dit" not in src.components:
                 raise CheckpointError(f"teacher.checkpoint={cfg.teacher.checkpoint} holds no transformer (it has "
                                       f"{sorted(src.components)})")
-        teacher = load_component(src, "dit", dtype=torch.float32, device=self.device).eval().requires_grad_(False)
-        return teacher
+        return load_component(src, "dit", dtype=torch.float32, device=self.device).eval().requires_grad_(False)
 
     def _add_params(self, params: list[nn.Parameter], lr: float, betas: tuple) -> None:
         """Another parameter group in the one optimizer (AdamW skips parameters without gradients, so each
         group only moves on the updates that give it gradients); the LR schedule covers it too."""
         self.opt.add_param_group({"params": params, "lr": lr, "betas": betas, "weight_decay": 0.0})
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, self.sched.lr_lambdas[0])
 
     def _add_critic(self) -> None:
-        from ltx.core.lora import LoRAConfig, inject_lora, lora_parameters
-
         c = self.cfg.critic
         inject_lora(self.teacher, LoRAConfig(rank=c.rank, alpha=c.alpha, targets=tuple(c.targets)), name="critic",
                     generator=torch.Generator().manual_seed(self.cfg.seed + 1))
+        set_strength(self.teacher, "critic", 0.0)  # at rest: off (on only inside `critic_fn`)
         self.teacher.to(self.device)
         self.critic_params = lora_parameters(self.teacher, "critic")
         for p in self.critic_params:
             p.requires_grad_(True)
         self._add_params(self.critic_params, c.lr, tuple(c.betas))
 
-    def _adapters(self, **strengths: float) -> None:
-        """Set adapter strengths on the student and (if different) the teacher: default = the student's LoRA."""
-        from ltx.core.lora import lora_modules
-
-        for model in {id(self.dit): self.dit, id(self.teacher): self.teacher}.values():
-            for _, m in lora_modules(model):
-                for name, s in strengths.items():
-                    if name in m.lora_strength:
-                        m.lora_strength[name] = float(s)
-
     def text(self, mb: MicroBatch) -> TextConditioning:
         B = mb.context.shape[0]
         n_ctx, n_mask = self.null
         return TextConditioning(mb.context, mb.context_mask, n_ctx.expand(B, -1, -1), n_mask.expand(B, -1))
 
-    def teacher_fn(self, mb: MicroBatch, guided: bool = True) -> D.VelocityFn:
-        step = self.teacher_step if guided else None
-        inner = D.velocity_fn(self.teacher, self.text(mb), mb.positions, step)
+    def teacher_fn(self, mb: MicroBatch, guided: bool = True) -> VelocityFn:
+        """The frozen teacher (guided as the sampler, or prompt only), without gradients: student and critic off."""
+        inner = velocity_fn(self.teacher, self.text(mb), mb.positions, self.teacher_step if guided else None)
 
-        def v(x, sigma):
-            self._adapters(default=0.0, critic=0.0)
-            try:
-                with torch.no_grad():
-                    return inner(x, sigma)
-            finally:
-                self._adapters(default=1.0, critic=0.0)
-
-        return v
-
-    def critic_fn(self, mb: MicroBatch) -> D.VelocityFn:
-        inner = D.velocity_fn(self.teacher, self.text(mb), mb.positions)
-
-        def v(x, sigma):
-            self._adapters(default=0.0, critic=1.0)
-            try:
+        def v(x: Tensor, sigma: Tensor) -> Tensor:
+            with adapter_strengths([self.dit, self.teacher], default=0.0, critic=0.0), torch.no_grad():
                 return inner(x, sigma)
-            finally:
-                self._adapters(default=1.0, critic=0.0)
 
         return v
 
-    def student_fn(self, model: nn.Module, mb: MicroBatch) -> D.VelocityFn:
+    def critic_fn(self, mb: MicroBatch) -> VelocityFn:
+        """The critic (the teacher with the critic adapter on, the student's off), with gradients."""
+        inner = velocity_fn(self.teacher, self.text(mb), mb.positions)
+
+        def v(x: Tensor, sigma: Tensor) -> Tensor:
+            with adapter_strengths([self.dit, self.teacher], default=0.0, critic=1.0):
+                return inner(x, sigma)
+
+        return v
+
+    def student_fn(self, model: nn.Module, mb: MicroBatch) -> VelocityFn:
         return lambda x, sigma: model(x, sigma, mb.context, mb.context_mask, mb.positions)
 
     # -------------------------------------------------------------------------------------------- objectives
@@ -306,10 +310,9 @@ class DistillTrainer(Trainer):
         """Per-sample loss (B,) of one micro-batch for kd / guidance / step (DMD has its own step). Tokens of
         a first-frame-conditioned sample (first_frame_p) are clean at sigma 0 for both models and get no loss."""
         cfg = self.cfg
-        self._adapters(default=1.0, critic=0.0)
         student = self.student_fn(model, mb)
         if cfg.method == "step":
-            return self._step_loss(model, mb)
+            return self._step_loss(student, mb)
         s = mb.sigma[:, None, None]
         cond = mb.cond_mask
         x = torch.where(cond[..., None], mb.x0, (1 - s) * mb.x0 + s * mb.noise)
@@ -317,51 +320,43 @@ class DistillTrainer(Trainer):
         target = self.teacher_fn(mb, guided=cfg.method == "guidance")
         keep = ~cond
         if cfg.feature_weight == 0:
-            return D.output_kd_loss(student(x, sigma), target(x, sigma), keep)
+            return output_kd_loss(student(x, sigma), target(x, sigma), keep)
         pairs = cfg.feature_layers
-        with D.block_features(self.dit, [p[0] for p in pairs]) as sf:
+        with block_features(self.dit, [p[0] for p in pairs]) as student_features:
             v_s = student(x, sigma)
         v_t = target(x, sigma)
-        with D.block_features(self.teacher, [p[1] for p in pairs]) as tf:  # the teacher's prompt-only features
+        with block_features(self.teacher, [p[1] for p in pairs]) as teacher_features:  # prompt-only features
             self.teacher_fn(mb, guided=False)(x, sigma)
-        return D.output_kd_loss(v_s, v_t, keep) + cfg.feature_weight * D.feature_kd_loss(sf, tf, self.projections)
+        return output_kd_loss(v_s, v_t, keep) + cfg.feature_weight * feature_kd_loss(
+            student_features, teacher_features, self.projections)
 
-    def _step_loss(self, model: nn.Module, mb: MicroBatch) -> Tensor:
-        """One student step s_a -> s_c per sample (its interval picked by its drawn sigma, uniform over the
-        grid's intervals) against the guided teacher's `teacher_substeps` Euler steps over the same interval."""
+    def _step_loss(self, student: VelocityFn, mb: MicroBatch) -> Tensor:
+        """`step_distillation_loss` of one student step s_a -> s_c per sample (its interval picked by its drawn
+        sigma, uniform over the grid's intervals) against the guided teacher's `teacher_substeps` Euler steps."""
         cfg = self.cfg
         n = len(self.grid)
         grid = torch.tensor(self.grid + [0.0], device=mb.x0.device)
         k = (mb.sigma * n).long().clamp(0, n - 1)
         s_a, s_c = grid[k], grid[k + 1]
         if cfg.student.backward_simulation:
-            x_a = D.simulate(self.student_fn(self.dit, mb), mb.noise, self.grid, k)
+            x_a = simulate(self.student_fn(self.dit, mb), mb.noise, self.grid, k)
         else:
             x_a = (1 - s_a.view(-1, 1, 1)) * mb.x0 + s_a.view(-1, 1, 1) * mb.noise
         sub = cfg.student.teacher_substeps or max(1, round(cfg.teacher.steps / n))
-        teacher = self.teacher_fn(mb, guided=True)
-        x = x_a
-        with torch.no_grad():
-            for i in range(sub):  # per-sample sigmas: s_a + (s_c - s_a) i / sub
-                a, b = s_a + (s_c - s_a) * i / sub, s_a + (s_c - s_a) * (i + 1) / sub
-                x = x + (b - a).view(-1, 1, 1) * teacher(x, a)
-        target = (x - x_a) / (s_c - s_a).view(-1, 1, 1)
-        return D.per_sample_mse(self.student_fn(model, mb)(x_a, s_a), target)
+        return step_distillation_loss(student, self.teacher_fn(mb, guided=True), x_a, *substeps(s_a, s_c, sub))
 
     # -------------------------------------------------------------------------------------------- DMD
-    def train_step(self, step: int) -> dict[str, float]:
+    def forward_backward(self, step: int) -> dict[str, float]:
         if self.cfg.method != "dmd":
-            return super().train_step(step)
-        return self._dmd_step(step)
+            return super().forward_backward(step)
+        return self._dmd_forward_backward(step)
 
-    def _dmd_batch(self, step: int, sub: int):
+    def _dmd_batch(self, step: int, update: int):
         """The step's captions and positions (one micro-batch: DMD runs in one process) with the noises, the
         re-noising sigmas and the grid points drawn per (step, update, sample), so a resume redraws them."""
-        from train.finetune import sample_generator
-
         (_, mb), = list(self.micro_batches(step))
         B, T, C = mb.x0.shape
-        gens = [sample_generator(self.cfg.seed, step, 1000 * (sub + 1) + j) for j in range(B)]
+        gens = [step_generator(self.cfg.seed, step, 1000 * (update + 1) + j) for j in range(B)]
         noise = torch.stack([torch.randn(T, C, generator=g) for g in gens]).to(self.device)
         renoise = torch.stack([torch.randn(T, C, generator=g) for g in gens]).to(self.device)
         lo, hi = self.cfg.dmd_sigma
@@ -369,36 +364,30 @@ class DistillTrainer(Trainer):
         k = torch.tensor([int(torch.randint(len(self.grid), (1,), generator=g)) for g in gens], device=self.device)
         return mb, noise, renoise, sigma, k
 
-    def _student_x0(self, mb: MicroBatch, noise: Tensor, k: Tensor, grad: bool) -> Tensor:
+    def _student_x0(self, mb: MicroBatch, noise: Tensor, k: Tensor) -> Tensor:
         """The student's denoised estimate from its own state at grid point k (per sample)."""
-        x = D.simulate(self.student_fn(self.dit, mb), noise, self.grid, k)
-        s = torch.tensor(self.grid, device=x.device)[k]
-        with torch.set_grad_enabled(grad):
-            return x - s.view(-1, 1, 1) * self.student_fn(self.model, mb)(x, s)
+        x = simulate(self.student_fn(self.dit, mb), noise, self.grid, k)
+        return denoised(self.student_fn(self.model, mb), x, torch.tensor(self.grid, device=x.device)[k])
 
-    def _dmd_step(self, step: int) -> dict[str, float]:
+    def _dmd_forward_backward(self, step: int) -> dict[str, float]:
+        """`critic.updates` critic updates on fresh student samples (each its own optimizer step: the student
+        does not move), then the student's DMD (+ regression) gradients for the loop's optimizer step."""
         cfg = self.cfg
-        t0 = time.perf_counter()
-        # 1. critic updates on fresh student samples (the student does not move here)
         critic_losses = []
-        for sub in range(cfg.critic.updates):
-            mb, noise, renoise, sigma, k = self._dmd_batch(step, sub)
-            self._adapters(default=1.0, critic=0.0)
-            x0 = self._student_x0(mb, noise, k, grad=False)
+        for update in range(cfg.critic.updates):
+            mb, noise, renoise, sigma, k = self._dmd_batch(step, update)
+            with torch.no_grad():
+                x0 = self._student_x0(mb, noise, k)
             self.opt.zero_grad(set_to_none=True)
-            loss_c = D.critic_loss(self.critic_fn(mb), x0, sigma, renoise).mean()
+            loss_c = critic_loss(self.critic_fn(mb), x0, sigma, renoise).mean()
             loss_c.backward()
-            _grad_norm(self.critic_params, cfg.grad_clip)
+            grad_norm(self.critic_params, cfg.grad_clip)
             self.opt.step()
             critic_losses.append(float(loss_c.detach()))
-        # 2. one student update
         mb, noise, renoise, sigma, k = self._dmd_batch(step, cfg.critic.updates)
         self.opt.zero_grad(set_to_none=True)
-        self._adapters(default=1.0, critic=0.0)
-        x0 = self._student_x0(mb, noise, k, grad=True)
-        per_sample = D.dmd_loss(x0, self.teacher_fn(mb, guided=True), self._no_grad(self.critic_fn(mb)), sigma,
-                                renoise)
-        loss = per_sample.mean()
+        x0 = self._student_x0(mb, noise, k)
+        loss = dmd_loss(x0, self.teacher_fn(mb, guided=True), no_grad(self.critic_fn(mb)), sigma, renoise).mean()
         reg = torch.zeros(())
         if cfg.regression_weight > 0:
             reg = self._regression_loss(step)
@@ -406,52 +395,16 @@ class DistillTrainer(Trainer):
         loss.backward()
         for p in self.critic_params:  # the critic only moves on its own updates
             p.grad = None
-        gnorm = _grad_norm(self.params, cfg.grad_clip)
-        value = float(loss.detach())
-        if not (math.isfinite(value) and math.isfinite(gnorm)):
-            self.opt.zero_grad(set_to_none=True)
-            self.save()
-            raise TrainingError(f"step {step + 1}: DMD loss {value}, gradient norm {gnorm} (not finite); stopped, the "
-                                f"last good state (step {step}) is saved in {self.run_dir / 'checkpoints'}")
-        self.opt.step()
-        self.sched.step()
-        self._update_ema(step)
-        return {"loss": value, "critic_loss": sum(critic_losses) / len(critic_losses),
-                "regression": float(reg.detach()), "grad_norm": gnorm, "lr": self.sched.get_last_lr()[0],
-                "s_per_step": time.perf_counter() - t0}
-
-    @staticmethod
-    def _no_grad(fn: D.VelocityFn) -> D.VelocityFn:
-        def v(x, sigma):
-            with torch.no_grad():
-                return fn(x, sigma)
-        return v
-
-    def _update_ema(self, step: int) -> None:
-        if not self.ema:
-            return
-        decay = min(self.cfg.ema, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for n, p in self.dit.named_parameters():
-                if n in self.ema:
-                    self.ema[n].lerp_(p.detach(), 1 - decay)
+        return {"loss": float(loss.detach()), "critic_loss": sum(critic_losses) / len(critic_losses),
+                "regression": float(reg.detach())}
 
     def _regression_loss(self, step: int) -> Tensor:
-        """The student's few-step samples of `regression_batch` of the fixed noises vs the teacher's samples."""
-        pairs = self._regression_pairs()
-        noise, x0_teacher, ctx, mask = pairs
+        """The student's few-step samples of 4 of the fixed noises vs the teacher's samples of them."""
+        noise, x0_teacher, ctx, mask = self._regression_pairs()
         g = torch.Generator().manual_seed(self.cfg.seed * 7919 + step)
         idx = torch.randint(noise.shape[0], (min(4, noise.shape[0]),), generator=g)
-        mb = self._text_batch(ctx[idx], mask[idx])
-        student = self.student_fn(self.model, mb)
-        x = noise[idx]
-        grid = self.grid + [0.0]
-        for a, b in zip(grid[:-2], grid[1:-1]):  # all steps but the last without gradients (memory)
-            with torch.no_grad():
-                x = x + (b - a) * student(x, torch.full((x.shape[0],), a, device=x.device))
-        a = grid[-2]
-        x0 = x - a * student(x, torch.full((x.shape[0],), a, device=x.device))
-        return D.regression_loss(x0, x0_teacher[idx]).mean()
+        student = self.student_fn(self.model, self._text_batch(ctx[idx], mask[idx]))
+        return regression_loss(few_step_sample(student, noise[idx], self.grid), x0_teacher[idx]).mean()
 
     def _text_batch(self, ctx: Tensor, mask: Tensor) -> MicroBatch:
         B = ctx.shape[0]
@@ -472,21 +425,15 @@ class DistillTrainer(Trainer):
         if path.is_file():
             self._regression = torch.load(path, map_location=self.device)
             return self._regression
-        from ltx.core.sigmas import linear_quadratic
-
         n = self.cfg.regression_pairs
         rows = [self.cache[i % len(self.cache)] for i in range(n)]
         ctx = torch.stack([r["context"] for r in rows]).to(self.device, torch.float32)
         mask = torch.stack([r["mask"] for r in rows]).to(self.device)
         mb = self._text_batch(ctx, mask)
-        bucket_T = mb.x0.shape[1]
-        noise = torch.randn(n, bucket_T, self.dit.cfg.in_channels,
+        noise = torch.randn(n, mb.x0.shape[1], self.dit.cfg.in_channels,
                             generator=torch.Generator().manual_seed(self.cfg.seed + 99)).to(self.device)
-        teacher = self.teacher_fn(mb, guided=True)
-        x0 = D.euler(teacher, noise, linear_quadratic(self.cfg.teacher.steps).tolist())
+        x0 = euler(self.teacher_fn(mb, guided=True), noise, linear_quadratic(self.cfg.teacher.steps).tolist())
         self._regression = (noise, x0, ctx, mask)
-        from train.runner import atomic_torch_save
-
         atomic_torch_save(tuple(t.cpu() for t in self._regression), path)
         return self._regression
 
@@ -501,7 +448,6 @@ class DistillTrainer(Trainer):
         sampling = dataclasses.replace(saved.sampling, first_pass=first)
         v = dataclasses.replace(cfg.validation, steps=None, guidance_scale=None)
         self.cfg = dataclasses.replace(cfg, validation=v, model=dataclasses.replace(saved, sampling=sampling))
-        self._adapters(default=1.0, critic=0.0)
         try:
             return super().validate()
         finally:
@@ -515,8 +461,6 @@ class DistillTrainer(Trainer):
         finally:
             self.ckpt.extra = extra
         if path is not None and final:
-            from ltx.core.checkpoint import atomic_file
-
             with atomic_file(self.run_dir / "student.json", "w") as f:
                 f.write(json.dumps({"timesteps": self.grid, "guidance_scale": 1.0, "method": self.cfg.method,
                                     "result": path.name, "teacher_steps": self.cfg.teacher.steps}, indent=2) + "\n")

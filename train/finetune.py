@@ -4,8 +4,9 @@
     python -m train.finetune data=cache/my_videos run_dir=runs/my_lora         # configs/finetune.yaml
     torchrun --nproc_per_node 2 -m train.finetune data=... parallel=fsdp      # the same run on 2 processes
 
-The trainer is one loop; what varies is applied from outside:
-- the adapter (`mode: lora` injects `ltx.core.lora` adapters and trains only those; `mode: full` trains every
+The trainer is the shared loop of train/harness.py (optimizer step, non-finite check, EMA, LR schedule, logging,
+checkpoints) around `Trainer.forward_backward`; what varies is applied from outside:
+- the adapter (`mode: lora` injects `ltx.ltxv.lora` adapters and trains only those; `mode: full` trains every
   transformer weight);
 - the objective, a function (`OBJECTIVES`) from a micro-batch to per-sample losses; fine-tuning uses
   `flow_matching_objective` (rectified-flow velocity loss with per-token first-frame conditioning);
@@ -20,10 +21,10 @@ cached clips of one bucket, a pure function of (seed, k). Sample j of that batch
 first-frame and caption-dropout coins and its noise from a generator seeded by (seed, k, j). Nothing
 depends on how the global batch is split over processes or micro-batches, so a run saved on 2 processes
 resumes on 1 (or the reverse) with the same global-batch losses. The checkpoint (train/dist_checkpoint.py,
-torch.distributed.checkpoint, written atomically) holds the trainable weights, the optimizer, the LR
-schedule, the EMA, the step, the metric history and the wandb run id. A resume whose config changes what
-is trained (base checkpoint, data, mode, adapter shape, batch, seed, objective settings) is refused, naming
-the differing fields, before anything is written.
+torch.distributed.checkpoint, written atomically) holds the trainable weights, the optimizer, the EMA, the
+step, the metric history and the wandb run id (the LR schedule is a function of the step). A resume whose
+config changes what is trained (base checkpoint, data, mode, adapter shape, batch, seed, objective settings)
+is refused, naming the differing fields, before anything is written.
 
 Outputs in run_dir: metrics.jsonl (loss, loss per sigma bucket, grad norm, lr, s/step), loss.png,
 checkpoints/, samples/step_NNNNNN/ (validation videos from the parity-tested sampler of `infer.generate`,
@@ -36,17 +37,21 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
+import os
 import re
 import time
-import uuid
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 from torch import Tensor, nn
 
+from infer.app import hydra_app
+from ltx.core.checkpoint import CheckpointError, atomic_file
 from ltx.core.losses import (
     SigmaSampler,
     first_frame_mask,
@@ -54,13 +59,33 @@ from ltx.core.losses import (
     sigma_bucket_means,
     sigma_bucket_sums,
 )
+from ltx.core.media import load_image, read_video, slug, write_contact_sheet, write_mp4
+from ltx.core.parallel import init_distributed, parallelize
+from ltx.core.viz import save_video_grid
+from ltx.data.latent_cache import BucketBatchSampler, LatentCache, shard
+from ltx.ltxv.api import scheduler_spec
+from ltx.ltxv.checkpoint import WRITERS, checkpoint_from_modules, load_component, read_checkpoint
+from ltx.ltxv.conditioning import ConditioningItem, GuideItem
+from ltx.ltxv.guidance import TextConditioning
+from ltx.ltxv.keys_official import config_diff
+from ltx.ltxv.lora import LoRAConfig, freeze_base, inject_lora, lora_parameters, save_lora
 from ltx.ltxv.patchify import patchify, token_positions
-from ltx.presets import ModelPreset
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (bad data, a diverged run, a resume that does not fit); the message says why."""
-
+from ltx.ltxv.pipelines import check_size, generate
+from ltx.ltxv.text import T5TextEncoder
+from ltx.presets import ModelPreset, config_root
+from train.dist_checkpoint import resolve
+from train.harness import EMA, ShardedCheckpoint, TrainingError, TrainLoop, lr_factor, step_generator
+from train.runner import (
+    Run,
+    check_choice,
+    check_int,
+    check_number,
+    check_run_dir,
+    first_line,
+    invalid,
+    peak_rss_mib,
+)
+from train.train_vae import latent_space_id
 
 # ------------------------------------------------------------------------------------------------ config
 
@@ -142,74 +167,51 @@ class FinetuneConfig:
     wandb_project: str = "ltx-finetune"
 
     def __post_init__(self):
-        def bad(name: str, value: object, valid: str) -> ValueError:
-            return ValueError(f"{name}={value!r} is invalid: {valid}")
-
-        def finite(name: str, value: float, lo: float = -math.inf, hi: float = math.inf, *, strict_lo=False) -> None:
-            ok = isinstance(value, (int, float)) and math.isfinite(value) and value <= hi
-            ok = ok and (value > lo if strict_lo else value >= lo)
-            if not ok:
-                raise bad(name, value, f"must be a finite number {'>' if strict_lo else '>='} {lo}"
-                          + (f" and <= {hi}" if hi < math.inf else ""))
-
         for name in ("steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
-                raise bad(name, v, "must be an integer >= 1")
-        if self.micro_batch is not None and (not isinstance(self.micro_batch, int) or self.micro_batch < 1):
-            raise bad("micro_batch", self.micro_batch, "must be an integer >= 1 (or null)")
-        if self.stop_after is not None and self.stop_after < 1:
-            raise bad("stop_after", self.stop_after, "must be >= 1 (or null)")
-        finite("lr", self.lr, 0.0, strict_lo=True)
-        if self.warmup < 0:
-            raise bad("warmup", self.warmup, "must be >= 0")
-        finite("min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)
-        finite("weight_decay", self.weight_decay, 0.0)
-        finite("grad_clip", self.grad_clip, 0.0)
-        finite("ema", self.ema, 0.0, 0.99999)
-        finite("caption_dropout", self.caption_dropout, 0.0, 1.0)
-        finite("first_frame_p", self.first_frame_p, 0.0, 1.0)
+            check_int(name, getattr(self, name))
+        for name in ("micro_batch", "stop_after", "threads"):
+            check_int(name, getattr(self, name), optional=True)
+        check_int("warmup", self.warmup, 0)
+        check_number("lr", self.lr, 0.0, lo_open=True)
+        check_number("min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)
+        check_number("weight_decay", self.weight_decay, 0.0)
+        check_number("grad_clip", self.grad_clip, 0.0)
+        check_number("ema", self.ema, 0.0, 0.99999)
+        check_number("caption_dropout", self.caption_dropout, 0.0, 1.0)
+        check_number("first_frame_p", self.first_frame_p, 0.0, 1.0)
         if len(self.betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in self.betas):
-            raise bad("betas", self.betas, "must be two numbers in [0, 1)")
+            raise invalid("betas", self.betas, "must be two numbers in [0, 1)")
         if self.fps is not None:
-            finite("fps", self.fps, 0.0, strict_lo=True)
-        choices = {"mode": ("lora", "full"), "lr_schedule": ("constant", "linear", "cosine"),
-                   "optimizer": ("adamw", "adamw8bit"), "precision": ("float32", "bfloat16"),
-                   "parallel": ("ddp", "fsdp"), "export_format": ("ltx", "official"), "objective": tuple(OBJECTIVES),
-                   "lora.format": ("comfy", "diffusers", "ltx", "trainer")}
-        for name, valid in choices.items():
-            v = self.lora.format if name == "lora.format" else getattr(self, name)
-            if v not in valid:
-                raise bad(name, v, f"must be one of {', '.join(valid)}")
+            check_number("fps", self.fps, 0.0, lo_open=True)
+        for name, valid in {"mode": ("lora", "full"), "lr_schedule": ("constant", "linear", "cosine"),
+                            "optimizer": ("adamw", "adamw8bit"), "precision": ("float32", "bfloat16"),
+                            "parallel": ("ddp", "fsdp"), "export_format": ("ltx", "official"),
+                            "objective": tuple(OBJECTIVES)}.items():
+            check_choice(name, getattr(self, name), valid)
+        check_choice("lora.format", self.lora.format, ("comfy", "diffusers", "ltx", "trainer"))
         if self.mode == "lora":
-            if not isinstance(self.lora.rank, int) or self.lora.rank < 1:
-                raise bad("lora.rank", self.lora.rank, "must be an integer >= 1")
+            check_int("lora.rank", self.lora.rank)
             if self.lora.alpha is not None:
-                finite("lora.alpha", self.lora.alpha, 0.0, strict_lo=True)
-            finite("lora.dropout", self.lora.dropout, 0.0, 0.99)
+                check_number("lora.alpha", self.lora.alpha, 0.0, lo_open=True)
+            check_number("lora.dropout", self.lora.dropout, 0.0, 0.99)
             if not self.lora.targets:
-                raise bad("lora.targets", self.lora.targets, "name at least one module pattern, e.g. to_q")
+                raise invalid("lora.targets", self.lora.targets, "name at least one module pattern, e.g. to_q")
         SigmaSampler(**asdict(self.sigma))  # validates
-        if self.validation.every < 0:
-            raise bad("validation.every", self.validation.every, "must be >= 0")
-        if self.validation.images and len(self.validation.images) != len(self.validation.prompts):
-            raise bad("validation.images", self.validation.images, "give one image per validation prompt, or none")
-        if self.validation.controls and len(self.validation.controls) != len(self.validation.prompts):
-            raise bad("validation.controls", self.validation.controls, "give one control video per validation "
-                      "prompt, or none")
-        if self.validation.controls and not self.reference_video:
-            raise bad("validation.controls", self.validation.controls, "control videos guide an IC-LoRA: they need "
-                      "reference_video=true")
         v = self.validation
+        check_int("validation.every", v.every, 0)
+        if v.images and len(v.images) != len(v.prompts):
+            raise invalid("validation.images", v.images, "give one image per validation prompt, or none")
+        if v.controls and len(v.controls) != len(v.prompts):
+            raise invalid("validation.controls", v.controls, "give one control video per validation prompt, or none")
+        if v.controls and not self.reference_video:
+            raise invalid("validation.controls", v.controls, "control videos guide an IC-LoRA: they need "
+                          "reference_video=true")
         for name in ("steps", "height", "width", "num_frames"):
-            if getattr(v, name) is not None and (not isinstance(getattr(v, name), int) or getattr(v, name) < 1):
-                raise bad(f"validation.{name}", getattr(v, name), "must be an integer >= 1 (or null)")
+            check_int(f"validation.{name}", getattr(v, name), optional=True)
         if v.guidance_scale is not None:
-            finite("validation.guidance_scale", v.guidance_scale, 1.0)
-        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
-            raise bad("threads", self.threads, "must be an integer >= 1 (or null)")
+            check_number("validation.guidance_scale", v.guidance_scale, 1.0)
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
-            raise bad("device", self.device, "must be auto, cpu, cuda or cuda:N")
+            raise invalid("device", self.device, "must be auto, cpu, cuda or cuda:N")
 
 
 # What a resume may not change: it would train something else than the checkpoint holds.
@@ -273,14 +275,9 @@ def flow_matching_objective(model: nn.Module, mb: MicroBatch) -> Tensor:
 OBJECTIVES: dict[str, Callable[[nn.Module, MicroBatch], Tensor]] = {"flow_matching": flow_matching_objective}
 
 
-def sample_generator(seed: int, step: int, index: int) -> torch.Generator:
-    """The generator of sample `index` of the global batch of step `step` (see the module docstring)."""
-    return torch.Generator().manual_seed(((seed * 1_000_003 + step) * 100_003 + index) % (2**63 - 1))
-
-
 def draw(cfg: FinetuneConfig, sampler: SigmaSampler, step: int, index: int, shape: tuple[int, int]):
     """(sigma, first-frame coin, caption-dropout coin, noise (T, C)) of one sample, in a fixed order."""
-    g = sample_generator(cfg.seed, step, index)
+    g = step_generator(cfg.seed, step, index)
     sigma = sampler.sample(shape[0], g)
     cond, drop = (torch.rand(2, generator=g) < torch.tensor([cfg.first_frame_p, cfg.caption_dropout])).tolist()
     return sigma, cond, drop, torch.randn(shape, generator=g)
@@ -289,21 +286,8 @@ def draw(cfg: FinetuneConfig, sampler: SigmaSampler, step: int, index: int, shap
 # ------------------------------------------------------------------------------------------------ the run
 
 
-def lr_factor(cfg: FinetuneConfig, step: int) -> float:
-    if step < cfg.warmup:
-        return (step + 1) / cfg.warmup
-    done = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
-    if cfg.lr_schedule == "constant":
-        return 1.0
-    if cfg.lr_schedule == "linear":
-        return 1.0 - (1.0 - cfg.min_lr_ratio) * done
-    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * done))
-
-
 def resolve_paths(cfg: FinetuneConfig) -> FinetuneConfig:
     """The preset's local weights (the bundled demo) where the config names none, relative to the repository."""
-    from ltx.presets import config_root
-
     repo = config_root()  # the checkout, or <prefix>/share/ltx for an installed package
     cfg.model.require_ltx_video("training (train.finetune, train.distill; LTX-2 training is not implemented)")
     g = cfg.model.generation
@@ -322,10 +306,6 @@ def resolve_paths(cfg: FinetuneConfig) -> FinetuneConfig:
 def check_inputs(cfg: FinetuneConfig, world: int):
     """Everything that can be checked before a file is written: paths, headers, the cache against the model,
     the batch split, the resume. Returns (checkpoint, vae checkpoint, cache)."""
-    from ltx.data.latent_cache import LatentCache
-    from ltx.ltxv.checkpoint import read_checkpoint
-    from ltx.ltxv.keys_official import config_diff
-
     for name in ("checkpoint", "vae_checkpoint"):
         p = getattr(cfg, name)
         if p is not None and not Path(p).exists():
@@ -366,8 +346,6 @@ def check_inputs(cfg: FinetuneConfig, world: int):
     batch_split(cfg, world)  # raises for a batch that does not split
     v = cfg.validation
     if v.prompts and (v.height or v.width or v.num_frames):
-        from ltx.ltxv.pipelines import check_size
-
         F_, H, W = cache.buckets_list[0]
         try:
             check_size(v.height or H, v.width or W, v.num_frames or F_, tuple(cache.scale))
@@ -392,8 +370,6 @@ def batch_split(cfg: FinetuneConfig, world: int) -> tuple[int, int]:
 
 def check_resume(cfg: FinetuneConfig, resolved: dict, run_dir: Path) -> bool:
     """Whether this is a resume; refuses one whose frozen fields changed (before anything is written)."""
-    from train.dist_checkpoint import resolve
-
     if resolve(run_dir / "checkpoints") is None:
         return False
     old_path = run_dir / "config.json"
@@ -413,12 +389,8 @@ def check_resume(cfg: FinetuneConfig, resolved: dict, run_dir: Path) -> bool:
 
 def build_model(cfg: FinetuneConfig, ckpt, device: torch.device) -> tuple[nn.Module, list[nn.Parameter]]:
     """The transformer in float32 with its adapter (LoRA) applied from outside; returns it and what trains."""
-    from ltx.ltxv.checkpoint import load_component
-
     dit = load_component(ckpt, "dit", dtype=torch.float32, device=device)
     if cfg.mode == "lora":
-        from ltx.core.lora import LoRAConfig, freeze_base, inject_lora, lora_parameters
-
         inject_lora(dit, LoRAConfig(rank=cfg.lora.rank, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout,
                                     targets=tuple(cfg.lora.targets)), generator=torch.Generator().manual_seed(cfg.seed))
         dit.to(device)
@@ -443,39 +415,27 @@ def make_optimizer(cfg: FinetuneConfig, params: list[nn.Parameter], device: torc
 
 
 class Trainer:
-    """State and step of one fine-tuning run (one per process); `fit` runs it."""
+    """State and step of one fine-tuning run (one per process): `forward_backward` is its step; `fit` runs it on
+    the shared loop (train/harness.py), which does the optimizer step, logging, checkpoints and resume."""
 
     def __init__(self, cfg: FinetuneConfig):
-        from ltx.core.parallel import init_distributed
-
         slurm_environment()
         cfg = resolve_paths(cfg)
         self.cfg = cfg
         self.dist = init_distributed()
         self.resolved = _plain(cfg)
         self.run_dir = Path(cfg.run_dir)
-        from train.runner import check_run_dir
-
         check_run_dir(self.run_dir)  # a file, or a folder that cannot be written: refused before anything loads
         self.ckpt, self.vae_ckpt, self.cache = check_inputs(cfg, self.dist.world_size)
         self.per_rank, self.micro = batch_split(cfg, self.dist.world_size)
-        self.resuming = check_resume(cfg, self.resolved, self.run_dir)
+        check_resume(cfg, self.resolved, self.run_dir)
+        self.run = Run(self.run_dir, is_main=self.dist.is_main)
         self.reference_downscale = max(self.cache.references[1], default=1) if cfg.reference_video else None
         self._check_latent_space()
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        dev = cfg.device
-        if dev == "auto":
-            dev = "cuda" if torch.cuda.is_available() else "cpu"
-        if dev.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(f"device={cfg.device} but CUDA is not available; use device=cpu")
-        self.device = torch.device(f"cuda:{self.dist.local_rank}") if dev == "cuda" and self.dist.enabled else \
-            torch.device(dev)
+        self.device = self._device()
         self.validation_text = self._encode_validation_prompts()  # the text encoder is loaded and freed here
-
-        from ltx.core.parallel import parallelize
-        from ltx.data.latent_cache import BucketBatchSampler
-
         self.sampler = BucketBatchSampler(self.cache, cfg.batch_size, cfg.seed)
         self.sigmas = SigmaSampler(**asdict(cfg.sigma))
         self.objective = self.make_objective()
@@ -485,16 +445,12 @@ class Trainer:
         mode = "none" if not self.dist.enabled else cfg.parallel
         self.model = parallelize(self.dit, self.dist, mode=mode, activation_checkpointing=cfg.activation_checkpointing,
                                  compile=cfg.compile, param_dtype=None)
-        params = [p for p in self.dit.parameters() if p.requires_grad]  # FSDP2 replaces them with DTensors
-        self.params = params
-        self.opt = self.make_optimizer(params)
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(cfg, s))
-        self.ema = {n: p.detach().clone() for n, p in self.dit.named_parameters() if p.requires_grad} if cfg.ema else {}
-        self.step, self.history, self.wandb_id = 0, [], None
-        self._vae = None
-        scale = tuple(self.cache.scale)
+        trained = {n: p for n, p in self.dit.named_parameters() if p.requires_grad}  # FSDP2 made them DTensors
+        self.params = list(trained.values())
+        self.opt = self.make_optimizer(self.params)
+        self.ema = EMA.of(cfg.ema, trained) if cfg.ema else None
+        self._scale = tuple(self.cache.scale)
         self._positions = {}
-        self._scale = scale
 
     # -------------------------------------------------------------------------------------------- setup
     # What a trainer built on this one (train/distill.py) replaces: the objective, the model, the optimizer.
@@ -507,10 +463,16 @@ class Trainer:
     def make_optimizer(self, params: list[nn.Parameter]) -> torch.optim.Optimizer:
         return make_optimizer(self.cfg, params, self.device)
 
-    def _check_latent_space(self) -> None:
-        from ltx.ltxv.checkpoint import load_component
-        from train.train_vae import latent_space_id
+    def _device(self) -> torch.device:
+        dev = self.cfg.device
+        if dev == "auto":
+            dev = "cuda" if torch.cuda.is_available() else "cpu"
+        if dev.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"device={self.cfg.device} but CUDA is not available; use device=cpu")
+        return torch.device(f"cuda:{self.dist.local_rank}") if dev == "cuda" and self.dist.enabled else \
+            torch.device(dev)
 
+    def _check_latent_space(self) -> None:
         self._vae_module = load_component(self.vae_ckpt, "vae", dtype=torch.float32)
         space = latent_space_id(self._vae_module)
         if self.cache.latent_space != space:
@@ -532,14 +494,10 @@ class Trainer:
                 raise FileNotFoundError(f"validation control video {p} does not exist")
         encoded = None
         if self.dist.is_main:  # one process loads the text encoder (a T5-XXL is 9 GB), the others receive states
-            from ltx.ltxv.text import T5TextEncoder
-
             g = self.cfg.model.generation
             try:
                 t5 = T5TextEncoder(self.cfg.text_encoder, dtype=torch.float32, max_tokens=g.text_tokens)
             except Exception as e:  # noqa: BLE001 - whatever transformers raises on a damaged folder
-                from train.runner import first_line
-
                 raise ValueError(f"text_encoder={self.cfg.text_encoder} cannot be loaded ({first_line(e)}); pass a "
                                  "whole local T5 folder (text_encoder/ and tokenizer/)") from None
             encoded = t5.encode(list(v.prompts)), t5.encode([g.negative_prompt] * len(v.prompts))
@@ -567,8 +525,6 @@ class Trainer:
     # -------------------------------------------------------------------------------------------- one step
     def micro_batches(self, step: int):
         """This process's micro-batches of step `step`: (global sample indices, MicroBatch)."""
-        from ltx.data.latent_cache import shard
-
         items = self.sampler.batch(step)
         mine = shard(list(range(len(items))), self.dist.rank, self.dist.world_size)  # positions in the global batch
         null_ctx, null_mask = self.cache.null_text()
@@ -594,20 +550,19 @@ class Trainer:
                                  positions=self.positions(tuple(rows[0]["bucket"]), len(js)), reference=ref,
                                  reference_positions=ref_pos)
 
-    def train_step(self, step: int) -> dict[str, float]:
-        cfg = self.cfg
-        t0 = time.perf_counter()
-        self.opt.zero_grad(set_to_none=True)
+    def forward_backward(self, step: int) -> dict[str, float]:
+        """Gradients of step `step`'s global-batch mean loss (accumulated over micro-batches, summed over
+        processes by DDP / FSDP2 at the last one); returns the loss and its means per sigma bucket."""
         n_micro = self.per_rank // self.micro
         loss_sum = torch.zeros((), dtype=torch.float64)
         buckets = torch.zeros(2, 4)
-        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bfloat16")
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bfloat16")
         for k, (_, mb) in enumerate(self.micro_batches(step)):
             sync = k == n_micro - 1
-            ctx = self.model.no_sync() if hasattr(self.model, "no_sync") and not sync else _null()
+            no_sync = self.model.no_sync() if hasattr(self.model, "no_sync") and not sync else nullcontext()
             if hasattr(self.model, "set_requires_gradient_sync"):  # FSDP2
                 self.model.set_requires_gradient_sync(sync)
-            with ctx:
+            with no_sync:
                 with autocast:
                     per_sample = self.objective(self.model, mb)  # (B,)
                 (per_sample.sum() / self.per_rank).backward()
@@ -615,117 +570,79 @@ class Trainer:
             buckets += sigma_bucket_sums(mb.sigma, per_sample)
         local = torch.cat([loss_sum.float().reshape(1), buckets.flatten()])
         totals = self.dist.all_reduce_mean(local) * self.dist.world_size if self.dist.enabled else local
-        loss = float(totals[0]) / cfg.batch_size
-        gnorm = _grad_norm(self.params, cfg.grad_clip)
-        if not (math.isfinite(loss) and math.isfinite(gnorm)):
-            self.opt.zero_grad(set_to_none=True)
-            self.save()  # the state after `step` good steps: the last good one
-            raise TrainingError(f"step {step + 1}: loss {loss}, gradient norm {gnorm} (not finite); stopped, the last "
-                                f"good state (step {step}) is saved in {self.run_dir / 'checkpoints'}. Lower lr "
-                                f"(now {cfg.lr}), or try precision=float32 / grad_clip")
-        self.opt.step()
-        self.sched.step()
-        if self.ema:
-            decay = min(cfg.ema, (1 + step) / (10 + step))
-            with torch.no_grad():
-                for n, p in self.dit.named_parameters():
-                    if n in self.ema:
-                        self.ema[n].lerp_(p.detach(), 1 - decay)
-        out = {"loss": loss, "grad_norm": gnorm, "lr": self.sched.get_last_lr()[0],
-               "s_per_step": time.perf_counter() - t0}
-        out |= sigma_bucket_means(totals[1:].reshape(2, 4))
-        return out
+        return {"loss": float(totals[0]) / self.cfg.batch_size} | sigma_bucket_means(totals[1:].reshape(2, 4))
 
-    # -------------------------------------------------------------------------------------------- state
-    def state_extra(self) -> dict:
-        """What the checkpoint holds besides the weights and the optimizer (the EMA as full CPU tensors)."""
-        ema = {n: (t.full_tensor() if hasattr(t, "full_tensor") else t).cpu() for n, t in self.ema.items()}
-        return {"step": self.step, "history": self.history, "scheduler": self.sched.state_dict(),
-                "wandb_id": self.wandb_id, "config": self.resolved, "ema": ema}
-
+    # -------------------------------------------------------------------------------------------- the loop
     def state_model(self) -> tuple[nn.Module, bool]:
         """What the checkpoint holds: (module, trainable parameters only?)."""
         return self.dit, self.cfg.mode == "lora"
 
-    def save(self) -> None:
-        from train.dist_checkpoint import save_state
-
+    @cached_property
+    def loop(self) -> TrainLoop:
+        """The shared loop over `forward_backward`, made once the optimizer has all its parameter groups."""
+        cfg = self.cfg
         model, trainable_only = self.state_model()
-        save_state(self.run_dir / "checkpoints", self.step, model=model, optimizer=self.opt,
-                   extra=self.state_extra(), dist=self.dist, keep=self.cfg.keep_checkpoints,
-                   trainable_only=trainable_only)
+        checkpoint = ShardedCheckpoint(self.run, model, self.opt, self.dist, self.resolved,
+                                       trainable_only=trainable_only, keep=cfg.keep_checkpoints, ema=self.ema)
+        return TrainLoop(self.run, self.forward_backward, optimizer=self.opt, lr_lambda=lambda s: lr_factor(cfg, s),
+                         params=self.params, checkpoint=checkpoint, steps=cfg.steps, log_every=cfg.log_every,
+                         checkpoint_every=cfg.checkpoint_every, stop_after=cfg.stop_after, grad_clip=cfg.grad_clip,
+                         ema=self.ema, after_step=self._validate_on_schedule,
+                         advice=f"lower lr (now {cfg.lr}), or precision=float32 / grad_clip")
 
-    def load(self) -> bool:
-        from train.dist_checkpoint import load_state
+    def _validate_on_schedule(self, step: int) -> None:
+        every = self.cfg.validation.every
+        if every and step % every == 0 and step != self.cfg.steps:  # the last step validates in `fit`
+            self.validate()
 
-        model, trainable_only = self.state_model()
-        extra = load_state(self.run_dir / "checkpoints", model=model, optimizer=self.opt, dist=self.dist,
-                           trainable_only=trainable_only)
-        if extra is None:
-            return False
-        self.step, self.history, self.wandb_id = extra["step"], extra["history"], extra["wandb_id"]
-        self.sched.load_state_dict(extra["scheduler"])
-        with torch.no_grad():
-            for n, t in self.ema.items():
-                full = extra["ema"][n].to(self.device)
-                if hasattr(t, "device_mesh"):  # FSDP2: this process's shard of the full tensor
-                    from torch.distributed.tensor import distribute_tensor
-
-                    full = distribute_tensor(full, t.device_mesh, t.placements)
-                t.copy_(full)
-        return True
+    def fit(self) -> dict:
+        cfg, run = self.cfg, self.run
+        resumed = self.loop.resume()
+        run.start(self.resolved, project=cfg.wandb_project, use_wandb=cfg.wandb)
+        if self.dist.is_main:
+            print(f"[finetune] {cfg.mode}: {self.n_trainable / 1e6:.3f} M trainable parameters; "
+                  f"{len(self.cache)} clips in {len(self.cache.buckets)} bucket(s); global batch {cfg.batch_size} on "
+                  f"{self.dist.world_size} process(es) x {self.per_rank // self.micro} micro-batch(es) of "
+                  f"{self.micro}; {'resumed at step ' + str(run.step) if resumed else 'from step 0'}")
+        t0, start = time.time(), run.step
+        self.loop.fit()
+        report = {"steps": run.step, "trainable_parameters": self.n_trainable,
+                  "seconds_this_session": round(time.time() - t0, 1),
+                  "s_per_step": round((time.time() - t0) / max(1, run.step - start), 4),
+                  "peak_rss_mib": peak_rss_mib(), "processes": self.dist.world_size}
+        if torch.cuda.is_available() and self.device.type == "cuda":
+            report["peak_cuda_gib"] = round(torch.cuda.max_memory_allocated(self.device) / 2**30, 2)
+        if run.step == cfg.steps:
+            self.validate()
+            path = self.export(final=True)
+            report["result"] = str(path) if path else None
+        keys = ("loss",) + tuple(sorted({k for r in run.history for k in r if k.startswith("loss_sigma")}))
+        run.plot(keys, title=f"{self.run_dir.name}: {cfg.mode} fine-tuning ({self.n_trainable / 1e6:.3f} M trained)")
+        if self.dist.is_main:
+            with atomic_file(self.run_dir / "report.json", "w") as f:
+                f.write(json.dumps(report, indent=2) + "\n")
+            print(json.dumps(report, indent=2))
+        run.finish()
+        return report
 
     # -------------------------------------------------------------------------------------------- outputs
-    def log(self, metrics: dict[str, float]) -> None:
-        row = {"step": self.step, **{k: round(v, 7) if isinstance(v, float) else v for k, v in metrics.items()}}
-        self.history.append(row)
-        if self.dist.is_main:
-            with open(self.run_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(row) + "\n")
-            if self._wandb is not None:
-                self._wandb.log(metrics, step=self.step)
-
-    def start_outputs(self) -> None:
-        self._wandb = None
-        if not self.dist.is_main:
-            return
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        from ltx.core.checkpoint import atomic_file
-
-        with atomic_file(self.run_dir / "config.json", "w") as f:
-            f.write(json.dumps(self.resolved, indent=2, default=str) + "\n")
-        if self.resuming:  # metrics.jsonl may hold rows logged after the checkpoint: keep only what it knows
-            with atomic_file(self.run_dir / "metrics.jsonl", "w") as f:
-                f.writelines(json.dumps(r) + "\n" for r in self.history)
-        if self.cfg.wandb:
-            try:
-                import wandb
-
-                self.wandb_id = self.wandb_id or f"{self.run_dir.name}-{uuid.uuid4().hex[:8]}"
-                self._wandb = wandb.init(project=self.cfg.wandb_project, dir=str(self.run_dir), mode="offline",
-                                         config=self.resolved, id=self.wandb_id, resume="allow")
-            except Exception as e:  # noqa: BLE001 - tracking never stops training
-                print(f"[finetune] wandb disabled: {e}")
-
     def weights_for_export(self, ema: bool) -> dict[str, Tensor]:
         """Full (unsharded) trained tensors on CPU, on every process (collective under FSDP)."""
-        src = dict(self.dit.named_parameters())
+        src = self.ema.averages if ema and self.ema else dict(self.dit.named_parameters())
         out = {}
         for n in self.trainable:
-            t = (self.ema[n] if ema and self.ema else src[n]).detach()
+            t = src[n].detach()
             out[n] = (t.full_tensor() if hasattr(t, "full_tensor") else t).cpu().clone()
         return out
 
     def export(self, final: bool) -> Path | None:
         """The result, in a file other tools load: a LoRA (ComfyUI format by default) or a full checkpoint."""
-        weights = self.weights_for_export(ema=bool(self.ema))
+        weights = self.weights_for_export(ema=self.ema is not None)
         if not self.dist.is_main:
             return None
         cfg = self.cfg
-        name = "" if final else f"_step{self.step:06d}"
+        name = "" if final else f"_step{self.run.step:06d}"
         if cfg.mode == "lora":
-            from ltx.core.lora import save_lora
-
             path = self.run_dir / f"lora{name}.safetensors"
             tensors = {n.replace(".lora_A.default.", ".lora_A.").replace(".lora_B.default.", ".lora_B."): t
                        for n, t in weights.items()}
@@ -733,36 +650,21 @@ class Trainer:
                 "reference_downscale_factor": str(self.reference_downscale), "ic_lora": "reference_video"}
             save_lora(path, tensors, format=cfg.lora.format, rank=cfg.lora.rank, alpha=cfg.lora.alpha or cfg.lora.rank,
                       targets=list(cfg.lora.targets), base_model=f"{Path(cfg.checkpoint).name} "
-                      f"({cfg.model.name}); trained {self.step} steps by train.finetune", overwrite=True,
+                      f"({cfg.model.name}); trained {self.run.step} steps by train.finetune", overwrite=True,
                       extra_metadata=extra)
             return path
-        from ltx.ltxv.checkpoint import WRITERS, checkpoint_from_modules
-
-        dit = self._plain_copy(weights)
+        dit = load_component(self.ckpt, "dit", dtype=torch.float32)
+        dit.load_state_dict(weights, strict=True)
         path = self.run_dir / f"model{name}.safetensors"
         WRITERS[cfg.export_format](checkpoint_from_modules({"dit": dit, "vae": self._vae_module},
                                                            extra=self.ckpt.extra), path, overwrite=True)
         return path
-
-    def _plain_copy(self, weights: dict[str, Tensor]) -> nn.Module:
-        from ltx.ltxv.checkpoint import load_component
-
-        dit = load_component(self.ckpt, "dit", dtype=torch.float32)
-        dit.load_state_dict(weights, strict=True)
-        return dit
 
     @torch.no_grad()
     def validate(self) -> Path | None:
         """Sample the validation prompts with the generate app's sampler; every process takes part (FSDP)."""
         if self.validation_text is None:
             return None
-        from infer.generate import scheduler_spec
-        from ltx.core.media import load_image, write_contact_sheet, write_mp4
-        from ltx.core.viz import save_video_grid
-        from ltx.ltxv.conditioning import ConditioningItem
-        from ltx.ltxv.guidance import TextConditioning
-        from ltx.ltxv.pipelines import generate
-
         cfg, v = self.cfg, self.cfg.validation
         F_, H, W = self.cache.buckets_list[0]
         height, width, frames = v.height or H, v.width or W, v.num_frames or (F_ if F_ > 1 else 1)
@@ -776,7 +678,8 @@ class Trainer:
         sampling = dataclasses.replace(sampling, first_pass=dataclasses.replace(first, **changes))
         sched = scheduler_spec(self.ckpt, self._vae_module.cfg)
         vae = self._vae_module.to(self.device)
-        swapped = self._swap_ema()
+        if self.ema:
+            self.ema.swap()  # sample with the averaged weights
         self.dit.eval()
         try:
             videos = []
@@ -794,145 +697,41 @@ class Trainer:
                 videos.append(frames_out[0].float().cpu())
         finally:
             self.dit.train()
-            if swapped:
-                self._swap_ema()
+            if self.ema:
+                self.ema.swap()
         if not self.dist.is_main:
             return None
-        out = self.run_dir / "samples" / f"step_{self.step:06d}"
+        out = self.run_dir / "samples" / f"step_{self.run.step:06d}"
         out.mkdir(parents=True, exist_ok=True)
-        from infer.generate import slug
-
         for i, (prompt, video) in enumerate(zip(v.prompts, videos)):
             write_mp4(out / f"{i:02d}_{slug(prompt)}.mp4", video, cfg.fps)
             write_contact_sheet(out / f"{i:02d}_{slug(prompt)}.png", video, 8, prompt)
         grid = save_video_grid(out.with_suffix(".png"), [x * 2 - 1 for x in videos])
         (out / "prompts.txt").write_text("\n".join(v.prompts) + "\n")
-        if self._wandb is not None:
-            import wandb
-
-            self._wandb.log({"samples": wandb.Image(str(grid))}, step=self.step)
+        self.run.image("samples", grid)
         return grid
 
-    def _control(self, path: str, frames: int):
+    def _control(self, path: str, frames: int) -> GuideItem:
         """A validation control video as a strength-1 guide of at most `frames` (8k + 1) frames."""
-        from ltx.core.media import read_video
-        from ltx.ltxv.conditioning import GuideItem
-
         video = read_video(path, max_frames=frames)[0]
         t = self._scale[0]
         n = (video.shape[1] - 1) // t * t + 1
         return GuideItem((video[:, :n] * 2 - 1)[None].to(self.device), 1.0, 0, self.reference_downscale or 1)
 
-    def _swap_ema(self) -> bool:
-        if not self.ema:
-            return False
-        with torch.no_grad():
-            for n, p in self.dit.named_parameters():
-                if n in self.ema:
-                    tmp = p.detach().clone()
-                    p.copy_(self.ema[n])
-                    self.ema[n].copy_(tmp)
-        return True
-
-    def plot(self) -> None:
-        if not self.dist.is_main:
-            return
-        from train.runner import Run
-
-        run = Run(self.run_dir, self.cfg.seed, history=self.history)
-        keys = ("loss",) + tuple(sorted({k for r in self.history for k in r if k.startswith("loss_sigma")}))
-        run.plot(keys, title=f"{self.run_dir.name}: {self.cfg.mode} fine-tuning ({self.n_trainable / 1e6:.3f} M "
-                             f"trained)")
-
-    # -------------------------------------------------------------------------------------------- loop
-    def fit(self) -> dict:
-        from tqdm import tqdm
-
-        from train.runner import peak_rss_mib
-
-        cfg = self.cfg
-        resumed = self.load() if self.resuming else False
-        self.start_outputs()
-        if self.dist.is_main:
-            print(f"[finetune] {cfg.mode}: {self.n_trainable / 1e6:.3f} M trainable parameters; "
-                  f"{len(self.cache)} clips in {len(self.cache.buckets)} bucket(s); global batch {cfg.batch_size} on "
-                  f"{self.dist.world_size} process(es) x {self.per_rank // self.micro} micro-batch(es) of "
-                  f"{self.micro}; {'resumed at step ' + str(self.step) if resumed else 'from step 0'}")
-        end = cfg.steps if cfg.stop_after is None else min(cfg.steps, cfg.stop_after)
-        t0, start = time.time(), self.step
-        bar = tqdm(total=cfg.steps, initial=self.step, desc=self.run_dir.name, disable=not self.dist.is_main,
-                   dynamic_ncols=True)
-        every = cfg.validation.every
-        while self.step < end:
-            metrics = self.train_step(self.step)
-            self.step += 1
-            bar.update(1)
-            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                self.log(metrics)
-                bar.set_postfix(loss=f"{metrics['loss']:.4g}")
-            if every and self.step % every == 0 and self.step != cfg.steps:
-                self.validate()
-            if self.step % cfg.checkpoint_every == 0 or self.step == end:
-                self.save()
-        bar.close()
-        report = {"steps": self.step, "trainable_parameters": self.n_trainable,
-                  "seconds_this_session": round(time.time() - t0, 1),
-                  "s_per_step": round((time.time() - t0) / max(1, self.step - start), 4),
-                  "peak_rss_mib": peak_rss_mib(), "processes": self.dist.world_size}
-        if torch.cuda.is_available() and self.device.type == "cuda":
-            report["peak_cuda_gib"] = round(torch.cuda.max_memory_allocated(self.device) / 2**30, 2)
-        if self.step == cfg.steps:
-            self.validate()
-            path = self.export(final=True)
-            report["result"] = str(path) if path else None
-        self.plot()
-        if self.dist.is_main:
-            from ltx.core.checkpoint import atomic_file
-
-            with atomic_file(self.run_dir / "report.json", "w") as f:
-                f.write(json.dumps(report, indent=2) + "\n")
-            print(json.dumps(report, indent=2))
-            if self._wandb is not None:
-                self._wandb.finish()
-        return report
-
 
 def slurm_environment() -> None:
     """Under a Slurm job with several tasks (the submitit launcher) and no torchrun variables: export torchrun's
     RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT from Slurm's, through submitit."""
-    import os
-
     if "RANK" in os.environ or int(os.environ.get("SLURM_NTASKS", "1")) <= 1:
         return
-    try:
+    try:  # optional: only Slurm runs need it
         from submitit.helpers import TorchDistributedEnvironment
     except ImportError:
         raise ValueError("a multi-task Slurm job needs submitit: pip install 'ltx[slurm]'") from None
     TorchDistributedEnvironment().export()
 
 
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
-
-
-def _grad_norm(params: list[nn.Parameter], clip: float) -> float:
-    """Total gradient norm (clipped to `clip` when > 0); works on DTensor (FSDP2) gradients too."""
-    grads = [p for p in params if p.grad is not None]
-    if not grads:
-        return 0.0
-    norm = torch.nn.utils.clip_grad_norm_(grads, clip if clip > 0 else float("inf"))
-    if hasattr(norm, "full_tensor"):
-        norm = norm.full_tensor()
-    return float(norm)
-
-
 def _plain(cfg: FinetuneConfig) -> dict:
-    from omegaconf import OmegaConf
-
     return OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True)
 
 
@@ -953,21 +752,17 @@ def train(cfg: FinetuneConfig) -> dict:
 
 
 def to_config(raw, schema: type = FinetuneConfig) -> FinetuneConfig:
-    from omegaconf import OmegaConf
-
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), raw))
 
 
 def main_for(schema: type, config_name: str, run) -> None:
     """The Hydra entry point of a trainer app (this one, train.distill)."""
-    from infer.app import hydra_app
-    from ltx.core.checkpoint import CheckpointError
-
     hydra_app(schema, config_name, run, (TrainingError, CheckpointError))
 
 
 def _main() -> None:
     main_for(FinetuneConfig, "finetune", train)
+
 
 if __name__ == "__main__":
     _main()

@@ -1,11 +1,10 @@
-"""What every training app needs around its step function: a run folder, atomic checkpoints, exact resume,
-and logs people can look at (metrics.jsonl, a loss-curve PNG, wandb in offline mode).
+"""A training run's folder and the checks of the training configs.
 
-Exact resume: every random draw of step k comes from `step_generator(seed, k)`, a generator seeded by the
-run seed and the step number, so no RNG state has to be saved and a run resumed at step k draws exactly
-what the uninterrupted run drew. The checkpoint holds the model, the optimizer, the step and the metric
-history; it is written to a temporary file and renamed, so a kill at any moment leaves the previous
-checkpoint intact.
+`Run` is the run folder every training app writes: config.json, metrics.jsonl (one JSON row per logged step),
+loss.png, wandb in offline mode, and, for the demo apps (`RunCheckpoint`), checkpoint.pt: the modules, the
+optimizers, the step, the metric history and the wandb id in one file, written to a temporary file and
+renamed, so a kill at any moment leaves the previous checkpoint intact. The loop around it is
+train/harness.py.
 """
 
 from __future__ import annotations
@@ -13,9 +12,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import resource
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,11 +24,6 @@ import torch
 from torch import nn
 
 from ltx.core.checkpoint import atomic_file
-
-
-def step_generator(seed: int, step: int, device: str | torch.device = "cpu") -> torch.Generator:
-    """The generator for every random draw of training step `step` (see the module docstring)."""
-    return torch.Generator(device=device).manual_seed((seed * 1_000_003 + step) % (2**63 - 1))
 
 
 def atomic_torch_save(obj: object, path: Path) -> None:
@@ -110,12 +106,14 @@ def first_line(e: BaseException, limit: int = 200) -> str:
 
 @dataclass
 class Run:
-    """A run folder: checkpoints/, metrics.jsonl, loss.png, and the resolved config."""
+    """A run folder: config.json, metrics.jsonl, loss.png, wandb/, and the checkpoint(s). Every process of a
+    distributed run keeps the history; only the main one (`is_main`) writes."""
 
     root: Path
-    seed: int
     history: list[dict] = field(default_factory=list)
     step: int = 0
+    is_main: bool = True
+    wandb_id: str | None = None  # kept in the checkpoint: a resumed run logs to the same wandb run
     _wandb: object = None
     _t0: float = field(default_factory=time.time)
     _state: dict | None = None  # the checkpoint `open` read, until `resume` applies it
@@ -188,14 +186,17 @@ class Run:
             raise RunError(f"{path} does not fit this config ({first_line(e)}); resume with the config the run "
                            f"started with, or use a new run_dir") from None
         self.step, self.history = state["step"], [r for r in state["history"] if r.get("step", 0) <= state["step"]]
+        self.wandb_id = state.get("wandb_id")
         self._state = None
         print(f"[run] resumed {self.root} at step {self.step}")
         return True
 
     def start(self, config: dict, *, project: str, use_wandb: bool = True) -> None:
-        """Write the run's records, after `resume` has validated the checkpoint: config.json, and
+        """Write the run's records, after the checkpoint was validated and loaded: config.json, and
         metrics.jsonl cut back to the checkpoint's history (rows logged after the last checkpoint are logged
         again by the resumed run; a run killed before its first checkpoint starts an empty file)."""
+        if not self.is_main:
+            return
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             with atomic_file(self.root / "config.json", "w") as f:
@@ -209,8 +210,9 @@ class Run:
             try:
                 import wandb
 
+                self.wandb_id = self.wandb_id or f"{self.root.name}-{uuid.uuid4().hex[:8]}"
                 self._wandb = wandb.init(project=project, dir=str(self.root), mode="offline", config=config,
-                                         resume="allow", id=self.root.name.replace("/", "_"))
+                                         resume="allow", id=self.wandb_id)
             except Exception as e:  # noqa: BLE001 - tracking must never stop training
                 print(f"[run] wandb disabled: {e}")
 
@@ -220,12 +222,15 @@ class Run:
             "history": self.history,
             "modules": {n: m.state_dict() for n, m in modules.items()},
             "optimizers": {n: o.state_dict() for n, o in optimizers.items()},
+            "wandb_id": self.wandb_id,
         }
         atomic_torch_save(state, self.checkpoint_path)
 
     def log(self, metrics: dict[str, float]) -> None:
         row = {"step": self.step, "time_s": round(time.time() - self._t0, 2), **metrics}
         self.history.append(row)
+        if not self.is_main:
+            return
         with open(self.root / "metrics.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
         if self._wandb is not None:
@@ -238,9 +243,11 @@ class Run:
 
             self._wandb.log({key: wandb.Image(str(path))}, step=self.step)
 
-    def plot(self, keys: tuple[str, ...] = ("loss",), title: str = "") -> Path:
-        """Loss curves as a PNG (log scale, raw and smoothed)."""
-        import matplotlib
+    def plot(self, keys: tuple[str, ...] = ("loss",), title: str = "") -> Path | None:
+        """Loss curves as a PNG (log scale, raw and smoothed), by the main process."""
+        if not self.is_main:
+            return None
+        import matplotlib  # heavy: only when a run ends
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
@@ -271,38 +278,22 @@ class Run:
             self._wandb.finish()
 
 
+@dataclass
+class RunCheckpoint:
+    """The demo apps' state: run_dir/checkpoint.pt with these modules and optimizers (`Run.save` / `Run.resume`,
+    which reads what `Run.open` checked)."""
+
+    run: Run
+    modules: dict[str, nn.Module]
+    optimizers: dict[str, torch.optim.Optimizer]
+
+    def save(self) -> None:
+        self.run.save(self.modules, self.optimizers)
+
+    def load(self) -> bool:
+        return self.run.resume(self.modules, self.optimizers)
+
+
 def peak_rss_mib() -> float:
     """The process's peak resident memory so far, in MiB (Linux ru_maxrss is in KiB)."""
-    import resource
-
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-
-
-def resume_lr(scheduler: torch.optim.lr_scheduler.LambdaLR, step: int) -> None:
-    """Put a LambdaLR and its optimizer at `step` after a resume (without stepping the optimizer)."""
-    scheduler.last_epoch = step
-    for group, base, fn in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
-        group["lr"] = base * fn(step)
-
-
-def train_loop(run: Run, step_fn: Callable[[int], dict[str, float]], *, steps: int, log_every: int,
-               checkpoint_every: int, on_checkpoint: Callable[[], None], progress: bool = True,
-               stop_after: int | None = None) -> None:
-    """Run `step_fn(step)` from the run's current step to `steps`, logging and checkpointing on schedule.
-
-    `stop_after` ends the session early at that step (after checkpointing), as a time-boxed session or a kill
-    would; running again with the same config resumes where it stopped."""
-    from tqdm import tqdm
-
-    end = steps if stop_after is None else min(steps, stop_after)
-    bar = tqdm(total=steps, initial=run.step, desc=run.root.name, disable=not progress, dynamic_ncols=True)
-    while run.step < end:
-        metrics = step_fn(run.step)
-        run.step += 1
-        bar.update(1)
-        if run.step % log_every == 0 or run.step == steps:
-            run.log(metrics)
-            bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items()})
-        if run.step % checkpoint_every == 0 or run.step == end:
-            on_checkpoint()
-    bar.close()

@@ -25,32 +25,39 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from hydra.core.config_store import ConfigStore
+from tqdm import tqdm
 
+from infer.app import hydra_app
 from ltx.core.losses import add_noise, flow_matching_loss, sample_sigmas
 from ltx.core.viz import save_video_grid
 from ltx.data.shapes import ShapesWorld
+from ltx.ltxv.checkpoint import load_component
+from ltx.ltxv.guidance import TextConditioning
 from ltx.ltxv.patchify import patchify, token_positions
+from ltx.ltxv.pipelines import SchedulerSpec, decode, denoise_pass
 from ltx.ltxv.text import T5TextEncoder
 from ltx.ltxv.transformer import DiT, DiTConfig
 from ltx.ltxv.vae import VideoVAE
+from ltx.presets import PassConfig
+from train.harness import EMA, TrainingError, TrainLoop, lr_factor, step_generator
 from train.make_text_encoder import save_text_encoder
 from train.runner import (
     Run,
+    RunCheckpoint,
     RunError,
+    atomic_torch_save,
     check_choice,
     check_int,
     check_multiple,
     check_number,
+    first_line,
     peak_rss_mib,
-    resume_lr,
-    step_generator,
-    train_loop,
 )
 from train.train_vae import latent_space_id
 
@@ -117,8 +124,6 @@ class TrainDiTConfig:
 def load_inputs(cfg: TrainDiTConfig):
     """The VAE and the text encoder, each refused by option name when missing, damaged, of the wrong kind or
     not fitting the config (before anything is written)."""
-    from ltx.ltxv.checkpoint import load_component
-
     if not Path(cfg.vae_checkpoint).exists():
         raise FileNotFoundError(f"vae_checkpoint={cfg.vae_checkpoint} does not exist; pass a checkpoint with a VAE "
                                 "(train one with python -m train.train_vae, export with python -m train.export_demo)")
@@ -139,8 +144,6 @@ def load_inputs(cfg: TrainDiTConfig):
     try:
         text = T5TextEncoder(root, dtype=torch.float32, max_tokens=cfg.text_tokens)
     except Exception as e:  # noqa: BLE001 - whatever transformers raises on a damaged folder
-        from train.runner import first_line
-
         raise ValueError(f"text_encoder={root} cannot be loaded ({first_line(e)}); make it again with "
                          f"python -m train.make_text_encoder {root} --overwrite") from None
     width = text.model.config.d_model
@@ -155,8 +158,6 @@ def _read_latent_cache(cache: Path) -> dict | None:
     try:
         blob = torch.load(cache, map_location="cpu", weights_only=False)
     except Exception as e:  # noqa: BLE001 - a damaged pickle raises anything
-        from train.runner import first_line
-
         print(f"[train_dit] {cache} cannot be read ({first_line(e)}); encoding the clips again")
         return None
     ok = isinstance(blob, dict) and isinstance(blob.get("n"), int) and isinstance(blob.get("latents"), torch.Tensor)
@@ -179,16 +180,12 @@ def encode_dataset(vae: VideoVAE, data: ShapesWorld, cache: Path, space: str) ->
             return blob["latents"], blob["captions"]
         print(f"[train_dit] {cache}: made for {blob['n']} clips of latent space {blob.get('latent_space')}; "
               f"encoding {len(data)} clips of latent space {space}")
-    from tqdm import tqdm
-
     latents, captions = [], []
     for start in tqdm(range(0, len(data), 16), desc="encoding clips"):
         samples = [data[i] for i in range(start, min(len(data), start + 16))]
         latents.append(vae.encode(torch.stack([s.video for s in samples])))
         captions += [s.caption for s in samples]
     blob = {"n": len(data), "latent_space": space, "latents": torch.cat(latents), "captions": captions}
-    from train.runner import atomic_torch_save
-
     cache.parent.mkdir(parents=True, exist_ok=True)
     atomic_torch_save(blob, cache)
     return blob["latents"], blob["captions"]
@@ -217,10 +214,6 @@ def validation_prompts(seed: int, n: int) -> list[str]:
 @torch.no_grad()
 def sample_videos(dit: DiT, vae: VideoVAE, encode, prompts: list[str], cfg: TrainDiTConfig) -> list[torch.Tensor]:
     """Generate `prompts` with the demo's sampler (LQ schedule, CFG against ""): (3, F, H, W) in [-1, 1] each."""
-    from ltx.ltxv.guidance import TextConditioning
-    from ltx.ltxv.pipelines import SchedulerSpec, decode, denoise_pass
-    from ltx.presets import PassConfig
-
     text = TextConditioning(*encode(prompts), *encode([""] * len(prompts)))
     p = PassConfig(num_inference_steps=cfg.sample_steps, guidance_scale=[cfg.sample_guidance])
     latents = denoise_pass(dit, vae, text, p, SchedulerSpec(sampler="LinearQuadratic"), height=cfg.size,
@@ -229,25 +222,13 @@ def sample_videos(dit: DiT, vae: VideoVAE, encode, prompts: list[str], cfg: Trai
     return list(decode(vae, latents) * 2 - 1)
 
 
-def lr_factor(cfg: TrainDiTConfig, step: int) -> float:
-    """The learning-rate multiplier at `step`: linear warmup, then constant or cosine decay to min_lr_ratio."""
-    if step < cfg.warmup:
-        return (step + 1) / cfg.warmup
-    if cfg.lr_schedule == "constant":
-        return 1.0
-    if cfg.lr_schedule == "cosine":
-        done = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
-        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * done))
-    raise ValueError(f"unknown lr_schedule {cfg.lr_schedule!r}; expected 'constant' or 'cosine'")
-
-
 def train(cfg: TrainDiTConfig) -> dict:
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     vae, text = load_inputs(cfg)
     data = ShapesWorld(split="train", num_samples=cfg.num_videos, frames=cfg.frames, height=cfg.size,
                        width=cfg.size, seed=cfg.seed + 1000)
-    run = Run(Path(cfg.run_dir), cfg.seed)
+    run = Run(Path(cfg.run_dir))
     resuming = run.open()  # the folder is writable and its checkpoint readable; nothing written yet
     space, record = latent_space_id(vae), Path(cfg.run_dir) / "latent_space.json"
     if resuming and record.is_file():
@@ -275,39 +256,16 @@ def train(cfg: TrainDiTConfig) -> dict:
                                 scale=(vae.cfg.temporal_factor, vae.cfg.spatial_factor, vae.cfg.spatial_factor))
 
     dit = DiT(cfg.dit).init_weights(torch.Generator().manual_seed(cfg.seed))
-    ema = copy.deepcopy(dit).requires_grad_(False)
+    modules = {"dit": dit, "ema": copy.deepcopy(dit).requires_grad_(False)}
     groups = [{"params": list(dit.parameters()), "lr": cfg.lr}]
-    modules = {"dit": dit, "ema": ema}
     if t5 is not None:
         groups.append({"params": list(t5.parameters()), "lr": cfg.text_lr})
         modules |= {"text": t5, "text_ema": copy.deepcopy(t5).requires_grad_(False)}
-    averaged = [(modules["ema"], dit)] + ([(modules["text_ema"], t5)] if t5 is not None else [])
-    params = [p for g in groups for p in g["params"]]
+    dit_ema = modules["ema"]
+    averaged = [(dit_ema, dit)] + ([(modules["text_ema"], t5)] if t5 is not None else [])
     opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(cfg, s))
-    if run.resume(modules, {"opt": opt}):
-        resume_lr(sched, run.step)
-    run.start(asdict(cfg), project="ltx-demo-dit", use_wandb=cfg.wandb)  # after the checkpoint is validated
-    record.write_text(json.dumps({"latent_space": space, "vae_checkpoint": cfg.vae_checkpoint}, indent=2) + "\n")
-    t0 = time.time()
 
-    def encode_ema(prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        if t5 is None:
-            return text.encode(prompts)
-        ids_, mask_ = text.tokenize(prompts)
-        return modules["text_ema"](ids_, attention_mask=mask_).last_hidden_state, mask_
-
-    prompts = validation_prompts(cfg.seed, cfg.sample_prompts)
-
-    def on_checkpoint() -> None:
-        run.save(modules, {"opt": opt})
-        if run.step % cfg.sample_every == 0 or run.step == cfg.steps:
-            path = save_video_grid(Path(cfg.run_dir) / f"samples/step_{run.step:06d}.png",
-                                   sample_videos(ema, vae, encode_ema, prompts, cfg))
-            (path.parent / "prompts.txt").write_text("\n".join(prompts) + "\n")
-            run.image("samples", path)
-
-    def step_fn(step: int) -> dict[str, float]:
+    def forward_backward(step: int) -> dict[str, float]:
         g = step_generator(cfg.seed, step)
         idx = torch.randint(tokens.shape[0], (cfg.batch_size,), generator=g)
         x0 = tokens[idx]
@@ -321,25 +279,38 @@ def train(cfg: TrainDiTConfig) -> dict:
         noise = torch.randn(x0.shape, generator=g)
         v = dit(add_noise(x0, noise, sigma), sigma, ctx, ctx_mask, positions.expand(cfg.batch_size, -1, -1))
         loss = flow_matching_loss(v, x0, noise)
-        opt.zero_grad(set_to_none=True)
         loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        with torch.no_grad():
-            decay = min(cfg.ema, (1 + step) / (10 + step))
-            for averaged_module, live in averaged:
-                for pe, p in zip(averaged_module.parameters(), live.parameters()):
-                    pe.lerp_(p, 1 - decay)
-        return {"loss": loss.item(), "grad_norm": float(gnorm), "lr": sched.get_last_lr()[0]}
+        return {"loss": loss.item()}
 
-    train_loop(run, step_fn, steps=cfg.steps, log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every,
-               stop_after=cfg.stop_after, on_checkpoint=on_checkpoint)
+    def encode_ema(prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        if t5 is None:
+            return text.encode(prompts)
+        ids_, mask_ = text.tokenize(prompts)
+        return modules["text_ema"](ids_, attention_mask=mask_).last_hidden_state, mask_
+
+    prompts = validation_prompts(cfg.seed, cfg.sample_prompts)
+
+    def sample(step: int) -> None:
+        if step % cfg.sample_every == 0 or step == cfg.steps:
+            path = save_video_grid(Path(cfg.run_dir) / f"samples/step_{step:06d}.png",
+                                   sample_videos(dit_ema, vae, encode_ema, prompts, cfg))
+            (path.parent / "prompts.txt").write_text("\n".join(prompts) + "\n")
+            run.image("samples", path)
+
+    loop = TrainLoop(run, forward_backward, optimizer=opt, lr_lambda=lambda s: lr_factor(cfg, s),
+                     params=[p for g in groups for p in g["params"]], ema=EMA.of_modules(cfg.ema, averaged),
+                     checkpoint=RunCheckpoint(run, modules, {"opt": opt}), steps=cfg.steps, log_every=cfg.log_every,
+                     checkpoint_every=cfg.checkpoint_every, stop_after=cfg.stop_after, after_step=sample)
+    loop.resume()
+    run.start(asdict(cfg), project="ltx-demo-dit", use_wandb=cfg.wandb)  # after the checkpoint is validated
+    record.write_text(json.dumps({"latent_space": space, "vae_checkpoint": cfg.vae_checkpoint}, indent=2) + "\n")
+    t0 = time.time()
+    loop.fit()
     run.plot(("loss",), title="demo DiT training (flow matching)")
     report = {"steps": run.step, "train_seconds_this_session": round(time.time() - t0, 1),
               "peak_rss_mib": peak_rss_mib(),
               "final_loss_avg": sum(r["loss"] for r in run.history[-10:]) / max(1, len(run.history[-10:]))}
-    torch.save(ema.state_dict(), Path(cfg.run_dir) / "dit_ema.pt")
+    torch.save(dit_ema.state_dict(), Path(cfg.run_dir) / "dit_ema.pt")
     if t5 is not None:
         save_text_encoder(modules["text_ema"], text.tokenizer, Path(cfg.run_dir) / "text_encoder")
     (Path(cfg.run_dir) / "report.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -350,8 +321,6 @@ def train(cfg: TrainDiTConfig) -> dict:
 
 def _register_schema() -> None:
     """configs/train_dit.yaml composes on `train_dit_schema` (so typos and bad types fail, also in compose())."""
-    from hydra.core.config_store import ConfigStore
-
     ConfigStore.instance().store(name="train_dit_schema", node=TrainDiTConfig)
 
 
@@ -361,9 +330,7 @@ _register_schema()
 def main() -> None:
     """The Hydra entry point: bad input (a config field, a missing or damaged file, an unusable run folder or
     checkpoint) ends in one line `error: ...` (LTX_DEBUG=1 shows the traceback)."""
-    from infer.app import hydra_app
-
-    hydra_app(TrainDiTConfig, "train_dit", train, (RunError, OSError))
+    hydra_app(TrainDiTConfig, "train_dit", train, (RunError, TrainingError, OSError))
 
 
 if __name__ == "__main__":

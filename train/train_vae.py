@@ -33,24 +33,26 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from hydra.core.config_store import ConfigStore
 
+from infer.app import hydra_app
 from ltx.core.losses import gaussian_kl, psnr
 from ltx.core.viz import save_video_grid
 from ltx.data.shapes import ShapesWorld
 from ltx.data.shapes_eval import estimate_background
 from ltx.data.shapes_eval import evaluate as evaluate_prompt_following
+from ltx.ltxv.checkpoint import load_component
 from ltx.ltxv.vae import VAEConfig, VideoVAE
+from train.harness import TrainingError, TrainLoop, step_generator
 from train.runner import (
     Run,
+    RunCheckpoint,
     RunError,
     check_int,
     check_multiple,
     check_number,
     first_line,
     peak_rss_mib,
-    resume_lr,
-    step_generator,
-    train_loop,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -212,8 +214,6 @@ def initial_state(path: str) -> dict[str, torch.Tensor]:
         if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
             raise ValueError(f"init_from={path} is not a VAE state dict (a run's vae_final.pt)")
         return sd
-    from ltx.ltxv.checkpoint import load_component
-
     try:
         return load_component(path, "vae").state_dict()
     except (ValueError, OSError, KeyError) as e:
@@ -248,16 +248,10 @@ def train(cfg: TrainVAEConfig) -> dict:
     vae.encoder.requires_grad_(cfg.train_encoder)
     params = [p for p in vae.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
-    sched = torch.optim.lr_scheduler.LambdaLR(  # warm-up, then linear decay to 10%
-        opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup)) * (0.1 + 0.9 * (1 - s / cfg.steps)))
-    run = Run(Path(cfg.run_dir), cfg.seed)
+    run = Run(Path(cfg.run_dir))
     run.open()  # the folder is writable and its checkpoint readable; nothing written yet
-    if run.resume({"vae": vae}, {"opt": opt}):
-        resume_lr(sched, run.step)
-    run.start(asdict(cfg), project="ltx-demo-vae", use_wandb=cfg.wandb)  # after the checkpoint is validated
-    t0 = time.time()
 
-    def step_fn(step: int) -> dict[str, float]:
+    def forward_backward(step: int) -> dict[str, float]:
         video, weight = batch(cfg, data, step)
         with torch.set_grad_enabled(cfg.train_encoder):
             mean, logvar = vae.encode_moments(video).chunk(2, dim=1)
@@ -270,25 +264,29 @@ def train(cfg: TrainVAEConfig) -> dict:
         rec = ((err.abs() + err.square()) * weight).sum() / (weight.sum() * video.shape[1])
         kl = gaussian_kl(mean, logvar.clamp(-30, 20))
         loss = rec + cfg.kl_weight * kl if cfg.train_encoder else rec
-        opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        return {"loss": loss.item(), "recon": rec.item(), "kl": kl.item(), "lr": sched.get_last_lr()[0]}
+        return {"loss": loss.item(), "recon": rec.item(), "kl": kl.item()}
 
     heldout = ShapesWorld(split="heldout", num_samples=cfg.eval_videos, frames=cfg.frames, height=cfg.size,
                           width=cfg.size, seed=cfg.seed + 7)
 
-    def on_checkpoint() -> None:
-        run.save({"vae": vae}, {"opt": opt})
-        if run.step % cfg.sample_every == 0 or run.step == cfg.steps:
-            path = save_video_grid(Path(cfg.run_dir) / f"samples/step_{run.step:06d}.png",
+    def sample(step: int) -> None:
+        if step % cfg.sample_every == 0 or step == cfg.steps:
+            path = save_video_grid(Path(cfg.run_dir) / f"samples/step_{step:06d}.png",
                                    reconstruction_rows(vae, heldout, cfg.sample_videos))
             run.image("reconstructions", path)
 
-    train_loop(run, step_fn, steps=cfg.steps, log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every,
-               stop_after=cfg.stop_after, on_checkpoint=on_checkpoint)
+    def lr_lambda(step: int) -> float:  # warm-up, then linear decay to 10% at `steps`
+        return min(1.0, (step + 1) / max(1, cfg.warmup)) * (0.1 + 0.9 * (1 - step / cfg.steps))
+
+    loop = TrainLoop(run, forward_backward, optimizer=opt, lr_lambda=lr_lambda, params=params,
+                     checkpoint=RunCheckpoint(run, {"vae": vae}, {"opt": opt}), steps=cfg.steps,
+                     log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every, stop_after=cfg.stop_after,
+                     after_step=sample)
+    loop.resume()
+    run.start(asdict(cfg), project="ltx-demo-vae", use_wandb=cfg.wandb)  # after the checkpoint is validated
+    t0 = time.time()
+    loop.fit()
     run.plot(("loss", "recon"), title="demo VAE training")
     vae.eval()
     if cfg.train_encoder:
@@ -314,8 +312,6 @@ def train(cfg: TrainVAEConfig) -> dict:
 
 def _register_schema() -> None:
     """configs/train_vae.yaml composes on `train_vae_schema` (so typos and bad types fail, also in compose())."""
-    from hydra.core.config_store import ConfigStore
-
     ConfigStore.instance().store(name="train_vae_schema", node=TrainVAEConfig)
 
 
@@ -325,9 +321,7 @@ _register_schema()
 def main() -> None:
     """The Hydra entry point (configs/train_vae.yaml, or --config-name train_vae_decoder): bad input ends in
     one line `error: ...` (LTX_DEBUG=1 shows the traceback)."""
-    from infer.app import hydra_app
-
-    hydra_app(TrainVAEConfig, "train_vae", train, (RunError, OSError))
+    hydra_app(TrainVAEConfig, "train_vae", train, (RunError, TrainingError, OSError))
 
 
 if __name__ == "__main__":

@@ -1,22 +1,29 @@
-"""LoRA for the DiT, applied from outside the model (ltx/ltxv/transformer.py knows nothing about it).
+"""LoRA for either family's transformer, applied from outside the model (the model files know nothing about it).
 
 Convention (LoRA paper, PEFT, ComfyUI): an adapter on a Linear y = W x + b adds strength * (alpha / rank) *
 B A dropout(x), A: (rank, in), kaiming-uniform (a = sqrt(5), as nn.Linear and PEFT), B: (out, rank), zero, so a
-new adapter changes nothing. Several named adapters can sit on one module; their contributions add up.
+new adapter changes nothing. Several named adapters can sit on one module; their contributions add up. Whether a
+file's alpha applies is the family's `LoRAPolicy` (ltx/core/lora_formats.py): LTX-2 files are read with alpha = rank,
+so their factor is exactly the strength (ltx-core has no alpha).
 
-`inject_lora` swaps each targeted nn.Linear for a `LoRALinear`: an nn.Linear holding the *same* weight and bias
-Parameter objects, so the base keys (`transformer_blocks.0.attn1.to_q.weight`) are unchanged and full checkpoints,
-FSDP and optimizers over the base keep working. Adapters sit beside them, in the state dict as
-`<module>.lora_A.<name>.weight`. Module names are the DiT's = the official checkpoint's; LoRA tensors are exchanged
-as `<module>.lora_A.weight` / `<module>.lora_B.weight` (`lora_state_dict`); file layouts (ComfyUI, diffusers,
-trainers, ltx) are ltx/core/lora_formats.py.
+Two ways to apply LoRAs:
+- `fuse_loras(model, [(weights, strength), ...])`: W += sum_i strength_i * alpha_i / rank_i * B_i @ A_i in place,
+  with ltx-core's arithmetic (`apply_loras`: each (B * factor) @ A in the LoRA's dtype, rounded to the weight's,
+  summed, added), so LTX-2 stays bitwise with the reference. No adapters are left behind.
+- Adapters (training, adjustable strengths): `inject_lora` swaps each targeted nn.Linear for a `LoRALinear`: an
+  nn.Linear holding the *same* weight and bias Parameter objects, so the base keys
+  (`transformer_blocks.0.attn1.to_q.weight`) are unchanged and full checkpoints, FSDP and optimizers over the base
+  keep working. Adapters sit beside them, in the state dict as `<module>.lora_A.<name>.weight`. `merge_lora` folds
+  them in with the same arithmetic as `fuse_loras` (one adapter merged = that LoRA fused, bit for bit);
+  `unmerge_lora` subtracts the same delta (the inverse up to rounding). Merge on an unsharded model.
+Module names are the model's = the official checkpoint's; LoRA tensors are exchanged as `<module>.lora_A.weight` /
+`<module>.lora_B.weight` (`lora_state_dict`); file layouts (ComfyUI, diffusers, trainers, ltx) are
+ltx/core/lora_formats.py. Each family passes its policy: ltx/ltxv/lora.py and ltx/ltx2/lora.py bind it.
 
-Training: `inject_lora(dit, LoRAConfig(rank=32))`, `freeze_base(dit)`, an optimizer over `lora_parameters(dit)`,
-`save_lora(path, dit, format="comfy", base_model=...)`.
-Inference: `load_loras(dit, [(path, 0.8), ...])` (unmerged: strengths stay adjustable with `set_strength`), then
-`merge_lora(dit)` to fold them into the weights (one matmul per Linear again; `unmerge_lora` is the inverse up to
-rounding: exact to ~1 ulp in fp32, and merging into bf16 weights rounds each weight once). Merge on an unsharded
-model.
+Training: `inject_lora(model, LoRAConfig(rank=32))`, `freeze_base(model)`, an optimizer over
+`lora_parameters(model)`, `save_lora(path, model, format="comfy", base_model=...)`.
+Inference: `load_loras(model, [(path, 0.8), ...])` (unmerged: strengths stay adjustable with `set_strength`), then
+`merge_lora(model)`; or `fuse_loras(model, [(read_lora(path), 0.8), ...])`.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +40,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ltx.core.lora_formats import (
+    GENERIC,
     LoRAError,
+    LoRAPolicy,
     LoRAWeights,
     derive_targets,
     read_lora,
@@ -91,6 +100,20 @@ class LoRAConfig:
         return False
 
 
+@torch.no_grad()
+def add_deltas(weight: Tensor, terms: Sequence[tuple[Tensor, Tensor, float]]) -> None:
+    """weight (out, in) += sum of factor * B @ A over `terms` of (A (rank, in), B (out, rank), factor), in place.
+
+    ltx-core's `apply_loras` arithmetic: each (B * factor) @ A computed in the LoRA's dtype and rounded to the
+    weight's, the deltas summed (one stacked sum), then added to the weight. Terms with factor 0 add nothing."""
+    device = weight.device
+    deltas = [torch.matmul(b.to(device) * factor, a.to(device)).to(weight.dtype) for a, b, factor in terms
+              if factor != 0]
+    if deltas:
+        delta = deltas[0] if len(deltas) == 1 else torch.stack(deltas).sum(0)
+        weight.copy_(delta.add_(weight))
+
+
 def _linear(weight: Tensor) -> nn.Linear:
     """A bias-free nn.Linear around `weight` (out, in), built without touching the global RNG."""
     lin = nn.Linear(weight.shape[1], weight.shape[0], bias=False, device="meta")
@@ -138,14 +161,11 @@ class LoRALinear(nn.Linear):
         self.lora_strength[name] = 1.0
 
     def factor(self, name: str) -> float:
-        """strength * alpha / rank."""
-        return self.lora_strength[name] * self.lora_alpha[name] / self.lora_A[name].out_features
+        """strength * (alpha / rank): exactly the strength when alpha = rank."""
+        return self.lora_strength[name] * (self.lora_alpha[name] / self.lora_A[name].out_features)
 
-    @torch.no_grad()
     def _fold(self, name: str, factor: float) -> None:
-        if factor != 0:  # W += factor * B @ A in float32, rounded once to the weight's dtype
-            delta = self.lora_B[name].weight.float() @ self.lora_A[name].weight.float()
-            self.weight.copy_((self.weight.float() + factor * delta.to(self.weight.device)).to(self.weight.dtype))
+        add_deltas(self.weight, [(self.lora_A[name].weight, self.lora_B[name].weight, factor)])
 
     def merge(self, name: str) -> None:
         if name not in self.lora_merged:
@@ -336,9 +356,7 @@ class LoRAReport:
                 f"strength {self.strength:g}")
 
 
-def load_lora_file(path: str | os.PathLike) -> LoRAWeights:
-    """Read a LoRA file or folder of any layout (see ltx/core/lora_formats.py) into canonical form."""
-    return read_lora(path)
+load_lora_file = read_lora  # the name the 0.9.x apps use
 
 
 def check_lora(model: nn.Module, weights: LoRAWeights) -> None:
@@ -380,11 +398,11 @@ def apply_lora_weights(model: nn.Module, weights: LoRAWeights, name: str = "defa
                       float(strength))
 
 
-def load_loras(model: nn.Module, loras: list[tuple[str | os.PathLike, float]], *,
-               merge: bool = False) -> list[LoRAReport]:
+def load_loras(model: nn.Module, loras: list[tuple[str | os.PathLike, float]], *, merge: bool = False,
+               policy: LoRAPolicy = GENERIC) -> list[LoRAReport]:
     """Apply LoRA files as adapters "lora<k>" (k counting on from the adapters already there) with their strengths,
     all checked before any is applied; `merge=True` folds them into the weights."""
-    files = [load_lora_file(p) for p, _ in loras]
+    files = [read_lora(p, policy) for p, _ in loras]
     for w in files:
         check_lora(model, w)
     k = len(_adapter_names(model))
@@ -395,11 +413,42 @@ def load_loras(model: nn.Module, loras: list[tuple[str | os.PathLike, float]], *
     return reports
 
 
+@torch.no_grad()
+def fuse_loras(model: nn.Module, loras: Sequence[tuple[LoRAWeights, float]]) -> int:
+    """W += sum_i strength_i * alpha_i / rank_i * B_i @ A_i into every Linear the LoRAs name, in place, as
+    ltx-core's `apply_loras` (see `add_deltas`; modules in sorted order, LoRAs in the given order). Every LoRA is
+    checked before any weight changes; unlike ltx-core, which fuses only bf16 / fp8 weights and skips keys that
+    match no weight, every module must be a Linear of `model` with matching shapes, and fp32 weights fuse too.
+    Returns how many weights changed."""
+    for weights, strength in loras:
+        check_lora(model, weights)
+        if not math.isfinite(strength):
+            raise ValueError(f"LoRA {weights.source}: strength must be finite, got {strength}")
+    linears = _linears(model)
+    targets = sorted({m for weights, _ in loras for m in weights.modules})
+    for m in targets:
+        add_deltas(linears[m][1].weight, [
+            (weights.tensors[f"{m}.lora_A.weight"], weights.tensors[f"{m}.lora_B.weight"],
+             strength * (weights.alpha[m] / weights.rank[m]))
+            for weights, strength in loras if m in weights.rank])
+    return len(targets)
+
+
+def reference_downscale(loras: Sequence[LoRAWeights]) -> int | None:
+    """The reference downscale factor the IC-LoRAs among `loras` declare (`reference_downscale_factor`), None when
+    none does; LoRAs that disagree are refused."""
+    found = {w.source: w.reference_downscale_factor for w in loras if w.reference_downscale_factor is not None}
+    if len(set(found.values())) > 1:
+        raise LoRAError(f"the LoRAs declare different reference downscale factors {found}; use one IC-LoRA")
+    return next(iter(found.values()), None)
+
+
 def save_lora(
     path: str | os.PathLike,
     source: nn.Module | LoRAWeights | Mapping[str, Tensor],
     *,
     format: str = "ltx",
+    policy: LoRAPolicy = GENERIC,
     name: str = "default",
     rank: int | None = None,
     alpha: float | Mapping[str, float] | None = None,
@@ -436,4 +485,4 @@ def save_lora(
         if {m: float(given.get(m, math.nan)) for m in weights.alpha} != weights.alpha:
             raise ValueError(f"alpha {alpha} given, but the adapters have alpha {span(weights.alpha)}")
     return write_lora(path, weights, format, targets=targets if targets is not None else derive_targets(
-        weights.modules), base_model=base_model, extra_metadata=extra_metadata, overwrite=overwrite)
+        weights.modules), base_model=base_model, extra_metadata=extra_metadata, overwrite=overwrite, policy=policy)

@@ -1,8 +1,13 @@
-"""LoRA files for the DiT: four layouts, auto-detected on read, written atomically.
+"""LoRA files for either family's transformer: four layouts, auto-detected on read, written atomically.
 
 Canonical form (`LoRAWeights.tensors`): `<module>.lora_A.weight` (rank, in) and `<module>.lora_B.weight`
 (out, rank), with our module names, which are the official checkpoint's (`transformer_blocks.3.attn1.to_q`).
 An adapter adds strength * alpha / rank * B @ A to its module's weight (LoRA paper, PEFT, ComfyUI).
+
+What differs between the families is a `LoRAPolicy` the family passes in (ltx/ltxv/lora.py, ltx/ltx2/lora.py):
+the module names of diffusers' layout (0.9.x: `proj_in` = `patchify_proj`, `time_embed` = `adaln_single`), and
+whether alpha applies at all (LTX-2, as ltx-core: no, every module's alpha is its rank, so the delta is exactly
+strength * B @ A). This module imports no family; `GENERIC` (same names, alpha applies) is the default.
 
 Layouts (`format`):
 - "comfy" (ComfyUI): `diffusion_model.<module>.lora_A.weight` / `.lora_B.weight` and `diffusion_model.<module>.alpha`,
@@ -14,8 +19,9 @@ Layouts (`format`):
   No alpha tensors: alpha is the header's `lora_adapter_metadata` (what diffusers' `save_lora_weights` writes),
   else adapter_config.json, else rank. Read from the folder or the file; peft's own `adapter_model.safetensors`
   (`base_model.model.` prefix) reads the same way.
-- "trainer" (LTX-Video-Trainer, LTX-2 trainer): `diffusion_model.` prefix (a `transformer.` one reads as
-  "diffusers"), no alpha tensors: alpha = rank unless the header says otherwise.
+- "trainer" (LTX-Video-Trainer, LTX-2 trainer, the official LTX-2 LoRAs): `diffusion_model.` prefix (also read:
+  `model.diffusion_model.`; a `transformer.` one reads as "diffusers"), no alpha tensors: alpha = rank unless the
+  header says otherwise.
 - "ltx": canonical names, no prefix.
 
 diffusers' loader takes "comfy" and "trainer" files too: it swaps `diffusion_model.` for `transformer.` and renames
@@ -35,7 +41,7 @@ import math
 import os
 import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,8 +57,6 @@ from ltx.core.checkpoint import (
     write_json,
     write_safetensors,
 )
-from ltx.core.keymap import invert, rename
-from ltx.ltxv.keys_diffusers import DIT_FROM_DIFFUSERS
 
 FORMATS = ("comfy", "diffusers", "trainer", "ltx")
 LORA_FORMAT = "ltx-lora"  # metadata["format"] of every file written here
@@ -62,6 +66,7 @@ ADAPTER_CONFIG = "adapter_config.json"
 PEFT_METADATA = "lora_adapter_metadata"  # diffusers' LORA_ADAPTER_METADATA_KEY
 PREFIXES = {"comfy": "diffusion_model.", "trainer": "diffusion_model.", "diffusers": "transformer.", "ltx": ""}
 _DIFFUSERS_PREFIXES = ("transformer.", "base_model.model.")
+_COMFY_PREFIXES = ("diffusion_model.", "model.diffusion_model.")  # the second: a full ComfyUI state dict's
 _SUFFIXES = {".lora_A.weight": "A", ".lora_B.weight": "B", ".lora_down.weight": "A", ".lora_up.weight": "B",
              ".alpha": "alpha"}
 RESERVED = ("format", "layout", "rank", "alpha", "alpha_pattern", "targets", "base_model", PEFT_METADATA)
@@ -69,6 +74,26 @@ RESERVED = ("format", "layout", "rank", "alpha", "alpha_pattern", "targets", "ba
 
 class LoRAError(CheckpointError):
     """A LoRA file that cannot be read, or that does not fit the model; the message names what and where."""
+
+
+def _same_name(module: str) -> str:
+    return module
+
+
+@dataclass(frozen=True)
+class LoRAPolicy:
+    """What a model family decides about its LoRA files (see the module docstring).
+
+    from_diffusers / to_diffusers: a module name in diffusers' layout (the "diffusers" format, peft folders,
+    `transformer.`-prefixed keys) -> ours, and back. use_alpha: apply the file's alpha (its alpha tensors, our
+    header, or a peft config; else alpha = rank); False: alpha = rank for every module whatever the file says."""
+
+    from_diffusers: Callable[[str], str] = _same_name
+    to_diffusers: Callable[[str], str] = _same_name
+    use_alpha: bool = True
+
+
+GENERIC = LoRAPolicy()
 
 
 @dataclass
@@ -94,6 +119,21 @@ class LoRAWeights:
         """One line: 'comfy, 24 modules, rank 16, alpha 16'."""
         return f"{self.format}, {len(self.rank)} modules, rank {span(self.rank)}, alpha {span(self.alpha)}"
 
+    @property
+    def reference_downscale_factor(self) -> int | None:
+        """An IC-LoRA's `reference_downscale_factor` metadata (LTX-2 trainer, ComfyUI, train/finetune.py): its
+        reference video runs at 1/d of the output's height and width. None when the file has none."""
+        value = self.metadata.get("reference_downscale_factor")
+        if value is None:
+            return None
+        try:
+            factor = round(float(value))
+        except (TypeError, ValueError, OverflowError):
+            factor = 0
+        if factor < 1:
+            raise LoRAError(f"LoRA {self.source}: metadata reference_downscale_factor={value!r} is not a factor >= 1")
+        return factor
+
 
 def span(values: Mapping[str, float]) -> str:
     """'16' when all values agree, else 'min..max'."""
@@ -111,15 +151,6 @@ def split_key(key: str) -> tuple[str, str] | tuple[None, None]:
         if key.endswith(suffix):
             return key[: -len(suffix)], kind
     return None, None
-
-
-def from_diffusers_name(module: str) -> str:
-    """diffusers' LTX transformer module name -> ours (the official checkpoint's)."""
-    return next(iter(rename([module + ".weight"], DIT_FROM_DIFFUSERS)))[: -len(".weight")]
-
-
-def to_diffusers_name(module: str) -> str:
-    return next(iter(rename([module + ".weight"], invert(DIT_FROM_DIFFUSERS))))[: -len(".weight")]
 
 
 # ---------------------------------------------------------------------------------------------------- reading
@@ -155,7 +186,7 @@ def is_lora(path: str | os.PathLike) -> bool:
 
 def _detect(keys: list[str], meta: Mapping[str, str], folder: bool) -> tuple[str, str]:
     """(format, key prefix)."""
-    prefixes = [p for p in ("diffusion_model.", *_DIFFUSERS_PREFIXES) if any(k.startswith(p) for k in keys)]
+    prefixes = [p for p in (*_COMFY_PREFIXES, *_DIFFUSERS_PREFIXES) if any(k.startswith(p) for k in keys)]
     prefix = prefixes[0] if prefixes else ""
     stray = [k for k in keys if not k.startswith(prefix)]
     if stray:
@@ -168,7 +199,7 @@ def _detect(keys: list[str], meta: Mapping[str, str], folder: bool) -> tuple[str
         return fmt, prefix
     if folder or prefix in _DIFFUSERS_PREFIXES:
         return "diffusers", prefix
-    if prefix == "diffusion_model.":
+    if prefix in _COMFY_PREFIXES:
         return ("comfy" if any(k.endswith(".alpha") for k in keys) else "trainer"), prefix
     return "ltx", prefix
 
@@ -194,8 +225,9 @@ def _json(meta: Mapping[str, str], key: str, where: Path):
         raise LoRAError(f"{where}: metadata {key!r} is not valid JSON: {e}") from None
 
 
-def read_lora(path: str | os.PathLike) -> LoRAWeights:
-    """Read a LoRA of any layout (auto-detected) into canonical form. A folder or the file inside it."""
+def read_lora(path: str | os.PathLike, policy: LoRAPolicy = GENERIC) -> LoRAWeights:
+    """Read a LoRA of any layout (auto-detected) into canonical form, names and alpha as `policy` says. A folder
+    or the file inside it."""
     path = Path(path)
     file = _lora_file(path)
     reader = SafetensorsReader(file)
@@ -212,18 +244,31 @@ def read_lora(path: str | os.PathLike) -> LoRAWeights:
         else:
             parts.setdefault(module, {})[kind] = k
     if unknown:
+        none = "; no LoRA tensors at all (a model checkpoint?)" if not parts else ""
         raise LoRAError(f"{file}: {len(unknown)} keys are not LoRA tensors (lora_A / lora_B / alpha): "
-                        f"{unknown[:10]}")
+                        f"{unknown[:10]}{none}")
     incomplete = [m for m, p in parts.items() if not {"A", "B"} <= set(p)]
     if incomplete:
         raise LoRAError(f"{file}: {len(incomplete)} modules lack lora_A or lora_B: {incomplete[:10]}")
 
-    ours = {m: from_diffusers_name(m) if prefix in _DIFFUSERS_PREFIXES else m for m in parts}
+    ours = {m: policy.from_diffusers(m) if prefix in _DIFFUSERS_PREFIXES else m for m in parts}
+    sources = _alpha_sources(file, meta, fmt, list(ours.values())) if policy.use_alpha else None
+    try:
+        return _read_parts(path, file, reader, fmt, parts, ours, sources)
+    except (ValueError, TypeError, re.error, RuntimeError) as e:
+        if isinstance(e, LoRAError):
+            raise
+        raise LoRAError(f"{file}: alpha or rank entries are not valid: {e}") from None
+
+
+def _alpha_sources(file: Path, meta: Mapping[str, str], fmt: str, modules: list[str]):
+    """Where alphas can come from besides alpha tensors: (our header's {module: alpha}, the header's peft
+    config, a diffusers folder's adapter_config.json), each None when absent."""
     header = None
     if meta.get("format") == LORA_FORMAT and "alpha" in meta:
         pattern = _json(meta, "alpha_pattern", file) if "alpha_pattern" in meta else {}
         try:
-            header = {m: float(pattern.get(m, _json(meta, "alpha", file))) for m in ours.values()}
+            header = {m: float(pattern.get(m, _json(meta, "alpha", file))) for m in modules}
         except (TypeError, ValueError, AttributeError) as e:
             raise LoRAError(f"{file}: metadata 'alpha' / 'alpha_pattern' is not a number / an object of numbers: "
                             f"{e}") from None
@@ -241,17 +286,12 @@ def read_lora(path: str | os.PathLike) -> LoRAWeights:
             raise LoRAError(f"{where}: a JSON {kind}, not a peft LoraConfig object")
     if peft is not None:
         peft = {k.removeprefix("transformer."): v for k, v in peft.items()}
-
-    try:
-        return _read_parts(path, file, reader, fmt, parts, ours, header, peft, adapter_config)
-    except (ValueError, TypeError, re.error, RuntimeError) as e:
-        if isinstance(e, LoRAError):
-            raise
-        raise LoRAError(f"{file}: alpha or rank entries are not valid: {e}") from None
+    return header, peft, adapter_config
 
 
-def _read_parts(path, file, reader, fmt, parts, ours, header, peft, adapter_config) -> LoRAWeights:
-    meta = reader.metadata
+def _read_parts(path, file, reader, fmt, parts, ours, sources) -> LoRAWeights:
+    """The tensors, and each module's alpha from `sources` (None: alpha = rank everywhere)."""
+    header, peft, adapter_config = sources or (None, None, None)
     tensors, rank, alpha = {}, {}, {}
     for module, p in parts.items():
         name = ours[module]
@@ -261,7 +301,7 @@ def _read_parts(path, file, reader, fmt, parts, ours, header, peft, adapter_conf
                             f"(rank, in) and (out, rank)")
         r = a.shape[0]
         value = None
-        if "alpha" in p:
+        if "alpha" in p and sources is not None:
             t = reader.get(p["alpha"])
             value = float(t)
             if header is not None and float(torch.tensor(header[name], dtype=t.dtype)) == value:
@@ -273,7 +313,7 @@ def _read_parts(path, file, reader, fmt, parts, ours, header, peft, adapter_conf
                 value = _peft_alpha(cfg, module, r)
         tensors[f"{name}.lora_A.weight"], tensors[f"{name}.lora_B.weight"] = a, b
         rank[name], alpha[name] = r, float(r) if value is None else value
-    return LoRAWeights(tensors, rank, alpha, dict(meta), fmt, path)
+    return LoRAWeights(tensors, rank, alpha, dict(reader.metadata), fmt, path)
 
 
 # ---------------------------------------------------------------------------------------------------- writing
@@ -290,14 +330,15 @@ def write_lora(
     weights: LoRAWeights,
     format: str,
     *,
+    policy: LoRAPolicy = GENERIC,
     targets: list[str] | tuple[str, ...] | None = None,
     base_model: str = "",
     extra_metadata: Mapping[str, str] | None = None,
     overwrite: bool = False,
 ) -> Path:
-    """Write `weights` in `format` (a .safetensors file; for "diffusers" a folder). Atomic; refuses to overwrite
-    unless `overwrite`. Overwriting a diffusers folder replaces only its weights file and adapter_config.json:
-    other files in the folder (a README, other adapters) are kept."""
+    """Write `weights` in `format` (a .safetensors file; for "diffusers" a folder, module names as `policy` says).
+    Atomic; refuses to overwrite unless `overwrite`. Overwriting a diffusers folder replaces only its weights file
+    and adapter_config.json: other files in the folder (a README, other adapters) are kept."""
     if format not in FORMATS:
         raise ValueError(f"unknown LoRA format {format!r}; formats: {FORMATS}")
     clash = sorted(set(extra_metadata or {}) & set(RESERVED))
@@ -307,7 +348,7 @@ def write_lora(
     check_output_path(path, folder=format == "diffusers", overwrite=overwrite)
     modules = weights.modules
     rank, alpha = most_common(weights.rank), most_common(weights.alpha)
-    names = {m: to_diffusers_name(m) if format == "diffusers" else m for m in modules}
+    names = {m: policy.to_diffusers(m) if format == "diffusers" else m for m in modules}
     prefix = PREFIXES[format]
     entries = []
     for m in modules:

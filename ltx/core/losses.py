@@ -5,7 +5,7 @@ sigma = 1 is pure noise, and the network predicts the velocity v = noise - x0, s
 
 Training sigmas follow the LTX-Video trainer: a logit-normal distribution whose location is shifted with
 the number of latent tokens (larger videos are trained noisier), the same linear-in-tokens shift the
-official inference schedule uses (`ltx_shift_mu`: 0.95 at 1024 tokens, 2.05 at 4096). References:
+official inference schedules use (`ltx.core.sigmas.token_shift`: 0.95 at 1024 tokens, 2.05 at 4096). References:
 Esser et al. 2024 (SD3, "logit-normal sampling", sec. 3.1) and the LTX-Video-Trainer `timestep_sampling`.
 """
 
@@ -17,23 +17,20 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-
-def ltx_shift_mu(tokens: int, base: float = 0.95, max_shift: float = 2.05, lo: int = 1024, hi: int = 4096) -> float:
-    """Location shift for `tokens` latent tokens: linear through (lo, base) and (hi, max_shift), not clamped."""
-    return base + (max_shift - base) * (tokens - lo) / (hi - lo)
+from ltx.core.sigmas import token_shift
 
 
 def sample_sigmas(batch: int, tokens: int, *, kind: str = "shifted_logit_normal", std: float = 1.0,
                   generator: torch.Generator | None = None, device=None) -> Tensor:
     """(batch,) training sigmas in (0, 1).
 
-    kind: "uniform" | "logit_normal" (location 0) | "shifted_logit_normal" (location `ltx_shift_mu(tokens)`).
+    kind: "uniform" | "logit_normal" (location 0) | "shifted_logit_normal" (location `token_shift(tokens)`).
     """
     if kind == "uniform":
         return torch.rand(batch, generator=generator, device=device).clamp(1e-4, 1 - 1e-4)
     if kind not in ("logit_normal", "shifted_logit_normal"):
         raise ValueError(f"unknown sigma sampler {kind!r}; valid: uniform, logit_normal, shifted_logit_normal")
-    mu = ltx_shift_mu(tokens) if kind == "shifted_logit_normal" else 0.0
+    mu = token_shift(tokens) if kind == "shifted_logit_normal" else 0.0
     z = torch.randn(batch, generator=generator, device=device) * std + mu
     return torch.sigmoid(z).clamp(1e-4, 1 - 1e-4)
 
@@ -75,7 +72,7 @@ class SigmaSampler:
     """Training sigmas for fine-tuning: a logit-normal whose location grows with the token count, bounded.
 
     sigma = sigmoid(z), z ~ N(mu(tokens), std^2), with probability 1 - uniform_fraction, else sigma ~ U(0, 1);
-    then clamped to [eps, 1 - eps]. mu(tokens) = `ltx_shift_mu(tokens)` (the LTX-Video-Trainer's line, 0.95 at
+    then clamped to [eps, 1 - eps]. mu(tokens) = `token_shift(tokens)` (the LTX-Video-Trainer's line, 0.95 at
     1024 tokens, 2.05 at 4096) clamped to at most `max_mu`. Without the bound the line keeps growing: at
     12,288 tokens (768x512x241) mu = 4.98 and the median sigma is 0.993, so almost nothing is learned about
     the low-noise steps that set detail. With max_mu = 2.05 the median sigma stays at most sigmoid(2.05) = 0.886.
@@ -104,7 +101,7 @@ class SigmaSampler:
     def mu(self, tokens: int) -> float:
         if self.kind == "uniform":
             return 0.0
-        return min(ltx_shift_mu(tokens), self.max_mu) if self.kind == "shifted_logit_normal" else 0.0
+        return min(token_shift(tokens), self.max_mu) if self.kind == "shifted_logit_normal" else 0.0
 
     def sample(self, tokens: int, generator: torch.Generator | None = None) -> float:
         """One sigma (a Python float) from `generator`: three draws, always, so the stream stays aligned."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import re
 import textwrap
 from fractions import Fraction
 from pathlib import Path
@@ -227,3 +228,9 @@ def _check_finite(frames: Tensor, path) -> None:
     if not bool(torch.isfinite(frames).all()):
         raise MediaError(path, f"not written: the frames hold {int((~torch.isfinite(frames)).sum())} NaN / inf "
                                f"values")
+
+
+def slug(text: str, limit: int = 40) -> str:
+    """A file-name stem from a prompt: lower-case letters and digits joined by '_', at most `limit` characters
+    ("video" when nothing is left)."""
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:limit] or "video"

@@ -6,8 +6,7 @@ Convention (see ltx/core/sampling.py): sigma = 1 is pure noise, sigma = 0 is dat
 
 - `uniform(n)`: linspace(1, 1/n, n) (official sampler "Uniform").
 - `ltx_shifted(n, tokens)`: uniform, shifted for the token count F·H·W (official `shifting="SD3"`, the
-  0.9.0 / 0.9.1 checkpoints' scheduler): mu is linear in the token count (0.95 at 1024, 2.05 at 4096,
-  not clamped), sigma' = e^mu / (e^mu + 1/sigma - 1), then stretched so the last value is `terminal` (0.1).
+  0.9.0 / 0.9.1 checkpoints' scheduler), then stretched so the last value is `terminal` (0.1).
 - `linear_quadratic(n)`: official "LinearQuadratic" (0.9.5+ checkpoints): the first n//2 steps drop sigma
   linearly to 1 - 0.025, the rest follow a quadratic that continues with the same slope and would reach 0
   at step n. The distilled checkpoints' timesteps are entries of linear_quadratic(8).
@@ -16,8 +15,15 @@ Convention (see ltx/core/sampling.py): sigma = 1 is pure noise, sigma = 0 is dat
 - `truncate(sigmas, skip_initial, skip_final)`: the official `skip_*_inference_steps` (refinement passes,
   the 13B dev first pass); the last kept step then goes straight to 0, as in the official pipeline.
 
-Values are computed with the same float32 / float64 operations as the reference, so the tensors are equal
-bit for bit (tests/parity/test_sched_parity.py).
+The token shift (one definition, used by `ltx_shifted`, by LTX-2's `ltx.ltx2.sched.ltx2_sigmas` and by the
+training sigma samplers in `ltx.core.losses`): mu = `token_shift(tokens)` is linear in the latent token count
+F·H·W (0.95 at 1024, 2.05 at 4096, not clamped; Esser et al. 2024 / Flux's resolution shift), and
+`shift(sigmas, mu)` maps sigma -> e^mu / (e^mu + 1/sigma - 1) (sigma 0 stays 0). `stretch_to_terminal` is
+the affine map of 1 - sigma both official schedulers apply afterwards.
+
+Values are computed with the same float32 / float64 operations as the references (mu in float64 as
+slope * tokens + intercept; the shift and the stretch in float32), so the tensors are equal bit for bit
+(tests/parity/test_sched_parity.py, tests/ltx2/test_ltx2_sched.py).
 """
 
 from __future__ import annotations
@@ -46,14 +52,41 @@ def uniform(steps: int) -> Tensor:
     return _with_zero(torch.linspace(1, 1 / steps, steps))
 
 
-def token_shift(tokens: int, base_shift: float = 0.95, max_shift: float = 2.05, base_tokens: int = 1024,
-                max_tokens: int = 4096) -> float:
-    """mu of the resolution-dependent shift: linear in the number of latent tokens, not clamped."""
+# Anchors of the token shift: mu = base_shift at BASE_SHIFT_TOKENS tokens, max_shift at MAX_SHIFT_TOKENS.
+BASE_SHIFT, MAX_SHIFT = 0.95, 2.05
+BASE_SHIFT_TOKENS, MAX_SHIFT_TOKENS = 1024, 4096
+
+
+def token_shift(tokens: int, base_shift: float = BASE_SHIFT, max_shift: float = MAX_SHIFT,
+                base_tokens: int = BASE_SHIFT_TOKENS, max_tokens: int = MAX_SHIFT_TOKENS) -> float:
+    """mu of the resolution-dependent shift: linear in the number of latent tokens, not clamped.
+
+    Evaluated as slope * tokens + intercept in float64, the operation order of both official schedulers
+    (another order, e.g. base + slope * (tokens - base_tokens), differs in the last bit for many counts).
+    """
     slope = (max_shift - base_shift) / (max_tokens - base_tokens)
     return slope * tokens + (base_shift - slope * base_tokens)
 
 
-def ltx_shifted(steps: int, tokens: int, *, base_shift: float = 0.95, max_shift: float = 2.05,
+def shift(sigmas: Tensor, mu: float) -> Tensor:
+    """sigma' = e^mu / (e^mu + 1/sigma - 1) elementwise, in sigmas' dtype (float32 rounding as the references:
+    sigma 1 may come out a few ulp below 1); sigma 0 stays 0. Larger mu keeps sigma near 1 for longer."""
+    e = math.exp(mu)
+    return torch.where(sigmas != 0, e / (e + (1 / sigmas - 1)), 0)
+
+
+def stretch_to_terminal(sigmas: Tensor, terminal: float) -> Tensor:
+    """Scale 1 - sigma so that the last non-zero sigma becomes `terminal`; zeros are kept."""
+    if not 0 < terminal < 1:
+        raise ValueError(f"terminal must be in (0, 1), got {terminal}")
+    nonzero = sigmas != 0
+    one_minus = 1 - sigmas[nonzero]
+    out = sigmas.clone()
+    out[nonzero] = 1 - one_minus / (one_minus[-1] / (1 - terminal))
+    return out
+
+
+def ltx_shifted(steps: int, tokens: int, *, base_shift: float = BASE_SHIFT, max_shift: float = MAX_SHIFT,
                 terminal: float | None = 0.1) -> Tensor:
     """Uniform sigmas shifted toward noise for larger latents (SD3 / Flux style), last value = `terminal`."""
     _check_steps(steps)
@@ -61,15 +94,9 @@ def ltx_shifted(steps: int, tokens: int, *, base_shift: float = 0.95, max_shift:
         raise ValueError(f"tokens must be positive, got {tokens}")
     if steps == 1:  # a single step starts at pure noise; the terminal stretch is 0/0 there (NaN in the reference)
         return torch.tensor([1.0, 0.0])
-    sigmas = torch.linspace(1, 1 / steps, steps)  # float32, as the reference
-    e = math.exp(token_shift(tokens, base_shift, max_shift))
-    sigmas = e / (e + (1 / sigmas - 1))
+    sigmas = shift(torch.linspace(1, 1 / steps, steps), token_shift(tokens, base_shift, max_shift))  # float32
     if terminal is not None:
-        if not 0 < terminal < 1:
-            raise ValueError(f"terminal must be in (0, 1), got {terminal}")
-        # affine map of (1 - sigma) that keeps sigma=1 and sends the last sigma to `terminal`
-        one_minus = 1 - sigmas
-        sigmas = 1 - one_minus / (one_minus[-1] / (1 - terminal))
+        sigmas = stretch_to_terminal(sigmas, terminal)
     return _with_zero(sigmas)
 
 

@@ -29,7 +29,7 @@ from typing import NamedTuple
 import torch.nn.functional as F
 from torch import Tensor
 
-from ltx.ltxv.vae import nearest_valid
+from ltx.core.shapes import nearest_valid
 
 
 class Bucket(NamedTuple):

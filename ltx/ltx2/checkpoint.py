@@ -58,6 +58,12 @@ from ltx.core.checkpoint import (
     load_strict,
     write_safetensors,
 )
+from ltx.ltx2.audio_vae import AudioVAE, AudioVAEConfig
+from ltx.ltx2.text import EmbeddingsProcessor, TextConnectorConfig
+from ltx.ltx2.transformer import AVTransformer, AVTransformerConfig
+from ltx.ltx2.upsampler import LatentUpsampler2, LatentUpsamplerConfig
+from ltx.ltx2.vae import EXTRA_STATISTICS, VideoVAE, VideoVAEConfig
+from ltx.ltx2.vocoder import VocoderConfig, build_vocoder
 
 LTX2_FORMAT = "ltx2"
 LTX2_FORMAT_VERSION = "1"
@@ -92,20 +98,14 @@ class Component:
 
 
 def _make_transformer(c: dict, keys: Collection[str] | None = None) -> nn.Module:
-    from ltx.ltx2.transformer import AVTransformer, AVTransformerConfig
-
     return AVTransformer(AVTransformerConfig.from_metadata(c))
 
 
 def _make_text(c: dict, keys: Collection[str] | None = None) -> nn.Module:
-    from ltx.ltx2.text import EmbeddingsProcessor, TextConnectorConfig
-
     return EmbeddingsProcessor(TextConnectorConfig.from_metadata(c))
 
 
 def _make_vae(c: dict, keys: Collection[str] | None = None) -> nn.Module:
-    from ltx.ltx2.vae import EXTRA_STATISTICS, VideoVAE, VideoVAEConfig
-
     cfg = VideoVAEConfig.from_metadata(c)
     if keys is not None:  # hold the two unused statistics when the file does (one alone: the check names the other)
         cfg = replace(cfg, extra_statistics=any(f"per_channel_statistics.{n}" in keys for n in EXTRA_STATISTICS))
@@ -113,14 +113,10 @@ def _make_vae(c: dict, keys: Collection[str] | None = None) -> nn.Module:
 
 
 def _make_audio_vae(c: dict, keys: Collection[str] | None = None) -> nn.Module:
-    from ltx.ltx2.audio_vae import AudioVAE, AudioVAEConfig
-
     return AudioVAE(AudioVAEConfig.from_metadata(c))
 
 
 def _make_vocoder(c: dict, keys: Collection[str] | None = None) -> nn.Module:
-    from ltx.ltx2.vocoder import VocoderConfig, build_vocoder
-
     return build_vocoder(VocoderConfig.from_metadata(c))
 
 
@@ -537,8 +533,6 @@ def read_upsampler(path: str | os.PathLike) -> UpsamplerFile:
     """Index an upsampler file and check its keys, shapes and dtypes against its metadata config (headers
     only). Errors name the file: a bundled model, no or invalid config, a config ltx does not implement, keys
     that do not fit (named)."""
-    from ltx.ltx2.upsampler import LatentUpsampler2, LatentUpsamplerConfig
-
     path = Path(path)
     reader = SafetensorsReader(path)
     if reader.metadata.get("format") in (LTX2_FORMAT, "ltx") or (reader.keys() and not _is_upsampler(reader)):
@@ -569,8 +563,6 @@ def read_upsampler(path: str | os.PathLike) -> UpsamplerFile:
 def load_upsampler(path: str | os.PathLike | UpsamplerFile, *, device: str | torch.device = "cpu",
                    dtype: torch.dtype | None = None) -> nn.Module:
     """A `LatentUpsampler2` in eval mode, loaded strictly (floating tensors optionally cast to `dtype`)."""
-    from ltx.ltx2.upsampler import LatentUpsampler2
-
     up = path if isinstance(path, UpsamplerFile) else read_upsampler(path)
     with torch.device("meta"):
         module = LatentUpsampler2(up.config)

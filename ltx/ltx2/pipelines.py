@@ -1,8 +1,11 @@
-"""LTX-2 generation as functions over loaded modules: latent states, the guided sampler, the official pipelines.
+"""LTX-2 generation as functions over loaded modules: the guided denoising step, the samplers, and one small
+function per official pipeline (`one_stage`, `two_stage`, `hq`, `keyframes`, `audio_to_video`, `distilled`,
+`ic_lora`).
 
-Matches `ltx_pipelines` 1.0.0 (TI2VidOneStagePipeline, TI2VidTwoStagesPipeline, DistilledPipeline) step for
-step (tests/ltx2/test_ltx2_pipeline.py: bitwise in fp32). Nothing here loads or frees models: the caller
-passes modules, so a research loop can keep them resident.
+Matches `ltx_pipelines` 1.0.0 (TI2VidOneStagePipeline, TI2VidTwoStagesPipeline, TI2VidTwoStagesHQPipeline,
+KeyframeInterpolationPipeline, A2VidPipelineTwoStage, DistilledPipeline, ICLoraPipeline) step for step
+(tests/ltx2/test_ltx2_pipeline.py: bitwise in fp32). Nothing here loads or frees models: the caller passes
+modules, so a research loop can keep them resident (ltx.ltx2.api loads them, stages LoRAs and encodes prompts).
 
 `batch_passes=True` runs the guidance passes of a step (cond, uncond, STG-perturbed, modality-isolated) as one
 batch through the transformer instead of up to four calls: equal up to summation order (~1e-6). It is off by
@@ -11,49 +14,55 @@ activation memory; on a GPU that one batch-1 pass does not fill, it may pay off 
 
 A step, per modality (file docstring of ltx.ltx2.sched): per-token timesteps = denoise_mask * sigma; the
 transformer predicts velocity; x0 = x - v * timesteps (fp32, rounded to the latent dtype); guidance combines
-the passes' x0; tokens with mask 0 are reset to their clean latent; Euler to the next sigma.
-
-Latent states are patchified: video (B, F*H*W, 128) with positions (B, 3, T, 2) (seconds, px, px) and audio
-(B, T_a, 128) with positions (B, 1, T_a, 2) seconds. Keyframes are appended tokens; they are removed when
-sampling ends. The noise of a run comes from one generator: video first, then audio (as the reference).
+the passes' x0; tokens with mask 0 are reset to their clean latent; Euler to the next sigma. The latent states
+and their conditioning are ltx/ltx2/conditioning.py.
 """
 
 from __future__ import annotations
 
-import math
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from enum import Enum
 
 import torch
 from torch import Tensor
 
-from ltx.ltx2 import patchify as P
-from ltx.ltx2.sched import (
-    GuiderParams,
-    euler_step,
-    guidance_passes,
-    guide,
-    post_process,
-    res2s_sample,
-    to_denoised,
+from ltx.core import sampling
+from ltx.core.sampling import to_denoised
+from ltx.ltx2 import patchify
+from ltx.ltx2.conditioning import (
+    Conditioning,
+    ImageInput,
+    LatentState,
+    ReferenceInput,
+    conditioned_states,
+    fit_image,
+    unpatchified,
 )
+from ltx.ltx2.sched import GuiderParams, guidance_passes, guide, res2s
+from ltx.ltx2.upsampler import upsample_latent
 
 NO_GUIDANCE = GuiderParams()  # cfg 1, stg 0, modality 1: one conditional pass
 
 
-@dataclass
-class LatentState:
-    """One modality's patchified latent during sampling."""
+class AVPipeline(Enum):
+    """The official LTX-2 pipelines (ltx_pipelines 1.0.0) this repository runs."""
 
-    x: Tensor  # (B, T, C) current latent tokens, in the run dtype
-    mask: Tensor  # (B, T, 1) float32 denoise mask: 1 = generate, 0 = keep `clean`
-    clean: Tensor  # (B, T, C) the conditioning latent (zeros where nothing is given)
-    positions: Tensor  # (B, n_axes, T, 2) [start, end) per axis
-    num_tokens: int  # tokens of the target grid; the ones after it are appended conditioning
+    one_stage = "one_stage"  # TI2VidOneStagePipeline: guided, at the full size
+    two_stage = "two_stage"  # TI2VidTwoStagesPipeline: guided at half size, x2 upsample, distilled-LoRA refine
+    hq = "hq"  # TI2VidTwoStagesHQPipeline: two_stage with res_2s, a token-shifted schedule, LoRA in both stages
+    keyframes = "keyframes"  # KeyframeInterpolationPipeline: two_stage with every image appended as a keyframe
+    distilled = "distilled"  # DistilledPipeline: the distilled checkpoint, 8 + 3 sigmas, no guidance
 
-    def target(self) -> Tensor:
-        """The generated tokens only (appended keyframes removed)."""
-        return self.x[:, : self.num_tokens]
+    @property
+    def two_stages(self) -> bool:
+        return self is not AVPipeline.one_stage
+
+    @property
+    def uses_distilled_lora(self) -> bool:
+        """Stage 2 (hq: both stages) runs with the distilled LoRA fused into the -dev transformer."""
+        return self in (AVPipeline.two_stage, AVPipeline.hq, AVPipeline.keyframes)
 
 
 @dataclass
@@ -63,98 +72,6 @@ class Prompt:
     video: Tensor  # (B, S, D_video)
     audio: Tensor  # (B, S, D_audio)
     mask: Tensor | None = None  # (B, S) 1 = token; the official pipelines pass None (attend to all)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# States
-
-
-def video_state(num_frames: int, height: int, width: int, fps: float, *, batch: int = 1, dtype=torch.float32,
-                device=None, latent: Tensor | None = None, channels: int = P.VIDEO_LATENT_CHANNELS) -> LatentState:
-    """The target video grid for a pixel size (VideoLatentTools.create_initial_state): zeros (or `latent`,
-    (B, C, F, H/32, W/32)) with mask 1, positions cast to `dtype` as the reference does."""
-    f, h, w = P.video_latent_shape(num_frames, height, width)
-    if latent is None:
-        latent = torch.zeros(batch, channels, f, h, w, dtype=dtype, device=device)
-    elif tuple(latent.shape[2:]) != (f, h, w) or latent.shape[0] != batch:
-        raise ValueError(f"initial video latent {tuple(latent.shape)} does not fit ({batch}, C, {f}, {h}, {w})")
-    x = P.patchify_video(latent.to(dtype))
-    mask = torch.ones(batch, x.shape[1], 1, dtype=torch.float32, device=x.device)
-    pos = P.video_positions(f, h, w, fps, dtype, batch=batch, device=x.device)
-    return LatentState(x, mask, x.clone(), pos, x.shape[1])
-
-
-def audio_state(num_frames: int, fps: float, *, batch: int = 1, dtype=torch.float32, device=None,
-                latent: Tensor | None = None) -> LatentState:
-    """The audio latent matching a video of `num_frames` at `fps` (25 latents per second)."""
-    t = P.audio_latent_frames_for_video(num_frames, fps)
-    if t < 1:
-        raise ValueError(f"{num_frames} frames at {fps} fps last {num_frames / fps:.3f} s: under one audio latent "
-                         f"(40 ms); give more frames or a lower fps")
-    shape = (batch, P.AUDIO_LATENT_CHANNELS, t, P.AUDIO_MEL_BINS)
-    if latent is None:
-        latent = torch.zeros(shape, dtype=dtype, device=device)
-    elif tuple(latent.shape) != shape:
-        raise ValueError(f"initial audio latent {tuple(latent.shape)} does not fit {shape}")
-    x = P.patchify_audio(latent.to(dtype))
-    mask = torch.ones(batch, t, 1, dtype=torch.float32, device=x.device)
-    pos = P.audio_positions(t, batch=batch, device=x.device)
-    return LatentState(x, mask, x.clone(), pos, t)
-
-
-def condition_frame0(state: LatentState, latent: Tensor, strength: float = 1.0) -> LatentState:
-    """An image at latent frame 0 (VideoConditionByLatentIndex, latent_idx 0): its tokens replace the first
-    frame's in x and clean, with mask 1 - strength. latent: (B, C, 1, h, w) at the target's latent size."""
-    tokens = P.patchify_video(latent.to(state.x.dtype))
-    n = tokens.shape[1]
-    if tokens.shape[0] != state.x.shape[0] or tokens.shape[2] != state.x.shape[2] or n > state.num_tokens:
-        raise ValueError(f"image latent {tuple(latent.shape)} does not fit the video's first latent frame")
-    x, clean, mask = state.x.clone(), state.clean.clone(), state.mask.clone()
-    x[:, :n] = tokens
-    clean[:, :n] = tokens
-    mask[:, :n] = 1.0 - strength
-    return replace(state, x=x, clean=clean, mask=mask)
-
-
-def append_keyframe(state: LatentState, latent: Tensor, frame: int, fps: float, strength: float = 1.0) -> LatentState:
-    """Keyframe latents (B, C, f, h, w) at pixel frame `frame` (VideoConditionByKeyframeIndex): appended tokens
-    with their own grid's positions shifted by `frame`, mask 1 - strength. The reference's positions are
-    float32, so appending promotes every position to float32 (its bf16 rounding of the grid stays)."""
-    tokens = P.patchify_video(latent.to(state.x.dtype))
-    _, _, f, h, w = latent.shape
-    pos = P.keyframe_positions(f, h, w, fps, frame, batch=latent.shape[0], device=latent.device)
-    mask = torch.full((*tokens.shape[:2], 1), 1.0 - strength, dtype=latent.dtype, device=latent.device)
-    return replace(state, x=torch.cat([state.x, tokens], 1), clean=torch.cat([state.clean, tokens], 1),
-                   mask=torch.cat([state.mask, mask], 1), positions=torch.cat([state.positions, pos], 2))
-
-
-def append_reference(state: LatentState, latent: Tensor, fps: float, downscale: int = 1,
-                     strength: float = 1.0) -> LatentState:
-    """IC-LoRA reference latents (B, C, f, h, w) (VideoConditionByReferenceLatent): appended tokens on their own
-    causal grid from time 0, rows and columns times `downscale` (a reference at 1/downscale of the target's
-    size lands on the target's pixel grid), mask 1 - strength."""
-    tokens = P.patchify_video(latent.to(state.x.dtype))
-    _, _, f, h, w = latent.shape
-    pos = P.reference_positions(f, h, w, fps, downscale, batch=latent.shape[0], device=latent.device)
-    mask = torch.full((*tokens.shape[:2], 1), 1.0 - strength, dtype=latent.dtype, device=latent.device)
-    return replace(state, x=torch.cat([state.x, tokens], 1), clean=torch.cat([state.clean, tokens], 1),
-                   mask=torch.cat([state.mask, mask], 1), positions=torch.cat([state.positions, pos], 2))
-
-
-def add_noise(state: LatentState, generator: torch.Generator | None, noise_scale: float = 1.0) -> LatentState:
-    """GaussianNoiser: noise drawn in the latent dtype over every token (appended ones included), blended by
-    mask * noise_scale."""
-    noise = torch.randn(*state.x.shape, device=state.x.device, dtype=state.x.dtype, generator=generator)
-    m = state.mask * noise_scale
-    return replace(state, x=(noise * m + state.x * (1 - m)).to(state.x.dtype))
-
-
-def unpatchified(video: LatentState, audio: LatentState | None, num_frames: int, height: int, width: int
-                 ) -> tuple[Tensor, Tensor | None]:
-    """The generated latents as (B, 128, F, H/32, W/32) and (B, 8, T, 16)."""
-    f, h, w = P.video_latent_shape(num_frames, height, width)
-    v = P.unpatchify_video(video.target(), f, h, w)
-    return v, (P.unpatchify_audio(audio.target()) if audio is not None else None)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -267,17 +184,18 @@ def sample(
 ) -> tuple[LatentState, LatentState]:
     """Euler over `sigmas` (euler_denoising_loop) with guided x0; `on_step(i, video, audio)` sees each new state."""
     _refuse_skip_step(video_guidance, audio_guidance)
-    sigmas = sigmas.to(torch.float32)
-    for i in range(len(sigmas) - 1):
-        x0v, x0a = denoise_step(transformer, video, audio, sigmas[i], positive, negative, video_guidance,
-                                audio_guidance, batch_passes=batch_passes)
-        x0v = post_process(x0v, video.mask, video.clean)
-        x0a = post_process(x0a, audio.mask, audio.clean)
-        video = replace(video, x=euler_step(video.x, x0v, sigmas[i], sigmas[i + 1]))
-        audio = replace(audio, x=euler_step(audio.x, x0a, sigmas[i], sigmas[i + 1]))
-        if on_step is not None:
-            on_step(i, video, audio)
-    return video, audio
+
+    def denoise(latents: tuple[Tensor, Tensor], sigma: Tensor, i: int) -> tuple[Tensor, Tensor]:
+        return denoise_step(transformer, replace(video, x=latents[0]), replace(audio, x=latents[1]), sigma,
+                            positive, negative, video_guidance, audio_guidance, batch_passes=batch_passes)
+
+    def after(i: int, latents: tuple[Tensor, Tensor]) -> None:
+        on_step(i, replace(video, x=latents[0]), replace(audio, x=latents[1]))
+
+    step = sampling.x0_euler((video.mask, audio.mask), (video.clean, audio.clean))
+    xv, xa = sampling.sample(denoise, (video.x, audio.x), sigmas.to(torch.float32), step,
+                             callback=after if on_step is not None else None)
+    return replace(video, x=xv), replace(audio, x=xa)
 
 
 def sample_res2s(
@@ -294,100 +212,65 @@ def sample_res2s(
     noise_seed: int = -1,
     on_call: Callable[[], None] | None = None,
 ) -> tuple[LatentState, LatentState]:
-    """The res_2s sampler of the HQ pipeline (res2s_audio_video_denoising_loop, ltx.ltx2.sched.res2s_sample):
+    """The res_2s sampler of the HQ pipeline (res2s_audio_video_denoising_loop, ltx.ltx2.sched.res2s):
     two guided evaluations per step (at sigma and at the log-midpoint) with SDE renoising from generators seeded
     `noise_seed` / `noise_seed + 10000`, plus a final evaluation at 0.0011; latents stored in the run dtype
     between steps (the reference's default model dtype is bf16, the dtype of its pipelines)."""
     _refuse_skip_step(video_guidance, audio_guidance)
 
-    def denoise(latents: tuple[Tensor, Tensor], sig: Tensor, i: int) -> tuple[Tensor, Tensor]:
-        out = denoise_step(transformer, replace(video, x=latents[0]), replace(audio, x=latents[1]),
-                           sig[i], positive, negative, video_guidance, audio_guidance,
-                           batch_passes=batch_passes)
+    def denoise(latents: tuple[Tensor, Tensor], sigma: Tensor, i: int) -> tuple[Tensor, Tensor]:
+        out = denoise_step(transformer, replace(video, x=latents[0]), replace(audio, x=latents[1]), sigma,
+                           positive, negative, video_guidance, audio_guidance, batch_passes=batch_passes)
         if on_call is not None:
             on_call()
         return out
 
-    xv, xa = res2s_sample(denoise, (video.x, audio.x), (video.mask, audio.mask), (video.clean, audio.clean),
-                          sigmas, noise_seed=noise_seed, model_dtype=video.x.dtype)
+    step = res2s((video.mask, audio.mask), (video.clean, audio.clean), noise_seed=noise_seed,
+                 model_dtype=video.x.dtype)
+    xv, xa = sampling.sample(denoise, (video.x, audio.x), sigmas, step)
     return replace(video, x=xv), replace(audio, x=xa)
 
 
-@dataclass
-class Conditioning:
-    """An encoded image (or clip) for image-to-video: latent (B, 128, f, h, w) at the pass's latent size,
-    placed at pixel frame `frame` (0 = replaces the first latent frame, > 0 = appended keyframe)."""
-
-    latent: Tensor
-    frame: int = 0
-    strength: float = 1.0
-    append: bool = False  # frame 0 too as appended keyframe tokens (image_conditionings_by_adding_guiding_latent)
-    reference: int = 0  # > 0: an IC-LoRA reference video at 1/reference of the target size (appended last)
-
-
-def conditioned_states(
-    num_frames: int, height: int, width: int, fps: float, conditionings: Sequence[Conditioning], *,
-    batch: int, dtype, device, generator: torch.Generator | None, noise_scale: float = 1.0,
-    video_latent: Tensor | None = None, audio_latent: Tensor | None = None, freeze_audio: bool = False,
-) -> tuple[LatentState, LatentState]:
-    """noise_video_state + noise_audio_state: initial states, conditionings applied, then noised (video first).
-    `freeze_audio` (audio-to-video, denoise_video_only): the audio latent is kept as it is (its noise is still
-    drawn, at scale 0, so the generator advances as the reference's) and its mask is 0 (timesteps 0)."""
-    video = video_state(num_frames, height, width, fps, batch=batch, dtype=dtype, device=device, latent=video_latent)
-    for c in conditionings:
-        latent = c.latent.expand(batch, *c.latent.shape[1:]) if c.latent.shape[0] == 1 else c.latent  # every row
-        if c.reference:
-            video = append_reference(video, latent, fps, c.reference, c.strength)
-        elif c.frame == 0 and not c.append:
-            video = condition_frame0(video, latent, c.strength)
-        else:
-            video = append_keyframe(video, latent, c.frame, fps, c.strength)
-    video = add_noise(video, generator, noise_scale)
-    audio = audio_state(num_frames, fps, batch=batch, dtype=dtype, device=device, latent=audio_latent)
-    audio = add_noise(audio, generator, 0.0 if freeze_audio else noise_scale)
-    if freeze_audio:
-        audio = replace(audio, mask=torch.zeros_like(audio.mask))
-    return video, audio
-
-
 # ----------------------------------------------------------------------------------------------------------
-# The official pipelines
+# The official pipelines: one function each, over shared stage code
 
 
 @dataclass
 class AVModels:
     """Loaded modules of one run (ltx.ltx2.checkpoint.load gives the first four)."""
 
-    transformer: object  # ltx.ltx2.transformer.AVTransformer (stage 1)
-    vae: object  # ltx.ltx2.vae.VideoVAE
-    audio_vae: object  # ltx.ltx2.audio_vae.AudioVAE
-    vocoder: object  # ltx.ltx2.vocoder.Vocoder | VocoderWithBWE
-    upsampler: object | None = None  # ltx.ltx2.upsampler.LatentUpsampler2 (two-stage / distilled)
-    # two-stage: the transformer with the distilled LoRA fused, or a function called once stage 1 is done that
-    # returns it (e.g. fusing the LoRA into the stage-1 transformer in place: one transformer in memory)
-    stage_2_transformer: object | None = None
+    transformer: torch.nn.Module  # ltx.ltx2.transformer.AVTransformer (stage 1)
+    vae: torch.nn.Module  # ltx.ltx2.vae.VideoVAE
+    audio_vae: torch.nn.Module  # ltx.ltx2.audio_vae.AudioVAE
+    vocoder: torch.nn.Module  # ltx.ltx2.vocoder.Vocoder | VocoderWithBWE
+    upsampler: torch.nn.Module | None = None  # ltx.ltx2.upsampler.LatentUpsampler2 (two-stage pipelines)
 
 
 @dataclass
-class ImageInput:
-    """A conditioning image (H, W, 3) or clip (f, H, W, 3) at its own size, values 0..255 (after the
-    official H.264 round trip, `ltx.core.media.crf_compress`, if wanted), placed at pixel frame `frame`. Each stage
-    fits it to its size: scale to cover, center crop (load_image_conditioning)."""
+class AVRequest:
+    """What every pipeline takes besides the models and the prompt contexts.
 
-    pixels: Tensor
-    frame: int = 0
-    strength: float = 1.0
+    `sigmas`: stage 1 (ltx2_sigmas(steps), token-shifted for hq, or the distilled list); `stage_2_sigmas`: the
+    refine pass of the two-stage pipelines (its first value is also the renoise level). `soundtrack`: an encoded
+    audio latent (B or 1, 8, >= T, 16) for audio-to-video: it stays fixed in every stage and guides the video
+    through the A<->V attention (audio guidance must be off). `on_step(stage, i, video, audio)` sees every new
+    state (hq: called once per transformer evaluation, with None states). Noise: one generator, video then
+    audio, stage 1 then stage 2 (the reference's order)."""
 
-
-@dataclass
-class ReferenceInput:
-    """An IC-LoRA reference (control) clip (f, H, W, 3) in 0..255 at its own size; each stage-1 run fits it to
-    1/downscale of the stage's size (per frame: scale to cover, center crop) and keeps 8k + 1 frames, as the
-    reference encoder crops."""
-
-    pixels: Tensor
-    strength: float = 1.0
-    downscale: int = 1
+    height: int
+    width: int
+    num_frames: int
+    fps: float
+    sigmas: Tensor
+    stage_2_sigmas: Tensor | None = None
+    video_guidance: GuiderParams = NO_GUIDANCE
+    audio_guidance: GuiderParams = NO_GUIDANCE
+    images: Sequence[ImageInput] = ()
+    soundtrack: Tensor | None = None
+    generator: torch.Generator | None = None
+    dtype: torch.dtype = torch.float32
+    batch_passes: bool = False
+    on_step: Callable[[int, int, LatentState | None, LatentState | None], None] | None = None
 
 
 @dataclass
@@ -402,11 +285,12 @@ class AVResult:
 def check_size(height: int, width: int, num_frames: int, two_stage: bool) -> None:
     """Frames 8k + 1; H and W multiples of 32 (one stage) or 64 (two stages, whose first runs at half size),
     with the nearest valid values in the message (the reference asserts without them)."""
-    m = 64 if two_stage else 32
-    for name, v in (("height", height), ("width", width)):
-        if v < m or v % m:
-            lo, hi = max(m, v // m * m), max(m, (v + m - 1) // m * m)
-            raise ValueError(f"{name}={v} must be a positive multiple of {m}"
+    multiple = 64 if two_stage else 32
+    for name, value in (("height", height), ("width", width)):
+        if value < multiple or value % multiple:
+            lo = max(multiple, value // multiple * multiple)
+            hi = max(multiple, (value + multiple - 1) // multiple * multiple)
+            raise ValueError(f"{name}={value} must be a positive multiple of {multiple}"
                              f"{' (two-stage pipelines: stage 1 runs at half size)' if two_stage else ''}; "
                              f"nearest valid: {lo}" + (f" or {hi}" if hi != lo else ""))
     if num_frames < 1 or (num_frames - 1) % 8:
@@ -415,27 +299,9 @@ def check_size(height: int, width: int, num_frames: int, two_stage: bool) -> Non
                          f"{max(lo, 1)}" + (f" or {lo + 8}" if num_frames > 1 else ""))
 
 
-def fit_image(pixels: Tensor, height: int, width: int, dtype=torch.float32) -> Tensor:
-    """(H, W, 3) or (f, H, W, 3) in 0..255 -> (1, 3, f, height, width) in [-1, 1]: bilinear scale to cover
-    (sizes rounded up), then the center crop (resize_and_center_crop + normalize_latent)."""
-    x = pixels.float()
-    x = x[None] if x.ndim == 3 else x
-    if x.ndim != 4 or x.shape[-1] != 3:
-        raise ValueError(f"a conditioning image is (H, W, 3) or (frames, H, W, 3), got {tuple(pixels.shape)}")
-    x = x.permute(0, 3, 1, 2)  # (f, 3, H, W)
-    src_h, src_w = x.shape[-2:]
-    scale = max(height / src_h, width / src_w)
-    new_h, new_w = math.ceil(src_h * scale), math.ceil(src_w * scale)
-    x = torch.nn.functional.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=False)
-    top, left = (new_h - height) // 2, (new_w - width) // 2
-    x = x[:, :, top:top + height, left:left + width]
-    return (x.permute(1, 0, 2, 3)[None] / 127.5 - 1.0).to(dtype)
-
-
-def _encode_images(vae, images: Sequence[ImageInput], height: int, width: int, dtype, device,
-                   as_keyframes: bool = False) -> list[Conditioning]:
-    return [Conditioning(vae.encode(fit_image(im.pixels.to(device), height, width, dtype)).to(dtype), im.frame,
-                         im.strength, as_keyframes) for im in images]
+def is_guided(*guidance: GuiderParams) -> bool:
+    """Whether any modality needs more than the conditional pass (CFG, STG or modality isolation)."""
+    return any(g.needs_uncond or g.needs_perturbed or g.needs_isolated for g in guidance)
 
 
 def decode(models: AVModels, video_latent: Tensor, audio_latent: Tensor) -> tuple[Tensor, Tensor]:
@@ -445,114 +311,162 @@ def decode(models: AVModels, video_latent: Tensor, audio_latent: Tensor) -> tupl
     return video, models.vocoder(mel).float()
 
 
-def generate_av(
-    models: AVModels,
-    positive: Prompt,
-    negative: Prompt | None = None,
-    *,
-    pipeline: str = "two_stage",
-    height: int,
-    width: int,
-    num_frames: int,
-    fps: float,
-    sigmas: Tensor,
-    stage_2_sigmas: Tensor | None = None,
-    video_guidance: GuiderParams = NO_GUIDANCE,
-    audio_guidance: GuiderParams = NO_GUIDANCE,
-    images: Sequence[ImageInput] = (),
-    references: Sequence[ReferenceInput] = (),
-    soundtrack: Tensor | None = None,
-    generator: torch.Generator | None = None,
-    dtype: torch.dtype = torch.float32,
-    batch_passes: bool = False,
-    on_step: Callable[[int, int, LatentState, LatentState], None] | None = None,
-) -> AVResult:
-    """One run of an official pipeline: "one_stage" (TI2VidOneStagePipeline), "two_stage"
-    (TI2VidTwoStagesPipeline: guided stage 1 at half size, x2 upsample, unguided refine with
-    `models.stage_2_transformer`), "hq" (TI2VidTwoStagesHQPipeline: the same stages with the res_2s sampler;
-    the stage-1 sigmas are shifted for the stage-1 token count, `ltx2_sigmas(steps, num_tokens=...)`) or
-    "distilled" (DistilledPipeline: both stages unguided, one transformer) or "keyframes"
-    (KeyframeInterpolationPipeline: "two_stage" with every image, frame 0 included, appended as a guiding
-    keyframe instead of replacing the first latent frame).
+def one_stage(models: AVModels, positive: Prompt, negative: Prompt | None, request: AVRequest) -> AVResult:
+    """TI2VidOneStagePipeline: one guided stage at the full size."""
+    check_size(request.height, request.width, request.num_frames, two_stage=False)
+    request, negative = _with_soundtrack(request, positive, negative)
+    video, audio = _stage(1, models.transformer, models, positive, negative, request, request.height,
+                          request.width, request.sigmas, request.video_guidance, request.audio_guidance)
+    return _decoded(models, video, audio)
 
-    `sigmas`: stage 1 (ltx2_sigmas(steps) or the distilled list); `stage_2_sigmas`: the refine pass (its first
-    value is also the renoise level). `soundtrack`: an encoded audio latent (B or 1, 8, T, 16) of the video's
-    length to generate the video for (A2VidPipelineTwoStage with any pipeline: the audio stays fixed in every
-    stage and guides the video through the A<->V attention; audio guidance must be off). `on_step(stage, i,
-    video, audio)` sees every state. `references`: IC-LoRA control clips, appended in stage 1 only (ICLoraPipeline:
-    the "distilled" pipeline with `models.transformer` carrying the IC-LoRA and `models.stage_2_transformer`
-    the one without it) (hq: called once per
-    transformer evaluation, with None states: 2 per step + 1). Noise: one
-    generator, video then audio, stage 1 then stage 2 (the reference's order)."""
-    if pipeline not in ("one_stage", "two_stage", "hq", "distilled", "keyframes"):
-        raise ValueError(f"pipeline={pipeline!r}: choose one_stage, two_stage, hq, distilled or keyframes")
-    as_keyframes = pipeline == "keyframes"  # KeyframeInterpolationPipeline: two_stage, every image appended
-    if references and pipeline != "distilled":
-        raise ValueError("IC-LoRA references run with the distilled pipeline (as the official ICLoraPipeline)")
+
+def two_stage(models: AVModels, positive: Prompt, negative: Prompt | None, request: AVRequest, *,
+              stage_2_transformer: torch.nn.Module | None = None,
+              before_stage_2: Callable[[], None] | None = None) -> AVResult:
+    """TI2VidTwoStagesPipeline: guided stage 1 at half size, x2 latent upsample, an unguided refine with
+    `stage_2_transformer` (the distilled LoRA fused). None = `models.transformer` after `before_stage_2`, called
+    once stage 1 is done (e.g. fusing the LoRA into it in place: one transformer in memory)."""
+    return _two_stages(models, positive, negative, request, stage_2_transformer, before_stage_2)
+
+
+def hq(models: AVModels, positive: Prompt, negative: Prompt | None, request: AVRequest, *,
+       stage_2_transformer: torch.nn.Module | None = None,
+       before_stage_2: Callable[[], None] | None = None) -> AVResult:
+    """TI2VidTwoStagesHQPipeline: `two_stage` with the res_2s sampler in both stages; its stage-1 sigmas are
+    shifted for the stage-1 token count (`ltx2_sigmas(steps, num_tokens=...)`)."""
+    if request.soundtrack is not None:
+        raise ValueError("a soundtrack runs with the one_stage, two_stage and distilled pipelines, not hq")
+    return _two_stages(models, positive, negative, request, stage_2_transformer, before_stage_2, res2s=True)
+
+
+def keyframes(models: AVModels, positive: Prompt, negative: Prompt | None, request: AVRequest, *,
+              stage_2_transformer: torch.nn.Module | None = None,
+              before_stage_2: Callable[[], None] | None = None) -> AVResult:
+    """KeyframeInterpolationPipeline: `two_stage` with every image, frame 0 included, appended as a guiding
+    keyframe instead of replacing the first latent frame."""
+    return _two_stages(models, positive, negative, request, stage_2_transformer, before_stage_2, as_keyframes=True)
+
+
+def audio_to_video(models: AVModels, positive: Prompt, negative: Prompt | None, request: AVRequest, *,
+                   stage_2_transformer: torch.nn.Module | None = None,
+                   before_stage_2: Callable[[], None] | None = None) -> AVResult:
+    """A2VidPipelineTwoStage: `two_stage` with `request.soundtrack` (required) fixed in both stages."""
+    if request.soundtrack is None:
+        raise ValueError("audio-to-video needs request.soundtrack (an encoded audio latent)")
+    return _two_stages(models, positive, negative, request, stage_2_transformer, before_stage_2)
+
+
+def distilled(models: AVModels, positive: Prompt, request: AVRequest) -> AVResult:
+    """DistilledPipeline: both stages unguided, one transformer (the distilled checkpoint)."""
+    _refuse_guidance(request)
+    return _two_stages(models, positive, None, request, models.transformer, None)
+
+
+def ic_lora(models: AVModels, positive: Prompt, request: AVRequest, references: Sequence[ReferenceInput], *,
+            stage_2_transformer: torch.nn.Module | None = None,
+            before_stage_2: Callable[[], None] | None = None) -> AVResult:
+    """ICLoraPipeline: `distilled` with the control clips appended in stage 1, where `models.transformer`
+    carries the IC-LoRA; stage 2 runs `stage_2_transformer`, the distilled model without it (None =
+    `models.transformer` after `before_stage_2`, e.g. its own weights copied back in place)."""
+    _refuse_guidance(request)
     for r in references:
-        if r.downscale < 1 or (height // 2) % r.downscale or (width // 2) % r.downscale:
-            raise ValueError(f"reference downscale {r.downscale}: the stage-1 size {height // 2}x{width // 2} must "
-                             "be divisible by it")
-    pipeline = "two_stage" if as_keyframes else pipeline
-    two = pipeline != "one_stage"
-    check_size(height, width, num_frames, two)
-    if two and (models.upsampler is None or stage_2_sigmas is None):
-        raise ValueError(f"the {pipeline} pipeline needs a spatial upsampler and stage_2_sigmas")
-    guided = any(g.needs_uncond or g.needs_perturbed or g.needs_isolated for g in (video_guidance, audio_guidance))
-    if soundtrack is not None and (audio_guidance.needs_uncond or audio_guidance.needs_perturbed
-                                   or audio_guidance.needs_isolated):
+        if r.downscale < 1 or (request.height // 2) % r.downscale or (request.width // 2) % r.downscale:
+            raise ValueError(f"reference downscale {r.downscale}: the stage-1 size {request.height // 2}x"
+                             f"{request.width // 2} must be divisible by it")
+    return _two_stages(models, positive, None, request, stage_2_transformer, before_stage_2, references=references)
+
+
+def _refuse_guidance(request: AVRequest) -> None:
+    if is_guided(request.video_guidance, request.audio_guidance):
+        raise ValueError("the distilled pipeline samples without guidance (cfg 1, stg 0, modality 1)")
+
+
+def _with_soundtrack(request: AVRequest, positive: Prompt, negative: Prompt | None
+                     ) -> tuple[AVRequest, Prompt | None]:
+    """The soundtrack cut to the video's audio length and given every row; the uncond pass keeps the positive
+    audio context (the audio guider has no negative context: multi_modal_guider_denoising_func)."""
+    soundtrack = request.soundtrack
+    if soundtrack is None:
+        return request, negative
+    ag = request.audio_guidance
+    if ag.needs_uncond or ag.needs_perturbed or ag.needs_isolated:
         raise ValueError("with a soundtrack the audio is not generated: give no audio guidance (cfg 1, stg 0, "
                          "modality 1), as the official audio-to-video pipeline")
-    if pipeline == "distilled" and guided:
-        raise ValueError("the distilled pipeline samples without guidance (cfg 1, stg 0, modality 1)")
     batch = positive.video.shape[0]
-    device = positive.video.device
-    h1, w1 = (height // 2, width // 2) if two else (height, width)
-    if soundtrack is not None:
-        frames = P.audio_latent_frames_for_video(num_frames, fps)
-        if soundtrack.ndim != 4 or soundtrack.shape[2] < frames or soundtrack.shape[0] not in (1, batch):
-            raise ValueError(f"soundtrack latent {tuple(soundtrack.shape)}: need (1 or {batch}, 8, >= {frames}, 16) "
-                             f"for {num_frames} frames at {fps} fps")
-        soundtrack = soundtrack[:, :, :frames].to(dtype).expand(batch, -1, -1, -1)
-        if negative is not None:  # the audio guider has no negative context: the uncond pass keeps the positive
-            negative = replace(negative, audio=positive.audio)  # audio context (multi_modal_guider_denoising_func)
+    frames = patchify.audio_latent_frames_for_video(request.num_frames, request.fps)
+    if soundtrack.ndim != 4 or soundtrack.shape[2] < frames or soundtrack.shape[0] not in (1, batch):
+        raise ValueError(f"soundtrack latent {tuple(soundtrack.shape)}: need (1 or {batch}, 8, >= {frames}, 16) for "
+                         f"{request.num_frames} frames at {request.fps} fps")
+    soundtrack = soundtrack[:, :, :frames].to(request.dtype).expand(batch, -1, -1, -1)
+    if negative is not None:
+        negative = replace(negative, audio=positive.audio)
+    return replace(request, soundtrack=soundtrack), negative
 
-    def stage(k: int, transformer, h: int, w: int, sig: Tensor, vg, ag, noise_scale, vlat=None, alat=None):
-        conds = _encode_images(models.vae, images, h, w, dtype, device, as_keyframes)
-        if k == 1:
-            for r in references:
-                px = r.pixels[:num_frames]
-                px = px[: (px.shape[0] - 1) // 8 * 8 + 1]  # 8k + 1 frames, as the reference encoder crops
-                latent = models.vae.encode(fit_image(px.to(device), h // r.downscale, w // r.downscale, dtype))
-                conds.append(Conditioning(latent.to(dtype), 0, r.strength, reference=r.downscale))
-        video, audio = conditioned_states(num_frames, h, w, fps, conds, batch=batch, dtype=dtype, device=device,
-                                          generator=generator, noise_scale=noise_scale, video_latent=vlat,
-                                          audio_latent=soundtrack if soundtrack is not None else alat,
-                                          freeze_audio=soundtrack is not None)
-        if pipeline == "hq":
-            calls = iter(range(10**9))
-            hook = None if on_step is None else (lambda: on_step(k, next(calls), None, None))
-            video, audio = sample_res2s(transformer, video, audio, sig, positive, negative, vg, ag,
-                                        batch_passes=batch_passes, on_call=hook)
-        else:
-            step = None if on_step is None else (lambda i, v, a: on_step(k, i, v, a))
-            video, audio = sample(transformer, video, audio, sig, positive, negative, vg, ag,
-                                  batch_passes=batch_passes, on_step=step)
-        return unpatchified(video, audio, num_frames, h, w)
 
-    vlat, alat = stage(1, models.transformer, h1, w1, sigmas, video_guidance, audio_guidance, 1.0)
-    if two:
-        from ltx.ltx2.upsampler import upsample_latent
+def _two_stages(models: AVModels, positive: Prompt, negative: Prompt | None, request: AVRequest,
+                stage_2_transformer: torch.nn.Module | None, before_stage_2: Callable[[], None] | None, *,
+                as_keyframes: bool = False, references: Sequence[ReferenceInput] = (),
+                res2s: bool = False) -> AVResult:
+    """Stage 1 at half size (guided as `request` says), x2 upsample, stage 2 unguided at the full size."""
+    check_size(request.height, request.width, request.num_frames, two_stage=True)
+    if models.upsampler is None or request.stage_2_sigmas is None:
+        raise ValueError("a two-stage pipeline needs a spatial upsampler (models.upsampler) and "
+                         "request.stage_2_sigmas")
+    request, negative = _with_soundtrack(request, positive, negative)
+    video, audio = _stage(1, models.transformer, models, positive, negative, request, request.height // 2,
+                          request.width // 2, request.sigmas, request.video_guidance, request.audio_guidance,
+                          as_keyframes=as_keyframes, references=references, res2s=res2s)
+    stats = models.vae.per_channel_statistics
+    upsampled = upsample_latent(models.upsampler, video, stats.mean, stats.std).to(request.dtype)  # row 0 only
+    if before_stage_2 is not None:
+        before_stage_2()
+    transformer = models.transformer if stage_2_transformer is None else stage_2_transformer
+    sigmas = request.stage_2_sigmas.to(torch.float32)
+    video, audio = _stage(2, transformer, models, positive, negative, request, request.height, request.width,
+                          sigmas, NO_GUIDANCE, NO_GUIDANCE, noise_scale=sigmas[0], video_latent=upsampled,
+                          audio_latent=audio, as_keyframes=as_keyframes, res2s=res2s)
+    return _decoded(models, video, audio)
 
-        stats = models.vae.per_channel_statistics
-        up = upsample_latent(models.upsampler, vlat, stats.mean, stats.std).to(dtype)  # reference: row 0 only
-        second = models.stage_2_transformer if pipeline in ("two_stage", "hq") or references else models.transformer
-        if second is not None and not isinstance(second, torch.nn.Module):
-            second = second()
-        if second is None:
-            raise ValueError(f"the {pipeline} pipeline{' with references' if references else ''} needs "
-                             "models.stage_2_transformer (two-stage: the distilled LoRA fused; IC-LoRA: without it)")
-        s2 = stage_2_sigmas.to(torch.float32)
-        vlat, alat = stage(2, second, height, width, s2, NO_GUIDANCE, NO_GUIDANCE, s2[0], up, alat)
-    video, audio = decode(models, vlat, alat)
-    return AVResult(video, audio, int(models.vocoder.sample_rate), vlat, alat)
+
+def _stage(stage: int, transformer, models: AVModels, positive: Prompt, negative: Prompt | None,
+           request: AVRequest, height: int, width: int, sigmas: Tensor, video_guidance: GuiderParams,
+           audio_guidance: GuiderParams, *, noise_scale: float | Tensor = 1.0, video_latent: Tensor | None = None,
+           audio_latent: Tensor | None = None, as_keyframes: bool = False,
+           references: Sequence[ReferenceInput] = (), res2s: bool = False) -> tuple[Tensor, Tensor]:
+    """One stage at (height, width): conditionings encoded at its size, noised states, the sampler; returns the
+    unpatchified (video, audio) latents."""
+    dtype, device, batch = request.dtype, positive.video.device, positive.video.shape[0]
+    conditionings = _encode_images(models.vae, request.images, height, width, dtype, device, as_keyframes)
+    for r in references:
+        pixels = r.pixels[:request.num_frames]
+        pixels = pixels[: (pixels.shape[0] - 1) // 8 * 8 + 1]  # 8k + 1 frames, as the reference encoder crops
+        latent = models.vae.encode(fit_image(pixels.to(device), height // r.downscale, width // r.downscale, dtype))
+        conditionings.append(Conditioning(latent.to(dtype), 0, r.strength, reference=r.downscale))
+    fixed_audio = request.soundtrack is not None
+    video, audio = conditioned_states(request.num_frames, height, width, request.fps, conditionings, batch=batch,
+                                      dtype=dtype, device=device, generator=request.generator,
+                                      noise_scale=noise_scale, video_latent=video_latent,
+                                      audio_latent=request.soundtrack if fixed_audio else audio_latent,
+                                      freeze_audio=fixed_audio)
+    on_step = request.on_step
+    if res2s:
+        calls = itertools.count()
+        on_call = None if on_step is None else (lambda: on_step(stage, next(calls), None, None))
+        video, audio = sample_res2s(transformer, video, audio, sigmas, positive, negative, video_guidance,
+                                    audio_guidance, batch_passes=request.batch_passes, on_call=on_call)
+    else:
+        step = None if on_step is None else (lambda i, v, a: on_step(stage, i, v, a))
+        video, audio = sample(transformer, video, audio, sigmas, positive, negative, video_guidance,
+                              audio_guidance, batch_passes=request.batch_passes, on_step=step)
+    return unpatchified(video, audio, request.num_frames, height, width)
+
+
+def _encode_images(vae, images: Sequence[ImageInput], height: int, width: int, dtype, device,
+                   as_keyframes: bool = False) -> list[Conditioning]:
+    return [Conditioning(vae.encode(fit_image(im.pixels.to(device), height, width, dtype)).to(dtype), im.frame,
+                         im.strength, as_keyframes) for im in images]
+
+
+def _decoded(models: AVModels, video_latent: Tensor, audio_latent: Tensor) -> AVResult:
+    video, audio = decode(models, video_latent, audio_latent)
+    return AVResult(video, audio, int(models.vocoder.sample_rate), video_latent, audio_latent)

@@ -1,46 +1,42 @@
-"""LTX-2 sampling as plain functions: the sigma schedule, Euler / gradient-estimation / res_2s steps, the
-multi-modal guider, noising and the conditioning-mask blend.
+"""LTX-2 sampling facts as plain functions: the LTX2Scheduler schedule, the distilled sigma lists, the noiser,
+the multi-modal guider's parameters and presets, and the res_2s sampler.
 
-References: ltx-core 1.0.0 `components/{schedulers,diffusion_steps,guiders,noisers}.py`, `utils.py`
-(`to_velocity`, `to_denoised`); ltx-pipelines 1.0.0 `utils/{samplers,helpers,constants,res2s}.py`.
-Every function reproduces the reference's operations in the same order and dtype, so results are equal
-bit for bit (tests/ltx2/test_ltx2_sched.py), in fp32 and in bf16.
+References: ltx-core 1.0.0 `components/{schedulers,diffusion_steps,guiders,noisers}.py`; ltx-pipelines 1.0.0
+`utils/{samplers,helpers,constants,res2s}.py`. Every function reproduces the reference's operations in the same
+order and dtype, so results are equal bit for bit (tests/ltx2/test_ltx2_sched.py), in fp32 and in bf16.
 
-Convention (rectified flow): x_sigma = (1 - sigma) x0 + sigma noise, sigma 1 = noise, 0 = data. The LTX-2
-model is wrapped as a denoiser (`to_denoised`: x0 = x - v * sigma_tok, sigma_tok = mask * sigma per token),
-and the loops step on x0. Shapes: B batch · T tokens · C channels; x, x0, noise: (B, T, C) tokens
-(`ltx.ltx2.patchify`); mask: (B, T, 1) float32 denoise strength (1 = generate, 0 = keep `clean`);
-sigmas: (N + 1,) float32, descending, ending at 0.
-
-dtype points (digest §8 item 6): latents and the guidance arithmetic (including `.std()`) stay in the latent
-dtype (bf16 in the pipelines); velocity, x0 and the Euler update are computed in float32 and rounded back
-to the latent dtype, the velocity being rounded once in between (as `to_velocity` does).
-
-Guidance (`MultiModalGuider.calculate`), per modality, with cond / uncond (negative prompt) / perturbed
-(STG: self-attention skipped in `stg_blocks`) / isolated (A<->V cross-attention skipped in all blocks):
+What both families share lives in `ltx.core`: the token shift and terminal stretch of the schedule
+(`ltx.core.sigmas`), the sampling loop with the x0-form Euler and gradient-estimation steps, `to_denoised`
+and the clean-token blend (`ltx.core.sampling`, whose docstring states the conventions: x, x0, noise (B, T, C)
+tokens, denoise mask (B, T, 1), sigmas (N + 1,) float32 descending), and the guidance arithmetic
+(`ltx.core.guidance.combine_multimodal`). The guider here (`GuiderParams`, `guide`), per modality, with cond /
+uncond (negative prompt) / perturbed (STG: self-attention skipped in `stg_blocks`) / isolated (A<->V
+cross-attention skipped in all blocks):
 
     pred = cond + (cfg - 1)(cond - uncond) + stg (cond - perturbed) + (modality - 1)(cond - isolated)
     pred *= rescale std(cond) / std(pred) + (1 - rescale)        if rescale != 0, global std (all elements)
 
-res_2s (Res2sDiffusionStep + `res2s_audio_video_denoising_loop`, exponential-integrator RK2 with SDE
-noise, HQ pipeline): step size h = -log(sigma_next / sigma) in float64, coefficients from the phi functions
-(`res2s_coefficients`), midpoint sigma sqrt(sigma sigma_next), and an ancestral re-noise with
-sigma_up = sigma_next / 2 (`res2s_sde_step`) using float64 noise standardised globally, then per
-(batch, ...) slice over the last two dims (`res2s_noise`). A 0.0011 step is inserted before a final 0.
+res_2s (`res2s`, a step function for `ltx.core.sampling.sample`: Res2sDiffusionStep +
+`res2s_audio_video_denoising_loop`, exponential-integrator RK2 with SDE noise, HQ pipeline): step size
+h = -log(sigma_next / sigma) in float64, coefficients from the phi functions (`res2s_coefficients`), midpoint
+sigma sqrt(sigma sigma_next), and an ancestral re-noise with sigma_up = sigma_next / 2 (`res2s_sde_step`) using
+float64 noise standardised globally, then per (batch, ...) slice over the last two dims (`res2s_noise`). A
+0.0011 step is inserted before a final 0.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-# Shift anchors of the token-count-dependent schedule: mu = base_shift at 1024 tokens, max_shift at 4096.
-BASE_SHIFT_TOKENS = 1024
-MAX_SHIFT_TOKENS = 4096  # also the token count used when none is given (every pipeline except HQ)
+from ltx.core.guidance import combine_multimodal
+from ltx.core.sampling import DenoiseModel, StepFn, Streams, keep_clean, keep_clean_all
+from ltx.core.sigmas import MAX_SHIFT_TOKENS, shift, stretch_to_terminal, token_shift
+
+DEFAULT_NUM_TOKENS = MAX_SHIFT_TOKENS  # the token count of the schedule when none is given (all but HQ): mu = max_shift
 
 # Distilled checkpoint: 8 steps (stage 1) and the last 3 of them (stage 2; the README says "4 steps").
 DISTILLED_SIGMAS = (1.0, 0.99375, 0.9875, 0.98125, 0.975, 0.909375, 0.725, 0.421875, 0.0)
@@ -48,7 +44,6 @@ STAGE2_DISTILLED_SIGMAS = (0.909375, 0.725, 0.421875, 0.0)
 
 RES2S_LAST_SIGMA = 0.0011  # res_2s replaces a final step to 0 by one to this value, then denoises fully
 RES2S_C2 = 0.5  # res_2s midpoint (the sqrt midpoint sigma assumes this value)
-GE_GAMMA = 2.0  # gradient-estimation sampler default (Wang et al., https://openreview.net/pdf?id=o2ND9v0CeK)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -67,26 +62,21 @@ def ltx2_sigmas(
     """LTX2Scheduler.execute: (steps + 1,) float32 sigmas from 1 to 0.
 
     num_tokens: latent F·H·W (the reference's `prod(latent.shape[2:])`); None = 4096, i.e. mu = max_shift.
-    sigma' = e^mu / (e^mu + 1/t - 1) for t = linspace(1, 0, steps + 1), then (stretch) 1 - sigma' is scaled
-    so that the last non-zero sigma is `terminal`; with steps == 1 that is the only one: [terminal, 0], as the
-    reference. Raises where the reference returns NaN (a shift so large that every sigma rounds to 1).
+    `ltx.core.sigmas.shift` of t = linspace(1, 0, steps + 1) by mu = `token_shift(num_tokens)`, then (stretch)
+    `stretch_to_terminal`: the last non-zero sigma becomes `terminal`; with steps == 1 that is the only one:
+    [terminal, 0], as the reference. Raises where the reference returns NaN (a shift so large that every
+    sigma rounds to 1).
     """
     _check_steps(steps)
     if num_tokens is None:
-        num_tokens = MAX_SHIFT_TOKENS
+        num_tokens = DEFAULT_NUM_TOKENS
     if isinstance(num_tokens, bool) or not isinstance(num_tokens, int) or num_tokens < 1:
         raise ValueError(f"num_tokens must be a positive integer (latent F*H*W) or None, got {num_tokens!r}")
-    if stretch and not 0 < terminal < 1:
-        raise ValueError(f"terminal must be in (0, 1), got {terminal}")
     t = torch.linspace(1.0, 0.0, steps + 1)  # float32
-    slope = (max_shift - base_shift) / (MAX_SHIFT_TOKENS - BASE_SHIFT_TOKENS)
-    mu = num_tokens * slope + (base_shift - slope * BASE_SHIFT_TOKENS)
-    e = math.exp(mu)
-    sigmas = torch.where(t != 0, e / (e + (1 / t - 1)), 0)
+    mu = token_shift(num_tokens, base_shift, max_shift)
+    sigmas = shift(t, mu)
     if stretch:
-        nonzero = sigmas != 0
-        one_minus = 1.0 - sigmas[nonzero]
-        sigmas[nonzero] = 1.0 - one_minus / (one_minus[-1] / (1.0 - terminal))
+        sigmas = stretch_to_terminal(sigmas, terminal)
         if torch.isnan(sigmas).any():  # every non-zero sigma rounded to 1: the stretch is 0 / 0
             raise ValueError(
                 f"num_tokens={num_tokens} shifts every sigma to 1.0 in float32 (mu={mu:.2f}), so the stretch to "
@@ -103,62 +93,7 @@ def distilled_sigmas(stage: int = 1, device: torch.device | str | None = None) -
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Denoiser <-> velocity, Euler, noising, mask blend
-
-
-def _sigma_tensor(sigma: float | Tensor) -> Tensor:
-    return sigma.to(torch.float32) if isinstance(sigma, Tensor) else torch.tensor(sigma, dtype=torch.float32)
-
-
-def to_velocity(x: Tensor, x0: Tensor, sigma: float | Tensor) -> Tensor:
-    """v = (x - x0) / sigma in float32 (sigma as a Python float, as the reference), rounded to x.dtype."""
-    s = float(_sigma_tensor(sigma))
-    if s == 0:
-        raise ValueError("sigma must be non-zero to form a velocity")
-    return ((x.to(torch.float32) - x0.to(torch.float32)) / s).to(x.dtype)
-
-
-def to_denoised(x: Tensor, v: Tensor, timesteps: float | Tensor) -> Tensor:
-    """x0 = x - v * timesteps in float32, rounded to x.dtype. timesteps: scalar sigma or per token (B, T, 1)."""
-    if x.shape != v.shape:
-        raise ValueError(f"x {tuple(x.shape)} and v {tuple(v.shape)} differ in shape")
-    if isinstance(timesteps, Tensor):
-        timesteps = timesteps.to(torch.float32)
-    return (x.to(torch.float32) - v.to(torch.float32) * timesteps).to(x.dtype)
-
-
-def euler_step(x: Tensor, x0: Tensor, sigma: float | Tensor, sigma_next: float | Tensor) -> Tensor:
-    """EulerDiffusionStep: x + v (sigma_next - sigma), v = (x - x0) / sigma; float32 math, result in x.dtype."""
-    if x.shape != x0.shape:
-        raise ValueError(f"x {tuple(x.shape)} and x0 {tuple(x0.shape)} differ in shape")
-    s, s_next = _sigma_tensor(sigma), _sigma_tensor(sigma_next)
-    v = to_velocity(x, x0, s)  # rounded to x.dtype, as the reference
-    return (x.to(torch.float32) + v.to(torch.float32) * (s_next - s)).to(x.dtype)
-
-
-def ge_denoised(
-    x: Tensor, x0: Tensor, sigma: float | Tensor, v_prev: Tensor | None, gamma: float = GE_GAMMA,
-) -> tuple[Tensor, Tensor]:
-    """Gradient-estimation correction of x0 (`gradient_estimating_euler_denoising_loop`).
-
-    Returns (v, x0'): v = to_velocity(x, x0, sigma) is the next step's v_prev; with a previous velocity,
-    x0' = x - (gamma (v - v_prev) + v_prev) sigma, else x0' = x0. The loop then takes `euler_step(x, x0')`,
-    except on the last step (sigma_next = 0) where it returns x0 itself without this correction.
-    """
-    v = to_velocity(x, x0, sigma)
-    if v_prev is None:
-        return v, x0
-    if v_prev.shape != v.shape:
-        raise ValueError(f"v_prev {tuple(v_prev.shape)} and x {tuple(x.shape)} differ in shape")
-    v_total = gamma * (v - v_prev) + v_prev
-    return v, to_denoised(x, v_total, _sigma_tensor(sigma))
-
-
-def post_process(x0: Tensor, mask: Tensor, clean: Tensor) -> Tensor:
-    """x0 where mask = 1, clean where mask = 0 (post_process_latent): x0 m + clean (1 - m), in x0.dtype."""
-    if x0.shape != clean.shape:
-        raise ValueError(f"x0 {tuple(x0.shape)} and clean {tuple(clean.shape)} differ in shape")
-    return (x0 * mask + clean.float() * (1 - mask)).to(x0.dtype)
+# Noising (GaussianNoiser)
 
 
 def noise_like(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -213,7 +148,7 @@ class GuiderParams:
             raise ValueError(f"stg_blocks must be non-negative block indices, got {list(self.stg_blocks)}")
 
     # which extra transformer passes this modality needs (the reference uses math.isclose here, while
-    # `multimodal_guidance` uses the exact scales)
+    # its arithmetic uses the exact scales)
     @property
     def needs_uncond(self) -> bool:
         return not math.isclose(self.cfg, 1.0)
@@ -258,40 +193,13 @@ def guidance_passes(video: GuiderParams, audio: GuiderParams) -> GuidancePasses:
     )
 
 
-def multimodal_guidance(
-    cond: Tensor, uncond: Tensor | None, perturbed: Tensor | None, isolated: Tensor | None,
-    cfg: float = 1.0, stg: float = 0.0, modality: float = 1.0, rescale: float = 0.0,
-) -> Tensor:
-    """MultiModalGuider.calculate (file docstring), in cond's dtype.
-
-    A prediction whose pass did not run may be None (the reference substitutes 0.0); it is an error to omit
-    one whose scale asks for it.
-    """
-    others = {"uncond": (uncond, not math.isclose(cfg, 1.0)), "perturbed": (perturbed, not math.isclose(stg, 0.0)),
-              "isolated": (isolated, not math.isclose(modality, 1.0))}
-    for name, (pred, needed) in others.items():
-        if pred is None and needed:
-            raise ValueError(f"the {name} prediction is required by the guidance scales (cfg={cfg}, stg={stg}, "
-                             f"modality={modality})")
-        if pred is not None and pred.shape != cond.shape:
-            raise ValueError(f"{name} prediction {tuple(pred.shape)} differs in shape from cond {tuple(cond.shape)}")
-    u = 0.0 if uncond is None else uncond
-    p = 0.0 if perturbed is None else perturbed
-    i = 0.0 if isolated is None else isolated
-    pred = cond + (cfg - 1) * (cond - u) + stg * (cond - p) + (modality - 1) * (cond - i)
-    if rescale != 0:
-        factor = cond.std() / pred.std()  # 0-dim, in cond's dtype
-        pred = pred * (rescale * factor + (1 - rescale))
-    return pred
-
-
 def guide(
     params: GuiderParams, cond: Tensor, uncond: Tensor | None = None, perturbed: Tensor | None = None,
     isolated: Tensor | None = None,
 ) -> Tensor:
-    """`multimodal_guidance` with one modality's params."""
-    return multimodal_guidance(cond, uncond, perturbed, isolated, cfg=params.cfg, stg=params.stg,
-                               modality=params.modality, rescale=params.rescale)
+    """One modality's guided prediction (MultiModalGuider.calculate): `ltx.core.guidance.combine_multimodal`."""
+    return combine_multimodal(cond, uncond, perturbed, isolated, cfg=params.cfg, stg=params.stg,
+                              modality=params.modality, rescale=params.rescale)
 
 
 @dataclass(frozen=True)
@@ -402,85 +310,57 @@ def res2s_noise(shape: torch.Size | tuple[int, ...], generator: torch.Generator)
     return noise / noise.std(dim=(-2, -1), keepdim=True)
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Loops (one latent per modality, e.g. (video, audio); the denoiser sees all of them at once)
+def res2s(
+    masks: tuple[Tensor, ...], cleans: tuple[Tensor, ...], *, noise_seed: int = -1, bongmath: bool = True,
+    bongmath_max_iter: int = 100, model_dtype: torch.dtype = torch.bfloat16,
+) -> StepFn:
+    """res_2s as a step function for `ltx.core.sampling.sample` (`res2s_audio_video_denoising_loop`,
+    legacy_mode=True, the default): 2 model calls per step, and when the schedule ends at 0 its last step stops
+    at 0.0011 and a third call denoises fully (2N + 1 calls in all). The model: `DenoiseModel`, x0 per stream.
 
-Denoiser = Callable[[tuple[Tensor, ...], Tensor, int], tuple[Tensor, ...]]
-"""(latents, sigmas, step) -> x0 per latent; the current sigma is sigmas[step] (as the reference's
-denoise_fn, whose guider decides skip_step from `step`)."""
-
-
-def _blend_all(x0s: tuple[Tensor, ...], masks: tuple[Tensor, ...], cleans: tuple[Tensor, ...]) -> list[Tensor]:
-    return [post_process(x0, m, c) for x0, m, c in zip(x0s, masks, cleans)]
-
-
-def euler_sample(
-    denoise: Denoiser, latents: Sequence[Tensor], masks: Sequence[Tensor], cleans: Sequence[Tensor],
-    sigmas: Tensor, ge_gamma: float | None = None,
-) -> list[Tensor]:
-    """`euler_denoising_loop`, or with ge_gamma `gradient_estimating_euler_denoising_loop` (which returns the
-    blended x0 at the last step instead of stepping to sigma 0)."""
-    xs, masks, cleans = list(latents), tuple(masks), tuple(cleans)
-    v_prev: list[Tensor | None] = [None] * len(xs)
-    for i in range(len(sigmas) - 1):
-        x0s = _blend_all(denoise(tuple(xs), sigmas, i), masks, cleans)
-        if ge_gamma is not None:
-            if sigmas[i + 1] == 0:
-                return x0s
-            for k, (x, x0) in enumerate(zip(xs, x0s)):
-                v_prev[k], x0s[k] = ge_denoised(x, x0, sigmas[i], v_prev[k], ge_gamma)
-        xs = [euler_step(x, x0, sigmas[i], sigmas[i + 1]) for x, x0 in zip(xs, x0s)]
-    return xs
-
-
-def res2s_sample(
-    denoise: Denoiser, latents: Sequence[Tensor], masks: Sequence[Tensor], cleans: Sequence[Tensor],
-    sigmas: Tensor, noise_seed: int = -1, bongmath: bool = True, bongmath_max_iter: int = 100,
-    model_dtype: torch.dtype = torch.bfloat16,
-) -> list[Tensor]:
-    """`res2s_audio_video_denoising_loop` (legacy_mode=True, the default): 2 denoiser calls per step plus a
-    final one at 0.0011 when the schedule ends at 0 (2N + 1 in all).
-
+    masks (B, T, 1) / cleans (B, T, C): per stream, the clean tokens kept after every call (`keep_clean`).
     Noise: generators on the latents' device seeded `noise_seed` (step level) and `noise_seed + 10000`
-    (substep), drawn per modality in order, float64 (`res2s_noise`). Latents are carried in float64 inside a
-    step and stored in `model_dtype` between steps.
+    (substep), (re)made at step 0 and drawn per stream in order, float64 (`res2s_noise`). Latents are carried
+    in float64 inside a step and stored in `model_dtype` between steps.
     """
-    xs, masks, cleans = list(latents), tuple(masks), tuple(cleans)
-    device = xs[0].device
-    step_gen = torch.Generator(device=device).manual_seed(noise_seed)
-    sub_gen = torch.Generator(device=device).manual_seed(noise_seed + 10000)
-    n_steps = len(sigmas) - 1
-    sigmas = res2s_sigmas(sigmas)
-    hs = res2s_step_sizes(sigmas)
+    generators: dict[str, torch.Generator] = {}
 
     def renoise(gen: torch.Generator, anchors: list[Tensor], targets: list[Tensor], s: Tensor, s_next: Tensor
                 ) -> list[Tensor]:
         out = []
-        for k, (a, t) in enumerate(zip(anchors, targets)):
-            noise = res2s_noise(xs[k].shape, gen)
-            out.append(post_process(res2s_sde_step(a, t, s, s_next, noise), masks[k], cleans[k]))
+        for a, t, m, c in zip(anchors, targets, masks, cleans, strict=True):
+            noise = res2s_noise(a.shape, gen)
+            out.append(keep_clean(res2s_sde_step(a, t, s, s_next, noise), m, c))
         return out
 
-    for i in range(n_steps):
+    def step(model: DenoiseModel, xs: Streams, sigmas: Tensor, i: int) -> Streams:
+        if i == 0:
+            device = xs[0].device
+            generators["step"] = torch.Generator(device=device).manual_seed(noise_seed)
+            generators["substep"] = torch.Generator(device=device).manual_seed(noise_seed + 10000)
+        last_to_zero = i == len(sigmas) - 2 and sigmas[-1] == 0
+        sigmas = res2s_sigmas(sigmas)  # the same values up to i + 1, with 0.0011 in place of a final 0
         sigma, sigma_next = sigmas[i].double(), sigmas[i + 1].double()
         anchors = [x.clone().double() for x in xs]
-        x0_1 = _blend_all(denoise(tuple(xs), sigmas, i), masks, cleans)
-        h = hs[i].item()
+        x0_1 = keep_clean_all(model(xs, sigmas[i], i), masks, cleans)
+        h = res2s_step_sizes(sigmas)[i].item()
         a21, b1, b2 = res2s_coefficients(h)
         sub_sigma = torch.sqrt(sigma * sigma_next)  # the c2 = 1/2 point in log-sigma
         eps_1 = [x0.double() - a for x0, a in zip(x0_1, anchors)]
         mids = [a.double() + h * a21 * e for a, e in zip(anchors, eps_1)]
-        mids = renoise(sub_gen, anchors, mids, sigma, sub_sigma)
+        mids = renoise(generators["substep"], anchors, mids, sigma, sub_sigma)
         if bongmath and h < 0.5 and sigma > 0.03:  # re-solve the anchor consistent with the noised midpoint
             for _ in range(bongmath_max_iter):
                 for k in range(len(xs)):
                     anchors[k] = mids[k] - h * a21 * eps_1[k]
                     eps_1[k] = x0_1[k].double() - anchors[k]
-        x0_2 = denoise(tuple(m.to(model_dtype) for m in mids), torch.stack([sub_sigma]).to(sigmas.device), 0)
-        x0_2 = _blend_all(x0_2, masks, cleans)
+        # the midpoint call passes step 0, as the reference (its guider's skip_step sees step 0)
+        x0_2 = keep_clean_all(model(tuple(m.to(model_dtype) for m in mids), sub_sigma, 0), masks, cleans)
         nexts = [a + h * (b1 * e1 + b2 * (x0.double() - a)) for a, e1, x0 in zip(anchors, eps_1, x0_2)]
-        nexts = renoise(step_gen, anchors, nexts, sigmas[i], sigmas[i + 1])
-        xs = [x.to(model_dtype) for x in nexts]
-    if sigmas[-1] == 0:
-        xs = [x0.to(model_dtype) for x0 in _blend_all(denoise(tuple(xs), sigmas, n_steps), masks, cleans)]
-    return xs
+        nexts = renoise(generators["step"], anchors, nexts, sigmas[i], sigmas[i + 1])
+        xs = tuple(x.to(model_dtype) for x in nexts)
+        if last_to_zero:  # denoise fully from 0.0011
+            xs = tuple(x0.to(model_dtype) for x0 in keep_clean_all(model(xs, sigmas[i + 1], i + 1), masks, cleans))
+        return xs
+
+    return step

@@ -40,8 +40,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ltx.core.nn import FeedForward
 from ltx.ltx2.rope import RopeTable, rope_table
-from ltx.ltx2.transformer import Attention, FeedForward
+from ltx.ltx2.transformer import Attention
 
 GEMMA_WIDTH = 3840  # Gemma-3 12B hidden size (`caption_channels` in the metadata)
 GEMMA_HIDDEN_STATES = 49  # embedding output + 48 layers

@@ -35,7 +35,6 @@ that prefix belong to the text encoder, not here).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, fields
 from typing import Any, NamedTuple
 
@@ -43,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ltx.core.nn import AdaLNSingle, CaptionProjection, FeedForward, QKNormAttention
 from ltx.ltx2.rope import ROPE_LAYOUTS, RopeTable, apply_rope, rope_table
 
 # Metadata values ltx-core's LTXModelConfigurator hard-checks (it raises on anything else); None = must be absent.
@@ -330,88 +330,12 @@ def _block_keeps(p: Perturbations | None, num_layers: int, batch: int, like: Ten
 # ---------------------------------------------------------------------------------------------------- modules
 
 
-class TimestepEmbedder(nn.Module):
-    """256 sinusoidal features (cos first) of t in [0, 1000] -> MLP. Features are an fp32 island."""
-
-    def __init__(self, dim: int, freq_dim: int = 256):
-        super().__init__()
-        self.freq_dim = freq_dim
-        self.linear_1 = nn.Linear(freq_dim, dim)
-        self.linear_2 = nn.Linear(dim, dim)
-
-    def forward(self, t: Tensor, dtype: torch.dtype) -> Tensor:
-        half = self.freq_dim // 2
-        freqs = torch.exp(-math.log(10_000) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
-        args = t[:, None].float() * freqs[None]  # (N, 128)
-        feats = torch.cat([args.cos(), args.sin()], dim=-1).to(dtype)  # (N, 256)
-        return self.linear_2(F.silu(self.linear_1(feats)))  # (N, D)
-
-
-class _Emb(nn.Module):
-    # exists only for the checkpoint key *.emb.timestep_embedder.*
-    def __init__(self, dim: int):
-        super().__init__()
-        self.timestep_embedder = TimestepEmbedder(dim)
-
-
-class AdaLNSingle(nn.Module):
-    """PixArt-alpha adaLN-single: t (N,) -> (N, rows * D) modulation values and the (N, D) embedding."""
-
-    def __init__(self, dim: int, rows: int):
-        super().__init__()
-        self.emb = _Emb(dim)
-        self.linear = nn.Linear(dim, rows * dim)
-
-    def forward(self, t: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-        embedded = self.emb.timestep_embedder(t, dtype)  # (N, D)
-        return self.linear(F.silu(embedded)), embedded
-
-
-class CaptionProjection(nn.Module):
-    """19B only: Gemma features (caption_channels) -> stream width (PixArtAlphaTextProjection)."""
-
-    def __init__(self, in_dim: int, dim: int):
-        super().__init__()
-        self.linear_1 = nn.Linear(in_dim, dim)
-        self.linear_2 = nn.Linear(dim, dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.linear_2(F.gelu(self.linear_1(x), approximate="tanh"))
-
-
-class GELUProj(nn.Module):
-    def __init__(self, dim: int, hidden: int):
-        super().__init__()
-        self.proj = nn.Linear(dim, hidden)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.gelu(self.proj(x), approximate="tanh")
-
-
-class FeedForward(nn.Module):
-    def __init__(self, dim: int, hidden: int):
-        super().__init__()
-        # net.1 is the official (parameter-free) dropout slot; Identity keeps the key indices net.0 / net.2
-        self.net = nn.ModuleList([GELUProj(dim, hidden), nn.Identity(), nn.Linear(hidden, dim)])
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net[2](self.net[0](x))
-
-
-class Attention(nn.Module):
+class Attention(QKNormAttention):
     """Multi-head attention, q/k RMSNorm over all heads jointly, optional RoPE and 2.3 per-head output gates."""
 
     def __init__(self, query_dim: int, context_dim: int, heads: int, head_dim: int, eps: float, gated: bool):
-        super().__init__()
-        inner = heads * head_dim
-        self.heads = heads
-        self.to_q = nn.Linear(query_dim, inner)
-        self.to_k = nn.Linear(context_dim, inner)
-        self.to_v = nn.Linear(context_dim, inner)
-        self.q_norm = nn.RMSNorm(inner, eps=eps)
-        self.k_norm = nn.RMSNorm(inner, eps=eps)
+        super().__init__(query_dim, context_dim, heads, head_dim, eps)
         self.to_gate_logits = nn.Linear(query_dim, heads) if gated else None
-        self.to_out = nn.ModuleList([nn.Linear(inner, query_dim)])  # a list only so the key is to_out.0.weight
 
     def forward(
         self,
@@ -435,12 +359,7 @@ class Attention(nn.Module):
             if rope is not None:
                 q = apply_rope(q, rope)
                 k = apply_rope(k, rope if k_rope is None else k_rope)
-            h = self.heads
-            out = F.scaled_dot_product_attention(
-                q.view(B, T, h, -1).transpose(1, 2), k.view(B, -1, h, q.shape[-1] // h).transpose(1, 2),
-                v.view(B, -1, h, q.shape[-1] // h).transpose(1, 2), attn_mask=bias,
-            )  # (B, H, T, Dh)
-            out = out.transpose(1, 2).reshape(B, T, -1)  # (B, T, inner)
+            out = self.attend(q, k, v, bias)  # (B, T, inner)
             if isinstance(keep, Tensor):
                 out = out * keep + v * (1 - keep)
         if self.to_gate_logits is not None:

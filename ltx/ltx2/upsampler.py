@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ltx.core.nn import UpsamplerTrunk
+
 RATIONAL_SCALES = {2.0: (2, 1), 1.5: (3, 2)}  # spatial_scale -> (up num, down den), the released ones
 BLUR_KERNEL_SIZE = 5
 
@@ -130,20 +132,6 @@ def shuffle_2d(x: Tensor, r: int) -> Tensor:
     return F.pixel_shuffle(x, r)
 
 
-class ResBlock(nn.Module):
-    def __init__(self, channels: int):
-        super().__init__()
-        self.conv1 = nn.Conv3d(channels, channels, 3, padding=1)
-        self.norm1 = nn.GroupNorm(32, channels)
-        self.conv2 = nn.Conv3d(channels, channels, 3, padding=1)
-        self.norm2 = nn.GroupNorm(32, channels)
-
-    def forward(self, x: Tensor) -> Tensor:
-        h = F.silu(self.norm1(self.conv1(x)))
-        h = self.norm2(self.conv2(h))
-        return F.silu(x + h)
-
-
 class BlurDown(nn.Module):
     """Depthwise 5x5 binomial blur ([1, 4, 6, 4, 1] outer product, sum 1) with stride `stride`, zero padding 2;
     the identity for stride 1. The kernel is a persistent buffer (key `kernel`, in the file)."""
@@ -177,24 +165,20 @@ class RationalResampler(nn.Module):
         return per_frame(x, lambda f: self.blur_down(shuffle_2d(self.conv(f), self.num)))
 
 
-class LatentUpsampler2(nn.Module):
-    """LTX-2 latent upsampler (official `LatentUpsampler`, dims 3): raw latents -> raw upsampled latents."""
+class LatentUpsampler2(UpsamplerTrunk):
+    """LTX-2 latent upsampler (official `LatentUpsampler`, dims 3): the shared trunk (`ltx.core.nn.UpsamplerTrunk`)
+    around a pixel-shuffle, rational or temporal step; raw latents -> raw upsampled latents."""
 
     def __init__(self, cfg: LatentUpsamplerConfig):
-        super().__init__()
-        self.cfg = cfg
-        C, D = cfg.in_channels, cfg.mid_channels
-        self.initial_conv = nn.Conv3d(C, D, 3, padding=1)
-        self.initial_norm = nn.GroupNorm(32, D)
-        self.res_blocks = nn.ModuleList(ResBlock(D) for _ in range(cfg.num_blocks_per_stage))
+        D = cfg.mid_channels
         if cfg.kind == "rational":
-            self.upsampler = RationalResampler(D, cfg.spatial_scale)
+            upsampler = RationalResampler(D, cfg.spatial_scale)
         elif cfg.kind == "pixel_shuffle":  # a list so the key is upsampler.0.* (official upsampler.1 = shuffle)
-            self.upsampler = nn.ModuleList([nn.Conv2d(D, 4 * D, 3, padding=1)])
+            upsampler = nn.ModuleList([nn.Conv2d(D, 4 * D, 3, padding=1)])
         else:
-            self.upsampler = nn.ModuleList([nn.Conv3d(D, 2 * D, 3, padding=1)])
-        self.post_upsample_res_blocks = nn.ModuleList(ResBlock(D) for _ in range(cfg.num_blocks_per_stage))
-        self.final_conv = nn.Conv3d(D, C, 3, padding=1)
+            upsampler = nn.ModuleList([nn.Conv3d(D, 2 * D, 3, padding=1)])
+        super().__init__(cfg.in_channels, D, cfg.num_blocks_per_stage, upsampler)
+        self.cfg = cfg
 
     def _upsample(self, x: Tensor) -> Tensor:
         # x: (B, D, F', H', W')
@@ -207,20 +191,6 @@ class LatentUpsampler2(nn.Module):
         B, D, Fr, H, W = x.shape
         h = conv(x).reshape(B, D, 2, Fr, H, W).transpose(2, 3)  # (B, D, F', 2, H', W'): b (c p) f -> b c (f p)
         return h.reshape(B, D, 2 * Fr, H, W)[:, :, 1:]  # (B, D, 2F' - 1, H', W')
-
-    def forward(self, latents: Tensor) -> Tensor:
-        # latents: (B, C, F', H', W') raw -> raw, upsampled
-        if latents.ndim != 5 or latents.shape[1] != self.cfg.in_channels:
-            raise ValueError(
-                f"upsampler takes (B, {self.cfg.in_channels}, F', H', W') raw latents, got shape {tuple(latents.shape)}"
-            )
-        x = F.silu(self.initial_norm(self.initial_conv(latents)))  # (B, D, F', H', W')
-        for block in self.res_blocks:
-            x = block(x)
-        x = self._upsample(x)
-        for block in self.post_upsample_res_blocks:
-            x = block(x)
-        return self.final_conv(x)  # (B, C, ...)
 
 
 def upsample_latent(upsampler: LatentUpsampler2, latent: Tensor, stats_mean: Tensor, stats_std: Tensor) -> Tensor:

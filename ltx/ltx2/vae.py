@@ -43,6 +43,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ltx.core import shapes
+from ltx.core.nn import LatentStatistics
+
 PIXEL_NORM_EPS = 1e-8
 USED_STATISTICS = ("mean-of-means", "std-of-means")
 EXTRA_STATISTICS = ("channel", "mean-of-stds")  # in the file, never read
@@ -257,41 +260,14 @@ VIDEO_VAE_PRESETS: dict[str, VideoVAEConfig] = {
 # ------------------------------------------------------------------------------------------------ validation
 
 
-def nearest_valid(n: int, step: int, offset: int, lowest: int) -> str:
-    """The valid sizes (step k + offset, at least `lowest`) either side of n, e.g. "9 or 17" for 16 frames."""
-    below = max(lowest, (n - offset) // step * step + offset)
-    above = below + step if below < n else below
-    return f"{below}" if below == above else f"{below} or {above}"
-
-
 def check_pixel_shape(shape: tuple[int, ...], cfg: VideoVAEConfig) -> None:
     """Raise a ValueError naming the nearest valid sizes unless `shape` is (B, 3, 8k + 1, 32m, 32n)."""
-    if len(shape) != 5:
-        raise ValueError(f"pixels must be (B, C, F, H, W), got shape {tuple(shape)}")
-    _, c, f, h, w = shape
-    st, ss = cfg.temporal_factor, cfg.spatial_factor
-    problems = []
-    if c != cfg.in_channels:
-        problems.append(f"{c} channels; the VAE takes {cfg.in_channels}")
-    if f < 1 or (f - 1) % st:
-        problems.append(f"{f} frames is not {st}k+1; nearest valid: {nearest_valid(f, st, 1, 1)}")
-    for name, n in (("height", h), ("width", w)):
-        if n < ss or n % ss:
-            problems.append(f"{name} {n} is not a multiple of {ss}; nearest valid: {nearest_valid(n, ss, 0, ss)}")
-    if problems:
-        raise ValueError(f"pixels of shape {tuple(shape)}: " + "; ".join(problems))
+    shapes.check_pixel_shape(shape, channels=cfg.in_channels, temporal_factor=cfg.temporal_factor,
+                             spatial_factor=cfg.spatial_factor)
 
 
 def check_latent_shape(shape: tuple[int, ...], cfg: VideoVAEConfig) -> None:
-    if len(shape) != 5:
-        raise ValueError(f"latents must be (B, C, F', H', W'), got shape {tuple(shape)}")
-    if shape[1] != cfg.latent_channels:
-        raise ValueError(
-            f"latents of shape {tuple(shape)} have {shape[1]} channels; this VAE has "
-            f"{cfg.latent_channels} (tokens that were not unpatchified, or another model's latents?)"
-        )
-    if min(shape[2:]) < 1:
-        raise ValueError(f"latents of shape {tuple(shape)} are empty")
+    shapes.check_latent_shape(shape, channels=cfg.latent_channels)
 
 
 # ------------------------------------------------------------------------------------------------ layers
@@ -470,29 +446,6 @@ class Decoder(nn.Module):
         return unpatchify(h, self.patch_size)
 
 
-class LatentStatistics(nn.Module):
-    """Per-channel latent statistics, buffers under the file's names (`per_channel_statistics.*`)."""
-
-    def __init__(self, channels: int, extra: bool):
-        super().__init__()
-        for name in sorted(USED_STATISTICS + (EXTRA_STATISTICS if extra else ())):
-            self.register_buffer(name, torch.empty(channels))
-
-    @property
-    def mean(self) -> Tensor:
-        return self.get_buffer("mean-of-means")
-
-    @property
-    def std(self) -> Tensor:
-        return self.get_buffer("std-of-means")
-
-    def normalize(self, z: Tensor) -> Tensor:
-        # z: (B, C, F', H', W') raw -> normalized
-        return (z - self.mean.view(1, -1, 1, 1, 1).to(z)) / self.std.view(1, -1, 1, 1, 1).to(z)
-
-    def denormalize(self, z: Tensor) -> Tensor:
-        return z * self.std.view(1, -1, 1, 1, 1).to(z) + self.mean.view(1, -1, 1, 1, 1).to(z)
-
 
 # ------------------------------------------------------------------------------------------------ tiling
 
@@ -554,7 +507,8 @@ class VideoVAE(nn.Module):
         self.cfg = cfg
         self.encoder = Encoder(cfg)
         self.decoder = Decoder(cfg)
-        self.per_channel_statistics = LatentStatistics(cfg.latent_channels, cfg.extra_statistics)
+        names = USED_STATISTICS + (EXTRA_STATISTICS if cfg.extra_statistics else ())
+        self.per_channel_statistics = LatentStatistics(cfg.latent_channels, tuple(sorted(names)))
 
     def encode(self, pixels: Tensor) -> Tensor:
         # pixels: (B, 3, F, H, W) in [-1, 1] -> (B, C, (F - 1) / 8 + 1, H / 32, W / 32) normalized

@@ -55,10 +55,12 @@ import torch
 from torch import Tensor
 
 from ltx.core.checkpoint import CheckpointError
+from ltx.core.device import resolve_device
 from ltx.ltxv.checkpoint import COMPONENTS, Checkpoint, load_component, read_checkpoint
 from ltx.ltxv.conditioning import ConditioningItem, GuideItem, slice_guide
 from ltx.ltxv.guidance import TextConditioning
 from ltx.ltxv.keys_official import config_diff
+from ltx.ltxv.lora import reference_downscale
 from ltx.ltxv.pipelines import (
     SchedulerSpec,
     check_request,
@@ -196,36 +198,6 @@ def scheduler_spec(ckpt: Checkpoint, vae: VAEConfig) -> SchedulerSpec:
     return SchedulerSpec.from_official(sched, allowed)
 
 
-def resolve_device(device: str | torch.device = "auto", dtype: str | torch.dtype | None = None
-                   ) -> tuple[torch.device, torch.dtype]:
-    """"auto" = cuda if available else cpu; dtype None/"auto" = bfloat16 on CUDA (official), float32 on CPU.
-    An unavailable device is an error here, before anything is loaded."""
-    if str(device) == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"device {device} is not a device name; use cpu, cuda, cuda:N, mps or auto") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {device} was asked for but this machine has no CUDA GPU (torch "
-                             f"{torch.__version__}, cuda {torch.version.cuda}); use device=cpu or device=auto")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    elif device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError("device mps is not available here; use device=cpu or device=auto")
-    elif device.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"device {device} is not supported; use cpu, cuda[:N], mps or auto")
-    names = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    if isinstance(dtype, str):
-        if dtype not in names:
-            raise ValueError(f"dtype {dtype!r} is not one of {sorted(names)}")
-        dtype = names[dtype]
-    if dtype is None:
-        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    return device, dtype
-
-
 @dataclass
 class LoRASpec:
     path: str | os.PathLike
@@ -241,6 +213,8 @@ def _lora_specs(loras) -> list[LoRASpec]:
             spec = LoRASpec(*spec)
         elif isinstance(spec, dict):
             spec = LoRASpec(**spec)
+        elif not isinstance(spec, LoRASpec):  # any object with .path and .strength (the app's LoraSpec)
+            spec = LoRASpec(spec.path, spec.strength)
         _finite(f"loras[{i}] strength", spec.strength, -math.inf, math.inf, "a finite number")
         out.append(spec)
     return out
@@ -277,6 +251,20 @@ class Pipeline:
         return cls(dit, vae, sampling, scheduler or SchedulerSpec(), upsampler, generation or GenerationDefaults(),
                    text_encoder, device=p.device, dtype=p.dtype)
 
+    @classmethod
+    def opened(cls, preset: ModelPreset, checkpoints: tuple[Checkpoint, Checkpoint, Checkpoint | None], *,
+               loras: Sequence = (), text_encoder: str | os.PathLike | None = None) -> Pipeline:
+        """A pipeline with modules on `meta` over checkpoints read (`open_checkpoints`) and checked
+        (`check_architecture`); `loras`: (spec with .strength, LoRAWeights) pairs (`open_loras`)."""
+        ckpt, vae_ckpt, up_ckpt = checkpoints
+        dit_cfg, vae_cfg = ckpt.components["dit"].config, vae_ckpt.components["vae"].config
+        with torch.device("meta"):
+            dit, video_vae = DiT(dit_cfg), VideoVAE(vae_cfg)
+            up = COMPONENTS["upsampler"].build(up_ckpt.components["upsampler"].config) if up_ckpt is not None else None
+        return cls(dit, video_vae, preset.sampling, scheduler_spec(ckpt, vae_cfg), up, preset.generation,
+                   None if text_encoder is None else Path(text_encoder).expanduser(), preset.name,
+                   device=torch.device("meta"), _checkpoints=checkpoints, _loras=list(loras))
+
     @property
     def loaded(self) -> bool:
         return self._checkpoints is None
@@ -286,7 +274,7 @@ class Pipeline:
         """Load the weights of an opened pipeline (LoRAs merged into the transformer); returns self."""
         if self.loaded:
             return self
-        from ltx.core.lora import apply_lora_weights, merge_lora, remove_lora
+        from ltx.ltxv.lora import apply_lora_weights, merge_lora, remove_lora
 
         self.device, self.dtype = resolve_device(device, dtype)
         ckpt, vae_ckpt, up_ckpt = self._checkpoints
@@ -571,26 +559,6 @@ def conditioning(items, paths, start_frames, strengths, *, height: int, width: i
     return out
 
 
-def reference_downscale(loras: Sequence) -> int | None:
-    """The reference downscale factor IC-LoRAs declare in their metadata (`reference_downscale_factor`, as the
-    LTX-2 trainer writes and ComfyUI reads), None when none does; LoRAs that disagree are refused."""
-    found = {}
-    for w in loras:
-        value = (w.metadata or {}).get("reference_downscale_factor")
-        if value is None:
-            continue
-        try:
-            d = round(float(value))
-        except (TypeError, ValueError):
-            d = 0
-        if d < 1:
-            raise ValueError(f"LoRA {w.source}: metadata reference_downscale_factor={value!r} is not a factor >= 1")
-        found[w.source] = d
-    if len(set(found.values())) > 1:
-        raise ValueError(f"the LoRAs declare different reference downscale factors {found}; use one IC-LoRA")
-    return next(iter(found.values()), None)
-
-
 def control_guides(control, *, num_frames: int, temporal: int, downscale: int | None = None,
                    size: tuple[int, int] | None = None) -> tuple[list[GuideItem], list[str]]:
     """(GuideItems, notes) from `control`: GuideItems, paths, or dicts {path, strength=1, frame=0, downscale}.
@@ -672,6 +640,15 @@ def check_segments(dit: DiTConfig, vae: VAEConfig, sampling: SamplingDefaults, s
     return sigmas
 
 
+def generate(pipe: Pipeline, text: TextConditioning, req: Request, generator, *, tiled: bool = False,
+             progress=None) -> Tensor:
+    """Frames (B, 3, F, H, W) in [0, 1] of a validated request (`Pipeline.check`) for encoded prompts, on a
+    loaded pipeline; NonFiniteError when the sampler or the decoder produced NaN / inf."""
+    frames, _ = run_request(pipe, text, dataclasses.replace(req, output_type="pt"), generator, tiled=tiled,
+                            progress=progress)
+    return frames
+
+
 def run_request(pipe: Pipeline, text: TextConditioning, req: Request, generator, *, tiled: bool = False,
                 progress=None, callback=None, forward_rows: list[int] | None = None) -> tuple[Tensor | None, Tensor]:
     """(frames or None, latents) of a validated request; non-finite latents or frames raise NonFiniteError."""
@@ -722,8 +699,6 @@ def open_pipeline(checkpoint: str | os.PathLike | None = None, *, model: str | o
     preset's bundled weights (the demo). model: a preset name (configs/model/<name>.yaml), a path to one, or a
     ModelPreset; None = the demo ("ltx-demo"). loras: paths, (path, strength) pairs or {path, strength} dicts.
     """
-    from ltx.core.lora import check_lora, load_lora_file
-
     preset = model if isinstance(model, ModelPreset) else load_preset(model or "ltx-demo")
     preset.require_ltx_video("ltx.load_pipeline")
     g = preset.generation
@@ -742,24 +717,33 @@ def open_pipeline(checkpoint: str | os.PathLike | None = None, *, model: str | o
     if text_encoder is not None and not Path(text_encoder).expanduser().is_dir():
         raise FileNotFoundError(f"text encoder folder {text_encoder} does not exist")
     multi = preset.sampling.pipeline_type is PipelineType.multi_scale
-    ckpt, vae_ckpt, up_ckpt = open_checkpoints(checkpoint, vae, upsampler, multi_scale=multi,
-                                               upsampler_name=preset.sampling.spatial_upscaler or "spatial upscaler")
-    dit_cfg, vae_cfg = ckpt.components["dit"].config, vae_ckpt.components["vae"].config
-    check_architecture(preset, dit_cfg, vae_cfg)
+    checkpoints = open_checkpoints(checkpoint, vae, upsampler, multi_scale=multi,
+                                   upsampler_name=preset.sampling.spatial_upscaler or "spatial upscaler")
+    dit_cfg = checkpoints[0].components["dit"].config
+    check_architecture(preset, dit_cfg, checkpoints[1].components["vae"].config)
+    return Pipeline.opened(preset, checkpoints, loras=open_loras(loras, dit_cfg), text_encoder=text_encoder)
+
+
+def open_loras(loras: Sequence, dit: DiTConfig) -> list[tuple[LoRASpec, object]]:
+    """(spec, LoRAWeights) per LoRA (paths, (path, strength) pairs or {path, strength} dicts, or specs with
+    .path / .strength), each read (small files) and checked against the transformer built on `meta`; errors
+    name loras[i]."""
+    from ltx.ltxv.lora import check_lora, load_lora_file
+
+    specs = _lora_specs(loras)
+    if not specs:
+        return []
     with torch.device("meta"):
-        dit, video_vae = DiT(dit_cfg), VideoVAE(vae_cfg)
-        up = COMPONENTS["upsampler"].build(up_ckpt.components["upsampler"].config) if up_ckpt is not None else None
+        model = DiT(dit)
     opened = []
-    for i, spec in enumerate(_lora_specs(loras)):
+    for i, spec in enumerate(specs):
         weights = load_lora_file(_exists(spec.path, f"loras[{i}]"))
         try:
-            check_lora(dit, weights)
-        except CheckpointError as e:
+            check_lora(model, weights)
+        except ValueError as e:  # unreadable, not a LoRA, or not for this transformer
             raise CheckpointError(f"loras[{i}]: {e}") from None
         opened.append((spec, weights))
-    return Pipeline(dit, video_vae, preset.sampling, scheduler_spec(ckpt, vae_cfg), up, g,
-                    None if text_encoder is None else Path(text_encoder).expanduser(), preset.name,
-                    device=torch.device("meta"), _checkpoints=(ckpt, vae_ckpt, up_ckpt), _loras=opened)
+    return opened
 
 
 def load_pipeline(checkpoint: str | os.PathLike | None = None, *, model=None, vae=None, upsampler=None,

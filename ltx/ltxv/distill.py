@@ -18,8 +18,8 @@ trainer sums, logs per sigma bucket and splits batches the same way.
   and teacher blocks (`layer_map` student block -> teacher block), through learned linear projections when the
   widths differ (e.g. 13B teacher, 2B student; FitNets, Romero et al. 2015).
 - Step distillation (Salimans & Ho 2022, "Progressive distillation", Alg. 2, in velocity / Euler form): one
-  student Euler step s_a -> s_c matches two teacher steps s_a -> s_b -> s_c; the target velocity is
-  (x_a - x_c) / (s_a - s_c).
+  student Euler step s_a -> s_c matches the teacher's Euler steps s_a -> s_b -> ... -> s_c (two in the paper);
+  the target velocity is (x_c - x_a) / (s_c - s_a).
 - Distribution matching (DMD, Yin et al. 2024 eq. 7; DMD2, Yin et al. 2024b): the student's sample x0 is
   re-noised to x_t and moved along x0_fake(x_t) - x0_real(x_t), where the real denoiser is the frozen teacher
   *with* guidance and the fake one a critic trained (`critic_loss`) on the student's own samples; the step is
@@ -93,19 +93,27 @@ def output_kd_loss(v_student: Tensor, v_teacher: Tensor, mask: Tensor | None = N
     return per_sample_mse(v_student, v_teacher.detach(), mask)
 
 
-def step_distillation_target(teacher: VelocityFn, x_a: Tensor, s_a: Tensor, s_b: Tensor, s_c: Tensor) -> Tensor:
-    """The velocity whose single Euler step s_a -> s_c lands where two teacher Euler steps s_a -> s_b -> s_c
-    land (Salimans & Ho 2022, Alg. 2 in velocity form); s_* are (B,)."""
-    view = (lambda s: s.view(-1, 1, 1))  # noqa: E731
+def step_distillation_target(teacher: VelocityFn, x_a: Tensor, *sigmas: Tensor) -> Tensor:
+    """The velocity whose single Euler step sigmas[0] -> sigmas[-1] lands where the teacher's Euler steps along
+    all of `sigmas` land (Salimans & Ho 2022, Alg. 2 in velocity form: two teacher steps s_a -> s_b -> s_c; any
+    number here). sigmas: two or more per-sample (B,) tensors, descending."""
+    if len(sigmas) < 2:
+        raise ValueError(f"step distillation needs at least two sigmas (start and end), got {len(sigmas)}")
+    x = x_a
     with torch.no_grad():
-        x_b = x_a + view(s_b - s_a) * teacher(x_a, s_a)
-        x_c = x_b + view(s_c - s_b) * teacher(x_b, s_b)
-    return (x_c - x_a) / view(s_c - s_a)
+        for a, b in zip(sigmas[:-1], sigmas[1:]):
+            x = x + (b - a).view(-1, 1, 1) * teacher(x, a)
+    return (x - x_a) / (sigmas[-1] - sigmas[0]).view(-1, 1, 1)
 
 
-def step_distillation_loss(student: VelocityFn, teacher: VelocityFn, x_a: Tensor, s_a: Tensor, s_b: Tensor,
-                           s_c: Tensor) -> Tensor:
-    return per_sample_mse(student(x_a, s_a), step_distillation_target(teacher, x_a, s_a, s_b, s_c))
+def step_distillation_loss(student: VelocityFn, teacher: VelocityFn, x_a: Tensor, *sigmas: Tensor) -> Tensor:
+    """Per-sample MSE of the student's velocity at (x_a, sigmas[0]) to `step_distillation_target`."""
+    return per_sample_mse(student(x_a, sigmas[0]), step_distillation_target(teacher, x_a, *sigmas))
+
+
+def substeps(s_a: Tensor, s_c: Tensor, n: int) -> list[Tensor]:
+    """n + 1 evenly spaced per-sample sigmas from s_a to s_c (B,) each: the teacher's n steps over a student's one."""
+    return [s_a + (s_c - s_a) * i / n for i in range(n)] + [s_c]
 
 
 def feature_kd_loss(student_features: Sequence[Tensor], teacher_features: Sequence[Tensor],
@@ -211,13 +219,13 @@ def simulate(student: VelocityFn, noise: Tensor, grid: Sequence[float], k: Tenso
     return x
 
 
-def backward_simulation(student: VelocityFn, noise: Tensor, grid: Sequence[float], k: int) -> Tensor:
-    """The student's own state at grid point k: Euler steps of the student from pure noise (sigma grid[0] = 1)
-    down to grid[k], without gradients (DMD2 sec. 4.5: train on the inputs inference will see)."""
-    if not 0 <= k < len(grid):
-        raise ValueError(f"grid index {k} outside the {len(grid)}-point grid")
+def few_step_sample(student: VelocityFn, noise: Tensor, grid: Sequence[float]) -> Tensor:
+    """The student's sample of `noise` on its grid (descending, grid[0] = 1, without the final 0): Euler steps
+    without gradients down to grid[-1], then the denoised estimate there with gradients (only the last step
+    is back-propagated through, as DMD's regression loss trains it)."""
     with torch.no_grad():
-        return euler(student, noise, list(grid[: k + 1])) if k > 0 else noise
+        x = euler(student, noise, grid)
+    return denoised(student, x, torch.full((x.shape[0],), float(grid[-1]), device=x.device))
 
 
 # ------------------------------------------------------------------------------------------------ w as input

@@ -1,16 +1,15 @@
-"""Guidance composed outside the model: CFG, CFG-star, STG (+ its rescale), per-step guidance schedules.
+"""Guidance composed outside the model: the DiT's batched guided call, STG skip masks, per-step schedules.
 
 Conventions: velocities v = noise - x0 (ltx/core/sampling.py), shape (B, T, C). Per step, with v_c the
 prompt-conditioned prediction, v_u the negative-prompt one and v_p the prompt-conditioned one with the
-STG blocks perturbed (official `pipeline_ltx_video.py` denoising loop):
+STG blocks perturbed, the official `pipeline_ltx_video.py` denoising loop combines them as
+`ltx.core.guidance.combine_ltxv` (the arithmetic, shared with LTX-2's guider, lives there):
 
-    CFG-star (Fan et al. 2025, "CFG-Zero*", optimized scale; official `cfg_star_rescale`):
-        v_u <- a v_u with a = <v_c, v_u> / (|v_u|^2 + 1e-8), per sample over all tokens and channels
-    CFG (Ho & Salimans 2022):  v = v_u + cfg (v_c - v_u)          only when cfg > 1
-    STG (Hyung et al. 2024, spatio-temporal skip guidance):
-                               v = v + stg (v_c - v_p)            only when stg > 0
-        rescale r (official `rescaling_scale`, only inside STG and only when r != 1):
-                               v <- v (r std(v_c) / std(v) + 1 - r), std per sample, unbiased
+    CFG-star (optional):  v_u <- a v_u with a = <v_c, v_u> / (|v_u|^2 + 1e-8), per sample
+    CFG:                  v = v_u + cfg (v_c - v_u)          only when cfg > 1
+    STG:                  v = v + stg (v_c - v_p)            only when stg > 0
+        rescale r (only inside STG and only when r != 1):
+                          v <- v (r std(v_c) / std(v) + 1 - r), std per sample, unbiased
 
 All needed predictions come from ONE batched transformer call: rows [uncond (B)] [cond (B)] [perturbed (B)],
 with a (num_layers, rows) skip mask that is 0 on the perturbed rows of the skipped blocks. (The official
@@ -31,9 +30,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ltx.core.guidance import combine_ltxv
 from ltx.ltxv.transformer import DiT, STGMode
-
-CFG_STAR_EPS = 1e-8  # official denominator guard
 
 
 @dataclass(frozen=True)
@@ -133,24 +131,9 @@ def skip_mask_for(num_layers: int, rows: int, batch: int, blocks: Sequence[int],
 
 
 def combine(v_cond: Tensor, v_uncond: Tensor | None, v_perturbed: Tensor | None, step: GuidanceStep) -> Tensor:
-    """Official guidance arithmetic (file docstring); each v is (B, ...), reductions are per sample."""
-    B = v_cond.shape[0]
-    v = v_cond
-    if step.use_cfg:
-        assert v_uncond is not None
-        if step.cfg_star:
-            c, u = v_cond.reshape(B, -1), v_uncond.reshape(B, -1)
-            alpha = (c * u).sum(1, keepdim=True) / ((u * u).sum(1, keepdim=True) + CFG_STAR_EPS)
-            v_uncond = (alpha.view(B, *[1] * (v_cond.ndim - 1))) * v_uncond
-        v = v_uncond + step.cfg * (v_cond - v_uncond)
-    if step.use_stg:
-        assert v_perturbed is not None
-        v = v + step.stg * (v_cond - v_perturbed)
-        if step.rescale != 1.0:
-            factor = v_cond.reshape(B, -1).std(1, keepdim=True) / v.reshape(B, -1).std(1, keepdim=True)
-            factor = step.rescale * factor + (1 - step.rescale)
-            v = v * factor.view(B, *[1] * (v.ndim - 1))
-    return v
+    """One step's guided velocity from its predictions (B, ...): `ltx.core.guidance.combine_ltxv`."""
+    return combine_ltxv(v_cond, v_uncond, v_perturbed, cfg=step.cfg, stg=step.stg, rescale=step.rescale,
+                        cfg_star=step.cfg_star)
 
 
 def guided_velocity(

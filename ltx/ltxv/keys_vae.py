@@ -53,11 +53,12 @@ VAE_FIXED = {
     "double_z": True,
 }
 _VAE_OFFICIAL_DEFAULTS = {"norm_layer": "group_norm", "use_quant_conv": True}
-_VAE_KNOWN = set(VAE_FIXED) | {
-    "_class_name", "in_channels", "out_channels", "latent_channels", "blocks", "encoder_blocks", "decoder_blocks",
-    "patch_size", "causal_decoder", "timestep_conditioning", "spatial_padding_mode", "encoder_base_channels",
-    "decoder_base_channels",
-}  # fmt: skip
+# The rest of the official config, in the released files' order: each key is the VAEConfig field of that name.
+_VAE_FIELDS = (
+    "in_channels", "out_channels", "latent_channels", "encoder_blocks", "decoder_blocks", "patch_size",
+    "encoder_base_channels", "decoder_base_channels", "timestep_conditioning", "causal_decoder", "spatial_padding_mode",
+)  # fmt: skip
+_VAE_KNOWN = set(VAE_FIXED) | {"_class_name", "blocks", *_VAE_FIELDS}  # 0.9.0 files: one shared "blocks" list
 
 # Block parameters the official code reads, per block kind and side (anything else it ignores).
 _PARAMS = {
@@ -131,21 +132,13 @@ def vae_config_from_official(c: dict) -> VAEConfig:
 
 def vae_config_to_official(cfg: VAEConfig) -> dict:
     """VAEConfig -> a complete official vae config (what `CausalVideoAutoencoder.from_config` takes)."""
-    return {
-        "_class_name": VAE_CLASS,
-        **VAE_FIXED,
-        "in_channels": cfg.in_channels,
-        "out_channels": cfg.out_channels,
-        "latent_channels": cfg.latent_channels,
-        "encoder_blocks": [_block_to_official(b, "encoder") for b in cfg.encoder_blocks],
-        "decoder_blocks": [_block_to_official(b, "decoder") for b in cfg.decoder_blocks],
-        "patch_size": cfg.patch_size,
-        "encoder_base_channels": cfg.encoder_base_channels,
-        "decoder_base_channels": cfg.decoder_base_channels,
-        "timestep_conditioning": cfg.timestep_conditioning,
-        "causal_decoder": cfg.causal_decoder,
-        "spatial_padding_mode": cfg.spatial_padding_mode,
-    }
+    official = {"_class_name": VAE_CLASS, **VAE_FIXED}
+    for name in _VAE_FIELDS:
+        value = getattr(cfg, name)
+        if name.endswith("_blocks"):  # VAEBlocks -> [name, params] lists
+            value = [_block_to_official(b, name.removesuffix("_blocks")) for b in value]
+        official[name] = value
+    return official
 
 
 def vae_config_from_keys(cfg: VAEConfig, keys: list[str]) -> VAEConfig:

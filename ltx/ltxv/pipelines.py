@@ -37,8 +37,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ltx.core import sigmas as S
-from ltx.core.sampling import sample
+from ltx.core.sampling import sample, velocity_euler, velocity_stochastic
+from ltx.core.shapes import nearest_valid
+from ltx.core.sigmas import SAMPLERS, check_allowed, from_list, schedule, truncate
 from ltx.ltxv.conditioning import (
     ConditioningItem,
     GuideItem,
@@ -50,7 +51,7 @@ from ltx.ltxv.conditioning import (
 from ltx.ltxv.guidance import GuidanceSchedule, TextConditioning, guided_velocity, skip_mask_for
 from ltx.ltxv.patchify import VAE_SCALE, Scale, unpatchify
 from ltx.ltxv.transformer import DiT, DiTConfig, STGMode
-from ltx.ltxv.vae import VAEConfig, VideoVAE, check_dit_compatible, nearest_valid
+from ltx.ltxv.vae import VAEConfig, VideoVAE, check_dit_compatible
 from ltx.ltxv.vae_tiling import tiled_decode, tiled_encode
 from ltx.presets import PassConfig, PipelineType, SamplingDefaults
 
@@ -72,8 +73,8 @@ class SchedulerSpec:
     allowed_sigmas: tuple[float, ...] | None = None  # official top-level `allowed_inference_steps` (distilled)
 
     def __post_init__(self):
-        if self.sampler not in S.SAMPLERS:
-            raise ValueError(f"unknown sampler {self.sampler!r}; supported: {S.SAMPLERS}")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {self.sampler!r}; supported: {SAMPLERS}")
         if self.shifting not in (None, "SD3"):
             raise ValueError(f"unsupported shifting {self.shifting!r}; supported: None, 'SD3'")
         if self.terminal is not None and not (math.isfinite(self.terminal) and 0 < self.terminal < 1):
@@ -126,12 +127,12 @@ def latent_grid(height: int, width: int, num_frames: int, scale: Scale = VAE_SCA
 def pass_sigmas(p: PassConfig, tokens: int, sched: SchedulerSpec) -> Tensor:
     """The (N + 1,) sigmas of a pass; explicit timesteps or distilled allowed lists are checked here."""
     if p.timesteps is not None:
-        sig = S.from_list(p.timesteps)
+        sig = from_list(p.timesteps)
     else:
-        sig = S.schedule(p.num_inference_steps, tokens, sampler=sched.sampler, shifting=sched.shifting,
-                         terminal=sched.terminal)
-        sig = S.truncate(sig, p.skip_initial_inference_steps, p.skip_final_inference_steps)
-    S.check_allowed(sig, sched.allowed_sigmas)
+        sig = schedule(p.num_inference_steps, tokens, sampler=sched.sampler, shifting=sched.shifting,
+                       terminal=sched.terminal)
+        sig = truncate(sig, p.skip_initial_inference_steps, p.skip_final_inference_steps)
+    check_allowed(sig, sched.allowed_sigmas)
     return sig
 
 
@@ -200,32 +201,36 @@ def denoise_pass(
                                 guide_layout=opts.guide_layout)
     clean = tokens.x.clone()
 
-    def velocity(x: Tensor, sigma_tok: Tensor, i: int) -> Tensor:
-        v, rows = guided_velocity(dit, x, sigma_tok, tokens.positions, text, guidance.at(float(sigmas[i])),
-                                  opts.stg_mode)
+    def velocity(xs: tuple[Tensor], sigma_toks: tuple[Tensor], i: int) -> tuple[Tensor]:
+        v, rows = guided_velocity(dit, xs[0], sigma_toks[0], tokens.positions, text,
+                                  guidance.at(float(sigmas[i])), opts.stg_mode)
         opts.forward_rows.append(rows)
-        return v
+        return (v,)
 
     before = None
     if tokens.mask is not None and opts.image_cond_noise_scale > 0:
-        def before(i: int, sigma: Tensor, x: Tensor) -> Tensor:
+        def before(i: int, sigma: Tensor, xs: tuple[Tensor]) -> tuple[Tensor]:
+            x = xs[0]
             mask = tokens.reinject if tokens.reinject is not None else tokens.mask
             n = tokens.num_guides if opts.guide_layout == "prepend" else 0
             if not n:
-                return reinject_noise(x, clean, mask, sigma, opts.image_cond_noise_scale, generator)
+                return (reinject_noise(x, clean, mask, sigma, opts.image_cond_noise_scale, generator),)
             # prepended guides: draw the noise in the append layout's token order (the same noise per token)
             rolled = reinject_noise(x.roll(-n, 1), clean.roll(-n, 1), mask.roll(-n, 1), sigma,
                                     opts.image_cond_noise_scale, generator)
-            return rolled.roll(n, 1)
+            return (rolled.roll(n, 1),)
 
-    def after(i: int, x: Tensor) -> None:
+    def after(i: int, xs: tuple[Tensor]) -> None:
         if opts.callback is not None:
-            opts.callback(i, x)
+            opts.callback(i, xs[0])
         if opts.progress is not None:
             opts.progress(i)
 
-    x = sample(velocity, tokens.x, sigmas, cond_mask=tokens.mask, stochastic=opts.stochastic, before_step=before,
-               callback=after)
+    cond_masks = (tokens.mask,)
+    step = velocity_stochastic(cond_masks) if opts.stochastic else velocity_euler(cond_masks)
+    # the update is an fp32 island (ltx/core/sampling.py): x and the schedule in float32 from the start
+    (x,) = sample(velocity, (tokens.x.float(),), sigmas.to(device=device, dtype=torch.float32), step,
+                  before_step=before, callback=after)
     return unpatchify(tokens.video(x), Fl, Hl, Wl)
 
 

@@ -24,7 +24,6 @@ holds 1 for normal rows and 0 for perturbed rows, and `stg_mode` picks what "per
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from enum import Enum
 
@@ -32,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ltx.core.attention import attention
+from ltx.core.nn import AdaLNSingle, CaptionProjection, FeedForward, QKNormAttention
 from ltx.ltxv.rope import apply_rope, rope_tables
 
 
@@ -74,19 +73,13 @@ class DiTConfig:
         return self.num_heads * self.head_dim
 
 
-class Attention(nn.Module):
-    """Multi-head attention with q/k RMSNorm over all heads jointly (official `qk_norm="rms_norm"`)."""
+class Attention(QKNormAttention):
+    """Multi-head attention with q/k RMSNorm over all heads jointly (official `qk_norm="rms_norm"`), RoPE on
+    self-attention and the STG value / input passthrough."""
 
     def __init__(self, dim: int, num_heads: int):
-        super().__init__()
-        self.num_heads = num_heads
-        self.to_q = nn.Linear(dim, dim)
-        self.to_k = nn.Linear(dim, dim)  # context is already projected to D (caption_projection)
-        self.to_v = nn.Linear(dim, dim)
-        self.to_out = nn.ModuleList([nn.Linear(dim, dim)])  # a list only so the key is to_out.0.weight
-        self.q_norm = nn.RMSNorm(dim, eps=1e-5)  # official uses 1e-5 for q/k norm, 1e-6 elsewhere
-        self.k_norm = nn.RMSNorm(dim, eps=1e-5)
-        self.attention_backend = "sdpa"  # set from outside: ltx.core.attention.set_attention_backend
+        # context is already projected to D (caption_projection); official q/k norm eps 1e-5 (1e-6 elsewhere)
+        super().__init__(dim, dim, num_heads, dim // num_heads, eps=1e-5)
 
     def forward(
         self,
@@ -104,86 +97,11 @@ class Attention(nn.Module):
         v = self.to_v(src)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        B, T, D = q.shape
-        h = self.num_heads
-        out = attention(q.view(B, T, h, -1), k.view(B, -1, h, D // h), v.view(B, -1, h, D // h), bias,
-                        self.attention_backend)
-        out = out.reshape(B, T, D)
+        out = self.attend(q, k, v, bias)  # (B, T, D)
         if skip is not None and stg_mode in (STGMode.attention_values, STGMode.attention_skip):
             keep = v if stg_mode is STGMode.attention_values else x
             out = out * skip + keep * (1 - skip)
         return self.to_out[0](out)
-
-
-class GELUProj(nn.Module):
-    """Linear followed by tanh-approximated GELU (official `GELU(approximate="tanh")`, key `net.0.proj`)."""
-
-    def __init__(self, dim: int, hidden: int):
-        super().__init__()
-        self.proj = nn.Linear(dim, hidden)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.gelu(self.proj(x), approximate="tanh")
-
-
-class FeedForward(nn.Module):
-    def __init__(self, dim: int, hidden: int):
-        super().__init__()
-        # net.1 is the official (parameter-free) dropout slot; Identity keeps the key indices net.0 / net.2
-        self.net = nn.ModuleList([GELUProj(dim, hidden), nn.Identity(), nn.Linear(hidden, dim)])
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net[2](self.net[0](x))
-
-
-class TimestepEmbedder(nn.Module):
-    """Sinusoidal features (256, cos first) -> MLP, as the official AdaLayerNormSingle's `emb`."""
-
-    def __init__(self, dim: int, freq_dim: int = 256):
-        super().__init__()
-        self.freq_dim = freq_dim
-        self.linear_1 = nn.Linear(freq_dim, dim)
-        self.linear_2 = nn.Linear(dim, dim)
-
-    def forward(self, t: Tensor, dtype: torch.dtype) -> Tensor:
-        # t: (N,) already scaled to [0, 1000]; the features are an fp32 island
-        half = self.freq_dim // 2
-        freqs = torch.exp(-math.log(10_000) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
-        args = t.float()[:, None] * freqs[None]  # (N, half)
-        feats = torch.cat([args.cos(), args.sin()], dim=-1).to(dtype)  # (N, 256)
-        return self.linear_2(F.silu(self.linear_1(feats)))
-
-
-class _Emb(nn.Module):
-    # exists only for the checkpoint key adaln_single.emb.timestep_embedder.*
-    def __init__(self, dim: int):
-        super().__init__()
-        self.timestep_embedder = TimestepEmbedder(dim)
-
-
-class AdaLNSingle(nn.Module):
-    """One timestep embedding shared by all blocks (PixArt-alpha's adaLN-single): t -> (6D mods, D embedding)."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.emb = _Emb(dim)
-        self.linear = nn.Linear(dim, 6 * dim)
-
-    def forward(self, t: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-        embedded = self.emb.timestep_embedder(t, dtype)  # (N, D)
-        return self.linear(F.silu(embedded)), embedded  # (N, 6D), (N, D)
-
-
-class CaptionProjection(nn.Module):
-    """T5 width -> D (official PixArtAlphaTextProjection)."""
-
-    def __init__(self, in_dim: int, dim: int):
-        super().__init__()
-        self.linear_1 = nn.Linear(in_dim, dim)
-        self.linear_2 = nn.Linear(dim, dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.linear_2(F.gelu(self.linear_1(x), approximate="tanh"))
 
 
 class Block(nn.Module):

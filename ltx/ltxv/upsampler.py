@@ -22,9 +22,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ltx.core.nn import UpsamplerTrunk
 
 
 @dataclass(kw_only=True)
@@ -54,41 +55,15 @@ UPSAMPLER_PRESETS: dict[str, UpsamplerConfig] = {
 }
 
 
-class ResBlock(nn.Module):
-    def __init__(self, channels: int):
-        super().__init__()
-        self.conv1 = nn.Conv3d(channels, channels, 3, padding=1)
-        self.norm1 = nn.GroupNorm(32, channels)
-        self.conv2 = nn.Conv3d(channels, channels, 3, padding=1)
-        self.norm2 = nn.GroupNorm(32, channels)
+class LatentUpsampler(UpsamplerTrunk):
+    """The 0.9.x upsampler: the shared trunk (`ltx.core.nn.UpsamplerTrunk`) around a x2 spatial or temporal step."""
 
-    def forward(self, x: Tensor) -> Tensor:
-        h = F.silu(self.norm1(self.conv1(x)), inplace=True)
-        h = self.norm2(self.conv2(h))
-        return F.silu(h.add_(x), inplace=True)
-
-
-class LatentUpsampler(nn.Module):
     def __init__(self, cfg: UpsamplerConfig):
-        super().__init__()
-        self.cfg = cfg
-        C, D = cfg.in_channels, cfg.mid_channels
-        self.initial_conv = nn.Conv3d(C, D, 3, padding=1)
-        self.initial_norm = nn.GroupNorm(32, D)
-        self.res_blocks = nn.ModuleList(ResBlock(D) for _ in range(cfg.num_blocks_per_stage))
+        D = cfg.mid_channels
         # a list only so the key is upsampler.0.* (the official upsampler.1 is the parameter-free shuffle)
         conv = nn.Conv2d(D, 4 * D, 3, padding=1) if cfg.spatial else nn.Conv3d(D, 2 * D, 3, padding=1)
-        self.upsampler = nn.ModuleList([conv])
-        self.post_upsample_res_blocks = nn.ModuleList(ResBlock(D) for _ in range(cfg.num_blocks_per_stage))
-        self.final_conv = nn.Conv3d(D, C, 3, padding=1)
-
-    @torch.no_grad()
-    def init_weights(self) -> LatentUpsampler:
-        """PyTorch default init (the official model has no custom init); loading overwrites all of it."""
-        for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.Conv3d, nn.GroupNorm)):
-                m.reset_parameters()
-        return self
+        super().__init__(cfg.in_channels, D, cfg.num_blocks_per_stage, nn.ModuleList([conv]))
+        self.cfg = cfg
 
     def _upsample(self, x: Tensor) -> Tensor:
         B, D, Fr, H, W = x.shape
@@ -100,17 +75,3 @@ class LatentUpsampler(nn.Module):
             return h.reshape(B, D, Fr, 2 * H, 2 * W)
         h = conv(x).reshape(B, D, 2, Fr, H, W).transpose(2, 3)  # (B, D, F, 2, H, W)
         return h.reshape(B, D, 2 * Fr, H, W)[:, :, 1:]  # (B, D, 2F - 1, H, W)
-
-    def forward(self, latents: Tensor) -> Tensor:
-        # latents: (B, C, F', H', W') raw (un-normalized)
-        if latents.ndim != 5 or latents.shape[1] != self.cfg.in_channels:
-            raise ValueError(
-                f"upsampler takes (B, {self.cfg.in_channels}, F, H, W) raw latents, got shape {tuple(latents.shape)}"
-            )
-        x = F.silu(self.initial_norm(self.initial_conv(latents)), inplace=True)  # (B, D, F', H', W')
-        for block in self.res_blocks:
-            x = block(x)
-        x = self._upsample(x)
-        for block in self.post_upsample_res_blocks:
-            x = block(x)
-        return self.final_conv(x)

@@ -38,23 +38,23 @@ Conventions:
 Module names are the official checkpoint keys after stripping `vae.`: e.g. encoder.down_blocks.0.res_blocks.0
 .conv1.conv.weight. fp32 island: the sinusoidal timestep features.
 
-fp32 CPU convs (`conv3d`): where PyTorch would use its slow im2col kernel (small inputs), each 3x3x3 conv runs
-as three oneDNN (1, 3, 3) convs, one per temporal tap, summed: faster, and no less accurate against fp64 than
-the official code (tests/test_vae_fp64.py). `set_fast_cpu_conv(True)` / env `LTX_FAST_CPU_CONV=1` opts into
-oneDNN's direct conv for every one: 1.6-1.9x faster per small conv, ~1.4x the error (rms against fp64).
+fp32 CPU convs (`conv3d`): PyTorch's own dispatch by default, as in the official code, so our decode is as close
+to fp64 as the official one on every CPU (tests/test_vae_fp64.py). `set_cpu_conv_path` opts into a faster path
+("taps" or "direct"), whose error against fp64 exceeds the official code's on some CPUs.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ltx.ltxv.transformer import DiTConfig, TimestepEmbedder
+from ltx.core import shapes
+from ltx.core.nn import LatentStatistics, TimestepEmbedder
+from ltx.ltxv.transformer import DiTConfig
 
 DECODE_TIMESTEP = 0.05  # official yamls (0.9.1+): decode_timestep
 DECODE_NOISE_SCALE = 0.025  # official yamls (0.9.1+): decode_noise_scale
@@ -191,39 +191,14 @@ def tiny(cfg: VAEConfig, width: int = 8) -> VAEConfig:
 # ------------------------------------------------------------------------------------------------ validation
 
 
-def nearest_valid(n: int, step: int, offset: int, lowest: int) -> str:
-    """The valid sizes (step k + offset, at least `lowest`) either side of n, e.g. "9 or 17" for 16 frames."""
-    below = max(lowest, (n - offset) // step * step + offset)
-    above = below + step if below < n else below
-    return f"{below}" if below == above else f"{below} or {above}"
-
-
 def check_video_shape(shape: tuple[int, ...], cfg: VAEConfig) -> None:
     """Raise a ValueError naming the nearest valid sizes unless `shape` is (B, 3, 8k+1, 32m, 32n)."""
-    if len(shape) != 5:
-        raise ValueError(f"video must be (B, C, F, H, W), got shape {tuple(shape)}")
-    _, c, f, h, w = shape
-    st, ss = cfg.temporal_factor, cfg.spatial_factor
-    problems = []
-    if c != cfg.in_channels:
-        problems.append(f"{c} channels; the VAE takes {cfg.in_channels}")
-    if f < 1 or (f - 1) % st:
-        problems.append(f"{f} frames is not {st}N+1; nearest valid: {nearest_valid(f, st, 1, 1)}")
-    for name, n in (("height", h), ("width", w)):
-        if n < ss or n % ss:
-            problems.append(f"{name} {n} is not a multiple of {ss}; nearest valid: {nearest_valid(n, ss, 0, ss)}")
-    if problems:
-        raise ValueError(f"video of shape {tuple(shape)}: " + "; ".join(problems))
+    shapes.check_pixel_shape(shape, channels=cfg.in_channels, temporal_factor=cfg.temporal_factor,
+                             spatial_factor=cfg.spatial_factor, noun="video", frame_symbol="N")
 
 
 def check_latent_shape(shape: tuple[int, ...], cfg: VAEConfig) -> None:
-    if len(shape) != 5:
-        raise ValueError(f"latents must be (B, C, F, H, W), got shape {tuple(shape)}")
-    if shape[1] != cfg.latent_channels:
-        raise ValueError(
-            f"latents have {shape[1]} channels; this VAE ({cfg.version} layout) has {cfg.latent_channels} "
-            "(latents from another model, or (B, T, C) tokens that were not unpatchified?)"
-        )
+    shapes.check_latent_shape(shape, channels=cfg.latent_channels, vae_name=f" ({cfg.version} layout)")
 
 
 def check_dit_compatible(vae: VAEConfig, dit: DiTConfig) -> None:
@@ -277,41 +252,49 @@ def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
     return torch.addcmul(shift, x, 1 + scale)  # x * (1 + scale) + shift
 
 
+# How `conv3d` runs fp32 CPU convs: "pytorch" = PyTorch's dispatch (the default, what the official code runs);
+# "taps" / "direct" = the opt-in faster paths (see `conv3d`).
+CPU_CONV_PATHS = ("pytorch", "taps", "direct")
 # PyTorch's conv dispatch (aten use_mkldnn) sends fp32 CPU 3D convs with batch 1 and C * F * H at most this
 # to its im2col kernel; larger inputs (or batch > 1) go to oneDNN's direct convolution.
 IM2COL_MAX = 20480
-_fast_cpu_conv = os.environ.get("LTX_FAST_CPU_CONV", "0") == "1"
+_cpu_conv_path = "pytorch"
 
 
-def set_fast_cpu_conv(enabled: bool) -> None:
-    """Opt in (or out) of the fast fp32 CPU conv path of `conv3d`; the default is `LTX_FAST_CPU_CONV=1`'s."""
-    global _fast_cpu_conv
-    _fast_cpu_conv = bool(enabled)
+def set_cpu_conv_path(path: str) -> None:
+    """Choose how `conv3d` runs fp32 CPU convs, process-wide: one of `CPU_CONV_PATHS` ("pytorch" by default)."""
+    global _cpu_conv_path
+    if path not in CPU_CONV_PATHS:
+        raise ValueError(f"cpu conv path {path!r}: expected one of {', '.join(CPU_CONV_PATHS)}")
+    _cpu_conv_path = path
 
 
 def conv3d(x: Tensor, conv: nn.Conv3d) -> Tensor:
-    """`conv(x)`, faster for the small fp32 CPU inputs and never less accurate than PyTorch's own dispatch.
+    """`conv(x)`, or for fp32 CPU inputs one of the opt-in faster paths chosen by `set_cpu_conv_path`.
 
-    PyTorch (and so the official code) sends small 3D inputs (batch 1, C * F * H <= `IM2COL_MAX`: the
-    low-resolution VAE stages) to its unblocked im2col kernel, 2-20x slower than oneDNN there. oneDNN's direct
-    convolution sums all C_in * 27 products in one fp32 chain, though: ~1.4x the im2col error against fp64
-    (measured rms, tests/test_vae_fp64.py). So by default those inputs run as one oneDNN (1, kh, kw) conv per
-    temporal tap, summed (`_conv3d_taps`): shorter chains, measured 0.6-0.9x the error of either kernel,
-    1.3-13x faster than im2col and 1.6-1.9x slower than oneDNN direct (per conv). Other inputs take `conv(x)`
-    (oneDNN direct, bitwise what the official code computes). `set_fast_cpu_conv(True)` or `LTX_FAST_CPU_CONV=1`
-    sends every fp32 CPU conv to oneDNN direct: fastest, but its error against fp64 exceeds the reference's.
+    "pytorch" (default): `conv(x)`, the kernel PyTorch's dispatch picks, so the official code's: im2col for small
+    3D inputs (batch 1, C * F * H <= `IM2COL_MAX`: the low-resolution VAE stages), oneDNN direct otherwise.
+    The opt-in paths avoid the slow im2col kernel; how close they stay to fp64 depends on the CPU's oneDNN
+    kernels (errors below as multiples of the official fp32 decode's, max / rms, tests/test_vae_fp64.py):
+    "taps": small inputs as one oneDNN (1, kh, kw) conv per temporal tap, summed (`_conv3d_taps`), others as
+    `conv(x)`; 1.3-13x faster than im2col per conv; 0.55-1.18x / 0.87-0.99x on the CPU it was tuned on, but
+    1.0-1.9x / 1.1-1.9x on an AVX2-only AMD EPYC.
+    "direct": every conv through oneDNN's direct convolution (one fp32 chain of C_in * 27 products): fastest;
+    1.1-1.9x / 1.3-1.5x there, 1.7-3.4x / 1.8-3.2x on the AMD EPYC.
     """
-    if x.device.type != "cpu" or x.dtype != torch.float32 or not torch.backends.mkldnn.is_available():
+    path = _cpu_conv_path
+    fp32_cpu = x.device.type == "cpu" and x.dtype == torch.float32 and torch.backends.mkldnn.is_available()
+    if path == "pytorch" or not fp32_cpu:
         return conv(x)
     small = x.shape[0] == 1 and x.shape[1] * x.shape[2] * x.shape[3] <= IM2COL_MAX
     taps = conv.kernel_size[0] > 1 and conv.padding[0] == 0 and conv.dilation[0] == 1
-    if not _fast_cpu_conv and not (small and taps):
+    if path == "taps" and not (small and taps):
         return conv(x)
     padding = conv.padding
     if conv.padding_mode != "zeros":  # what nn.Conv3d does for other modes: pad first, then a padding-free conv
         x = F.pad(x, conv._reversed_padding_repeated_twice, mode=conv.padding_mode)
         padding = (0, 0, 0)
-    if _fast_cpu_conv:
+    if path == "direct":
         return torch.mkldnn_convolution(x.contiguous(), conv.weight, conv.bias, padding, conv.stride, conv.dilation, 1)
     return _conv3d_taps(x, conv.weight, conv.bias, padding, conv.stride, conv.dilation)
 
@@ -505,27 +488,31 @@ def unpatchify(x: Tensor, p: int) -> Tensor:
 # ------------------------------------------------------------------------------------------------ encoder / decoder
 
 
+def encoder_blocks(blocks: list[VAEBlock], width: int, pad: str) -> tuple[nn.ModuleList, int]:
+    """The encoder's blocks for a layout and the width they end at (encoder blocks take no noise, no timestep)."""
+    out = nn.ModuleList()
+    for b in blocks:
+        if b.name == "res_x":
+            out.append(ResStack(width, b.num_layers, inject_noise=False, timestep_conditioning=False, padding_mode=pad))
+        elif b.name == "res_x_y":
+            out.append(ResBlock(width, width * b.multiplier, inject_noise=False, timestep_conditioning=False,
+                                padding_mode=pad))  # fmt: skip
+            width *= b.multiplier
+        elif b.name == "compress_all":  # 0.9.0 / 0.9.1: a plain strided conv (key down_blocks.i.conv.weight)
+            out.append(CausalConv3d(width, width, stride=2, padding_mode=pad))
+        else:
+            out.append(SpaceToDepthDown(width, width * b.multiplier, _STRIDES[b.name], pad))
+            width *= b.multiplier
+    return out, width
+
+
 class Encoder(nn.Module):
     def __init__(self, cfg: VAEConfig):
         super().__init__()
         pad = cfg.spatial_padding_mode
         self.patch_size = cfg.patch_size
-        width = cfg.encoder_base_channels
-        self.conv_in = CausalConv3d(cfg.in_channels * cfg.patch_size**2, width, padding_mode=pad)
-        self.down_blocks = nn.ModuleList()
-        for b in cfg.encoder_blocks:
-            if b.name == "res_x":
-                block = ResStack(width, b.num_layers, inject_noise=False, timestep_conditioning=False, padding_mode=pad)
-            elif b.name == "res_x_y":
-                block = ResBlock(width, width * b.multiplier, inject_noise=False, timestep_conditioning=False,
-                                 padding_mode=pad)  # fmt: skip
-                width *= b.multiplier
-            elif b.name == "compress_all":  # 0.9.0 / 0.9.1: a plain strided conv (key down_blocks.i.conv.weight)
-                block = CausalConv3d(width, width, stride=2, padding_mode=pad)
-            else:
-                block = SpaceToDepthDown(width, width * b.multiplier, _STRIDES[b.name], pad)
-                width *= b.multiplier
-            self.down_blocks.append(block)
+        self.conv_in = CausalConv3d(cfg.in_channels * cfg.patch_size**2, cfg.encoder_base_channels, padding_mode=pad)
+        self.down_blocks, width = encoder_blocks(cfg.encoder_blocks, cfg.encoder_base_channels, pad)
         self.conv_out = CausalConv3d(width, cfg.latent_channels + 1, padding_mode=pad)  # means + 1 shared log-var
 
     def forward(self, x: Tensor) -> Tensor:
@@ -591,22 +578,6 @@ class Decoder(nn.Module):
         return unpatchify(h, self.patch_size)
 
 
-class LatentStatistics(nn.Module):
-    """Per-channel latent statistics as buffers with the official names (`per_channel_statistics.*`)."""
-
-    def __init__(self, channels: int, extra: bool):
-        super().__init__()
-        for name in STATISTICS if extra else USED_STATISTICS:
-            self.register_buffer(name, torch.empty(channels))
-
-    @property
-    def mean(self) -> Tensor:
-        return getattr(self, "mean-of-means")
-
-    @property
-    def std(self) -> Tensor:
-        return getattr(self, "std-of-means")
-
 
 # ------------------------------------------------------------------------------------------------ the VAE
 
@@ -619,7 +590,8 @@ class VideoVAE(nn.Module):
         self.cfg = cfg
         self.encoder = Encoder(cfg)
         self.decoder = Decoder(cfg)
-        self.per_channel_statistics = LatentStatistics(cfg.latent_channels, cfg.extra_statistics)
+        names = STATISTICS if cfg.extra_statistics else USED_STATISTICS
+        self.per_channel_statistics = LatentStatistics(cfg.latent_channels, names)
 
     @torch.no_grad()
     def init_weights(self, generator: torch.Generator | None = None) -> VideoVAE:
@@ -648,12 +620,10 @@ class VideoVAE(nn.Module):
 
     def normalize(self, z: Tensor) -> Tensor:
         """Raw latents -> the transformer's latent space: (z - mean-of-means) / std-of-means per channel."""
-        s = self.per_channel_statistics
-        return (z - s.mean.to(z.dtype).view(1, -1, 1, 1, 1)) / s.std.to(z.dtype).view(1, -1, 1, 1, 1)
+        return self.per_channel_statistics.normalize(z)
 
     def denormalize(self, z: Tensor) -> Tensor:
-        s = self.per_channel_statistics
-        return z * s.std.to(z.dtype).view(1, -1, 1, 1, 1) + s.mean.to(z.dtype).view(1, -1, 1, 1, 1)
+        return self.per_channel_statistics.denormalize(z)
 
     # -------------------------------------------------------------------- encode
 

@@ -5,7 +5,8 @@ TI2VidTwoStagesHQPipeline / DistilledPipeline `__call__` (ltx_pipelines/*.py) wi
 replaced by the modules and hidden states given here (the ledger only loads files, and the official text
 encoder is 12B): the same helpers
 (combined-image conditionings, noisers, denoise_audio_video, euler_denoising_loop, the multi-modal guider,
-upsample_video, decode_video/decode_audio). Ours is ltx.ltx2.pipelines over modules loaded with
+upsample_video, decode_video/decode_audio). Ours is ltx.ltx2.pipelines' function for the same pipeline
+(one_stage, two_stage, hq, keyframes, distilled, audio_to_video, ic_lora) over modules loaded with
 ltx.ltx2.checkpoint from the official file the reference modules were saved to.
 
 Compared: the text contexts, the video and audio latents after EVERY step of every stage (res_2s: the final
@@ -20,8 +21,9 @@ import ltx2_tiny
 import pytest
 import torch
 
-from ltx.ltx2 import checkpoint as ck
-from ltx.ltx2.pipelines import AVModels, ImageInput, Prompt, generate_av
+from ltx.ltx2 import checkpoint as ltx2_checkpoint
+from ltx.ltx2 import pipelines
+from ltx.ltx2.pipelines import AVModels, AVRequest, ImageInput, Prompt, ReferenceInput
 from ltx.ltx2.sched import DISTILLED_SIGMAS, STAGE2_DISTILLED_SIGMAS, GuiderParams, ltx2_sigmas
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -34,7 +36,7 @@ TEXT_TOKENS = 128  # a multiple of the 128 registers
 @pytest.fixture(scope="module", params=["19b", "2.3"])
 def bundle(request, tmp_path_factory):
     path, ref = ltx2_tiny.official_file(tmp_path_factory.mktemp("ltx2") / "tiny.safetensors", request.param)
-    ours = ck.load(path)
+    ours = ltx2_checkpoint.load(path)
     return request.param, ref, ours
 
 
@@ -182,12 +184,17 @@ def _ours_run(ours, contexts, images, *, pipeline, height, width, frames, fps, s
         if v is not None:  # hq reports transformer calls without states
             steps[stage].extend([v.x.clone(), a.x.clone()])
 
-    models = AVModels(ours["transformer"], ours["vae"], ours["audio_vae"], ours["vocoder"], upsampler, stage2)
-    result = generate_av(
-        models, pos, neg, pipeline=pipeline, height=height, width=width, num_frames=frames, fps=fps, sigmas=sigmas,
-        stage_2_sigmas=stage2_sigmas, video_guidance=vg, audio_guidance=ag,
-        images=[ImageInput(px, frame, strength) for px, frame, strength in images],
-        generator=torch.Generator().manual_seed(seed), batch_passes=batch_passes, on_step=on_step)
+    models = AVModels(ours["transformer"], ours["vae"], ours["audio_vae"], ours["vocoder"], upsampler)
+    request = AVRequest(height=height, width=width, num_frames=frames, fps=fps, sigmas=sigmas,
+                        stage_2_sigmas=stage2_sigmas, video_guidance=vg, audio_guidance=ag,
+                        images=[ImageInput(px, frame, strength) for px, frame, strength in images],
+                        generator=torch.Generator().manual_seed(seed), batch_passes=batch_passes, on_step=on_step)
+    if pipeline == "one_stage":
+        result = pipelines.one_stage(models, pos, neg, request)
+    elif pipeline == "distilled":
+        result = pipelines.distilled(models, pos, request)
+    else:  # two_stage, hq, keyframes
+        result = getattr(pipelines, pipeline)(models, pos, neg, request, stage_2_transformer=stage2)
     return [steps[k] for k in sorted(steps)], result
 
 
@@ -280,19 +287,25 @@ def test_pipeline_input_errors(bundle):
     _, ref, ours = bundle
     (_, pos), _ = _contexts(ref, ours)
     models = AVModels(ours["transformer"], ours["vae"], ours["audio_vae"], ours["vocoder"])
-    common = dict(num_frames=9, fps=24.0, sigmas=ltx2_sigmas(2))
+
+    def request(**kw) -> AVRequest:
+        return AVRequest(**(dict(height=64, width=64, num_frames=9, fps=24.0, sigmas=ltx2_sigmas(2)) | kw))
+
     with pytest.raises(ValueError, match="multiple of 64.*nearest valid: 64 or 128"):
-        generate_av(models, pos, pipeline="two_stage", height=96, width=128, **common)
+        pipelines.two_stage(models, pos, None, request(height=96, width=128))
     with pytest.raises(ValueError, match="num_frames=10 must be 8k \\+ 1; nearest valid: 9 or 17"):
-        generate_av(models, pos, pipeline="one_stage", height=64, width=64, **{**common, "num_frames": 10})
+        pipelines.one_stage(models, pos, None, request(num_frames=10))
     with pytest.raises(ValueError, match="spatial upsampler"):
-        generate_av(models, pos, pipeline="distilled", height=128, width=128, **common,
-                    stage_2_sigmas=torch.tensor(STAGE2_DISTILLED_SIGMAS))
+        pipelines.distilled(models, pos, request(height=128, width=128,
+                                                 stage_2_sigmas=torch.tensor(STAGE2_DISTILLED_SIGMAS)))
     with pytest.raises(ValueError, match="negative prompt"):
-        generate_av(models, pos, pipeline="one_stage", height=64, width=64, **common,
-                    video_guidance=GuiderParams(cfg=3.0))
-    with pytest.raises(ValueError, match="choose one_stage"):
-        generate_av(models, pos, pipeline="three_stage", height=64, width=64, **common)
+        pipelines.one_stage(models, pos, None, request(video_guidance=GuiderParams(cfg=3.0)))
+    with pytest.raises(ValueError, match="the distilled pipeline samples without guidance"):
+        pipelines.distilled(models, pos, request(video_guidance=GuiderParams(cfg=3.0)))
+    with pytest.raises(ValueError, match="needs request.soundtrack"):
+        pipelines.audio_to_video(models, pos, None, request(height=128, width=128))
+    with pytest.raises(ValueError, match="'three_stage' is not a valid AVPipeline"):
+        pipelines.AVPipeline("three_stage")
 
 
 def test_audio_to_video_two_stage(bundle):
@@ -366,12 +379,13 @@ def test_audio_to_video_two_stage(bundle):
         ref_video = ref["vae_decoder"](video_state.latent)
 
         steps: dict[int, list[torch.Tensor]] = {}
-        result = generate_av(
-            AVModels(ours["transformer"], ours["vae"], ours["audio_vae"], ours["vocoder"], up_ours, stage2_ours),
-            pos, neg, pipeline="two_stage", height=height, width=width, num_frames=frames, fps=fps, sigmas=sig,
-            stage_2_sigmas=sig2, video_guidance=vg, images=[ImageInput(image)], soundtrack=our_latent,
-            generator=torch.Generator().manual_seed(seed),
-            on_step=lambda k, i, v, a: steps.setdefault(k, []).extend([v.x.clone(), a.x.clone()]))
+        result = pipelines.audio_to_video(
+            AVModels(ours["transformer"], ours["vae"], ours["audio_vae"], ours["vocoder"], up_ours), pos, neg,
+            AVRequest(height=height, width=width, num_frames=frames, fps=fps, sigmas=sig, stage_2_sigmas=sig2,
+                      video_guidance=vg, images=[ImageInput(image)], soundtrack=our_latent,
+                      generator=torch.Generator().manual_seed(seed),
+                      on_step=lambda k, i, v, a: steps.setdefault(k, []).extend([v.x.clone(), a.x.clone()])),
+            stage_2_transformer=stage2_ours)
     ours_steps = [steps[1], steps[2]]
     for r, o in zip(recorders, ours_steps):
         assert len(r.latents) == len(o)
@@ -379,14 +393,13 @@ def test_audio_to_video_two_stage(bundle):
             assert torch.equal(a, b)
     assert torch.equal(result.video, ref_video) and torch.equal(result.audio_latent, soundtrack)
     assert torch.equal(ours_steps[1][-1], ours_steps[0][1])  # the audio tokens never moved
+    models = AVModels(ours["transformer"], ours["vae"], ours["audio_vae"], ours["vocoder"])
     with pytest.raises(ValueError, match="no audio guidance"):
-        generate_av(AVModels(ours["transformer"], ours["vae"], ours["audio_vae"], ours["vocoder"]), pos, neg,
-                    pipeline="one_stage", height=64, width=64, num_frames=9, fps=24.0, sigmas=sig,
-                    audio_guidance=GuiderParams(cfg=7.0), soundtrack=our_latent)
+        pipelines.one_stage(models, pos, neg, AVRequest(height=64, width=64, num_frames=9, fps=24.0, sigmas=sig,
+                                                        audio_guidance=GuiderParams(cfg=7.0), soundtrack=our_latent))
     with pytest.raises(ValueError, match="need \\(1 or 1, 8, >= 38, 16\\)"):
-        generate_av(AVModels(ours["transformer"], ours["vae"], ours["audio_vae"], ours["vocoder"]), pos, neg,
-                    pipeline="one_stage", height=64, width=64, num_frames=33, fps=24.0 * 33 / 36, sigmas=sig,
-                    soundtrack=our_latent[:, :, :10])
+        pipelines.one_stage(models, pos, neg, AVRequest(height=64, width=64, num_frames=33, fps=24.0 * 33 / 36,
+                                                        sigmas=sig, soundtrack=our_latent[:, :, :10]))
 
 
 @pytest.mark.parametrize("downscale", [1, 2])
@@ -404,7 +417,6 @@ def test_ic_lora_pipeline(bundle, downscale):
     from ltx_pipelines.utils.samplers import euler_denoising_loop
     from ltx_pipelines.utils.types import PipelineComponents
 
-    from ltx.ltx2.pipelines import ReferenceInput
     from ltx.ltx2.transformer import AVTransformer
 
     style, ref, ours = bundle
@@ -446,19 +458,19 @@ def test_ic_lora_pipeline(bundle, downscale):
         ref_video = ref["vae_decoder"](video_state.latent)
 
         steps: dict[int, list[torch.Tensor]] = {}
-        result = generate_av(
-            AVModels(ours["transformer"], ours["vae"], ours["audio_vae"], ours["vocoder"], up_ours, stage2_ours),
-            pos, None, pipeline="distilled", height=height, width=width, num_frames=frames, fps=fps, sigmas=sig,
-            stage_2_sigmas=sig2, references=[ReferenceInput(clip, 1.0, downscale)],
-            generator=torch.Generator().manual_seed(seed),
-            on_step=lambda k, i, v, a: steps.setdefault(k, []).extend([v.x.clone(), a.x.clone()]))
+        result = pipelines.ic_lora(
+            AVModels(ours["transformer"], ours["vae"], ours["audio_vae"], ours["vocoder"], up_ours), pos,
+            AVRequest(height=height, width=width, num_frames=frames, fps=fps, sigmas=sig, stage_2_sigmas=sig2,
+                      generator=torch.Generator().manual_seed(seed),
+                      on_step=lambda k, i, v, a: steps.setdefault(k, []).extend([v.x.clone(), a.x.clone()])),
+            [ReferenceInput(clip, 1.0, downscale)], stage_2_transformer=stage2_ours)
     # stage 1 carries the reference tokens after the target's (2 latent frames x 4 x 4)
     n_ref = enc.shape[2] * enc.shape[3] * enc.shape[4]
     assert steps[1][0].shape[1] == 2 * (h1 // 32) * (w1 // 32) + n_ref
     for r, o in zip(recorders, [steps[1], steps[2]]):
         assert len(r.latents) == len(o) and all(torch.equal(a, b) for a, b in zip(r.latents, o))
     assert torch.equal(result.video, ref_video)
-    with pytest.raises(ValueError, match="IC-LoRA references run with the distilled pipeline"):
-        generate_av(AVModels(ours["transformer"], ours["vae"], ours["audio_vae"], ours["vocoder"]), pos, None,
-                    pipeline="one_stage", height=64, width=64, num_frames=9, fps=24.0, sigmas=sig,
-                    references=[ReferenceInput(clip)])
+    with pytest.raises(ValueError, match="reference downscale 3: the stage-1 size 128x128 must be divisible"):
+        pipelines.ic_lora(AVModels(ours["transformer"], ours["vae"], ours["audio_vae"], ours["vocoder"], up_ours),
+                          pos, AVRequest(height=height, width=width, num_frames=frames, fps=fps, sigmas=sig,
+                                         stage_2_sigmas=sig2), [ReferenceInput(clip, 1.0, 3)])

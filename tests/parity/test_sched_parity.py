@@ -8,7 +8,7 @@ import torch
 ltx_video = pytest.importorskip("ltx_video")
 from ltx_video.schedulers.rf import RectifiedFlowScheduler, linear_quadratic_schedule  # noqa: E402
 
-from ltx.core import sigmas as S  # noqa: E402
+from ltx.core import sigmas  # noqa: E402
 from ltx.core.sampling import SIGMA_EPS, euler_step, next_sigma, stochastic_step  # noqa: E402
 
 pytestmark = pytest.mark.parity
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.parity
 
 def test_linear_quadratic_exact():
     for n in range(1, 101):
-        assert torch.equal(S.linear_quadratic(n)[:-1], linear_quadratic_schedule(n)), n
+        assert torch.equal(sigmas.linear_quadratic(n)[:-1], linear_quadratic_schedule(n)), n
 
 
 @pytest.mark.parametrize("tokens", [1, 18, 96, 1024, 2000, 4096, 6144, 13376, 22400])
@@ -25,10 +25,10 @@ def test_sd3_shift_exact(tokens):
     for n in (2, 3, 7, 20, 40, 50):
         ref = RectifiedFlowScheduler(shifting="SD3", target_shift_terminal=0.1)
         ref.set_timesteps(n, samples_shape=(1, 128, tokens, 1, 1))
-        assert torch.equal(S.ltx_shifted(n, tokens)[:-1], ref.timesteps), (n, tokens)
+        assert torch.equal(sigmas.ltx_shifted(n, tokens)[:-1], ref.timesteps), (n, tokens)
     ref = RectifiedFlowScheduler(sampler="Uniform")
     ref.set_timesteps(9, samples_shape=(1, 128, tokens, 1, 1))
-    assert torch.equal(S.uniform(9)[:-1], ref.timesteps)
+    assert torch.equal(sigmas.uniform(9)[:-1], ref.timesteps)
 
 
 @pytest.mark.parametrize("stochastic", [False, True])
@@ -36,7 +36,7 @@ def test_step_matches_reference_per_token(stochastic):
     """Per-token timesteps with a conditioning mask, including tokens between schedule values."""
     ref = RectifiedFlowScheduler(sampler="LinearQuadratic")
     ref.set_timesteps(8, samples_shape=(1, 16, 2, 2, 2))
-    sig = S.linear_quadratic(8)
+    sig = sigmas.linear_quadratic(8)
     g = torch.Generator().manual_seed(0)
     x, v = torch.randn(1, 8, 16, generator=g), torch.randn(1, 8, 16, generator=g)
     for i in range(8):

@@ -8,14 +8,14 @@ class (`CausalVideoAutoencoder.from_pretrained`) and into ours through `ltx.ltxv
 diffusers is built from the same file through diffusers' own `convert_ltx_vae_checkpoint_to_diffusers`.
 
 Measured max abs errors (decoded pixels up to 2.8 / 3.0 / 3.5 for 0.9.0 / 0.9.1 / 0.9.5):
-  official  moments 2.0e-6 / 2.0e-6 / 8.0e-7, sampled latents 2.9e-6 / 2.9e-6 / 1.7e-6,
-            decode 4.5e-6 / 3.3e-6 / 2.9e-6;
-  diffusers moments 1.6e-6 / 1.6e-6 / 8.6e-7, decode 4.1e-6 / 2.6e-6 / 2.9e-6;
+  official  moments 9.8e-7 / 9.8e-7 / 8.8e-7, sampled latents 1.9e-6 / 1.9e-6 / 1.4e-6,
+            decode 3.7e-6 / 2.1e-6 / 2.1e-6;
+  diffusers moments 1.8e-7 / 1.8e-7 / 1.8e-7, decode 3.5e-6 / 2.1e-6 / 2.7e-6;
   upsamplers 0.0 (both kinds, both references).
-The bound is 1e-5 everywhere. The errors are summation order: small fp32 CPU convs run as per-temporal-tap
-oneDNN convs where PyTorch picks im2col (`ltx.ltxv.vae.conv3d`; no less accurate against fp64, see
-tests/test_vae_fp64.py), and PixelNorm multiplies by rsqrt instead of dividing by sqrt. (With the opt-in
-fast path, LTX_FAST_CPU_CONV=1, decode errors reach 6.1e-6 here.)
+The bound is 1e-5 everywhere. Our convs go through PyTorch's dispatch as the references' do (`ltx.ltxv.vae.conv3d`);
+the errors are rounding order elsewhere, e.g. PixelNorm multiplies by rsqrt instead of dividing by sqrt and the
+timestep modulation is one addcmul. (With the opt-in conv paths, `set_cpu_conv_path("taps")` / `("direct")`, decode
+errors reach 5.2e-6 / 9.1e-6 here, on an AVX2-only AMD EPYC.)
 """
 
 from __future__ import annotations

@@ -1,0 +1,84 @@
+"""`ltx.load_pipeline` / `ltx.open_pipeline` for every released model: the preset's family picks the API.
+
+    import ltx
+
+    pipe = ltx.load_pipeline()                                             # the 0.9.x demo (ltx.ltxv.api)
+    pipe = ltx.load_pipeline("/w/ltx-2-19b-distilled.safetensors", model="ltx-2-19b-distilled",
+                             text_encoder="/w/gemma-3-12b-it-qat-q4_0-unquantized",
+                             upsampler="/w/ltx-2-spatial-upscaler-x2-1.0.safetensors")   # LTX-2 (ltx.ltx2.api)
+    out = pipe("a dog barks at the sea", seed=42, height=512, width=768, num_frames=121, frame_rate=24)
+
+LTX-Video 0.9.x presets open `ltx.ltxv.api.Pipeline` (frames), LTX-2 / 2.3 presets `ltx.ltx2.api.Pipeline`
+(frames, waveform, sample rate); each takes its official pipeline's argument names. An argument the other family
+owns is refused with its name. The family modules are imported on first use: `import ltx.api` stays light.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import torch
+
+from ltx.core.device import resolve_device
+from ltx.presets import ModelPreset, load_preset
+
+LTX2_ONLY = ("distilled_lora", "pipeline")  # arguments only the LTX-2 API takes
+LTXV_ONLY = ("vae",)  # and only the 0.9.x API
+
+
+
+def preset_of(model: str | os.PathLike | ModelPreset | None) -> ModelPreset:
+    """A preset by name, path or object; None = the bundled demo ("ltx-demo")."""
+    return model if isinstance(model, ModelPreset) else load_preset(model or "ltx-demo")
+
+
+def open_pipeline(checkpoint: str | os.PathLike | None = None, *, model: str | os.PathLike | ModelPreset | None = None,
+                  vae: str | os.PathLike | None = None, upsampler: str | os.PathLike | None = None,
+                  text_encoder: str | os.PathLike | None = None, loras: Sequence = (),
+                  distilled_lora: str | os.PathLike | None = None, pipeline: str | None = None,
+                  device: str | torch.device = "auto", dtype: str | torch.dtype | None = None):
+    """The family's pipeline with its modules on `meta`, headers and LoRAs checked; `.check(...)` validates a
+    request before any weights load, `.load()` loads them. See ltx.ltxv.api / ltx.ltx2.api for the arguments."""
+    preset = preset_of(model)
+    _refuse_other_family(preset, vae=vae, distilled_lora=distilled_lora, pipeline=pipeline)
+    if preset.is_ltx2:
+        from ltx.ltx2 import api as ltx2_api
+
+        return ltx2_api.open_pipeline(checkpoint, model=preset, upsampler=upsampler, text_encoder=text_encoder,
+                                      distilled_lora=distilled_lora, loras=loras, pipeline=pipeline, device=device,
+                                      dtype=dtype)
+    from ltx.ltxv import api as ltxv_api
+
+    resolve_device(device, dtype)  # an unavailable device fails before anything is read (0.9.x: `.load(device)`)
+    return ltxv_api.open_pipeline(checkpoint, model=preset, vae=vae, upsampler=upsampler, text_encoder=text_encoder,
+                                  loras=loras)
+
+
+def load_pipeline(checkpoint: str | os.PathLike | None = None, *, model: str | os.PathLike | ModelPreset | None = None,
+                  vae: str | os.PathLike | None = None, upsampler: str | os.PathLike | None = None,
+                  text_encoder: str | os.PathLike | None = None, loras: Sequence = (),
+                  distilled_lora: str | os.PathLike | None = None, pipeline: str | None = None,
+                  device: str | torch.device = "auto", dtype: str | torch.dtype | None = None):
+    """`open_pipeline(...).load()`: the family's pipeline with its weights on `device`."""
+    preset = preset_of(model)
+    _refuse_other_family(preset, vae=vae, distilled_lora=distilled_lora, pipeline=pipeline)
+    if preset.is_ltx2:
+        from ltx.ltx2 import api as ltx2_api
+
+        return ltx2_api.load_pipeline(checkpoint, model=preset, upsampler=upsampler, text_encoder=text_encoder,
+                                      distilled_lora=distilled_lora, loras=loras, pipeline=pipeline, device=device,
+                                      dtype=dtype)
+    from ltx.ltxv import api as ltxv_api
+
+    return ltxv_api.load_pipeline(checkpoint, model=preset, vae=vae, upsampler=upsampler, text_encoder=text_encoder,
+                                  loras=loras, device=device, dtype=dtype)
+
+
+def _refuse_other_family(preset: ModelPreset, **given) -> None:
+    other = LTXV_ONLY if preset.is_ltx2 else LTX2_ONLY
+    named = [name for name in other if given.get(name) is not None]
+    if named:
+        family = "LTX-Video 0.9.x" if preset.is_ltx2 else "LTX-2"
+        raise ValueError(f"{', '.join(named)}: only the {family} presets take it; model={preset.name} is "
+                         f"{'LTX-2' if preset.is_ltx2 else 'LTX-Video 0.9.x'}")

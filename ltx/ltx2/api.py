@@ -1,0 +1,603 @@
+"""The Python API for LTX-2 / LTX-2.3: open the bundled checkpoint once, then call it with the official
+pipeline's argument names (ltx_pipelines 1.0.0).
+
+    import ltx
+
+    pipe = ltx.load_pipeline("/w/ltx-2-19b-dev.safetensors", model="ltx-2-19b-dev",
+                             text_encoder="/w/gemma-3-12b-it-qat-q4_0-unquantized",
+                             upsampler="/w/ltx-2-spatial-upscaler-x2-1.0.safetensors",
+                             distilled_lora="/w/ltx-2-19b-distilled-lora-384.safetensors")
+    out = pipe("a dog barks at the sea", seed=42, height=512, width=768, num_frames=121, frame_rate=24,
+               images=[("first.png", 0, 1.0)], video_guider_params={"cfg_scale": 4.0})
+    out.frames, out.waveform, out.sample_rate      # (B, 3, F, H, W) in [0, 1], (B, 2, N) in [-1, 1], Hz
+
+The preset (`model`) picks the official pipeline (`AVPipeline`: one_stage, two_stage, hq, keyframes, distilled;
+`pipeline=` overrides it), its schedule and guidance. `open_pipeline` reads headers only and builds the modules on
+`meta`, so `check(...)` validates a request (sizes, frames, steps, guidance, STG blocks, images, the IC-LoRA
+control clips, the soundtrack) before any weights load, naming the argument. `load()` loads the bundle and
+stages the LoRAs: `loras` are fused into the transformer (both stages); the two-stage pipelines fuse the distilled
+LoRA into it in place once stage 1 is done (hq: `stage_1_lora_strength` before stage 1 and the rest before stage
+2); with IC-LoRA control (`video_conditioning`, distilled presets) stage 2 runs the transformer's own weights
+copied back from the file (`checkpoint.reload_weights`), as the official ICLoraPipeline. A transformer changed
+for stage 2 is restored before the next call. Prompts are encoded by Gemma 3, loaded for the call and freed
+(`encode_prompts`), then by the bundle's text connector. `audio_path` (+ `audio_start_time`): audio-to-video,
+the soundtrack's latent fixed in every stage, the audio guider off, and the input sound returned (cut to the
+video's duration), as A2VidPipelineTwoStage.
+
+Arguments of a call: `prompt`, `negative_prompt` (None = the preset's), `seed`, `height`, `width`,
+`num_frames`, `frame_rate`, `num_inference_steps`, `sigmas` (stage 1 instead), `video_guider_params` /
+`audio_guider_params` (an `AVGuidance`, or a dict of its fields: cfg_scale, stg_scale, stg_blocks, rescale_scale,
+modality_scale, skip_step; unset = the preset's), `images` [(path or (H, W, 3) tensor in [0, 1], frame,
+strength)], `video_conditioning` [(path or (F, H, W, 3) tensor in [0, 1], strength[, downscale])], `audio_path`,
+`audio_start_time`, `progress`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+import ltx.ltx2.checkpoint as ltx2_checkpoint
+from ltx.core.checkpoint import CheckpointError
+from ltx.core.device import resolve_device
+from ltx.ltx2 import pipelines
+from ltx.ltx2.lora import LoRAWeights, check_lora, fuse_loras, read_lora
+from ltx.ltx2.patchify import video_latent_shape
+from ltx.ltx2.pipelines import AVModels, AVPipeline, AVRequest, ImageInput, Prompt, ReferenceInput, check_size
+from ltx.ltx2.sched import GuiderParams, ltx2_sigmas
+from ltx.ltx2.text import GemmaTextEncoder
+from ltx.presets import AVGuidance, ModelPreset, load_preset
+
+COMPONENTS = ("transformer", "text", "vae", "audio_vae", "vocoder")
+MAX_SEED = 2**63 - 1
+
+
+@dataclass
+class Request:
+    """A validated request: the pipeline, sizes, both stages' sigmas, guidance, the read inputs."""
+
+    pipeline: AVPipeline
+    height: int
+    width: int
+    num_frames: int
+    frame_rate: float
+    sigmas: Tensor  # stage 1, float32
+    stage_2_sigmas: Tensor | None
+    video_guidance: GuiderParams
+    audio_guidance: GuiderParams
+    images: list[ImageInput] = field(default_factory=list)
+    references: list[ReferenceInput] = field(default_factory=list)  # IC-LoRA control clips
+    soundtrack: tuple[Tensor, int] | None = None  # (2, N) waveform cut to the video, and its rate
+    negative_prompt: str | None = None  # None: no pass needs it
+
+    @property
+    def num_evaluations(self) -> int:
+        """Progress ticks of a run: Euler steps (hq: res_2s's 2 transformer calls a step, + 1 per stage)."""
+        per_step = 2 if self.pipeline is AVPipeline.hq else 1
+        total = per_step * (len(self.sigmas) - 1)
+        if self.stage_2_sigmas is not None:
+            total += per_step * (len(self.stage_2_sigmas) - 1)
+        return total + (2 if self.pipeline is AVPipeline.hq else 0)
+
+
+@dataclass
+class TextStates:
+    """Gemma's hidden states of the prompts (and of the negative prompt, repeated per prompt, or None)."""
+
+    positive: tuple[tuple[Tensor, ...], Tensor]  # (hidden states, mask (B, S))
+    negative: tuple[tuple[Tensor, ...], Tensor] | None = None
+
+
+@dataclass
+class Output:
+    frames: Tensor  # (B, 3, F, H, W) in [0, 1]
+    waveform: Tensor  # (B, 2, N) in [-1, 1]: generated, or the given soundtrack
+    sample_rate: int
+    video_latent: Tensor  # (B, 128, F', H', W')
+    audio_latent: Tensor  # (B, 8, T, 16)
+
+
+class NonFiniteError(ValueError):
+    """The sampler or the decoders produced NaN / inf."""
+
+
+@dataclass(eq=False)
+class Pipeline:
+    """An opened LTX-2 bundle: meta modules + the preset's sampling + the companion files, loaded by `load()`."""
+
+    preset: ModelPreset
+    bundle: ltx2_checkpoint.LTX2Checkpoint
+    metas: dict[str, torch.nn.Module]  # the bundle's components on `meta` (checked against its headers)
+    upsampler_file: ltx2_checkpoint.UpsamplerFile | None = None
+    distilled_lora: LoRAWeights | None = None
+    loras: list[tuple[LoRAWeights, float]] = field(default_factory=list)
+    text_encoder: Path | None = None  # the Gemma 3 folder
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    dtype: torch.dtype = torch.float32
+    modules: dict[str, torch.nn.Module] | None = None  # loaded: the bundle's components + "upsampler"
+    _transformer_changed: bool = False  # stage 2 changed it in place: restore before the next run
+
+    @property
+    def pipeline(self) -> AVPipeline:
+        return self.preset.av.pipeline
+
+    @property
+    def loaded(self) -> bool:
+        return self.modules is not None
+
+    @property
+    def model_version(self) -> str:
+        return str(self.bundle.model_version or "2")
+
+    # --- requests
+    def check(self, *, height: int | None = None, width: int | None = None, num_frames: int | None = None,
+              frame_rate: float | None = None, num_inference_steps: int | None = None,
+              sigmas: Sequence[float] | None = None, video_guider_params: AVGuidance | dict | None = None,
+              audio_guider_params: AVGuidance | dict | None = None, images: Sequence = (),
+              video_conditioning: Sequence = (), audio_path: str | os.PathLike | None = None,
+              audio_start_time: float = 0.0, negative_prompt: str | None = None) -> Request:
+        """Validate a request from headers alone (works before `load`); ValueError naming the argument."""
+        av, g = self.preset.av, self.preset.generation
+        height = g.height if height is None else height
+        width = g.width if width is None else width
+        num_frames = g.num_frames if num_frames is None else num_frames
+        frame_rate = g.fps if frame_rate is None else frame_rate
+        for name, value in (("height", height), ("width", width), ("num_frames", num_frames)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{name} must be an integer, got {value!r}")
+        if isinstance(frame_rate, bool) or not isinstance(frame_rate, int | float) or not 0 < frame_rate < 1e6:
+            raise ValueError(f"frame_rate must be a positive number of frames per second, got {frame_rate!r}")
+        check_size(height, width, num_frames, self.pipeline.two_stages)
+        if audio_path is not None and self.pipeline is AVPipeline.hq:
+            raise ValueError("audio_path runs with the one_stage, two_stage and distilled pipelines, not hq")
+        video_guidance = _guider(_guidance(av.video, video_guider_params, "video_guider_params"))
+        if audio_path is None:
+            audio_guidance = _guider(_guidance(av.audio, audio_guider_params, "audio_guider_params"))
+        else:  # the official audio-to-video pipeline's audio guider is off
+            audio_guidance = _guider(_guidance(AVGuidance(), audio_guider_params, "audio_guider_params"))
+            if pipelines.is_guided(audio_guidance):
+                raise ValueError("audio_guider_params with audio_path: the soundtrack is kept as given, nothing "
+                                 "guides it")
+        num_layers = self.metas["transformer"].cfg.num_layers
+        for what, guidance in (("video_guider_params", video_guidance), ("audio_guider_params", audio_guidance)):
+            bad = [b for b in guidance.stg_blocks if b >= num_layers] if guidance.needs_perturbed else []
+            if bad:
+                raise ValueError(f"{what}: stg_blocks {bad} out of range: the transformer has {num_layers} blocks")
+        if self.pipeline is AVPipeline.distilled and pipelines.is_guided(video_guidance, audio_guidance):
+            raise ValueError("the distilled pipeline samples without guidance: give no guidance in "
+                             "video_guider_params / audio_guider_params (or pick a -dev preset)")
+        needs_negative = video_guidance.needs_uncond or audio_guidance.needs_uncond
+        negative_prompt = g.negative_prompt if negative_prompt is None else negative_prompt
+        if needs_negative and not (negative_prompt or "").strip():
+            raise ValueError("CFG needs a negative prompt: give negative_prompt=... or cfg_scale 1 in "
+                             "video_guider_params and audio_guider_params")
+        first, second = self._sigmas(height, width, num_frames, num_inference_steps, sigmas)
+        return Request(self.pipeline, height, width, num_frames, float(frame_rate), first, second, video_guidance,
+                       audio_guidance, self._images(images, num_frames),
+                       self._references(video_conditioning, height, width, num_frames),
+                       _soundtrack(audio_path, audio_start_time, num_frames, frame_rate),
+                       negative_prompt if needs_negative else None)
+
+    def _sigmas(self, height: int, width: int, num_frames: int, steps: int | None,
+                sigmas: Sequence[float] | None) -> tuple[Tensor, Tensor | None]:
+        """Stage 1: `sigmas`, the distilled list, LTX2Scheduler at 4096 tokens (hq: shifted for the stage-1
+        tokens); stage 2: the preset's list."""
+        av = self.preset.av
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+            raise ValueError(f"num_inference_steps must be a positive integer, got {steps!r}")
+        if sigmas is not None:
+            if steps is not None:
+                raise ValueError("give num_inference_steps or sigmas, not both")
+            values = [float(s) for s in sigmas]
+            if not values or any(not 0 <= s <= 1 for s in values) or any(a <= b for a, b in zip(values, values[1:])):
+                raise ValueError(f"sigmas must be a strictly descending list in [0, 1], got {list(sigmas)!r}")
+            first = torch.tensor(values if values[-1] == 0 else [*values, 0.0])
+        elif self.pipeline is AVPipeline.distilled and steps is None:
+            first = torch.tensor(av.sigmas)
+        elif self.pipeline is AVPipeline.hq:
+            f, h, w = video_latent_shape(num_frames, height // 2, width // 2)
+            first = ltx2_sigmas(steps if steps is not None else av.num_inference_steps, num_tokens=f * h * w)
+        else:
+            first = ltx2_sigmas(steps if steps is not None else av.num_inference_steps)
+        second = torch.tensor(av.stage_2_sigmas) if self.pipeline.two_stages else None
+        return first.to(torch.float32), second
+
+    def _images(self, images: Sequence, num_frames: int) -> list[ImageInput]:
+        """(path or (H, W, 3) in [0, 1], frame, strength) -> ImageInput after the official H.264 round trip."""
+        from ltx.core.media import MediaError, crf_compress, read_image
+
+        out = []
+        for i, item in enumerate(images):
+            source, frame, strength = _entry(item, f"images[{i}]", 2, (1.0,))
+            where = f"images[{i}] ({source})" if not isinstance(source, Tensor) else f"images[{i}]"
+            if isinstance(frame, bool) or not isinstance(frame, int) or frame < 0:
+                raise ValueError(f"{where}: frame {frame!r} must be a pixel frame index >= 0")
+            if frame >= num_frames:
+                raise ValueError(f"{where}: frame {frame} is past the last frame ({num_frames - 1})")
+            _strength(strength, where)
+            if isinstance(source, Tensor):
+                x = source.float()
+            else:
+                try:
+                    x = read_image(source).permute(1, 2, 0)  # (H, W, 3) in [0, 1]
+                except (MediaError, OSError) as e:
+                    raise ValueError(f"images[{i}]: {e}") from None
+            if x.ndim != 3 or x.shape[-1] != 3 or min(x.shape[:2]) < 2:
+                raise ValueError(f"{where}: need an (H, W, 3) image of at least 2x2 pixels, got {tuple(x.shape)}")
+            if self.preset.av.image_crf:
+                x = crf_compress(x, self.preset.av.image_crf)
+            out.append(ImageInput((x * 255.0).round(), frame, float(strength)))
+        return out
+
+    def _references(self, control: Sequence, height: int, width: int, num_frames: int) -> list[ReferenceInput]:
+        """IC-LoRA control clips (ICLoraPipeline): (path or (F, H, W, 3) in [0, 1], strength[, downscale]);
+        `downscale` defaults to the LoRAs' reference_downscale_factor metadata, else 1."""
+        from ltx.core.media import MediaError, read_video
+
+        if not control:
+            return []
+        if self.pipeline is not AVPipeline.distilled:
+            raise ValueError(f"video_conditioning (IC-LoRA) runs the official ICLoraPipeline, on the distilled "
+                             f"checkpoint: pick model=ltx-2-19b-distilled or ltx-2.3-22b-distilled (not "
+                             f"{self.preset.name})")
+        if not self.loras:
+            raise ValueError("video_conditioning needs its IC-LoRA: pass loras=[...ic-lora.safetensors]")
+        factors = {f for lora, _ in self.loras if (f := lora.reference_downscale_factor) is not None}
+        if len(factors) > 1:
+            raise ValueError(f"the LoRAs disagree on reference_downscale_factor ({sorted(factors)}); give the "
+                             "downscale in each video_conditioning entry")
+        default = next(iter(factors)) if factors else 1
+        out = []
+        for i, item in enumerate(control):
+            source, strength, downscale = _entry(item, f"video_conditioning[{i}]", 1, (1.0, None))
+            _strength(strength, f"video_conditioning[{i}]")
+            downscale = default if downscale is None else downscale
+            if isinstance(downscale, bool) or not isinstance(downscale, int) or downscale < 1:
+                raise ValueError(f"video_conditioning[{i}]: downscale {downscale!r} must be an integer >= 1")
+            if (height // 2) % downscale or (width // 2) % downscale:
+                raise ValueError(f"video_conditioning[{i}]: downscale {downscale} must divide the stage-1 size "
+                                 f"{height // 2}x{width // 2}")
+            if isinstance(source, Tensor):
+                frames = source.float()[:num_frames]
+            else:
+                try:
+                    frames = read_video(source, max_frames=num_frames)[0].permute(1, 2, 3, 0)  # (F, H, W, 3)
+                except (MediaError, OSError) as e:
+                    raise ValueError(f"video_conditioning[{i}]: {e}") from None
+            if frames.ndim != 4 or frames.shape[-1] != 3:
+                raise ValueError(f"video_conditioning[{i}]: need (F, H, W, 3) frames, got {tuple(frames.shape)}")
+            out.append(ReferenceInput((frames * 255.0).round(), float(strength), downscale))
+        return out
+
+    # --- loading
+    def encode_prompts(self, prompts: str | Sequence[str], negative_prompt: str | None = None) -> TextStates:
+        """Gemma 3's hidden states of the prompts (and of `negative_prompt` per prompt); Gemma is loaded from
+        `text_encoder` for this and freed (works before `load`)."""
+        prompts = check_prompts(prompts)
+        if self.text_encoder is None:
+            raise ValueError("no text_encoder given; pass text_encoder=/path/to/gemma-3-12b-it-qat-q4_0-unquantized "
+                             "(a local folder with the model and its tokenizer) to open_pipeline")
+        try:
+            gemma = GemmaTextEncoder.from_folder(self.text_encoder, dtype=self.dtype, device=self.device)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"text_encoder: {e}") from None
+        with torch.no_grad():
+            positive = gemma.encode(prompts)
+            negative = gemma.encode([negative_prompt] * len(prompts)) if negative_prompt is not None else None
+        del gemma
+        return TextStates(positive, negative)
+
+    def load(self) -> Pipeline:
+        """Load the bundle's weights (and the upsampler), fuse the LoRAs for stage 1; returns self."""
+        if self.loaded:
+            return self
+        self.modules = ltx2_checkpoint.load(self.bundle, device=self.device, dtype=self.dtype)
+        if self.upsampler_file is not None:
+            self.modules["upsampler"] = ltx2_checkpoint.load_upsampler(self.upsampler_file, device=self.device,
+                                                                       dtype=self.dtype)
+        self._fuse_stage_1()
+        return self
+
+    def _fuse_stage_1(self) -> None:
+        transformer, av = self.modules["transformer"], self.preset.av
+        if self.loras:
+            print(f"fused {fuse_loras(transformer, self.loras)} weights from {len(self.loras)} LoRA(s)")
+        if self.distilled_lora is not None and av.stage_1_lora_strength:
+            n = fuse_loras(transformer, [(self.distilled_lora, av.stage_1_lora_strength)])
+            print(f"stage 1: fused the distilled LoRA ({n} weights, strength {av.stage_1_lora_strength})")
+        self._transformer_changed = False
+
+    def _stage_2_distilled_lora(self) -> None:
+        """Two-stage: W + s1 d, then + (s2 - s1) d in place (one transformer in memory; the official ledger
+        builds a second one with every LoRA fused at once, which differs by the rounding of one more addition)."""
+        av = self.preset.av
+        extra = av.distilled_lora_strength - av.stage_1_lora_strength
+        if self.distilled_lora is not None and extra:
+            n = fuse_loras(self.modules["transformer"], [(self.distilled_lora, extra)])
+            print(f"stage 2: fused the distilled LoRA ({n} weights, now at strength {av.distilled_lora_strength})")
+            self._transformer_changed = True
+
+    def _stage_2_own_weights(self) -> None:
+        """ICLoraPipeline: stage 2 is the distilled model without the IC-LoRA (or any LoRA)."""
+        ltx2_checkpoint.reload_weights(self.bundle, "transformer", self.modules["transformer"])
+        print("stage 2: the transformer's own weights again (no LoRA), as the official IC-LoRA pipeline")
+        self._transformer_changed = True
+
+    # --- generation
+    def generate(self, text: TextStates, request: Request, *, seed: int,
+                 progress: Callable[[], None] | None = None) -> Output:
+        """Run a validated request on encoded prompts; `progress()` is called `request.num_evaluations` times."""
+        if not self.loaded:
+            raise ValueError("the pipeline was opened without weights; call .load() first")
+        check_seed(seed)
+        if request.negative_prompt is not None and text.negative is None:
+            raise ValueError("this request uses CFG: encode the negative prompt too (encode_prompts(prompts, "
+                             "request.negative_prompt))")
+        if self._transformer_changed:  # the last run's stage 2 changed it: its own weights, then stage 1's LoRAs
+            ltx2_checkpoint.reload_weights(self.bundle, "transformer", self.modules["transformer"])
+            self._fuse_stage_1()
+        modules, device = self.modules, self.device
+        with torch.no_grad():
+            positive = Prompt(*modules["text"](*text.positive)[:2])
+            negative = Prompt(*modules["text"](*text.negative)[:2]) if text.negative is not None else None
+            soundtrack = self._encode_soundtrack(request.soundtrack)
+            av_request = AVRequest(
+                height=request.height, width=request.width, num_frames=request.num_frames, fps=request.frame_rate,
+                sigmas=request.sigmas.to(device),
+                stage_2_sigmas=None if request.stage_2_sigmas is None else request.stage_2_sigmas.to(device),
+                video_guidance=request.video_guidance, audio_guidance=request.audio_guidance, images=request.images,
+                soundtrack=soundtrack, generator=torch.Generator(device).manual_seed(seed), dtype=self.dtype,
+                on_step=None if progress is None else (lambda *_: progress()))
+            result = self._run(positive, negative, av_request, request.references)
+        if not (torch.isfinite(result.video).all() and torch.isfinite(result.audio).all()):
+            raise NonFiniteError("the generated video or audio is not finite (lower the guidance, or sample in "
+                                 "float32)")
+        frames = (result.video.float().clamp(-1, 1) + 1) / 2
+        waveform, rate = result.audio.float().clamp(-1, 1), result.sample_rate
+        if request.soundtrack is not None:  # the input, as the official pipeline returns it (not its VAE decode)
+            wave, rate = request.soundtrack
+            waveform = wave[None].expand(frames.shape[0], -1, -1).float()
+        return Output(frames, waveform, rate, result.video_latent, result.audio_latent)
+
+    def _encode_soundtrack(self, soundtrack: tuple[Tensor, int] | None) -> Tensor | None:
+        """The waveform through our torch mel and the audio VAE encoder: (1, 8, T, 16)."""
+        if soundtrack is None:
+            return None
+        from ltx.ltx2.audio import waveform_to_mel
+
+        wave, rate = soundtrack
+        mel = waveform_to_mel(wave[None].float().to(self.device), rate).to(self.dtype)
+        return self.modules["audio_vae"].encode(mel)
+
+    def _run(self, positive: Prompt, negative: Prompt | None, request: AVRequest,
+             references: list[ReferenceInput]) -> pipelines.AVResult:
+        """The preset's official pipeline with this pipeline's LoRA staging."""
+        m = self.modules
+        models = AVModels(m["transformer"], m["vae"], m["audio_vae"], m["vocoder"], m.get("upsampler"))
+        match self.pipeline:
+            case AVPipeline.one_stage:
+                return pipelines.one_stage(models, positive, negative, request)
+            case AVPipeline.distilled if references:
+                return pipelines.ic_lora(models, positive, request, references,
+                                         before_stage_2=self._stage_2_own_weights)
+            case AVPipeline.distilled:
+                return pipelines.distilled(models, positive, request)
+            case AVPipeline.two_stage if request.soundtrack is not None:
+                return pipelines.audio_to_video(models, positive, negative, request,
+                                                before_stage_2=self._stage_2_distilled_lora)
+            case AVPipeline.two_stage | AVPipeline.hq | AVPipeline.keyframes:
+                run = {AVPipeline.two_stage: pipelines.two_stage, AVPipeline.hq: pipelines.hq,
+                       AVPipeline.keyframes: pipelines.keyframes}[self.pipeline]
+                return run(models, positive, negative, request, before_stage_2=self._stage_2_distilled_lora)
+        raise ValueError(f"pipeline {self.pipeline} is not supported")
+
+    def __call__(self, prompt: str | Sequence[str], negative_prompt: str | None = None, *, seed: int,
+                 progress: bool | Callable[[], None] = False, **request) -> Output:
+        """Check the request, encode the prompts (Gemma loaded and freed), generate (see the module docstring)."""
+        if not self.loaded:
+            raise ValueError("the pipeline was opened without weights; call .load() first")
+        check_seed(seed)
+        req = self.check(negative_prompt=negative_prompt, **request)
+        text = self.encode_prompts(prompt, req.negative_prompt)
+        if progress is True:
+            from tqdm import tqdm
+
+            with tqdm(total=req.num_evaluations, desc=req.pipeline.value, unit="step") as bar:
+                return self.generate(text, req, seed=seed, progress=lambda: bar.update(1))
+        return self.generate(text, req, seed=seed, progress=progress or None)
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def check_seed(seed: object) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"seed must be an integer in [0, 2**63 - 1], got {seed!r}")
+    return seed
+
+
+def check_prompts(prompt: str | Sequence[str] | None) -> list[str]:
+    prompts = [prompt] if isinstance(prompt, str) else list(prompt or [])
+    if not prompts:
+        raise ValueError("no prompt: pass prompt='...' (or a list of prompts)")
+    for i, p in enumerate(prompts):
+        if not isinstance(p, str) or not p.strip():
+            raise ValueError(f"prompt[{i}] must be a non-empty string, got {p!r}")
+    return prompts
+
+
+def _guidance(preset: AVGuidance, given: AVGuidance | dict | None, what: str) -> AVGuidance:
+    """The preset's guidance, replaced (an AVGuidance) or with some fields changed (a dict)."""
+    if given is None:
+        return preset
+    if isinstance(given, AVGuidance):
+        return given
+    if not isinstance(given, dict):
+        raise ValueError(f"{what} must be an AVGuidance or a dict of its fields, got {given!r}")
+    names = {f.name for f in dataclasses.fields(AVGuidance)}
+    unknown = sorted(set(given) - names)
+    if unknown:
+        raise ValueError(f"{what}: unknown field(s) {unknown}; valid: {sorted(names)}")
+    try:
+        return dataclasses.replace(preset, **given)
+    except ValueError as e:
+        raise ValueError(f"{what}: {e}") from None
+
+
+def _guider(g: AVGuidance) -> GuiderParams:
+    return GuiderParams(cfg=g.cfg_scale, stg=g.stg_scale, stg_blocks=tuple(g.stg_blocks), rescale=g.rescale_scale,
+                        modality=g.modality_scale, skip_step=g.skip_step)
+
+
+def _entry(item, what: str, required: int, defaults: tuple) -> tuple:
+    """An input tuple (source, ...) of `required` values and optional ones (`defaults`); a path or tensor alone
+    where only the source is required. The source is a tensor or an existing file's Path."""
+    values = (item,) if isinstance(item, str | os.PathLike | Tensor) else tuple(item)
+    if not required <= len(values) <= required + len(defaults):
+        raise ValueError(f"{what} must hold {required} to {required + len(defaults)} values, got {item!r}")
+    values = values + defaults[len(values) - required:]
+    source = values[0]
+    if not isinstance(source, Tensor):
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise ValueError(f"{what}: {path} does not exist or is not a file")
+        source = path
+    return (source, *values[1:])
+
+
+def _strength(value: object, what: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise ValueError(f"{what}: strength {value!r} must be in [0, 1]")
+
+
+def _soundtrack(path: str | os.PathLike | None, start: float, num_frames: int, fps: float
+                ) -> tuple[Tensor, int] | None:
+    """The file's waveform (2, N) from `start` seconds, cut to the video's duration (checked to be long enough),
+    and its rate; mono is duplicated to stereo."""
+    if path is None:
+        return None
+    from ltx.core.audio_io import read_audio
+    from ltx.core.media import MediaError
+
+    if isinstance(start, bool) or not isinstance(start, int | float) or not 0 <= start < 1e9:
+        raise ValueError(f"audio_start_time must be a number of seconds >= 0, got {start!r}")
+    try:
+        wave, rate = read_audio(path)
+    except (MediaError, OSError) as e:
+        raise ValueError(f"audio_path {path}: cannot read audio: {e}") from None
+    if wave.shape[0] not in (1, 2):
+        raise ValueError(f"audio {path}: {wave.shape[0]} channels; LTX-2 takes mono or stereo")
+    need = num_frames / fps
+    first = round(start * rate)
+    have = (wave.shape[1] - first) / rate
+    if have + 1e-9 < need:
+        fit = int(max(have, 0) * fps - 1) // 8 * 8 + 1
+        raise ValueError(f"audio {path} has {max(have, 0):.2f} s from {start:g} s; {num_frames} frames at {fps:g} "
+                         f"fps need {need:.2f} s: give num_frames <= {fit} or a longer audio")
+    wave = wave[:, first: first + round(need * rate)]
+    return (wave.expand(2, -1) if wave.shape[0] == 1 else wave), rate
+
+
+def _file(path: str | os.PathLike, what: str) -> Path:
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise FileNotFoundError(f"{what} {p} does not exist or is not a file")
+    return p
+
+
+# ------------------------------------------------------------------------------------------------ entry points
+
+
+def open_pipeline(checkpoint: str | os.PathLike | None = None, *,
+                  model: str | os.PathLike | ModelPreset = "ltx-2-19b-distilled",
+                  text_encoder: str | os.PathLike | None = None, upsampler: str | os.PathLike | None = None,
+                  distilled_lora: str | os.PathLike | None = None, loras: Sequence = (),
+                  pipeline: AVPipeline | str | None = None, device: str | torch.device = "auto",
+                  dtype: str | torch.dtype | None = None) -> Pipeline:
+    """A pipeline with the bundle's components on `meta`, every header and LoRA checked; `.load()` loads them.
+
+    checkpoint: the official bundled file (or its ltx2 conversion). model: an LTX-2 preset name, path or
+    ModelPreset. upsampler: the x2 spatial upscaler (two-stage pipelines); distilled_lora: the -dev checkpoints'
+    stage-2 LoRA (two_stage, hq, keyframes); loras: paths, (path, strength) pairs or {path, strength} dicts, fused
+    into the transformer; text_encoder: the local Gemma 3 folder; pipeline: another official pipeline than the
+    preset's. device / dtype: where Gemma and the weights go (auto: cuda + bfloat16, else cpu + float32).
+    """
+    preset = model if isinstance(model, ModelPreset) else load_preset(model)
+    if not preset.is_ltx2:
+        raise ValueError(f"model={preset.name} is an LTX-Video 0.9.x preset; use ltx.ltxv.api (or ltx.load_pipeline)")
+    if pipeline is not None:
+        try:
+            av = dataclasses.replace(preset.av, pipeline=AVPipeline(pipeline))
+        except ValueError as e:
+            raise ValueError(f"pipeline={pipeline!r}: {e}") from None
+        preset = dataclasses.replace(preset, av=av)
+    av = preset.av
+    device, dtype = resolve_device(device, dtype)
+    if checkpoint is None:
+        raise ValueError(f"no checkpoint given; the {preset.name} preset's official file is {preset.checkpoint}")
+    bundle = ltx2_checkpoint.read(_file(checkpoint, "checkpoint"), COMPONENTS)
+    metas = ltx2_checkpoint.check(bundle)
+    version = str(bundle.model_version or "2")
+    if version.startswith("2.3") != av.model_version.startswith("2.3"):
+        family = "ltx-2.3-22b" if version.startswith("2.3") else "ltx-2-19b"
+        raise ValueError(f"checkpoint {bundle.path.name} is model_version {version!r}; the {preset.name} preset is "
+                         f"for LTX-{av.model_version} (pick model={family}-dev or -distilled)")
+    upsampler_file = None
+    if av.pipeline.two_stages:
+        if upsampler is None:
+            raise ValueError(f"no upsampler given; the {av.pipeline.value} pipeline upsamples x2: pass "
+                             f"upsampler=/path/to/{av.spatial_upscaler}")
+        upsampler_file = ltx2_checkpoint.read_upsampler(_file(upsampler, "upsampler"))
+    lora = None
+    if av.pipeline.uses_distilled_lora:
+        if distilled_lora is None:
+            raise ValueError(f"no distilled_lora given; stage 2 of the {av.pipeline.value} pipeline uses the distilled "
+                             f"LoRA: pass distilled_lora=/path/to/{av.distilled_lora}")
+        try:
+            lora = read_lora(_file(distilled_lora, "distilled_lora"))
+            check_lora(metas["transformer"], lora)
+        except ValueError as e:  # unreadable, not a LoRA, or not for this transformer
+            raise CheckpointError(f"distilled_lora: {e}") from None
+    opened = []
+    for i, (path, strength) in enumerate(_lora_specs(loras)):
+        try:
+            user_lora = read_lora(_file(path, f"loras[{i}].path"))
+            check_lora(metas["transformer"], user_lora)
+        except ValueError as e:
+            raise CheckpointError(f"loras[{i}]: {e}") from None
+        opened.append((user_lora, strength))
+    if text_encoder is not None and not Path(text_encoder).expanduser().is_dir():
+        raise FileNotFoundError(f"text_encoder folder {text_encoder} does not exist")
+    return Pipeline(preset, bundle, metas, upsampler_file, lora, opened,
+                    None if text_encoder is None else Path(text_encoder).expanduser(), device, dtype)
+
+
+def load_pipeline(checkpoint: str | os.PathLike | None = None, *,
+                  model: str | os.PathLike | ModelPreset = "ltx-2-19b-distilled", text_encoder=None, upsampler=None,
+                  distilled_lora=None, loras: Sequence = (), pipeline: AVPipeline | str | None = None,
+                  device: str | torch.device = "auto", dtype: str | torch.dtype | None = None) -> Pipeline:
+    """`open_pipeline(...).load()`: see both."""
+    return open_pipeline(checkpoint, model=model, text_encoder=text_encoder, upsampler=upsampler,
+                         distilled_lora=distilled_lora, loras=loras, pipeline=pipeline, device=device,
+                         dtype=dtype).load()
+
+
+def _lora_specs(loras: Sequence) -> list[tuple[str | os.PathLike, float]]:
+    out = []
+    for i, spec in enumerate(loras or ()):
+        if isinstance(spec, str | os.PathLike):
+            spec = (spec, 1.0)
+        elif isinstance(spec, dict):
+            spec = (spec.get("path"), spec.get("strength", 1.0))
+        path, strength = tuple(spec)
+        if isinstance(strength, bool) or not isinstance(strength, int | float) or not abs(strength) < float("inf"):
+            raise ValueError(f"loras[{i}]: strength must be a finite number, got {strength!r}")
+        out.append((path, float(strength)))
+    return out
+
