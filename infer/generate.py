@@ -47,12 +47,14 @@ from ltx.core.checkpoint import CheckpointError
 from ltx.core.media import MediaError, load_image, slug, write_contact_sheet, write_mp4
 from ltx.core.media import crf_compress as crf_compress  # re-exported: the official image preprocessing
 from ltx.core.media import gaussian_blur3 as gaussian_blur3
+from ltx.data.shapes import VOCABULARY, unknown_words
 from ltx.ltxv import api
 from ltx.ltxv.api import generate
 from ltx.ltxv.checkpoint import Checkpoint
 from ltx.ltxv.conditioning import ConditioningItem
 from ltx.ltxv.guidance import TextConditioning
 from ltx.ltxv.pipelines import passes, vae_scale
+from ltx.ltxv.text import NORMALIZERS, T5TextEncoder, load_embeddings, text_normalizer
 from ltx.ltxv.transformer import DiTConfig
 from ltx.ltxv.vae import VAEConfig
 from ltx.presets import ModelPreset, PipelineType, SamplingDefaults, config_root
@@ -250,8 +252,6 @@ def text_source(cfg: GenerateConfig, caption_channels: int) -> tuple[list[str], 
                                                                      tuple[Tensor, Tensor] | None]:
     """Prompts (captions), and the precomputed (context, mask) / negative ones when given; checks that a T5
     folder exists when they are not."""
-    from ltx.ltxv.text import load_embeddings
-
     prompts = list(cfg.prompts)
     if cfg.embeddings is None:
         if not prompts:
@@ -331,8 +331,6 @@ def encode_text(cfg: GenerateConfig, prompts: list[str], pos, neg, needs_negativ
     B = len(prompts)
     views = None
     if pos is None:
-        from ltx.ltxv.text import T5TextEncoder
-
         try:
             t5 = T5TextEncoder(cfg.text_encoder, device=device, dtype=dtype,
                                max_tokens=cfg.model.generation.text_tokens)
@@ -370,9 +368,6 @@ def warn_vocabulary(vocabulary: str | None, prompts: list[str], with_loras: bool
     the text encoder's normalisation (the demo's: lower case, letters and digits only), said when it differs."""
     if vocabulary != "shapes":
         return
-    from ltx.data.shapes import VOCABULARY, unknown_words
-    from ltx.ltxv.text import NORMALIZERS, text_normalizer
-
     rule = "strip"
     if text_encoder is not None and Path(text_encoder).is_dir():
         try:

@@ -39,8 +39,10 @@ from infer.output import (
     run_folder,
     write_text,
 )
+from ltx.core.audio_io import aac_sample_rates, write_audio_contact_sheet, write_video_with_audio, write_wav
 from ltx.core.media import slug
 from ltx.ltx2 import api
+from ltx.ltx2.audio import resample
 
 
 def guider_overrides(cfg) -> tuple[dict | None, dict | None]:
@@ -114,8 +116,6 @@ def run(cfg) -> list[Path]:
     from omegaconf import OmegaConf
     from tqdm import tqdm
 
-    from ltx.core.audio_io import aac_sample_rates, write_audio_contact_sheet, write_video_with_audio, write_wav
-
     pipe, request = open_request(cfg)
     check_output(cfg)
     try:
@@ -136,8 +136,6 @@ def run(cfg) -> list[Path]:
     frames = out.frames.cpu()  # (B, 3, F, H, W) in [0, 1]
     audio, rate = out.waveform.cpu(), out.sample_rate
     if rate not in aac_sample_rates():  # a soundtrack at a rate AAC does not take
-        from ltx.ltx2.audio import resample
-
         audio, rate = resample(audio, rate, 48000), 48000
     sigmas = [request.sigmas] + ([request.stage_2_sigmas] if request.stage_2_sigmas is not None else [])
     paths = []

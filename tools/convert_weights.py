@@ -64,6 +64,7 @@ from ltx.ltxv import lora as ltxv_lora  # noqa: E402
 from ltx.ltxv.checkpoint import COMPONENTS, FORMATS, WRITERS, read_checkpoint, validate  # noqa: E402
 from ltx.ltxv.keys_official import ConfigError, config_diff  # noqa: E402
 from ltx.ltxv.transformer import DiT  # noqa: E402
+from ltx.presets import load_preset  # noqa: E402
 
 DTYPES = {"keep": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 LTX2_LAYOUTS = ("ltx2", "official")
@@ -127,19 +128,7 @@ def load_model_preset(preset_path: Path):
     presets = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "configs" / "model").glob("*.yaml"))
     hint = f" (--model takes a model preset, configs/model/*.yaml: {', '.join(presets[:3])}, ...)"
     try:
-        from ltx.presets import load_preset
-    except ImportError:  # an ltx without the preset loader: read it with OmegaConf, same checks
-        load_preset = None
-    try:
-        if load_preset is not None:
-            return load_preset(str(preset_path))
-        from omegaconf import OmegaConf
-
-        from ltx.presets import ModelPreset
-
-        if not preset_path.is_file():
-            raise FileNotFoundError(f"model preset {preset_path} does not exist")
-        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelPreset), OmegaConf.load(preset_path)))
+        return load_preset(str(preset_path))
     except Exception as e:  # noqa: BLE001 - YAML, schema and file errors alike: one line naming the file
         first = (str(e).splitlines() or [type(e).__name__])[0]
         msg = first if str(preset_path) in first else f"{preset_path}: {first}"

@@ -56,6 +56,7 @@ from ltx.data.shapes_eval import DetectorConfig, Report, concept_config, evaluat
 from ltx.ltxv.checkpoint import load_dit, load_vae, read_checkpoint  # noqa: E402
 from ltx.ltxv.conditioning import ConditioningItem  # noqa: E402
 from ltx.ltxv.guidance import TextConditioning  # noqa: E402
+from ltx.ltxv.lora import apply_lora_weights, load_lora_file, merge_lora, remove_lora  # noqa: E402
 from ltx.ltxv.pipelines import PassOptions, SchedulerSpec, decode, denoise_pass, encoder  # noqa: E402
 from ltx.ltxv.text import T5TextEncoder  # noqa: E402
 from ltx.presets import ModelPreset  # noqa: E402
@@ -77,8 +78,6 @@ def apply_loras(dit: torch.nn.Module, loras: list[dict]) -> torch.nn.Module:
     """
     if not loras:
         return dit
-    from ltx.ltxv.lora import apply_lora_weights, load_lora_file, merge_lora, remove_lora
-
     for i, spec in enumerate(loras):
         print(apply_lora_weights(dit, load_lora_file(spec["path"]), f"lora{i}", float(spec["strength"]),
                                  dtype=torch.float32))

@@ -38,6 +38,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import ltx  # noqa: E402
+from ltx.core.checkpoint import atomic_file  # noqa: E402
+from ltx.core.viz import save_video_grid  # noqa: E402
 from ltx.data.shapes import ConceptWorld, ShapesWorld, render_silhouette  # noqa: E402
 from ltx.data.shapes_eval import DetectorConfig, concept_config, control_iou, evaluate  # noqa: E402
 from ltx.ltxv.conditioning import GuideItem  # noqa: E402
@@ -89,8 +91,6 @@ def vae_ceiling(pipe, group: str, samples) -> dict:
 
 
 def contact_sheet(path: Path, rows: list[tuple[str, list[torch.Tensor]]]) -> None:
-    from ltx.core.viz import save_video_grid
-
     save_video_grid(path, [v for _, vs in rows for v in vs])
 
 
@@ -178,8 +178,6 @@ def main(argv: list[str] | None = None) -> int:
                       f"{100 * (r['color'] - b['color']):+.1f} points (target: within 3)")
     report = {"lora": str(args.lora) if args.lora else None, "seed": args.seed, "seconds": round(time.time() - t0, 1),
               "results": {g: {c: {k: v for k, v in r.items()} for c, r in rows.items()} for g, rows in results.items()}}
-    from ltx.core.checkpoint import atomic_file
-
     for name, text in (("report.json", json.dumps(report, indent=2)), ("table.md", table)):
         with atomic_file(out / name, "w") as f:
             f.write(text + "\n")

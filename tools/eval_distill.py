@@ -37,6 +37,7 @@ from eval_demo import prompts as demo_prompts  # noqa: E402
 from ltx.data.shapes_eval import evaluate  # noqa: E402
 from ltx.ltxv.checkpoint import load_dit, load_vae, read_checkpoint  # noqa: E402
 from ltx.ltxv.guidance import TextConditioning  # noqa: E402
+from ltx.ltxv.lora import apply_lora_weights, load_lora_file, merge_lora, remove_lora  # noqa: E402
 from ltx.ltxv.pipelines import PassOptions, SchedulerSpec, decode, denoise_pass  # noqa: E402
 from ltx.ltxv.text import T5TextEncoder  # noqa: E402
 from ltx.presets import PassConfig, load_preset  # noqa: E402
@@ -76,8 +77,6 @@ def student_row(run: Path) -> Row:
 def load_model(row: Row, ckpt):
     dit = load_dit(row.checkpoint) if row.checkpoint else load_dit(ckpt)
     if row.lora is not None:
-        from ltx.ltxv.lora import apply_lora_weights, load_lora_file, merge_lora, remove_lora
-
         apply_lora_weights(dit, load_lora_file(row.lora), "student", 1.0, dtype=torch.float32)
         merge_lora(dit)
         remove_lora(dit)

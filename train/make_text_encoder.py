@@ -30,7 +30,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ltx.core.checkpoint import atomic_dir
 from ltx.data.shapes import BACKGROUNDS, KINDS, MOTIONS, PALETTE, caption, sample_params
+from ltx.ltxv.text import TEXT_CONFIG
 
 WIDTH = 128
 MAX_TOKENS = 96  # = the demo preset's generation.text_tokens
@@ -103,9 +105,6 @@ def pretrain(model, tokenizer, *, steps: int, batch: int = 32, lr: float = 2e-3,
 def save_text_encoder(model, tokenizer, path: Path, report: dict | None = None) -> Path:
     """Write a T5 folder (text_encoder/ + tokenizer/ [+ report.json]) that `T5TextEncoder` loads, atomically,
     with the prompt normalisation its training captions imply (lower-case words: ltx.ltxv.text.TEXT_CONFIG)."""
-    from ltx.core.checkpoint import atomic_dir
-    from ltx.ltxv.text import TEXT_CONFIG
-
     with atomic_dir(path) as tmp:
         model.save_pretrained(tmp / "text_encoder", safe_serialization=True)
         tokenizer.save_pretrained(tmp / "tokenizer")

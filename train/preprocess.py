@@ -53,6 +53,8 @@ from ltx.core.media import MediaError, is_image, read_image, read_video
 from ltx.data.buckets import Bucket, choose_bucket, fit_to_bucket, no_bucket_reason, parse_buckets
 from ltx.data.latent_cache import INDEX_VERSION, NULL_ID, latent_file, read_index, reference_file, text_file
 from ltx.data.manifest import MediaItem, read_dataset
+from ltx.ltxv.checkpoint import load_component, read_checkpoint
+from ltx.ltxv.text import T5TextEncoder
 
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -90,8 +92,6 @@ def item_id(rel_path: str, caption: str, buckets: list[Bucket], max_upscale: flo
 
 def check_config(cfg: PreprocessConfig):
     """(VAE checkpoint (headers), buckets) after every check that needs no weights; one-line errors."""
-    from ltx.ltxv.checkpoint import read_checkpoint
-
     if not cfg.data:
         raise ValueError("no data given: pass data=path/to/manifest.jsonl (or a folder of media + .txt captions)")
     if not Path(cfg.data).expanduser().exists():
@@ -215,8 +215,6 @@ def text_ok(path: Path) -> bool:
 def load_reference(item: MediaItem, bucket: Bucket, source_hw: tuple[int, int], downscale: int):
     """The item's reference clip fitted like the target (same frames and crop) at 1/downscale of the bucket's size,
     (3, F, H / d, W / d) in [0, 1]; MediaError with the reason to skip the item when it cannot line up."""
-    from ltx.data.buckets import Bucket
-
     path = item.reference_path
     try:
         ref = read_image(path)[:, None] if is_image(path) else read_video(path, max_frames=bucket.frames)[0]
@@ -265,7 +263,6 @@ def run(cfg: PreprocessConfig) -> dict:
     """Build or resume the cache in `cfg.out`; returns the final index (see the module docstring)."""
     from tqdm import tqdm
 
-    from ltx.ltxv.checkpoint import load_component
     from train.train_vae import latent_space_id
 
     ckpt, buckets = check_config(cfg)
@@ -333,8 +330,6 @@ def run(cfg: PreprocessConfig) -> dict:
     null_path = text_file(out, NULL_ID)
     null_ok = text_ok(null_path)
     if todo or not null_ok:
-        from ltx.ltxv.text import T5TextEncoder
-
         try:
             t5 = T5TextEncoder(cfg.text_encoder, device=device, dtype=dtype, max_tokens=cfg.text_tokens)
         except FileNotFoundError:

@@ -26,6 +26,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ltx.core.checkpoint import atomic_file
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".gif")
 
@@ -171,8 +173,6 @@ def write_mp4(path: str | os.PathLike, frames: Tensor, fps: float, *, crf: int =
     """frames (3, F, H, W) in [0, 1] -> H.264 mp4 (yuv420p, CRF `crf`); H and W must be even."""
     import av
 
-    from ltx.core.checkpoint import atomic_file
-
     if frames.ndim != 4 or frames.shape[0] != 3:
         raise ValueError(f"expected frames of shape (3, F, H, W), got {tuple(frames.shape)}")
     H, W = frames.shape[2:]
@@ -197,8 +197,6 @@ def write_contact_sheet(path: str | os.PathLike, frames: Tensor, count: int, cap
     """A PNG grid of `count` evenly spaced frames of (3, F, H, W) in [0, 1], frame numbers under each, the
     caption on top."""
     from PIL import Image, ImageDraw
-
-    from ltx.core.checkpoint import atomic_file
 
     _check_finite(frames, path)
     n = frames.shape[1]

@@ -35,6 +35,8 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
+from ltx.core.checkpoint import SafetensorsReader
+
 INDEX_VERSION = 1
 NULL_ID = "_null"  # text/_null.safetensors: the empty caption
 
@@ -97,8 +99,6 @@ class LatentCache:
     def _check_files(self) -> None:
         """Every file's header (cheap: no tensor data is read) holds the tensors of the right shapes: a damaged,
         truncated or foreign file is refused here, by name, rather than mid-training."""
-        from ltx.core.checkpoint import SafetensorsReader
-
         redo = "rerun python -m train.preprocess with the same options (it writes damaged files again)"
         vae = self.index["vae"]
         if not isinstance(vae, dict) or not all(k in vae for k in ("latent_space", "scale", "latent_channels")):
@@ -206,8 +206,6 @@ class LatentCache:
     @property
     def text_channels(self) -> int:
         """D of the cached text states (the text encoder's width)."""
-        from ltx.core.checkpoint import SafetensorsReader
-
         return SafetensorsReader(text_file(self.folder, NULL_ID)).infos["context"].shape[-1]
 
     def latent_shape(self, bucket: tuple[int, int, int]) -> tuple[int, int, int, int]:

@@ -44,9 +44,12 @@ import torch
 from torch import Tensor
 
 import ltx.ltx2.checkpoint as ltx2_checkpoint
+from ltx.core.audio_io import read_audio
 from ltx.core.checkpoint import CheckpointError
 from ltx.core.device import resolve_device
+from ltx.core.media import MediaError, crf_compress, read_image, read_video
 from ltx.ltx2 import pipelines
+from ltx.ltx2.audio import waveform_to_mel
 from ltx.ltx2.lora import LoRAWeights, check_lora, fuse_loras, read_lora
 from ltx.ltx2.patchify import video_latent_shape
 from ltx.ltx2.pipelines import AVModels, AVPipeline, AVRequest, ImageInput, Prompt, ReferenceInput, check_size
@@ -210,8 +213,6 @@ class Pipeline:
 
     def _images(self, images: Sequence, num_frames: int) -> list[ImageInput]:
         """(path or (H, W, 3) in [0, 1], frame, strength) -> ImageInput after the official H.264 round trip."""
-        from ltx.core.media import MediaError, crf_compress, read_image
-
         out = []
         for i, item in enumerate(images):
             source, frame, strength = _entry(item, f"images[{i}]", 2, (1.0,))
@@ -238,8 +239,6 @@ class Pipeline:
     def _references(self, control: Sequence, height: int, width: int, num_frames: int) -> list[ReferenceInput]:
         """IC-LoRA control clips (ICLoraPipeline): (path or (F, H, W, 3) in [0, 1], strength[, downscale]);
         `downscale` defaults to the LoRAs' reference_downscale_factor metadata, else 1."""
-        from ltx.core.media import MediaError, read_video
-
         if not control:
             return []
         if self.pipeline is not AVPipeline.distilled:
@@ -369,8 +368,6 @@ class Pipeline:
         """The waveform through our torch mel and the audio VAE encoder: (1, 8, T, 16)."""
         if soundtrack is None:
             return None
-        from ltx.ltx2.audio import waveform_to_mel
-
         wave, rate = soundtrack
         mel = waveform_to_mel(wave[None].float().to(self.device), rate).to(self.dtype)
         return self.modules["audio_vae"].encode(mel)
@@ -482,9 +479,6 @@ def _soundtrack(path: str | os.PathLike | None, start: float, num_frames: int, f
     and its rate; mono is duplicated to stereo."""
     if path is None:
         return None
-    from ltx.core.audio_io import read_audio
-    from ltx.core.media import MediaError
-
     if isinstance(start, bool) or not isinstance(start, int | float) or not 0 <= start < 1e9:
         raise ValueError(f"audio_start_time must be a number of seconds >= 0, got {start!r}")
     try:

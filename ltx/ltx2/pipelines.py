@@ -41,6 +41,7 @@ from ltx.ltx2.conditioning import (
     unpatchified,
 )
 from ltx.ltx2.sched import GuiderParams, guidance_passes, guide, res2s
+from ltx.ltx2.transformer import Perturbations, StreamInput
 from ltx.ltx2.upsampler import upsample_latent
 
 NO_GUIDANCE = GuiderParams()  # cfg 1, stg 0, modality 1: one conditional pass
@@ -82,8 +83,6 @@ Denoiser = Callable[[LatentState, LatentState, Tensor, int], tuple[Tensor, Tenso
 
 
 def _stream(transformer, state: LatentState, context: Tensor, sigma: Tensor, rows: int):
-    from ltx.ltx2.transformer import StreamInput
-
     def rep(t: Tensor) -> Tensor:
         return t.repeat(rows, *([1] * (t.ndim - 1))) if rows > 1 else t
 
@@ -106,8 +105,6 @@ def denoise_step(
     batch_passes: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Guided x0 for both modalities at `sigma` (multi_modal_guider_denoising_func)."""
-    from ltx.ltx2.transformer import Perturbations
-
     passes = guidance_passes(video_guidance, audio_guidance)
     if passes.uncond and negative is None:
         raise ValueError("CFG (cfg != 1) needs a negative prompt's contexts")

@@ -56,12 +56,15 @@ from torch import Tensor
 
 from ltx.core.checkpoint import CheckpointError
 from ltx.core.device import resolve_device
+from ltx.core.media import MediaError, is_video, load_image, read_image, read_video
+from ltx.ltxv.chain import generate_chain
 from ltx.ltxv.checkpoint import COMPONENTS, Checkpoint, load_component, read_checkpoint
 from ltx.ltxv.conditioning import ConditioningItem, GuideItem, slice_guide
 from ltx.ltxv.guidance import TextConditioning
 from ltx.ltxv.keys_official import config_diff
-from ltx.ltxv.lora import reference_downscale
+from ltx.ltxv.lora import apply_lora_weights, check_lora, load_lora_file, merge_lora, reference_downscale, remove_lora
 from ltx.ltxv.pipelines import (
+    PassOptions,
     SchedulerSpec,
     check_request,
     decode,
@@ -70,6 +73,7 @@ from ltx.ltxv.pipelines import (
     passes,
     resize_frames,
 )
+from ltx.ltxv.text import T5TextEncoder
 from ltx.ltxv.transformer import DiT, DiTConfig, STGMode
 from ltx.ltxv.vae import VAEConfig, VideoVAE
 from ltx.presets import (
@@ -274,8 +278,6 @@ class Pipeline:
         """Load the weights of an opened pipeline (LoRAs merged into the transformer); returns self."""
         if self.loaded:
             return self
-        from ltx.ltxv.lora import apply_lora_weights, merge_lora, remove_lora
-
         self.device, self.dtype = resolve_device(device, dtype)
         ckpt, vae_ckpt, up_ckpt = self._checkpoints
         dit = load_component(ckpt, "dit", dtype=self.dtype, device=self.device)
@@ -291,8 +293,6 @@ class Pipeline:
         return self
 
     def _text_encoder(self):
-        from ltx.ltxv.text import T5TextEncoder
-
         if self.text_encoder is None:
             raise ValueError("no text encoder: pass text_encoder=/path/to/t5 to open_pipeline, or prompt_embeds")
         if not isinstance(self.text_encoder, T5TextEncoder):
@@ -526,8 +526,6 @@ def conditioning(items, paths, start_frames, strengths, *, height: int, width: i
                  official: bool = True) -> list[ConditioningItem]:
     """ConditioningItems from `conditioning_items`, or from media paths (images or videos) with their start
     frames and strengths (official inference.py arguments; strengths default to 1)."""
-    from ltx.core.media import MediaError, is_video, load_image, read_video
-
     out = list(items or [])
     if paths:
         paths = list(paths)
@@ -567,8 +565,6 @@ def control_guides(control, *, num_frames: int, temporal: int, downscale: int | 
     says so); an image is a one-frame guide. `downscale` (the LoRAs' factor, else 1) applies where a dict gives
     none. Values are checked here (one error naming the entry); sizes against the video in `check_request`.
     `size` (height, width) of the video: a control of another aspect ratio gets a note (it is stretched)."""
-    from ltx.core.media import MediaError, is_video, read_image, read_video
-
     out, notes = [], []
     for i, spec in enumerate(control or ()):
         if isinstance(spec, GuideItem):
@@ -652,9 +648,6 @@ def generate(pipe: Pipeline, text: TextConditioning, req: Request, generator, *,
 def run_request(pipe: Pipeline, text: TextConditioning, req: Request, generator, *, tiled: bool = False,
                 progress=None, callback=None, forward_rows: list[int] | None = None) -> tuple[Tensor | None, Tensor]:
     """(frames or None, latents) of a validated request; non-finite latents or frames raise NonFiniteError."""
-    from ltx.ltxv.chain import generate_chain
-    from ltx.ltxv.pipelines import PassOptions
-
     s = req.sampling
     hint = ("lower the guidance / STG scales, or sample in float32" if pipe.dtype != torch.float32 else
             "lower the guidance / STG scales")
@@ -728,8 +721,6 @@ def open_loras(loras: Sequence, dit: DiTConfig) -> list[tuple[LoRASpec, object]]
     """(spec, LoRAWeights) per LoRA (paths, (path, strength) pairs or {path, strength} dicts, or specs with
     .path / .strength), each read (small files) and checked against the transformer built on `meta`; errors
     name loras[i]."""
-    from ltx.ltxv.lora import check_lora, load_lora_file
-
     specs = _lora_specs(loras)
     if not specs:
         return []

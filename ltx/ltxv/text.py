@@ -30,6 +30,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ltx.core.checkpoint import CheckpointError, SafetensorsReader, atomic_file
+
 MAX_TOKENS = 256
 
 
@@ -135,8 +137,6 @@ def save_embeddings(path: str | os.PathLike, context: Tensor, mask: Tensor, *, o
     """Store precomputed prompt embeddings as safetensors {"context": (B, S, D), "mask": (B, S)}."""
     from safetensors.torch import save
 
-    from ltx.core.checkpoint import atomic_file
-
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
@@ -147,8 +147,6 @@ def save_embeddings(path: str | os.PathLike, context: Tensor, mask: Tensor, *, o
 
 def load_embeddings(path: str | os.PathLike) -> tuple[Tensor, Tensor]:
     """(context (B, S, D), mask (B, S)) from a `save_embeddings` file; ValueError naming the file otherwise."""
-    from ltx.core.checkpoint import CheckpointError, SafetensorsReader
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"precomputed embeddings {path} do not exist")
