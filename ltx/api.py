@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import torch
 
 from ltx.core.device import resolve_device
+from ltx.core.requests import lora_specs
 from ltx.presets import ModelPreset, load_preset
 
 LTX2_ONLY = ("distilled_lora", "pipeline")  # arguments only the LTX-2 API takes
@@ -30,7 +31,19 @@ LTXV_ONLY = ("vae",)  # and only the 0.9.x API
 
 def preset_of(model: str | os.PathLike | ModelPreset | None) -> ModelPreset:
     """A preset by name, path or object; None = the bundled demo ("ltx-demo")."""
+    if model is not None and not isinstance(model, str | os.PathLike | ModelPreset):
+        raise ValueError(f"model must be a preset name (e.g. 'ltx-2-19b-distilled'), a preset .yaml path or a "
+                         f"ModelPreset, got {model!r} ({type(model).__name__})")
     return model if isinstance(model, ModelPreset) else load_preset(model or "ltx-demo")
+
+
+def check_arguments(**paths) -> None:
+    """The file arguments of open/load_pipeline: each None or a path; `loras` as `ltx.core.requests.lora_specs`."""
+    lora_specs(paths.pop("loras"))
+    for name, value in paths.items():
+        if value is not None and not isinstance(value, str | os.PathLike):
+            raise ValueError(f"{name} must be a path (str or os.PathLike) or None, got {value!r} "
+                             f"({type(value).__name__})")
 
 
 def open_pipeline(checkpoint: str | os.PathLike | None = None, *, model: str | os.PathLike | ModelPreset | None = None,
@@ -40,6 +53,8 @@ def open_pipeline(checkpoint: str | os.PathLike | None = None, *, model: str | o
                   device: str | torch.device = "auto", dtype: str | torch.dtype | None = None):
     """The family's pipeline with its modules on `meta`, headers and LoRAs checked; `.check(...)` validates a
     request before any weights load, `.load()` loads them. See ltx.ltxv.api / ltx.ltx2.api for the arguments."""
+    check_arguments(checkpoint=checkpoint, vae=vae, upsampler=upsampler, text_encoder=text_encoder,
+                    distilled_lora=distilled_lora, loras=loras)
     preset = preset_of(model)
     _refuse_other_family(preset, vae=vae, distilled_lora=distilled_lora, pipeline=pipeline)
     if preset.is_ltx2:
@@ -61,6 +76,8 @@ def load_pipeline(checkpoint: str | os.PathLike | None = None, *, model: str | o
                   distilled_lora: str | os.PathLike | None = None, pipeline: str | None = None,
                   device: str | torch.device = "auto", dtype: str | torch.dtype | None = None):
     """`open_pipeline(...).load()`: the family's pipeline with its weights on `device`."""
+    check_arguments(checkpoint=checkpoint, vae=vae, upsampler=upsampler, text_encoder=text_encoder,
+                    distilled_lora=distilled_lora, loras=loras)
     preset = preset_of(model)
     _refuse_other_family(preset, vae=vae, distilled_lora=distilled_lora, pipeline=pipeline)
     if preset.is_ltx2:

@@ -48,6 +48,7 @@ from ltx.core.audio_io import read_audio
 from ltx.core.checkpoint import CheckpointError
 from ltx.core.device import resolve_device
 from ltx.core.media import MediaError, crf_compress, read_image, read_video
+from ltx.core.requests import check_prompts, check_seed, lora_specs
 from ltx.ltx2 import pipelines
 from ltx.ltx2.audio import waveform_to_mel
 from ltx.ltx2.lora import LoRAWeights, check_lora, fuse_loras, read_lora
@@ -58,7 +59,6 @@ from ltx.ltx2.text import GemmaTextEncoder
 from ltx.presets import AVGuidance, ModelPreset, load_preset
 
 COMPONENTS = ("transformer", "text", "vae", "audio_vae", "vocoder")
-MAX_SEED = 2**63 - 1
 
 
 @dataclass
@@ -413,22 +413,6 @@ class Pipeline:
 # ------------------------------------------------------------------------------------------------ helpers
 
 
-def check_seed(seed: object) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
-        raise ValueError(f"seed must be an integer in [0, 2**63 - 1], got {seed!r}")
-    return seed
-
-
-def check_prompts(prompt: str | Sequence[str] | None) -> list[str]:
-    prompts = [prompt] if isinstance(prompt, str) else list(prompt or [])
-    if not prompts:
-        raise ValueError("no prompt: pass prompt='...' (or a list of prompts)")
-    for i, p in enumerate(prompts):
-        if not isinstance(p, str) or not p.strip():
-            raise ValueError(f"prompt[{i}] must be a non-empty string, got {p!r}")
-    return prompts
-
-
 def _guidance(preset: AVGuidance, given: AVGuidance | dict | None, what: str) -> AVGuidance:
     """The preset's guidance, replaced (an AVGuidance) or with some fields changed (a dict)."""
     if given is None:
@@ -559,7 +543,7 @@ def open_pipeline(checkpoint: str | os.PathLike | None = None, *,
         except ValueError as e:  # unreadable, not a LoRA, or not for this transformer
             raise CheckpointError(f"distilled_lora: {e}") from None
     opened = []
-    for i, (path, strength) in enumerate(_lora_specs(loras)):
+    for i, (path, strength) in enumerate(lora_specs(loras)):
         try:
             user_lora = read_lora(_file(path, f"loras[{i}].path"))
             check_lora(metas["transformer"], user_lora)
@@ -581,17 +565,4 @@ def load_pipeline(checkpoint: str | os.PathLike | None = None, *,
                          distilled_lora=distilled_lora, loras=loras, pipeline=pipeline, device=device,
                          dtype=dtype).load()
 
-
-def _lora_specs(loras: Sequence) -> list[tuple[str | os.PathLike, float]]:
-    out = []
-    for i, spec in enumerate(loras or ()):
-        if isinstance(spec, str | os.PathLike):
-            spec = (spec, 1.0)
-        elif isinstance(spec, dict):
-            spec = (spec.get("path"), spec.get("strength", 1.0))
-        path, strength = tuple(spec)
-        if isinstance(strength, bool) or not isinstance(strength, int | float) or not abs(strength) < float("inf"):
-            raise ValueError(f"loras[{i}]: strength must be a finite number, got {strength!r}")
-        out.append((path, float(strength)))
-    return out
 

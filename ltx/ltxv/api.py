@@ -57,6 +57,7 @@ from torch import Tensor
 from ltx.core.checkpoint import CheckpointError
 from ltx.core.device import resolve_device
 from ltx.core.media import MediaError, is_video, load_image, read_image, read_video
+from ltx.core.requests import check_generator, check_prompts, check_seed, lora_specs
 from ltx.ltxv.chain import generate_chain
 from ltx.ltxv.checkpoint import COMPONENTS, Checkpoint, load_component, read_checkpoint
 from ltx.ltxv.conditioning import ConditioningItem, GuideItem, slice_guide
@@ -86,7 +87,6 @@ from ltx.presets import (
     load_preset,
 )
 
-MAX_SEED = 2**63 - 1
 SKIP_LAYER_STRATEGIES = {  # the official SkipLayerStrategy names and ours
     "attentionvalues": STGMode.attention_values, "attentionskip": STGMode.attention_skip,
     "residual": STGMode.residual, "transformerblock": STGMode.transformer_block,
@@ -110,12 +110,6 @@ def _finite(name: str, value: float, lo: float, hi: float, valid: str) -> float:
             lo <= value <= hi):
         raise ValueError(f"{name} must be {valid}, got {value!r}")
     return float(value)
-
-
-def check_seed(seed: object, name: str = "seed") -> int:
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
-        raise ValueError(f"{name} must be an integer in [0, 2**63 - 1], got {seed!r}")
-    return seed
 
 
 @dataclass
@@ -209,19 +203,7 @@ class LoRASpec:
 
 
 def _lora_specs(loras) -> list[LoRASpec]:
-    out = []
-    for i, spec in enumerate(loras or ()):
-        if isinstance(spec, str | os.PathLike):
-            spec = LoRASpec(spec)
-        elif isinstance(spec, tuple | list):
-            spec = LoRASpec(*spec)
-        elif isinstance(spec, dict):
-            spec = LoRASpec(**spec)
-        elif not isinstance(spec, LoRASpec):  # any object with .path and .strength (the app's LoraSpec)
-            spec = LoRASpec(spec.path, spec.strength)
-        _finite(f"loras[{i}] strength", spec.strength, -math.inf, math.inf, "a finite number")
-        out.append(spec)
-    return out
+    return [LoRASpec(path, strength) for path, strength in lora_specs(loras or ())]
 
 
 # ------------------------------------------------------------------------------------------------ pipeline
@@ -307,7 +289,7 @@ class Pipeline:
     def encode_prompt(self, prompt: str | Sequence[str], negative_prompt: str | None = None, *,
                       needs_negative: bool = True) -> TextConditioning:
         """TextConditioning (B rows) from the text encoder; negative_prompt None = the preset's."""
-        prompts = check_prompts(prompt)
+        prompts = check_prompts(prompt, "a list of prompts, or prompt_embeds")
         t5 = self._text_encoder()
         for view in t5.seen(prompts):
             if view.truncated:
@@ -378,8 +360,9 @@ class Pipeline:
             raise ValueError("the pipeline was opened without weights; call .load() first")
         if seed is not None:
             check_seed(seed)
+        check_generator(generator)
         if prompt_embeds is None:
-            prompts = check_prompts(prompt)
+            prompts = check_prompts(prompt, "a list of prompts, or prompt_embeds")
             text, views = None, self.prompt_views(prompts)
         else:
             prompts, views = None, None
@@ -407,18 +390,6 @@ class Pipeline:
         if progress is True:
             bar.close()
         return Output(frames, latents, req.sigmas, views, rows)
-
-
-def check_prompts(prompt: str | Sequence[str] | None) -> list[str]:
-    prompts = [prompt] if isinstance(prompt, str) else list(prompt or [])
-    if not prompts:
-        raise ValueError("no prompt: pass prompt='...' (or a list of prompts, or prompt_embeds)")
-    for i, p in enumerate(prompts):
-        if not isinstance(p, str):
-            raise ValueError(f"prompt[{i}] must be a string, got {p!r}")
-        if not p.strip():
-            raise ValueError(f"prompt[{i}] is empty: the model would generate without a caption; write a prompt")
-    return prompts
 
 
 def embeddings_conditioning(ctx, mask, n_ctx, n_mask, caption_channels: int) -> TextConditioning:
