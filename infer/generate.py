@@ -179,6 +179,9 @@ class GenerateConfig:
               "give a finite scale >= 1 (1 = off)")
         check("audio_start", self.audio_start, fin(self.audio_start) and self.audio_start >= 0,
               "give a start time >= 0 seconds")
+        if self.audio is None and self.audio_start:
+            raise ValueError(f"audio_start={self.audio_start} is for audio-to-video: give audio=FILE too (the "
+                             "soundtrack it starts in)")
         check("contact_sheet_frames", self.contact_sheet_frames, 1 <= self.contact_sheet_frames <= 64,
               "give 1 to 64")
         check("segments", self.segments, self.segments >= 1, "give a positive integer (1 = one video)")

@@ -35,6 +35,7 @@ strength)], `video_conditioning` [(path or (F, H, W, 3) tensor in [0, 1], streng
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -157,6 +158,9 @@ class Pipeline:
         if isinstance(frame_rate, bool) or not isinstance(frame_rate, int | float) or not 0 < frame_rate < 1e6:
             raise ValueError(f"frame_rate must be a positive number of frames per second, got {frame_rate!r}")
         check_size(height, width, num_frames, self.pipeline.two_stages)
+        if audio_path is None and audio_start_time != 0:
+            raise ValueError(f"audio_start_time={audio_start_time!r} is for audio-to-video: give audio_path=FILE too "
+                             "(or leave audio_start_time at 0)")
         if audio_path is not None and self.pipeline is AVPipeline.hq:
             raise ValueError("audio_path runs with the one_stage, two_stage and distilled pipelines, not hq")
         video_guidance = _guider(_guidance(av.video, video_guider_params, "video_guider_params"))
@@ -474,10 +478,15 @@ def _soundtrack(path: str | os.PathLike | None, start: float, num_frames: int, f
     need = num_frames / fps
     first = round(start * rate)
     have = (wave.shape[1] - first) / rate
+    if have <= 0:
+        raise ValueError(f"audio_start_time {start:g} s is past the end of audio {path} ({wave.shape[1] / rate:.2f} s "
+                         f"long): give a start below it")
     if have + 1e-9 < need:
-        fit = int(max(have, 0) * fps - 1) // 8 * 8 + 1
-        raise ValueError(f"audio {path} has {max(have, 0):.2f} s from {start:g} s; {num_frames} frames at {fps:g} "
-                         f"fps need {need:.2f} s: give num_frames <= {fit} or a longer audio")
+        fit = math.floor(have * fps - 1) // 8 * 8 + 1  # the longest 8k + 1 frame count that fits
+        shorter = f"give num_frames <= {fit}, an earlier audio_start_time" if fit >= 1 else \
+            "give an earlier audio_start_time"
+        raise ValueError(f"audio {path} has {have:.2f} s from {start:g} s; {num_frames} frames at {fps:g} "
+                         f"fps need {need:.2f} s: {shorter} or a longer audio")
     wave = wave[:, first: first + round(need * rate)]
     return (wave.expand(2, -1) if wave.shape[0] == 1 else wave), rate
 

@@ -97,6 +97,8 @@ def no_weights(monkeypatch):
     ("ltx-2-19b-distilled", dict(video_conditioning=[("CONTROL", 1.0)]), r"needs its IC-LoRA"),
     ("ltx-2-19b-dev", dict(audio_path="TONE", num_frames=33), r"audio .* has 1.00 s from 0 s.*num_frames <= 17"),
     ("ltx-2-19b-dev", dict(audio_path="TONE", audio_guider_params={"cfg_scale": 7.0}), r"nothing guides it"),
+    ("ltx-2-19b-dev", dict(audio_start_time=2.0), r"audio_start_time=2.0 is for audio-to-video: give audio_path"),
+    ("ltx-2-19b-dev", dict(audio_path="TONE", audio_start_time=3.0), r"audio_start_time 3 s is past the end"),
 ])  # fmt: skip
 def test_check_refuses_bad_requests_before_weights_load(files, no_weights, model, kw, message):
     names = {"IMAGE": str(files["image"]), "CONTROL": str(files["control"]), "TONE": str(files["tone"])}

@@ -217,6 +217,9 @@ def no_weights(monkeypatch):
     (dict(model="ltx-2-19b-distilled", guidance_scale=3.0), "distilled pipeline samples without guidance"),
     (dict(output_dir="CKPT/out"), "is a file, not a folder"),
     (dict(audio="TONE", num_frames=33), "has 1.00 s from 0 s; 33 frames at 24 fps need 1.38 s: give num_frames <= 17"),
+    (dict(audio="TONE", audio_start=5.0), "audio_start_time 5 s is past the end of audio .* \\(1.00 s long\\)"),
+    (dict(audio="TONE", audio_start=0.97), "has 0.03 s from 0.97 s; .*: give an earlier audio_start_time or a longer"),
+    (dict(audio="TONE", audio_start=0.9, num_frames=17), "has 0.10 s from 0.9 s; .*: give num_frames <= 1, an earl"),
     (dict(audio="TONE", audio_guidance_scale=7.0), "nothing guides it"),
     (dict(audio="IMAGE"), "audio: "),
     (dict(audio=""), "no audio given"),
@@ -243,6 +246,11 @@ def test_bad_input_fails_before_loading_weights(files, tmp_path, no_weights, kw,
     with pytest.raises(app.InputError, match=message):
         app.run(_config(files, tmp_path, model=model, **kw))
     assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_audio_start_without_audio_is_refused():
+    with pytest.raises(ValueError, match="audio_start=0.5 is for audio-to-video: give audio=FILE too"):
+        app.GenerateConfig(model=load_preset("ltx-2-19b-dev"), audio_start=0.5)
 
 
 def test_0_9_file_with_ltx2_preset_and_reverse(files, tmp_path, no_weights):
