@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, replace
@@ -210,6 +211,7 @@ def _looks_like_0_9(reader: SafetensorsReader, config: Any) -> bool:
     return not _audio_keys(keys) and any(k.startswith(("model.diffusion_model.", "vae.")) for k in keys)
 
 
+_VERSION = re.compile(r"2(\.\d+)*([-+][0-9A-Za-z.+-]+)?")  # "2", "2.0.0", "2.3.0", "2.3.0-rc1"
 _UPSAMPLER_TOP = ("initial_conv.", "initial_norm.", "res_blocks.", "upsampler.", "post_upsample_res_blocks.",
                   "final_conv.")
 _LTX2_UPSAMPLER_CONFIG = ("spatial_scale", "rational_resampler")  # read by ltx-core 1.0.0, unknown to 0.9.x
@@ -306,6 +308,9 @@ def read(path: str | os.PathLike, components: str | Iterable[str] | None = None)
     if not keys:
         raise CheckpointError(f"{path}: no LTX-2 component found")
     version = reader.metadata.get("model_version")
+    if version is not None and not _VERSION.fullmatch(str(version)):
+        raise CheckpointError(f"{path}: metadata model_version {version!r} is not an LTX-2 version (2.x, e.g. '2.0.0' "
+                              "or '2.3.0'); the file's metadata is damaged or it is another model's")
     return LTX2Checkpoint(path, fmt, config, version, keys, reader)
 
 

@@ -212,6 +212,8 @@ def test_bad_files_name_the_problem(tiny, tmp_path):
         ck.read(tmp_path / "cut.safetensors")
     with pytest.raises(CheckpointError, match="no 'config' in the safetensors metadata"):
         ck.read(_rewrite(src, tmp_path / "nocfg.safetensors", metadata={"model_version": "2.0.0"}))
+    with pytest.raises(CheckpointError, match=r"model_version 'banana' is not an LTX-2 version"):
+        ck.read(_rewrite(src, tmp_path / "banana.safetensors", metadata={**meta, "model_version": "banana"}))
     with pytest.raises(CheckpointError, match="'config' is not valid JSON"):
         ck.read(_rewrite(src, tmp_path / "badjson.safetensors", metadata={**meta, "config": "{transformer"}))
     cfg = json.loads(meta["config"])
@@ -435,6 +437,8 @@ def test_cli_bad_inputs_one_line(tiny, tmp_path, capsys):
                      change={"model.diffusion_model.proj_out.weight": torch.zeros(3, 4)})
     up, _ = _upsampler_file(tmp_path / "up.safetensors", {"mid_channels": 32, "num_blocks_per_stage": 1,
                                                           "spatial_scale": 1.5, "rational_resampler": True})
+    banana = _rewrite(src, tmp_path / "banana.safetensors",
+                      metadata={**SafetensorsReader(src).metadata, "model_version": "banana"})
     o = tmp_path / "o.safetensors"
     cases = [
         ([src, o, "--to", "diffusers"], ["--to diffusers", "ltx2 or official"]),
@@ -444,6 +448,7 @@ def test_cli_bad_inputs_one_line(tiny, tmp_path, capsys):
         ([old, "--dry-run", "--components", "transformer,audio_vae"], ["--components", "are LTX-2 components"]),
         ([old, o, "--to", "ltx2"], ["--to ltx2", "not an LTX-2 file"]),
         ([tmp_path / "cut.safetensors", "--dry-run"], ["cut.safetensors", "truncated"]),
+        ([banana, o], ["banana.safetensors", "model_version 'banana'"]),
         ([shape, o], ["shape.safetensors", "model.diffusion_model.proj_out.weight"]),
         ([src, "--dry-run", "--from", "ltx2"], ["official layout, not ltx2"]),
         ([src, "--dry-run", "--model", REPO / "configs/model/ltx-2.3-22b-dev.yaml"], ["LTX-2.3 preset", "2.0.0"]),
