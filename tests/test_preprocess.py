@@ -26,6 +26,8 @@ from ltx.data.buckets import Bucket, fit_to_bucket  # noqa: E402
 from ltx.data.latent_cache import BucketBatchSampler, LatentCache, shard  # noqa: E402
 from ltx.data.manifest import MediaItem, Skipped, read_dataset  # noqa: E402
 from ltx.data.shapes import ShapesWorld  # noqa: E402
+from ltx.ltxv.checkpoint import load_component  # noqa: E402
+from train.train_vae import latent_space_id  # noqa: E402
 
 CKPT, T5 = REPO / "demo/ltx-demo.safetensors", REPO / "demo/text_encoder"
 # An mp4 `ftyp` box: followed by random bytes, a corrupt mp4 that every draw reports as unreadable (without it,
@@ -247,6 +249,16 @@ def test_killed_run_resumes_to_the_same_cache(cache, dataset, tmp_path, monkeypa
     spy.calls = 0
     pre.run(config(dataset, out2))
     assert spy.calls == 8 - 2 and len(LatentCache(out2)) == 4
+
+
+def test_bfloat16_precision_caches_in_the_float32_latent_space(cache, dataset, tmp_path):
+    """precision=bfloat16 (a documented option) once always crashed hashing the bf16 VAE; its latents now live in
+    the same latent space as the float32 run's (the id the training apps compute from the float32 VAE)."""
+    out = tmp_path / "bf16"
+    pre.run(config(dataset, out, precision="bfloat16"))
+    bf16, fp32 = LatentCache(out), LatentCache(cache)
+    assert bf16.latent_space == fp32.latent_space and len(bf16) == len(fp32)
+    assert latent_space_id(load_component(CKPT, "vae", dtype=torch.float32)) == bf16.latent_space
 
 
 def test_incompatible_rerun_is_refused(cache, dataset, tmp_path):

@@ -270,8 +270,9 @@ def run(cfg: PreprocessConfig) -> dict:
     root = source if source.is_dir() else source.parent
     items, skipped = read_dataset(source)
     device, dtype = torch.device(cfg.device), PRECISIONS[cfg.precision]
-    vae = load_component(ckpt, "vae", dtype=dtype, device=device)
-    space = latent_space_id(vae)
+    vae = load_component(ckpt, "vae", dtype=torch.float32, device=device)
+    space = latent_space_id(vae)  # of the float32 weights, as the training apps check it, whatever `precision`
+    vae = vae.to(dtype)
     out = Path(cfg.out).expanduser()
     head = settings(cfg, vae, space, buckets)
     check_existing(out, head, cfg.overwrite)

@@ -190,12 +190,15 @@ def reconstruction_rows(vae: VideoVAE, data: ShapesWorld, n: int) -> list[torch.
 
 def latent_space_id(vae: VideoVAE) -> str:
     """A fingerprint of the latent space a VAE encodes into: a hash of its encoder weights and latent
-    statistics (not the decoder). A DiT trained on one latent space is only valid with VAEs of the same id."""
+    statistics (not the decoder). A DiT trained on one latent space is only valid with VAEs of the same id.
+    Floating weights are hashed as float32, so take the id of the VAE loaded in float32 (as the training apps do):
+    a bfloat16 copy of float32 weights is rounded and gets another id."""
     h = hashlib.sha256()
     for name, t in sorted(vae.state_dict().items()):
         if not name.startswith("decoder."):
             h.update(name.encode())
-            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+            t = t.detach().cpu()
+            h.update((t.float() if t.is_floating_point() else t).contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
 
 
