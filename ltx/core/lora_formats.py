@@ -299,6 +299,10 @@ def _read_parts(path, file, reader, fmt, parts, ours, sources) -> LoRAWeights:
         if a.ndim != 2 or b.ndim != 2 or a.shape[0] != b.shape[1]:
             raise LoRAError(f"{file}: {module}: lora_A {tuple(a.shape)} and lora_B {tuple(b.shape)} are not "
                             f"(rank, in) and (out, rank)")
+        for part, t in (("lora_A", a), ("lora_B", b)):
+            if t.is_floating_point() and not torch.isfinite(t).all():
+                raise LoRAError(f"{file}: {module}.{part} holds NaN or inf values: the LoRA is damaged (or its "
+                                "training diverged); retrain it or use an earlier checkpoint of the run")
         r = a.shape[0]
         value = None
         if "alpha" in p and sources is not None:

@@ -196,3 +196,9 @@ def test_bad_loras(tmp_path):
     with pytest.raises(CheckpointError, match="LoRA tensors do not fit this model"):
         fuse_loras(model, [(read_lora(tmp_path / "shape.safetensors"), 1.0)])
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # checked before any change
+    nan = torch.zeros(16, 2)
+    nan[3, 1] = float("nan")
+    save_file({f"diffusion_model.{t}.lora_A.weight": torch.zeros(2, 16),
+               f"diffusion_model.{t}.lora_B.weight": nan}, str(tmp_path / "nan.safetensors"))
+    with pytest.raises(CheckpointError, match=rf"nan.safetensors: {t}.lora_B holds NaN or inf values"):
+        read_lora(tmp_path / "nan.safetensors")  # named here, not as a NaN video after sampling
