@@ -378,3 +378,21 @@ def test_cli_self_test(tmp_path, capsys):
     assert cli.main([str(tmp_path / "clips")]) == 0  # the folder it wrote satisfies the file contract
     with pytest.raises(SystemExit):
         cli.main(["--self-test", "--frames", "16"])
+
+
+def test_cli_bad_json_paths_name_the_file(tmp_path, capsys):
+    """An unwritable --json and an invalid prompts.json end in one usage line naming the file (once tracebacks)."""
+    spec = importlib.util.spec_from_file_location("eval_shapes", REPO / "tools" / "eval_shapes.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    clips = tmp_path / "clips"
+    assert cli.main(["--self-test", "-n", "2", "--write-dir", str(clips)]) == 0
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(SystemExit):
+        cli.main([str(clips), "--json", str(blocker / "report.json")])
+    assert f"--json {blocker / 'report.json'}: {blocker} is not a folder" in capsys.readouterr().err
+    (clips / "prompts.json").write_text("{not json")
+    with pytest.raises(SystemExit):
+        cli.main([str(clips)])
+    assert f"{clips / 'prompts.json'} is not valid JSON" in capsys.readouterr().err

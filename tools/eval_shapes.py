@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from ltx.core.checkpoint import atomic_file
 from ltx.data.shapes import ShapesWorld, check_video_size
 from ltx.data.shapes_eval import (
     Report,
@@ -73,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--noise", type=float, default=0.0, help="self-test: Gaussian noise sigma on [-1, 1] clips")
     parser.add_argument("--write-dir", type=Path, help="self-test: write the clips as mp4 + prompts.json, read back")
     args = parser.parse_args(argv)
+    if args.json is not None and not args.json.absolute().parent.is_dir():
+        parser.error(f"--json {args.json}: {args.json.absolute().parent} is not a folder")  # before the evaluation
 
     if args.self_test:
         if args.path is not None:
@@ -107,7 +110,11 @@ def main(argv: list[str] | None = None) -> int:
         for name, why in report.skipped.items():
             print(f"  skipped {name}: {why}", file=sys.stderr)
     if args.json is not None:
-        args.json.write_text(json.dumps({title: r.to_json() for title, r in reports.items()}, indent=1))
+        try:
+            with atomic_file(args.json, "w") as f:
+                f.write(json.dumps({title: r.to_json() for title, r in reports.items()}, indent=1))
+        except OSError as e:
+            parser.error(f"--json {args.json}: cannot write the report ({e.strerror or e})")
         print(f"\nwrote {args.json}")
     return 0
 

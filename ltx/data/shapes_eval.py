@@ -411,7 +411,7 @@ def folder_prompts(folder: str | Path) -> dict[Path, str]:
         raise FileNotFoundError(f"no *.mp4 files in {folder}")
     mapping_file = folder / "prompts.json"
     if mapping_file.exists():
-        mapping = json.loads(mapping_file.read_text())
+        mapping = _read_json(mapping_file)
         if not isinstance(mapping, dict) or not all(isinstance(v, str) for v in mapping.values()):
             raise ValueError(f"{mapping_file} must be a JSON object {{\"<file>.mp4\": \"<prompt>\"}}")
         names = {v.name for v in videos}
@@ -423,13 +423,22 @@ def folder_prompts(folder: str | Path) -> dict[Path, str]:
     return {v: sidecar_prompt(v) for v in videos}
 
 
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not a UTF-8 JSON text file") from None
+
+
 def sidecar_prompt(video_path: str | Path) -> str:
     """The prompt stored next to a video as <stem>.json = {"prompt": "..."}."""
     sidecar = Path(video_path).with_suffix(".json")
     if not sidecar.exists():
         raise FileNotFoundError(f"no prompt for {Path(video_path).name}: write {sidecar} = {{\"prompt\": ...}} "
                                 f"(or, for a folder, prompts.json = {{\"<file>.mp4\": \"<prompt>\", ...}})")
-    record = json.loads(sidecar.read_text())
+    record = _read_json(sidecar)
     if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
         raise ValueError(f"{sidecar} must be a JSON object with a string \"prompt\"")
     return record["prompt"]
