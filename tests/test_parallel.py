@@ -369,3 +369,24 @@ def test_corrupt_checkpoints_fail_clearly(tmp_path):
     (tmp_path / "latest").write_text("step_00000009\n")
     with pytest.raises(CheckpointError, match="does not exist"):
         load_state(tmp_path, model=model, optimizer=opt, dist=Dist())
+    (tmp_path / "latest").write_bytes(bytes(range(128, 256)))  # garbage, not text
+    with pytest.raises(CheckpointError, match=r"latest: names '<not text>', not a checkpoint folder .*damaged\? "
+                                              r"write 'step_00000002' into .*latest"):
+        load_state(tmp_path, model=model, optimizer=opt, dist=Dist())
+
+
+def test_a_deleted_latest_resumes_from_the_newest_complete_checkpoint(tmp_path, capsys):
+    """Never a silent restart from step 0 on top of a run's checkpoints (its metrics would read 1, 2, 1, 2, 3)."""
+    model = make_model()
+    opt = optimizer(model)
+    train(model, opt, Dist(), range(1))
+    _save(tmp_path, 1, model, opt)
+    train(model, opt, Dist(), range(1, 2))
+    _save(tmp_path, 2, model, opt)
+    (tmp_path / "latest").unlink()
+    (tmp_path / "step_00000003").mkdir()  # an incomplete one is not a candidate
+    fresh = make_model()
+    assert load_state(tmp_path, model=fresh, optimizer=optimizer(fresh), dist=Dist()) == {"step": 2}
+    assert "latest is missing: resuming from the newest complete checkpoint, step_00000002" in capsys.readouterr().out
+    for k, v in fresh.state_dict().items():
+        assert torch.equal(v, model.state_dict()[k]), k

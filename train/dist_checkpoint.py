@@ -186,10 +186,19 @@ def resolve(folder: str | os.PathLike) -> Path | None:
         return folder
     latest = folder / LATEST
     if not latest.is_file():
-        return None
-    name = latest.read_text().strip()
+        # `latest` deleted, or a kill between the first checkpoint's rename and its `latest`: resume from the
+        # newest complete checkpoint rather than start over on top of them
+        done = [p for p in complete_checkpoints(folder) if all((p / need).is_file() for need in (".metadata", EXTRA))]
+        if done:
+            print(f"{latest} is missing: resuming from the newest complete checkpoint, {done[-1].name}", flush=True)
+        return done[-1] if done else None
+    try:
+        name = latest.read_text().strip()
+    except UnicodeDecodeError:
+        name = "<not text>"
     if not _NAME.match(name):
-        raise CheckpointError(f"{latest}: names {name!r}, not a checkpoint folder (step_XXXXXXXX); fix or delete it")
+        raise CheckpointError(f"{latest}: names {name!r}, not a checkpoint folder (step_XXXXXXXX): damaged? "
+                              f"{_what_to_do(folder, name)}")
     ckpt = folder / name
     if not ckpt.is_dir():
         raise CheckpointError(f"{latest} names {name}, which does not exist; {_what_to_do(folder, name)}")
