@@ -42,7 +42,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from infer.output import InputError, check_output, existing, resolve_device, run_folder, write_text
+from infer.output import InputError, check_output, existing, output_folder, resolve_device, write_text
 from ltx.core.checkpoint import CheckpointError
 from ltx.core.media import MediaError, load_image, slug, write_contact_sheet, write_mp4
 from ltx.core.media import crf_compress as crf_compress  # re-exported: the official image preprocessing
@@ -474,24 +474,26 @@ def run(cfg: GenerateConfig) -> list[Path]:
             raise InputError(f"{e}; nothing was written" + (", or use precision=float32" if dtype != torch.float32
                                                              else "")) from None
 
-    # --- outputs: the folder is made only now, so a failed run leaves none behind
+    # --- outputs: staged and renamed into place when complete, so a failed run leaves no folder behind
     resolved = OmegaConf.to_container(OmegaConf.structured(dataclasses.replace(cfg, model=dataclasses.replace(
         cfg.model, sampling=request.sampling))), enum_to_str=True)  # fmt: skip
-    out_dir = run_folder(cfg)
     encoded = [v.text for v in views] if views is not None else list(prompts)
-    paths = []
-    for k, (prompt, seen, video) in enumerate(zip(prompts, encoded, frames)):
-        stem = out_dir / f"{k:02d}_{slug(prompt)}"
-        write_mp4(stem.with_suffix(".mp4"), video, cfg.fps)
-        write_contact_sheet(stem.with_suffix(".png"), video, cfg.contact_sheet_frames, seen)
-        record = {"prompt": prompt, "encoded_prompt": seen, "prompt_truncated": bool(views and views[k].truncated),
-                  "index": k, "seed": cfg.seed, "vae_scale": list(vae_scale(vae_cfg)),
-                  "sigmas": [[round(float(v), 6) for v in s] for s in request.sigmas], "config": resolved}
-        write_text(stem.with_suffix(".yaml"), OmegaConf.to_yaml(OmegaConf.create(record)))
-        paths.append(stem.with_suffix(".mp4"))
-    # the evaluator's contract (tools/eval_shapes.py): prompts.json maps each video to the prompt the model read
-    write_text(out_dir / "prompts.json", json.dumps({p.name: q for p, q in zip(paths, encoded)}, indent=2) + "\n")
-    print(f"wrote {len(paths)} video(s) to {out_dir}:")
+    names = []
+    with output_folder(cfg) as folder:
+        for k, (prompt, seen, video) in enumerate(zip(prompts, encoded, frames)):
+            stem = folder.path / f"{k:02d}_{slug(prompt)}"
+            write_mp4(stem.with_suffix(".mp4"), video, cfg.fps)
+            write_contact_sheet(stem.with_suffix(".png"), video, cfg.contact_sheet_frames, seen)
+            record = {"prompt": prompt, "encoded_prompt": seen,
+                      "prompt_truncated": bool(views and views[k].truncated), "index": k, "seed": cfg.seed,
+                      "vae_scale": list(vae_scale(vae_cfg)),
+                      "sigmas": [[round(float(v), 6) for v in s] for s in request.sigmas], "config": resolved}
+            write_text(stem.with_suffix(".yaml"), OmegaConf.to_yaml(OmegaConf.create(record)))
+            names.append(stem.with_suffix(".mp4").name)
+        # the evaluator's contract (tools/eval_shapes.py): prompts.json maps each video to the prompt the model read
+        write_text(folder.path / "prompts.json", json.dumps(dict(zip(names, encoded)), indent=2) + "\n")
+    paths = [folder.final / n for n in names]
+    print(f"wrote {len(paths)} video(s) to {folder.final}:")
     for p in paths:
         print(f"  {p}  (+ {p.with_suffix('.png').name}, {p.with_suffix('.yaml').name})")
     return paths

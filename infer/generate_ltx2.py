@@ -35,8 +35,8 @@ from infer.output import (
     check_output,
     existing,
     existing_file,
+    output_folder,
     resolve_device,
-    run_folder,
     write_text,
 )
 from ltx.core.audio_io import aac_sample_rates, write_audio_contact_sheet, write_video_with_audio, write_wav
@@ -132,28 +132,29 @@ def run(cfg) -> list[Path]:
 
     # --- outputs
     resolved = OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True)
-    out_dir = run_folder(cfg)
     frames = out.frames.cpu()  # (B, 3, F, H, W) in [0, 1]
     audio, rate = out.waveform.cpu(), out.sample_rate
     if rate not in aac_sample_rates():  # a soundtrack at a rate AAC does not take
         audio, rate = resample(audio, rate, 48000), 48000
     sigmas = [request.sigmas] + ([request.stage_2_sigmas] if request.stage_2_sigmas is not None else [])
-    paths = []
-    for k, prompt in enumerate(cfg.prompts):
-        stem = out_dir / f"{k:02d}_{slug(prompt)}"
-        video_u8 = (frames[k].permute(1, 2, 3, 0) * 255).round().to(torch.uint8)  # (F, H, W, 3)
-        write_video_with_audio(stem.with_suffix(".mp4"), video_u8, cfg.fps, audio[k], rate)
-        write_wav(stem.with_suffix(".wav"), audio[k], rate)
-        write_audio_contact_sheet(stem.with_suffix(".png"), video_u8, cfg.fps, audio[k], rate,
-                                  count=cfg.contact_sheet_frames, caption=prompt)
-        record = {"prompt": prompt, "index": k, "seed": cfg.seed, "pipeline": request.pipeline.value,
-                  "model_version": pipe.model_version, "sample_rate": rate, "soundtrack": cfg.audio,
-                  "audio_seconds": round(audio.shape[-1] / rate, 4),
-                  "sigmas": [[round(float(s), 6) for s in stage] for stage in sigmas], "config": resolved}
-        write_text(stem.with_suffix(".yaml"), OmegaConf.to_yaml(OmegaConf.create(record)))
-        paths.append(stem.with_suffix(".mp4"))
-    write_text(out_dir / "prompts.json", json.dumps({p.name: q for p, q in zip(paths, cfg.prompts)}, indent=2) + "\n")
-    print(f"wrote {len(paths)} video(s) with sound to {out_dir}:")
+    names = []
+    with output_folder(cfg) as folder:  # staged, renamed into place when every file is written
+        for k, prompt in enumerate(cfg.prompts):
+            stem = folder.path / f"{k:02d}_{slug(prompt)}"
+            video_u8 = (frames[k].permute(1, 2, 3, 0) * 255).round().to(torch.uint8)  # (F, H, W, 3)
+            write_video_with_audio(stem.with_suffix(".mp4"), video_u8, cfg.fps, audio[k], rate)
+            write_wav(stem.with_suffix(".wav"), audio[k], rate)
+            write_audio_contact_sheet(stem.with_suffix(".png"), video_u8, cfg.fps, audio[k], rate,
+                                      count=cfg.contact_sheet_frames, caption=prompt)
+            record = {"prompt": prompt, "index": k, "seed": cfg.seed, "pipeline": request.pipeline.value,
+                      "model_version": pipe.model_version, "sample_rate": rate, "soundtrack": cfg.audio,
+                      "audio_seconds": round(audio.shape[-1] / rate, 4),
+                      "sigmas": [[round(float(s), 6) for s in stage] for stage in sigmas], "config": resolved}
+            write_text(stem.with_suffix(".yaml"), OmegaConf.to_yaml(OmegaConf.create(record)))
+            names.append(stem.with_suffix(".mp4").name)
+        write_text(folder.path / "prompts.json", json.dumps(dict(zip(names, cfg.prompts)), indent=2) + "\n")
+    paths = [folder.final / n for n in names]
+    print(f"wrote {len(paths)} video(s) with sound to {folder.final}:")
     for p in paths:
         print(f"  {p}  (+ {p.with_suffix('.wav').name}, {p.with_suffix('.png').name}, {p.with_suffix('.yaml').name})")
     return paths

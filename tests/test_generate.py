@@ -12,6 +12,7 @@ Bad-input tests patch the weight loaders to fail, so each error is shown to come
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -202,15 +203,47 @@ def test_help_documents_the_options():
         assert option in r.stdout, option
 
 
+def _claim(cfg) -> Path:
+    with app.output_folder(cfg) as folder:
+        (folder.path / "00_x.mp4").write_bytes(b"new")
+    return folder.final
+
+
 def test_output_folders_are_never_reused(tiny, tmp_path, no_weights):
     cfg = config(tiny, tmp_path)
-    assert app.run_folder(cfg).name == "run_000"
-    assert app.run_folder(cfg).name == "run_001"  # the empty run_000 is not reused either
+    assert _claim(cfg).name == "run_000"
+    assert _claim(cfg).name == "run_001"
     named = config(tiny, tmp_path, name="mine")
-    (app.run_folder(named) / "00_x.mp4").write_bytes(b"old")
+    assert _claim(named).name == "mine"
     with pytest.raises(app.InputError, match="exists and is not empty.*overwrite=true"):
         app.run(named)
-    assert app.run_folder(config(tiny, tmp_path, name="mine", overwrite=True)).name == "mine"
+    assert _claim(config(tiny, tmp_path, name="mine", overwrite=True)).name == "mine"
+    assert sorted(p.name for p in tmp_path.joinpath("out").iterdir()) == ["mine", "run_000", "run_001"]
+
+
+def test_a_named_folder_filled_meanwhile_is_not_shared(tiny, tmp_path, no_weights, capsys):
+    """Two runs with the same name= at once: the one that finishes second gets name_1, never a shared folder."""
+    cfg = config(tiny, tmp_path, name="same")
+    with app.output_folder(cfg) as first:
+        (first.path / "00_a.mp4").write_bytes(b"first")
+        with app.output_folder(cfg) as second:  # started while the first was still writing
+            (second.path / "00_b.mp4").write_bytes(b"second")
+    assert second.final.name == "same" and first.final.name == "same_1"
+    assert [p.name for p in first.final.iterdir()] == ["00_a.mp4"] and [p.name for p in second.final.iterdir()] == [
+        "00_b.mp4"]
+    assert "filled by another run meanwhile" in capsys.readouterr().out
+
+
+def test_a_failed_write_leaves_no_folder(tiny, tmp_path, monkeypatch):
+    """A full disk while writing the outputs: no half-written run folder (an mp4 without its png / yaml)."""
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(app, "write_contact_sheet", full)
+    with pytest.raises(OSError, match="No space left"):
+        app.run(config(tiny, tmp_path))
+    out = tmp_path / "out"
+    assert not out.exists() or list(out.iterdir()) == []
 
 
 @pytest.mark.parametrize("kw, message", [
