@@ -8,7 +8,9 @@ DDP and FSDP2 match one process to ~1e-7 relative in losses and weights (the sum
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -20,7 +22,7 @@ from torch import nn
 from ltx.core.checkpoint import CheckpointError, SafetensorsReader
 from ltx.core.parallel import Dist, apply_activation_checkpointing, apply_compile, init_distributed, parallelize
 from ltx.ltxv.transformer import DiT
-from train.dist_checkpoint import complete_checkpoints, consolidate, load_state, main, save_state
+from train.dist_checkpoint import complete_checkpoints, consolidate, dcp, load_state, main, save_state
 
 CFG = TINY["w64"]
 GLOBAL_BATCH = 4
@@ -390,3 +392,52 @@ def test_a_deleted_latest_resumes_from_the_newest_complete_checkpoint(tmp_path, 
     assert "latest is missing: resuming from the newest complete checkpoint, step_00000002" in capsys.readouterr().out
     for k, v in fresh.state_dict().items():
         assert torch.equal(v, model.state_dict()[k]), k
+
+
+def test_a_full_disk_while_saving_is_one_line_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    model = make_model()
+    opt = optimizer(model)
+    train(model, opt, Dist(), range(1))
+    _save(tmp_path, 1, model, opt)
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(dcp, "save", full)
+    with pytest.raises(CheckpointError, match=r"cannot write checkpoint .*step_00000002 \(OSError: \[Errno 28\] No "
+                                              r"space left on device\); the last checkpoint, step_00000001, is intact"):
+        _save(tmp_path, 2, model, opt)
+    assert not list(tmp_path.glob("*.tmp")) and (tmp_path / "latest").read_text().strip() == "step_00000001"
+
+
+def test_consolidate_on_damaged_checkpoints_is_one_line(tmp_path, capsys):
+    """Garbage `latest` / `.metadata`, a truncated shard, an output under a file: `error: ...` naming the file
+    (once UnicodeDecodeError / UnpicklingError / EOFError tracebacks)."""
+    model = make_model()
+    opt = optimizer(model)
+    train(model, opt, Dist(), range(1))
+    _save(tmp_path, 1, model, opt)
+    _save(tmp_path, 2, model, opt)
+    out = str(tmp_path / "w.safetensors")
+
+    def error(*args) -> str:
+        with pytest.raises(SystemExit) as e:
+            main(["consolidate", *map(str, args)])
+        assert not (tmp_path / "w.safetensors").exists()
+        return str(e.value)
+
+    (tmp_path / "latest").write_bytes(b"\xff\xfe\x00garbage")
+    assert re.match(r"error: .*latest: names '<not text>'.*write 'step_00000002' into", error(tmp_path, out))
+    (tmp_path / "latest").write_text("step_00000002\n")
+    step2 = tmp_path / "step_00000002"
+    metadata = (step2 / ".metadata").read_bytes()
+    (step2 / ".metadata").write_bytes(b"\x80\x04garbage")
+    assert re.match(r"error: .*step_00000002: its .metadata cannot be read .*damaged", error(tmp_path, out))
+    (step2 / ".metadata").write_bytes(metadata)
+    shard = next(step2.glob("*.distcp"))
+    shard.write_bytes(shard.read_bytes()[:100])
+    assert re.match(r"error: .*step_00000002: model\..* cannot be read .*truncated", error(tmp_path, out))
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    assert "error: " in error(tmp_path / "step_00000001", blocker / "w.safetensors")
+    assert "Traceback" not in capsys.readouterr().err

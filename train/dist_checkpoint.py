@@ -135,15 +135,24 @@ def save_state(
     dist.barrier()  # nobody writes into tmp before rank 0 has cleaned it
     with_optimizer = optimizer is not None and bool(optimizer.state)
     state = _state(model, optimizer if with_optimizer else None, trainable_only)
-    with _quiet():
-        dcp.save(state, checkpoint_id=tmp, no_dist=not dist.enabled)
-    dist.barrier()  # every rank's shards are on disk
+    try:
+        with _quiet():
+            dcp.save(state, checkpoint_id=tmp, no_dist=not dist.enabled)
+        dist.barrier()  # every rank's shards are on disk
+        if dist.is_main:
+            with open(tmp / EXTRA, "wb") as f:
+                torch.save({"step": step, "trainable_only": trainable_only, "optimizer": with_optimizer,
+                            "extra": extra}, f)
+                f.flush()
+                os.fsync(f.fileno())
+            _fsync_dir(tmp)
+    except (OSError, CheckpointException) as e:  # a full disk, a quota, a vanished mount: one line, nothing half-kept
+        shutil.rmtree(tmp, ignore_errors=True)
+        previous = [p.name for p in complete_checkpoints(folder)]
+        kept = f"the last checkpoint, {previous[-1]}, is intact" if previous else "no earlier checkpoint exists"
+        raise CheckpointError(f"cannot write checkpoint {final} ({_describe(e)}); {kept}. Free space on that "
+                              "disk (or set a run_dir on another) and rerun the same command to resume") from None
     if dist.is_main:
-        with open(tmp / EXTRA, "wb") as f:
-            torch.save({"step": step, "trainable_only": trainable_only, "optimizer": with_optimizer, "extra": extra}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        _fsync_dir(tmp)
         if final.exists():  # the same step saved again: move the old copy aside first (see _remove_stale)
             old = folder / f"{name}.old"
             shutil.rmtree(old, ignore_errors=True)
@@ -328,8 +337,11 @@ def consolidate(
     ckpt = resolve(ckpt_dir)
     if ckpt is None:
         raise CheckpointError(f"{ckpt_dir}: no checkpoint here (neither .metadata nor {LATEST})")
-    reader = dcp.FileSystemReader(ckpt)
-    meta = reader.read_metadata()
+    try:
+        meta = dcp.FileSystemReader(ckpt).read_metadata()
+    except (Exception, CheckpointException) as e:  # noqa: BLE001 - a damaged .metadata: whatever unpickling raises
+        raise CheckpointError(f"{ckpt}: its .metadata cannot be read ({_describe(e)}): the checkpoint is damaged; "
+                              f"{_what_to_do(ckpt.parent, ckpt.name)}") from None
     keys = [k for k, m in meta.state_dict_metadata.items()
             if k.startswith(prefix) and isinstance(m, TensorStorageMetadata)]
     if not keys:
@@ -338,8 +350,12 @@ def consolidate(
     def loader(key: str, m: TensorStorageMetadata):
         def load() -> torch.Tensor:
             sd = {key: torch.empty(m.size, dtype=m.properties.dtype)}
-            with _quiet():
-                dcp.load(sd, storage_reader=dcp.FileSystemReader(ckpt), no_dist=True)
+            try:
+                with _quiet():
+                    dcp.load(sd, storage_reader=dcp.FileSystemReader(ckpt), no_dist=True)
+            except (Exception, CheckpointException) as e:  # noqa: BLE001 - a damaged shard: whatever the reader raises
+                raise CheckpointError(f"{ckpt}: {key} cannot be read ({_describe(e)}): a shard is damaged or "
+                                      f"truncated; {_what_to_do(ckpt.parent, ckpt.name)}") from None
             return sd[key]
 
         return load
@@ -364,6 +380,9 @@ def main(argv: list[str] | None = None) -> None:
         out = consolidate(args.ckpt_dir, args.out, prefix=args.prefix, overwrite=args.overwrite)
     except (CheckpointError, FileExistsError) as e:
         raise SystemExit(f"error: {e}") from None
+    except OSError as e:  # the output: a full disk, a path under a file, no permission
+        raise SystemExit(f"error: cannot write {args.out}: {e.strerror or e}"
+                         f"{f' ({e.filename})' if e.filename else ''}") from None
     print(f"wrote {out}")
 
 
