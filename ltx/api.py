@@ -76,20 +76,9 @@ def load_pipeline(checkpoint: str | os.PathLike | None = None, *, model: str | o
                   distilled_lora: str | os.PathLike | None = None, pipeline: str | None = None,
                   device: str | torch.device = "auto", dtype: str | torch.dtype | None = None):
     """`open_pipeline(...).load()`: the family's pipeline with its weights on `device`."""
-    check_arguments(checkpoint=checkpoint, vae=vae, upsampler=upsampler, text_encoder=text_encoder,
-                    distilled_lora=distilled_lora, loras=loras)
-    preset = preset_of(model)
-    _refuse_other_family(preset, vae=vae, distilled_lora=distilled_lora, pipeline=pipeline)
-    if preset.is_ltx2:
-        from ltx.ltx2 import api as ltx2_api
-
-        return ltx2_api.load_pipeline(checkpoint, model=preset, upsampler=upsampler, text_encoder=text_encoder,
-                                      distilled_lora=distilled_lora, loras=loras, pipeline=pipeline, device=device,
-                                      dtype=dtype)
-    from ltx.ltxv import api as ltxv_api
-
-    return ltxv_api.load_pipeline(checkpoint, model=preset, vae=vae, upsampler=upsampler, text_encoder=text_encoder,
-                                  loras=loras, device=device, dtype=dtype)
+    pipe = open_pipeline(checkpoint, model=model, vae=vae, upsampler=upsampler, text_encoder=text_encoder,
+                         loras=loras, distilled_lora=distilled_lora, pipeline=pipeline, device=device, dtype=dtype)
+    return pipe.load() if preset_of(model).is_ltx2 else pipe.load(device, dtype)  # LTX-2 takes the device at open
 
 
 def _refuse_other_family(preset: ModelPreset, **given) -> None:
