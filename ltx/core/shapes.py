@@ -14,6 +14,16 @@ def nearest_valid(n: int, step: int, offset: int, lowest: int) -> str:
     return f"{below}" if below == above else f"{below} or {above}"
 
 
+def invalid_sizes(frames: int, height: int, width: int, temporal_factor: int, spatial_factor: int
+                  ) -> list[tuple[str, int, str]]:
+    """(axis, value, nearest valid values) for each of frames (t k + 1), height and width (multiples of s) that a
+    VAE with these factors cannot encode; callers word the message."""
+    t, s = temporal_factor, spatial_factor
+    bad = [("frames", frames, nearest_valid(frames, t, 1, 1))] if frames < 1 or (frames - 1) % t else []
+    return bad + [(axis, n, nearest_valid(n, s, 0, s)) for axis, n in (("height", height), ("width", width))
+                  if n < s or n % s]
+
+
 def check_pixel_shape(
     shape: tuple[int, ...],
     *,
@@ -33,14 +43,10 @@ def check_pixel_shape(
         raise ValueError(f"{noun} must be (B, C, F, H, W), got shape {tuple(shape)}")
     _, c, f, h, w = shape
     t, s = temporal_factor, spatial_factor
-    problems = []
-    if c != channels:
-        problems.append(f"{c} channels; the VAE takes {channels}")
-    if f < 1 or (f - 1) % t:
-        problems.append(f"{f} frames is not {t}{frame_symbol}+1; nearest valid: {nearest_valid(f, t, 1, 1)}")
-    for name, n in (("height", h), ("width", w)):
-        if n < s or n % s:
-            problems.append(f"{name} {n} is not a multiple of {s}; nearest valid: {nearest_valid(n, s, 0, s)}")
+    problems = [] if c == channels else [f"{c} channels; the VAE takes {channels}"]
+    for axis, n, nearest in invalid_sizes(f, h, w, t, s):
+        what = f"{n} frames is not {t}{frame_symbol}+1" if axis == "frames" else f"{axis} {n} is not a multiple of {s}"
+        problems.append(f"{what}; nearest valid: {nearest}")
     if problems:
         raise ValueError(f"{noun} of shape {tuple(shape)}: " + "; ".join(problems))
 

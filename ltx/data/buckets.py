@@ -29,7 +29,7 @@ from typing import NamedTuple
 import torch.nn.functional as F
 from torch import Tensor
 
-from ltx.core.shapes import nearest_valid
+from ltx.core.shapes import invalid_sizes
 
 
 class Bucket(NamedTuple):
@@ -43,14 +43,9 @@ class Bucket(NamedTuple):
 
 def check_bucket(bucket: Bucket, temporal_factor: int, spatial_factor: int) -> None:
     """Raise a ValueError naming the nearest valid sizes unless the VAE can encode `bucket`."""
-    f, h, w = bucket
     t, s = temporal_factor, spatial_factor
-    problems = []
-    if f < 1 or (f - 1) % t:
-        problems.append(f"frames {f} is not {t}k + 1 (nearest: {nearest_valid(f, t, 1, 1)})")
-    for name, n in (("height", h), ("width", w)):
-        if n < s or n % s:
-            problems.append(f"{name} {n} is not a positive multiple of {s} (nearest: {nearest_valid(n, s, 0, s)})")
+    problems = [f"{axis} {n} is not {f'{t}k + 1' if axis == 'frames' else f'a positive multiple of {s}'} "
+                f"(nearest: {nearest})" for axis, n, nearest in invalid_sizes(*bucket, t, s)]
     if problems:
         raise ValueError(f"bucket {bucket}: " + "; ".join(problems))
 
