@@ -109,6 +109,18 @@ class SigmaSettings:
 
 
 @dataclass(kw_only=True)
+class AVSettings:
+    """LTX-2 only (model=ltx-2-*): what the audio+video transformer learns (train/finetune_ltx2.py)."""
+
+    mode: str = "t2av"  # ltx.ltx2.training.MODES: t2av t2v i2v extend ic_lora a2v v2a t2a ... (README table)
+    video_loss_weight: float = 1.0
+    audio_loss_weight: float = 1.0
+    prefix: int | None = None  # extension modes: clean latent frames (video) / steps (audio); None: the mode's
+    connector: str = "frozen"  # frozen | trainable (mode=full only): the text connectors after the cached features
+    base_dtype: str = "bfloat16"  # LoRA: the frozen base's dtype (bfloat16 halves its memory) | float32
+
+
+@dataclass(kw_only=True)
 class ValidationSettings:
     every: int = 0  # sample every N steps (0: only at the end); also at the end of the run
     prompts: list[str] = field(default_factory=list)  # none: no validation
@@ -161,6 +173,7 @@ class FinetuneConfig:
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
     validation: ValidationSettings = field(default_factory=ValidationSettings)
+    av: AVSettings = field(default_factory=AVSettings)  # LTX-2 presets only
     export_format: str = "ltx"  # full fine-tunes: ltx | official
     stop_after: int | None = None  # end this session at that step (resumable), e.g. to time-box a run
     wandb: bool = True  # offline logs in run_dir/wandb (rank 0 only)
@@ -212,12 +225,17 @@ class FinetuneConfig:
             check_number("validation.guidance_scale", v.guidance_scale, 1.0)
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
             raise invalid("device", self.device, "must be auto, cpu, cuda or cuda:N")
+        check_number("av.video_loss_weight", self.av.video_loss_weight, 0.0)
+        check_number("av.audio_loss_weight", self.av.audio_loss_weight, 0.0)
+        check_int("av.prefix", self.av.prefix, optional=True)
+        check_choice("av.connector", self.av.connector, ("frozen", "trainable"))
+        check_choice("av.base_dtype", self.av.base_dtype, ("bfloat16", "float32"))
 
 
 # What a resume may not change: it would train something else than the checkpoint holds.
 FROZEN_FIELDS = ("data", "checkpoint", "mode", "lora.rank", "lora.alpha", "lora.targets", "objective", "seed",
                  "batch_size", "caption_dropout", "first_frame_p", "sigma", "fps", "model.dit", "ema", "optimizer",
-                 "reference_video")
+                 "reference_video", "av")
 
 
 def _get(d: dict, dotted: str):
@@ -289,7 +307,8 @@ def draw(cfg: FinetuneConfig, sampler: SigmaSampler, step: int, index: int, shap
 def resolve_paths(cfg: FinetuneConfig) -> FinetuneConfig:
     """The preset's local weights (the bundled demo) where the config names none, relative to the repository."""
     repo = config_root()  # the checkout, or <prefix>/share/ltx for an installed package
-    cfg.model.require_ltx_video("training (train.finetune, train.distill; LTX-2 training is not implemented)")
+    cfg.model.require_ltx_video("this trainer (LTX-2 presets fine-tune with python -m train.finetune; distillation "
+                                "is for 0.9.x)")
     g = cfg.model.generation
 
     def local(path: str | None) -> str | None:
@@ -325,6 +344,10 @@ def check_inputs(cfg: FinetuneConfig, world: int):
     if not Path(cfg.data).is_dir():
         raise FileNotFoundError(f"data={cfg.data} is not a folder; make it with python -m train.preprocess")
     cache = LatentCache(cfg.data)
+    if getattr(cache, "family", "ltxv") == "ltx2":
+        raise ValueError(f"data={cfg.data} is an LTX-2 cache (made with an LTX-2 checkpoint); train it with an LTX-2 "
+                         f"preset (model=ltx-2-19b-dev or ltx-2.3-22b-dev), or preprocess with model {cfg.model.name}'s "
+                         "checkpoint")
     if len(cache) == 0:
         raise ValueError(f"data={cfg.data} holds no clips (see its index.json 'skipped' list)")
     c, d = cache.latent_channels, cache.text_channels
@@ -748,6 +771,10 @@ def run_trainer(trainer_cls: type[Trainer], cfg: FinetuneConfig) -> dict:
 
 
 def train(cfg: FinetuneConfig) -> dict:
+    if cfg.model.is_ltx2:
+        from train.finetune_ltx2 import AVTrainer  # imports this module: resolved at call time
+
+        return run_trainer(AVTrainer, cfg)
     return run_trainer(Trainer, cfg)
 
 

@@ -111,7 +111,10 @@ def init_distributed() -> Dist:
 
 
 def _blocks(model: nn.Module, attr: str) -> nn.ModuleList:
-    blocks = getattr(model, attr, None)
+    """The ModuleList at `attr`, a dotted path for a nested model (e.g. "transformer.transformer_blocks")."""
+    blocks = model
+    for part in attr.split("."):
+        blocks = getattr(blocks, part, None)
     if not isinstance(blocks, nn.ModuleList):
         raise ValueError(f"{type(model).__name__} has no ModuleList {attr!r} to wrap")
     return blocks

@@ -429,12 +429,25 @@ def write(
     dtype: torch.dtype | None = None,
     overwrite: bool = False,
     progress: Callable[[TensorEntry], None] | None = None,
+    overrides: dict[str, dict[str, torch.Tensor]] | None = None,
 ) -> Path:
     """Stream the chosen components into `dst` in the "ltx2" or "official" layout (atomically), after `check`.
     Tensors are copied bitwise unless `dtype` casts the floating ones; the metadata is kept verbatim (plus or
     minus `format` / `format_version`) and the tensors' data keeps the source's order, so official -> ltx2 ->
     official gives the same tensors, metadata and data bytes; only the header's JSON may be ordered differently
-    (ltx.core.checkpoint.write_safetensors puts `__metadata__` last; the safetensors library puts it first)."""
+    (ltx.core.checkpoint.write_safetensors puts `__metadata__` last; the safetensors library puts it first).
+    `overrides` {component: {our key: tensor}} replaces those tensors (a fine-tune's trained weights): each keeps
+    its key's shape and is written in the file's dtype (or `dtype`)."""
+    overrides = overrides or {}
+    for name, tensors in overrides.items():
+        keys = ckpt.keys.get(name, {})
+        unknown = [k for k in tensors if k not in keys]
+        if unknown:
+            raise CheckpointError(f"overrides for {name!r} name keys the checkpoint does not hold, e.g. {unknown[0]!r}")
+        for k, t in tensors.items():
+            shape = tuple(ckpt.reader.infos[keys[k]].shape)
+            if tuple(t.shape) != shape:
+                raise CheckpointError(f"override {name}.{k} has shape {tuple(t.shape)}; the checkpoint's is {shape}")
     if layout not in ("ltx2", "official"):
         raise CheckpointError(f"layout {layout!r}: choose 'ltx2' or 'official'")
     names = _names(ckpt, components)
@@ -447,8 +460,10 @@ def write(
             out_dtype = dtype if dtype is not None and info.dtype.is_floating_point else info.dtype
             out_name = f"{name}.{ours}" if layout == "ltx2" else comp.official(ours)
 
-            def load_one(k=k, out_dtype=out_dtype):
-                return ckpt.reader.get(k).to(out_dtype)
+            replaced = overrides.get(name, {}).get(ours)
+
+            def load_one(k=k, out_dtype=out_dtype, replaced=replaced):
+                return (ckpt.reader.get(k) if replaced is None else replaced.detach().cpu()).to(out_dtype)
 
             entries.append((info.offsets[0], TensorEntry(out_name, out_dtype, info.shape, load_one)))
     entries = [e for _, e in sorted(entries, key=lambda pair: pair[0])]  # the source's data order

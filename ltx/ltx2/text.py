@@ -399,6 +399,12 @@ class EmbeddingsProcessor(nn.Module):
         """hidden_states: num_hidden_states x (B, T, text_dim) (or stacked (B, T, text_dim, L)); attention_mask:
         (B, T), 1 = real token, left padded. Returns video context (B, T, Dv), audio context (B, T, Da) and the
         context mask (B, T) int64, all ones (registers fill the padding)."""
+        video, audio = self.features(hidden_states, attention_mask)
+        return self.connect(video, audio, attention_mask)
+
+    def features(self, hidden_states: Sequence[Tensor] | Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """The feature extractor alone: (video features (B, T, Dv'), audio features (B, T, Da')), what a training
+        cache stores (train.preprocess) so that training never runs Gemma. V1 gives the same tensor twice."""
         x = stack_hidden_states(hidden_states, self.config.num_hidden_states, self.config.text_dim)
         if tuple(attention_mask.shape) != tuple(x.shape[:2]):
             raise ValueError(f"attention mask shape {tuple(attention_mask.shape)} does not match the hidden states' "
@@ -408,10 +414,15 @@ class EmbeddingsProcessor(nn.Module):
         if T % R:
             raise ValueError(f"text length {T} must be a multiple of the connectors' {R} registers "
                              f"(the official tokenizer pads to {MAX_TOKENS})")
-        video, audio = self.feature_extractor(x, attention_mask)
+        return self.feature_extractor(x, attention_mask)
+
+    def connect(self, video: Tensor, audio: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The two connectors on extracted features (B, T, .) with their left-padded mask (B, T): video context,
+        audio context and the all-ones context mask (the official trainer's `create_embeddings`)."""
+        check_left_padded(attention_mask)
         video = self.video_connector(video, attention_mask)
         audio = self.audio_connector(audio, attention_mask)
-        mask = torch.ones(x.shape[:2], dtype=torch.int64, device=x.device)
+        mask = torch.ones(video.shape[:2], dtype=torch.int64, device=video.device)
         return video, audio, mask
 
 
