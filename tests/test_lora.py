@@ -236,9 +236,10 @@ def test_round_trip_each_format(tmp_path, fmt):
     assert load_lora_file(again).alpha == alpha
     file = path / lora_formats.DIFFUSERS_FILE if fmt == "diffusers" else path
     keys = list(lora_formats.SafetensorsReader(file).keys())
-    prefix = {"comfy": "diffusion_model.", "trainer": "diffusion_model.", "diffusers": "transformer.", "ltx": ""}[fmt]
+    prefix = {"comfy": "diffusion_model.", "trainer": "diffusion_model.", "diffusers": "transformer.", "ltx": "",
+              "kohya": "lora_unet_"}[fmt]
     assert all(k.startswith(prefix) for k in keys)
-    assert any(k.endswith(".alpha") for k in keys) == (fmt == "comfy")
+    assert any(k.endswith(".alpha") for k in keys) == (fmt in ("comfy", "kohya"))
     assert ("transformer.proj_in.lora_A.weight" in keys) == (fmt == "diffusers")  # diffusers' module names
     if fmt == "diffusers":
         peft = pytest.importorskip("peft")
@@ -399,7 +400,7 @@ def test_convert_weights_lora_round_trip(tmp_path, capsys):
     assert {t.dtype for t in load_lora_file(tmp_path / "half.safetensors").tensors.values()} == {torch.bfloat16}
     assert main([str(src), str(tmp_path / "x.safetensors"), "--to", "official"]) == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "is a LoRA; --to takes ('comfy', 'diffusers', 'trainer', 'ltx')" in err
+    assert err.count("\n") == 1 and "is a LoRA; --to takes ('comfy', 'diffusers', 'trainer', 'ltx', 'kohya')" in err
     model = REPO / "configs/model/ltxv-2b-0.9.5.yaml"
     assert main([str(src), "--dry-run", "--model", str(model)]) == 1
     assert "another base model?" in capsys.readouterr().err

@@ -24,10 +24,25 @@ Training: `inject_lora(model, LoRAConfig(rank=32))`, `freeze_base(model)`, an op
 `lora_parameters(model)`, `save_lora(path, model, format="comfy", base_model=...)`.
 Inference: `load_loras(model, [(path, 0.8), ...])` (unmerged: strengths stay adjustable with `set_strength`), then
 `merge_lora(model)`; or `fuse_loras(model, [(read_lora(path), 0.8), ...])`.
+
+Target patterns (`LoRAConfig.targets`, `lora_targets(model, patterns)`), the official trainers' and PEFT's language
+for module names inside `transformer_blocks.N.` (the "tail"), plus globs and a regex escape:
+- a plain pattern matches a tail equal to it or ending in "." + it: "to_q" is every stream's query (LTX-2: attn1,
+  attn2, audio_attn1, audio_attn2, audio_to_video_attn, video_to_audio_attn); "attn1.to_q" is the video
+  self-attention only ("audio_attn1.to_q" does not end in ".attn1.to_q"); "audio_attn1.to_q" the audio one;
+  "ff.net.2" the video MLP, "audio_ff.net.2" the audio one.
+- a pattern with `*`, `?` or `[...]` is a glob (fnmatch; `*` crosses dots) matched against the tail and each of its
+  dot-separated endings: "audio_to_video_attn.*" is every Linear of the A->V cross-attention, "*_to_*_attn.to_q"
+  both cross-modal queries, "audio_*" every audio-stream Linear in the blocks, "to_out.*" every output projection.
+- "re:<regex>" must match the whole qualified name, outside the blocks too ("re:proj_out",
+  "re:caption_projection.linear_[12]").
+Modules outside the blocks are reached only by "re:". Every pattern must select at least one Linear: one that
+selects none is an error naming it and valid names (a typo never trains nothing silently).
 """
 
 from __future__ import annotations
 
+import fnmatch
 import math
 import os
 import re
@@ -58,9 +73,8 @@ _WRAPPERS = re.compile(r"(^|\.)(_orig_mod|_fsdp_wrapped_module|_checkpoint_wrapp
 class LoRAConfig:
     """Which Linear modules get an adapter, and its size.
 
-    `targets` are matched against the end of each module name inside `transformer_blocks.N.` at a dot boundary
-    ("to_q" matches attn1.to_q and attn2.to_q; "attn1.to_q" only the first; "ff.net.0.proj", "ff.net.2" the MLP);
-    a target "re:<regex>" must match the whole qualified name instead (e.g. "re:proj_out").
+    `targets`: patterns in the language of the module docstring ("to_q", "attn1.to_q", "audio_to_video_attn.*",
+    "re:<regex>"); each must select at least one Linear of the model `inject_lora` is given.
     """
 
     rank: int = 16
@@ -91,13 +105,39 @@ class LoRAConfig:
         return float(self.rank if self.alpha is None else self.alpha)
 
     def matches(self, name: str) -> bool:
-        for t in self.targets:
-            if t.startswith("re:"):
-                if re.fullmatch(t[3:], name):
-                    return True
-            elif (m := _BLOCK.fullmatch(name)) and (m[1] == t or m[1].endswith("." + t)):
-                return True
+        return any(target_matches(t, name) for t in self.targets)
+
+
+def target_matches(pattern: str, name: str) -> bool:
+    """Whether target `pattern` selects the (clean, qualified) module `name` (the module docstring's language)."""
+    if pattern.startswith("re:"):
+        return re.fullmatch(pattern[3:], name) is not None
+    m = _BLOCK.fullmatch(name)
+    if m is None:
         return False
+    tail = m[1]
+    if not any(c in pattern for c in "*?["):
+        return tail == pattern or tail.endswith("." + pattern)
+    parts = tail.split(".")
+    return any(fnmatch.fnmatchcase(".".join(parts[i:]), pattern) for i in range(len(parts)))
+
+
+def lora_targets(model: nn.Module, patterns: Sequence[str]) -> list[str]:
+    """The (clean) names of the Linear modules of `model` that `patterns` select, in module order.
+
+    Raises one ValueError line when a pattern selects nothing, naming it and valid names (the block tails and the
+    Linears outside the blocks). Adapters' own Linears are never targets."""
+    patterns = LoRAConfig(targets=tuple(patterns)).targets  # validated: non-empty strings, valid regexes
+    linears = list(_linears(model))
+    unmatched = tuple(p for p in patterns if not any(target_matches(p, n) for n in linears))
+    if unmatched:
+        tails = list(dict.fromkeys(m[1] for n in linears if (m := _BLOCK.fullmatch(n))))
+        outside = [n for n in linears if not _BLOCK.fullmatch(n)]
+        more = f" and {len(outside) - 8} more" if len(outside) > 8 else ""
+        raise ValueError(f"no nn.Linear matches LoRA targets {unmatched} (a plain pattern matches the end of a name "
+                         f"inside transformer_blocks.N. at a dot, 'a.*' globs, 're:<regex>' the full name); Linear "
+                         f"modules: {tails} in every block, {outside[:8]}{more} outside (via 're:')")
+    return [n for n in linears if any(target_matches(p, n) for p in patterns)]
 
 
 @torch.no_grad()
@@ -249,11 +289,8 @@ def inject_lora(model: nn.Module, cfg: LoRAConfig, name: str = "default", genera
     (default: each base weight's; fp32 adapters on a bf16 model compute in fp32 and add in bf16). Inject after the
     base is loaded or initialised (`DiT.init_weights` would treat the adapters' Linears as its own)."""
     _refuse_existing(model, name)
+    hit = lora_targets(model, cfg.targets)
     linears = _linears(model)
-    hit = [n for n in linears if cfg.matches(n)]
-    if not hit:
-        raise ValueError(f"no nn.Linear matches LoRA targets {cfg.targets} (patterns match the end of names inside "
-                         f"transformer_blocks.N.; 're:<regex>' the full name); Linear modules: {list(linears)[:8]}")
     for n in hit:
         real, module = linears[n]
         _wrap(model, real, module).add_adapter(name, cfg.rank, cfg.scale_alpha, dropout=cfg.dropout,

@@ -1,13 +1,14 @@
-"""LoRA files for either family's transformer: four layouts, auto-detected on read, written atomically.
+"""LoRA files for either family's transformer: five layouts, auto-detected on read, written atomically.
 
 Canonical form (`LoRAWeights.tensors`): `<module>.lora_A.weight` (rank, in) and `<module>.lora_B.weight`
 (out, rank), with our module names, which are the official checkpoint's (`transformer_blocks.3.attn1.to_q`).
 An adapter adds strength * alpha / rank * B @ A to its module's weight (LoRA paper, PEFT, ComfyUI).
 
 What differs between the families is a `LoRAPolicy` the family passes in (ltx/ltxv/lora.py, ltx/ltx2/lora.py):
-the module names of diffusers' layout (0.9.x: `proj_in` = `patchify_proj`, `time_embed` = `adaln_single`), and
-whether alpha applies at all (LTX-2, as ltx-core: no, every module's alpha is its rank, so the delta is exactly
-strength * B @ A). This module imports no family; `GENERIC` (same names, alpha applies) is the default.
+the module names of diffusers' layout (0.9.x: `proj_in` = `patchify_proj`, `time_embed` = `adaln_single`), the
+family's module names for kohya's flattened ones, and whether alpha applies at all (LTX-2, as ltx-core: no, every
+module's alpha is its rank, so the delta is exactly strength * B @ A). This module imports no family; `GENERIC`
+(same names, alpha applies, no kohya names) is the default.
 
 Layouts (`format`):
 - "comfy" (ComfyUI): `diffusion_model.<module>.lora_A.weight` / `.lora_B.weight` and `diffusion_model.<module>.alpha`,
@@ -19,19 +20,35 @@ Layouts (`format`):
   No alpha tensors: alpha is the header's `lora_adapter_metadata` (what diffusers' `save_lora_weights` writes),
   else adapter_config.json, else rank. Read from the folder or the file; peft's own `adapter_model.safetensors`
   (`base_model.model.` prefix) reads the same way.
-- "trainer" (LTX-Video-Trainer, LTX-2 trainer, the official LTX-2 LoRAs): `diffusion_model.` prefix (also read:
-  `model.diffusion_model.`; a `transformer.` one reads as "diffusers"), no alpha tensors: alpha = rank unless the
-  header says otherwise.
+- "trainer" (LTX-Video-Trainer, the official LTX-2 trainer `ltx-trainer`, the official LTX-2 LoRAs):
+  `diffusion_model.` prefix (also read: `model.diffusion_model.`; a `transformer.` one reads as "diffusers"), no
+  alpha tensors: alpha = rank unless the header says otherwise.
+- "kohya" (kohya-ss / musubi-tuner, loaded by ComfyUI): `lora_unet_<module with every '.' as '_'>.lora_down.weight`
+  (= A), `.lora_up.weight` (= B) and `.alpha` (0-dim float32). Flattening loses where the dots were, so reading
+  maps the names back through the family's module names (`LoRAPolicy.from_kohya`, built with `kohya_resolver`
+  from the family's Linear names, as ComfyUI maps them from the model's keys).
 - "ltx": canonical names, no prefix.
+Reading also accepts kohya's `lora_down` / `lora_up` for A / B under the other prefixes.
 
-diffusers' loader takes "comfy" and "trainer" files too: it swaps `diffusion_model.` for `transformer.` and renames
-nothing, so only modules whose names agree (all of `transformer_blocks.*`, `caption_projection`, `proj_out`) land;
-it ignores `.alpha` tensors (and its `load_lora_weights` refuses keys without "lora" in them: call `lora_state_dict`
-+ `load_lora_into_transformer`) but applies the `lora_adapter_metadata` header entry. So every file written here carries
-in its safetensors header: `format=ltx-lora`, `layout` (the layout name), `rank` and `alpha` (the most common values),
-`alpha_pattern` (JSON {module: alpha} for modules that differ), `targets` (JSON list), `base_model` (free text), and
-`lora_adapter_metadata` (`transformer.r`, `transformer.lora_alpha`, `transformer.target_modules`, patterns), so every
-reader that looks applies the same alpha. Reading also accepts kohya's names `lora_down` / `lora_up` for A / B.
+Which tool loads which file (tests/test_lora_interop.py, tests/ltx2/test_ltx2_lora_files.py):
+- diffusers (0.9.x): "diffusers" folders through the standard `LTXPipeline.load_lora_weights(folder)`, every module
+  with its alpha. Its LTX key conversion (`_convert_non_diffusers_ltxv_lora_to_diffusers`) only swaps a
+  `diffusion_model.` prefix for `transformer.` and renames nothing, so from "trainer" files it loads the modules
+  whose names agree (all of `transformer_blocks.*`, `caption_projection.*`, `proj_out`) and drops `patchify_proj`
+  and `adaln_single.*` adapters (they name no module of diffusers' model, a logged "unexpected keys"); "comfy" files
+  it refuses (`load_lora_weights` wants "lora" in every key; `.alpha` keys have none; its two lower calls
+  `LTXPipeline.lora_state_dict(file, return_lora_metadata=True)` + `load_lora_into_transformer(sd, transformer,
+  metadata=meta)` take them, with the trainer files' drop: tests/test_lora.py), in "kohya" files it finds no keys
+  of its own (it loads nothing). Convert those with `tools/convert_weights.py FILE OUT --to diffusers`.
+- diffusers (LTX-2): `LTX2Pipeline.load_lora_weights` renames `diffusion_model.` names itself (patchify_proj ->
+  proj_in, adaln_single -> time_embed, ...): "trainer" files load whole.
+- ltx-core / ltx-pipelines (LTX-2): "trainer" and "comfy" files (it strips `diffusion_model.` and ignores `.alpha`).
+Every file written here carries in its safetensors header: `format=ltx-lora`, `layout` (the layout name), `rank`
+and `alpha` (the most common values), `alpha_pattern` (JSON {module: alpha} for modules that differ), `targets`
+(JSON list), `base_model` (free text), and `lora_adapter_metadata` (`transformer.r`, `transformer.lora_alpha`,
+`transformer.target_modules`, patterns: diffusers applies it), so every reader that looks applies the same alpha.
+A family that ignores alpha (LTX-2) writes alpha = rank: an adapter trained with alpha != rank gets its scale
+alpha / rank multiplied into B (see `write_lora`), so ltx-core, ComfyUI and we all add the delta it trained.
 """
 
 from __future__ import annotations
@@ -41,7 +58,7 @@ import math
 import os
 import re
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,15 +75,18 @@ from ltx.core.checkpoint import (
     write_safetensors,
 )
 
-FORMATS = ("comfy", "diffusers", "trainer", "ltx")
+FORMATS = ("comfy", "diffusers", "trainer", "ltx", "kohya")
 LORA_FORMAT = "ltx-lora"  # metadata["format"] of every file written here
 DIFFUSERS_FILE = "pytorch_lora_weights.safetensors"  # diffusers' LORA_WEIGHT_NAME_SAFE
 PEFT_FILE = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
 PEFT_METADATA = "lora_adapter_metadata"  # diffusers' LORA_ADAPTER_METADATA_KEY
-PREFIXES = {"comfy": "diffusion_model.", "trainer": "diffusion_model.", "diffusers": "transformer.", "ltx": ""}
+PREFIXES = {"comfy": "diffusion_model.", "trainer": "diffusion_model.", "diffusers": "transformer.", "ltx": "",
+            "kohya": "lora_unet_"}
+KOHYA_PREFIX = PREFIXES["kohya"]
 _DIFFUSERS_PREFIXES = ("transformer.", "base_model.model.")
 _COMFY_PREFIXES = ("diffusion_model.", "model.diffusion_model.")  # the second: a full ComfyUI state dict's
+_BLOCK_NAME = re.compile(r"transformer_blocks\.\d+\.(.+)")
 _SUFFIXES = {".lora_A.weight": "A", ".lora_B.weight": "B", ".lora_down.weight": "A", ".lora_up.weight": "B",
              ".alpha": "alpha"}
 RESERVED = ("format", "layout", "rank", "alpha", "alpha_pattern", "targets", "base_model", PEFT_METADATA)
@@ -80,16 +100,49 @@ def _same_name(module: str) -> str:
     return module
 
 
+def _no_kohya_names(flat: str) -> None:
+    return None
+
+
+def kohya_name(module: str) -> str:
+    """Our module name -> kohya's flattened one (ComfyUI's rule): 'transformer_blocks.0.attn1.to_q' ->
+    'transformer_blocks_0_attn1_to_q' (without the `lora_unet_` prefix)."""
+    return module.replace(".", "_")
+
+
+def kohya_resolver(linear_names: Iterable[str]) -> Callable[[str], str | None]:
+    """A `LoRAPolicy.from_kohya` from a family's Linear module names (one block's are enough: the index of
+    `transformer_blocks.N.` is generalised). Returns our name for a flattened one, None for an unknown one."""
+    blocks, others = {}, {}
+    for name in linear_names:
+        m = _BLOCK_NAME.fullmatch(name)
+        table, key, value = (blocks, kohya_name(m[1]), m[1]) if m else (others, kohya_name(name), name)
+        if table.get(key, value) != value:
+            raise ValueError(f"two module names flatten to the same kohya name {key!r}: {table[key]!r}, {value!r}")
+        table[key] = value
+
+    def resolve(flat: str) -> str | None:
+        m = re.fullmatch(r"transformer_blocks_(\d+)_(.+)", flat)
+        if m and m[2] in blocks:
+            return f"transformer_blocks.{m[1]}.{blocks[m[2]]}"
+        return others.get(flat)
+
+    return resolve
+
+
 @dataclass(frozen=True)
 class LoRAPolicy:
     """What a model family decides about its LoRA files (see the module docstring).
 
     from_diffusers / to_diffusers: a module name in diffusers' layout (the "diffusers" format, peft folders,
-    `transformer.`-prefixed keys) -> ours, and back. use_alpha: apply the file's alpha (its alpha tensors, our
-    header, or a peft config; else alpha = rank); False: alpha = rank for every module whatever the file says."""
+    `transformer.`-prefixed keys) -> ours, and back. from_kohya: kohya's flattened name (no `lora_unet_`) -> ours,
+    None when it names no module of the family (`kohya_resolver`). use_alpha: apply the file's alpha (its alpha
+    tensors, our header, or a peft config; else alpha = rank); False: alpha = rank for every module whatever the
+    file says, and files are written with alpha = rank (the scale baked into B)."""
 
     from_diffusers: Callable[[str], str] = _same_name
     to_diffusers: Callable[[str], str] = _same_name
+    from_kohya: Callable[[str], str | None] = _no_kohya_names
     use_alpha: bool = True
 
 
@@ -186,7 +239,7 @@ def is_lora(path: str | os.PathLike) -> bool:
 
 def _detect(keys: list[str], meta: Mapping[str, str], folder: bool) -> tuple[str, str]:
     """(format, key prefix)."""
-    prefixes = [p for p in (*_COMFY_PREFIXES, *_DIFFUSERS_PREFIXES) if any(k.startswith(p) for k in keys)]
+    prefixes = [p for p in (*_COMFY_PREFIXES, *_DIFFUSERS_PREFIXES, KOHYA_PREFIX) if any(k.startswith(p) for k in keys)]
     prefix = prefixes[0] if prefixes else ""
     stray = [k for k in keys if not k.startswith(prefix)]
     if stray:
@@ -197,6 +250,8 @@ def _detect(keys: list[str], meta: Mapping[str, str], folder: bool) -> tuple[str
             raise LoRAError(f"the header says layout {fmt!r} (key prefix {PREFIXES[fmt]!r}) but the keys have "
                             f"{prefix!r}")
         return fmt, prefix
+    if prefix == KOHYA_PREFIX:
+        return "kohya", prefix
     if folder or prefix in _DIFFUSERS_PREFIXES:
         return "diffusers", prefix
     if prefix in _COMFY_PREFIXES:
@@ -251,7 +306,7 @@ def read_lora(path: str | os.PathLike, policy: LoRAPolicy = GENERIC) -> LoRAWeig
     if incomplete:
         raise LoRAError(f"{file}: {len(incomplete)} modules lack lora_A or lora_B: {incomplete[:10]}")
 
-    ours = {m: policy.from_diffusers(m) if prefix in _DIFFUSERS_PREFIXES else m for m in parts}
+    ours = _our_names(file, list(parts), prefix, policy)
     sources = _alpha_sources(file, meta, fmt, list(ours.values())) if policy.use_alpha else None
     try:
         return _read_parts(path, file, reader, fmt, parts, ours, sources)
@@ -259,6 +314,22 @@ def read_lora(path: str | os.PathLike, policy: LoRAPolicy = GENERIC) -> LoRAWeig
         if isinstance(e, LoRAError):
             raise
         raise LoRAError(f"{file}: alpha or rank entries are not valid: {e}") from None
+
+
+def _our_names(file: Path, modules: list[str], prefix: str, policy: LoRAPolicy) -> dict[str, str]:
+    """{the file's module name: ours} under `policy` (diffusers' names renamed, kohya's unflattened)."""
+    if prefix in _DIFFUSERS_PREFIXES:
+        return {m: policy.from_diffusers(m) for m in modules}
+    if prefix != KOHYA_PREFIX:
+        return {m: m for m in modules}
+    ours = {m: policy.from_kohya(m) for m in modules}
+    unknown = [KOHYA_PREFIX + m for m, o in ours.items() if o is None]
+    if unknown:
+        hint = ("; read it with the family's reader (ltx.ltxv.lora.read_lora / ltx.ltx2.lora.read_lora), which "
+                "knows its module names") if policy.from_kohya is _no_kohya_names else ""
+        raise LoRAError(f"{file}: {len(unknown)} kohya names match no Linear module of this model family: "
+                        f"{unknown[:5]}{hint}")
+    return ours
 
 
 def _alpha_sources(file: Path, meta: Mapping[str, str], fmt: str, modules: list[str]):
@@ -323,6 +394,20 @@ def _read_parts(path, file, reader, fmt, parts, ours, sources) -> LoRAWeights:
 # ---------------------------------------------------------------------------------------------------- writing
 
 
+def bake_alpha(weights: LoRAWeights) -> LoRAWeights:
+    """The same deltas with alpha = rank: B * (alpha / rank) (computed in float32, stored in B's dtype) for every
+    module whose alpha differs from its rank. What a family that ignores alpha (LTX-2, as ltx-core) must write:
+    a reader that reads alpha = rank then adds what the adapter trained (up to one rounding of B in its dtype;
+    none when alpha / rank is a power of two)."""
+    tensors, alpha = dict(weights.tensors), dict(weights.alpha)
+    for m, r in weights.rank.items():
+        if alpha[m] != r:
+            b = tensors[f"{m}.lora_B.weight"]
+            tensors[f"{m}.lora_B.weight"] = (b.float() * (alpha[m] / r)).to(b.dtype)
+            alpha[m] = float(r)
+    return LoRAWeights(tensors, dict(weights.rank), alpha, dict(weights.metadata), weights.format, weights.path)
+
+
 def derive_targets(modules: list[str]) -> list[str]:
     """The distinct module-name tails inside `transformer_blocks.N.` (others whole): ['attn1.to_q', ...]."""
     tails = [re.sub(r"^transformer_blocks\.\d+\.", "", m) for m in modules]
@@ -341,6 +426,7 @@ def write_lora(
     overwrite: bool = False,
 ) -> Path:
     """Write `weights` in `format` (a .safetensors file; for "diffusers" a folder, module names as `policy` says).
+    Under a policy without alpha (LTX-2) modules with alpha != rank are written `bake_alpha`ed.
     Atomic; refuses to overwrite unless `overwrite`. Overwriting a diffusers folder replaces only its weights file
     and adapter_config.json: other files in the folder (a README, other adapters) are kept."""
     if format not in FORMATS:
@@ -350,18 +436,22 @@ def write_lora(
         raise ValueError(f"extra_metadata may not set {clash} (written from the weights)")
     path = Path(path)
     check_output_path(path, folder=format == "diffusers", overwrite=overwrite)
+    if not policy.use_alpha:
+        weights = bake_alpha(weights)
     modules = weights.modules
     rank, alpha = most_common(weights.rank), most_common(weights.alpha)
-    names = {m: policy.to_diffusers(m) if format == "diffusers" else m for m in modules}
+    names = {m: policy.to_diffusers(m) if format == "diffusers" else kohya_name(m) if format == "kohya" else m
+             for m in modules}
     prefix = PREFIXES[format]
     entries = []
     for m in modules:
-        for kind in ("A", "B"):
+        for kind, part in (("A", "lora_down" if format == "kohya" else "lora_A"),
+                           ("B", "lora_up" if format == "kohya" else "lora_B")):
             t = weights.tensors[f"{m}.lora_{kind}.weight"]
-            entries.append(TensorEntry(f"{prefix}{names[m]}.lora_{kind}.weight", t.dtype, tuple(t.shape),
+            entries.append(TensorEntry(f"{prefix}{names[m]}.{part}.weight", t.dtype, tuple(t.shape),
                                        lambda t=t: t.detach().cpu().contiguous()))
-        if format == "comfy":
-            entries.append(TensorEntry(f"{prefix}{m}.alpha", torch.float32, (),
+        if format in ("comfy", "kohya"):
+            entries.append(TensorEntry(f"{prefix}{names[m]}.alpha", torch.float32, (),
                                        lambda a=weights.alpha[m]: torch.tensor(a, dtype=torch.float32)))
     peft = {  # module names as in the file: diffusers' loader only swaps the prefix of the other layouts
         "r": rank,
