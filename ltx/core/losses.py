@@ -64,7 +64,9 @@ def psnr(a: Tensor, b: Tensor, data_range: float = 2.0) -> float:
 
 # ------------------------------------------------------------------------------------------------ fine-tuning
 
-SIGMA_KINDS = ("uniform", "logit_normal", "shifted_logit_normal")
+SIGMA_KINDS = ("uniform", "logit_normal", "shifted_logit_normal", "stretched_logit_normal")
+# The LTX-2 trainer's stretch bounds: its roundings of the 0.5% and 99.9% standard-normal quantiles.
+STRETCH_Z = (-2.5758, 3.0902)
 
 
 @dataclass(kw_only=True)
@@ -78,6 +80,12 @@ class SigmaSampler:
     the low-noise steps that set detail. With max_mu = 2.05 the median sigma stays at most sigmoid(2.05) = 0.886.
     `uniform_fraction` mixes in uniform draws (the LTX-2 trainer uses 10%) so every sigma keeps some weight.
     kind "logit_normal" uses mu = 0; "uniform" ignores std / mu.
+
+    kind "stretched_logit_normal" is the LTX-2 trainer's distribution (`ltx.ltx2.training.sigma_sampler("ltx2")`
+    sets its official values std 1, uniform_fraction 0.1, eps 1e-3): x = sigmoid(z) with z ~ N(mu, std^2) and mu
+    = `token_shift(tokens)` unbounded (`max_mu` is not used), stretched linearly so that the 0.5% and 99.9%
+    quantiles of sigmoid(z) land on 0 and 1, reflected at eps (x < eps -> 2 eps - x) and clipped to [0, 1]; with
+    probability uniform_fraction sigma ~ U(eps, 1) instead. eps is thus the reflection point, not a clamp.
     """
 
     kind: str = "shifted_logit_normal"
@@ -99,6 +107,8 @@ class SigmaSampler:
             raise ValueError(f"sigma sampler eps must be in [0, 0.5), got {self.eps}")
 
     def mu(self, tokens: int) -> float:
+        if self.kind == "stretched_logit_normal":
+            return token_shift(tokens)
         if self.kind == "uniform":
             return 0.0
         return min(token_shift(tokens), self.max_mu) if self.kind == "shifted_logit_normal" else 0.0
@@ -106,6 +116,8 @@ class SigmaSampler:
     def sample(self, tokens: int, generator: torch.Generator | None = None) -> float:
         """One sigma (a Python float) from `generator`: three draws, always, so the stream stays aligned."""
         u_mix, u, z = torch.rand(2, generator=generator).tolist() + torch.randn(1, generator=generator).tolist()
+        if self.kind == "stretched_logit_normal":
+            return self._stretched(u_mix, u, z, tokens)
         if self.kind == "uniform" or u_mix < self.uniform_fraction:
             s = u
         else:
@@ -114,11 +126,47 @@ class SigmaSampler:
 
     def cdf(self, s: float, tokens: int) -> float:
         """P(sigma <= s) for eps < s < 1 - eps, in closed form (for tests and plots)."""
+        if self.kind == "stretched_logit_normal":
+            return self._stretched_cdf(s, tokens)
         if self.kind == "uniform":
             return s
         z = (math.log(s / (1 - s)) - self.mu(tokens)) / self.std
         normal = 0.5 * (1 + math.erf(z / math.sqrt(2)))
         return self.uniform_fraction * s + (1 - self.uniform_fraction) * normal
+
+    def _stretch_bounds(self, tokens: int) -> tuple[float, float]:
+        mu = self.mu(tokens)
+        return _sigmoid(mu + STRETCH_Z[0] * self.std), _sigmoid(mu + STRETCH_Z[1] * self.std)
+
+    def _stretched(self, u_mix: float, u: float, z: float, tokens: int) -> float:
+        if u_mix < self.uniform_fraction:
+            return (1 - self.eps) * u + self.eps
+        lo, hi = self._stretch_bounds(tokens)
+        x = (_sigmoid(z * self.std + self.mu(tokens)) - lo) / (hi - lo)
+        if x < self.eps:
+            x = 2 * self.eps - x
+        return min(max(x, 0.0), 1.0)
+
+    def _stretched_cdf(self, s: float, tokens: int) -> float:
+        # Reflection folds x < eps onto 2 eps - x, so for eps <= s < 1: P(y <= s) = P(2 eps - s <= x <= s).
+        lo, hi = self._stretch_bounds(tokens)
+
+        def x_cdf(x: float) -> float:  # P(stretched x <= x)
+            v = lo + x * (hi - lo)
+            if v <= 0 or v >= 1:
+                return float(v >= 1)
+            return 0.5 * (1 + math.erf((math.log(v / (1 - v)) - self.mu(tokens)) / (self.std * math.sqrt(2))))
+
+        stretched = max(x_cdf(s) - x_cdf(2 * self.eps - s), 0.0) if s >= self.eps else 0.0
+        uniform = min(max((s - self.eps) / (1 - self.eps), 0.0), 1.0)
+        return self.uniform_fraction * uniform + (1 - self.uniform_fraction) * stretched
+
+
+def _sigmoid(x: float) -> float:
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    e = math.exp(x)  # no overflow for very negative x
+    return e / (1.0 + e)
 
 
 def first_frame_mask(conditioned: Tensor, frames: int, height: int, width: int) -> Tensor:
