@@ -14,6 +14,25 @@ Cache format (folder OUT, written by `python -m train.preprocess`, version 1):
   (C, f, h / d, w / d), the reference fitted to the same bucket at 1/d of its size; the item's record adds
   "reference_shape" and "reference_downscale" (d), and the dataset item adds `reference`.
 
+LTX-2 / 2.3 caches (train/preprocess_ltx2.py; index "family": "ltx2", where 0.9.x caches have no "family" or
+"ltxv") differ as follows:
+- every clip is resampled to one frame rate, index "fps" (nearest source frame for each frame i / fps), so a clip
+  of bucket (F, H, W) lasts F / fps seconds; latents/<id> holds the LTX-2 video VAE's (128, f, h, w);
+- OUT/audio/<id>.safetensors: `latents` (8, T, 16) float32, the audio VAE's normalized latents of the clip's
+  sound over exactly [0, F / fps) seconds, T = ltx.ltx2.patchify.audio_latent_frames_for_video(F, fps) (fixed per
+  bucket); metadata "item" and "latent_space" (of the audio VAE). Index "audio": {"sample_rate" (the audio VAE's
+  input rate), "latent_space", "latent_channels", "mel_bins", "latents_per_second", "silence_peak",
+  "latent_shape_per_bucket": {"FxHxW": [8, T, 16]}} (null when made with audio=false). Each record has "audio"
+  (the file the sound came from, or null), "audio_shape" ([8, T, 16] or null), "audio_missing" (null, or why
+  there is none: "no audio track", "silent", "image"), "audio_path" (the manifest's separate audio file or
+  null), "fps" (the cache's) and "source_fps";
+- OUT/text/<id>.safetensors: `video` (S, Dv') and, for feature extractor v2 (LTX-2.3) only, `audio` (S, Da'): the
+  text features (ltx.ltx2.text.EmbeddingsProcessor.features of the caption's Gemma hidden states) of the S real
+  tokens only (the left padding dropped); index "text_encoder": {"path", "max_tokens", "feature_extractor"}.
+  The dataset item has "video_context" and "audio_context" (max_tokens, D) zero-padded on the LEFT back to
+  max_tokens (the same tensor twice for v1), "mask" (max_tokens,) int64 (1 = real token, left padded), and
+  "audio" (the audio latents or None); `null_text()` gives the (video_context, audio_context, mask) of "".
+
 Sampler (`BucketBatchSampler`): every batch comes from one bucket (one latent shape), and `batch(step)` is a
 pure function of (seed, step), so a resumed or re-sharded run sees exactly the same data:
 - epoch e permutes each bucket's items with a generator seeded by (seed, e, bucket number + 1) and cuts the
@@ -33,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch import Tensor
 
 from ltx.core.checkpoint import SafetensorsReader
@@ -51,6 +71,37 @@ def text_file(folder: str | os.PathLike, item_id: str) -> Path:
 
 def reference_file(folder: str | os.PathLike, item_id: str) -> Path:
     return Path(folder) / "reference" / f"{item_id}.safetensors"
+
+
+def audio_file(folder: str | os.PathLike, item_id: str) -> Path:
+    """LTX-2: the item's audio latents."""
+    return Path(folder) / "audio" / f"{item_id}.safetensors"
+
+
+def text_keys(index: Mapping[str, Any]) -> tuple[str, ...]:
+    """The tensors every text file of a cache holds, its width-giving one first: ("context", "mask") for 0.9.x,
+    ("video",) for LTX-2 with feature extractor v1, ("video", "audio") for v2."""
+    if index.get("family", "ltxv") != "ltx2":
+        return ("context", "mask")
+    return ("video", "audio") if index["text_encoder"].get("feature_extractor") == "v2" else ("video",)
+
+
+def left_padded_text(text: Mapping[str, Tensor], max_tokens: int) -> tuple[Tensor, Tensor, Tensor]:
+    """An LTX-2 text file's tensors (`video` (S, Dv), optional `audio` (S, Da)) -> (video_context (max_tokens, Dv),
+    audio_context (max_tokens, Da), mask (max_tokens,) int64): zeros first, then the S real tokens, as the Gemma
+    tokenizer pads. Without `audio` (feature extractor v1) the audio context is the video context."""
+    video = text["video"]
+    S = video.shape[0]
+    if S > max_tokens:
+        raise ValueError(f"{S} text tokens stored, more than the cache's max_tokens {max_tokens}")
+
+    def pad(x: Tensor) -> Tensor:
+        return torch.cat([x.new_zeros(max_tokens - S, x.shape[1]), x])
+
+    video_context = pad(video)
+    audio_context = pad(text["audio"]) if "audio" in text else video_context
+    mask = torch.cat([torch.zeros(max_tokens - S, dtype=torch.int64), torch.ones(S, dtype=torch.int64)])
+    return video_context, audio_context, mask
 
 
 def read_index(folder: str | os.PathLike) -> dict:
@@ -74,7 +125,8 @@ def read_index(folder: str | os.PathLike) -> dict:
 
 class LatentCache:
     """Map-style dataset over a complete cache: item i -> dict(latents (C, f, h, w), context (S, D), mask (S,),
-    caption, bucket (F, H, W), fps)."""
+    caption, bucket (F, H, W), fps); an LTX-2 cache's items have video_context, audio_context, mask and audio
+    instead of context and mask (the module docstring)."""
 
     def __init__(self, folder: str | os.PathLike):
         self.folder = Path(folder)
@@ -85,11 +137,15 @@ class LatentCache:
         self.items: list[dict] = self.index["items"]
         if not self.items:
             raise ValueError(f"{self.folder}: the cache holds no items ({len(self.index['skipped'])} were skipped)")
+        if self.family not in ("ltxv", "ltx2"):
+            raise ValueError(f"{self.folder}/index.json: unknown model family {self.family!r} (known: ltxv, ltx2)")
         files = [text_file(self.folder, NULL_ID)]
         for it in self.items:
             files += [latent_file(self.folder, it["id"]), text_file(self.folder, it["id"])]
             if it.get("reference_shape") is not None:
                 files.append(reference_file(self.folder, it["id"]))
+            if it.get("audio_shape") is not None:
+                files.append(audio_file(self.folder, it["id"]))
         missing = [p for p in files if not p.is_file()]
         if missing:
             raise FileNotFoundError(f"{self.folder}: {len(missing)} cache files are missing, e.g. {missing[0]}; "
@@ -104,19 +160,33 @@ class LatentCache:
         if not isinstance(vae, dict) or not all(k in vae for k in ("latent_space", "scale", "latent_channels")):
             raise ValueError(f"{self.folder}/index.json: 'vae' lacks latent_space, scale or latent_channels; {redo}")
         width = None
+        audio = self.index.get("audio") or {}
+        keys = text_keys(self.index)
         for it in [{"id": NULL_ID}, *self.items]:
             paths = [text_file(self.folder, it["id"])]
             if it["id"] != NULL_ID:
                 paths.insert(0, latent_file(self.folder, it["id"]))
             if it.get("reference_shape") is not None:
                 paths.append(reference_file(self.folder, it["id"]))
+            if it.get("audio_shape") is not None:
+                paths.append(audio_file(self.folder, it["id"]))
             for path in paths:
                 try:
                     reader = SafetensorsReader(path)
                 except ValueError as e:
                     raise ValueError(f"{path}: damaged cache file ({e}); {redo}") from None
                 infos = reader.infos
-                if path.parent.name in ("latents", "reference"):
+                if path.parent.name == "audio":
+                    got = infos["latents"].shape if "latents" in infos else None
+                    want = tuple(it["audio_shape"])
+                    if got != want or want[0] != audio.get("latent_channels"):
+                        raise ValueError(f"{path}: audio latents {got}, the index says {want} with "
+                                         f"{audio.get('latent_channels')} channels; {redo}")
+                    space = reader.metadata.get("latent_space")
+                    if space is not None and space != audio.get("latent_space"):
+                        raise ValueError(f"{path}: encoded in audio latent space {space}, the cache is "
+                                         f"{audio.get('latent_space')} (made by another audio VAE); {redo}")
+                elif path.parent.name in ("latents", "reference"):
                     key = "latent_shape" if path.parent.name == "latents" else "reference_shape"
                     want = tuple(it.get(key) or ())
                     got = infos["latents"].shape if "latents" in infos else None
@@ -129,9 +199,10 @@ class LatentCache:
                         raise ValueError(f"{path}: encoded in latent space {space}, the cache is "
                                          f"{vae['latent_space']} (made by another VAE); {redo}")
                 else:
-                    if "context" not in infos or "mask" not in infos or len(infos["context"].shape) != 2:
-                        raise ValueError(f"{path}: not a text-state file (it holds {sorted(infos)}); {redo}")
-                    d = infos["context"].shape[-1]
+                    if not all(k in infos for k in keys) or len(infos[keys[0]].shape) != 2:
+                        raise ValueError(f"{path}: not a text-state file (it holds {sorted(infos)}, expected "
+                                         f"{list(keys)}); {redo}")
+                    d = infos[keys[0]].shape[-1]
                     if width is not None and d != width:
                         raise ValueError(f"{path}: {d}-wide text states, the others are {width}-wide (another text "
                                          f"encoder?); {redo}")
@@ -150,8 +221,20 @@ class LatentCache:
         except Exception as e:  # noqa: BLE001 - a file damaged after the cache was opened
             raise ValueError(f"{self.folder}: item {item['id']} cannot be read ({type(e).__name__}: {e}); rerun "
                              "python -m train.preprocess with the same options") from None
-        out = {"latents": latents, "context": text["context"], "mask": text["mask"], "caption": item["caption"],
-               "bucket": tuple(item["bucket"]), "fps": item["fps"]}  # fmt: skip
+        if self.family == "ltx2":
+            video_context, audio_context, mask = left_padded_text(text, self.index["text_encoder"]["max_tokens"])
+            out = {"latents": latents, "audio": None, "video_context": video_context, "audio_context": audio_context,
+                   "mask": mask, "caption": item["caption"], "bucket": tuple(item["bucket"]), "fps": item["fps"]}
+            if item.get("audio_shape") is not None:
+                try:
+                    out["audio"] = load_file(str(audio_file(self.folder, item["id"])))["latents"]
+                except Exception as e:  # noqa: BLE001
+                    raise ValueError(f"{self.folder}: the audio of item {item['id']} cannot be read "
+                                     f"({type(e).__name__}: {e}); rerun python -m train.preprocess with the same "
+                                     "options") from None
+        else:
+            out = {"latents": latents, "context": text["context"], "mask": text["mask"], "caption": item["caption"],
+                   "bucket": tuple(item["bucket"]), "fps": item["fps"]}  # fmt: skip
         if item.get("reference_shape") is not None:
             try:
                 out["reference"] = load_file(str(reference_file(self.folder, item["id"])))["latents"]
@@ -168,12 +251,24 @@ class LatentCache:
         with_ref = [it for it in self.items if it.get("reference_shape") is not None]
         return len(with_ref), {int(it.get("reference_downscale", 1)) for it in with_ref}
 
-    def null_text(self) -> tuple[Tensor, Tensor]:
-        """(context (S, D), mask (S,)) of the empty caption."""
+    def null_text(self) -> tuple[Tensor, ...]:
+        """(context (S, D), mask (S,)) of the empty caption; LTX-2: (video_context, audio_context, mask)."""
         from safetensors.torch import load_file
 
         text = load_file(str(text_file(self.folder, NULL_ID)))
+        if self.family == "ltx2":
+            return left_padded_text(text, self.index["text_encoder"]["max_tokens"])
         return text["context"], text["mask"]
+
+    @property
+    def family(self) -> str:
+        """The model family the cache was made for: "ltxv" (LTX-Video 0.9.x) or "ltx2" (LTX-2 / 2.3)."""
+        return self.index.get("family", "ltxv")
+
+    @property
+    def audio_items(self) -> int:
+        """How many items have audio latents (0 for a 0.9.x cache)."""
+        return sum(it.get("audio_shape") is not None for it in self.items)
 
     @property
     def buckets(self) -> dict[tuple[int, int, int], list[int]]:
@@ -205,8 +300,9 @@ class LatentCache:
 
     @property
     def text_channels(self) -> int:
-        """D of the cached text states (the text encoder's width)."""
-        return SafetensorsReader(text_file(self.folder, NULL_ID)).infos["context"].shape[-1]
+        """D of the cached text states (the text encoder's width; LTX-2: of the video text features)."""
+        key = "video" if self.family == "ltx2" else "context"
+        return SafetensorsReader(text_file(self.folder, NULL_ID)).infos[key].shape[-1]
 
     def latent_shape(self, bucket: tuple[int, int, int]) -> tuple[int, int, int, int]:
         """(C, f, h, w) of the latents of a (frames, height, width) bucket."""

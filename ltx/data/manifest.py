@@ -4,7 +4,8 @@ Sources accepted by `read_dataset`:
 - A CSV (header row), JSON (a list of objects) or JSONL (one object per line) manifest. Columns:
   media `media_path` | `video` | `video_path`, caption `caption` | `text` | `prompt`, optional reference
   `reference_path` | `reference_video` (the names of LTX-Video-Trainer and the LTX-2 trainer; the first
-  one present wins). Relative paths are relative to the manifest's folder.
+  one present wins), optional `audio_path` (LTX-2: the item's sound from a separate audio file instead of the
+  clip's own track). Relative paths are relative to the manifest's folder.
 - A folder: every image / video file in it (recursively, ltx.core.media extensions), each captioned by the
   `.txt` file of the same name beside it.
 
@@ -27,6 +28,7 @@ from ltx.core.media import is_image, is_video
 MEDIA_COLUMNS = ("media_path", "video", "video_path")
 CAPTION_COLUMNS = ("caption", "text", "prompt")
 REFERENCE_COLUMNS = ("reference_path", "reference_video")
+AUDIO_COLUMNS = ("audio_path",)
 MANIFEST_SUFFIXES = (".csv", ".json", ".jsonl")
 
 
@@ -35,6 +37,7 @@ class MediaItem:
     media_path: Path  # absolute
     caption: str
     reference_path: Path | None = None
+    audio_path: Path | None = None  # LTX-2: a separate audio file for the item (else the clip's own track)
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,7 @@ def read_manifest(path: str | os.PathLike) -> tuple[list[MediaItem], list[Skippe
     media_key = _column(path, columns, MEDIA_COLUMNS, "media")
     caption_key = _column(path, columns, CAPTION_COLUMNS, "caption")
     reference_key = _column(path, columns, REFERENCE_COLUMNS, "")
+    audio_key = _column(path, columns, AUDIO_COLUMNS, "")
     root = path.parent
     items, skipped = [], []
     for i, row in enumerate(rows):
@@ -113,15 +117,19 @@ def read_manifest(path: str | os.PathLike) -> tuple[list[MediaItem], list[Skippe
         media_path = _resolve(root, media.strip())
         caption = row.get(caption_key)
         reference = row.get(reference_key) if reference_key else None
+        ref = _resolve(root, reference.strip()) if isinstance(reference, str) and reference.strip() else None
+        audio = row.get(audio_key) if audio_key else None
+        sound = _resolve(root, audio.strip()) if isinstance(audio, str) and audio.strip() else None
         if not media_path.is_file():
             skipped.append(Skipped(media_path, "media file not found"))
         elif not isinstance(caption, str) or not caption.strip():
             skipped.append(Skipped(media_path, f"no caption ({where}: {caption_key!r} is missing or empty)"))
-        elif isinstance(reference, str) and reference.strip() and not _resolve(root, reference.strip()).is_file():
-            skipped.append(Skipped(media_path, f"reference file {_resolve(root, reference.strip())} not found"))
+        elif ref is not None and not ref.is_file():
+            skipped.append(Skipped(media_path, f"reference file {ref} not found"))
+        elif sound is not None and not sound.is_file():
+            skipped.append(Skipped(media_path, f"audio file {sound} not found"))
         else:
-            ref = _resolve(root, reference.strip()) if isinstance(reference, str) and reference.strip() else None
-            items.append(MediaItem(media_path, caption.strip(), ref))
+            items.append(MediaItem(media_path, caption.strip(), ref, sound))
     return items, skipped
 
 
