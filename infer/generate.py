@@ -54,7 +54,7 @@ from ltx.ltxv.checkpoint import Checkpoint
 from ltx.ltxv.conditioning import ConditioningItem
 from ltx.ltxv.guidance import TextConditioning
 from ltx.ltxv.pipelines import passes, vae_scale
-from ltx.ltxv.text import NORMALIZERS, T5TextEncoder, load_embeddings, text_normalizer
+from ltx.ltxv.text import NORMALIZERS, T5TextEncoder, load_embeddings, text_normalizer, truncation_summary
 from ltx.ltxv.transformer import DiTConfig
 from ltx.ltxv.vae import VAEConfig
 from ltx.presets import ModelPreset, PipelineType, SamplingDefaults, config_root
@@ -148,6 +148,10 @@ class GenerateConfig:
     # for it, starting `audio_start` seconds in
     audio: str | None = None
     audio_start: float = 0.0
+    # a student of python -m train.distill: its run_dir (or its student.json). Its LoRA (or full model) is used, and
+    # its sigma list without guidance unless steps / timesteps / guidance_scale are given. A LoRA in `loras` with a
+    # student.json beside it that names it gets the same sampling defaults.
+    student: str | None = None
 
     def __post_init__(self):
         """Every number finite and in range (NaN / inf never reach the sampler); the error names the option."""
@@ -340,10 +344,9 @@ def encode_text(cfg: GenerateConfig, prompts: list[str], pos, neg, needs_negativ
         except (OSError, ValueError) as e:  # a folder without usable weights / tokenizer
             raise InputError(f"text encoder {cfg.text_encoder} cannot be loaded: {str(e).splitlines()[0]}") from None
         views = t5.seen(prompts)
-        for view in views:
-            if view.truncated:
-                print(f"warning: prompt {view.prompt[:60]!r}... has {view.tokens} tokens; the text encoder reads the "
-                      f"first {t5.max_tokens}: {view.text!r} (recorded as encoded_prompt)")
+        cut = truncation_summary(views, t5.max_tokens)
+        if cut:  # one line for the run, however many prompts are cut
+            print(f"warning: {cut} (recorded as encoded_prompt)")
         pos = t5.encode(prompts)
         neg = t5.encode([cfg.negative_prompt] * B) if needs_negative else None
         del t5
@@ -377,14 +380,92 @@ def warn_vocabulary(vocabulary: str | None, prompts: list[str], with_loras: bool
             rule = text_normalizer(text_encoder)
         except ValueError as e:
             raise InputError(str(e)) from None
-    for prompt in prompts:
-        seen = NORMALIZERS[rule](prompt)
-        if seen != prompt.strip():
-            print(f"note: the demo text encoder reads {prompt!r} as {seen!r} (its captions are lower case, words only)")
-        unknown = unknown_words(seen)
-        if unknown and not with_loras:
-            print(f"warning: the ShapesWorld demo never saw {unknown} in {seen!r}; it knows "
-                  f"{', '.join(sorted(VOCABULARY))}. Generating anyway.")
+    seen = [NORMALIZERS[rule](p) for p in prompts]
+    changed = [(p, s) for p, s in zip(prompts, seen) if s != p.strip()]
+    if changed:  # once per run: the first example and how many more
+        (p, s), more = changed[0], len(changed) - 1
+        print(f"note: the demo text encoder reads {p!r} as {s!r}" + (f" (and {more} more prompts likewise)" if more
+              else "") + ": its captions are lower case, words only")
+    unknown = list(dict.fromkeys(w for s in seen for w in unknown_words(s)))
+    if unknown and not with_loras:
+        users = [s for s in seen if unknown_words(s)]
+        print(f"warning: {len(users)} of {len(prompts)} prompts use words the ShapesWorld demo never saw: "
+              f"{', '.join(unknown)} (e.g. {users[0]!r}); it knows {', '.join(sorted(VOCABULARY))}. Generating anyway.")
+
+
+def read_student(path: Path) -> dict:
+    """A distilled student's student.json (train/distill.py writes it), checked: {"timesteps": descending sigmas
+    in (0, 1], "guidance_scale": >= 1, "result": the file name of the LoRA / model beside it, ...}."""
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path} cannot be read as JSON ({e})") from None
+    grid = info.get("timesteps") if isinstance(info, dict) else None
+    ok = isinstance(grid, list) and grid and all(isinstance(x, (int, float)) and 0 < x <= 1 for x in grid) and \
+        all(a > b for a, b in zip(grid, grid[1:]))
+    scale = info.get("guidance_scale", 1.0) if isinstance(info, dict) else None
+    if not ok or not isinstance(scale, (int, float)) or not scale >= 1 or not isinstance(info.get("result"), str):
+        raise InputError(f"{path} is not a student.json of python -m train.distill (it needs timesteps: descending "
+                         "sigmas in (0, 1], guidance_scale >= 1 and result: the student's file name)")
+    return info
+
+
+def with_student(cfg: GenerateConfig) -> GenerateConfig:
+    """Apply `student=RUN` (its LoRA or full model), or a student.json beside a LoRA of `loras` that names it: the
+    student's sigma list and no guidance (what it was distilled for), where the command line sets neither."""
+    info = None
+    if cfg.student is not None:
+        given = Path(cfg.student).expanduser()
+        path = given / "student.json" if given.is_dir() else given
+        if not path.is_file():
+            raise InputError(f"student={cfg.student}: no {path.name} there; give the run_dir of a finished "
+                             "python -m train.distill run (it writes student.json next to the student)")
+        info = read_student(path)
+        result = path.parent / info["result"]
+        if not result.is_file():
+            raise InputError(f"student={cfg.student}: {path} names {info['result']}, which is not in {path.parent}")
+        run_cfg = {}
+        if (path.parent / "config.json").is_file():
+            try:
+                run_cfg = json.loads((path.parent / "config.json").read_text())
+            except ValueError:
+                run_cfg = {}
+        model = (run_cfg.get("model") or {}).get("name")
+        if model and model != cfg.model.name:
+            raise InputError(f"student={cfg.student} was distilled from model={model}; pass model={model}")
+        if cfg.model.is_ltx2:
+            raise InputError("student= is for students of python -m train.distill (LTX-Video 0.9.x presets)")
+        if result.name.startswith("lora"):  # a LoRA on its teacher's (base) checkpoint
+            base = run_cfg.get("checkpoint")
+            checkpoint = cfg.checkpoint or (base if base and Path(base).exists() else None)
+            loras = [LoraSpec(path=str(result))] + [x for x in cfg.loras if Path(x.path) != result]
+            cfg = dataclasses.replace(cfg, checkpoint=checkpoint, loras=loras)
+        else:  # a full student: its own checkpoint (transformer + VAE)
+            if cfg.checkpoint is not None and Path(cfg.checkpoint).resolve() != result.resolve():
+                raise InputError(f"student={cfg.student} is a full model ({result}); leave checkpoint unset")
+            cfg = dataclasses.replace(cfg, checkpoint=str(result))
+        where = path
+    else:
+        for spec in cfg.loras:
+            beside = Path(spec.path).expanduser().parent / "student.json"
+            if beside.is_file():
+                found = read_student(beside)
+                if found["result"] == Path(spec.path).name:
+                    info, where = found, beside
+                    break
+    if info is None:
+        return cfg
+    changes = {}
+    if cfg.steps is None and cfg.timesteps is None:
+        changes["timesteps"] = [float(x) for x in info["timesteps"]]
+    if cfg.guidance_scale is None:
+        changes |= {"guidance_scale": float(info.get("guidance_scale", 1.0))}
+        changes |= {"stg_scale": 0.0} if cfg.stg_scale is None else {}
+        changes |= {"rescaling_scale": 1.0} if cfg.rescaling_scale is None else {}
+    if changes:
+        shown = ", ".join(f"{k}={v}" for k, v in changes.items())
+        print(f"note: sampling the distilled student of {where} with {shown} (its training; set them to override)")
+    return dataclasses.replace(cfg, **changes)
 
 
 def with_preset_defaults(cfg: GenerateConfig) -> GenerateConfig:
@@ -416,7 +497,7 @@ def run(cfg: GenerateConfig) -> list[Path]:
     from omegaconf import OmegaConf
     from tqdm import tqdm
 
-    cfg = with_preset_defaults(cfg)
+    cfg = with_preset_defaults(with_student(cfg))
     if cfg.model.is_ltx2:  # video + sound: its own checks and outputs
         from infer import generate_ltx2
 

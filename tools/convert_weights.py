@@ -40,7 +40,9 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import sys
+import threading
 from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
@@ -348,33 +350,121 @@ def _message(e: BaseException, args: argparse.Namespace) -> str:
     return str(e).replace("pass overwrite=True (CLI: --overwrite)", "pass --overwrite")
 
 
-def main(argv: list[str] | None = None) -> int:
+class SignalWatch:
+    """SIGINT / SIGTERM over a conversion: while it runs they raise as usual (KeyboardInterrupt / `Terminated`) and
+    are also remembered, so one whose exception was swallowed on the way (raised inside a destructor or a library's
+    catch-all, which prints "Exception ignored" and goes on) is still reported. `settle()` is the decision point:
+    from then on both signals are blocked, one that was received or is pending is returned, and nothing can
+    interrupt the report. With `hold`, they stay blocked after the block (the command line exits right away, so
+    a signal after the decision cannot be lost in the interpreter's shutdown); else the previous state returns."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, hold: bool = False):
+        self.hold = hold
+        self.received: int | None = None
+        self.active = threading.current_thread() is threading.main_thread()
+        self.previous: dict = {}
+        self.mask: set | None = None
+
+    def __enter__(self) -> SignalWatch:
+        if self.active:  # wrap Python's Ctrl-C handler and our SIGTERM one; a launcher's own handler is kept
+            ours = {signal.SIGINT: signal.getsignal(signal.SIGINT) is signal.default_int_handler,
+                    signal.SIGTERM: raise_on_sigterm()}
+            for sig in self.SIGNALS:
+                if ours[sig]:
+                    self.previous[sig] = signal.getsignal(sig)
+                    signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame) -> None:
+        self.received = self.received or signum
+        raise KeyboardInterrupt if signum == signal.SIGINT else Terminated(signum)
+
+    def settle(self) -> int | None:
+        """Block both signals, take in the pending ones, and return the first signal received (None: none)."""
+        if not self.active:
+            return self.received
+        if self.mask is None:
+            self.mask = signal.pthread_sigmask(signal.SIG_BLOCK, self.SIGNALS)
+        for sig in sorted(signal.sigpending() & set(self.SIGNALS)):
+            signal.sigwait([sig])  # consumed: it is reported here, not raised later
+            self.received = self.received or sig
+        return self.received
+
+    def __exit__(self, *exc) -> None:
+        if not self.active:
+            return
+        self.settle()
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        if not self.hold:
+            signal.pthread_sigmask(signal.SIG_SETMASK, self.mask)
+
+
+def _stamp(path: Path | None) -> tuple[int, int] | None:
+    """(inode, mtime) of a path, None when absent: an atomic write into it changes both."""
+    try:
+        st = path.stat() if path is not None else None
+    except OSError:
+        return None
+    return None if st is None else (st.st_ino, st.st_mtime_ns)
+
+
+def _interrupted(args: argparse.Namespace, before: tuple[int, int] | None, signum: int) -> int:
+    """The one line of an interrupted run (whether dst was written, and what is left), and its exit status."""
+    if args.dry_run:
+        print("interrupted; nothing was written", file=sys.stderr)
+    else:
+        left = _leftovers(args.dst)
+        tail = f"; temporary files left: {[str(p) for p in left]}" if left else " (no temporary file left)"
+        after = _stamp(args.dst)
+        if after is not None and after != before:  # renamed into place: atomic writes only ever leave it whole
+            print(f"interrupted after {args.dst} was completely written (it is complete and usable){tail}",
+                  file=sys.stderr)
+        else:
+            print(f"interrupted; {args.dst} was not written{tail}", file=sys.stderr)
+    return 128 + signum
+
+
+def main(argv: list[str] | None = None, *, hold_signals: bool = False) -> int:
+    """The command line (tests call it in-process); `hold_signals`: see `SignalWatch` (the script's own entry)."""
     raise_on_sigterm()  # a `kill` unwinds like Ctrl-C: atomic writes remove their temporary files
     args = parse_args(argv)
     if args.dst is None and not args.dry_run:
         print("error: give a destination path, or --dry-run", file=sys.stderr)
         return 2
-    try:
-        if not args.dry_run:  # refuse a destination that cannot be written before reading anything
-            check_output_path(args.dst, folder=args.to == "diffusers", overwrite=args.overwrite)
-        return convert(args)
-    except KeyboardInterrupt as e:
-        left = _leftovers(args.dst if not args.dry_run else None)
-        what = "nothing was written" if args.dry_run else f"{args.dst} was not written"
-        tail = f"; temporary files left: {[str(p) for p in left]}" if left else " (no temporary file left)"
-        print(f"interrupted; {what}{tail if not args.dry_run else ''}", file=sys.stderr)
-        return 128 + (e.signum if isinstance(e, Terminated) else 2)
-    except (CheckpointError, ConfigError, KeyMapError, OSError, ValueError) as e:  # bad input: one line
-        if os.environ.get("LTX_DEBUG"):
-            raise
-        print(f"error: {_message(e, args)}", file=sys.stderr)
-        return 1
-    except Exception as e:  # noqa: BLE001 - a bug: still one line, the traceback on request
-        if os.environ.get("LTX_DEBUG"):
-            raise
-        print(f"error: unexpected {type(e).__name__}: {e} (LTX_DEBUG=1 shows the traceback)", file=sys.stderr)
-        return 1
+    before = _stamp(args.dst)
+    with SignalWatch(hold=hold_signals) as watch:
+        try:
+            if not args.dry_run:  # refuse a destination that cannot be written before reading anything
+                check_output_path(args.dst, folder=args.to == "diffusers", overwrite=args.overwrite)
+            code = convert(args)
+        except KeyboardInterrupt as e:
+            watch.settle()  # a second Ctrl-C cannot cut the cleanup and the report short
+            return _interrupted(args, before, e.signum if isinstance(e, Terminated) else signal.SIGINT)
+        except (CheckpointError, ConfigError, KeyMapError, OSError, ValueError) as e:  # bad input: one line
+            if os.environ.get("LTX_DEBUG"):
+                raise
+            print(f"error: {_message(e, args)}", file=sys.stderr)
+            return 1
+        except Exception as e:  # noqa: BLE001 - a bug: still one line, the traceback on request
+            if os.environ.get("LTX_DEBUG"):
+                raise
+            print(f"error: unexpected {type(e).__name__}: {e} (LTX_DEBUG=1 shows the traceback)", file=sys.stderr)
+            return 1
+        late = watch.settle()  # the decision: a signal received at any point so far wins
+        return code if late is None else _interrupted(args, before, late)
+
+
+def cli() -> None:
+    """The script's entry: `main` with the signals held blocked after its decision, then an immediate exit (no
+    interpreter shutdown in which a late signal could be raised and ignored)."""
+    code = main(hold_signals=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli()

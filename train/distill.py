@@ -36,9 +36,10 @@ fine-tuning.
 
 Outputs as fine-tuning (metrics.jsonl, loss.png, checkpoints/, samples/), and the student: lora.safetensors
 (or model.safetensors for a full student, with the grid as its `allowed_inference_steps`), plus
-student.json holding the sigma list. `generate` runs it with that list and no guidance:
+student.json holding the sigma list. `generate` runs it with that list and no guidance, read from student.json
+(`student=RUN`, or a LoRA given in `loras` with its student.json beside it):
 
-    python -m infer.generate loras=[{path: RUN/lora.safetensors}] 'timesteps=[1.0, 0.9, 0.6, 0.3]' guidance_scale=1
+    python -m infer.generate student=RUN 'prompts=["..."]'
 """
 
 from __future__ import annotations
@@ -75,8 +76,8 @@ from ltx.ltxv.distill import (
 )
 from ltx.ltxv.guidance import GuidanceStep, TextConditioning
 from ltx.ltxv.lora import LoRAConfig, inject_lora, lora_modules, lora_parameters, set_strength
-from train.finetune import FROZEN_FIELDS, FinetuneConfig, MicroBatch, Trainer, main_for, run_trainer
-from train.finetune import to_config as finetune_to_config
+from train.finetune_core import FROZEN_FIELDS, FinetuneConfig, MicroBatch, Trainer, main_for, run_trainer
+from train.finetune_core import to_config as finetune_to_config
 from train.harness import grad_norm, step_generator
 from train.runner import atomic_torch_save, check_choice, check_int, check_number, invalid
 
@@ -88,10 +89,10 @@ class TeacherSettings:
     checkpoint: str | None = None  # None: the student's base checkpoint (a LoRA student then shares its weights)
     steps: int = 20  # the teacher's own step count (regression targets, the evaluation's reference)
     guidance_scale: float = 3.0  # CFG inside the guided target (the demo preset's)
-    stg_scale: float = 0.0
-    rescaling_scale: float = 1.0
-    stg_blocks: list[int] = field(default_factory=list)
-    cfg_star: bool = False
+    stg_scale: float = 0.0  # STG inside the guided target (0 = off)
+    rescaling_scale: float = 1.0  # STG rescale (1 = off)
+    stg_blocks: list[int] = field(default_factory=list)  # the transformer blocks STG perturbs
+    cfg_star: bool = False  # CFG-star rescaling of the unconditional prediction
 
     def step(self) -> GuidanceStep:
         return GuidanceStep(cfg=self.guidance_scale, stg=self.stg_scale, rescale=self.rescaling_scale,
@@ -108,12 +109,12 @@ class StudentSettings:
 
 @dataclass(kw_only=True)
 class CriticSettings:
-    rank: int = 32
+    rank: int = 32  # the critic adapter's LoRA rank
     alpha: float | None = None  # None: = rank
     targets: list[str] = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj",
-                                                          "ff.net.2"])
-    lr: float = 1e-4
-    betas: list[float] = field(default_factory=lambda: [0.0, 0.999])
+                                                          "ff.net.2"])  # the modules the critic adapter wraps
+    lr: float = 1e-4  # the critic's learning rate
+    betas: list[float] = field(default_factory=lambda: [0.0, 0.999])  # the critic's AdamW betas (DMD2: beta1 0)
     updates: int = 5  # critic updates per student update (DMD2: 5)
 
 
@@ -213,6 +214,7 @@ class DistillTrainer(Trainer):
     teacher)."""
 
     cfg: DistillConfig
+    log_name = "distill"
 
     def __init__(self, cfg: DistillConfig):
         super().__init__(cfg)

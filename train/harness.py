@@ -230,11 +230,9 @@ class TrainLoop:
         return self.resumed
 
     def train_step(self, step: int) -> dict[str, float]:
-        t0 = time.perf_counter()
         self.optimizer.zero_grad(set_to_none=True)
         metrics = self.forward_backward(step)
-        metrics |= self.optimizer_step(step, metrics["loss"])
-        return metrics | {"s_per_step": time.perf_counter() - t0}
+        return metrics | self.optimizer_step(step, metrics["loss"])
 
     def optimizer_step(self, step: int, loss: float) -> dict[str, float]:
         """Clip, refuse a non-finite loss or gradient (saving the last good state), step the optimizer, the LR
@@ -252,20 +250,64 @@ class TrainLoop:
         return {"grad_norm": gnorm, "lr": self.scheduler.get_last_lr()[0]}
 
     def fit(self) -> None:
-        """Train from the run's step to `steps` (or `stop_after`); resumes first if `resume` was not called."""
+        """Train from the run's step to `steps` (or `stop_after`); resumes first if `resume` was not called.
+
+        Time is reported one way everywhere (`StepClock`): s_per_step is wall-clock seconds per step, everything
+        the loop does included (data, forward / backward, optimizer, logging, checkpoints, validation samples),
+        averaged over the steps since the previous metrics row in metrics.jsonl / wandb, over the session so far
+        on the progress bar (with the time left at that pace), and over the whole session in `session_s_per_step`
+        (the apps' final summary)."""
         self.resume()
         run = self.run
+        self.clock = clock = StepClock(run.step)
         bar = tqdm(total=self.steps, initial=run.step, desc=run.root.name, disable=not run.is_main,
-                   dynamic_ncols=True)
+                   dynamic_ncols=True, bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")
         while run.step < self.end:
             metrics = self.train_step(run.step)
             run.step += 1
             bar.update(1)
             if run.step % self.log_every == 0 or run.step == self.steps:
-                run.log(metrics)
-                bar.set_postfix(loss=f"{metrics['loss']:.4g}")
+                run.log(metrics | {"s_per_step": clock.since_last_row(run.step)})
+                pace = clock.session(run.step)
+                bar.set_postfix_str(f"loss={metrics['loss']:.4g}, s/step={pace:.3g}, "
+                                    f"left {format_seconds(pace * (self.end - run.step))}")
             if run.step % self.checkpoint_every == 0 or run.step == self.end:
                 self.checkpoint.save()
             if self.after_step is not None:
                 self.after_step(run.step)
+        clock.stop(run.step)
         bar.close()
+
+    @property
+    def session_s_per_step(self) -> float | None:
+        """Mean wall-clock seconds per step of this session's `fit` (None before it ran a step)."""
+        clock = getattr(self, "clock", None)
+        return None if clock is None or clock.steps == 0 else clock.seconds / clock.steps
+
+
+class StepClock:
+    """Wall-clock time of a session's steps, for the one definition of s_per_step (`TrainLoop.fit`)."""
+
+    def __init__(self, step: int):
+        self.t0 = self.t_row = time.perf_counter()
+        self.first = self.row_step = step
+        self.seconds, self.steps = 0.0, 0
+
+    def since_last_row(self, step: int) -> float:
+        """Seconds per step since the previous row (or the session's start), and start the next interval."""
+        now = time.perf_counter()
+        pace = (now - self.t_row) / max(1, step - self.row_step)
+        self.t_row, self.row_step = now, step
+        return round(pace, 4)
+
+    def session(self, step: int) -> float:
+        return (time.perf_counter() - self.t0) / max(1, step - self.first)
+
+    def stop(self, step: int) -> None:
+        self.seconds, self.steps = time.perf_counter() - self.t0, step - self.first
+
+
+def format_seconds(seconds: float) -> str:
+    """1h02m, 3m05s, 12s."""
+    s = int(round(seconds))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"

@@ -244,7 +244,8 @@ class Run:
             self._wandb.log({key: wandb.Image(str(path))}, step=self.step)
 
     def plot(self, keys: tuple[str, ...] = ("loss",), title: str = "") -> Path | None:
-        """Loss curves as a PNG (log scale, raw and smoothed), by the main process."""
+        """Loss curves as a PNG (log scale; each key raw, faint, and smoothed in the same colour), by the main
+        process. The legend sits right of the axes, so it never covers a curve."""
         if not self.is_main:
             return None
         import matplotlib  # heavy: only when a run ends
@@ -252,26 +253,39 @@ class Run:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(7, 4))
+        fig = self.figure(keys, title)
+        out = self.root / "loss.png"
+        with atomic_file(out, "wb") as f:
+            fig.savefig(f, format="png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        return out
+
+    def figure(self, keys: tuple[str, ...], title: str = ""):
+        """The matplotlib figure `plot` saves."""
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(9, 4))
+        positive = False
         for key in keys:
             pts = [(r["step"], r[key]) for r in self.history if key in r and math.isfinite(r[key])]
             if not pts:
                 continue
             steps, vals = zip(*pts)
-            ax.plot(steps, vals, alpha=0.3, label=f"{key}")
+            positive = positive or any(v > 0 for v in vals)
             k = max(1, len(vals) // 25)
             smooth = [sum(vals[max(0, i - k) : i + 1]) / len(vals[max(0, i - k) : i + 1]) for i in range(len(vals))]
-            ax.plot(steps, smooth, label=f"{key} (smoothed)")
+            (line,) = ax.plot(steps, smooth, linewidth=1.6, label=f"{key} (smoothed over {k + 1})" if k > 1 else key)
+            if k > 1:
+                ax.plot(steps, vals, alpha=0.25, linewidth=0.8, color=line.get_color())
         ax.set_xlabel("step")
-        ax.set_yscale("log")
-        ax.set_title(title or self.root.name)
+        if positive:
+            ax.set_yscale("log")
+        ax.set_title(title or self.root.name, fontsize="medium")
         ax.grid(alpha=0.3)
-        ax.legend()
-        out = self.root / "loss.png"
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
         fig.tight_layout()
-        fig.savefig(out, dpi=110)
-        plt.close(fig)
-        return out
+        return fig
 
     def finish(self) -> None:
         if self._wandb is not None:

@@ -133,6 +133,18 @@ class T5TextEncoder:
         return torch.stack([c for c, _ in pairs]), torch.stack([m for _, m in pairs])
 
 
+def truncation_summary(views: list[PromptView], max_tokens: int, what: str = "prompts") -> str | None:
+    """One line for all the prompts (`T5TextEncoder.seen` views) longer than the token limit: how many, and the
+    first of them with what the model reads of it; None when none is cut."""
+    cut = [v for v in views if v.truncated]
+    if not cut:
+        return None
+    v = cut[0]
+    return (f"{len(cut)} of {len(views)} {what} exceed the text encoder's limit of {max_tokens} tokens and are cut, "
+            f"e.g. {v.prompt[:60]!r}... has {v.tokens} tokens; the text encoder reads the first {max_tokens}: "
+            f"{v.text!r}")
+
+
 def save_embeddings(path: str | os.PathLike, context: Tensor, mask: Tensor, *, overwrite: bool = False) -> Path:
     """Store precomputed prompt embeddings as safetensors {"context": (B, S, D), "mask": (B, S)}."""
     from safetensors.torch import save

@@ -39,12 +39,13 @@ import dataclasses
 import json
 import os
 import re
-import time
+import textwrap
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from omegaconf import OmegaConf
@@ -61,7 +62,7 @@ from ltx.core.losses import (
 )
 from ltx.core.media import load_image, read_video, slug, write_contact_sheet, write_mp4
 from ltx.core.parallel import init_distributed, parallelize
-from ltx.core.viz import save_video_grid
+from ltx.core.viz import video_grid
 from ltx.data.latent_cache import BucketBatchSampler, LatentCache, shard
 from ltx.ltxv.api import scheduler_spec
 from ltx.ltxv.checkpoint import WRITERS, checkpoint_from_modules, load_component, read_checkpoint
@@ -117,13 +118,15 @@ class AVSettings:
     audio_loss_weight: float = 1.0
     prefix: int | None = None  # extension modes: clean latent frames (video) / steps (audio); None: the mode's
     connector: str = "frozen"  # frozen | trainable (mode=full only): the text connectors after the cached features
-    base_dtype: str = "bfloat16"  # LoRA: the frozen base's dtype (bfloat16 halves its memory) | float32
+    base_dtype: str = "auto"  # LoRA: the frozen base's dtype: bfloat16 (half the memory; computes under bf16
+    # autocast) | float32 | auto = bfloat16 on CUDA, float32 on CPU (where bf16 matmuls are slow)
 
 
 @dataclass(kw_only=True)
 class ValidationSettings:
     every: int = 0  # sample every N steps (0: only at the end); also at the end of the run
-    prompts: list[str] = field(default_factory=list)  # none: no validation
+    prompts: list[str] = field(default_factory=list)  # none: `from_data` captions of the training data
+    from_data: int = 3  # without prompts: sample this many captions of the cache (spread over it); 0: no validation
     images: list[str] = field(default_factory=list)  # optional first-frame image per prompt (image-to-video)
     controls: list[str] = field(default_factory=list)  # reference / control video per prompt (reference_video runs)
     seed: int = 0
@@ -229,7 +232,7 @@ class FinetuneConfig:
         check_number("av.audio_loss_weight", self.av.audio_loss_weight, 0.0)
         check_int("av.prefix", self.av.prefix, optional=True)
         check_choice("av.connector", self.av.connector, ("frozen", "trainable"))
-        check_choice("av.base_dtype", self.av.base_dtype, ("bfloat16", "float32"))
+        check_choice("av.base_dtype", self.av.base_dtype, ("auto", "bfloat16", "float32"))
 
 
 # What a resume may not change: it would train something else than the checkpoint holds.
@@ -502,10 +505,49 @@ class Trainer:
             raise ValueError(f"data={self.cfg.data} was encoded by another VAE (latent space {self.cache.latent_space})"
                              f" than {self.vae_ckpt.path} ({space}); preprocess again with this checkpoint")
 
-    def _encode_validation_prompts(self):
+    log_name: ClassVar[str] = "finetune"  # the app's name in its log lines
+
+    def validation_prompts(self) -> list[str]:
+        """The validation prompts: `validation.prompts`, or without them `validation.from_data` distinct captions
+        of the cache, spread over it (what the run learns, with no prompt to write)."""
         v = self.cfg.validation
-        if not v.prompts:
+        if v.prompts:
+            return list(v.prompts)
+        if isinstance(v.from_data, bool) or not isinstance(v.from_data, int) or v.from_data < 0:
+            raise invalid("validation.from_data", v.from_data, "must be an integer >= 0 (0: no validation)")
+        return [self.cache.items[i]["caption"] for i in self.data_caption_items(v.from_data)]
+
+    def data_caption_items(self, count: int) -> list[int]:
+        """Indices of `count` cache items with distinct, non-empty captions, evenly spaced over the cache."""
+        items, n, picked, seen = self.cache.items, len(self.cache), [], set()
+        for k in range(count):
+            for j in range(n):  # from the k-th evenly spaced item onwards, the next caption not taken yet
+                i = (k * n // count + j) % n
+                caption = items[i]["caption"].strip()
+                if caption and caption not in seen:
+                    picked.append(i)
+                    seen.add(caption)
+                    break
+        return picked
+
+    def _encode_validation_prompts(self):
+        """(prompt states, negative states) of the validation prompts, each (context (P, S, D), mask (P, S)), or
+        None without prompts. Given prompts go through the text encoder; captions of the data use their cached
+        states (no text encoder needed), with the preset's negative prompt encoded at the cache's length (the
+        cached empty caption when it is "")."""
+        v = self.cfg.validation
+        self.validation_prompts_used = prompts = self.validation_prompts()
+        self.validation_controls_used = list(v.controls)
+        if not prompts:
             return None
+        if not v.prompts:
+            if self.cfg.reference_video:  # an IC-LoRA samples each caption with its own clip's control video
+                refs = [self.cache.items[i].get("reference_path") for i in self.data_caption_items(len(prompts))]
+                self.validation_controls_used = refs if all(r and Path(r).is_file() for r in refs) else []
+            if self.dist.is_main:
+                print(f"[{self.log_name}] validation: {len(prompts)} captions of data={self.cfg.data} (set "
+                      "validation.prompts, or validation.from_data=0 for none): " + "; ".join(map(repr, prompts)))
+            return self._cached_validation_states(prompts)
         if self.cfg.text_encoder is None or not Path(self.cfg.text_encoder).exists():
             raise FileNotFoundError(f"validation prompts need a text encoder; text_encoder={self.cfg.text_encoder} "
                                     f"does not exist")
@@ -526,6 +568,32 @@ class Trainer:
             encoded = t5.encode(list(v.prompts)), t5.encode([g.negative_prompt] * len(v.prompts))
             del t5
         return self.dist.broadcast_object(encoded) if self.dist.enabled else encoded
+
+    def _cached_validation_states(self, prompts: list[str]):
+        """`_encode_validation_prompts` for captions of the data: their cached states, and the negative prompt's."""
+        rows = [self.cache[i] for i in self.data_caption_items(len(prompts))]
+        P = len(rows)
+        positive = torch.stack([r["context"].float() for r in rows]), torch.stack([r["mask"] for r in rows])
+        null_ctx, null_mask = self.cache.null_text()
+        negative = null_ctx.float()[None].expand(P, -1, -1), null_mask[None].expand(P, -1)
+        text = self.cfg.model.generation.negative_prompt or ""
+        if not text:
+            return positive, negative
+        if self.cfg.text_encoder is None or not Path(self.cfg.text_encoder).is_dir():
+            print(f"[{self.log_name}] note: validation samples use the empty negative prompt: the preset's needs the "
+                  f"text encoder (text_encoder={self.cfg.text_encoder} does not exist)")
+            return positive, negative
+        encoded = None
+        if self.dist.is_main:
+            try:
+                t5 = T5TextEncoder(self.cfg.text_encoder, dtype=torch.float32,
+                                   max_tokens=self.cache.index["text_encoder"]["max_tokens"])
+            except Exception as e:  # noqa: BLE001 - whatever transformers raises on a damaged folder
+                raise ValueError(f"text_encoder={self.cfg.text_encoder} cannot be loaded ({first_line(e)}); pass a "
+                                 "whole local T5 folder (text_encoder/ and tokenizer/)") from None
+            encoded = t5.encode([text] * P)
+            del t5
+        return positive, self.dist.broadcast_object(encoded) if self.dist.enabled else encoded
 
     def positions(self, bucket: tuple[int, int, int], rows: int) -> Tensor:
         if bucket not in self._positions:
@@ -623,15 +691,15 @@ class Trainer:
         resumed = self.loop.resume()
         run.start(self.resolved, project=cfg.wandb_project, use_wandb=cfg.wandb)
         if self.dist.is_main:
-            print(f"[finetune] {cfg.mode}: {self.n_trainable / 1e6:.3f} M trainable parameters; "
+            print(f"[{self.log_name}] {cfg.mode}: {self.n_trainable / 1e6:.3f} M trainable parameters; "
                   f"{len(self.cache)} clips in {len(self.cache.buckets)} bucket(s); global batch {cfg.batch_size} on "
                   f"{self.dist.world_size} process(es) x {self.per_rank // self.micro} micro-batch(es) of "
                   f"{self.micro}; {'resumed at step ' + str(run.step) if resumed else 'from step 0'}")
-        t0, start = time.time(), run.step
         self.loop.fit()
+        pace = self.loop.session_s_per_step  # the definition of metrics.jsonl's s_per_step, over the session
         report = {"steps": run.step, "trainable_parameters": self.n_trainable,
-                  "seconds_this_session": round(time.time() - t0, 1),
-                  "s_per_step": round((time.time() - t0) / max(1, run.step - start), 4),
+                  "seconds_this_session": round(self.loop.clock.seconds, 1),
+                  "s_per_step": None if pace is None else round(pace, 4),
                   "peak_rss_mib": peak_rss_mib(), "processes": self.dist.world_size}
         if torch.cuda.is_available() and self.device.type == "cuda":
             report["peak_cuda_gib"] = round(torch.cuda.max_memory_allocated(self.device) / 2**30, 2)
@@ -706,13 +774,15 @@ class Trainer:
         self.dit.eval()
         try:
             videos = []
-            for i in range(len(v.prompts)):
+            prompts = self.validation_prompts_used
+            for i in range(len(prompts)):
                 (pc, pm), (nc, nm) = self.validation_text
                 text = TextConditioning(pc[i : i + 1].to(self.device), pm[i : i + 1].to(self.device),
                                         nc[i : i + 1].to(self.device), nm[i : i + 1].to(self.device))
                 items = [ConditioningItem(load_image(v.images[i], height, width).to(self.device), 0, 1.0)] \
                     if v.images else []
-                guides = [self._control(v.controls[i], frames)] if v.controls else []
+                controls = self.validation_controls_used
+                guides = [self._control(controls[i], frames)] if controls else []
                 torch.manual_seed(v.seed)
                 gen = torch.Generator(self.device).manual_seed(v.seed)
                 frames_out = generate(self.dit, vae, text, sampling, sched, height=height, width=width,
@@ -726,13 +796,38 @@ class Trainer:
             return None
         out = self.run_dir / "samples" / f"step_{self.run.step:06d}"
         out.mkdir(parents=True, exist_ok=True)
-        for i, (prompt, video) in enumerate(zip(v.prompts, videos)):
+        for i, (prompt, video) in enumerate(zip(prompts, videos)):
             write_mp4(out / f"{i:02d}_{slug(prompt)}.mp4", video, cfg.fps)
             write_contact_sheet(out / f"{i:02d}_{slug(prompt)}.png", video, 8, prompt)
-        grid = save_video_grid(out.with_suffix(".png"), [x * 2 - 1 for x in videos])
-        (out / "prompts.txt").write_text("\n".join(v.prompts) + "\n")
+        grid = self.labelled_grid(out.with_suffix(".png"), videos, prompts)
+        with atomic_file(out / "prompts.txt", "w") as f:
+            f.write("\n".join(prompts) + "\n")
         self.run.image("samples", grid)
         return grid
+
+    @staticmethod
+    def labelled_grid(path: Path, videos: list[Tensor], prompts: list[str], frames: int = 5, scale: int = 2) -> Path:
+        """The validation contact sheet: one row of `frames` evenly spaced frames per video ((3, F, H, W) in
+        [0, 1]), each row under its prompt; a PNG written atomically."""
+        from PIL import Image, ImageDraw
+
+        line_h, char_w = 14, 6  # PIL's default bitmap font
+        rows = [Image.fromarray(video_grid([v * 2 - 1], frames)) for v in videos]
+        width = max(r.width for r in rows) * scale
+        bands = [textwrap.wrap(p, max(20, width // char_w - 2))[:3] for p in prompts]
+        height = sum(len(b) * line_h + 6 + r.height * scale + 4 for b, r in zip(bands, rows))
+        sheet = Image.new("RGB", (width, height), "white")
+        draw = ImageDraw.Draw(sheet)
+        y = 0
+        for i, (band, row) in enumerate(zip(bands, rows)):
+            for k, line in enumerate(band):
+                draw.text((4, y + 3 + k * line_h), f"{i}: {line}" if k == 0 else f"   {line}", fill="black")
+            y += len(band) * line_h + 6
+            sheet.paste(row.resize((row.width * scale, row.height * scale), Image.NEAREST), (0, y))
+            y += row.height * scale + 4
+        with atomic_file(path, "wb") as f:
+            sheet.save(f, format="PNG")
+        return path
 
     def _control(self, path: str, frames: int) -> GuideItem:
         """A validation control video as a strength-1 guide of at most `frames` (8k + 1) frames."""
