@@ -1,37 +1,7 @@
-"""Fine-tune any LTX-Video checkpoint on your own videos: LoRA or full, one process or many (torchrun).
-
-    python -m train.preprocess data=my_videos/ out=cache/my_videos             # once: latents + text states
-    python -m train.finetune data=cache/my_videos run_dir=runs/my_lora         # configs/finetune.yaml
-    torchrun --nproc_per_node 2 -m train.finetune data=... parallel=fsdp      # the same run on 2 processes
-
-The trainer is the shared loop of train/harness.py (optimizer step, non-finite check, EMA, LR schedule, logging,
-checkpoints) around `Trainer.forward_backward`; what varies is applied from outside:
-- the adapter (`mode: lora` injects `ltx.ltxv.lora` adapters and trains only those; `mode: full` trains every
-  transformer weight);
-- the objective, a function (`OBJECTIVES`) from a micro-batch to per-sample losses; fine-tuning uses
-  `flow_matching_objective` (rectified-flow velocity loss with per-token first-frame conditioning);
-- IC-LoRA control (`reference_video: true`, a cache preprocessed from a manifest with `reference_path`): each
-  sample's clean reference latents are prepended to its target tokens with the target's positions (spatial
-  coordinates times the reference's downscale factor), at sigma 0 and without loss (the training layout of
-  ltx/ltxv/conditioning.py; `generate control=[...]` appends them at inference, which gives the same outputs);
-- how the model runs (`ltx.core.parallel.parallelize`: DDP / FSDP2, activation checkpointing, compile).
-
-Determinism and exact resume. Step k trains on `BucketBatchSampler.batch(k)`: a global batch of `batch_size`
-cached clips of one bucket, a pure function of (seed, k). Sample j of that batch draws its sigma, its
-first-frame and caption-dropout coins and its noise from a generator seeded by (seed, k, j). Nothing
-depends on how the global batch is split over processes or micro-batches, so a run saved on 2 processes
-resumes on 1 (or the reverse) with the same global-batch losses. The checkpoint (train/dist_checkpoint.py,
-torch.distributed.checkpoint, written atomically) holds the trainable weights, the optimizer, the EMA, the
-step, the metric history and the wandb run id (the LR schedule is a function of the step). A resume whose
-config changes what is trained (base checkpoint, data, mode, adapter shape, batch, seed, objective settings)
-is refused, naming the differing fields, before anything is written.
-
-Outputs in run_dir: metrics.jsonl (loss, loss per sigma bucket, grad norm, lr, s/step), loss.png,
-checkpoints/, samples/step_NNNNNN/ (validation videos from the parity-tested sampler of `infer.generate`,
-mp4 + a contact sheet), and the result: lora.safetensors (ComfyUI format with alpha, loads in `generate
-loras=[...]`, ComfyUI and diffusers) or model.safetensors (a full checkpoint `generate` and the converter
-read).
-"""
+"""The fine-tuning trainer's parts (the app is train/finetune.py, whose docstring describes the behaviour): the
+config schema (`FinetuneConfig` and its sections, LTX-2's `av` included), the checks that run before anything is
+written, the flow-matching objective, and `Trainer`, the LTX-Video 0.9.x trainer on the shared loop of
+train/harness.py. The LTX-2 trainer (train/finetune_ltx2.py) and the distiller (train/distill.py) build on it."""
 
 from __future__ import annotations
 
@@ -325,7 +295,7 @@ def resolve_paths(cfg: FinetuneConfig) -> FinetuneConfig:
                                fps=cfg.fps if cfg.fps is not None else g.fps)
 
 
-def check_inputs(cfg: FinetuneConfig, world: int):
+def check_inputs(cfg: FinetuneConfig, world: int, log_name: str = "finetune"):
     """Everything that can be checked before a file is written: paths, headers, the cache against the model,
     the batch split, the resume. Returns (checkpoint, vae checkpoint, cache)."""
     for name in ("checkpoint", "vae_checkpoint"):
@@ -349,8 +319,8 @@ def check_inputs(cfg: FinetuneConfig, world: int):
     cache = LatentCache(cfg.data)
     if getattr(cache, "family", "ltxv") == "ltx2":
         raise ValueError(f"data={cfg.data} is an LTX-2 cache (made with an LTX-2 checkpoint); train it with an LTX-2 "
-                         f"preset (model=ltx-2-19b-dev or ltx-2.3-22b-dev), or preprocess with model {cfg.model.name}'s "
-                         "checkpoint")
+                         f"preset (model=ltx-2-19b-dev or ltx-2.3-22b-dev), or preprocess with the checkpoint of "
+                         f"model={cfg.model.name}")
     if len(cache) == 0:
         raise ValueError(f"data={cfg.data} holds no clips (see its index.json 'skipped' list)")
     c, d = cache.latent_channels, cache.text_channels
@@ -367,11 +337,11 @@ def check_inputs(cfg: FinetuneConfig, world: int):
         raise ValueError(f"data={cfg.data} mixes reference downscale factors {sorted(factors)}; preprocess with one "
                          "reference_downscale")
     if not cfg.reference_video and with_ref:
-        print(f"[finetune] note: data={cfg.data} holds {with_ref} reference videos; they are ignored unless "
+        print(f"[{log_name}] note: data={cfg.data} holds {with_ref} reference videos; they are ignored unless "
               "reference_video=true (IC-LoRA control)")
     batch_split(cfg, world)  # raises for a batch that does not split
     v = cfg.validation
-    if v.prompts and (v.height or v.width or v.num_frames):
+    if (v.prompts or v.from_data) and (v.height or v.width or v.num_frames):
         F_, H, W = cache.buckets_list[0]
         try:
             check_size(v.height or H, v.width or W, v.num_frames or F_, tuple(cache.scale))
@@ -452,7 +422,7 @@ class Trainer:
         self.resolved = _plain(cfg)
         self.run_dir = Path(cfg.run_dir)
         check_run_dir(self.run_dir)  # a file, or a folder that cannot be written: refused before anything loads
-        self.ckpt, self.vae_ckpt, self.cache = check_inputs(cfg, self.dist.world_size)
+        self.ckpt, self.vae_ckpt, self.cache = check_inputs(cfg, self.dist.world_size, self.log_name)
         self.per_rank, self.micro = batch_split(cfg, self.dist.world_size)
         check_resume(cfg, self.resolved, self.run_dir)
         self.run = Run(self.run_dir, is_main=self.dist.is_main)
@@ -865,14 +835,6 @@ def run_trainer(trainer_cls: type[Trainer], cfg: FinetuneConfig) -> dict:
     return report
 
 
-def train(cfg: FinetuneConfig) -> dict:
-    if cfg.model.is_ltx2:
-        from train.finetune_ltx2 import AVTrainer  # imports this module: resolved at call time
-
-        return run_trainer(AVTrainer, cfg)
-    return run_trainer(Trainer, cfg)
-
-
 def to_config(raw, schema: type = FinetuneConfig) -> FinetuneConfig:
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), raw))
 
@@ -881,10 +843,3 @@ def main_for(schema: type, config_name: str, run) -> None:
     """The Hydra entry point of a trainer app (this one, train.distill)."""
     hydra_app(schema, config_name, run, (TrainingError, CheckpointError))
 
-
-def _main() -> None:
-    main_for(FinetuneConfig, "finetune", train)
-
-
-if __name__ == "__main__":
-    _main()

@@ -49,13 +49,13 @@ from pathlib import Path
 
 import torch
 
-from ltx.core.media import is_image, read_image, read_video
+from ltx.core.media import MediaError, is_image, read_image, read_video
 from ltx.data.buckets import Bucket
 from ltx.data.latent_cache import INDEX_VERSION, latent_file, reference_file
 from ltx.data.manifest import MediaItem, read_dataset
 from ltx.ltx2.checkpoint import detect
 from ltx.ltxv.checkpoint import load_component, read_checkpoint
-from ltx.ltxv.text import T5TextEncoder
+from ltx.ltxv.text import T5TextEncoder, truncation_summary
 from train.preprocess_common import (  # noqa: F401 - re-exported: the app's schema and helpers live there
     PRECISIONS,
     CacheWriter,
@@ -155,6 +155,9 @@ def run(cfg: PreprocessConfig) -> dict:
         clip, bucket, fps, source_hw = load_clip(item, buckets, cfg.max_upscale)
         ref = load_reference(item, bucket, source_hw, cfg.reference_downscale) if item.reference_path else None
         latents = encode(clip)
+        if not bool(torch.isfinite(latents).all()):  # never cached: training would stop on it much later
+            raise MediaError(item.media_path, "the VAE's latents are not finite (NaN / inf): a damaged clip, or "
+                             "precision=bfloat16 overflowing (try precision=float32)")
         record = {"id": iid, "media_path": str(item.media_path), "caption": item.caption,
                   "reference_path": str(item.reference_path) if item.reference_path else None,
                   "bucket": list(bucket), "latent_shape": list(latents.shape), "fps": fps}  # fmt: skip
@@ -179,13 +182,21 @@ def run(cfg: PreprocessConfig) -> dict:
                              f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}); pass a whole local T5 "
                              "folder (text_encoder/ and tokenizer/)") from None
 
+    views = []  # what the text encoder read of each caption encoded: some may be cut to text_tokens
+
     def encode_caption(t5: T5TextEncoder, caption: str) -> dict[str, torch.Tensor]:
+        if caption:
+            views.extend(t5.seen([caption]))
         context, mask = t5.encode([caption])
         return {"context": context[0], "mask": mask[0]}
 
     texts = writer.captions(("context", "mask"), load_t5, encode_caption, cfg.text_encoder)
     index = writer.write_index(True)
     print_summary(index, root, writer.encoded, texts)
+    cut = truncation_summary(views, cfg.text_tokens, "captions")
+    if cut:  # one line for the run: the model trains on what it reads, as generate reads prompts
+        print(f"[preprocess] warning: {cut}; shorten those captions to train on their ends")
+    print(f"[preprocess] the cache is in {out.resolve()} (train on it: python -m train.finetune data={cfg.out})")
     return index
 
 

@@ -12,6 +12,7 @@ import json
 import math
 import re
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -224,6 +225,12 @@ def fit_clip(path: Path, video: torch.Tensor, buckets: list[Bucket], max_upscale
     return fit_to_bucket(video, bucket), bucket, (H, W)
 
 
+def duration(seconds: float) -> str:
+    """1h02m, 3m05s, 12s."""
+    s = int(round(seconds))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
 def print_summary(index: dict, root: Path, encoded: int, texts: int) -> None:
     items, skipped = index["items"], index["skipped"]
     per_bucket: dict[str, int] = {}
@@ -281,12 +288,17 @@ class CacheWriter:
             seen.add(iid)
             record = cached(item, iid)
             if record is None:
+                started = time.perf_counter()
                 try:
                     record = encode(item, iid)
                 except MediaError as e:
                     self.skips.append({"path": str(item.media_path), "reason": e.reason})
                     continue
                 self.encoded += 1
+                if self.encoded == 1 and n < len(items):  # a time estimate that a log file keeps too
+                    took, left = time.perf_counter() - started, len(items) - n
+                    tqdm.write(f"[preprocess] the first clip took {took:.1f} s: about {duration(took * left)} for "
+                               f"the {left} clips left (fewer if some are cached), then the captions")
             self.records.append(record | {"media_path": str(item.media_path)})  # where the file is now
             if n % self.index_every == 0:
                 self.write_index(False)

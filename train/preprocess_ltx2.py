@@ -28,7 +28,8 @@ including one made for LTX-Video 0.9.x); the cache layout is in ltx.data.latent_
   the checkpoint's feature extractor (ltx.ltx2.text.EmbeddingsProcessor.features: V1 for LTX-2, V2 with separate
   video and audio features for 2.3); only the real tokens' rows are stored. The connectors are not applied:
   they are part of the transformer that training may update, and Gemma never loads in training.
-- Reference clips (IC-LoRA, manifest `reference_path`): resampled to `fps` like the target, then as 0.9.x.
+- Reference clips (IC-LoRA, manifest `reference_path`): resampled to `fps` like the target, then as 0.9.x; their
+  own sound, when they have some, goes to reference_audio/<id> (the audio IC-LoRA modes a2a_ic_lora, av2av_ic_lora).
 
 Precision: `precision` is the compute dtype of the VAEs, Gemma and the feature extractor (bfloat16 is what the
 official code runs Gemma in; float32 doubles Gemma's memory); latents are stored float32, text features in
@@ -39,6 +40,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -48,7 +50,14 @@ from ltx.core.audio_io import read_audio
 from ltx.core.checkpoint import SafetensorsReader
 from ltx.core.media import MediaError, is_image, read_image, read_video
 from ltx.data.buckets import Bucket
-from ltx.data.latent_cache import INDEX_VERSION, audio_file, latent_file, reference_file, text_keys
+from ltx.data.latent_cache import (
+    INDEX_VERSION,
+    audio_file,
+    latent_file,
+    reference_audio_file,
+    reference_file,
+    text_keys,
+)
 from ltx.data.manifest import MediaItem, read_dataset
 from ltx.ltx2 import checkpoint as ltx2_checkpoint
 from ltx.ltx2.audio import LOG_FLOOR, N_FFT, as_stereo, waveform_to_mel
@@ -289,8 +298,9 @@ def run(cfg: PreprocessConfig) -> dict:
     out = Path(cfg.out).expanduser()
     head = settings(cfg, metas, spaces, buckets)
     check_existing(out, head, cfg.overwrite)
-    folders = ("latents", "text") + (("audio",) if cfg.audio else ()) + \
-        (("reference",) if any(it.reference_path for it in items) else ())  # fmt: skip
+    refs = any(it.reference_path for it in items)
+    folders = ("latents", "text") + (("audio",) if cfg.audio else ()) + (("reference",) if refs else ()) + \
+        (("reference_audio",) if refs and cfg.audio else ())  # fmt: skip
     writer = CacheWriter(out, head, skipped, cfg.index_every, folders)
 
     @torch.no_grad()
@@ -314,6 +324,9 @@ def run(cfg: PreprocessConfig) -> dict:
         if record is not None and record.get("audio_shape") is not None and \
                 not audio_ok(audio_file(out, iid), spaces["audio_vae"], record["audio_shape"]):
             return None  # its audio file is missing or damaged: the item is encoded again
+        if record is not None and record.get("reference_audio_shape") is not None and \
+                not audio_ok(reference_audio_file(out, iid), spaces["audio_vae"], record["reference_audio_shape"]):
+            return None
         return record
 
     def encode_item(item: MediaItem, iid: str) -> dict:
@@ -336,6 +349,14 @@ def run(cfg: PreprocessConfig) -> dict:
             record |= {"reference_shape": list(ref_latents.shape), "reference_downscale": cfg.reference_downscale}
             save(reference_file(out, iid), {"latents": ref_latents},
                  {"item": json.dumps(record), "latent_space": spaces["vae"]})  # fmt: skip
+        if ref is not None and cfg.audio and bucket.frames > 1:  # the reference's own sound (audio IC-LoRA modes)
+            ref_sound = clip_audio(replace(item, media_path=item.reference_path, audio_path=None),
+                                   bucket.frames / cfg.fps, cfg.silence_peak)
+            if isinstance(ref_sound, tuple):
+                ref_audio = encode_audio(*ref_sound, bucket.frames)
+                record["reference_audio_shape"] = list(ref_audio.shape)
+                save(reference_audio_file(out, iid), {"latents": ref_audio},
+                     {"item": json.dumps(record), "latent_space": spaces["audio_vae"]})  # fmt: skip
         if isinstance(sound, tuple):
             audio_latents = encode_audio(*sound, bucket.frames)
             record |= {"audio": str(item.audio_path or item.media_path), "audio_shape": list(audio_latents.shape)}

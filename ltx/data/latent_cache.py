@@ -32,6 +32,8 @@ LTX-2 / 2.3 caches (train/preprocess_ltx2.py; index "family": "ltx2", where 0.9.
   The dataset item has "video_context" and "audio_context" (max_tokens, D) zero-padded on the LEFT back to
   max_tokens (the same tensor twice for v1), "mask" (max_tokens,) int64 (1 = real token, left padded), and
   "audio" (the audio latents or None); `null_text()` gives the (video_context, audio_context, mask) of "".
+- OUT/reference_audio/<id>.safetensors (LTX-2, items whose reference clip has sound): `latents` (8, T, 16) of the
+  reference's own track; the record adds "reference_audio_shape" and the dataset item "reference_audio".
 
 Sampler (`BucketBatchSampler`): every batch comes from one bucket (one latent shape), and `batch(step)` is a
 pure function of (seed, step), so a resumed or re-sharded run sees exactly the same data:
@@ -71,6 +73,11 @@ def text_file(folder: str | os.PathLike, item_id: str) -> Path:
 
 def reference_file(folder: str | os.PathLike, item_id: str) -> Path:
     return Path(folder) / "reference" / f"{item_id}.safetensors"
+
+
+def reference_audio_file(folder: str | os.PathLike, item_id: str) -> Path:
+    """LTX-2: the audio latents of the item's reference clip (audio IC-LoRA modes)."""
+    return Path(folder) / "reference_audio" / f"{item_id}.safetensors"
 
 
 def audio_file(folder: str | os.PathLike, item_id: str) -> Path:
@@ -146,6 +153,8 @@ class LatentCache:
                 files.append(reference_file(self.folder, it["id"]))
             if it.get("audio_shape") is not None:
                 files.append(audio_file(self.folder, it["id"]))
+            if it.get("reference_audio_shape") is not None:
+                files.append(reference_audio_file(self.folder, it["id"]))
         missing = [p for p in files if not p.is_file()]
         if missing:
             raise FileNotFoundError(f"{self.folder}: {len(missing)} cache files are missing, e.g. {missing[0]}; "
@@ -243,7 +252,29 @@ class LatentCache:
                                  f"({type(e).__name__}: {e}); rerun python -m train.preprocess with the same "
                                  "options") from None
             out["reference_downscale"] = int(item.get("reference_downscale", 1))
+        if item.get("reference_audio_shape") is not None:
+            try:
+                out["reference_audio"] = load_file(str(reference_audio_file(self.folder, item["id"])))["latents"]
+            except Exception as e:  # noqa: BLE001
+                raise ValueError(f"{self.folder}: the reference audio of item {item['id']} cannot be read "
+                                 f"({type(e).__name__}: {e}); rerun python -m train.preprocess with the same "
+                                 "options") from None
+        self._check_finite(item, out)
         return out
+
+    def _check_finite(self, item: dict, tensors: Mapping[str, Any]) -> None:
+        """Refuse an item holding NaN / inf (a clip the VAE could not encode, a damaged file) by name, when it is
+        read: training would otherwise stop later on a non-finite loss that points at the learning rate."""
+        files = {"latents": latent_file, "reference": reference_file, "audio": audio_file,
+                 "reference_audio": reference_audio_file}
+        bad = [k for k, t in tensors.items() if isinstance(t, Tensor) and t.is_floating_point()
+               and not bool(torch.isfinite(t).all())]
+        if bad:
+            paths = sorted({str(files.get(k, text_file)(self.folder, item["id"])) for k in bad})
+            raise ValueError(f"{self.folder}: item {item['id']} ({item.get('media_path', 'the empty caption')}) holds "
+                             f"NaN / inf in its {', '.join(bad)}; delete {', '.join(paths)} and rerun python -m "
+                             "train.preprocess with the same options to encode it again (or drop the clip from the "
+                             "data)")
 
     @property
     def references(self) -> tuple[int, set[int]]:
@@ -256,6 +287,7 @@ class LatentCache:
         from safetensors.torch import load_file
 
         text = load_file(str(text_file(self.folder, NULL_ID)))
+        self._check_finite({"id": NULL_ID}, text)
         if self.family == "ltx2":
             return left_padded_text(text, self.index["text_encoder"]["max_tokens"])
         return text["context"], text["mask"]
