@@ -22,6 +22,7 @@ bucket sampler, exact resume on any number of processes, DDP / FSDP2, EMA, the r
 from __future__ import annotations
 
 import dataclasses
+import re
 from contextlib import nullcontext
 from functools import cached_property
 from pathlib import Path
@@ -31,7 +32,7 @@ from torch import Tensor, nn
 
 from ltx.core.audio_io import write_audio_contact_sheet, write_video_with_audio
 from ltx.core.checkpoint import atomic_file
-from ltx.core.lora import LoRAConfig, freeze_base, inject_lora, lora_parameters
+from ltx.core.lora import LoRAConfig, freeze_base, inject_lora, lora_parameters, lora_targets
 from ltx.core.losses import SigmaSampler, sigma_bucket_means, sigma_bucket_sums
 from ltx.core.media import slug
 from ltx.core.parallel import init_distributed, parallelize
@@ -42,7 +43,15 @@ from ltx.ltx2.lora import save_lora
 from ltx.ltx2.pipelines import AVModels, AVRequest, Prompt, check_size, one_stage
 from ltx.ltx2.sched import GuiderParams, ltx2_sigmas
 from ltx.ltx2.text import GemmaTextEncoder
-from ltx.ltx2.training import AVTrainModel, StreamBatch, TrainingMode, av_loss, draw, training_mode
+from ltx.ltx2.training import (
+    AVTrainModel,
+    StreamBatch,
+    TrainingMode,
+    av_loss,
+    draw,
+    sigma_sampler,
+    training_mode,
+)
 from train.finetune_core import (
     EMA,
     FinetuneConfig,
@@ -179,7 +188,10 @@ class AVTrainer(Trainer):
         self.base_dtype = auto if cfg.av.base_dtype == "auto" else DTYPES[cfg.av.base_dtype]
         self.validation_text = self._encode_validation_prompts()  # Gemma loads and is freed here
         self.sampler = BucketBatchSampler(self.cache, cfg.batch_size, cfg.seed)
-        self.sigmas = SigmaSampler(**dataclasses.asdict(cfg.sigma))
+        sigma = dataclasses.asdict(cfg.sigma)
+        # sigma.kind=stretched_logit_normal: the official trainer's sampler, with its eps (1e-3) for the reflection
+        self.sigmas = sigma_sampler("ltx2", std=sigma["std"], uniform_fraction=sigma["uniform_fraction"]) \
+            if sigma["kind"] == "stretched_logit_normal" else SigmaSampler(**sigma)
         self.dit, params = self.build_model()
         self.trainable = {n: p for n, p in self.dit.named_parameters() if p.requires_grad}
         self.n_trainable = sum(p.numel() for p in params)
@@ -206,7 +218,7 @@ class AVTrainer(Trainer):
         model = AVTrainModel(modules["transformer"], text)
         if lora:
             adapter = LoRAConfig(rank=cfg.lora.rank, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout,
-                                 targets=tuple(cfg.lora.targets))
+                                 targets=self.lora_modules(model.transformer))
             inject_lora(model.transformer, adapter, generator=torch.Generator().manual_seed(cfg.seed),
                         dtype=torch.float32)
             model.to(device)
@@ -219,6 +231,23 @@ class AVTrainer(Trainer):
             params = [p for p in model.parameters() if p.requires_grad]
         model.train()
         return model, params
+
+    def lora_modules(self, transformer: nn.Module) -> tuple[str, ...]:
+        """`lora.targets` resolved to the Linears of the streams the mode runs, as exact-name targets: a mode without
+        audio (t2v, ic_lora) puts no adapter on the audio stream or the audio<->video attention (it would never
+        train, and DDP refuses parameters without gradients), and one without video none on the video stream."""
+        absent = set()
+        if self.mode.audio is None:
+            absent |= {"audio_attn1", "audio_attn2", "audio_ff", "audio_to_video_attn", "video_to_audio_attn"}
+        if self.mode.video is None:
+            absent |= {"attn1", "attn2", "ff", "audio_to_video_attn", "video_to_audio_attn"}
+        names = lora_targets(transformer, self.cfg.lora.targets)  # one line for a pattern that selects nothing
+        kept = [n for n in names if not (n.startswith("transformer_blocks.") and n.split(".")[2] in absent)]
+        if not kept:
+            raise ValueError(f"lora.targets={list(self.cfg.lora.targets)} select only modules of a stream that "
+                             f"av.mode={self.mode.name} does not run; target e.g. "
+                             f"{'attn1.to_q' if self.mode.video else 'audio_attn1.to_q'}")
+        return tuple(f"re:{re.escape(n)}" for n in kept)
 
     def _encode_validation_prompts(self):
         """(prompt features, negative features), each (video (P, S, Dv'), audio (P, S, Da'), mask (P, S)): the
@@ -406,6 +435,11 @@ class AVTrainer(Trainer):
         if self.ema:
             self.ema.swap()
         model.eval()
+        # FSDP2: the sampler calls model.transformer and model.text directly, not the root's forward, so the root's
+        # own parameters (connectors, patchify / AdaLN / output layers) are gathered here; the blocks gather themselves
+        sharded = hasattr(model, "unshard")
+        if sharded:
+            model.unshard()
         videos, waves, rate = [], [], 0
         try:
             for i in range(len(prompts)):
@@ -421,6 +455,8 @@ class AVTrainer(Trainer):
                 waves.append(result.audio[0].float().clamp(-1, 1).cpu())
                 rate = result.sample_rate
         finally:
+            if sharded:
+                model.reshard()
             model.train()
             if self.ema:
                 self.ema.swap()
