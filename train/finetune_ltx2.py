@@ -32,10 +32,10 @@ from torch import Tensor, nn
 
 from ltx.core.audio_io import write_audio_contact_sheet, write_video_with_audio
 from ltx.core.checkpoint import atomic_file
-from ltx.core.lora import LoRAConfig, freeze_base, inject_lora, lora_parameters, lora_targets
+from ltx.core.lora import LoRAConfig, freeze_base, fresh_adapter, inject_lora, lora_parameters, lora_targets
 from ltx.core.losses import SigmaSampler, sigma_bucket_means, sigma_bucket_sums
 from ltx.core.media import slug
-from ltx.core.parallel import init_distributed, parallelize
+from ltx.core.parallel import init_distributed, materialize, parallelize
 from ltx.data.latent_cache import BucketBatchSampler, LatentCache, read_index, shard
 from ltx.ltx2 import checkpoint as ltx2_checkpoint
 from ltx.ltx2 import patchify
@@ -192,12 +192,18 @@ class AVTrainer(Trainer):
         # sigma.kind=stretched_logit_normal: the official trainer's sampler, with its eps (1e-3) for the reflection
         self.sigmas = sigma_sampler("ltx2", std=sigma["std"], uniform_fraction=sigma["uniform_fraction"]) \
             if sigma["kind"] == "stretched_logit_normal" else SigmaSampler(**sigma)
-        self.dit, params = self.build_model()
+        self.dit, params = self.build_model()  # on meta
         self.trainable = {n: p for n, p in self.dit.named_parameters() if p.requires_grad}
         self.n_trainable = sum(p.numel() for p in params)
-        mode = "none" if not self.dist.enabled else cfg.parallel
-        self.model = parallelize(self.dit, self.dist, mode=mode, activation_checkpointing=cfg.activation_checkpointing,
-                                 compile=cfg.compile, param_dtype=None, attr="transformer.transformer_blocks")
+        fsdp = self.dist.enabled and cfg.parallel == "fsdp"
+        how = dict(activation_checkpointing=cfg.activation_checkpointing, compile=cfg.compile, param_dtype=None,
+                   attr="transformer.transformer_blocks")
+        if fsdp:  # sharded on meta, then each process reads only its shards: the model is never whole in memory
+            self.model = parallelize(self.dit, self.dist, mode="fsdp", **how)
+        materialize(self.dit, self.device, self._initial_tensor)
+        self._initial_adapters = {}
+        if not fsdp:
+            self.model = parallelize(self.dit, self.dist, mode=cfg.parallel if self.dist.enabled else "none", **how)
         trained = {n: p for n, p in self.dit.named_parameters() if p.requires_grad}
         self.params = list(trained.values())
         self.opt = self.make_optimizer(self.params)
@@ -207,21 +213,27 @@ class AVTrainer(Trainer):
 
     # -------------------------------------------------------------------------------------------- setup
     def build_model(self) -> tuple[nn.Module, list[nn.Parameter]]:
-        """transformer + connectors; LoRA: the base in `av.base_dtype` (bf16 by default) and frozen, fp32 adapters;
-        full: everything in float32, the connectors trained only with av.connector=trainable."""
-        cfg, device = self.cfg, self.device
+        """transformer + connectors on `meta` (`materialize` fills them from the file, `_initial_tensor`); LoRA:
+        the base in `av.base_dtype` and frozen, float32 adapters; full: everything in float32, the connectors
+        trained only with av.connector=trainable. Returns the model and what trains."""
+        cfg = self.cfg
         lora = cfg.mode == "lora"
-        base_dtype = self.base_dtype if lora else torch.float32
-        modules = ltx2_checkpoint.load(self.bundle, ("transformer", "text"), device=device, dtype=base_dtype)
-        text = modules["text"]
+        metas = ltx2_checkpoint.check(self.bundle, ("transformer", "text"))
+        text = metas["text"]
         text.feature_extractor = None  # the cache holds its output; training never needs it
-        model = AVTrainModel(modules["transformer"], text)
+        model = AVTrainModel(metas["transformer"], text).to(self.base_dtype if lora else torch.float32)
+        self._initial_adapters: dict[str, Tensor] = {}
         if lora:
+            names = self.lora_modules(model.transformer)
+            modules = dict(model.transformer.named_modules())
+            g = torch.Generator().manual_seed(cfg.seed)  # the draws inject_lora would make, in module order
+            for n in names:
+                a, b = fresh_adapter(cfg.lora.rank, modules[n].in_features, modules[n].out_features, g)
+                self._initial_adapters |= {f"transformer.{n}.lora_A.default.weight": a,
+                                           f"transformer.{n}.lora_B.default.weight": b}
             adapter = LoRAConfig(rank=cfg.lora.rank, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout,
-                                 targets=self.lora_modules(model.transformer))
-            inject_lora(model.transformer, adapter, generator=torch.Generator().manual_seed(cfg.seed),
-                        dtype=torch.float32)
-            model.to(device)
+                                 targets=tuple(f"re:{re.escape(n)}" for n in names))
+            inject_lora(model.transformer, adapter, dtype=torch.float32)
             freeze_base(model)
             params = list(lora_parameters(model))
         else:
@@ -232,8 +244,16 @@ class AVTrainer(Trainer):
         model.train()
         return model, params
 
+    def _initial_tensor(self, name: str) -> Tensor:
+        """The starting value of a model tensor: a fresh adapter's, or the checkpoint's (read one at a time)."""
+        name = name.replace("._orig_mod", "")  # compiled blocks
+        if name in self._initial_adapters:
+            return self._initial_adapters[name]
+        component, _, key = name.partition(".")
+        return self.bundle.reader.get(self.bundle.keys[component][key])
+
     def lora_modules(self, transformer: nn.Module) -> tuple[str, ...]:
-        """`lora.targets` resolved to the Linears of the streams the mode runs, as exact-name targets: a mode without
+        """`lora.targets` resolved to the names of the Linears of the streams the mode runs: a mode without
         audio (t2v, ic_lora) puts no adapter on the audio stream or the audio<->video attention (it would never
         train, and DDP refuses parameters without gradients), and one without video none on the video stream."""
         absent = set()
@@ -247,7 +267,7 @@ class AVTrainer(Trainer):
             raise ValueError(f"lora.targets={list(self.cfg.lora.targets)} select only modules of a stream that "
                              f"av.mode={self.mode.name} does not run; target e.g. "
                              f"{'attn1.to_q' if self.mode.video else 'audio_attn1.to_q'}")
-        return tuple(f"re:{re.escape(n)}" for n in kept)
+        return tuple(kept)
 
     def _encode_validation_prompts(self):
         """(prompt features, negative features), each (video (P, S, Dv'), audio (P, S, Da'), mask (P, S)): the

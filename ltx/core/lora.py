@@ -161,6 +161,16 @@ def _linear(weight: Tensor) -> nn.Linear:
     return lin
 
 
+def fresh_adapter(rank: int, in_features: int, out_features: int, generator: torch.Generator | None = None
+                  ) -> tuple[Tensor, Tensor]:
+    """A new adapter's (A (rank, in), B (out, rank)) on the CPU: A kaiming-uniform from `generator` (PEFT's
+    init), B zero, so the adapter starts as the identity. `inject_lora` draws them module by module in module
+    order; a model built on meta draws the same with this function (train/finetune_ltx2.py)."""
+    a = torch.empty(rank, in_features)
+    nn.init.kaiming_uniform_(a, a=math.sqrt(5), generator=generator)
+    return a, torch.zeros(out_features, rank)
+
+
 class LoRALinear(nn.Linear):
     """nn.Linear with named low-rank adapters; shares `weight` and `bias` with the Linear it replaces.
 
@@ -188,12 +198,7 @@ class LoRALinear(nn.Linear):
         if name in self.lora_A:
             raise ValueError(f"adapter {name!r} already exists on this module")
         device, dtype = self.weight.device, dtype or self.weight.dtype
-        if tensors is None:
-            a = torch.empty(rank, self.in_features)
-            nn.init.kaiming_uniform_(a, a=math.sqrt(5), generator=generator)
-            b = torch.zeros(self.out_features, rank)
-        else:
-            a, b = tensors
+        a, b = tensors if tensors is not None else fresh_adapter(rank, self.in_features, self.out_features, generator)
         self.lora_A[name] = _linear(a.detach().to(device, dtype, copy=True))
         self.lora_B[name] = _linear(b.detach().to(device, dtype, copy=True))
         self.lora_dropout[name] = nn.Dropout(dropout) if dropout > 0 else nn.Identity()

@@ -16,13 +16,19 @@ State dicts under FSDP2: `model.state_dict()` returns `DTensor`s, each rank hold
 (`Shard(0)` over a 1-D mesh of all ranks). `get_state_dict(..., StateDictOptions(full_state_dict=True))`
 gathers plain tensors; `torch.distributed.checkpoint` saves the shards as they are, with their global shape,
 so a checkpoint loads on any number of processes.
+
+Big models: build on `meta`, `apply_fsdp2` there, then `materialize` fills each parameter one tensor at a time
+with only this process's shard kept, so a 19B / 22B model never sits whole in one process's memory (the peak is
+one full tensor, read from the file, plus the shards).
 """
 
 from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import chain
 from typing import Literal
 
 import torch
@@ -222,4 +228,31 @@ def parallelize(
         return apply_ddp(model, dist)
     if mode == "fsdp":
         return apply_fsdp2(model, dist, param_dtype=param_dtype, attr=attr)
+    return model
+
+
+@torch.no_grad()
+def materialize(model: nn.Module, device: torch.device | str, full_tensor: Callable[[str], torch.Tensor]) -> nn.Module:
+    """Allocate a model built on `meta` (sharded by `apply_fsdp2` or not) on `device` and fill it in place.
+
+    Each parameter and meta buffer `name` gets `full_tensor(name)` (the whole tensor, any device, cast to the
+    parameter's dtype); a sharded (DTensor) parameter keeps only this process's shard of it, cut locally without
+    communication. Buffers that were computed at build (not on meta) keep their values. One full tensor at a
+    time is alive, so the model never sits whole in memory; every process reads what it needs itself."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    computed = {n: b.clone() for n, b in model.named_buffers() if not b.is_meta}
+    model.to_empty(device=device)
+    for name, t in chain(model.named_parameters(), model.named_buffers()):
+        if name in computed:
+            t.copy_(computed[name])
+            continue
+        full = full_tensor(name)
+        if tuple(full.shape) != tuple(t.shape):
+            raise ValueError(f"materialize: {name} is {tuple(full.shape)} in the source, {tuple(t.shape)} in the model")
+        if isinstance(t, DTensor):
+            local = distribute_tensor(full.to(t.dtype), t.device_mesh, t.placements, src_data_rank=None).to_local()
+            t.to_local().copy_(local)
+        else:
+            t.copy_(full.to(t.dtype))
     return model

@@ -35,7 +35,7 @@ that prefix belong to the text encoder, not here).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any, NamedTuple
 
 import torch
@@ -585,10 +585,10 @@ class AVTransformer(nn.Module):
         keeps = _block_keeps(perturb, self.cfg.num_layers, first.x.shape[0], first.x)
         for block, keep in zip(self.transformer_blocks, keeps):
             vx, ax = block(v, a, keep)
-            if v is not None:
-                v.x = vx
-            if a is not None:
-                a.x = ax
+            # new stream records, never `v.x = vx`: a checkpointed block keeps a reference to the record it was
+            # given and recomputes from it in backward, so mutating it would recompute from a later block's output
+            v = replace(v, x=vx) if v is not None else None
+            a = replace(a, x=ax) if a is not None else None
         return (self._head(v, mv) if v is not None else None, self._head(a, ma) if a is not None else None)
 
 

@@ -116,6 +116,25 @@ def test_every_mode_trains_a_step_and_logs_its_losses(files, tmp_path, mode):
     assert (video, audio) == (m.video is not None, m.audio is not None), modules  # adapters on the streams it runs
 
 
+# ------------------------------------------------------------------------------------------------ the model
+
+
+def test_the_model_built_on_meta_and_filled_from_the_file_is_the_loaded_one(files, tmp_path):
+    """The trainer builds on meta and fills tensor by tensor (what lets FSDP2 keep only shards): bitwise the
+    loader's weights, and adapters drawn as inject_lora draws them on the loaded model."""
+    from finetune_ltx2_helpers import loaded_reference
+
+    from train.finetune_ltx2 import AVTrainer
+
+    trainer = AVTrainer(_cfg(files, tmp_path / "run", av={"mode": "t2av"}))
+    reference = loaded_reference(files["ckpt"], trainer.cfg, trainer.lora_modules)
+    ours = trainer.dit.state_dict()
+    assert set(ours) == set(reference)
+    assert all(torch.equal(ours[k], reference[k]) for k in reference), [k for k in reference
+                                                                       if not torch.equal(ours[k], reference[k])][:5]
+    assert not (tmp_path / "run").exists()  # building writes nothing
+
+
 # ------------------------------------------------------------------------------------------------ LoRA result
 
 

@@ -350,3 +350,24 @@ def test_float_context_mask_is_refused():
     inp["video"]["context_mask"] = inp["video"]["context_mask"].float()
     with pytest.raises(TypeError, match="context_mask must be bool or integer"):
         ours(our_stream(inp["video"]), None)
+
+
+@pytest.mark.parametrize("v23", [False, True])
+def test_activation_checkpointing_gives_the_same_gradients(v23: bool):
+    """Checkpointed blocks recompute from the stream records they were given: the forward must hand each block
+    its own record (a mutated one recomputes from a later block's output: wrong gradients, no error)."""
+    from ltx.core.parallel import apply_activation_checkpointing
+
+    _, ours = models(v23)
+    checkpointed = copy.deepcopy(ours)
+    apply_activation_checkpointing(checkpointed)
+    d = make_inputs(ours.cfg, seed=3)
+    grads = []
+    for model in (ours, checkpointed):
+        model.zero_grad()
+        v, a = model(our_stream(d["video"]), our_stream(d["audio"]))
+        ((v**2).mean() + (a**2).mean()).backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 10
+    assert all(torch.equal(grads[0][n], grads[1][n]) for n in grads[0]), \
+        max((grads[0][n] - grads[1][n]).abs().max().item() for n in grads[0])
