@@ -156,6 +156,13 @@ def test_lora_resumes_bitwise_and_its_file_loads_in_the_ltx2_pipeline(files, tmp
     assert out.frames.shape == (1, 3, 9, 64, 64) and torch.isfinite(out.waveform).all()
 
 
+def test_activation_checkpointing_changes_no_number(files, tmp_path):
+    plain, checkpointed = tmp_path / "plain", tmp_path / "ckpt"
+    finetune.train(_cfg(files, plain, steps=2, av={"mode": "i2v"}))
+    finetune.train(_cfg(files, checkpointed, steps=2, av={"mode": "i2v"}, activation_checkpointing=True))
+    assert run_losses(plain) == run_losses(checkpointed)
+
+
 def test_ic_lora_file_carries_the_reference_downscale_factor(files, tmp_path):
     from safetensors import safe_open
 
