@@ -697,29 +697,41 @@ class Trainer:
         return out
 
     def export(self, final: bool) -> Path | None:
-        """The result, in a file other tools load: a LoRA (ComfyUI format by default) or a full checkpoint."""
+        """The result, in a file other tools load: a LoRA (`lora.format`, ComfyUI by default) or a full checkpoint
+        (`write_model`)."""
         weights = self.weights_for_export(ema=self.ema is not None)
         if not self.dist.is_main:
             return None
         cfg = self.cfg
         name = "" if final else f"_step{self.run.step:06d}"
-        if cfg.mode == "lora":
-            path = self.run_dir / f"lora{name}.safetensors"
-            tensors = {n.replace(".lora_A.default.", ".lora_A.").replace(".lora_B.default.", ".lora_B."): t
-                       for n, t in weights.items()}
-            extra = {} if self.reference_downscale is None else {  # ComfyUI / LTX-2 IC-LoRA metadata
-                "reference_downscale_factor": str(self.reference_downscale), "ic_lora": "reference_video"}
-            save_lora(path, tensors, format=cfg.lora.format, rank=cfg.lora.rank, alpha=cfg.lora.alpha or cfg.lora.rank,
-                      targets=list(cfg.lora.targets), base_model=f"{Path(cfg.checkpoint).name} "
-                      f"({cfg.model.name}); trained {self.run.step} steps by train.finetune", overwrite=True,
-                      extra_metadata=extra)
+        if cfg.mode != "lora":
+            path = self.run_dir / f"model{name}.safetensors"
+            self.write_model(weights, path)
             return path
+        path = self.run_dir / f"lora{name}.safetensors"
+        tensors = {n.removeprefix(self.lora_prefix).replace(".lora_A.default.", ".lora_A.")
+                   .replace(".lora_B.default.", ".lora_B."): t for n, t in weights.items()}
+        extra = {} if self.reference_downscale is None else {  # the official trainer's / ComfyUI's IC-LoRA key
+            "reference_downscale_factor": str(self.reference_downscale), "ic_lora": "reference_video"}
+        self.lora_writer(path, tensors, format=cfg.lora.format, rank=cfg.lora.rank,
+                         alpha=cfg.lora.alpha or cfg.lora.rank, targets=list(cfg.lora.targets),
+                         base_model=f"{Path(cfg.checkpoint).name} ({cfg.model.name}); {self.trained_what()}",
+                         overwrite=True, extra_metadata=extra)
+        return path
+
+    # What the LTX-2 trainer replaces in `export`: the LoRA policy, the adapters' name prefix, the full file.
+    lora_writer = staticmethod(save_lora)  # ltx.ltxv.lora.save_lora: 0.9.x's names and alpha
+    lora_prefix: ClassVar[str] = ""  # what precedes the module names in the trained model's parameter names
+
+    def trained_what(self) -> str:
+        return f"trained {self.run.step} steps by train.{self.log_name}"
+
+    def write_model(self, weights: dict[str, Tensor], path: Path) -> None:
+        """A full fine-tune's checkpoint: the trained transformer with the VAE, in `export_format`."""
         dit = load_component(self.ckpt, "dit", dtype=torch.float32)
         dit.load_state_dict(weights, strict=True)
-        path = self.run_dir / f"model{name}.safetensors"
-        WRITERS[cfg.export_format](checkpoint_from_modules({"dit": dit, "vae": self._vae_module},
-                                                           extra=self.ckpt.extra), path, overwrite=True)
-        return path
+        WRITERS[self.cfg.export_format](checkpoint_from_modules({"dit": dit, "vae": self._vae_module},
+                                                                extra=self.ckpt.extra), path, overwrite=True)
 
     @torch.no_grad()
     def validate(self) -> Path | None:

@@ -402,32 +402,19 @@ class AVTrainer(Trainer):
         return loop
 
     # -------------------------------------------------------------------------------------------- outputs
-    def export(self, final: bool) -> Path | None:
-        """lora.safetensors (official trainer / ComfyUI layout) or model.safetensors (the official single file
-        with the trained transformer, and connectors)."""
-        weights = self.weights_for_export(ema=self.ema is not None)
-        if not self.dist.is_main:
-            return None
-        cfg = self.cfg
-        name = "" if final else f"_step{self.run.step:06d}"
-        if cfg.mode == "lora":
-            path = self.run_dir / f"lora{name}.safetensors"
-            tensors = {n.removeprefix("transformer.").replace(".lora_A.default.", ".lora_A.")
-                       .replace(".lora_B.default.", ".lora_B."): t for n, t in weights.items()}
-            extra = {} if self.reference_downscale is None else {
-                "reference_downscale_factor": str(self.reference_downscale)}
-            save_lora(path, tensors, format=cfg.lora.format, rank=cfg.lora.rank, alpha=cfg.lora.alpha or cfg.lora.rank,
-                      targets=list(cfg.lora.targets), base_model=f"{Path(cfg.checkpoint).name} ({cfg.model.name}); "
-                      f"av.mode={cfg.av.mode}; trained {self.run.step} steps by train.finetune", overwrite=True,
-                      extra_metadata=extra)
-            return path
+    lora_writer = staticmethod(save_lora)  # ltx.ltx2.lora.save_lora: official names, alpha baked into B
+    lora_prefix = "transformer."  # adapters live in AVTrainModel.transformer; files name the transformer's modules
+
+    def trained_what(self) -> str:
+        return f"av.mode={self.cfg.av.mode}; " + super().trained_what()
+
+    def write_model(self, weights: dict[str, Tensor], path: Path) -> None:
+        """The official single file with the trained transformer (and connectors) in place of the base's."""
         overrides: dict[str, dict[str, Tensor]] = {}
         for n, t in weights.items():
             component, _, key = n.partition(".")
             overrides.setdefault(component, {})[key] = t
-        path = self.run_dir / f"model{name}.safetensors"
         ltx2_checkpoint.write(self.bundle, path, layout="official", overrides=overrides, overwrite=True)
-        return path
 
     def _decoding_models(self) -> dict[str, nn.Module]:
         if self._decoders is None:

@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -221,46 +221,35 @@ class LatentCache:
         return len(self.items)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        from safetensors.torch import load_file
-
         item = self.items[i]
-        paths = latent_file(self.folder, item["id"]), text_file(self.folder, item["id"])
-        try:
-            latents, text = load_file(str(paths[0]))["latents"], load_file(str(paths[1]))
-        except Exception as e:  # noqa: BLE001 - a file damaged after the cache was opened
-            raise ValueError(f"{self.folder}: item {item['id']} cannot be read ({type(e).__name__}: {e}); rerun "
-                             "python -m train.preprocess with the same options") from None
+        iid = item["id"]
+        latents, text = self._read(latent_file, iid, "")["latents"], self._read(text_file, iid, "")
         if self.family == "ltx2":
             video_context, audio_context, mask = left_padded_text(text, self.index["text_encoder"]["max_tokens"])
             out = {"latents": latents, "audio": None, "video_context": video_context, "audio_context": audio_context,
                    "mask": mask, "caption": item["caption"], "bucket": tuple(item["bucket"]), "fps": item["fps"]}
             if item.get("audio_shape") is not None:
-                try:
-                    out["audio"] = load_file(str(audio_file(self.folder, item["id"])))["latents"]
-                except Exception as e:  # noqa: BLE001
-                    raise ValueError(f"{self.folder}: the audio of item {item['id']} cannot be read "
-                                     f"({type(e).__name__}: {e}); rerun python -m train.preprocess with the same "
-                                     "options") from None
+                out["audio"] = self._read(audio_file, iid, "the audio of ")["latents"]
         else:
             out = {"latents": latents, "context": text["context"], "mask": text["mask"], "caption": item["caption"],
                    "bucket": tuple(item["bucket"]), "fps": item["fps"]}  # fmt: skip
         if item.get("reference_shape") is not None:
-            try:
-                out["reference"] = load_file(str(reference_file(self.folder, item["id"])))["latents"]
-            except Exception as e:  # noqa: BLE001
-                raise ValueError(f"{self.folder}: the reference of item {item['id']} cannot be read "
-                                 f"({type(e).__name__}: {e}); rerun python -m train.preprocess with the same "
-                                 "options") from None
+            out["reference"] = self._read(reference_file, iid, "the reference of ")["latents"]
             out["reference_downscale"] = int(item.get("reference_downscale", 1))
         if item.get("reference_audio_shape") is not None:
-            try:
-                out["reference_audio"] = load_file(str(reference_audio_file(self.folder, item["id"])))["latents"]
-            except Exception as e:  # noqa: BLE001
-                raise ValueError(f"{self.folder}: the reference audio of item {item['id']} cannot be read "
-                                 f"({type(e).__name__}: {e}); rerun python -m train.preprocess with the same "
-                                 "options") from None
+            out["reference_audio"] = self._read(reference_audio_file, iid, "the reference audio of ")["latents"]
         self._check_finite(item, out)
         return out
+
+    def _read(self, file: Callable[[Path, str], Path], item_id: str, what: str) -> dict[str, Tensor]:
+        """One of an item's files; a file damaged after the cache was opened is one line naming the item."""
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(file(self.folder, item_id)))
+        except Exception as e:  # noqa: BLE001 - whatever safetensors raises on a damaged file
+            raise ValueError(f"{self.folder}: {what}item {item_id} cannot be read ({type(e).__name__}: {e}); rerun "
+                             "python -m train.preprocess with the same options") from None
 
     def _check_finite(self, item: dict, tensors: Mapping[str, Any]) -> None:
         """Refuse an item holding NaN / inf (a clip the VAE could not encode, a damaged file) by name, when it is
