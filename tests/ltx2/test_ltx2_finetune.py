@@ -63,7 +63,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
     (clips / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     cache = root / "cache"
     preprocess.run(preprocess.PreprocessConfig(data=str(clips / "manifest.jsonl"), out=str(cache),
-                                               checkpoint=str(bundle), text_encoder=str(gemma), text_tokens=128,
+                                               checkpoint=str(bundle), text_encoder=str(gemma), gemma_tokens=128,
                                                buckets=["17x64x64"]))
     # a second cache whose clips lack sound (one none, one silent)
     quiet = root / "quiet"
@@ -75,7 +75,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
                                                   for n, c in zip("abc", CAPTIONS)))
     quiet_cache = root / "quiet_cache"
     preprocess.run(preprocess.PreprocessConfig(data=str(quiet / "manifest.jsonl"), out=str(quiet_cache),
-                                               checkpoint=str(bundle), text_encoder=str(gemma), text_tokens=128,
+                                               checkpoint=str(bundle), text_encoder=str(gemma), gemma_tokens=128,
                                                buckets=["17x64x64"]))
     return {"ckpt": bundle, "gemma": gemma, "cache": cache, "quiet": quiet_cache}
 
@@ -163,12 +163,21 @@ def test_activation_checkpointing_changes_no_number(files, tmp_path):
     assert run_losses(plain) == run_losses(checkpointed)
 
 
-def test_ic_lora_file_carries_the_reference_downscale_factor(files, tmp_path):
+@pytest.mark.parametrize("downscale", [1, 2])
+def test_ic_lora_file_carries_the_reference_downscale_factor(files, tmp_path, downscale):
     from safetensors import safe_open
 
-    finetune.train(_cfg(files, tmp_path / "ic", steps=1, av={"mode": "ic_lora"}, lora={"format": "trainer"}))
+    data = files["cache"]
+    if downscale != 1:  # references at half the target's size
+        data = tmp_path / "half"
+        manifest = files["cache"].parent / "clips" / "manifest.jsonl"
+        preprocess.run(preprocess.PreprocessConfig(data=str(manifest), out=str(data), checkpoint=str(files["ckpt"]),
+                                                   text_encoder=str(files["gemma"]), gemma_tokens=128,
+                                                   buckets=["17x64x64"], reference_downscale=2, audio=False))
+    finetune.train(_cfg(files, tmp_path / "ic", data=str(data), steps=1, av={"mode": "ic_lora"},
+                        lora={"format": "trainer"}))
     with safe_open(tmp_path / "ic" / "lora.safetensors", "pt") as f:
-        assert f.metadata().get("reference_downscale_factor") == "1"
+        assert f.metadata().get("reference_downscale_factor") == str(downscale)
         assert all(k.startswith("diffusion_model.") and ".alpha" not in k for k in f.keys())
 
 
@@ -244,11 +253,13 @@ def _torchrun(n: int, files, run_dir: Path, *args: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("parallel,mode", [("ddp", "t2v"), ("fsdp", "i2v")])  # t2v: no audio adapters to sync
-def test_two_processes_match_one(files, tmp_path, parallel, mode):
+@pytest.mark.parametrize("parallel,args", [("ddp", ["av.mode=t2v"]),  # t2v: no audio adapters to synchronise
+                                           ("fsdp", ["av.mode=i2v"]),
+                                           ("fsdp", ["mode=full", "av.connector=trainable", "lr=1e-4"])])
+def test_two_processes_match_one(files, tmp_path, parallel, args):
     one, two = tmp_path / "one", tmp_path / "two"
-    _torchrun(1, files, one, f"av.mode={mode}")
-    _torchrun(2, files, two, f"parallel={parallel}", f"av.mode={mode}")
+    _torchrun(1, files, one, *args)
+    _torchrun(2, files, two, f"parallel={parallel}", *args)
     a, b = run_losses(one), run_losses(two)
     assert sorted(a) == sorted(b) == [1, 2, 3, 4]
     for k in a:
