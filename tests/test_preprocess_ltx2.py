@@ -299,6 +299,18 @@ def test_ltx2_3_caches_separate_audio_text_features(data, tmp_path):
         pre.run(config(data, out, data=str(small), checkpoint=str(ckpt)))
 
 
+def test_a_caption_longer_than_gemma_tokens_is_reported_once_and_the_last_line_names_the_cache(data, tmp_path,
+                                                                                            capsys):
+    long = " ".join(["a dog barks at the sea"] * 40)  # about 200 tokens of the tiny vocabulary
+    manifest = tmp_path / "long.jsonl"
+    manifest.write_text(json.dumps({"media_path": str(data["dir"] / "stereo.mp4"), "caption": long}) + "\n")
+    out = tmp_path / "c"
+    pre.run(config(data, out, data=str(manifest), audio=False))
+    lines = capsys.readouterr().out.splitlines()
+    assert sum("longer than gemma_tokens" in line for line in lines) == 1
+    assert lines[-1].startswith(f"[preprocess] the cache is in {out.resolve()}")
+
+
 @pytest.mark.parametrize("kw, message", [
     (dict(text_encoder=str(REPO / "demo/text_encoder")), r"has no config\.json.*local Gemma-3 folder"),
     (dict(gemma_tokens=100), r"gemma_tokens=100 must be a multiple of the text connectors' 128 registers"),

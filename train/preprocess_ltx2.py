@@ -385,9 +385,13 @@ def run(cfg: PreprocessConfig) -> dict:
 
     v2 = head["text_encoder"]["feature_extractor"] == "v2"
 
+    cut: list[tuple[str, int]] = []  # captions longer than gemma_tokens: (caption, its token count)
+
     @torch.no_grad()
     def encode_caption(encoders, caption: str) -> dict[str, torch.Tensor]:
         gemma, processor = encoders
+        if (n := gemma.token_count(caption)) > cfg.gemma_tokens:
+            cut.append((caption, n))
         hidden, mask = gemma.encode([caption])  # 49 x (1, T, D), (1, T) left padded
         video, audio = processor.features(hidden, mask)  # (1, T, Dv'), (1, T, Da')
         real = int(mask[0].sum())  # the last `real` positions hold the caption's tokens
@@ -400,4 +404,11 @@ def run(cfg: PreprocessConfig) -> dict:
     index = writer.write_index(True)
     print_summary(index, root, writer.encoded, texts)
     print_audio_summary(index, root)
+    if cut:  # one line for the run: the model trains on what it reads
+        caption, n = cut[0]
+        print(f"[preprocess] warning: {len(cut)} caption(s) encoded this run are longer than gemma_tokens="
+              f"{cfg.gemma_tokens} and were cut to it, e.g. {caption[:60]!r}... ({n} tokens); shorten them or raise "
+              "gemma_tokens (a multiple of 128)")
+    print(f"[preprocess] the cache is in {out.resolve()} (train on it: python -m train.finetune model=<LTX-2 preset> "
+          f"checkpoint={cfg.checkpoint} data={cfg.out})")
     return index

@@ -489,6 +489,11 @@ class GemmaTextEncoder(nn.Module):
         device = next(self.model.parameters()).device
         return tok.input_ids.to(device), tok.attention_mask.to(device)
 
+    def token_count(self, prompt: str) -> int:
+        """How many tokens `prompt` has before truncation (more than `max_length`: the model reads only the first
+        `max_length`)."""
+        return len(self.tokenizer(prompt.strip()).input_ids)
+
     @torch.no_grad()
     def encode_ids(self, input_ids: Tensor, attention_mask: Tensor) -> tuple[tuple[Tensor, ...], Tensor]:
         """input_ids, attention_mask: (B, T) -> (num_layers + 1 hidden states (B, T, D), attention_mask)."""
