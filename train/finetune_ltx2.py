@@ -63,6 +63,7 @@ from train.finetune_core import (
 )
 from train.harness import step_generator
 from train.runner import Run, check_run_dir
+from train.train_vae import latent_space_id
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -150,7 +151,7 @@ def check_inputs(cfg: FinetuneConfig, mode: TrainingMode, world: int):
                          "trained connectors would be lost (keep av.connector=frozen with LoRA)")
     batch_split(cfg, world)
     v = cfg.validation
-    if v.prompts:
+    if v.prompts or v.from_data:
         F_, H, W = cache.buckets_list[0]
         try:
             check_size(v.height or H, v.width or W, v.num_frames or F_, two_stage=False)
@@ -178,6 +179,7 @@ class AVTrainer(Trainer):
         self.per_rank, self.micro = batch_split(cfg, self.dist.world_size)
         check_resume(cfg, self.resolved, self.run_dir)
         self.run = Run(self.run_dir, is_main=self.dist.is_main)
+        self._check_latent_spaces()
         uses_ref = bool(self.mode.video and self.mode.video.reference)
         self.reference_downscale = max(self.cache.references[1], default=1) if uses_ref else None
         if cfg.threads:
@@ -209,7 +211,6 @@ class AVTrainer(Trainer):
         self.opt = self.make_optimizer(self.params)
         self.ema = EMA.of(cfg.ema, trained) if cfg.ema else None
         self._positions: dict = {}
-        self._decoders: dict[str, nn.Module] | None = None
 
     # -------------------------------------------------------------------------------------------- setup
     def build_model(self) -> tuple[nn.Module, list[nn.Parameter]]:
@@ -367,8 +368,7 @@ class AVTrainer(Trainer):
         n_micro = self.per_rank // self.micro
         sums = torch.zeros(3, dtype=torch.float64)  # loss, video part, audio part
         buckets = torch.zeros(2, 4)
-        bf16 = cfg.precision == "bfloat16" or (cfg.mode == "lora" and self.base_dtype == torch.bfloat16)
-        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16)
+        autocast = self.autocast()
         for k, (_, v, a, text) in enumerate(self.micro_batches(step)):
             sync = k == n_micro - 1
             no_sync = self.model.no_sync() if hasattr(self.model, "no_sync") and not sync else nullcontext()
@@ -416,13 +416,32 @@ class AVTrainer(Trainer):
             overrides.setdefault(component, {})[key] = t
         ltx2_checkpoint.write(self.bundle, path, layout="official", overrides=overrides, overwrite=True)
 
+    def _check_latent_spaces(self) -> None:
+        """The cache's latents must come from this checkpoint's VAEs (train.train_vae.latent_space_id of the float32
+        encoders, as train.preprocess records them); the VAEs stay loaded for validation."""
+        self._decoders = None
+        vaes = ltx2_checkpoint.load(self.bundle, ("vae", "audio_vae"), dtype=torch.float32)
+        index = self.cache.index
+        for name, what, recorded in (("vae", "video VAE", index["vae"]["latent_space"]),
+                                     ("audio_vae", "audio VAE", (index.get("audio") or {}).get("latent_space"))):
+            if recorded is not None and recorded != latent_space_id(vaes[name]):
+                raise ValueError(f"data={self.cfg.data} was encoded by another {what} (latent space "
+                                 f"{recorded}) than checkpoint={self.cfg.checkpoint}'s ({latent_space_id(vaes[name])});"
+                                 " preprocess again with this checkpoint")
+        self._vaes = vaes
+
     def _decoding_models(self) -> dict[str, nn.Module]:
         if self._decoders is None:
-            self._decoders = ltx2_checkpoint.load(self.bundle, ("vae", "audio_vae", "vocoder"),
-                                                  device=self.device, dtype=torch.float32)
+            vocoder = ltx2_checkpoint.load(self.bundle, ("vocoder",), device=self.device, dtype=torch.float32)
+            self._decoders = {name: m.to(self.device) for name, m in self._vaes.items()} | vocoder
         return self._decoders
 
     @torch.no_grad()
+    def autocast(self):
+        """bf16 autocast for `precision=bfloat16`, and always over a bf16 base (its weights meet fp32 inputs)."""
+        bf16 = self.cfg.precision == "bfloat16" or (self.cfg.mode == "lora" and self.base_dtype == torch.bfloat16)
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16)
+
     def validate(self) -> Path | None:
         """Sample the validation prompts with the one-stage LTX-2 sampler (the preset's guidance, `validation.steps`
         steps), with the model as it trains; every process takes part (FSDP)."""
@@ -449,15 +468,18 @@ class AVTrainer(Trainer):
             model.unshard()
         videos, waves, rate = [], [], 0
         try:
+            positive, negative = self.validation_text
             for i in range(len(prompts)):
-                ctx_v, ctx_a, _ = model.text.connect(*(t[i : i + 1].to(self.device) for t in self.validation_text[0]))
-                neg_v, neg_a, _ = model.text.connect(*(t[i : i + 1].to(self.device) for t in self.validation_text[1]))
+                with self.autocast():
+                    ctx_v, ctx_a, _ = model.text.connect(*(t[i : i + 1].to(self.device) for t in positive))
+                    neg_v, neg_a, _ = model.text.connect(*(t[i : i + 1].to(self.device) for t in negative))
                 models = AVModels(model.transformer, decoders["vae"], decoders["audio_vae"], decoders["vocoder"])
                 request = AVRequest(height=height, width=width, num_frames=frames, fps=self.fps,
                                     sigmas=ltx2_sigmas(steps).to(self.device), video_guidance=video_g,
                                     audio_guidance=audio_g, generator=torch.Generator(self.device).manual_seed(v.seed),
                                     dtype=torch.float32)
-                result = one_stage(models, Prompt(ctx_v, ctx_a), Prompt(neg_v, neg_a), request)
+                with self.autocast():
+                    result = one_stage(models, Prompt(ctx_v, ctx_a), Prompt(neg_v, neg_a), request)
                 videos.append(((result.video[0].float().clamp(-1, 1) + 1) / 2).cpu())
                 waves.append(result.audio[0].float().clamp(-1, 1).cpu())
                 rate = result.sample_rate

@@ -195,11 +195,15 @@ def test_full_finetune_writes_an_official_file_the_pipeline_opens(files, tmp_pat
                if "connector" in n)
 
 
-def test_validation_writes_video_with_sound_and_the_audio_contact_sheet(files, tmp_path):
+@pytest.mark.parametrize("base_dtype", ["float32", "bfloat16"])
+def test_validation_writes_video_with_sound_and_the_audio_contact_sheet(files, tmp_path, base_dtype):
+    """Also over a bfloat16 base (the default on CUDA): the step and the sampler run under bf16 autocast."""
     import av
 
     v = finetune.ValidationSettings(prompts=["a red ball"], steps=2)
-    finetune.train(_cfg(files, tmp_path / "val", steps=1, validation=v))
+    report = finetune.train(_cfg(files, tmp_path / "val", steps=1, validation=v, av={"base_dtype": base_dtype}))
+    assert report["steps"] == 1
+    assert torch.isfinite(torch.tensor(run_losses(tmp_path / "val")[1]))
     folder = tmp_path / "val" / "samples" / "step_000001"
     mp4 = next(folder.glob("*.mp4"))
     with av.open(str(mp4)) as c:
@@ -226,6 +230,13 @@ def test_bad_input_is_one_line_and_writes_nothing(files, tmp_path, kw, words):
         finetune.train(_cfg(files, run_dir, **kw))
     assert words in str(e.value) and "\n" not in str(e.value)
     assert not run_dir.exists()
+
+
+def test_a_cache_encoded_by_another_ltx2_file_is_refused(files, tmp_path):
+    other, _ = ltx2_tiny.official_file(tmp_path / "other.safetensors", "19b", seed=7)
+    with pytest.raises(ValueError, match="encoded by another video VAE") as e:
+        finetune.train(_cfg(files, tmp_path / "run", checkpoint=str(other)))
+    assert "\n" not in str(e.value) and not (tmp_path / "run").exists()
 
 
 def test_a_0_9_cache_for_an_ltx2_run_and_the_reverse(files, tmp_path):
