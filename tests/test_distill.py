@@ -175,10 +175,13 @@ def cache(tmp_path_factory) -> Path:
 def config(cache: Path, run_dir: Path, **kw):
     from ltx.presets import load_preset
     from train import distill
+    from train.finetune import ValidationSettings
 
     base = dict(model=load_preset("ltx-demo"), data=str(cache), run_dir=str(run_dir), steps=4, batch_size=4,
                 lr=1e-3, log_every=1, checkpoint_every=2, wandb=False, threads=1,
-                student=distill.StudentSettings(steps=3, timesteps=[1.0, 0.7, 0.35]))
+                student=distill.StudentSettings(steps=3, timesteps=[1.0, 0.7, 0.35]),
+                # validation (3 captions of the data by default) is tested on its own, not in every run
+                validation=ValidationSettings(from_data=0))
     base.update(kw)
     return distill.DistillConfig(**base)
 
@@ -302,7 +305,7 @@ def _torchrun(n: int, cache: Path, run_dir: Path, *args: str) -> None:
     from conftest import torchrun
 
     torchrun(n, "train.distill", f"data={cache}", f"run_dir={run_dir}", "method=guidance", "steps=3", "batch_size=4",
-             "log_every=1", "checkpoint_every=3", "wandb=false", "threads=1", *args)
+             "log_every=1", "checkpoint_every=3", "wandb=false", "threads=1", "validation.from_data=0", *args)
 
 
 @pytest.mark.slow

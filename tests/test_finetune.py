@@ -65,7 +65,9 @@ def _preset():
 
 def _cfg(cache: Path, run_dir: Path, **kw) -> finetune.FinetuneConfig:
     base = dict(model=_preset(), data=str(cache), run_dir=str(run_dir), steps=6, batch_size=4, lr=1e-3,
-                log_every=1, checkpoint_every=2, wandb=False, threads=1, first_frame_p=0.5, caption_dropout=0.2)
+                log_every=1, checkpoint_every=2, wandb=False, threads=1, first_frame_p=0.5, caption_dropout=0.2,
+                # validation (3 captions of the data by default) is tested on its own, not in every run
+                validation=finetune.ValidationSettings(from_data=0))
     base.update(kw)
     return finetune.FinetuneConfig(**base)
 
@@ -196,7 +198,7 @@ def test_full_finetune_writes_a_checkpoint_generate_and_the_converter_read(cache
 def _torchrun(n: int, cache: Path, run_dir: Path, *args: str) -> None:
     torchrun(n, "train.finetune", f"data={cache}", f"run_dir={run_dir}", "steps=4", "batch_size=4", "lr=1e-3",
              "log_every=1", "checkpoint_every=2", "wandb=false", "threads=1", "first_frame_p=0.5",
-             "caption_dropout=0.2", *args)
+             "caption_dropout=0.2", "validation.from_data=0", *args)
 
 
 @pytest.mark.slow

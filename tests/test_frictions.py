@@ -52,7 +52,9 @@ def _finetune(cache: Path, run_dir: Path, **kw):
     from train import finetune
 
     base = dict(model=load_preset("ltx-demo"), data=str(cache), run_dir=str(run_dir), steps=2, batch_size=2,
-                lr=1e-3, log_every=1, checkpoint_every=100, wandb=False, threads=1)
+                lr=1e-3, log_every=1, checkpoint_every=100, wandb=False, threads=1,
+                # validation (3 captions of the data by default) is tested on its own, not in every run
+                validation=finetune.ValidationSettings(from_data=0))
     return finetune.FinetuneConfig(**(base | kw))
 
 

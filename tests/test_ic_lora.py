@@ -178,7 +178,9 @@ def test_bad_reference_downscale_is_refused_with_the_valid_factors(tmp_path, pai
 def _cfg(cache: Path, run_dir: Path, **kw) -> finetune.FinetuneConfig:
     base = dict(model=_preset("ltx-demo"), data=str(cache), run_dir=str(run_dir), steps=4, batch_size=2, lr=1e-3,
                 log_every=1, checkpoint_every=2, wandb=False, threads=1, reference_video=True,
-                lora=finetune.LoRASettings(rank=4, targets=["to_q", "to_k", "to_v", "to_out.0"]))
+                lora=finetune.LoRASettings(rank=4, targets=["to_q", "to_k", "to_v", "to_out.0"]),
+                # validation (3 captions of the data by default) is tested on its own, not in every run
+                validation=finetune.ValidationSettings(from_data=0))
     base.update(kw)
     return finetune.FinetuneConfig(**base)
 
@@ -276,7 +278,7 @@ def _torchrun(n: int, cache: Path, run_dir: Path, *args: str) -> dict[int, float
 
     torchrun(n, "train.finetune", f"data={cache}", f"run_dir={run_dir}", "steps=4", "batch_size=2", "lr=1e-3",
              "log_every=1", "checkpoint_every=2", "wandb=false", "threads=1", "first_frame_p=0.5",
-             "reference_video=true", "lora.rank=4", *args)
+             "reference_video=true", "lora.rank=4", "validation.from_data=0", *args)
     return run_losses(run_dir)
 
 

@@ -224,8 +224,10 @@ def test_cache_holds_what_the_reference_modules_give(cache, data, capsys):
     pre.run(config(data, cache))  # a rerun prints the table of items without sound
     out = capsys.readouterr().out
     assert "audio: 3 of 6 items have sound" in out
-    rows = {line.split()[0]: line.split(maxsplit=1)[1] for line in out.splitlines()[-4:]}
+    *table, last = out.splitlines()[-5:]
+    rows = {line.split()[0]: line.split(maxsplit=1)[1] for line in table}
     assert rows == {"without": "audio  why", "silent.mp4": "silent", "mute.mp4": "no audio track", "still.png": "image"}
+    assert last.startswith("[preprocess] the cache is in ")
 
 
 def test_resume_recomputes_nothing_written(cache, data, tmp_path, monkeypatch):

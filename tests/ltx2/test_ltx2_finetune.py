@@ -90,7 +90,9 @@ def _preset():
 def _cfg(files, run_dir: Path, **kw) -> finetune.FinetuneConfig:
     base = dict(model=_preset(), checkpoint=str(files["ckpt"]), text_encoder=str(files["gemma"]),
                 data=str(files["cache"]), run_dir=str(run_dir), steps=4, batch_size=2, lr=1e-3, log_every=1,
-                checkpoint_every=2, wandb=False, threads=1, caption_dropout=0.25)
+                checkpoint_every=2, wandb=False, threads=1, caption_dropout=0.25,
+                # validation (3 captions of the data by default) is tested on its own, not in every run
+                validation=finetune.ValidationSettings(from_data=0))
     av, lora = kw.pop("av", {}), kw.pop("lora", {})
     base.update(kw)
     return finetune.FinetuneConfig(**base, av=finetune.AVSettings(**av), lora=finetune.LoRASettings(**lora))
@@ -260,7 +262,7 @@ def _torchrun(n: int, files, run_dir: Path, *args: str) -> None:
     torchrun(n, "train.finetune", "model=ltx-2-19b-dev", "model.av.video.stg_blocks=[1]",
              "model.av.audio.stg_blocks=[1]", f"checkpoint={files['ckpt']}", f"data={files['cache']}",
              f"run_dir={run_dir}", "steps=4", "batch_size=2", "lr=1e-3", "log_every=1", "checkpoint_every=2",
-             "wandb=false", "threads=1", "caption_dropout=0.25", *args)
+             "wandb=false", "threads=1", "caption_dropout=0.25", "validation.from_data=0", *args)
 
 
 @pytest.mark.slow
