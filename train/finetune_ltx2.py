@@ -101,6 +101,12 @@ def mode_of(cfg: FinetuneConfig) -> TrainingMode:
                              f"video_suffix, audio_extend, audio_suffix); av.mode={cfg.av.mode} has none")
         overrides |= dict.fromkeys(spans, cfg.av.prefix)
     mode = training_mode(cfg.av.mode, **overrides)
+    weights = {"video": cfg.av.video_loss_weight, "audio": cfg.av.audio_loss_weight}
+    learned = [s for s in ("video", "audio") if mode.role(s) is not None and mode.role(s).generated]
+    if not any(weights[s] > 0 for s in learned):
+        raise ValueError(f"av.mode={cfg.av.mode} learns {' and '.join(learned)}, but "
+                         f"{' and '.join(f'av.{s}_loss_weight' for s in learned)} = 0: nothing would be trained; give "
+                         "the generated stream a weight > 0")
     if cfg.reference_video and not (mode.video and mode.video.reference):
         raise ValueError(f"reference_video=true trains an IC-LoRA: pick av.mode=ic_lora (or av2av_ic_lora) instead of "
                          f"av.mode={cfg.av.mode}")

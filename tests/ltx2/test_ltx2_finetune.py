@@ -223,6 +223,7 @@ def test_validation_writes_video_with_sound_and_the_audio_contact_sheet(files, t
     (dict(lora={"targets": ["to_nothing"]}), "to_nothing"),
     (dict(av={"connector": "trainable"}), "mode=full"),
     (dict(reference_video=True), "ic_lora"),
+    (dict(av={"mode": "v2a", "audio_loss_weight": 0.0}), "nothing would be trained"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(files, tmp_path, kw, words):
     if kw.get("data") == "quiet":

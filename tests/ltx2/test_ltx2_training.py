@@ -233,7 +233,6 @@ def official_loss(ref: dict, mode, draws: list[Draws], lat: dict, features) -> t
 
 # ------------------------------------------------------------------------------------------------ parity
 
-PARITY: dict[tuple[str, str], tuple[float, float]] = {}
 
 
 @pytest.mark.parametrize("style", ["19b", "2.3"])
@@ -262,19 +261,9 @@ def test_loss_matches_the_official_recipe(tiny, style, name):
     abs_diff = max((a - b).abs().max().item() for a, b in [(loss, want)] + [(parts[k], want_parts[k]) for k in parts])
     rel_diff = max(((a - b).abs() / b.abs()).max().item() for a, b in [(loss, want)]
                    + [(parts[k], want_parts[k]) for k in parts])
-    PARITY[(style, name)] = (abs_diff, rel_diff)
     print(f"{style} {name}: loss {want.tolist()} max abs {abs_diff:.2e} rel {rel_diff:.2e}")
     assert loss.shape == (B,) and torch.all(want > 0.1)
     assert rel_diff <= 1e-5, (abs_diff, rel_diff)
-
-
-def test_zz_parity_table():
-    """Prints the per-mode table of the parity runs above (for the report)."""
-    if not PARITY:
-        pytest.skip("no parity test ran")
-    print("\nstyle | mode | max abs | max rel")
-    for (style, name), (a, r) in sorted(PARITY.items()):
-        print(f"{style} | {name} | {a:.2e} | {r:.2e}")
 
 
 def test_the_parity_check_can_fail(tiny):
