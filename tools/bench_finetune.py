@@ -266,13 +266,7 @@ def worker_synthetic(args) -> dict:
     built_rss = _rss_bytes()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    times = []
-    for k in range(args.warmup + args.steps):
-        t0 = time.perf_counter()
-        loss = step()
-        _sync(device)
-        if k >= args.warmup:
-            times.append(time.perf_counter() - t0)
+    times, loss = _timed_steps(step, device, args.warmup, args.steps)
     out = {"layers": cfg.num_layers, "dim": cfg.dim, "tokens": T, "grid": [f, h, w], "text_tokens": S, "batch": B,
            "size": list(args.size), "precision": args.synthetic_precision, "base_dtype": args.base_dtype,
            "rank": args.rank, "trainable": sum(p.numel() for p in params),
@@ -340,6 +334,18 @@ def _noised(x0, noise, sigma):
     """x_sigma = (1 - sigma) x0 + sigma noise, the velocity target noise - x0, per-token timesteps (B, T)."""
     s = sigma.view(-1, 1, 1)
     return (1 - s) * x0 + s * noise, noise - x0, sigma.view(-1, 1).expand(x0.shape[0], x0.shape[1])
+
+
+def _timed_steps(step, device: torch.device, warmup: int, steps: int) -> tuple[list[float], float]:
+    """Run `step()` warmup + steps times; the seconds of the timed ones (synchronised) and the last loss."""
+    times, loss = [], float("nan")
+    for k in range(warmup + steps):
+        t0 = time.perf_counter()
+        loss = step()
+        _sync(device)
+        if k >= warmup:
+            times.append(time.perf_counter() - t0)
+    return times, loss
 
 
 def _ltx2_ours(cfg, base_dtype, checkpointing: bool, rank: int, device, batch: dict, grid, fps: float):
@@ -480,13 +486,7 @@ def worker_ltx2(args, spec: str) -> dict:
     built = torch.cuda.memory_allocated(device) if device.type == "cuda" else _rss_bytes()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    times = []
-    for k in range(args.warmup + args.steps):
-        t0 = time.perf_counter()
-        loss = step()
-        _sync(device)
-        if k >= args.warmup:
-            times.append(time.perf_counter() - t0)
+    times, loss = _timed_steps(step, device, args.warmup, args.steps)
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _peak_rss_bytes()
     # adapters: fp32 gradient + two AdamW moments, allocated by the first step (the adapters themselves are built)
     adapter_state = adapter_params * 12
