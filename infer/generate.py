@@ -148,6 +148,9 @@ class GenerateConfig:
     # for it, starting `audio_start` seconds in
     audio: str | None = None
     audio_start: float = 0.0
+    # LTX-2 video-to-audio (one-stage presets, e.g. model=ltx2-demo): a clip whose first num_frames frames are kept
+    # (fitted to height x width); the soundtrack is generated for it
+    video: str | None = None
     # a student of python -m train.distill: its run_dir (or its student.json). Its LoRA (or full model) is used, and
     # its sigma list without guidance unless steps / timesteps / guidance_scale are given. A LoRA in `loras` with a
     # student.json beside it that names it gets the same sampling defaults.
@@ -503,9 +506,9 @@ def run(cfg: GenerateConfig) -> list[Path]:
 
         return generate_ltx2.run(cfg)
     if cfg.audio_guidance_scale is not None or cfg.modality_scale is not None or cfg.distilled_lora is not None \
-            or cfg.audio is not None:
-        raise InputError("audio, audio_guidance_scale, modality_scale and distilled_lora are for the LTX-2 presets "
-                         "(model=ltx-2-19b-dev, ...)")
+            or cfg.audio is not None or cfg.video is not None:
+        raise InputError("audio, video, audio_guidance_scale, modality_scale and distilled_lora are for the LTX-2 "
+                         "presets (model=ltx-2-19b-dev, ltx2-demo, ...)")
 
     # --- checks on configs, headers and small files only
     device, dtype = resolve_device(cfg)

@@ -20,7 +20,8 @@ Overrides on top of the preset: steps, timesteps, guidance_scale / stg_scale / r
 later frames = keyframes), control (IC-LoRA clips, distilled presets), loras (fused into both stages),
 distilled_lora, seed, size, fps; and `audio=FILE` (`audio_start`): audio-to-video, as A2VidPipelineTwoStage (the
 soundtrack's latent fixed in every stage, audio guidance off, the input sound written to the outputs, cut to the
-video's duration).
+video's duration); `video=FILE`: video-to-audio with a one-stage preset (the clip's latent fixed, video guidance
+off, the input frames written to the outputs with the generated sound).
 """
 
 from __future__ import annotations
@@ -95,6 +96,8 @@ def open_request(cfg) -> tuple[api.Pipeline, api.Request]:
         control.append((existing(c.path, f"control[{i}]", "give a control video"), c.strength, c.downscale))
     if cfg.audio is not None:
         existing_file(cfg.audio, "audio", "give a file with an audio stream (wav, mp3, m4a, an mp4, ...)")
+    if cfg.video is not None:
+        existing_file(cfg.video, "video", "give a video file (mp4, webm, ...) whose soundtrack to generate")
     text_encoder = existing(cfg.text_encoder, "text_encoder", "pass text_encoder=/path/to/gemma-3-12b-it-qat-q4_0-"
                             "unquantized (a local folder with the model and its tokenizer)")
     video_guidance, audio_guidance = guider_overrides(cfg)
@@ -104,7 +107,7 @@ def open_request(cfg) -> tuple[api.Pipeline, api.Request]:
         request = pipe.check(height=cfg.height, width=cfg.width, num_frames=cfg.num_frames, frame_rate=cfg.fps,
                              num_inference_steps=cfg.steps, sigmas=cfg.timesteps, video_guider_params=video_guidance,
                              audio_guider_params=audio_guidance, images=images, video_conditioning=control,
-                             audio_path=cfg.audio, audio_start_time=cfg.audio_start,
+                             audio_path=cfg.audio, audio_start_time=cfg.audio_start, video_path=cfg.video,
                              negative_prompt=cfg.negative_prompt)
     except (ValueError, OSError) as e:  # CheckpointError is a ValueError
         raise InputError(str(e)) from None
@@ -148,6 +151,7 @@ def run(cfg) -> list[Path]:
                                       count=cfg.contact_sheet_frames, caption=prompt)
             record = {"prompt": prompt, "index": k, "seed": cfg.seed, "pipeline": request.pipeline.value,
                       "model_version": pipe.model_version, "sample_rate": rate, "soundtrack": cfg.audio,
+                      "video_input": cfg.video,
                       "audio_seconds": round(audio.shape[-1] / rate, 4),
                       "sigmas": [[round(float(s), 6) for s in stage] for stage in sigmas], "config": resolved}
             write_text(stem.with_suffix(".yaml"), OmegaConf.to_yaml(OmegaConf.create(record)))

@@ -263,7 +263,7 @@ class ModelPreset:
     def require_ltx_video(self, what: str) -> None:
         """Refuse an LTX-2 preset where only the 0.9.x models are supported, naming the alternatives."""
         if self.is_ltx2:
-            names = [n for n in preset_names() if not n.startswith("ltx-2")]
+            names = [n for n in preset_names() if not n.startswith(("ltx-2", "ltx2"))]
             raise ValueError(f"model={self.name} is an LTX-2 preset; {what} supports the LTX-Video 0.9.x presets "
                              f"({', '.join(names)})")
 

@@ -87,6 +87,10 @@ class AVSettings:
     video_loss_weight: float = 1.0
     audio_loss_weight: float = 1.0
     prefix: int | None = None  # extension modes: clean latent frames (video) / steps (audio); None: the mode's
+    # t2av only: per-sample probability that the video (audio) is a clean condition of the whole sample, so the same
+    # run learns video-to-audio (audio-to-video) too (ltx.ltx2.training.Role.clean_p; 0 = the official draws)
+    video_clean_p: float = 0.0
+    audio_clean_p: float = 0.0
     connector: str = "frozen"  # frozen | trainable (mode=full only): the text connectors after the cached features
     base_dtype: str = "auto"  # LoRA: the frozen base's dtype: bfloat16 (half the memory; computes under bf16
     # autocast) | float32 | auto = bfloat16 on CUDA, float32 on CPU (where bf16 matmuls are slow)
@@ -200,6 +204,8 @@ class FinetuneConfig:
             raise invalid("device", self.device, "must be auto, cpu, cuda or cuda:N")
         check_number("av.video_loss_weight", self.av.video_loss_weight, 0.0)
         check_number("av.audio_loss_weight", self.av.audio_loss_weight, 0.0)
+        check_number("av.video_clean_p", self.av.video_clean_p, 0.0, 1.0)
+        check_number("av.audio_clean_p", self.av.audio_clean_p, 0.0, 1.0)
         check_int("av.prefix", self.av.prefix, optional=True)
         check_choice("av.connector", self.av.connector, ("frozen", "trainable"))
         check_choice("av.base_dtype", self.av.base_dtype, ("auto", "bfloat16", "float32"))

@@ -100,6 +100,9 @@ def mode_of(cfg: FinetuneConfig) -> TrainingMode:
             raise ValueError(f"av.prefix={cfg.av.prefix} sets the clean span of an extension mode (extend, "
                              f"video_suffix, audio_extend, audio_suffix); av.mode={cfg.av.mode} has none")
         overrides |= dict.fromkeys(spans, cfg.av.prefix)
+    for stream in ("video", "audio"):  # a t2av run that also learns audio-to-video / video-to-audio
+        if p := getattr(cfg.av, f"{stream}_clean_p"):
+            overrides[f"{stream}_clean_p"] = p
     mode = training_mode(cfg.av.mode, **overrides)
     weights = {"video": cfg.av.video_loss_weight, "audio": cfg.av.audio_loss_weight}
     learned = [s for s in ("video", "audio") if mode.role(s) is not None and mode.role(s).generated]
@@ -160,7 +163,8 @@ def check_inputs(cfg: FinetuneConfig, mode: TrainingMode, world: int):
     if v.prompts or v.from_data:
         F_, H, W = cache.buckets_list[0]
         try:
-            check_size(v.height or H, v.width or W, v.num_frames or F_, two_stage=False)
+            check_size(v.height or H, v.width or W, v.num_frames or F_, two_stage=False,
+                       scale=ltx2_checkpoint.build(bundle, "vae").cfg.scale)
         except ValueError as e:
             raise ValueError(f"validation size: {e}") from None
     return bundle, cache
@@ -192,6 +196,7 @@ class AVTrainer(Trainer):
             torch.set_num_threads(cfg.threads)
         self.device = self._device()
         self.fps = float(self.cache.index["fps"])
+        self.video_scale = ltx2_checkpoint.build(self.bundle, "vae").cfg.scale  # pixels per latent voxel
         auto = torch.bfloat16 if self.device.type == "cuda" else torch.float32
         self.base_dtype = auto if cfg.av.base_dtype == "auto" else DTYPES[cfg.av.base_dtype]
         self.validation_text = self._encode_validation_prompts()  # Gemma loads and is freed here
@@ -319,8 +324,8 @@ class AVTrainer(Trainer):
         key = ("video", tuple(shape), downscale)
         if key not in self._positions:
             _, f, h, w = shape
-            pos = (patchify.video_positions(f, h, w, self.fps) if downscale is None else
-                   patchify.reference_positions(f, h, w, self.fps, downscale))
+            pos = (patchify.video_positions(f, h, w, self.fps, scale=self.video_scale) if downscale is None else
+                   patchify.reference_positions(f, h, w, self.fps, downscale, scale=self.video_scale))
             self._positions[key] = pos.to(self.device)
         return self._positions[key].expand(rows, -1, -1, -1)
 

@@ -4,7 +4,9 @@
     python -m train.train_vae steps=200 run_dir=runs/vae_smoke
 
 The model is the native LTX-Video VAE (`ltx.ltxv.vae.VideoVAE`) with the small block list of
-configs/demo/vae.yaml. Training clips are random 9-frame x 32 x 32 crops of 17 x 64 x 64 ShapesWorld videos
+configs/demo/vae.yaml, or, through `python -m train.train_vae_ltx2` (configs/train_vae_ltx2.yaml), the native
+LTX-2 video VAE (`ltx.ltx2.vae.VideoVAE`, configs/demo/ltx2_vae.yaml) of the LTX-2 demo; the loop is the same.
+Training clips are random 9-frame x 32 x 32 crops of 17 x 64 x 64 ShapesWorld videos
 (the VAE is convolutional and causal in time, so it runs on full clips afterwards); the loss is
 L1 + MSE reconstruction through a posterior sample plus a small KL term. At the end the per-channel latent
 statistics (mean and std of posterior means over full clips) are measured and stored in the VAE, as the
@@ -41,6 +43,7 @@ from ltx.core.viz import save_video_grid
 from ltx.data.shapes import ShapesWorld
 from ltx.data.shapes_eval import estimate_background
 from ltx.data.shapes_eval import evaluate as evaluate_prompt_following
+from ltx.ltx2 import vae as ltx2_vae
 from ltx.ltxv.checkpoint import load_component
 from ltx.ltxv.vae import VAEConfig, VideoVAE
 from train.harness import TrainingError, TrainLoop, step_generator
@@ -202,7 +205,7 @@ def latent_space_id(vae: VideoVAE) -> str:
     return h.hexdigest()[:16]
 
 
-def initial_state(path: str) -> dict[str, torch.Tensor]:
+def initial_state(path: str, ltx2: bool = False) -> dict[str, torch.Tensor]:
     """The VAE state dict to start from: a training run's vae_final.pt, or the VAE of any checkpoint (refused
     by option name when missing, damaged or without a VAE)."""
     if not Path(path).exists():
@@ -218,14 +221,18 @@ def initial_state(path: str) -> dict[str, torch.Tensor]:
             raise ValueError(f"init_from={path} is not a VAE state dict (a run's vae_final.pt)")
         return sd
     try:
+        if ltx2:
+            from ltx.ltx2 import checkpoint as ltx2_checkpoint
+
+            return ltx2_checkpoint.load(path, "vae")["vae"].state_dict()
         return load_component(path, "vae").state_dict()
     except (ValueError, OSError, KeyError) as e:
         raise ValueError(f"init_from={path}: {e}") from None
 
 
-def load_initial(vae: VideoVAE, path: str) -> None:
+def load_initial(vae: VideoVAE | ltx2_vae.VideoVAE, path: str) -> None:
     """Load `initial_state(path)` into `vae`, naming the differences when it is another VAE's."""
-    sd, own = initial_state(path), vae.state_dict()
+    sd, own = initial_state(path, isinstance(vae, ltx2_vae.VideoVAE)), vae.state_dict()
     missing, unexpected = [k for k in own if k not in sd], [k for k in sd if k not in own]
     shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
               if k in sd and tuple(sd[k].shape) != tuple(v.shape)]
@@ -237,6 +244,20 @@ def load_initial(vae: VideoVAE, path: str) -> None:
     vae.load_state_dict(sd, strict=True)
 
 
+@dataclass(kw_only=True)
+class TrainLTX2VAEConfig(TrainVAEConfig):
+    """The same recipe for the LTX-2 video VAE (`python -m train.train_vae_ltx2`)."""
+
+    run_dir: str = "runs/demo_ltx2_vae"
+    vae: ltx2_vae.VideoVAEConfig = field(default_factory=ltx2_vae.VideoVAEConfig)  # configs/demo/ltx2_vae.yaml
+
+
+def build_vae(cfg: TrainVAEConfig) -> VideoVAE | ltx2_vae.VideoVAE:
+    """A seeded VAE of the config's family."""
+    family = ltx2_vae.VideoVAE if isinstance(cfg.vae, ltx2_vae.VideoVAEConfig) else VideoVAE
+    return family(cfg.vae).init_weights(torch.Generator().manual_seed(cfg.seed))
+
+
 def train(cfg: TrainVAEConfig) -> dict:
     if not cfg.train_encoder and not cfg.init_from:
         raise ValueError("train_encoder=false fine-tunes the decoder of a trained VAE: set init_from to its "
@@ -245,7 +266,7 @@ def train(cfg: TrainVAEConfig) -> dict:
     torch.manual_seed(cfg.seed)
     data = ShapesWorld(split="train", num_samples=cfg.num_videos, frames=cfg.frames, height=cfg.size,
                        width=cfg.size, seed=cfg.seed)
-    vae = VideoVAE(cfg.vae).init_weights(torch.Generator().manual_seed(cfg.seed))
+    vae = build_vae(cfg)
     if cfg.init_from:
         load_initial(vae, cfg.init_from)
     vae.encoder.requires_grad_(cfg.train_encoder)

@@ -52,6 +52,7 @@ from ltx.core.media import MediaError, crf_compress, read_image, read_video
 from ltx.core.requests import check_prompts, check_seed, lora_specs
 from ltx.ltx2 import pipelines
 from ltx.ltx2.audio import waveform_to_mel
+from ltx.ltx2.conditioning import fit_image
 from ltx.ltx2.lora import LoRAWeights, check_lora, fuse_loras, read_lora
 from ltx.ltx2.patchify import video_latent_shape
 from ltx.ltx2.pipelines import AVModels, AVPipeline, AVRequest, ImageInput, Prompt, ReferenceInput, check_size
@@ -78,6 +79,7 @@ class Request:
     images: list[ImageInput] = field(default_factory=list)
     references: list[ReferenceInput] = field(default_factory=list)  # IC-LoRA control clips
     soundtrack: tuple[Tensor, int] | None = None  # (2, N) waveform cut to the video, and its rate
+    video: Tensor | None = None  # video-to-audio: the given clip's first num_frames frames (F, H, W, 3) in [0, 1]
     negative_prompt: str | None = None  # None: no pass needs it
 
     @property
@@ -145,8 +147,12 @@ class Pipeline:
               sigmas: Sequence[float] | None = None, video_guider_params: AVGuidance | dict | None = None,
               audio_guider_params: AVGuidance | dict | None = None, images: Sequence = (),
               video_conditioning: Sequence = (), audio_path: str | os.PathLike | None = None,
-              audio_start_time: float = 0.0, negative_prompt: str | None = None) -> Request:
-        """Validate a request from headers alone (works before `load`); ValueError naming the argument."""
+              audio_start_time: float = 0.0, negative_prompt: str | None = None,
+              video_path: str | os.PathLike | Tensor | None = None) -> Request:
+        """Validate a request from headers alone (works before `load`); ValueError naming the argument.
+        `audio_path`: audio-to-video (the soundtrack kept, audio guidance off); `video_path` (a file, or frames
+        (F, H, W, 3) in [0, 1]): video-to-audio, one stage (the clip fitted to the size and kept, video guidance
+        off; the trainer's v2a mode)."""
         av, g = self.preset.av, self.preset.generation
         height = g.height if height is None else height
         width = g.width if width is None else width
@@ -157,13 +163,28 @@ class Pipeline:
                 raise ValueError(f"{name} must be an integer, got {value!r}")
         if isinstance(frame_rate, bool) or not isinstance(frame_rate, int | float) or not 0 < frame_rate < 1e6:
             raise ValueError(f"frame_rate must be a positive number of frames per second, got {frame_rate!r}")
-        check_size(height, width, num_frames, self.pipeline.two_stages)
+        check_size(height, width, num_frames, self.pipeline.two_stages, self.metas["vae"].cfg.scale)
+        if video_path is not None:
+            if audio_path is not None:
+                raise ValueError("give audio_path (audio-to-video) or video_path (video-to-audio), not both")
+            if self.pipeline is not AVPipeline.one_stage:
+                raise ValueError(f"video_path (video-to-audio) runs with the one_stage pipeline, not "
+                                 f"{self.pipeline.value} (pipeline='one_stage')")
+            if images or video_conditioning:
+                raise ValueError("video_path (video-to-audio) keeps the whole clip: give no images or "
+                                 "video_conditioning")
         if audio_path is None and audio_start_time != 0:
             raise ValueError(f"audio_start_time={audio_start_time!r} is for audio-to-video: give audio_path=FILE too "
                              "(or leave audio_start_time at 0)")
         if audio_path is not None and self.pipeline is AVPipeline.hq:
             raise ValueError("audio_path runs with the one_stage, two_stage and distilled pipelines, not hq")
-        video_guidance = _guider(_guidance(av.video, video_guider_params, "video_guider_params"))
+        if video_path is None:
+            video_guidance = _guider(_guidance(av.video, video_guider_params, "video_guider_params"))
+        else:  # the video is kept as given, nothing guides it
+            video_guidance = _guider(_guidance(AVGuidance(), video_guider_params, "video_guider_params"))
+            if pipelines.is_guided(video_guidance):
+                raise ValueError("video_guider_params with video_path: the video is kept as given, nothing "
+                                 "guides it")
         if audio_path is None:
             audio_guidance = _guider(_guidance(av.audio, audio_guider_params, "audio_guider_params"))
         else:  # the official audio-to-video pipeline's audio guider is off
@@ -181,7 +202,9 @@ class Pipeline:
                              "video_guider_params / audio_guider_params (or pick a -dev preset)")
         needs_negative = video_guidance.needs_uncond or audio_guidance.needs_uncond
         negative_prompt = g.negative_prompt if negative_prompt is None else negative_prompt
-        if needs_negative and not (negative_prompt or "").strip():
+        # a preset whose own negative prompt is empty (the demo: its unconditional is the empty caption it was
+        # trained with) takes an empty one; the released ones need text
+        if needs_negative and not (negative_prompt or "").strip() and g.negative_prompt.strip():
             raise ValueError("CFG needs a negative prompt: give negative_prompt=... or cfg_scale 1 in "
                              "video_guider_params and audio_guider_params")
         first, second = self._sigmas(height, width, num_frames, num_inference_steps, sigmas)
@@ -189,7 +212,7 @@ class Pipeline:
                        audio_guidance, self._images(images, num_frames),
                        self._references(video_conditioning, height, width, num_frames),
                        _soundtrack(audio_path, audio_start_time, num_frames, frame_rate),
-                       negative_prompt if needs_negative else None)
+                       _given_video(video_path, num_frames), negative_prompt if needs_negative else None)
 
     def _sigmas(self, height: int, width: int, num_frames: int, steps: int | None,
                 sigmas: Sequence[float] | None) -> tuple[Tensor, Tensor | None]:
@@ -287,7 +310,8 @@ class Pipeline:
             raise ValueError("no text_encoder given; pass text_encoder=/path/to/gemma-3-12b-it-qat-q4_0-unquantized "
                              "(a local folder with the model and its tokenizer) to open_pipeline")
         try:
-            gemma = GemmaTextEncoder.from_folder(self.text_encoder, dtype=self.dtype, device=self.device)
+            gemma = GemmaTextEncoder.from_folder(self.text_encoder, dtype=self.dtype, device=self.device,
+                                                 max_length=self.preset.generation.text_tokens)
         except (OSError, ValueError) as e:
             raise ValueError(f"text_encoder: {e}") from None
         with torch.no_grad():
@@ -350,12 +374,17 @@ class Pipeline:
             positive = Prompt(*modules["text"](*text.positive)[:2])
             negative = Prompt(*modules["text"](*text.negative)[:2]) if text.negative is not None else None
             soundtrack = self._encode_soundtrack(request.soundtrack)
+            given = None
+            if request.video is not None:  # fitted to the size as conditioning images are, then encoded
+                given = fit_image((request.video * 255.0).round().to(device), request.height, request.width,
+                                  self.dtype)  # (1, 3, F, H, W) in [-1, 1]
             av_request = AVRequest(
                 height=request.height, width=request.width, num_frames=request.num_frames, fps=request.frame_rate,
                 sigmas=request.sigmas.to(device),
                 stage_2_sigmas=None if request.stage_2_sigmas is None else request.stage_2_sigmas.to(device),
                 video_guidance=request.video_guidance, audio_guidance=request.audio_guidance, images=request.images,
-                soundtrack=soundtrack, generator=torch.Generator(device).manual_seed(seed), dtype=self.dtype,
+                soundtrack=soundtrack, video=None if given is None else modules["vae"].encode(given),
+                generator=torch.Generator(device).manual_seed(seed), dtype=self.dtype,
                 on_step=None if progress is None else (lambda *_: progress()))
             result = self._run(positive, negative, av_request, request.references)
         if not (torch.isfinite(result.video).all() and torch.isfinite(result.audio).all()):
@@ -366,6 +395,8 @@ class Pipeline:
         if request.soundtrack is not None:  # the input, as the official pipeline returns it (not its VAE decode)
             wave, rate = request.soundtrack
             waveform = wave[None].expand(frames.shape[0], -1, -1).float()
+        if given is not None:  # likewise the given clip (fitted to the size), not its VAE decode
+            frames = ((given.float().clamp(-1, 1) + 1) / 2).expand(frames.shape[0], -1, -1, -1, -1)
         return Output(frames, waveform, rate, result.video_latent, result.audio_latent)
 
     def _encode_soundtrack(self, soundtrack: tuple[Tensor, int] | None) -> Tensor | None:
@@ -489,6 +520,29 @@ def _soundtrack(path: str | os.PathLike | None, start: float, num_frames: int, f
                          f"fps need {need:.2f} s: {shorter} or a longer audio")
     wave = wave[:, first: first + round(need * rate)]
     return (wave.expand(2, -1) if wave.shape[0] == 1 else wave), rate
+
+
+def _given_video(source: str | os.PathLike | Tensor | None, num_frames: int) -> Tensor | None:
+    """Video-to-audio input: the first `num_frames` frames (F, H, W, 3) in [0, 1] of a file or tensor, which must
+    have that many."""
+    if source is None:
+        return None
+    if isinstance(source, Tensor):
+        frames = source.float()
+    else:
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise ValueError(f"video_path {path} does not exist or is not a file")
+        try:
+            frames = read_video(path, max_frames=num_frames)[0].permute(1, 2, 3, 0)  # (F, H, W, 3)
+        except (MediaError, OSError) as e:
+            raise ValueError(f"video_path {path}: {e}") from None
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"video_path: need (F, H, W, 3) frames in [0, 1], got {tuple(frames.shape)}")
+    if frames.shape[0] < num_frames:
+        raise ValueError(f"video_path has {frames.shape[0]} frames; num_frames={num_frames} needs as many (give "
+                         f"num_frames <= {max(1, (frames.shape[0] - 1) // 8 * 8 + 1)} or a longer video)")
+    return frames[:num_frames]
 
 
 def _file(path: str | os.PathLike, what: str) -> Path:

@@ -37,18 +37,19 @@ class LatentState:
 
 
 def video_state(num_frames: int, height: int, width: int, fps: float, *, batch: int = 1, dtype=torch.float32,
-                device=None, latent: Tensor | None = None,
-                channels: int = patchify.VIDEO_LATENT_CHANNELS) -> LatentState:
+                device=None, latent: Tensor | None = None, channels: int = patchify.VIDEO_LATENT_CHANNELS,
+                scale: tuple[int, int, int] = patchify.VIDEO_SCALE) -> LatentState:
     """The target video grid for a pixel size (VideoLatentTools.create_initial_state): zeros (or `latent`,
-    (B, C, F, H/32, W/32)) with mask 1, positions cast to `dtype` as the reference does."""
-    f, h, w = patchify.video_latent_shape(num_frames, height, width)
+    (B, C, F, H/32, W/32)) with mask 1, positions cast to `dtype` as the reference does. `channels` and `scale`
+    (pixels per latent voxel) are the VAE's (`VideoVAEConfig.latent_channels`, `.scale`)."""
+    f, h, w = patchify.video_latent_shape(num_frames, height, width, scale)
     if latent is None:
         latent = torch.zeros(batch, channels, f, h, w, dtype=dtype, device=device)
     elif tuple(latent.shape[2:]) != (f, h, w) or latent.shape[0] != batch:
         raise ValueError(f"initial video latent {tuple(latent.shape)} does not fit ({batch}, C, {f}, {h}, {w})")
     x = patchify.patchify_video(latent.to(dtype))
     mask = torch.ones(batch, x.shape[1], 1, dtype=torch.float32, device=x.device)
-    pos = patchify.video_positions(f, h, w, fps, dtype, batch=batch, device=x.device)
+    pos = patchify.video_positions(f, h, w, fps, dtype, batch=batch, scale=scale, device=x.device)
     return LatentState(x, mask, x.clone(), pos, x.shape[1])
 
 
@@ -84,26 +85,28 @@ def condition_frame0(state: LatentState, latent: Tensor, strength: float = 1.0) 
     return replace(state, x=x, clean=clean, mask=mask)
 
 
-def append_keyframe(state: LatentState, latent: Tensor, frame: int, fps: float, strength: float = 1.0) -> LatentState:
+def append_keyframe(state: LatentState, latent: Tensor, frame: int, fps: float, strength: float = 1.0, *,
+                    scale: tuple[int, int, int] = patchify.VIDEO_SCALE) -> LatentState:
     """Keyframe latents (B, C, f, h, w) at pixel frame `frame` (VideoConditionByKeyframeIndex): appended tokens
     with their own grid's positions shifted by `frame`, mask 1 - strength. The reference's positions are
     float32, so appending promotes every position to float32 (its bf16 rounding of the grid stays)."""
     tokens = patchify.patchify_video(latent.to(state.x.dtype))
     _, _, f, h, w = latent.shape
-    pos = patchify.keyframe_positions(f, h, w, fps, frame, batch=latent.shape[0], device=latent.device)
+    pos = patchify.keyframe_positions(f, h, w, fps, frame, batch=latent.shape[0], scale=scale, device=latent.device)
     mask = torch.full((*tokens.shape[:2], 1), 1.0 - strength, dtype=latent.dtype, device=latent.device)
     return replace(state, x=torch.cat([state.x, tokens], 1), clean=torch.cat([state.clean, tokens], 1),
                    mask=torch.cat([state.mask, mask], 1), positions=torch.cat([state.positions, pos], 2))
 
 
 def append_reference(state: LatentState, latent: Tensor, fps: float, downscale: int = 1,
-                     strength: float = 1.0) -> LatentState:
+                     strength: float = 1.0, *, scale: tuple[int, int, int] = patchify.VIDEO_SCALE) -> LatentState:
     """IC-LoRA reference latents (B, C, f, h, w) (VideoConditionByReferenceLatent): appended tokens on their own
     causal grid from time 0, rows and columns times `downscale` (a reference at 1/downscale of the target's
     size lands on the target's pixel grid), mask 1 - strength."""
     tokens = patchify.patchify_video(latent.to(state.x.dtype))
     _, _, f, h, w = latent.shape
-    pos = patchify.reference_positions(f, h, w, fps, downscale, batch=latent.shape[0], device=latent.device)
+    pos = patchify.reference_positions(f, h, w, fps, downscale, batch=latent.shape[0], scale=scale,
+                                       device=latent.device)
     mask = torch.full((*tokens.shape[:2], 1), 1.0 - strength, dtype=latent.dtype, device=latent.device)
     return replace(state, x=torch.cat([state.x, tokens], 1), clean=torch.cat([state.clean, tokens], 1),
                    mask=torch.cat([state.mask, mask], 1), positions=torch.cat([state.positions, pos], 2))
@@ -117,10 +120,10 @@ def add_noise(state: LatentState, generator: torch.Generator | None, noise_scale
     return replace(state, x=(noise * m + state.x * (1 - m)).to(state.x.dtype))
 
 
-def unpatchified(video: LatentState, audio: LatentState | None, num_frames: int, height: int, width: int
-                 ) -> tuple[Tensor, Tensor | None]:
+def unpatchified(video: LatentState, audio: LatentState | None, num_frames: int, height: int, width: int,
+                 scale: tuple[int, int, int] = patchify.VIDEO_SCALE) -> tuple[Tensor, Tensor | None]:
     """The generated latents as (B, 128, F, H/32, W/32) and (B, 8, T, 16)."""
-    f, h, w = patchify.video_latent_shape(num_frames, height, width)
+    f, h, w = patchify.video_latent_shape(num_frames, height, width, scale)
     v = patchify.unpatchify_video(video.target(), f, h, w)
     return v, (patchify.unpatchify_audio(audio.target()) if audio is not None else None)
 
@@ -141,20 +144,27 @@ def conditioned_states(
     num_frames: int, height: int, width: int, fps: float, conditionings: Sequence[Conditioning], *,
     batch: int, dtype, device, generator: torch.Generator | None, noise_scale: float = 1.0,
     video_latent: Tensor | None = None, audio_latent: Tensor | None = None, freeze_audio: bool = False,
+    freeze_video: bool = False, channels: int = patchify.VIDEO_LATENT_CHANNELS,
+    scale: tuple[int, int, int] = patchify.VIDEO_SCALE,
 ) -> tuple[LatentState, LatentState]:
     """noise_video_state + noise_audio_state: initial states, conditionings applied, then noised (video first).
     `freeze_audio` (audio-to-video, denoise_video_only): the audio latent is kept as it is (its noise is still
-    drawn, at scale 0, so the generator advances as the reference's) and its mask is 0 (timesteps 0)."""
-    video = video_state(num_frames, height, width, fps, batch=batch, dtype=dtype, device=device, latent=video_latent)
+    drawn, at scale 0, so the generator advances as the reference's) and its mask is 0 (timesteps 0).
+    `freeze_video` (video-to-audio, the trainer's v2a mode at inference): the same for `video_latent`.
+    `channels` and `scale`: the video VAE's latent width and pixels per latent voxel."""
+    video = video_state(num_frames, height, width, fps, batch=batch, dtype=dtype, device=device, latent=video_latent,
+                        channels=channels, scale=scale)
     for c in conditionings:
         latent = c.latent.expand(batch, *c.latent.shape[1:]) if c.latent.shape[0] == 1 else c.latent  # every row
         if c.reference:
-            video = append_reference(video, latent, fps, c.reference, c.strength)
+            video = append_reference(video, latent, fps, c.reference, c.strength, scale=scale)
         elif c.frame == 0 and not c.append:
             video = condition_frame0(video, latent, c.strength)
         else:
-            video = append_keyframe(video, latent, c.frame, fps, c.strength)
-    video = add_noise(video, generator, noise_scale)
+            video = append_keyframe(video, latent, c.frame, fps, c.strength, scale=scale)
+    video = add_noise(video, generator, 0.0 if freeze_video else noise_scale)
+    if freeze_video:
+        video = replace(video, mask=torch.zeros_like(video.mask))
     audio = audio_state(num_frames, fps, batch=batch, dtype=dtype, device=device, latent=audio_latent)
     audio = add_noise(audio, generator, 0.0 if freeze_audio else noise_scale)
     if freeze_audio:

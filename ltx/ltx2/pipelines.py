@@ -250,7 +250,9 @@ class AVRequest:
     `sigmas`: stage 1 (ltx2_sigmas(steps), token-shifted for hq, or the distilled list); `stage_2_sigmas`: the
     refine pass of the two-stage pipelines (its first value is also the renoise level). `soundtrack`: an encoded
     audio latent (B or 1, 8, >= T, 16) for audio-to-video: it stays fixed in every stage and guides the video
-    through the A<->V attention (audio guidance must be off). `on_step(stage, i, video, audio)` sees every new
+    through the A<->V attention (audio guidance must be off). `video`: an encoded video latent (B or 1, C, F', H',
+    W') for video-to-audio (one stage): it stays fixed and only the audio is generated (video guidance must be
+    off), as the trainer's v2a mode conditions it. `on_step(stage, i, video, audio)` sees every new
     state (hq: called once per transformer evaluation, with None states). Noise: one generator, video then
     audio, stage 1 then stage 2 (the reference's order)."""
 
@@ -264,6 +266,7 @@ class AVRequest:
     audio_guidance: GuiderParams = NO_GUIDANCE
     images: Sequence[ImageInput] = ()
     soundtrack: Tensor | None = None
+    video: Tensor | None = None
     generator: torch.Generator | None = None
     dtype: torch.dtype = torch.float32
     batch_passes: bool = False
@@ -279,10 +282,12 @@ class AVResult:
     audio_latent: Tensor  # (B, 8, T, 16)
 
 
-def check_size(height: int, width: int, num_frames: int, two_stage: bool) -> None:
+def check_size(height: int, width: int, num_frames: int, two_stage: bool,
+               scale: tuple[int, int, int] = patchify.VIDEO_SCALE) -> None:
     """Frames 8k + 1; H and W multiples of 32 (one stage) or 64 (two stages, whose first runs at half size),
-    with the nearest valid values in the message (the reference asserts without them)."""
-    multiple = 64 if two_stage else 32
+    with the nearest valid values in the message (the reference asserts without them). `scale`: the VAE's
+    pixels per latent voxel (frames, rows, columns), (8, 32, 32) for every released one."""
+    multiple = scale[1] * (2 if two_stage else 1)
     for name, value in (("height", height), ("width", width)):
         if value < multiple or value % multiple:
             lo = max(multiple, value // multiple * multiple)
@@ -290,10 +295,11 @@ def check_size(height: int, width: int, num_frames: int, two_stage: bool) -> Non
             raise ValueError(f"{name}={value} must be a positive multiple of {multiple}"
                              f"{' (two-stage pipelines: stage 1 runs at half size)' if two_stage else ''}; "
                              f"nearest valid: {lo}" + (f" or {hi}" if hi != lo else ""))
-    if num_frames < 1 or (num_frames - 1) % 8:
-        lo = (num_frames - 1) // 8 * 8 + 1
-        raise ValueError(f"num_frames={num_frames} must be 8k + 1; nearest valid: "
-                         f"{max(lo, 1)}" + (f" or {lo + 8}" if num_frames > 1 else ""))
+    t = scale[0]
+    if num_frames < 1 or (num_frames - 1) % t:
+        lo = (num_frames - 1) // t * t + 1
+        raise ValueError(f"num_frames={num_frames} must be {t}k + 1; nearest valid: "
+                         f"{max(lo, 1)}" + (f" or {lo + t}" if num_frames > 1 else ""))
 
 
 def is_guided(*guidance: GuiderParams) -> bool:
@@ -310,8 +316,9 @@ def decode(models: AVModels, video_latent: Tensor, audio_latent: Tensor) -> tupl
 
 def one_stage(models: AVModels, positive: Prompt, negative: Prompt | None, request: AVRequest) -> AVResult:
     """TI2VidOneStagePipeline: one guided stage at the full size."""
-    check_size(request.height, request.width, request.num_frames, two_stage=False)
+    check_size(request.height, request.width, request.num_frames, two_stage=False, scale=models.vae.cfg.scale)
     request, negative = _with_soundtrack(request, positive, negative)
+    request, negative = _with_video(models, request, positive, negative)
     video, audio = _stage(1, models.transformer, models, positive, negative, request, request.height,
                           request.width, request.sigmas, request.video_guidance, request.audio_guidance)
     return _decoded(models, video, audio)
@@ -400,12 +407,38 @@ def _with_soundtrack(request: AVRequest, positive: Prompt, negative: Prompt | No
     return replace(request, soundtrack=soundtrack), negative
 
 
+def _with_video(models: AVModels, request: AVRequest, positive: Prompt, negative: Prompt | None
+                ) -> tuple[AVRequest, Prompt | None]:
+    """Video-to-audio: the given video latent checked against the request's size and given every row; the
+    uncond pass keeps the positive video context (mirror of `_with_soundtrack`)."""
+    video = request.video
+    if video is None:
+        return request, negative
+    if request.soundtrack is not None:
+        raise ValueError("give a soundtrack (audio-to-video) or a video (video-to-audio), not both")
+    vg = request.video_guidance
+    if vg.needs_uncond or vg.needs_perturbed or vg.needs_isolated:
+        raise ValueError("with a given video the video is not generated: give no video guidance (cfg 1, stg 0, "
+                         "modality 1)")
+    batch = positive.video.shape[0]
+    cfg = models.vae.cfg
+    f, h, w = patchify.video_latent_shape(request.num_frames, request.height, request.width, cfg.scale)
+    if video.ndim != 5 or tuple(video.shape[1:]) != (cfg.latent_channels, f, h, w) or video.shape[0] not in (1, batch):
+        raise ValueError(f"video latent {tuple(video.shape)}: need (1 or {batch}, {cfg.latent_channels}, {f}, {h}, "
+                         f"{w}) for {request.num_frames} frames of {request.height}x{request.width}")
+    if negative is not None:
+        negative = replace(negative, video=positive.video)
+    return replace(request, video=video.to(request.dtype).expand(batch, -1, -1, -1, -1)), negative
+
+
 def _two_stages(models: AVModels, positive: Prompt, negative: Prompt | None, request: AVRequest,
                 stage_2_transformer: torch.nn.Module | None, before_stage_2: Callable[[], None] | None, *,
                 as_keyframes: bool = False, references: Sequence[ReferenceInput] = (),
                 res2s: bool = False) -> AVResult:
     """Stage 1 at half size (guided as `request` says), x2 upsample, stage 2 unguided at the full size."""
-    check_size(request.height, request.width, request.num_frames, two_stage=True)
+    check_size(request.height, request.width, request.num_frames, two_stage=True, scale=models.vae.cfg.scale)
+    if request.video is not None:
+        raise ValueError("video-to-audio (request.video) runs with the one_stage pipeline")
     if models.upsampler is None or request.stage_2_sigmas is None:
         raise ValueError("a two-stage pipeline needs a spatial upsampler (models.upsampler) and "
                          "request.stage_2_sigmas")
@@ -439,12 +472,15 @@ def _stage(stage: int, transformer, models: AVModels, positive: Prompt, negative
         pixels = pixels[: (pixels.shape[0] - 1) // 8 * 8 + 1]  # 8k + 1 frames, as the reference encoder crops
         latent = models.vae.encode(fit_image(pixels.to(device), height // r.downscale, width // r.downscale, dtype))
         conditionings.append(Conditioning(latent.to(dtype), 0, r.strength, reference=r.downscale))
-    fixed_audio = request.soundtrack is not None
+    fixed_audio, fixed_video = request.soundtrack is not None, request.video is not None
+    vae = models.vae.cfg
     video, audio = conditioned_states(request.num_frames, height, width, request.fps, conditionings, batch=batch,
                                       dtype=dtype, device=device, generator=request.generator,
-                                      noise_scale=noise_scale, video_latent=video_latent,
+                                      noise_scale=noise_scale,
+                                      video_latent=request.video if fixed_video else video_latent,
                                       audio_latent=request.soundtrack if fixed_audio else audio_latent,
-                                      freeze_audio=fixed_audio)
+                                      freeze_audio=fixed_audio, freeze_video=fixed_video,
+                                      channels=vae.latent_channels, scale=vae.scale)
     on_step = request.on_step
     if res2s:
         calls = itertools.count()
@@ -455,7 +491,7 @@ def _stage(stage: int, transformer, models: AVModels, positive: Prompt, negative
         step = None if on_step is None else (lambda i, v, a: on_step(stage, i, v, a))
         video, audio = sample(transformer, video, audio, sigmas, positive, negative, video_guidance,
                               audio_guidance, batch_passes=request.batch_passes, on_step=step)
-    return unpatchified(video, audio, request.num_frames, height, width)
+    return unpatchified(video, audio, request.num_frames, height, width, vae.scale)
 
 
 def _encode_images(vae, images: Sequence[ImageInput], height: int, width: int, dtype, device,

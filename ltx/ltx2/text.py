@@ -47,6 +47,9 @@ from ltx.ltx2.transformer import Attention
 GEMMA_WIDTH = 3840  # Gemma-3 12B hidden size (`caption_channels` in the metadata)
 GEMMA_HIDDEN_STATES = 49  # embedding output + 48 layers
 MAX_TOKENS = 1024  # official tokenizer length
+# Our metadata key (in `config["transformer"]`) for a text encoder with another hidden-state count than Gemma-3
+# 12B's 49 (the demo's tiny Gemma); ltx-core ignores it and hard-codes 49. Written only when it is not 49.
+HIDDEN_STATES_KEY = "text_encoder_num_hidden_states"
 CONNECTOR_ROPE_THETA = 10_000.0  # the official connector never reads a theta from the metadata
 EPS = 1e-6  # every norm and denominator on the text side
 
@@ -145,6 +148,8 @@ class TextConnectorConfig:
                              "(supported: one axis, e.g. [4096])")
 
         v2_present = d.keys() & _V2_KEYS.keys()
+        if d.get("caption_proj_before_connector") is False:  # the 19B value, as our transformer metadata writes it
+            v2_present -= {"caption_proj_before_connector"}
         if not v2_present:
             extractor = "v1"
         elif v2_present != _V2_KEYS.keys():
@@ -172,6 +177,7 @@ class TextConnectorConfig:
             gated_attention=bool(d.get("connector_apply_gated_attention", False)),
             num_registers=int(d.get("connector_num_learnable_registers", 128)),
             rope_max_pos=int(max_pos[0]),
+            num_hidden_states=int(d.get(HIDDEN_STATES_KEY, GEMMA_HIDDEN_STATES)),
         )
         if extractor == "v2":
             # the V2 projections are sized by the transformer's widths, which must be the connectors' widths
@@ -205,6 +211,8 @@ class TextConnectorConfig:
             "connector_num_learnable_registers": self.num_registers,
             "connector_positional_embedding_max_pos": [self.rope_max_pos],
         }
+        if self.num_hidden_states != GEMMA_HIDDEN_STATES:  # another text encoder (the demo's tiny Gemma)
+            d[HIDDEN_STATES_KEY] = self.num_hidden_states
         if self.feature_extractor == "v2":
             d.update(_V2_KEYS)
             d.update(text_encoder_norm_type="per_token_rms", num_attention_heads=self.video_heads,

@@ -52,6 +52,11 @@ class Role:
     prefix / suffix: latent frames (video) or latent steps (audio) kept clean at the start / end (extension
       forwards / backwards), each with its per-sample probability prefix_p / suffix_p.
     reference: IC-LoRA; the cached reference clip of this stream is prepended (clean, timestep 0, no loss).
+    clean_p: per-sample probability that this generated stream is a clean condition of the whole sample instead
+      (all tokens clean, no loss), so that one run also learns the other stream's conditional mode (audio-to-video
+      from t2av's audio, video-to-audio from its video). Its step sigma is then the other stream's, as the
+      pipelines' frozen streams get the step sigma (ltx.ltx2.pipelines: audio-to-video, video-to-audio). Not in
+      the official trainer (one mode per run); 0 keeps the draws exactly the official ones.
     """
 
     generated: bool
@@ -61,12 +66,13 @@ class Role:
     suffix: int = 0
     reference: bool = False
     suffix_p: float = 1.0
+    clean_p: float = 0.0
 
     def __post_init__(self):
         if not isinstance(self.generated, bool) or not isinstance(self.reference, bool):
             raise ValueError(f"generated and reference must be true or false, got {self.generated!r}, "
                              f"{self.reference!r}")
-        for name in ("first_frame_p", "prefix_p", "suffix_p"):
+        for name in ("first_frame_p", "prefix_p", "suffix_p", "clean_p"):
             p = getattr(self, name)
             if isinstance(p, bool) or not isinstance(p, int | float) or not 0.0 <= p <= 1.0:
                 raise ValueError(f"{name} is a probability in [0, 1], got {p!r}")
@@ -74,9 +80,9 @@ class Role:
             n = getattr(self, name)
             if isinstance(n, bool) or not isinstance(n, int) or n < 0:
                 raise ValueError(f"{name} is a number of latent frames / steps >= 0, got {n!r}")
-        if not self.generated and (self.first_frame_p or self.prefix or self.suffix):
+        if not self.generated and (self.first_frame_p or self.prefix or self.suffix or self.clean_p):
             raise ValueError("a clean-condition stream (generated=false) is clean everywhere: first_frame_p, "
-                             "prefix and suffix need generated=true")
+                             "prefix, suffix and clean_p need generated=true")
 
 
 @dataclass(frozen=True)
@@ -93,6 +99,12 @@ class TrainingMode:
                              "needs generated=true")
         if self.audio is not None and self.audio.first_frame_p:
             raise ValueError(f"training mode {self.name!r}: first_frame_p is for video; audio has prefix / suffix")
+        clean = [r.clean_p for r in (self.video, self.audio) if r is not None]
+        if sum(clean) and not (len(clean) == 2 and all(r.generated for r in (self.video, self.audio))):
+            raise ValueError(f"training mode {self.name!r}: clean_p needs both streams generated (t2av-like modes): "
+                             "the other stream is then the one generated")
+        if sum(clean) > 1:
+            raise ValueError(f"training mode {self.name!r}: video and audio clean_p add up to {sum(clean)} > 1")
 
     def role(self, stream: str) -> Role | None:
         return getattr(self, stream)
@@ -200,7 +212,8 @@ class Draws:
     video_noise: Tensor | None  # (T_v, C_v) float32, None when absent
     audio_noise: Tensor | None  # (T_a, C_a)
     drop_caption: bool
-    # which intrinsic conditions came up: video_first_frame, video_prefix, video_suffix, audio_prefix, audio_suffix
+    # which intrinsic conditions came up: video_first_frame, video_prefix, video_suffix, audio_prefix, audio_suffix,
+    # video_clean, audio_clean
     applied: frozenset[str] = frozenset()
 
 
@@ -247,7 +260,9 @@ def draw(mode: TrainingMode, sampler, generator: torch.Generator, *, video_shape
     (video first frame / prefix / suffix, audio first frame / prefix / suffix; the audio first frame coin is
     unused), the caption coin, then the video noise and the audio noise of the present streams. A condition holds
     when its coin < its probability (as the official per-sample Bernoulli). A prefix or suffix longer than the
-    clip leaves it all clean: that sample then adds 0 to the loss (as the official trainer)."""
+    clip leaves it all clean: that sample then adds 0 to the loss (as the official trainer). With a `clean_p`, one
+    more coin comes last (only then, so that other modes keep the official sequence): below the video's clean_p
+    the video is clean, below the sum the audio; the clean stream takes the other's sigma as its step sigma."""
     if not (isinstance(caption_dropout, int | float) and 0.0 <= caption_dropout <= 1.0):
         raise ValueError(f"caption_dropout is a probability in [0, 1], got {caption_dropout!r}")
     vf, vpf, vc = _tokens_of("video", mode.video, video_shape)
@@ -264,6 +279,15 @@ def draw(mode: TrainingMode, sampler, generator: torch.Generator, *, video_shape
             if present else None
     for stream, role, tokens, channels in (("video", mode.video, vf * vpf, vc), ("audio", mode.audio, af, ac)):
         out[f"{stream}_noise"] = torch.randn(tokens, channels, generator=generator) if role is not None else None
+    clean_p = [r.clean_p if r is not None else 0.0 for r in (mode.video, mode.audio)]
+    if sum(clean_p):
+        coin = float(torch.rand((), generator=generator))
+        clean = "video" if coin < clean_p[0] else "audio" if coin < sum(clean_p) else None
+        if clean is not None:
+            other = "audio" if clean == "video" else "video"
+            out[f"{clean}_cond"] = torch.ones_like(out[f"{clean}_cond"])
+            out[f"{clean}_sigma"] = out[f"{other}_sigma"]
+            applied.add(f"{clean}_clean")
     return Draws(**out, drop_caption=coins[6] < caption_dropout, applied=frozenset(applied))
 
 

@@ -521,6 +521,32 @@ class AVTransformer(nn.Module):
         self.audio_scale_shift_table = nn.Parameter(torch.zeros(2, Da))
         self.audio_proj_out = nn.Linear(Da, cfg.audio_out_channels)
 
+    @torch.no_grad()
+    def init_weights(self, generator: torch.Generator | None = None) -> AVTransformer:
+        """Training init from scratch (adaLN-Zero, as ltx.ltxv.transformer.DiT.init_weights): Xavier linears with
+        zero biases, small random modulation tables, every adaLN linear and the text cross-attention outputs at
+        zero (modulation from the tables only, the text path silent), zero output heads. The official models
+        publish no init; loading a checkpoint overwrites all of it."""
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight, generator=generator)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        for name, p in self.named_parameters():
+            if "scale_shift_table" in name:
+                p.normal_(0, p.shape[-1] ** -0.5, generator=generator)
+        for m in self.modules():
+            if isinstance(m, AdaLNSingle):
+                nn.init.zeros_(m.linear.weight)
+                nn.init.normal_(m.emb.timestep_embedder.linear_1.weight, std=0.02, generator=generator)
+                nn.init.normal_(m.emb.timestep_embedder.linear_2.weight, std=0.02, generator=generator)
+        for blk in self.transformer_blocks:
+            nn.init.zeros_(blk.attn2.to_out[0].weight)
+            nn.init.zeros_(blk.audio_attn2.to_out[0].weight)
+        nn.init.zeros_(self.proj_out.weight)
+        nn.init.zeros_(self.audio_proj_out.weight)
+        return self
+
     def _stream_modules(self, video: bool) -> _StreamModules:
         p = "" if video else "audio_"
         cfg = self.cfg

@@ -212,6 +212,11 @@ class VideoVAEConfig:
     def spatial_factor(self) -> int:
         return self.patch_size * math.prod(ENCODER_STRIDES[b.name][1] for b in self.encoder_blocks)
 
+    @property
+    def scale(self) -> tuple[int, int, int]:
+        """Pixel (frames, rows, columns) per latent voxel: (8, 32, 32) for every released VAE."""
+        return self.temporal_factor, self.spatial_factor, self.spatial_factor
+
 
 def _block_from_metadata(entry: list | tuple, half: str) -> VAEBlock:
     """["res_x", {"num_layers": 4}] / ["compress_all", {"residual": true, "multiplier": 2}] / ["res_x", 4]."""
@@ -509,6 +514,37 @@ class VideoVAE(nn.Module):
         self.decoder = Decoder(cfg)
         names = USED_STATISTICS + (EXTRA_STATISTICS if cfg.extra_statistics else ())
         self.per_channel_statistics = LatentStatistics(cfg.latent_channels, tuple(sorted(names)))
+
+    def init_weights(self, generator: torch.Generator | None = None) -> VideoVAE:
+        """Seeded initialisation for training from scratch (convs: PyTorch's default fan-in rule drawn from
+        `generator`; statistics: mean 0, std 1 until measured)."""
+        with torch.no_grad():
+            for m in self.modules():
+                if isinstance(m, nn.Conv3d):
+                    bound = 1 / math.sqrt(m.weight[0].numel())
+                    m.weight.uniform_(-bound, bound, generator=generator)
+                    m.bias.uniform_(-bound, bound, generator=generator)
+            for name, buf in self.per_channel_statistics.named_buffers():
+                buf.fill_(1.0 if name in ("std-of-means", "mean-of-stds") else 0.0)
+        return self
+
+    def normalize(self, z: Tensor) -> Tensor:
+        return self.per_channel_statistics.normalize(z)
+
+    def denormalize(self, z: Tensor) -> Tensor:
+        return self.per_channel_statistics.denormalize(z)
+
+    def encode_moments(self, pixels: Tensor) -> Tensor:
+        """Raw posterior moments (B, 2C, F', H', W'): C means, then the shared log-variance repeated C times (the
+        training apps' convention, as ltx.ltxv.vae.VideoVAE.encode_moments)."""
+        check_pixel_shape(tuple(pixels.shape), self.cfg)
+        h = self.encoder(pixels)
+        means, logvar = h[:, :-1], h[:, -1:]
+        return torch.cat([means, logvar.expand_as(means)], dim=1)
+
+    def forward(self, pixels: Tensor) -> Tensor:
+        """Reconstruction through the posterior mean: decode(encode(pixels))."""
+        return self.decode(self.encode(pixels))
 
     def encode(self, pixels: Tensor) -> Tensor:
         # pixels: (B, 3, F, H, W) in [-1, 1] -> (B, C, (F - 1) / 8 + 1, H / 32, W / 32) normalized
