@@ -16,6 +16,26 @@ encoder is trained for a few minutes to read captions: linear heads on its maske
 attribute of the scene (per shape slot: colour, shape, motion, or "no second shape"; the background). Only
 training-split captions are used, so held-out colour x shape x motion triples stay unseen. The heads are
 thrown away; the encoder's `last_hidden_state` is what the DiT attends to.
+
+The LTX-2 demo's encoder (`--family gemma`) is a tiny Gemma-3 text model (`gemma3_text`, Gemma3ForCausalLM) with
+a word-level tokenizer, pretrained the same way; its folder loads with `ltx.ltx2.text.GemmaTextEncoder`:
+
+    python -m train.make_text_encoder demo/ltx2/text_encoder --family gemma --overwrite --threads 1
+
+- Tokenizer (`tokenizers`, no download): one token per ShapesWorld word (VOCABULARY plus the opt-in extra
+  colours and motion words), <unk> for any other word, <pad> / <eos> / <bos> / <unk> at Gemma's ids 0 / 1 / 2 / 3,
+  <bos> put first as Gemma's tokenizer does. It normalises as the demo T5 folder's "lowercase_words" rule (lower
+  case, anything but [a-z0-9] is a space), so "A RED circle moves up!" reads as "a red circle moves up".
+  GemmaTextEncoder pads on the left.
+- Model: GEMMA_WIDTH wide, GEMMA_LAYERS layers (sliding-window layers and a full-attention last layer, as
+  Gemma-3's pattern ends; the window is longer than any caption, so every layer sees the whole prefix),
+  4 query / 2 key-value heads of 32, RoPE, tied embeddings, float32.
+- Objective: LTX-2 reads ALL num_layers + 1 hidden states (the scaled embeddings, each layer's output, the last
+  after the final norm), normalises each and projects their concatenation (ltx.ltx2.text, FeatureExtractorV1 /
+  V2). So the heads here read what that path reads: each hidden state RMS-normalised per token (V2's norm; V1's
+  per-prompt affine norm differs by a per-layer scale and shift a linear head absorbs), concatenated to
+  D * (num_layers + 1) per token, then the mean over the prompt's real tokens (<bos> included). The model is
+  causal, so a token knows only its prefix: the words after "and" are where the second shape is told apart.
 """
 
 from __future__ import annotations
@@ -31,11 +51,26 @@ import torch
 from torch import nn
 
 from ltx.core.checkpoint import atomic_dir
-from ltx.data.shapes import BACKGROUNDS, KINDS, MOTIONS, PALETTE, caption, sample_params
+from ltx.data.shapes import (
+    BACKGROUNDS,
+    EXTRA_COLORS,
+    EXTRA_MOTION_PHRASES,
+    KINDS,
+    MOTIONS,
+    PALETTE,
+    VOCABULARY,
+    caption,
+    sample_params,
+)
 from ltx.ltxv.text import TEXT_CONFIG
 
 WIDTH = 128
 MAX_TOKENS = 96  # = the demo preset's generation.text_tokens
+FAMILIES = ("t5", "gemma")
+PRETRAIN_STEPS = {"t5": 1500, "gemma": 1000}  # gemma: held-out captions are all read right from ~300 steps
+GEMMA_WIDTH = 128  # hidden size D (the LTX-2 connector's text_dim)
+GEMMA_LAYERS = 3  # -> GEMMA_LAYERS + 1 = 4 hidden states (the LTX-2 connector's num_hidden_states)
+GEMMA_SPECIAL = ("<pad>", "<eos>", "<bos>", "<unk>")  # ids 0, 1, 2, 3 as in Gemma's tokenizer
 # per shape slot: colour, kind, motion, each with a "none" class for a missing second shape; then background
 FIELDS = [(f"{slot}_{name}", len(values) + 1) for slot in ("first", "second")
           for name, values in (("color", PALETTE), ("kind", KINDS), ("motion", MOTIONS))] + [
@@ -59,21 +94,42 @@ def caption_batch(split: str, n: int, seed: int) -> tuple[list[str], torch.Tenso
     return [caption(s) for s in scenes], torch.tensor([scene_labels(s) for s in scenes])
 
 
+def t5_features(model, tokenizer, texts: list[str]) -> torch.Tensor:
+    """What the pretraining heads of the T5 read: the masked mean of last_hidden_state, (B, WIDTH)."""
+    # padding to the longest caption gives the same states as padding to MAX_TOKENS (masked attention,
+    # relative positions), for less work
+    tok = tokenizer(texts, padding="longest", max_length=MAX_TOKENS, truncation=True, return_tensors="pt")
+    h = model(tok.input_ids, attention_mask=tok.attention_mask).last_hidden_state
+    m = tok.attention_mask.unsqueeze(-1).to(h.dtype)
+    return (h * m).sum(1) / m.sum(1)
+
+
+def gemma_features(model, tokenizer, texts: list[str]) -> torch.Tensor:
+    """What the pretraining heads of the Gemma read: all hidden states, each RMS-normalised per token,
+    concatenated, averaged over the real tokens: (B, D * (num_layers + 1)). The tokenizer pads on the left;
+    padding to the longest caption gives the real tokens the states they get at any longer padding (masked
+    attention, RoPE sees only relative positions), up to rounding."""
+    tok = tokenizer(texts, padding="longest", return_tensors="pt")
+    out = model.model(input_ids=tok.input_ids, attention_mask=tok.attention_mask, output_hidden_states=True,
+                      use_cache=False)
+    x = torch.stack(out.hidden_states, dim=-1)  # (B, T, D, L)
+    x = x * torch.rsqrt(x.pow(2).mean(dim=2, keepdim=True) + 1e-6)
+    valid = tok.attention_mask.bool()[:, :, None]  # (B, T, 1)
+    x = torch.where(valid, x.flatten(2), 0.0)  # (B, T, D * L), d-major as the feature extractors flatten
+    return x.sum(1) / valid.sum(1)
+
+
 def pretrain(model, tokenizer, *, steps: int, batch: int = 32, lr: float = 2e-3, seed: int = 0,
-             log_every: int = 100) -> dict[str, float]:
-    """Train `model` (a T5EncoderModel) to read ShapesWorld captions; returns held-out attribute accuracy."""
+             log_every: int = 100, features=t5_features, width: int = WIDTH) -> dict[str, float]:
+    """Train `model` to read ShapesWorld captions: linear heads on `features(model, tokenizer, texts)` (B, width)
+    predict every scene attribute. Returns the final loss and the held-out attribute accuracy."""
     from tqdm import tqdm
 
-    def encode(texts: list[str]) -> torch.Tensor:  # masked mean of last_hidden_state, (B, WIDTH)
-        # padding to the longest caption gives the same states as padding to MAX_TOKENS (masked attention,
-        # relative positions), for less work
-        tok = tokenizer(texts, padding="longest", max_length=MAX_TOKENS, truncation=True, return_tensors="pt")
-        h = model(tok.input_ids, attention_mask=tok.attention_mask).last_hidden_state
-        m = tok.attention_mask.unsqueeze(-1).to(h.dtype)
-        return (h * m).sum(1) / m.sum(1)
+    def encode(texts: list[str]) -> torch.Tensor:
+        return features(model, tokenizer, texts)
 
     g = torch.Generator().manual_seed(seed)
-    heads = nn.ModuleList(nn.Linear(WIDTH, n) for _, n in FIELDS)
+    heads = nn.ModuleList(nn.Linear(width, n) for _, n in FIELDS)
     for h in heads:
         nn.init.normal_(h.weight, std=0.02, generator=g)
         nn.init.zeros_(h.bias)
@@ -114,21 +170,79 @@ def save_text_encoder(model, tokenizer, path: Path, report: dict | None = None) 
     return path
 
 
+def gemma_vocabulary() -> list[str]:
+    """The tokenizer's words after the special tokens: every word a ShapesWorld caption can hold, the opt-in
+    extra colours and motions included (fine-tuning experiments), sorted."""
+    extra = set(EXTRA_COLORS) | {w for phrase in EXTRA_MOTION_PHRASES.values() for w in phrase.split()}
+    return sorted(VOCABULARY | extra)
+
+
+def gemma_tokenizer():
+    """A word-level fast tokenizer: GEMMA_SPECIAL then gemma_vocabulary(), "lowercase_words" normalisation,
+    <bos> first (one per sequence, as Gemma's), pads on the left."""
+    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    pad, eos, bos, unk = GEMMA_SPECIAL
+    vocab = {token: i for i, token in enumerate([*GEMMA_SPECIAL, *gemma_vocabulary()])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token=unk))
+    tok.normalizer = normalizers.Sequence([normalizers.Lowercase(), normalizers.Replace(Regex("[^a-z0-9]+"), " ")])
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A {bos} $B",
+                                                       special_tokens=[(bos, vocab[bos])])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, eos_token=eos, pad_token=pad, unk_token=unk,
+                                   padding_side="left", model_max_length=64)
+
+
+def gemma_config(vocab_size: int):
+    """The tiny Gemma-3 text model's config (float32; the window covers every prompt, so sliding = full)."""
+    from transformers import Gemma3TextConfig
+
+    pad, eos, bos = range(3)
+    return Gemma3TextConfig(
+        vocab_size=vocab_size, hidden_size=GEMMA_WIDTH, intermediate_size=2 * GEMMA_WIDTH,
+        num_hidden_layers=GEMMA_LAYERS, num_attention_heads=4, num_key_value_heads=2, head_dim=32,
+        query_pre_attn_scalar=32,  # attention scale head_dim**-0.5, as Gemma-3 12B (256 = its head_dim)
+        max_position_embeddings=64, sliding_window=64,
+        layer_types=["sliding_attention"] * (GEMMA_LAYERS - 1) + ["full_attention"],
+        pad_token_id=pad, eos_token_id=eos, bos_token_id=bos, tie_word_embeddings=True, dtype="float32",
+    )
+
+
+def save_gemma(model, tokenizer, path: Path, report: dict) -> Path:
+    """Write a Hugging Face folder (config.json, model.safetensors, the tokenizer, report.json) that
+    `ltx.ltx2.text.GemmaTextEncoder.from_folder` loads, atomically."""
+    with atomic_dir(path) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        # transformers 5 names the class TokenizersBackend; PreTrainedTokenizerFast is its alias there and the
+        # class itself in transformers 4, so both load the folder
+        config = json.loads((tmp / "tokenizer_config.json").read_text())
+        (tmp / "tokenizer_config.json").write_text(
+            json.dumps(config | {"tokenizer_class": "PreTrainedTokenizerFast"}, indent=2) + "\n")
+        (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    return path
+
+
 @dataclass(kw_only=True)
 class MakeTextEncoderConfig:
     """The command line of this app, checked field by field (like the training configs)."""
 
     path: str
+    family: str = "t5"  # "t5" (the 0.9.x demo) | "gemma" (the LTX-2 demo)
     seed: int = 0
-    pretrain_steps: int = 1500
+    pretrain_steps: int | None = None  # None: PRETRAIN_STEPS[family]
     threads: int = 2
     overwrite: bool = False
 
     def __post_init__(self):
-        from train.runner import check_int
+        from train.runner import check_choice, check_int
 
         if not str(self.path):
             raise ValueError("path='' is invalid: give the folder to write the text encoder to")
+        check_choice("family", self.family, FAMILIES)
+        if self.pretrain_steps is None:
+            self.pretrain_steps = PRETRAIN_STEPS[self.family]
         check_int("seed", self.seed, 0)
         check_int("pretrain_steps", self.pretrain_steps, 0)
         check_int("threads", self.threads)
@@ -162,22 +276,50 @@ def make(path: Path, seed: int = 0, overwrite: bool = False, pretrain_steps: int
     return save_text_encoder(model, tokenizer, path, report)
 
 
+def make_gemma(path: Path, seed: int = 0, overwrite: bool = False, pretrain_steps: int = 0) -> Path:
+    """The LTX-2 demo's tiny Gemma-3 (see the file docstring): seeded, pretrained for `pretrain_steps`."""
+    from transformers import Gemma3ForCausalLM
+
+    MakeTextEncoderConfig(path=str(path), family="gemma", seed=seed, overwrite=overwrite,
+                          pretrain_steps=pretrain_steps).check_target()
+    path = Path(path)
+    tokenizer = gemma_tokenizer()
+    torch.manual_seed(seed)
+    model = Gemma3ForCausalLM(gemma_config(len(tokenizer))).float().eval()
+    c = model.config
+    report = {"family": "gemma", "seed": seed, "pretrain_steps": pretrain_steps, "hidden_size": c.hidden_size,
+              "num_hidden_layers": c.num_hidden_layers, "num_hidden_states": c.num_hidden_layers + 1,
+              "vocab_size": c.vocab_size,
+              "objective": "heads on the token mean of all hidden states, each RMS-normalised per token"}
+    if pretrain_steps:
+        report |= pretrain(model, tokenizer, steps=pretrain_steps, seed=seed, features=gemma_features,
+                           width=c.hidden_size * (c.num_hidden_layers + 1))
+        print(json.dumps(report, indent=2))
+    return save_gemma(model, tokenizer, path, report)
+
+
+MAKERS = {"t5": make, "gemma": make_gemma}
+
+
 def main(argv: list[str] | None = None) -> None:
     """The command line (documented in the README, so argparse rather than Hydra): bad input ends in one line
     `error: ...` and exit status 1, as `infer.app.hydra_app` does (LTX_DEBUG=1 shows the traceback)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("path", type=Path)
+    p.add_argument("--family", default="t5",
+                   help="t5: the 0.9.x demo's T5 (default); gemma: the LTX-2 demo's tiny Gemma-3")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--pretrain-steps", type=int, default=1500, help="caption-reading steps (0: seeded weights)")
+    p.add_argument("--pretrain-steps", type=int, default=None,
+                   help=f"caption-reading steps (0: seeded weights; default {PRETRAIN_STEPS})")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--overwrite", action="store_true")
     a = p.parse_args(argv)
     try:
-        cfg = MakeTextEncoderConfig(path=str(a.path), seed=a.seed, pretrain_steps=a.pretrain_steps,
+        cfg = MakeTextEncoderConfig(path=str(a.path), family=a.family, seed=a.seed, pretrain_steps=a.pretrain_steps,
                                     threads=a.threads, overwrite=a.overwrite)
         cfg.check_target()
         torch.set_num_threads(cfg.threads)
-        print(f"wrote {make(Path(cfg.path), cfg.seed, cfg.overwrite, cfg.pretrain_steps)}")
+        print(f"wrote {MAKERS[cfg.family](Path(cfg.path), cfg.seed, cfg.overwrite, cfg.pretrain_steps)}")
     except (ValueError, OSError) as e:  # FileExistsError, PermissionError, RunError, ...
         if os.environ.get("LTX_DEBUG"):
             raise
