@@ -195,13 +195,15 @@ def write_video_with_audio(
     crf: int = 18,
     audio_bitrate: int = 192_000,
     match_video_duration: bool = False,
+    aac_coder: str | None = None,
 ) -> None:
     """One mp4: H.264 video (yuv420p, CRF `crf`; H and W even) + AAC audio (`audio_bitrate` bit/s), atomically.
 
     frames: (F, H, W, 3) uint8 (or (3, F, H, W) float in [0, 1]); waveform: (C, N) float in [-1, 1], C = 1 or 2,
     at `sample_rate` Hz, which must be an AAC rate (`aac_sample_rates()`: 16000, 24000, 48000, ...).
     The whole waveform is written, as the official pipeline does; with `match_video_duration` it is cut or
-    zero-padded to round(F / fps * sample_rate) samples first, so both streams end together."""
+    zero-padded to round(F / fps * sample_rate) samples first, so both streams end together. `aac_coder`: FFmpeg's
+    AAC coder ("fast": about 7x less encoding time than the default "twoloop", for datasets of many clips)."""
     import av
 
     frames = _as_frames(frames)
@@ -236,6 +238,8 @@ def write_video_with_audio(
         astream = container.add_stream("aac", rate=sample_rate)
         astream.layout = _LAYOUTS[samples.shape[0]]
         astream.bit_rate = audio_bitrate
+        if aac_coder is not None:
+            astream.options = {"aac_coder": aac_coder}
         done = 0  # audio samples sent to the encoder
         for i, frame in enumerate(video):
             # converted here: the encoder's own rgb -> yuv path gives different bytes run to run (ltx.core.media)
