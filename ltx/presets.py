@@ -260,6 +260,28 @@ class ModelPreset:
     def is_ltx2(self) -> bool:
         return self.av is not None
 
+    def local_weights(self, checkpoint: str | os.PathLike | None, text_encoder: str | os.PathLike | None
+                      ) -> tuple[Path | str | os.PathLike, Path | str | os.PathLike | None]:
+        """(checkpoint, text encoder folder): the given ones, else the preset's bundled files (the demos,
+        `generation.checkpoint_path` / `text_encoder_path`, relative to `config_root()`); missing bundled weights
+        are refused with the preset's `weights_hint` (how to make them)."""
+        g = self.generation
+
+        def local(path):
+            return None if path is None else Path(path) if Path(path).is_absolute() else config_root() / path
+
+        if checkpoint is None:
+            checkpoint = local(g.checkpoint_path)
+            if checkpoint is None:
+                raise ValueError(f"no checkpoint given; the {self.name} preset's official file is {self.checkpoint}")
+            if not Path(checkpoint).exists() and g.weights_hint:
+                raise FileNotFoundError(f"the bundled weights {checkpoint} are missing; {g.weights_hint}")
+        if text_encoder is None:
+            text_encoder = local(g.text_encoder_path)
+        if text_encoder is not None and not Path(text_encoder).expanduser().is_dir():
+            raise FileNotFoundError(f"text encoder folder {text_encoder} does not exist")
+        return checkpoint, text_encoder
+
     def require_ltx_video(self, what: str) -> None:
         """Refuse an LTX-2 preset where only the 0.9.x models are supported, naming the alternatives."""
         if self.is_ltx2:

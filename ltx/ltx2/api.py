@@ -580,8 +580,7 @@ def open_pipeline(checkpoint: str | os.PathLike | None = None, *,
         preset = dataclasses.replace(preset, av=av)
     av = preset.av
     device, dtype = resolve_device(device, dtype)
-    if checkpoint is None:
-        raise ValueError(f"no checkpoint given; the {preset.name} preset's official file is {preset.checkpoint}")
+    checkpoint, text_encoder = preset.local_weights(checkpoint, text_encoder)  # the demo's bundled files
     bundle = ltx2_checkpoint.read(_file(checkpoint, "checkpoint"), COMPONENTS)
     metas = ltx2_checkpoint.check(bundle)
     version = str(bundle.model_version or "2")

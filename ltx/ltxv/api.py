@@ -83,7 +83,6 @@ from ltx.presets import (
     PassConfig,
     PipelineType,
     SamplingDefaults,
-    config_root,
     load_preset,
 )
 
@@ -665,21 +664,7 @@ def open_pipeline(checkpoint: str | os.PathLike | None = None, *, model: str | o
     """
     preset = model if isinstance(model, ModelPreset) else load_preset(model or "ltx-demo")
     preset.require_ltx_video("ltx.load_pipeline")
-    g = preset.generation
-
-    def local(path):
-        return None if path is None else Path(path) if Path(path).is_absolute() else config_root() / path
-
-    if checkpoint is None:
-        checkpoint = local(g.checkpoint_path)
-        if checkpoint is None:
-            raise ValueError(f"no checkpoint given; the {preset.name} preset's official file is {preset.checkpoint}")
-        if not Path(checkpoint).exists() and g.weights_hint:
-            raise FileNotFoundError(f"the bundled weights {checkpoint} are missing; {g.weights_hint}")
-    if text_encoder is None:
-        text_encoder = local(g.text_encoder_path)
-    if text_encoder is not None and not Path(text_encoder).expanduser().is_dir():
-        raise FileNotFoundError(f"text encoder folder {text_encoder} does not exist")
+    checkpoint, text_encoder = preset.local_weights(checkpoint, text_encoder)
     multi = preset.sampling.pipeline_type is PipelineType.multi_scale
     checkpoints = open_checkpoints(checkpoint, vae, upsampler, multi_scale=multi,
                                    upsampler_name=preset.sampling.spatial_upscaler or "spatial upscaler")
