@@ -43,11 +43,12 @@ def _state(path: Path, what: str) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def _run_config(run: Path, what: str) -> dict:
+def _run_config(run: Path, what: str, key: str) -> dict:
+    """The component's metadata config from a training run's config.json (its `key` section)."""
     path = run / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"{what}: {path} does not exist; pass the run folder of a finished training")
-    return json.loads(path.read_text())
+    return json.loads(path.read_text())[key]
 
 
 def text_sizes(text_encoder: Path) -> tuple[int, int]:
@@ -74,9 +75,9 @@ def export(out: Path, *, vae: Path, audio_vae: Path, vocoder: Path, text_encoder
            seed: int = 0, overwrite: bool = True) -> Path:
     video_vae = VideoVAE(_config(VideoVAEConfig, REPO / "configs/demo/ltx2_vae.yaml"))
     video_vae.load_state_dict(_state(vae, "--vae"), strict=True)
-    a_vae = AudioVAE(AudioVAEConfig.from_metadata(_run_config(audio_vae, "--audio-vae")))
+    a_vae = AudioVAE(AudioVAEConfig.from_metadata(_run_config(audio_vae, "--audio-vae", "audio_vae")))
     a_vae.load_state_dict(_state(audio_vae / "audio_vae_final.pt", "--audio-vae"), strict=True)
-    voc = build_vocoder(VocoderConfig.from_metadata(_run_config(vocoder, "--vocoder")))
+    voc = build_vocoder(VocoderConfig.from_metadata(_run_config(vocoder, "--vocoder", "vocoder")))
     voc.load_state_dict(_state(vocoder / "vocoder_final.pt", "--vocoder"), strict=True)
     if source is None:
         transformer, text = fresh_transformer(text_encoder, seed)
