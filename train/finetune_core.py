@@ -87,10 +87,8 @@ class AVSettings:
     video_loss_weight: float = 1.0
     audio_loss_weight: float = 1.0
     prefix: int | None = None  # extension modes: clean latent frames (video) / steps (audio); None: the mode's
-    # t2av only: per-sample probability that the video (audio) is a clean condition of the whole sample, so the same
-    # run learns video-to-audio (audio-to-video) too (ltx.ltx2.training.Role.clean_p; 0 = the official draws)
-    video_clean_p: float = 0.0
-    audio_clean_p: float = 0.0
+    video_clean_p: float = 0.0  # t2av: per-sample probability of a clean video (learns video-to-audio); 0 = official
+    audio_clean_p: float = 0.0  # t2av: per-sample probability of a clean audio (learns audio-to-video); 0 = official
     connector: str = "frozen"  # frozen | trainable (mode=full only): the text connectors after the cached features
     base_dtype: str = "auto"  # LoRA: the frozen base's dtype: bfloat16 (half the memory; computes under bf16
     # autocast) | float32 | auto = bfloat16 on CUDA, float32 on CPU (where bf16 matmuls are slow)
