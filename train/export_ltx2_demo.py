@@ -1,6 +1,6 @@
 """Assemble the LTX-2 demo model from its training runs into one official single-file LTX-2 checkpoint.
 
-    python -m train.export_ltx2_demo --out runs/ltx2_demo_init.safetensors     # a fresh transformer: the start
+    python -m train.export_ltx2_demo --fresh-vocoder --out runs/ltx2_demo_init.safetensors   # the start
     python -m train.export_ltx2_demo --from runs/demo_ltx2_av/model.safetensors  # the trained one: demo/
 
 Components: the video VAE (`--vae`, a train_vae_ltx2 run's vae_final.pt, configs/demo/ltx2_vae.yaml), the audio
@@ -71,14 +71,19 @@ def fresh_transformer(text_encoder: Path, seed: int) -> tuple[AVTransformer, Emb
     return transformer, EmbeddingsProcessor(c_cfg)
 
 
-def export(out: Path, *, vae: Path, audio_vae: Path, vocoder: Path, text_encoder: Path, source: Path | None = None,
-           seed: int = 0, overwrite: bool = True) -> Path:
+def export(out: Path, *, vae: Path, audio_vae: Path, vocoder: Path | None, text_encoder: Path,
+           source: Path | None = None, seed: int = 0, overwrite: bool = True) -> Path:
     video_vae = VideoVAE(_config(VideoVAEConfig, REPO / "configs/demo/ltx2_vae.yaml"))
     video_vae.load_state_dict(_state(vae, "--vae"), strict=True)
     a_vae = AudioVAE(AudioVAEConfig.from_metadata(_run_config(audio_vae, "--audio-vae", "audio_vae")))
     a_vae.load_state_dict(_state(audio_vae / "audio_vae_final.pt", "--audio-vae"), strict=True)
-    voc = build_vocoder(VocoderConfig.from_metadata(_run_config(vocoder, "--vocoder", "vocoder")))
-    voc.load_state_dict(_state(vocoder / "vocoder_final.pt", "--vocoder"), strict=True)
+    if vocoder is None:  # untrained, seeded: preprocessing and training never decode sound (validation aside)
+        torch.manual_seed(seed)
+        meta = OmegaConf.to_container(OmegaConf.load(REPO / "configs/demo/ltx2_vocoder.yaml"))
+        voc = build_vocoder(VocoderConfig.from_metadata(meta))
+    else:
+        voc = build_vocoder(VocoderConfig.from_metadata(_run_config(vocoder, "--vocoder", "vocoder")))
+        voc.load_state_dict(_state(vocoder / "vocoder_final.pt", "--vocoder"), strict=True)
     if source is None:
         transformer, text = fresh_transformer(text_encoder, seed)
     else:
@@ -97,13 +102,16 @@ def main() -> None:
     p.add_argument("--vae", type=Path, default=REPO / "runs/demo_ltx2_vae_decoder/vae_final.pt")
     p.add_argument("--audio-vae", type=Path, default=REPO / "runs/demo_audio_vae")
     p.add_argument("--vocoder", type=Path, default=REPO / "runs/demo_vocoder")
+    p.add_argument("--fresh-vocoder", action="store_true",
+                   help="an untrained vocoder (the starting file: training decodes no sound but its validation)")
     p.add_argument("--text-encoder", type=Path, default=REPO / "demo/ltx2/text_encoder")
     p.add_argument("--from", dest="source", type=Path, help="a bundled file whose transformer + connectors to take")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=REPO / "demo/ltx2-demo.safetensors")
     a = p.parse_args()
     try:
-        path = export(a.out, vae=a.vae, audio_vae=a.audio_vae, vocoder=a.vocoder, text_encoder=a.text_encoder,
+        path = export(a.out, vae=a.vae, audio_vae=a.audio_vae, vocoder=None if a.fresh_vocoder else a.vocoder,
+                      text_encoder=a.text_encoder,
                       source=a.source, seed=a.seed)
     except (ValueError, OSError) as e:
         raise SystemExit(f"error: {e}") from None
