@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -285,8 +286,11 @@ def test_ctrl_c_during_a_conversion_always_wins_or_is_reported(tmp_path):
         folder.mkdir()
         code = _CONVERT.format(repo=str(REPO), point=point, marker=str(folder / "sent"), src=str(src),
                                dst=str(folder / "out.safetensors"), script=str(REPO / "tools/convert_weights.py"))
+        # Ctrl-C as a terminal delivers it: a launcher that ignores SIGINT (a background job of a non-interactive
+        # shell, nohup) would pass SIG_IGN on, and Python then keeps ignoring it
         procs[point] = subprocess.Popen([sys.executable, "-c", code], text=True, stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                                        stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                                        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     for point, p in procs.items():
         out, err = p.communicate(timeout=300)
         folder = tmp_path / point
