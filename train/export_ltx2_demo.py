@@ -48,7 +48,10 @@ def _run_config(run: Path, what: str, key: str) -> dict:
     path = run / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"{what}: {path} does not exist; pass the run folder of a finished training")
-    return json.loads(path.read_text())[key]
+    config = json.loads(path.read_text())
+    if not isinstance(config, dict) or not isinstance(config.get(key), dict):
+        raise ValueError(f"{what}: {path} has no {key!r} section; pass the run folder of train.train_{key}")
+    return config[key]
 
 
 def text_sizes(text_encoder: Path) -> tuple[int, int]:
