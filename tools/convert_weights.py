@@ -12,6 +12,8 @@ Examples:
   python tools/convert_weights.py out/my-lora comfy.safetensors --to comfy --model configs/model/ltxv-2b-0.9.5.yaml
   python tools/convert_weights.py ltx-2-19b-dev.safetensors ltx-2-19b-dev.ltx2.safetensors   # LTX-2 -> ltx2
   python tools/convert_weights.py ltx-2-19b-dev.safetensors vae.safetensors --components vae,audio_vae --to official
+  python tools/convert_weights.py my-finetune.safetensors my-finetune-fp8.safetensors --to fp8-scaled --dtype bfloat16
+  python tools/convert_weights.py my-finetune.safetensors my-finetune-Q4_K.gguf --to gguf-q4_k
 
 Tensors are streamed (one in memory at a time) and the output is written atomically. Every key must be
 covered by a conversion rule, and the architecture comes from the checkpoint's own config (metadata or
@@ -26,6 +28,11 @@ metadata verbatim. An LTX-2 latent upsampler file (flat metadata config with spa
 or rational resampler keys) has one layout: --dry-run checks it, `--to official` copies it (with --dtype). An
 x2 pixel-shuffle / temporal upsampler without those metadata keys is the 0.9.x layout exactly and converts as a
 0.9.x `upsampler`.
+
+Quantized outputs (ltx.core.quant): `--to fp8-scaled | fp8-comfy | fp8-cast | nvfp4` write the official single file
+(0.9.x: transformer + VAE; LTX-2: the bundle) with the transformer's Linears quantized as the official tools choose
+(non-block layers stay in --dtype); `--to gguf-q8_0 | gguf-q4_k | gguf-q5_k | gguf-q6_k | ...` write the transformer
+alone as a GGUF file in ComfyUI-GGUF's naming, carrying the config (`ltx.config`).
 
 Before anything is written (and with --dry-run) every component is checked the way the loader checks it, from
 the headers: built on `meta` from its config, its key set, shapes and dtypes must match the file's. --overwrite
@@ -61,6 +68,8 @@ from ltx.core.checkpoint import (  # noqa: E402
 from ltx.core.keymap import KeyMapError  # noqa: E402
 from ltx.core.lora_formats import FORMATS as LORA_FORMATS  # noqa: E402
 from ltx.core.lora_formats import LORA_FORMAT, RESERVED, LoRAError, LoRAWeights, is_lora  # noqa: E402
+from ltx.core.quant import LAYOUTS as QUANT_LAYOUTS  # noqa: E402
+from ltx.core.quant import QuantizingView, select_layers, write_gguf  # noqa: E402
 from ltx.ltx2 import checkpoint as ltx2_ckpt  # noqa: E402
 from ltx.ltxv import lora as ltxv_lora  # noqa: E402
 from ltx.ltxv.checkpoint import COMPONENTS, FORMATS, WRITERS, read_checkpoint, validate  # noqa: E402
@@ -71,7 +80,7 @@ from ltx.presets import load_preset  # noqa: E402
 DTYPES = {"keep": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 LTX2_LAYOUTS = ("ltx2", "official")
 # checkpoint formats, then LoRA-only ones, then the LTX-2 layout
-ALL_FORMATS = (*FORMATS, *(f for f in LORA_FORMATS if f not in FORMATS), LTX2_LAYOUTS[0])
+ALL_FORMATS = (*FORMATS, *(f for f in LORA_FORMATS if f not in FORMATS), LTX2_LAYOUTS[0], *QUANT_LAYOUTS)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -289,10 +298,77 @@ def convert_ltx2_upsampler(args: argparse.Namespace) -> int:
     return 0
 
 
+def convert_quantized(args: argparse.Namespace) -> int:
+    """--to <quantized layout>: the transformer's chosen Linears quantized (ltx.core.quant does the work), the
+    rest cast to --dtype; checked by the loaders' own header check before anything is written (LTX-2)."""
+    layout, dtype = args.to, DTYPES[args.dtype]
+    if args.components != "all":
+        raise CheckpointError(f"--components: --to {layout} writes the whole checkpoint (GGUF: the transformer)")
+    kind = ltx2_ckpt.detect(args.src)
+    if kind == "upsampler":
+        raise CheckpointError(f"--to {layout}: {args.src} is a latent upsampler; only transformers are quantized")
+    if kind is not None:  # LTX-2 bundle
+        ckpt = ltx2_ckpt.read(args.src)
+        if args.model is not None:
+            check_ltx2_model(args.src, ckpt.model_version, args.model)
+        meta = ltx2_ckpt.check(ckpt, ["transformer"])["transformer"]
+        fk = ckpt.keys["transformer"]
+        layers = select_layers(meta, layout)
+        if layout.startswith("gguf-"):
+            strings = {"ltx.family": "ltx2", "ltx.config": json.dumps(ckpt.config),
+                       "ltx.model_version": str(ckpt.model_version)}
+            out = write_gguf(args.dst, {o: ckpt.reader.infos[k] for o, k in fk.items()},
+                             lambda o: ckpt.reader.get(fk[o]), layers, _gguf_type(layout), strings=strings,
+                             overwrite=args.overwrite)
+        else:
+            wanted = [fk[f"{n}.weight"][: -len(".weight")] for n in layers]
+            view = QuantizingView(ckpt.reader.infos, ckpt.reader.get, wanted, layout, dtype, ckpt.reader.metadata)
+            keys = {n: dict(k) for n, k in ckpt.keys.items()}
+            for layer, ours in zip(wanted, layers):
+                for key in view.infos:
+                    if key.startswith(layer + ".") and key != layer + ".weight":
+                        keys["transformer"][ours + key[len(layer):]] = key
+            quantized = ltx2_ckpt.LTX2Checkpoint(args.dst, ckpt.format, ckpt.config, ckpt.model_version, keys, view)
+            out = ltx2_ckpt.write(quantized, args.dst, layout="official", overwrite=args.overwrite)
+    else:
+        ckpt = read_checkpoint(args.src)
+        if "dit" not in ckpt.components:
+            raise CheckpointError(f"--to {layout}: {args.src} holds no transformer (it has {sorted(ckpt.components)})")
+        if args.model is not None:
+            check_model(ckpt, args.model)
+        validate(ckpt)
+        cw = ckpt.components["dit"]
+        layers = select_layers(_meta_dit(cw), layout)
+        if layout.startswith("gguf-"):
+            config = {"transformer": COMPONENTS["dit"].config_to_official(cw.config)}
+            out = write_gguf(args.dst, cw.infos, cw.fetch, layers, _gguf_type(layout), overwrite=args.overwrite,
+                             strings={"ltx.family": "ltxv", "ltx.config": json.dumps(config)})
+        else:
+            for name, c in list(ckpt.components.items()):
+                view = QuantizingView(c.infos, c.fetch, layers if name == "dit" else [], layout, dtype)
+                ckpt.components[name] = type(c)(name, c.config, view.infos, view.get)
+            out = WRITERS["official"](ckpt, args.dst, overwrite=args.overwrite)
+    print(f"wrote {out} ({layout}: {len(layers)} Linears quantized)")
+    return 0
+
+
+def _meta_dit(cw):
+    with torch.device("meta"):
+        return DiT(cw.config)
+
+
+def _gguf_type(layout: str) -> int:
+    from ltx.core.quant.layouts import layout_kind
+
+    return layout_kind(layout)[1]
+
+
 def convert(args: argparse.Namespace) -> int:
     if is_lora(args.src):
         args.to = args.to or "ltx"
         return convert_lora(args)
+    if args.to in QUANT_LAYOUTS:
+        return convert_quantized(args)
     kind = ltx2_ckpt.detect(args.src)
     if kind is not None:
         return convert_ltx2(args, kind)

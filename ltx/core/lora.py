@@ -265,7 +265,7 @@ def _wrap(model: nn.Module, name: str, module: nn.Linear) -> LoRALinear:
     if isinstance(module, LoRALinear):
         return module
     parent, _, child = name.rpartition(".")
-    lora = LoRALinear(module)
+    lora = getattr(module, "lora_wrapper", LoRALinear)(module)  # a quantized Linear brings its own (ltx.core.quant)
     setattr(model.get_submodule(parent) if parent else model, child, lora)
     return lora
 
@@ -370,9 +370,12 @@ def remove_lora(model: nn.Module, name: str | None = None) -> None:
             for d in (m.lora_alpha, m.lora_strength, m.lora_merged):
                 d.pop(n, None)
         if not m.lora_A:
-            plain = nn.Linear(m.in_features, m.out_features, device="meta")
-            plain.register_parameter("weight", m.weight)
-            plain.register_parameter("bias", m.bias)
+            if hasattr(m, "unwrapped"):  # a quantized Linear (ltx.core.quant) restores itself
+                plain = m.unwrapped()
+            else:
+                plain = nn.Linear(m.in_features, m.out_features, device="meta")
+                plain.register_parameter("weight", m.weight)
+                plain.register_parameter("bias", m.bias)
             plain.train(m.training)
             parent, _, child = real.rpartition(".")
             setattr(model.get_submodule(parent) if parent else model, child, plain)
@@ -469,7 +472,9 @@ def fuse_loras(model: nn.Module, loras: Sequence[tuple[LoRAWeights, float]]) -> 
     linears = _linears(model)
     targets = sorted({m for weights, _ in loras for m in weights.modules})
     for m in targets:
-        add_deltas(linears[m][1].weight, [
+        module = linears[m][1]  # a quantized Linear (ltx.core.quant) dequantizes, adds and requantizes itself
+        fold = getattr(module, "add_deltas", None) or (lambda terms, w=module.weight: add_deltas(w, terms))
+        fold([
             (weights.tensors[f"{m}.lora_A.weight"], weights.tensors[f"{m}.lora_B.weight"],
              strength * (weights.alpha[m] / weights.rank[m]))
             for weights, strength in loras if m in weights.rank])

@@ -59,6 +59,7 @@ from ltx.core.checkpoint import (
     load_strict,
     write_safetensors,
 )
+from ltx.core.quant import QuantError, fixed_dtype_keys, prepare_for_file
 from ltx.ltx2.audio_vae import AudioVAE, AudioVAEConfig
 from ltx.ltx2.text import EmbeddingsProcessor, TextConnectorConfig
 from ltx.ltx2.transformer import AVTransformer, AVTransformerConfig
@@ -329,7 +330,11 @@ def build_component(name: str, config: dict, keys: Collection[str] | None = None
 
 def build(ckpt: LTX2Checkpoint, name: str, device: str | torch.device = "meta") -> nn.Module:
     try:
-        return build_component(name, ckpt.config, set(ckpt.keys.get(name, ())), device)
+        module = build_component(name, ckpt.config, set(ckpt.keys.get(name, ())), device)
+        infos = {ours: ckpt.reader.infos[k] for ours, k in ckpt.keys.get(name, {}).items()}
+        return prepare_for_file(module, infos, where=f"{ckpt.path} [{name}]")  # quantized Linears (ltx.core.quant)
+    except QuantError:
+        raise  # names the file already
     except CheckpointError as e:
         raise CheckpointError(f"{ckpt.path}: {e}") from None
     except (ValueError, TypeError, KeyError) as e:
@@ -381,9 +386,10 @@ def load(
     out = {}
     for name, module in metas.items():
         sd = {}
+        keep = fixed_dtype_keys(module)  # quantized weights and their scales keep the file's dtypes
         for ours, k in ckpt.keys[name].items():
             t = ckpt.reader.get(k)
-            if dtype is not None and t.is_floating_point():
+            if dtype is not None and t.is_floating_point() and ours not in keep:
                 t = t.to(dtype)
             sd[ours] = t.to(device)
         out[name] = _fill(module, sd, device, f"{ckpt.path} [{name}]")

@@ -29,7 +29,7 @@ import os
 import re
 from collections.abc import Callable, Iterable
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,8 @@ from ltx.core.checkpoint import (
     write_safetensors,
 )
 from ltx.core.keymap import KeyMapError, Rule, invert, rename
+from ltx.core.quant import fixed_dtype_keys, prepare_for_file
+from ltx.core.quant.gguf_io import is_gguf, read_gguf
 from ltx.ltxv import keys_diffusers as dif
 from ltx.ltxv import keys_official as off
 from ltx.ltxv import keys_vae as vt
@@ -268,6 +270,8 @@ def detect_format(path: str | os.PathLike) -> str:
         return "diffusers"
     if not path.exists():
         raise CheckpointError(f"{path}: no such file or folder")
+    if is_gguf(path):
+        return "gguf"
     reader = SafetensorsReader(path)
     _refuse_ltx2(reader)
     if reader.metadata.get("format") == "ltx":
@@ -432,7 +436,30 @@ def read_checkpoint(path: str | os.PathLike, *, causal_temporal_positioning: boo
         return _read_ltx(path)
     if fmt == "official":
         return _read_official(path)
+    if fmt == "gguf":
+        return _read_gguf(path)
     return _read_diffusers(path, causal_temporal_positioning)
+
+
+def _read_gguf(path: Path) -> Checkpoint:
+    """A GGUF transformer (ComfyUI-GGUF names, ltx.core.quant.gguf_io): the dit alone, its config from the file's
+    `ltx.config` field (files written by ltx) or else from the tensor shapes (community files)."""
+    f = read_gguf(path)
+    if f.metadata.get("ltx.family") == "ltx2" or any(".audio_attn1." in k for k in f.keys()):
+        raise CheckpointError(f"{path}: an LTX-2 transformer in GGUF, not LTX-Video 0.9.x: LTX-2 GGUF files load "
+                              "with ltx.core.quant.load_quantized into a transformer built from the bundle's config")
+    keys = {k.removeprefix(off.DIT_PREFIX): k for k in f.keys()}
+    infos = {ours: f.infos[k] for ours, k in keys.items()}
+    if "ltx.config" in f.metadata:
+        cfg = _config(path, "transformer", lambda: off.dit_config_from_official(
+            json.loads(f.metadata["ltx.config"])["transformer"]))
+    else:
+        shapes = {ours: TensorInfo(i.dtype, f.logical.get(k, i.shape)) for ours, k in keys.items()
+                  for i in (f.infos[k],)}
+        cfg = _config(path, "transformer", lambda: _dit_config_from_shapes(DiTConfig(), shapes))
+        cfg = _preset_dit(cfg) or cfg  # the head split and flags are not in the shapes: a preset of these sizes
+    comp = ComponentWeights("dit", cfg, infos, lambda k, m=keys: f.get(m[k]))
+    return Checkpoint("gguf", path, {"dit": comp})
 
 
 # ---------------------------------------------------------------------------------------------- validation
@@ -447,9 +474,10 @@ def _expected(module: nn.Module) -> dict[str, tuple[tuple[int, ...], torch.dtype
 def _build_meta(cw: ComponentWeights, where: str) -> nn.Module:
     try:
         with torch.device("meta"):
-            return cw.component.build(cw.config)
+            module = cw.component.build(cw.config)
     except (ValueError, TypeError, RuntimeError, ZeroDivisionError) as e:
         raise ConfigError(f"{where}: cannot build {cw.component.build.__name__} from its config ({e})") from None
+    return prepare_for_file(module, cw.infos, where=where)  # a quantized file's Linears (ltx.core.quant)
 
 
 def _span(indices: set[int]) -> str:
@@ -491,6 +519,19 @@ def _preset_names(cfg: DiTConfig) -> list[str]:
         return names
     except Exception:  # noqa: BLE001 - a hint only; never let it hide the real error
         return []
+
+
+def _preset_dit(cfg: DiTConfig) -> DiTConfig | None:
+    """The full transformer config of the first preset (configs/model/*.yaml) with `cfg`'s sizes, or None."""
+    names = _preset_names(cfg)
+    if not names:
+        return None
+    import yaml
+
+    folder = Path(__file__).resolve().parents[2] / "configs" / "model"
+    dit = yaml.safe_load((folder / f"{names[0]}.yaml").read_text())["dit"]
+    known = {f.name for f in fields(DiTConfig)}
+    return DiTConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in dit.items() if k in known})
 
 
 def _hints(cw: ComponentWeights, expected: dict, source: str) -> list[str]:
@@ -578,9 +619,10 @@ def load_component(
     source = _CONFIG_SOURCE.get(ckpt.format, "its config")
     module = check_component(cw, where=f"{ckpt.path} ({name})", source=source)  # before reading any tensor
     sd = {}
+    keep = fixed_dtype_keys(module)  # quantized weights and their scales keep the file's dtypes
     for k in cw.infos:
         t = cw.fetch(k)
-        if dtype is not None and t.is_floating_point():
+        if dtype is not None and t.is_floating_point() and k not in keep:
             t = t.to(dtype)
         sd[k] = t.to(device)
     load_strict(module, sd, what=f"{ckpt.path} ({name})")
