@@ -6,7 +6,7 @@ PROMPT  ?= a red circle moves to the left
 PYTEST_ARGS ?=
 ARGS    ?=
 
-.PHONY: venv test lint generate bench clean-venv
+.PHONY: venv test lint generate serve bench clean-venv
 
 # torch 2.13.0 (CPU) is served from this machine's local package store. `make generate` installs what
 # generation needs (.[generate]); `make test` adds the training and test extras and the reference
@@ -33,13 +33,21 @@ venv: $(BIN)/.stamp
 
 test: venv
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS) tests --nbmake notebooks/demo.ipynb
+	$(BIN)/python -m pytest -q --durations=25 $(PYTEST_ARGS) tests --nbmake notebooks/demo.ipynb
 
 lint: venv
 	$(BIN)/ruff check .
 
 generate: $(BIN)/.stamp-generate
 	$(BIN)/python -m infer.generate 'prompts=["$(PROMPT)"]' $(ARGS)
+
+# The HTTP service on the bundled demo (CPU); prints its URL. ARGS: e.g. port=8000 model=ltx2-demo
+$(BIN)/.stamp-serve: $(BIN)/.stamp-generate
+	$(BIN)/pip install -q -e '.[serve]'
+	touch $@
+
+serve: $(BIN)/.stamp-serve
+	$(BIN)/python -m infer.serve $(ARGS)
 
 bench: venv
 	$(BIN)/python tools/bench_dit.py

@@ -179,6 +179,7 @@ class HelpRow:
     explanation: str
     heading: str = ""  # a comment block above the field that it shares with the fields after it
     section: str = ""  # a nested dataclass's docstring, on its first row
+    preset: bool = False  # the model preset field (a ModelPreset), shown as its name and the preset list
 
 
 def schema_rows(schema: type, prefix: str = "") -> list[HelpRow]:
@@ -206,7 +207,7 @@ def schema_rows(schema: type, prefix: str = "") -> list[HelpRow]:
             continue
         explanation = beside or FIELD_HELP.get(key) or FIELD_HELP.get(f.name) or above
         heading = above if beside and above else ""
-        rows.append(HelpRow(key, explanation, heading))
+        rows.append(HelpRow(key, explanation, heading, preset=nested is not None))
     return rows
 
 
@@ -249,8 +250,8 @@ def schema_help(schema: type, values=None, groups: tuple[str, ...] = ()) -> str:
             group = where
         if row.heading:
             out += ["", *textwrap.wrap(f"{row.heading}:", HELP_WIDTH, initial_indent="  ", subsequent_indent="    ")]
-        if row.key == "model":
-            value = OmegaConf.select(values, "model.name", default="?")
+        if row.preset:
+            value = OmegaConf.select(values, f"{row.key}.name", default="?")
             text = (f"{row.explanation}; presets: {', '.join(preset_names())}. Any preset field can be overridden "
                     "too, e.g. model.sampling.first_pass.num_inference_steps=20")
         else:
