@@ -30,16 +30,12 @@ def run(settings: ServeSettings) -> None:
     log.handlers, log.propagate = [handler], False
     log.setLevel(logging.INFO)
     open_model(settings)  # a missing checkpoint or an unknown preset: one line now, before binding the port
-    serve(settings, make_backend(settings))
+    if settings.backend == "ray":  # the whole API as a Ray Serve application: ingress + generation replicas
+        from ltx.serve.ray_backend import run as run_on_ray  # Ray is an optional extra: imported only when asked
 
-
-def make_backend(settings: ServeSettings):
-    """The backend `settings.backend` names; None = the app's default (the embedded worker)."""
-    if settings.backend == "ray":
-        from ltx.serve.ray_backend import RayBackend  # Ray is an optional extra: imported only when asked for
-
-        return RayBackend(settings)
-    return None
+        run_on_ray(settings)
+        return
+    serve(settings)
 
 
 def main() -> None:

@@ -74,6 +74,8 @@ def create_app(settings: ServeSettings, backend=None, *, checker: RequestChecker
     checker = checker or RequestChecker(settings)
     if backend is None:
         backend = EmbeddedBackend(settings, store, metrics, runner)
+    elif getattr(backend, "metrics", False) is None:  # a backend that reports timings into the app's metrics (Ray)
+        backend.metrics = metrics
     uploads_root = settings.outputs / "uploads"
     uploads_root.mkdir(parents=True, exist_ok=True)
     limits = settings.limits

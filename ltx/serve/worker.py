@@ -126,9 +126,9 @@ class EmbeddedBackend:
                 self._wake.wait(IDLE_POLL_S)
                 self._wake.clear()
                 continue
-            self._run(job)
+            self.run_job(job)
 
-    def _run(self, job: Job) -> None:
+    def run_job(self, job: Job) -> None:
         waited = job.started_at - job.created_at
         log.info("job %s started (attempt %d, waited %.2f s in the queue): %s", job.id, job.attempts, waited,
                  _describe(job.request))
