@@ -47,6 +47,11 @@ from ltx.core.checkpoint import CheckpointError
 from ltx.core.media import MediaError, load_image, slug, write_contact_sheet, write_mp4
 from ltx.core.media import crf_compress as crf_compress  # re-exported: the official image preprocessing
 from ltx.core.media import gaussian_blur3 as gaussian_blur3
+from ltx.core.offload import MODES as OFFLOAD_MODES
+from ltx.core.offload import apply_offload
+from ltx.core.parallel import Dist
+from ltx.core.sequence_parallel import start_parallel
+from ltx.core.step_cache import CachePolicy, cached
 from ltx.data.shapes import VOCABULARY, unknown_words
 from ltx.ltxv import api
 from ltx.ltxv.api import generate
@@ -57,6 +62,7 @@ from ltx.ltxv.pipelines import passes, vae_scale
 from ltx.ltxv.text import NORMALIZERS, T5TextEncoder, load_embeddings, text_normalizer, truncation_summary
 from ltx.ltxv.transformer import DiTConfig
 from ltx.ltxv.vae import VAEConfig
+from ltx.plan import plan_memory
 from ltx.presets import ModelPreset, PipelineType, SamplingDefaults, config_root
 
 
@@ -84,6 +90,23 @@ class ControlSpec:
     strength: float = 1.0
     frame: int = 0
     downscale: int | None = None
+
+
+@dataclass(kw_only=True)
+class ParallelConfig:
+    """`parallel=sp` (configs/parallel/sp.yaml) under `torchrun --nproc_per_node N -m infer.generate`: one video
+    over N processes (ltx.core.sequence_parallel). Every rank samples with the same seed; rank 0 writes the files."""
+
+    kind: str = "none"  # none | sp
+    mode: str = "ulysses"  # ulysses (all-to-all; heads divisible by the sequence group size) | ring (any size)
+    cfg: bool = False  # guidance rows / passes over 2 groups, sequence parallel inside each (N even)
+    vae: bool = True  # with vae_tiling=true: the decode's tiles spread over all N processes (0.9.x)
+
+    def __post_init__(self):
+        if self.kind not in ("none", "sp"):
+            raise ValueError(f"parallel={self.kind!r} is not supported (supported: none, sp)")
+        if self.mode not in ("ulysses", "ring"):
+            raise ValueError(f"parallel.mode={self.mode!r} is not supported (supported: ulysses, ring)")
 
 
 @dataclass(kw_only=True)
@@ -133,6 +156,12 @@ class GenerateConfig:
     segment_overlap: int = 9  # frames shared by consecutive segments (8k + 1)
     noise_mix: float = 0.5  # SLERP from the previous segment's noise to fresh noise (0 = same noise)
     vae_tiling: bool = False  # encode / decode in tiles (bounded memory, ltx.ltxv.vae_tiling)
+    offload: str = "none"  # none | model | blocks: CPU offload of components / transformer blocks (ltx.core.offload)
+    offload_prefetch: int = 1  # offload=blocks: blocks copied ahead on a side CUDA stream
+    vram_budget: str | None = None  # e.g. 24GB: the memory planner (ltx.plan) sets offload and vae_tiling to fit
+    plan: bool = False  # print the memory plan for this request (vram_budget, default 24GB) and stop
+    cache: CachePolicy = field(default_factory=CachePolicy)  # cache=teacache|first_block: step caching (configs/cache)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)  # parallel=sp: see ParallelConfig
     device: str = "auto"  # auto = cuda if available, else cpu
     precision: Precision = Precision.auto
     output_dir: str = "outputs/generate"
@@ -495,12 +524,36 @@ def with_preset_defaults(cfg: GenerateConfig) -> GenerateConfig:
     )
 
 
+def memory_settings(cfg: GenerateConfig) -> GenerateConfig:
+    """offload / vram_budget / plan: check them; with a budget (or plan=true) print the memory plan and take its
+    offload and VAE tiling (its weight format and text encoder placement are printed as advice)."""
+    if cfg.offload not in OFFLOAD_MODES:
+        raise InputError(f"offload={cfg.offload!r} is not supported (supported: {', '.join(OFFLOAD_MODES)})")
+    if cfg.vram_budget is None and not cfg.plan:
+        return cfg
+    try:
+        plan = plan_memory(cfg.model, height=cfg.height, width=cfg.width, num_frames=cfg.num_frames,
+                           batch=max(1, len(cfg.prompts)), budget=cfg.vram_budget or "24GB",
+                           dtype="fp32" if cfg.precision == Precision.float32 else "bf16")
+    except ValueError as e:
+        raise InputError(f"vram_budget: {e}") from None
+    print(plan.table())
+    s = plan.settings
+    if s.weights != "bf16" or s.text_encoder_device != "device":
+        print(f"advice: the plan needs weights {s.weights} (tools/convert_weights.py) and the text encoder on "
+              f"{'the GPU' if s.text_encoder_device == 'device' else 'the CPU'}; offload and vae_tiling are applied")
+    return dataclasses.replace(cfg, offload=s.offload, vae_tiling=s.vae_tiling or cfg.vae_tiling)
+
+
 def run(cfg: GenerateConfig) -> list[Path]:
     """Generate one video per prompt; returns the mp4 paths (see the file docstring for the order of work)."""
     from omegaconf import OmegaConf
     from tqdm import tqdm
 
     cfg = with_preset_defaults(with_student(cfg))
+    cfg = memory_settings(cfg)
+    if cfg.plan:
+        return []
     if cfg.model.is_ltx2:  # video + sound: its own checks and outputs
         from infer import generate_ltx2
 
@@ -547,16 +600,27 @@ def run(cfg: GenerateConfig) -> list[Path]:
 
     # --- heavy work: the prompts (the text encoder freed), then the weights (LoRAs merged), then sampling
     text, views = encode_text(cfg, prompts, pos, neg, needs_cfg(request.sampling), device, dtype)
-    pipe.load(device, dtype)
-    torch.manual_seed(cfg.seed)
+    pipe.load("cpu" if cfg.offload != "none" else device, dtype)  # offload: the weights never sit on the card together
+    if cfg.offload != "none":
+        apply_offload(pipe, cfg.offload, device=device, prefetch=cfg.offload_prefetch)
+    par = cfg.parallel
+    world = Dist() if par.kind == "none" else start_parallel(
+        pipe.dit, pipe.vae if cfg.vae_tiling and par.vae else None, mode=par.mode, cfg=par.cfg)
+    torch.manual_seed(cfg.seed)  # the same seed on every rank: the same noise
     generator = torch.Generator(device).manual_seed(cfg.seed)
     total = sum(len(s) - 1 for s in request.sigmas) * cfg.segments
-    with tqdm(total=total, desc="denoising", unit="step") as bar, torch.no_grad():
+    with tqdm(total=total, desc="denoising", unit="step", disable=not world.is_main) as bar, torch.no_grad():
         try:  # nothing non-finite reaches a file
-            frames = generate(pipe, text, request, generator, tiled=cfg.vae_tiling, progress=lambda i: bar.update(1))
+            with cached(pipe.dit, cfg.cache, request.sigmas) as step_cache:
+                frames = generate(pipe, text, request, generator, tiled=cfg.vae_tiling,
+                                  progress=lambda i: bar.update(1))
         except api.NonFiniteError as e:
             raise InputError(f"{e}; nothing was written" + (", or use precision=float32" if dtype != torch.float32
                                                              else "")) from None
+
+    if not world.is_main:  # every rank holds the frames; rank 0 writes them
+        world.destroy()
+        return []
 
     # --- outputs: staged and renamed into place when complete, so a failed run leaves no folder behind
     resolved = OmegaConf.to_container(OmegaConf.structured(dataclasses.replace(cfg, model=dataclasses.replace(
@@ -571,7 +635,8 @@ def run(cfg: GenerateConfig) -> list[Path]:
             record = {"prompt": prompt, "encoded_prompt": seen,
                       "prompt_truncated": bool(views and views[k].truncated), "index": k, "seed": cfg.seed,
                       "vae_scale": list(vae_scale(vae_cfg)),
-                      "sigmas": [[round(float(v), 6) for v in s] for s in request.sigmas], "config": resolved}
+                      "sigmas": [[round(float(v), 6) for v in s] for s in request.sigmas], "config": resolved,
+                      "cache_stats": step_cache.stats}  # forwards computed / skipped (config.cache: the policy)
             write_text(stem.with_suffix(".yaml"), OmegaConf.to_yaml(OmegaConf.create(record)))
             names.append(stem.with_suffix(".mp4").name)
         # the evaluator's contract (tools/eval_shapes.py): prompts.json maps each video to the prompt the model read
@@ -580,6 +645,7 @@ def run(cfg: GenerateConfig) -> list[Path]:
     print(f"wrote {len(paths)} video(s) to {folder.final}:")
     for p in paths:
         print(f"  {p}  (+ {p.with_suffix('.png').name}, {p.with_suffix('.yaml').name})")
+    world.destroy()
     return paths
 
 

@@ -42,6 +42,9 @@ from infer.output import (
 )
 from ltx.core.audio_io import aac_sample_rates, write_audio_contact_sheet, write_video_with_audio, write_wav
 from ltx.core.media import slug
+from ltx.core.offload import apply_offload
+from ltx.core.parallel import Dist
+from ltx.core.sequence_parallel import start_parallel
 from ltx.ltx2 import api
 from ltx.ltx2.audio import resample
 
@@ -125,13 +128,26 @@ def run(cfg) -> list[Path]:
         text = pipe.encode_prompts(list(cfg.prompts), request.negative_prompt)
     except ValueError as e:
         raise InputError(str(e)) from None
+    if cfg.offload != "none":  # load in CPU memory; the hooks bring each component (block) to the card when used
+        device, pipe.device = pipe.device, torch.device("cpu")
     pipe.load()
+    if cfg.offload != "none":
+        apply_offload(pipe, cfg.offload, device=device, prefetch=cfg.offload_prefetch)
+    # parallel=sp: the transformer sharded (the pipelines decode untiled: every rank decodes); parallel.cfg splits
+    # the guidance passes, which must then be rows of one batch
+    pipe.batch_passes = cfg.parallel.kind == "sp" and cfg.parallel.cfg
+    world = Dist() if cfg.parallel.kind == "none" else start_parallel(
+        pipe.modules["transformer"], mode=cfg.parallel.mode, cfg=cfg.parallel.cfg)
     with tqdm(total=request.num_evaluations, desc=f"{request.pipeline.value} ({len(cfg.prompts)} prompt(s))",
-              unit="step") as bar:
+              unit="step", disable=not world.is_main) as bar:
         try:
-            out = pipe.generate(text, request, seed=cfg.seed, progress=lambda: bar.update(1))
+            out = pipe.generate(text, request, seed=cfg.seed, progress=lambda: bar.update(1), cache=cfg.cache)
         except api.NonFiniteError as e:
             raise InputError(f"{e}; nothing was written") from None
+
+    if not world.is_main:  # every rank holds the result; rank 0 writes it
+        world.destroy()
+        return []
 
     # --- outputs
     resolved = OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True)
@@ -153,7 +169,8 @@ def run(cfg) -> list[Path]:
                       "model_version": pipe.model_version, "sample_rate": rate, "soundtrack": cfg.audio,
                       "video_input": cfg.video,
                       "audio_seconds": round(audio.shape[-1] / rate, 4),
-                      "sigmas": [[round(float(s), 6) for s in stage] for stage in sigmas], "config": resolved}
+                      "sigmas": [[round(float(s), 6) for s in stage] for stage in sigmas], "config": resolved,
+                      "cache_stats": out.cache_stats}  # forwards computed / skipped (config.cache: the policy)
             write_text(stem.with_suffix(".yaml"), OmegaConf.to_yaml(OmegaConf.create(record)))
             names.append(stem.with_suffix(".mp4").name)
         write_text(folder.path / "prompts.json", json.dumps(dict(zip(names, cfg.prompts)), indent=2) + "\n")
@@ -161,4 +178,5 @@ def run(cfg) -> list[Path]:
     print(f"wrote {len(paths)} video(s) with sound to {folder.final}:")
     for p in paths:
         print(f"  {p}  (+ {p.with_suffix('.wav').name}, {p.with_suffix('.png').name}, {p.with_suffix('.yaml').name})")
+    world.destroy()
     return paths

@@ -7,7 +7,7 @@
 
 __version__ = "0.1.0"
 
-__all__ = ["Pipeline", "load_pipeline", "open_pipeline", "load_preset"]
+__all__ = ["Pipeline", "load_pipeline", "open_pipeline", "load_preset", "plan_memory"]
 
 
 def __getattr__(name: str):  # lazy: `import ltx` stays light (no transformers, no media libraries)
@@ -23,4 +23,8 @@ def __getattr__(name: str):  # lazy: `import ltx` stays light (no transformers, 
         from ltx.presets import load_preset
 
         return load_preset
+    if name == "plan_memory":  # the memory planner: what fits a VRAM budget (ltx.plan)
+        from ltx.plan import plan_memory
+
+        return plan_memory
     raise AttributeError(f"module 'ltx' has no attribute {name!r}")

@@ -50,6 +50,7 @@ from ltx.core.checkpoint import CheckpointError
 from ltx.core.device import resolve_device
 from ltx.core.media import MediaError, crf_compress, read_image, read_video
 from ltx.core.requests import check_prompts, check_seed, lora_specs
+from ltx.core.step_cache import CachePolicy, cached
 from ltx.ltx2 import pipelines
 from ltx.ltx2.audio import waveform_to_mel
 from ltx.ltx2.conditioning import fit_image
@@ -107,6 +108,7 @@ class Output:
     sample_rate: int
     video_latent: Tensor  # (B, 128, F', H', W')
     audio_latent: Tensor  # (B, 8, T, 16)
+    cache_stats: dict | None = None  # step caching (cache=CachePolicy(...)): forwards computed / skipped
 
 
 class NonFiniteError(ValueError):
@@ -127,6 +129,7 @@ class Pipeline:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     dtype: torch.dtype = torch.float32
     modules: dict[str, torch.nn.Module] | None = None  # loaded: the bundle's components + "upsampler"
+    batch_passes: bool = False  # the guidance passes of a step as one batch (parallel.cfg splits its rows)
     _transformer_changed: bool = False  # stage 2 changed it in place: restore before the next run
 
     @property
@@ -358,8 +361,9 @@ class Pipeline:
 
     # --- generation
     def generate(self, text: TextStates, request: Request, *, seed: int,
-                 progress: Callable[[], None] | None = None) -> Output:
-        """Run a validated request on encoded prompts; `progress()` is called `request.num_evaluations` times."""
+                 progress: Callable[[], None] | None = None, cache: CachePolicy | None = None) -> Output:
+        """Run a validated request on encoded prompts; `progress()` is called `request.num_evaluations` times.
+        `cache`: step caching of the transformer for this run (ltx.core.step_cache; stats in Output.cache_stats)."""
         if not self.loaded:
             raise ValueError("the pipeline was opened without weights; call .load() first")
         check_seed(seed)
@@ -384,9 +388,11 @@ class Pipeline:
                 stage_2_sigmas=None if request.stage_2_sigmas is None else request.stage_2_sigmas.to(device),
                 video_guidance=request.video_guidance, audio_guidance=request.audio_guidance, images=request.images,
                 soundtrack=soundtrack, video=None if given is None else modules["vae"].encode(given),
-                generator=torch.Generator(device).manual_seed(seed), dtype=self.dtype,
+                generator=torch.Generator(device).manual_seed(seed), dtype=self.dtype, batch_passes=self.batch_passes,
                 on_step=None if progress is None else (lambda *_: progress()))
-            result = self._run(positive, negative, av_request, request.references)
+            schedules = [s for s in (request.sigmas, request.stage_2_sigmas) if s is not None]
+            with cached(modules["transformer"], cache, schedules) as step_cache:
+                result = self._run(positive, negative, av_request, request.references)
         if not (torch.isfinite(result.video).all() and torch.isfinite(result.audio).all()):
             raise NonFiniteError("the generated video or audio is not finite (lower the guidance, or sample in "
                                  "float32)")
@@ -397,7 +403,8 @@ class Pipeline:
             waveform = wave[None].expand(frames.shape[0], -1, -1).float()
         if given is not None:  # likewise the given clip (fitted to the size), not its VAE decode
             frames = ((given.float().clamp(-1, 1) + 1) / 2).expand(frames.shape[0], -1, -1, -1, -1)
-        return Output(frames, waveform, rate, result.video_latent, result.audio_latent)
+        return Output(frames, waveform, rate, result.video_latent, result.audio_latent,
+                      None if step_cache is None else step_cache.stats)
 
     def _encode_soundtrack(self, soundtrack: tuple[Tensor, int] | None) -> Tensor | None:
         """The waveform through our torch mel and the audio VAE encoder: (1, 8, T, 16)."""
@@ -430,7 +437,7 @@ class Pipeline:
         raise ValueError(f"pipeline {self.pipeline} is not supported")
 
     def __call__(self, prompt: str | Sequence[str], negative_prompt: str | None = None, *, seed: int,
-                 progress: bool | Callable[[], None] = False, **request) -> Output:
+                 progress: bool | Callable[[], None] = False, cache: CachePolicy | None = None, **request) -> Output:
         """Check the request, encode the prompts (Gemma loaded and freed), generate (see the module docstring)."""
         if not self.loaded:
             raise ValueError("the pipeline was opened without weights; call .load() first")
@@ -441,8 +448,8 @@ class Pipeline:
             from tqdm import tqdm
 
             with tqdm(total=req.num_evaluations, desc=req.pipeline.value, unit="step") as bar:
-                return self.generate(text, req, seed=seed, progress=lambda: bar.update(1))
-        return self.generate(text, req, seed=seed, progress=progress or None)
+                return self.generate(text, req, seed=seed, progress=lambda: bar.update(1), cache=cache)
+        return self.generate(text, req, seed=seed, progress=progress or None, cache=cache)
 
 
 # ------------------------------------------------------------------------------------------------ helpers

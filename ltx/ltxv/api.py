@@ -58,6 +58,8 @@ from ltx.core.checkpoint import CheckpointError
 from ltx.core.device import resolve_device
 from ltx.core.media import MediaError, is_video, load_image, read_image, read_video
 from ltx.core.requests import check_generator, check_prompts, check_seed, lora_specs
+from ltx.core.sequence_parallel import tile_parallel_decode
+from ltx.core.step_cache import CachePolicy, cached
 from ltx.ltxv.chain import generate_chain
 from ltx.ltxv.checkpoint import COMPONENTS, Checkpoint, load_component, read_checkpoint
 from ltx.ltxv.conditioning import ConditioningItem, GuideItem, slice_guide
@@ -122,6 +124,7 @@ class Output:
     sigmas: list[Tensor]
     prompts: list | None = None
     forward_rows: list[int] = field(default_factory=list)  # transformer batch rows per step (CFG / STG cost)
+    cache_stats: dict | None = None  # step caching (cache=CachePolicy(...)): forwards computed / skipped
 
 
 @dataclass
@@ -352,9 +355,10 @@ class Pipeline:
                  negative_prompt_embeds: Tensor | None = None, negative_prompt_attention_mask: Tensor | None = None,
                  generator: torch.Generator | None = None, seed: int | None = None, vae_tiling: bool = False,
                  callback: Callable[[int, Tensor], None] | None = None, progress: bool | Callable = False,
-                 **kwargs) -> Output:
+                 cache: CachePolicy | None = None, **kwargs) -> Output:
         """Generate (see the module docstring for the arguments). Seeding follows the official inference script:
-        `seed` sets torch.manual_seed (posterior samples, decode noise) and a Generator(device) (noise)."""
+        `seed` sets torch.manual_seed (posterior samples, decode noise) and a Generator(device) (noise).
+        `cache`: step caching of the transformer for this call (ltx.core.step_cache; stats in Output.cache_stats)."""
         if not self.loaded:
             raise ValueError("the pipeline was opened without weights; call .load() first")
         if seed is not None:
@@ -383,12 +387,12 @@ class Pipeline:
             bar = tqdm(total=sum(len(s) - 1 for s in req.sigmas) * req.num_segments, desc="denoising", unit="step")
             step = lambda i: bar.update(1)  # noqa: E731
         rows: list[int] = []
-        with torch.no_grad():
+        with torch.no_grad(), cached(self.dit, cache, req.sigmas) as step_cache:
             frames, latents = run_request(self, text, req, generator, tiled=vae_tiling, progress=step,
                                           callback=callback, forward_rows=rows)
         if progress is True:
             bar.close()
-        return Output(frames, latents, req.sigmas, views, rows)
+        return Output(frames, latents, req.sigmas, views, rows, None if step_cache is None else step_cache.stats)
 
 
 def embeddings_conditioning(ctx, mask, n_ctx, n_mask, caption_channels: int) -> TextConditioning:
@@ -645,8 +649,9 @@ def run_request(pipe: Pipeline, text: TextConditioning, req: Request, generator,
     if req.output_type == "latent":
         return None, latents
     last = s.second_pass or s.first_pass
-    frames = decode(pipe.vae, latents, decode_timestep=s.decode_timestep, decode_noise_scale=s.decode_noise_scale,
-                    tone_map_ratio=last.tone_map_compression_ratio, tiled=tiled, finite=True)
+    frames = tile_parallel_decode(pipe.vae, lambda: decode(  # tiles spread over ranks where parallel=sp marked it
+        pipe.vae, latents, decode_timestep=s.decode_timestep, decode_noise_scale=s.decode_noise_scale,
+        tone_map_ratio=last.tone_map_compression_ratio, tiled=tiled, finite=True))
     return resize_frames(frames, req.height, req.width), latents
 
 
