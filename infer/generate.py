@@ -92,21 +92,18 @@ class ControlSpec:
     downscale: int | None = None
 
 
-@dataclass(kw_only=True)
-class ParallelConfig:
-    """`parallel=sp` (configs/parallel/sp.yaml) under `torchrun --nproc_per_node N -m infer.generate`: one video
-    over N processes (ltx.core.sequence_parallel). Every rank samples with the same seed; rank 0 writes the files."""
+PARALLEL = ("none", "sp")
+PARALLEL_MODES = ("ulysses", "ring")
 
-    kind: str = "none"  # none | sp
-    mode: str = "ulysses"  # ulysses (all-to-all; heads divisible by the sequence group size) | ring (any size)
-    cfg: bool = False  # guidance rows / passes over 2 groups, sequence parallel inside each (N even)
-    vae: bool = True  # with vae_tiling=true: the decode's tiles spread over all N processes (0.9.x)
 
-    def __post_init__(self):
-        if self.kind not in ("none", "sp"):
-            raise ValueError(f"parallel={self.kind!r} is not supported (supported: none, sp)")
-        if self.mode not in ("ulysses", "ring"):
-            raise ValueError(f"parallel.mode={self.mode!r} is not supported (supported: ulysses, ring)")
+def check_parallel(cfg) -> None:
+    """`parallel=sp` under `torchrun --nproc_per_node N -m infer.generate`: one video over N processes
+    (ltx.core.sequence_parallel). Plain values, not a config group: the training apps own `parallel=ddp|fsdp`."""
+    if cfg.parallel not in PARALLEL:
+        raise InputError(f"parallel={cfg.parallel!r} is not supported by generate (supported: {', '.join(PARALLEL)})")
+    if cfg.parallel_mode not in PARALLEL_MODES:
+        raise InputError(f"parallel_mode={cfg.parallel_mode!r} is not supported (supported: "
+                         f"{', '.join(PARALLEL_MODES)})")
 
 
 @dataclass(kw_only=True)
@@ -161,7 +158,12 @@ class GenerateConfig:
     vram_budget: str | None = None  # e.g. 24GB: the memory planner (ltx.plan) sets offload and vae_tiling to fit
     plan: bool = False  # print the memory plan for this request (vram_budget, default 24GB) and stop
     cache: CachePolicy = field(default_factory=CachePolicy)  # cache=teacache|first_block: step caching (configs/cache)
-    parallel: ParallelConfig = field(default_factory=ParallelConfig)  # parallel=sp: see ParallelConfig
+    # one video over N processes: torchrun --nproc_per_node N -m infer.generate ... parallel=sp (every rank samples
+    # with the same seed; rank 0 writes the files)
+    parallel: str = "none"  # none | sp (ltx.core.sequence_parallel)
+    parallel_mode: str = "ulysses"  # ulysses (all-to-all; heads divisible by the shard count) | ring (any count)
+    parallel_cfg: bool = False  # guidance rows / passes over 2 groups, sequence parallel inside each (N even)
+    parallel_vae: bool = True  # with vae_tiling=true: the decode's tiles spread over all N processes (0.9.x)
     device: str = "auto"  # auto = cuda if available, else cpu
     precision: Precision = Precision.auto
     output_dir: str = "outputs/generate"
@@ -552,6 +554,7 @@ def run(cfg: GenerateConfig) -> list[Path]:
 
     cfg = with_preset_defaults(with_student(cfg))
     cfg = memory_settings(cfg)
+    check_parallel(cfg)
     if cfg.plan:
         return []
     if cfg.model.is_ltx2:  # video + sound: its own checks and outputs
@@ -603,9 +606,9 @@ def run(cfg: GenerateConfig) -> list[Path]:
     pipe.load("cpu" if cfg.offload != "none" else device, dtype)  # offload: the weights never sit on the card together
     if cfg.offload != "none":
         apply_offload(pipe, cfg.offload, device=device, prefetch=cfg.offload_prefetch)
-    par = cfg.parallel
-    world = Dist() if par.kind == "none" else start_parallel(
-        pipe.dit, pipe.vae if cfg.vae_tiling and par.vae else None, mode=par.mode, cfg=par.cfg)
+    world = Dist() if cfg.parallel == "none" else start_parallel(
+        pipe.dit, pipe.vae if cfg.vae_tiling and cfg.parallel_vae else None, mode=cfg.parallel_mode,
+        cfg=cfg.parallel_cfg)
     torch.manual_seed(cfg.seed)  # the same seed on every rank: the same noise
     generator = torch.Generator(device).manual_seed(cfg.seed)
     total = sum(len(s) - 1 for s in request.sigmas) * cfg.segments

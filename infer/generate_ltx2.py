@@ -133,11 +133,11 @@ def run(cfg) -> list[Path]:
     pipe.load()
     if cfg.offload != "none":
         apply_offload(pipe, cfg.offload, device=device, prefetch=cfg.offload_prefetch)
-    # parallel=sp: the transformer sharded (the pipelines decode untiled: every rank decodes); parallel.cfg splits
+    # parallel=sp: the transformer sharded (the pipelines decode untiled: every rank decodes); parallel_cfg splits
     # the guidance passes, which must then be rows of one batch
-    pipe.batch_passes = cfg.parallel.kind == "sp" and cfg.parallel.cfg
-    world = Dist() if cfg.parallel.kind == "none" else start_parallel(
-        pipe.modules["transformer"], mode=cfg.parallel.mode, cfg=cfg.parallel.cfg)
+    pipe.batch_passes = cfg.parallel == "sp" and cfg.parallel_cfg
+    world = Dist() if cfg.parallel == "none" else start_parallel(
+        pipe.modules["transformer"], mode=cfg.parallel_mode, cfg=cfg.parallel_cfg)
     with tqdm(total=request.num_evaluations, desc=f"{request.pipeline.value} ({len(cfg.prompts)} prompt(s))",
               unit="step", disable=not world.is_main) as bar:
         try:

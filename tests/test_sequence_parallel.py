@@ -93,7 +93,7 @@ def test_uneven_and_short_streams_keep_their_lengths(results):
 def test_bad_configurations_are_refused_in_one_line(results):
     heads = {r["bad_heads"]["error"] for r in results[4]}
     assert heads == {"sequence parallel 'ulysses' splits the 6 attention heads over 4 processes; use [2, 3, 6] "
-                     "processes or parallel.mode=ring"}
+                     "processes or parallel_mode=ring"}
     vae = {r["bad_vae"]["error"] for r in results[2]}
     assert len(vae) == 1 and "injects noise tile by tile" in vae.pop()
 

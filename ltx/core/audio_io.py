@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 
 from ltx.core.checkpoint import atomic_file
-from ltx.core.media import MediaError, _check_file
+from ltx.core.media import MediaError, _check_file, x264_options
 
 AUDIO_EXTENSIONS = (".wav", ".mp3", ".aac", ".m4a", ".flac", ".ogg", ".opus")
 AAC_FRAME = 1024  # samples per AAC frame (the encoder's frame_size)
@@ -234,7 +234,7 @@ def write_video_with_audio(
         vstream = container.add_stream("libx264", rate=rate)
         vstream.width, vstream.height = W, H
         vstream.pix_fmt = "yuv420p"
-        vstream.options = {"crf": str(crf)}
+        vstream.options = x264_options(crf)  # reproducible bytes (ltx.core.media.x264_options)
         astream = container.add_stream("aac", rate=sample_rate)
         astream.layout = _LAYOUTS[samples.shape[0]]
         astream.bit_rate = audio_bitrate

@@ -286,7 +286,7 @@ class SequenceParallel:
                 if module.heads % self.size:
                     ok = [d for d in range(2, module.heads + 1) if module.heads % d == 0]
                     raise ValueError(f"sequence parallel 'ulysses' splits the {module.heads} attention heads over "
-                                     f"{self.size} processes; use {ok} processes or parallel.mode=ring")
+                                     f"{self.size} processes; use {ok} processes or parallel_mode=ring")
         self.spans: dict[str, Span | None] | None = None  # set for the duration of one forward
         self.signature = inspect.signature(transformer.forward)
         for module, role in self.modules:
@@ -480,7 +480,7 @@ def parallel_groups(cfg_size: int = 1) -> ParallelGroups:
     rank, world = _group_info(None)
     if cfg_size < 1 or world % cfg_size:
         raise ValueError(f"guidance parallelism over {cfg_size} groups needs a world size divisible by it; world "
-                         f"size is {world} (use parallel.cfg=false, or a process count that is a multiple of "
+                         f"size is {world} (use parallel_cfg=false, or a process count that is a multiple of "
                          f"{max(cfg_size, 1)})")
     sp_size = world // cfg_size
     if cfg_size == 1:
@@ -506,7 +506,7 @@ class TileParallel:
     def __init__(self, vae: nn.Module, group):
         if any(getattr(m, "inject_noise", False) for m in vae.decoder.modules()):
             raise ValueError("tile-parallel decode: this VAE's decoder injects noise tile by tile (0.9.1), which "
-                             "depends on the order of the tiles; decode on one process (parallel.vae=false)")
+                             "depends on the order of the tiles; decode on one process (parallel_vae=false)")
         _group_info(group)
         self.vae, self.group = vae, group
         vae.tile_parallel = self

@@ -129,7 +129,7 @@ class Pipeline:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     dtype: torch.dtype = torch.float32
     modules: dict[str, torch.nn.Module] | None = None  # loaded: the bundle's components + "upsampler"
-    batch_passes: bool = False  # the guidance passes of a step as one batch (parallel.cfg splits its rows)
+    batch_passes: bool = False  # the guidance passes of a step as one batch (parallel_cfg splits its rows)
     _transformer_changed: bool = False  # stage 2 changed it in place: restore before the next run
 
     @property
