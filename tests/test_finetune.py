@@ -84,6 +84,7 @@ _losses = run_losses
     ("log_every", 0, "log_every=0"), ("first_frame_p", 1.5, "first_frame_p=1.5"), ("mode", "qlora", "mode='qlora'"),
     ("grad_clip", float("inf"), "grad_clip=inf"), ("ema", 1.0, "ema=1.0"), ("threads", -1, "threads=-1"),
     ("device", "tpu", "device='tpu'"), ("validation", {"prompts": ["a"], "steps": 0}, "validation.steps=0"),
+    ("offload", "model", "offload='model'"), ("offload_prefetch", -1, "offload_prefetch=-1"),
 ])
 def test_nonsensical_hyper_parameters_fail_with_the_field_name(cache, tmp_path, field, value, words):
     with pytest.raises(ValueError, match=words.replace("(", r"\(").replace(")", r"\)")):
@@ -91,6 +92,27 @@ def test_nonsensical_hyper_parameters_fail_with_the_field_name(cache, tmp_path, 
             value = finetune.ValidationSettings(**value)
         _cfg(cache, tmp_path / "run", **{field: value})
     assert not (tmp_path / "run").exists()
+
+
+def test_offload_of_a_full_finetune_is_refused_in_one_line(cache, tmp_path):
+    with pytest.raises(ValueError, match="needs mode=lora") as e:
+        _cfg(cache, tmp_path / "run", mode="full", offload="blocks")
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.slow
+def test_offload_blocks_trains_the_same_adapters_bit_for_bit(cache, tmp_path, capsys):
+    """offload=blocks (the frozen blocks stream from CPU memory; on the CPU a copy is a clone, so the hooks run):
+    the same losses and the same adapter file as without, bit for bit."""
+    from ltx.ltxv.lora import load_lora_file
+
+    plain, streamed = tmp_path / "plain", tmp_path / "streamed"
+    finetune.train(_cfg(cache, plain, steps=3))
+    finetune.train(_cfg(cache, streamed, steps=3, offload="blocks", activation_checkpointing=True))
+    assert "transformer blocks stream from CPU memory" in capsys.readouterr().out
+    assert _losses(plain) == _losses(streamed)
+    a, b = (load_lora_file(d / "lora.safetensors").tensors for d in (plain, streamed))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_bad_paths_and_splits_fail_before_anything_is_written(cache, tmp_path):

@@ -140,6 +140,9 @@ class DistillConfig(FinetuneConfig):
         if self.reference_video:
             raise invalid("reference_video", True, "distillation takes no references; train IC-LoRAs with "
                           "train.finetune")
+        if self.offload != "none":
+            raise invalid("offload", self.offload, "is not wired into distillation (the teacher would stay whole on "
+                          "the device); use offload=none, or train.finetune for LoRA with streamed blocks")
         check_choice("method", self.method, METHODS)
         t, s, c = self.teacher, self.student, self.critic
         for name, v in (("teacher.steps", t.steps), ("student.steps", s.steps), ("critic.rank", c.rank),

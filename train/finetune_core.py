@@ -31,6 +31,7 @@ from ltx.core.losses import (
     sigma_bucket_sums,
 )
 from ltx.core.media import load_image, read_video, slug, write_contact_sheet, write_mp4
+from ltx.core.offload import apply_training_offload
 from ltx.core.parallel import init_distributed, parallelize
 from ltx.core.viz import video_grid
 from ltx.data.latent_cache import BucketBatchSampler, LatentCache, shard
@@ -142,6 +143,10 @@ class FinetuneConfig:
     activation_checkpointing: bool = False
     compile: bool = False
     parallel: str = "ddp"  # ddp | fsdp (used only under torchrun with > 1 process)
+    # blocks: LoRA on a card smaller than the frozen transformer: its blocks stay in CPU memory and stream to the
+    # device one at a time (prefetched offload_prefetch blocks ahead on a side stream; ltx.core.offload)
+    offload: str = "none"  # none | blocks (one process, mode=lora)
+    offload_prefetch: int = 1
     device: str = "auto"  # auto: cuda if available
     threads: int | None = None  # CPU threads per process
     log_every: int = 10
@@ -160,6 +165,7 @@ class FinetuneConfig:
         for name in ("micro_batch", "stop_after", "threads"):
             check_int(name, getattr(self, name), optional=True)
         check_int("warmup", self.warmup, 0)
+        check_int("offload_prefetch", self.offload_prefetch, 0)
         check_number("lr", self.lr, 0.0, lo_open=True)
         check_number("min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)
         check_number("weight_decay", self.weight_decay, 0.0)
@@ -174,9 +180,13 @@ class FinetuneConfig:
         for name, valid in {"mode": ("lora", "full"), "lr_schedule": ("constant", "linear", "cosine"),
                             "optimizer": ("adamw", "adamw8bit"), "precision": ("float32", "bfloat16"),
                             "parallel": ("ddp", "fsdp"), "export_format": ("ltx", "official"),
+                            "offload": ("none", "blocks"),
                             "objective": tuple(OBJECTIVES)}.items():
             check_choice(name, getattr(self, name), valid)
         check_choice("lora.format", self.lora.format, ("comfy", "diffusers", "ltx", "trainer"))
+        if self.offload != "none" and self.mode != "lora":
+            raise invalid("offload", self.offload, "streams the frozen transformer blocks from CPU memory, so it "
+                          "needs mode=lora (a full fine-tune trains every weight); use offload=none")
         if self.mode == "lora":
             check_int("lora.rank", self.lora.rank)
             if self.lora.alpha is not None:
@@ -402,6 +412,30 @@ def build_model(cfg: FinetuneConfig, ckpt, device: torch.device) -> tuple[nn.Mod
     return dit, params
 
 
+def model_device(cfg: FinetuneConfig, device: torch.device) -> torch.device:
+    """Where the trainer builds the transformer: in CPU memory when its blocks will stream (offload=blocks)."""
+    return torch.device("cpu") if cfg.offload == "blocks" else device
+
+
+def check_offload(cfg: FinetuneConfig, dist) -> None:
+    if cfg.offload != "none" and dist.enabled:
+        raise invalid("offload", cfg.offload, f"runs in one process; this run has {dist.world_size} (use "
+                      "offload=none with DDP / FSDP, or one process)")
+
+
+def offload_blocks(cfg: FinetuneConfig, model: nn.Module, device: torch.device, dist, attr: str = "transformer_blocks"):
+    """offload=blocks: the frozen blocks of `model` (built in CPU memory) stream to `device`, the rest and the
+    adapters move there (ltx.core.offload.apply_training_offload); None for offload=none."""
+    check_offload(cfg, dist)
+    if cfg.offload == "none":
+        return None
+    handle = apply_training_offload(model, device, prefetch=cfg.offload_prefetch, attr=attr)
+    if dist.is_main:
+        print(f"offload=blocks: {len(handle.blocks)} transformer blocks stream from CPU memory to {device} "
+              f"(prefetch {cfg.offload_prefetch}); adapters and the other layers stay on {device}")
+    return handle
+
+
 def make_optimizer(cfg: FinetuneConfig, params: list[nn.Parameter], device: torch.device) -> torch.optim.Optimizer:
     if cfg.optimizer == "adamw8bit":
         if device.type != "cuda":
@@ -423,6 +457,7 @@ class Trainer:
         cfg = resolve_paths(cfg)
         self.cfg = cfg
         self.dist = init_distributed()
+        check_offload(cfg, self.dist)
         self.resolved = _plain(cfg)
         self.run_dir = Path(cfg.run_dir)
         check_run_dir(self.run_dir)  # a file, or a folder that cannot be written: refused before anything loads
@@ -439,7 +474,8 @@ class Trainer:
         self.sampler = BucketBatchSampler(self.cache, cfg.batch_size, cfg.seed)
         self.sigmas = SigmaSampler(**asdict(cfg.sigma))
         self.objective = self.make_objective()
-        self.dit, params = self.build_model()
+        self.dit, params = self.build_model()  # in CPU memory with offload=blocks
+        self.offload = offload_blocks(cfg, self.dit, self.device, self.dist)
         self.trainable = {n: p for n, p in self.dit.named_parameters() if p.requires_grad}
         self.n_trainable = sum(p.numel() for p in params)
         mode = "none" if not self.dist.enabled else cfg.parallel
@@ -458,7 +494,7 @@ class Trainer:
         return OBJECTIVES[self.cfg.objective]
 
     def build_model(self) -> tuple[nn.Module, list[nn.Parameter]]:
-        return build_model(self.cfg, self.ckpt, self.device)
+        return build_model(self.cfg, self.ckpt, model_device(self.cfg, self.device))
 
     def make_optimizer(self, params: list[nn.Parameter]) -> torch.optim.Optimizer:
         return make_optimizer(self.cfg, params, self.device)

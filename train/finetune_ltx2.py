@@ -58,7 +58,10 @@ from train.finetune_core import (
     Trainer,
     _plain,
     batch_split,
+    check_offload,
     check_resume,
+    model_device,
+    offload_blocks,
     slurm_environment,
 )
 from train.harness import step_generator
@@ -181,6 +184,7 @@ class AVTrainer(Trainer):
         cfg = resolve_paths(cfg)
         self.cfg = cfg
         self.dist = init_distributed()
+        check_offload(cfg, self.dist)
         self.resolved = _plain(cfg)
         self.run_dir = Path(cfg.run_dir)
         check_run_dir(self.run_dir)
@@ -213,8 +217,9 @@ class AVTrainer(Trainer):
                    attr="transformer.transformer_blocks")
         if fsdp:  # sharded on meta, then each process reads only its shards: the model is never whole in memory
             self.model = parallelize(self.dit, self.dist, mode="fsdp", **how)
-        materialize(self.dit, self.device, self._initial_tensor)
+        materialize(self.dit, model_device(cfg, self.device), self._initial_tensor)  # CPU memory for offload=blocks
         self._initial_adapters = {}
+        self.offload = offload_blocks(cfg, self.dit, self.device, self.dist, attr="transformer.transformer_blocks")
         if not fsdp:
             self.model = parallelize(self.dit, self.dist, mode=cfg.parallel if self.dist.enabled else "none", **how)
         trained = {n: p for n, p in self.dit.named_parameters() if p.requires_grad}

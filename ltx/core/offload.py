@@ -31,7 +31,8 @@ the logic (bitwise-equal outputs and gradients, the copy counts in `stats`).
     handle.stats            # {"component_moves": {...}, "block_copies": {"forward": [..], "backward": [..]}}
     handle.remove()
 
-    streamer = apply_block_offload(transformer, "cuda")   # a transformer alone (a trainer)
+    streamer = apply_block_offload(transformer, "cuda")   # a transformer alone
+    streamer = apply_training_offload(transformer, "cuda")  # a LoRA trainer: built on the CPU, the rest moved
 """
 
 from __future__ import annotations
@@ -268,6 +269,25 @@ def apply_block_offload(model: nn.Module, device: torch.device | str, *, prefetc
     not moved: put it on `device` yourself (a trainer) or use `apply_offload` (a pipeline). `keep_trainable`:
     parameters that require grad (LoRA adapters) stay on the device; False streams every parameter."""
     return BlockOffload(model, device, prefetch=prefetch, attr=attr, keep_trainable=keep_trainable)
+
+
+def apply_training_offload(model: nn.Module, device: torch.device | str, *, prefetch: int = 1,
+                           attr: str = "transformer_blocks") -> BlockOffload:
+    """A LoRA trainer's offload (`offload=blocks`): `model` was built in CPU memory, so its frozen weights never
+    sit on `device` together. Its `attr` blocks stream from CPU memory (`apply_block_offload`, the adapters
+    resident on `device`) and every other parameter and buffer moves to `device` now. `.remove()` puts the blocks
+    back in CPU memory (the rest stays on `device`)."""
+    handle = apply_block_offload(model, device, prefetch=prefetch, attr=attr, keep_trainable=True)
+    streamed = {id(m) for m in _blocks(model, attr).modules()}
+    device = torch.device(device)
+    for m in model.modules():
+        if id(m) in streamed:
+            continue
+        for p in m._parameters.values():
+            if p is not None:
+                p.data = p.data.to(device)
+        m._buffers.update({k: b.to(device) for k, b in m._buffers.items() if b is not None})
+    return handle
 
 
 # ------------------------------------------------------------------------------------------- component offload

@@ -387,7 +387,10 @@ def _signed_distance(kind: str, dx: Tensor, dy: Tensor, size: float) -> Tensor:
     """Distance in pixels to the shape's edge, negative inside; dx, dy: offsets from the centre in pixels."""
     match kind:
         case "circle":
-            return torch.sqrt(dx * dx + dy * dy) - size
+            # numpy's sqrt is IEEE (correctly rounded) everywhere; torch's CPU sqrt goes through MKL's vector
+            # math, whose last bit depends on the CPU (AVX2 / AVX-512): the data must be the same on every machine
+            r2 = (dx * dx + dy * dy).numpy()
+            return torch.from_numpy(np.sqrt(r2)) - size
         case "square":
             return torch.maximum(dx.abs(), dy.abs()) - 0.85 * size
         case "triangle":

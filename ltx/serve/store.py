@@ -137,6 +137,18 @@ class JobStore:
                 raise
             db.execute("COMMIT")
 
+    @contextmanager
+    def _snapshot(self) -> Iterator[sqlite3.Connection]:
+        """Several reads that see one state of the database (a deferred read transaction: WAL readers never block
+        the writer). Without it a job claimed between reading its row and the queue order was "queued" and
+        missing from the queue at once."""
+        with self._connect() as db:
+            db.execute("BEGIN")
+            try:
+                yield db
+            finally:
+                db.execute("COMMIT")
+
     @staticmethod
     def _event(db: sqlite3.Connection, job_id: str, event: str, worker_id: str | None = None,
                detail: str | None = None) -> None:
@@ -267,7 +279,7 @@ class JobStore:
 
     def get(self, job_id: str, owner: str | None = None) -> Job | None:
         """The job (None if absent, or not `owner`'s when an owner is given), with its queue position."""
-        with self._connect() as db:
+        with self._snapshot() as db:
             row = db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
             if row is None or (owner is not None and row["owner"] != owner):
                 return None
@@ -287,7 +299,7 @@ class JobStore:
             where.append(f"state IN ({','.join('?' * len(states))})")
             args += states
         sql = "SELECT * FROM jobs" + (f" WHERE {' AND '.join(where)}" if where else "") + " ORDER BY seq DESC LIMIT ?"
-        with self._connect() as db:
+        with self._snapshot() as db:
             jobs = [_job(r) for r in db.execute(sql, (*args, limit)).fetchall()]
             if any(j.state == "queued" for j in jobs):
                 position = {job_id: i for i, (job_id, _) in enumerate(_fair_order(db))}

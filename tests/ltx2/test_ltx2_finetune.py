@@ -165,6 +165,21 @@ def test_activation_checkpointing_changes_no_number(files, tmp_path):
     assert run_losses(plain) == run_losses(checkpointed)
 
 
+def test_offload_blocks_changes_no_number(files, tmp_path, capsys):
+    """offload=blocks: the frozen blocks stream from CPU memory (a clone per copy on the CPU): the same losses and
+    adapters, bit for bit."""
+    from safetensors.torch import load_file
+
+    plain, streamed = tmp_path / "plain", tmp_path / "streamed"
+    finetune.train(_cfg(files, plain, steps=2))
+    finetune.train(_cfg(files, streamed, steps=2, offload="blocks"))
+    assert "transformer blocks stream from CPU memory" in capsys.readouterr().out
+    assert run_losses(plain) == run_losses(streamed)
+    assert run_losses(plain, "loss_audio") == run_losses(streamed, "loss_audio")
+    a, b = (load_file(d / "lora.safetensors") for d in (plain, streamed))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 @pytest.mark.parametrize("downscale", [1, 2])
 def test_ic_lora_file_carries_the_reference_downscale_factor(files, tmp_path, downscale):
     from safetensors import safe_open

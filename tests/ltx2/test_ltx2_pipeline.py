@@ -277,10 +277,18 @@ def test_two_stage_pipelines(bundle, pipeline):
         one_by_one = _ours_run(ours, contexts, images, vg=vg, ag=ag, upsampler=up_ours, stage2=stage2_ours,
                                batch_passes=False, **kw)
     assert len(our_out[0]) == 2 and len(our_out[0][1]) == (0 if pipeline == "hq" else 2 * 3)  # 3 steps x (v, a)
-    # batched guidance passes: latents within 4e-6 of the reference; the audio decoder + vocoder amplify that
-    # summation-order difference about 10x in the waveform (measured 3.7e-5), so the waveform gets 1e-4
-    _compare(ref_out, our_out, 1e-5, audio_tol=1e-4)
-    assert _compare(ref_out, one_by_one, 0.0) == 0.0
+    assert _compare(ref_out, one_by_one, 0.0) == 0.0  # guidance passes one by one: the reference, bit for bit
+    # batched guidance passes: the same sums in another order. Step latents, final audio latents and frames stay
+    # within 1e-5 (measured <= 5.3e-6). The waveform is not held to a fixed bound: the random audio decoder +
+    # vocoder amplify a latent difference by a CPU-dependent factor (2.5e-4 from 4.6e-6 on AVX-512, 3.7e-5 on
+    # AVX2); it is checked to be the decoders' output for those latents, which the one-by-one run above ties to
+    # the reference bit for bit.
+    _compare(ref_out, our_out, 1e-5, audio_tol=float("inf"))
+    batched, single = our_out[1], one_by_one[1]
+    assert (batched.audio_latent - single.audio_latent).abs().max() <= 1e-5
+    with torch.no_grad():
+        decoded = ours["vocoder"](ours["audio_vae"].decode(batched.audio_latent)).float()
+    assert torch.equal(decoded, batched.audio)
 
 
 def test_pipeline_input_errors(bundle):

@@ -145,3 +145,30 @@ def test_workers_in_threads_and_processes_claim_each_job_exactly_once(tmp_path):
     assert store.counts()["complete"] == len(ids)
     started = [e["job_id"] for e in store.events() if e["event"] == "started"]
     assert sorted(started) == sorted(ids)
+
+
+def test_reading_a_job_claimed_meanwhile_sees_one_state(tmp_path, monkeypatch):
+    """GET /v1/jobs/{id} reads the job, then the queue order for its position. A worker claiming the job between
+    the two reads made it "queued" and absent from the queue at once (a 500 under load); both reads now see one
+    snapshot. The claim is forced in between, from another thread (another connection)."""
+    import ltx.serve.store as store_module
+
+    store = JobStore(tmp_path / "jobs.db")
+    a = store.submit({"prompt": "a"}, owner="x")
+    store.submit({"prompt": "b"}, owner="x")
+    real = store_module._fair_order
+
+    def claim_in_between(db, limit=None):
+        monkeypatch.setattr(store_module, "_fair_order", real)
+        worker = threading.Thread(target=lambda: store.claim("w1", lease_s=60))
+        worker.start()
+        worker.join()
+        return real(db, limit)
+
+    monkeypatch.setattr(store_module, "_fair_order", claim_in_between)
+    job = store.get(a.id)
+    assert job.state == "queued" and job.queue_position == 0  # the state before the claim, consistently
+    assert store.get(a.id).state == "running"  # the claim did happen
+    monkeypatch.setattr(store_module, "_fair_order", claim_in_between)
+    listed = {j.id: j for j in store.list()}
+    assert listed[a.id].state == "running" and all(j.queue_position in (None, 0) for j in listed.values())
