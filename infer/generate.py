@@ -50,6 +50,8 @@ from ltx.core.media import gaussian_blur3 as gaussian_blur3
 from ltx.core.offload import MODES as OFFLOAD_MODES
 from ltx.core.offload import apply_offload
 from ltx.core.parallel import Dist
+from ltx.core.quant import LAYOUTS as QUANTIZE_LAYOUTS
+from ltx.core.quant import PLAN_LAYOUTS, quantize_pipeline
 from ltx.core.sequence_parallel import start_parallel
 from ltx.core.step_cache import CachePolicy, cached
 from ltx.data.shapes import VOCABULARY, unknown_words
@@ -157,6 +159,10 @@ class GenerateConfig:
     offload_prefetch: int = 1  # offload=blocks: blocks copied ahead on a side CUDA stream
     vram_budget: str | None = None  # e.g. 24GB: the memory planner (ltx.plan) sets offload and vae_tiling to fit
     plan: bool = False  # print the memory plan for this request (vram_budget, default 24GB) and stop
+    # the transformer quantized in memory after loading (fp8-scaled | fp8-cast | nvfp4 | gguf-q8_0 | gguf-q4_k | ...):
+    # a bf16 checkpoint on a smaller card; vram_budget= sets it when the plan needs it
+    quantize: str | None = None
+    text_encoder_device: str = "auto"  # auto (= device) | cpu: T5 / Gemma run on the CPU (a card too small for them)
     cache: CachePolicy = field(default_factory=CachePolicy)  # cache=teacache|first_block: step caching (configs/cache)
     # one video over N processes: torchrun --nproc_per_node N -m infer.generate ... parallel=sp (every rank samples
     # with the same seed; rank 0 writes the files)
@@ -367,13 +373,18 @@ def control_guides(cfg: GenerateConfig, loras: list, temporal: int):
     return guides, notes
 
 
+def text_device(cfg: GenerateConfig, device: torch.device) -> torch.device:
+    """Where the prompt encoder runs: `device`, or the CPU with text_encoder_device=cpu."""
+    return torch.device("cpu") if cfg.text_encoder_device == "cpu" else device
+
+
 def encode_text(cfg: GenerateConfig, prompts: list[str], pos, neg, needs_negative: bool, device, dtype):
     """TextConditioning (B rows) from precomputed embeddings or a T5 loaded (and freed) here."""
     B = len(prompts)
     views = None
     if pos is None:
         try:
-            t5 = T5TextEncoder(cfg.text_encoder, device=device, dtype=dtype,
+            t5 = T5TextEncoder(cfg.text_encoder, device=text_device(cfg, device), dtype=dtype,
                                max_tokens=cfg.model.generation.text_tokens)
         except (OSError, ValueError) as e:  # a folder without usable weights / tokenizer
             raise InputError(f"text encoder {cfg.text_encoder} cannot be loaded: {str(e).splitlines()[0]}") from None
@@ -528,7 +539,8 @@ def with_preset_defaults(cfg: GenerateConfig) -> GenerateConfig:
 
 def memory_settings(cfg: GenerateConfig) -> GenerateConfig:
     """offload / vram_budget / plan: check them; with a budget (or plan=true) print the memory plan and take its
-    offload and VAE tiling (its weight format and text encoder placement are printed as advice)."""
+    settings: offload, VAE tiling, the weights (quantize= when the plan needs a quantized transformer and none was
+    asked for) and the text encoder's device."""
     if cfg.offload not in OFFLOAD_MODES:
         raise InputError(f"offload={cfg.offload!r} is not supported (supported: {', '.join(OFFLOAD_MODES)})")
     if cfg.vram_budget is None and not cfg.plan:
@@ -541,10 +553,33 @@ def memory_settings(cfg: GenerateConfig) -> GenerateConfig:
         raise InputError(f"vram_budget: {e}") from None
     print(plan.table())
     s = plan.settings
-    if s.weights != "bf16" or s.text_encoder_device != "device":
-        print(f"advice: the plan needs weights {s.weights} (tools/convert_weights.py) and the text encoder on "
-              f"{'the GPU' if s.text_encoder_device == 'device' else 'the CPU'}; offload and vae_tiling are applied")
-    return dataclasses.replace(cfg, offload=s.offload, vae_tiling=s.vae_tiling or cfg.vae_tiling)
+    text_device = "cpu" if s.text_encoder_device == "cpu" else cfg.text_encoder_device
+    return dataclasses.replace(cfg, offload=s.offload, vae_tiling=s.vae_tiling or cfg.vae_tiling,
+                               quantize=cfg.quantize or PLAN_LAYOUTS.get(s.weights), text_encoder_device=text_device)
+
+
+def check_quantize(cfg: GenerateConfig) -> None:
+    if cfg.text_encoder_device not in ("auto", "cpu"):
+        raise InputError(f"text_encoder_device={cfg.text_encoder_device!r} is not supported (supported: auto, cpu)")
+    if cfg.quantize is not None and cfg.quantize not in QUANTIZE_LAYOUTS:
+        raise InputError(f"quantize={cfg.quantize!r} is not a layout ltx quantizes to (supported: "
+                         f"{', '.join(QUANTIZE_LAYOUTS)})")
+
+
+def load_weights(pipe, cfg: GenerateConfig, device, *load_args) -> None:
+    """Load the pipeline's weights: in CPU memory when offload or quantize needs it (the weights never sit on the
+    card whole), then quantize the transformer in memory and / or apply offload."""
+    on_cpu = cfg.offload != "none" or cfg.quantize is not None
+    if load_args:  # 0.9.x: load(device, dtype)
+        pipe.load("cpu" if on_cpu else device, *load_args)
+    else:  # LTX-2: the device was given at open
+        if on_cpu:
+            pipe.device = torch.device("cpu")
+        pipe.load()
+    if cfg.quantize is not None:
+        print(quantize_pipeline(pipe, cfg.quantize, device=device if cfg.offload == "none" else None))
+    if cfg.offload != "none":
+        apply_offload(pipe, cfg.offload, device=device, prefetch=cfg.offload_prefetch)
 
 
 def run(cfg: GenerateConfig) -> list[Path]:
@@ -555,6 +590,7 @@ def run(cfg: GenerateConfig) -> list[Path]:
     cfg = with_preset_defaults(with_student(cfg))
     cfg = memory_settings(cfg)
     check_parallel(cfg)
+    check_quantize(cfg)
     if cfg.plan:
         return []
     if cfg.model.is_ltx2:  # video + sound: its own checks and outputs
@@ -603,9 +639,7 @@ def run(cfg: GenerateConfig) -> list[Path]:
 
     # --- heavy work: the prompts (the text encoder freed), then the weights (LoRAs merged), then sampling
     text, views = encode_text(cfg, prompts, pos, neg, needs_cfg(request.sampling), device, dtype)
-    pipe.load("cpu" if cfg.offload != "none" else device, dtype)  # offload: the weights never sit on the card together
-    if cfg.offload != "none":
-        apply_offload(pipe, cfg.offload, device=device, prefetch=cfg.offload_prefetch)
+    load_weights(pipe, cfg, device, dtype)
     world = Dist() if cfg.parallel == "none" else start_parallel(
         pipe.dit, pipe.vae if cfg.vae_tiling and cfg.parallel_vae else None, mode=cfg.parallel_mode,
         cfg=cfg.parallel_cfg)

@@ -42,7 +42,7 @@ from infer.output import (
 )
 from ltx.core.audio_io import aac_sample_rates, write_audio_contact_sheet, write_video_with_audio, write_wav
 from ltx.core.media import slug
-from ltx.core.offload import apply_offload
+from ltx.core.offload import tensors_to
 from ltx.core.parallel import Dist
 from ltx.core.sequence_parallel import start_parallel
 from ltx.ltx2 import api
@@ -92,6 +92,9 @@ def open_request(cfg) -> tuple[api.Pipeline, api.Request]:
     images = [(existing(c.path, f"conditioning[{i}]", "give an image file"), c.frame, c.strength)
               for i, c in enumerate(cfg.conditioning)]
     control = []
+    if cfg.control and cfg.quantize is not None:
+        raise InputError(f"quantize={cfg.quantize} with control videos: the IC-LoRA pipeline reloads the transformer's "
+                         "file weights for stage 2; use a quantized checkpoint instead (tools/convert_weights.py --to)")
     for i, c in enumerate(cfg.control):
         if c.frame != 0:
             raise InputError(f"control[{i}].frame={c.frame}: the LTX-2 IC-LoRA pipeline aligns the control with frame "
@@ -124,15 +127,16 @@ def run(cfg) -> list[Path]:
 
     pipe, request = open_request(cfg)
     check_output(cfg)
+    from infer.generate import load_weights, text_device
+
+    device, pipe.device = pipe.device, text_device(cfg, pipe.device)  # Gemma's device (text_encoder_device=cpu)
     try:
-        text = pipe.encode_prompts(list(cfg.prompts), request.negative_prompt)
+        text = tensors_to(pipe.encode_prompts(list(cfg.prompts), request.negative_prompt), device)
     except ValueError as e:
         raise InputError(str(e)) from None
-    if cfg.offload != "none":  # load in CPU memory; the hooks bring each component (block) to the card when used
-        device, pipe.device = pipe.device, torch.device("cpu")
-    pipe.load()
-    if cfg.offload != "none":
-        apply_offload(pipe, cfg.offload, device=device, prefetch=cfg.offload_prefetch)
+    finally:
+        pipe.device = device
+    load_weights(pipe, cfg, pipe.device)  # offload / quantize: loaded in CPU memory first
     # parallel=sp: the transformer sharded (the pipelines decode untiled: every rank decodes); parallel_cfg splits
     # the guidance passes, which must then be rows of one batch
     pipe.batch_passes = cfg.parallel == "sp" and cfg.parallel_cfg

@@ -146,7 +146,7 @@ class FinetuneConfig:
     # blocks: LoRA on a card smaller than the frozen transformer: its blocks stay in CPU memory and stream to the
     # device one at a time (prefetched offload_prefetch blocks ahead on a side stream; ltx.core.offload)
     offload: str = "none"  # none | blocks (one process, mode=lora)
-    offload_prefetch: int = 1
+    offload_prefetch: int = 1  # blocks copied ahead of the one computing (block offload)
     device: str = "auto"  # auto: cuda if available
     threads: int | None = None  # CPU threads per process
     log_every: int = 10

@@ -420,14 +420,15 @@ class Offload:
                 self.pipe.__dict__.pop(name, None)
 
 
-def _to_device(x, device: torch.device):
+def tensors_to(x, device: torch.device):
+    """Every tensor in `x` (tensors, tuples / lists and dataclasses of them, nested) moved to `device`."""
     if isinstance(x, Tensor):
         return x.to(device)
     if isinstance(x, tuple | list):
-        return type(x)(_to_device(v, device) for v in x)
+        return type(x)(tensors_to(v, device) for v in x)
     if hasattr(x, "__dataclass_fields__"):
         for f in x.__dataclass_fields__:
-            setattr(x, f, _to_device(getattr(x, f), device))
+            setattr(x, f, tensors_to(getattr(x, f), device))
     return x
 
 
@@ -468,7 +469,7 @@ def apply_offload(pipe, mode: OffloadMode | str = "model", *, device: torch.devi
                 states = encode(*args, **kwargs)
             finally:
                 pipe.device = device
-            return _to_device(states, device)
+            return tensors_to(states, device)
 
         pipe.encode_prompts = encode_prompts
         restore["encode_prompts"] = None

@@ -28,17 +28,20 @@ from ltx.core.quant.layouts import (
 )
 from ltx.core.quant.linear import QuantizedLinear, QuantizedLoRALinear, Scheme
 from ltx.core.quant.model import (
+    PLAN_LAYOUTS,
     dequantize_model,
     fixed_dtype_keys,
     load_quantized,
     prepare_for_file,
     prepare_model,
     quantize_model,
+    quantize_pipeline,
     resident_bytes,
 )
 
 __all__ = [
-    "LAYOUTS", "Detection", "GGUFFile", "QuantError", "QuantizedLinear", "QuantizedLoRALinear", "QuantizingView",
+    "LAYOUTS", "PLAN_LAYOUTS", "quantize_pipeline",
+    "Detection", "GGUFFile", "QuantError", "QuantizedLinear", "QuantizedLoRALinear", "QuantizingView",
     "Scheme", "dequantize_model", "detect", "detect_infos", "fixed_dtype_keys", "load_quantized", "plan_from_infos",
     "prepare_for_file", "prepare_model", "quantize_model", "read_gguf", "resident_bytes", "select_layers",
     "write_gguf",

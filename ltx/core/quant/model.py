@@ -151,3 +151,29 @@ def resident_bytes(model: nn.Module) -> int:
             seen.add(id(t))
             total += t.numel() * t.element_size()
     return total
+
+
+# the planner's weight formats (ltx.core.memory_plan.WEIGHT_FORMATS) -> the layout that realizes each in memory
+PLAN_LAYOUTS = {"fp8": "fp8-scaled", "nvfp4": "nvfp4", "gguf-q8_0": "gguf-q8_0", "gguf-q4_k": "gguf-q4_k"}
+
+
+def quantize_pipeline(pipe, layout: str, device: str | torch.device | None = None) -> str:
+    """Quantize the transformer of a loaded ltx pipeline (either family; weights in CPU memory) to `layout` in
+    memory, then move every component to `device` (None: leave them). A transformer that is already quantized (a
+    quantized checkpoint) is kept as loaded. Returns one line for the log."""
+    from ltx.core.offload import pipeline_components
+
+    components = pipeline_components(pipe)
+    transformer = components["transformer"]
+    if any(isinstance(m, QuantizedLinear) for m in transformer.modules()):
+        note = f"quantize={layout}: the transformer is already quantized (its checkpoint's layout); kept as loaded"
+    else:
+        names = quantize_model(transformer, layout)
+        held = resident_bytes(transformer)
+        size = f"{held / 1e9:.2f} GB" if held >= 1e9 else f"{held / 1e6:.1f} MB"
+        note = f"quantize={layout}: {len(names)} transformer Linears quantized in memory; the transformer holds {size}"
+    if device is not None:
+        for module in components.values():
+            module.to(device)
+        pipe.device = torch.device(device)
+    return note
