@@ -127,6 +127,9 @@ class GenerateConfig:
     prompts: list[str] = field(default_factory=list)  # one video per prompt, sampled as one batch
     negative_prompt: str | None = None  # None: the preset's (official models: inference.py's default)
     checkpoint: str | None = None  # transformer (+ VAE) file: official single file, ltx file or diffusers folder
+    # LTX-2: the transformer's weights from their own file (a community GGUF, a quantized single file); the
+    # checkpoint (bundle) gives its config and the other components
+    transformer: str | None = None
     vae_checkpoint: str | None = None  # when the VAE is not in `checkpoint`
     upsampler_checkpoint: str | None = None  # latent upsampler (multi-scale presets)
     text_encoder: str | None = None  # local T5 folder (model + tokenizer, or text_encoder/ + tokenizer/)
@@ -598,9 +601,9 @@ def run(cfg: GenerateConfig) -> list[Path]:
 
         return generate_ltx2.run(cfg)
     if cfg.audio_guidance_scale is not None or cfg.modality_scale is not None or cfg.distilled_lora is not None \
-            or cfg.audio is not None or cfg.video is not None:
-        raise InputError("audio, video, audio_guidance_scale, modality_scale and distilled_lora are for the LTX-2 "
-                         "presets (model=ltx-2-19b-dev, ltx2-demo, ...)")
+            or cfg.audio is not None or cfg.video is not None or cfg.transformer is not None:
+        raise InputError("audio, video, audio_guidance_scale, modality_scale, distilled_lora and transformer are for "
+                         "the LTX-2 presets (model=ltx-2-19b-dev, ltx2-demo, ...)")
 
     # --- checks on configs, headers and small files only
     device, dtype = resolve_device(cfg)

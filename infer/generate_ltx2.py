@@ -78,6 +78,8 @@ def open_request(cfg) -> tuple[api.Pipeline, api.Request]:
         raise InputError("no prompts given; pass 'prompts=[\"a dog barks at the sea\"]'")
     device, dtype = resolve_device(cfg)
     checkpoint = existing_file(cfg.checkpoint, "checkpoint", f"pass checkpoint=/path/to/{cfg.model.checkpoint}")
+    transformer = None if cfg.transformer is None else existing_file(
+        cfg.transformer, "transformer", "give the transformer's own file (.gguf, or a quantized .safetensors)")
     upsampler = distilled_lora = None
     if av.pipeline.two_stages:
         upsampler = existing_file(cfg.upsampler_checkpoint, "upsampler_checkpoint",
@@ -109,7 +111,8 @@ def open_request(cfg) -> tuple[api.Pipeline, api.Request]:
     video_guidance, audio_guidance = guider_overrides(cfg)
     try:
         pipe = api.open_pipeline(checkpoint, model=cfg.model, text_encoder=text_encoder, upsampler=upsampler,
-                                 distilled_lora=distilled_lora, loras=loras, device=device, dtype=dtype)
+                                 distilled_lora=distilled_lora, loras=loras, device=device, dtype=dtype,
+                                 transformer=transformer)
         request = pipe.check(height=cfg.height, width=cfg.width, num_frames=cfg.num_frames, frame_rate=cfg.fps,
                              num_inference_steps=cfg.steps, sigmas=cfg.timesteps, video_guider_params=video_guidance,
                              audio_guider_params=audio_guidance, images=images, video_conditioning=control,

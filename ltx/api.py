@@ -24,7 +24,7 @@ from ltx.core.device import resolve_device
 from ltx.core.requests import lora_specs
 from ltx.presets import ModelPreset, load_preset
 
-LTX2_ONLY = ("distilled_lora", "pipeline")  # arguments only the LTX-2 API takes
+LTX2_ONLY = ("distilled_lora", "pipeline", "transformer")  # arguments only the LTX-2 API takes
 LTXV_ONLY = ("vae",)  # and only the 0.9.x API
 
 
@@ -50,19 +50,20 @@ def open_pipeline(checkpoint: str | os.PathLike | None = None, *, model: str | o
                   vae: str | os.PathLike | None = None, upsampler: str | os.PathLike | None = None,
                   text_encoder: str | os.PathLike | None = None, loras: Sequence = (),
                   distilled_lora: str | os.PathLike | None = None, pipeline: str | None = None,
-                  device: str | torch.device = "auto", dtype: str | torch.dtype | None = None):
+                  device: str | torch.device = "auto", dtype: str | torch.dtype | None = None,
+                  transformer: str | os.PathLike | None = None):
     """The family's pipeline with its modules on `meta`, headers and LoRAs checked; `.check(...)` validates a
     request before any weights load, `.load()` loads them. See ltx.ltxv.api / ltx.ltx2.api for the arguments."""
     check_arguments(checkpoint=checkpoint, vae=vae, upsampler=upsampler, text_encoder=text_encoder,
-                    distilled_lora=distilled_lora, loras=loras)
+                    distilled_lora=distilled_lora, loras=loras, transformer=transformer)
     preset = preset_of(model)
-    _refuse_other_family(preset, vae=vae, distilled_lora=distilled_lora, pipeline=pipeline)
+    _refuse_other_family(preset, vae=vae, distilled_lora=distilled_lora, pipeline=pipeline, transformer=transformer)
     if preset.is_ltx2:
         from ltx.ltx2 import api as ltx2_api
 
         return ltx2_api.open_pipeline(checkpoint, model=preset, upsampler=upsampler, text_encoder=text_encoder,
                                       distilled_lora=distilled_lora, loras=loras, pipeline=pipeline, device=device,
-                                      dtype=dtype)
+                                      dtype=dtype, transformer=transformer)
     from ltx.ltxv import api as ltxv_api
 
     resolve_device(device, dtype)  # an unavailable device fails before anything is read (0.9.x: `.load(device)`)
@@ -74,10 +75,12 @@ def load_pipeline(checkpoint: str | os.PathLike | None = None, *, model: str | o
                   vae: str | os.PathLike | None = None, upsampler: str | os.PathLike | None = None,
                   text_encoder: str | os.PathLike | None = None, loras: Sequence = (),
                   distilled_lora: str | os.PathLike | None = None, pipeline: str | None = None,
-                  device: str | torch.device = "auto", dtype: str | torch.dtype | None = None):
+                  device: str | torch.device = "auto", dtype: str | torch.dtype | None = None,
+                  transformer: str | os.PathLike | None = None):
     """`open_pipeline(...).load()`: the family's pipeline with its weights on `device`."""
     pipe = open_pipeline(checkpoint, model=model, vae=vae, upsampler=upsampler, text_encoder=text_encoder,
-                         loras=loras, distilled_lora=distilled_lora, pipeline=pipeline, device=device, dtype=dtype)
+                         loras=loras, distilled_lora=distilled_lora, pipeline=pipeline, device=device, dtype=dtype,
+                         transformer=transformer)
     return pipe.load() if preset_of(model).is_ltx2 else pipe.load(device, dtype)  # LTX-2 takes the device at open
 
 

@@ -95,3 +95,32 @@ def test_vram_budget_takes_every_setting_of_the_plan(tmp_path, monkeypatch):
     cfg = app.memory_settings(_config(tmp_path, vram_budget="8GB"))
     assert (cfg.quantize, cfg.offload, cfg.text_encoder_device) == (None, "none", "auto")
     assert torch.device(app.text_device(cfg, torch.device("cpu"))).type == "cpu"
+
+
+def test_ltx2_transformer_from_its_own_gguf_file(tmp_path):
+    """transformer=<a GGUF> beside the bundle: the converter's GGUF of the demo's transformer loads into the
+    bundle's config and equals the transformer quantized in memory byte for byte; the outputs are bitwise equal."""
+    import subprocess
+    import sys
+
+    import ltx
+    from ltx.core.quant import quantize_model
+
+    gguf = tmp_path / "transformer-Q8_0.gguf"
+    subprocess.run([sys.executable, "tools/convert_weights.py", "demo/ltx2-demo.safetensors", str(gguf),
+                    "--to", "gguf-q8_0"], cwd=REPO, check=True, capture_output=True)
+    from_file = ltx.load_pipeline(model="ltx2-demo", device="cpu", transformer=gguf)
+    in_memory = ltx.load_pipeline(model="ltx2-demo", device="cpu")
+    assert len(quantize_model(in_memory.modules["transformer"], "gguf-q8_0")) == 168
+    a, b = (p.modules["transformer"].state_dict() for p in (from_file, in_memory))
+    assert a.keys() == b.keys() and all(torch.equal(a[k].flatten(), b[k].flatten()) for k in a)
+    x, y = (p(PROMPT, seed=1, num_inference_steps=3) for p in (from_file, in_memory))
+    assert torch.equal(x.frames, y.frames) and torch.equal(x.waveform, y.waveform)
+    with pytest.raises(ValueError, match="only the LTX-2 presets take it"):
+        ltx.open_pipeline(model="ltx-demo", transformer=gguf)
+    other = tmp_path / "other.gguf"  # the 0.9.x demo's transformer is not this bundle's
+    subprocess.run([sys.executable, "tools/convert_weights.py", "demo/ltx-demo.safetensors", str(other), "--to",
+                    "gguf-q8_0"], cwd=REPO, check=True, capture_output=True)
+    with pytest.raises(ValueError, match="is not this bundle's transformer") as e:
+        ltx.open_pipeline(model="ltx2-demo", transformer=other)
+    assert "\n" not in str(e.value)

@@ -46,9 +46,11 @@ from torch import Tensor
 
 import ltx.ltx2.checkpoint as ltx2_checkpoint
 from ltx.core.audio_io import read_audio
-from ltx.core.checkpoint import CheckpointError
+from ltx.core.checkpoint import CheckpointError, SafetensorsReader
 from ltx.core.device import resolve_device
 from ltx.core.media import MediaError, crf_compress, read_image, read_video
+from ltx.core.quant import load_quantized, prepare_for_file, read_gguf
+from ltx.core.quant.gguf_io import is_gguf
 from ltx.core.requests import check_prompts, check_seed, lora_specs
 from ltx.core.step_cache import CachePolicy, cached
 from ltx.ltx2 import pipelines
@@ -130,6 +132,7 @@ class Pipeline:
     dtype: torch.dtype = torch.float32
     modules: dict[str, torch.nn.Module] | None = None  # loaded: the bundle's components + "upsampler"
     batch_passes: bool = False  # the guidance passes of a step as one batch (parallel_cfg splits its rows)
+    transformer_file: Path | None = None  # the transformer's weights from their own file (a GGUF, ...), not the bundle
     _transformer_changed: bool = False  # stage 2 changed it in place: restore before the next run
 
     @property
@@ -277,6 +280,10 @@ class Pipeline:
                              f"{self.preset.name})")
         if not self.loras:
             raise ValueError("video_conditioning needs its IC-LoRA: pass loras=[...ic-lora.safetensors]")
+        if self.transformer_file is not None:
+            raise ValueError("video_conditioning: stage 2 of the IC-LoRA pipeline reloads the bundle's transformer, "
+                             "which a separate transformer file replaces; give a bundle with that transformer "
+                             "(tools/convert_weights.py) instead of transformer=")
         factors = {f for lora, _ in self.loras if (f := lora.reference_downscale_factor) is not None}
         if len(factors) > 1:
             raise ValueError(f"the LoRAs disagree on reference_downscale_factor ({sorted(factors)}); give the "
@@ -327,7 +334,15 @@ class Pipeline:
         """Load the bundle's weights (and the upsampler), fuse the LoRAs for stage 1; returns self."""
         if self.loaded:
             return self
-        self.modules = ltx2_checkpoint.load(self.bundle, device=self.device, dtype=self.dtype)
+        if self.transformer_file is None:
+            self.modules = ltx2_checkpoint.load(self.bundle, device=self.device, dtype=self.dtype)
+        else:  # the rest of the bundle, and the transformer built from its config, filled from its own file
+            others = [n for n in self.bundle.keys if n != "transformer"]
+            self.modules = ltx2_checkpoint.load(self.bundle, others, device=self.device, dtype=self.dtype)
+            transformer = ltx2_checkpoint.build(self.bundle, "transformer")
+            self.modules["transformer"] = load_quantized(transformer, self.transformer_file, device=self.device,
+                                                         dtype=self.dtype, prefix=_transformer_prefix(
+                                                             self.transformer_file))
         if self.upsampler_file is not None:
             self.modules["upsampler"] = ltx2_checkpoint.load_upsampler(self.upsampler_file, device=self.device,
                                                                        dtype=self.dtype)
@@ -552,6 +567,29 @@ def _given_video(source: str | os.PathLike | Tensor | None, num_frames: int) -> 
     return frames[:num_frames]
 
 
+def _transformer_prefix(path: Path) -> str:
+    """The key prefix of a transformer file: none in GGUF (ComfyUI-GGUF names), the official one in safetensors."""
+    return "" if is_gguf(path) else "model.diffusion_model."
+
+
+def check_transformer_file(bundle: ltx2_checkpoint.LTX2Checkpoint, path: Path) -> None:
+    """A transformer file given beside a bundle: its header (names, shapes, quantized layout) must be the bundle
+    transformer's (before any weight is read); one line naming the first differences otherwise."""
+    prefix = _transformer_prefix(path)
+    reader = read_gguf(path) if is_gguf(path) else SafetensorsReader(path)
+    infos = {k[len(prefix):]: i for k, i in reader.infos.items() if k.startswith(prefix)}
+    try:
+        model = prepare_for_file(ltx2_checkpoint.build(bundle, "transformer"), infos, where=str(path))
+    except ValueError as e:  # QuantError: a layer's tensors do not fit it
+        raise CheckpointError(f"transformer: {e}") from None
+    expected = {k: tuple(t.shape) for k, t in model.state_dict().items()}
+    missing, unexpected = sorted(expected.keys() - infos.keys()), sorted(infos.keys() - expected.keys())
+    if missing or unexpected:
+        raise CheckpointError(f"transformer {path.name} is not this bundle's transformer ({bundle.path.name}): "
+                              f"{len(missing)} keys missing (e.g. {missing[:2]}), {len(unexpected)} unexpected "
+                              f"(e.g. {unexpected[:2]})")
+
+
 def _file(path: str | os.PathLike, what: str) -> Path:
     p = Path(path).expanduser()
     if not p.is_file():
@@ -567,7 +605,7 @@ def open_pipeline(checkpoint: str | os.PathLike | None = None, *,
                   text_encoder: str | os.PathLike | None = None, upsampler: str | os.PathLike | None = None,
                   distilled_lora: str | os.PathLike | None = None, loras: Sequence = (),
                   pipeline: AVPipeline | str | None = None, device: str | torch.device = "auto",
-                  dtype: str | torch.dtype | None = None) -> Pipeline:
+                  dtype: str | torch.dtype | None = None, transformer: str | os.PathLike | None = None) -> Pipeline:
     """A pipeline with the bundle's components on `meta`, every header and LoRA checked; `.load()` loads them.
 
     checkpoint: the official bundled file (or its ltx2 conversion). model: an LTX-2 preset name, path or
@@ -575,6 +613,8 @@ def open_pipeline(checkpoint: str | os.PathLike | None = None, *,
     stage-2 LoRA (two_stage, hq, keyframes); loras: paths, (path, strength) pairs or {path, strength} dicts, fused
     into the transformer; text_encoder: the local Gemma 3 folder; pipeline: another official pipeline than the
     preset's. device / dtype: where Gemma and the weights go (auto: cuda + bfloat16, else cpu + float32).
+    transformer: the transformer's weights from their own file, e.g. a community GGUF (ComfyUI-GGUF names) or a
+    quantized single file; the bundle gives its config and the other components.
     """
     preset = model if isinstance(model, ModelPreset) else load_preset(model)
     if not preset.is_ltx2:
@@ -621,8 +661,13 @@ def open_pipeline(checkpoint: str | os.PathLike | None = None, *,
         opened.append((user_lora, strength))
     if text_encoder is not None and not Path(text_encoder).expanduser().is_dir():
         raise FileNotFoundError(f"text_encoder folder {text_encoder} does not exist")
+    transformer_file = None
+    if transformer is not None:
+        transformer_file = _file(transformer, "transformer")
+        check_transformer_file(bundle, transformer_file)
     return Pipeline(preset, bundle, metas, upsampler_file, lora, opened,
-                    None if text_encoder is None else Path(text_encoder).expanduser(), device, dtype)
+                    None if text_encoder is None else Path(text_encoder).expanduser(), device, dtype,
+                    transformer_file=transformer_file)
 
 
 def load_pipeline(checkpoint: str | os.PathLike | None = None, *,
