@@ -222,7 +222,10 @@ class LoRALinear(nn.Linear):
             self._fold(name, -self.lora_merged.pop(name))
 
     def forward(self, x: Tensor) -> Tensor:
-        out = F.linear(x, self.weight, self.bias)
+        return self.add_adapters(x, F.linear(x, self.weight, self.bias))
+
+    def add_adapters(self, x: Tensor, out: Tensor) -> Tensor:
+        """`out` (the base layer's output for `x`) plus every active, unmerged adapter's s * B(A(x))."""
         for name, a in self.lora_A.items():
             s = self.factor(name)
             if s == 0 or name in self.lora_merged:

@@ -45,21 +45,12 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from ltx.core.parallel import _checkpointed
+from ltx.core.parallel import _blocks, _checkpointed
 
 OffloadMode = Literal["none", "model", "blocks"]
 MODES = ("none", "model", "blocks")
 ENTRY_METHODS = ("encode", "decode", "encode_moments", "decoder_input", "posterior", "normalize", "denormalize")
 STORAGE = torch.device("cpu")
-
-
-def _blocks(model: nn.Module, attr: str) -> nn.ModuleList:
-    blocks = model
-    for part in attr.split("."):
-        blocks = getattr(blocks, part, None)
-    if not isinstance(blocks, nn.ModuleList):
-        raise ValueError(f"{type(model).__name__} has no ModuleList {attr!r} to stream")
-    return blocks
 
 
 def _in_backward() -> bool:

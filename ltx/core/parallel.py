@@ -122,7 +122,7 @@ def _blocks(model: nn.Module, attr: str) -> nn.ModuleList:
     for part in attr.split("."):
         blocks = getattr(blocks, part, None)
     if not isinstance(blocks, nn.ModuleList):
-        raise ValueError(f"{type(model).__name__} has no ModuleList {attr!r} to wrap")
+        raise ValueError(f"{type(model).__name__} has no ModuleList {attr!r} (its transformer blocks)")
     return blocks
 
 

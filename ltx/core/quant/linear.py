@@ -277,14 +277,7 @@ class QuantizedLoRALinear(LoRALinear):
         self.add_deltas([(self.lora_A[name].weight, self.lora_B[name].weight, factor)])
 
     def forward(self, x: Tensor) -> Tensor:
-        out = quantized_forward(self, x)
-        for name, a in self.lora_A.items():
-            s = self.factor(name)
-            if s == 0 or name in self.lora_merged:
-                continue
-            h = self.lora_dropout[name](x.to(a.weight.dtype))
-            out = out + (s * self.lora_B[name](a(h))).to(out.dtype)
-        return out
+        return self.add_adapters(x, quantized_forward(self, x))
 
     def unwrapped(self) -> QuantizedLinear:
         return QuantizedLinear(self.in_features, self.out_features, self.scheme, self.bias,
