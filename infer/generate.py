@@ -43,15 +43,15 @@ import torch
 from torch import Tensor
 
 from infer.output import InputError, check_output, existing, output_folder, resolve_device, write_text
+from infer.weights import load_weights, text_device
 from ltx.core.checkpoint import CheckpointError
 from ltx.core.media import MediaError, load_image, slug, write_contact_sheet, write_mp4
 from ltx.core.media import crf_compress as crf_compress  # re-exported: the official image preprocessing
 from ltx.core.media import gaussian_blur3 as gaussian_blur3
 from ltx.core.offload import MODES as OFFLOAD_MODES
-from ltx.core.offload import apply_offload
 from ltx.core.parallel import Dist
 from ltx.core.quant import LAYOUTS as QUANTIZE_LAYOUTS
-from ltx.core.quant import PLAN_LAYOUTS, quantize_pipeline
+from ltx.core.quant import PLAN_LAYOUTS
 from ltx.core.sequence_parallel import start_parallel
 from ltx.core.step_cache import CachePolicy, cached
 from ltx.data.shapes import VOCABULARY, unknown_words
@@ -376,11 +376,6 @@ def control_guides(cfg: GenerateConfig, loras: list, temporal: int):
     return guides, notes
 
 
-def text_device(cfg: GenerateConfig, device: torch.device) -> torch.device:
-    """Where the prompt encoder runs: `device`, or the CPU with text_encoder_device=cpu."""
-    return torch.device("cpu") if cfg.text_encoder_device == "cpu" else device
-
-
 def encode_text(cfg: GenerateConfig, prompts: list[str], pos, neg, needs_negative: bool, device, dtype):
     """TextConditioning (B rows) from precomputed embeddings or a T5 loaded (and freed) here."""
     B = len(prompts)
@@ -556,9 +551,9 @@ def memory_settings(cfg: GenerateConfig) -> GenerateConfig:
         raise InputError(f"vram_budget: {e}") from None
     print(plan.table())
     s = plan.settings
-    text_device = "cpu" if s.text_encoder_device == "cpu" else cfg.text_encoder_device
+    te_device = "cpu" if s.text_encoder_device == "cpu" else cfg.text_encoder_device
     return dataclasses.replace(cfg, offload=s.offload, vae_tiling=s.vae_tiling or cfg.vae_tiling,
-                               quantize=cfg.quantize or PLAN_LAYOUTS.get(s.weights), text_encoder_device=text_device)
+                               quantize=cfg.quantize or PLAN_LAYOUTS.get(s.weights), text_encoder_device=te_device)
 
 
 def check_quantize(cfg: GenerateConfig) -> None:
@@ -567,22 +562,6 @@ def check_quantize(cfg: GenerateConfig) -> None:
     if cfg.quantize is not None and cfg.quantize not in QUANTIZE_LAYOUTS:
         raise InputError(f"quantize={cfg.quantize!r} is not a layout ltx quantizes to (supported: "
                          f"{', '.join(QUANTIZE_LAYOUTS)})")
-
-
-def load_weights(pipe, cfg: GenerateConfig, device, *load_args) -> None:
-    """Load the pipeline's weights: in CPU memory when offload or quantize needs it (the weights never sit on the
-    card whole), then quantize the transformer in memory and / or apply offload."""
-    on_cpu = cfg.offload != "none" or cfg.quantize is not None
-    if load_args:  # 0.9.x: load(device, dtype)
-        pipe.load("cpu" if on_cpu else device, *load_args)
-    else:  # LTX-2: the device was given at open
-        if on_cpu:
-            pipe.device = torch.device("cpu")
-        pipe.load()
-    if cfg.quantize is not None:
-        print(quantize_pipeline(pipe, cfg.quantize, device=device if cfg.offload == "none" else None))
-    if cfg.offload != "none":
-        apply_offload(pipe, cfg.offload, device=device, prefetch=cfg.offload_prefetch)
 
 
 def run(cfg: GenerateConfig) -> list[Path]:

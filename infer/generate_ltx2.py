@@ -40,6 +40,7 @@ from infer.output import (
     resolve_device,
     write_text,
 )
+from infer.weights import load_weights, text_device
 from ltx.core.audio_io import aac_sample_rates, write_audio_contact_sheet, write_video_with_audio, write_wav
 from ltx.core.media import slug
 from ltx.core.offload import tensors_to
@@ -130,8 +131,6 @@ def run(cfg) -> list[Path]:
 
     pipe, request = open_request(cfg)
     check_output(cfg)
-    from infer.generate import load_weights, text_device
-
     device, pipe.device = pipe.device, text_device(cfg, pipe.device)  # Gemma's device (text_encoder_device=cpu)
     try:
         text = tensors_to(pipe.encode_prompts(list(cfg.prompts), request.negative_prompt), device)
