@@ -176,6 +176,32 @@ def euler_step_x0(x: Tensor, x0: Tensor, sigma: float | Tensor, sigma_next: floa
     return (x.to(torch.float32) + v.to(torch.float32) * (s_next - s)).to(x.dtype)
 
 
+def ancestral_step_x0(x: Tensor, x0: Tensor, sigma: float | Tensor, sigma_next: float | Tensor, noise: Tensor | None,
+                      eta: float = 1.0, s_noise: float = 1.0) -> Tensor:
+    """Euler ancestral for rectified flow (LTX-2.5's distilled stage 1 uses eta = s_noise = 1; ltx-core 1.2
+    `EulerAncestralDiffusionStep`, diffusers `LTXEulerAncestralRFScheduler`). An Euler step down to
+    sigma_down = sigma_next (1 + (sigma_next / sigma - 1) eta) <= sigma_next, then noise back up to sigma_next with
+    the signal scaled by alpha_next / alpha_down (alpha = 1 - sigma), so x stays (1 - s) x0 + s eps in law:
+
+        x' = (a_n / a_d) (r x + (1 - r) x0) + s_noise c noise,   r = sigma_down / sigma,
+        c = sqrt(max(0, sigma_next^2 - sigma_down^2 a_n^2 / a_d^2))
+
+    eta = 0 is the plain x0 Euler step (no noise needed); sigma_next = 0 returns x0. float32 math, x.dtype out."""
+    s, s_next = _sigma_tensor(sigma).float(), _sigma_tensor(sigma_next).float()
+    if bool(s_next == 0):
+        return x0.to(x.dtype)
+    if eta > 0 and noise is None:
+        raise ValueError("an ancestral step with eta > 0 needs a noise tensor")
+    s_down = s_next * (1.0 + (s_next / s - 1.0) * eta)
+    r = s_down / s
+    out = r * x.to(torch.float32) + (1.0 - r) * x0.to(torch.float32)
+    if eta > 0:
+        a_next, a_down = 1.0 - s_next, 1.0 - s_down
+        c = (s_next**2 - s_down**2 * a_next**2 / a_down**2).clamp(min=0) ** 0.5
+        out = (a_next / a_down) * out + noise.to(torch.float32) * s_noise * c
+    return out.to(x.dtype)
+
+
 def ge_denoised(
     x: Tensor, x0: Tensor, sigma: float | Tensor, v_prev: Tensor | None, gamma: float = GE_GAMMA,
 ) -> tuple[Tensor, Tensor]:
