@@ -426,8 +426,7 @@ def check_offload(cfg: FinetuneConfig, dist) -> None:
 def offload_blocks(cfg: FinetuneConfig, model: nn.Module, device: torch.device, dist, attr: str = "transformer_blocks"):
     """offload=blocks: the frozen blocks of `model` (built in CPU memory) stream to `device`, the rest and the
     adapters move there (ltx.core.offload.apply_training_offload); None for offload=none."""
-    check_offload(cfg, dist)
-    if cfg.offload == "none":
+    if cfg.offload == "none":  # check_offload(cfg, dist) ran at the trainer's start
         return None
     handle = apply_training_offload(model, device, prefetch=cfg.offload_prefetch, attr=attr)
     if dist.is_main:
