@@ -106,21 +106,22 @@ class CaptionProjection(nn.Module):
 class GELUProj(nn.Module):
     """Linear followed by tanh-approximated GELU (official `GELU(approximate="tanh")`, key `net.0.proj`)."""
 
-    def __init__(self, dim: int, hidden: int):
+    def __init__(self, dim: int, hidden: int, bias: bool = True):
         super().__init__()
-        self.proj = nn.Linear(dim, hidden)
+        self.proj = nn.Linear(dim, hidden, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
         return F.gelu(self.proj(x), approximate="tanh")
 
 
 class FeedForward(nn.Module):
-    """The transformer MLP: D -> hidden (tanh GELU) -> D; keys net.0.proj.*, net.2.*."""
+    """The transformer MLP: D -> hidden (tanh GELU) -> D; keys net.0.proj.*, net.2.* (no biases when bias=False,
+    as LTX-2.5's video MLP)."""
 
-    def __init__(self, dim: int, hidden: int):
+    def __init__(self, dim: int, hidden: int, bias: bool = True):
         super().__init__()
         # net.1 is the official (parameter-free) dropout slot; Identity keeps the key indices net.0 / net.2
-        self.net = nn.ModuleList([GELUProj(dim, hidden), nn.Identity(), nn.Linear(hidden, dim)])
+        self.net = nn.ModuleList([GELUProj(dim, hidden, bias), nn.Identity(), nn.Linear(hidden, dim, bias=bias)])
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net[2](self.net[0](x))

@@ -1,4 +1,4 @@
-"""LTX-2 (19B) / LTX-2.3 (22B) audio-video diffusion transformer, all of it in this file (RoPE in `rope.py`).
+"""LTX-2 (19B) / LTX-2.3 and 2.5 (22B) audio-video diffusion transformer, all of it here (RoPE in `rope.py`).
 
 References: Lightricks, "LTX-2: Efficient Joint Audio-Visual Foundation Model" (arXiv 2601.03233); ltx-core
 1.0.0 `model/transformer/{model,transformer,transformer_args,attention,adaln,...}.py`, which this matches
@@ -21,6 +21,12 @@ Differences between the two releases (config flags, read from the checkpoint met
 - 2.3: `cross_attention_adaln` (9 AdaLN rows per block, the text context modulated by `prompt_adaln_single`
   from the step sigma), `apply_gated_attention` (per-head `2 sigmoid(to_gate_logits(x))` on all six
   attentions), and `caption_proj_before_connector` (no caption projection here).
+- 2.5 (Lightricks/LTX-2 ltx-core 1.2.0's configurator; diffusers 0.42.1 `LTX2VideoTransformer3DModel`):
+  `use_prompt_adaln_single=false` drops `prompt_adaln_single`: the text context's shift/scale is the per-block
+  `prompt_scale_shift_table` alone, independent of the step, so a prompt's cross-attention K/V can be computed once;
+  `ff_bias=false` / `audio_ff_bias` drop the MLP biases; `use_keyframes_abs_pos_embedding` adds one learned (1, D)
+  vector to the video tokens that `StreamInput.keyframes_mask` marks (generated keyframes in DFR), right after
+  `patchify_proj`. Each defaults to the 2.3 behaviour when the metadata lacks it, as the official configurator.
 
 Dtype islands as in the reference: the sinusoidal timestep features and the RoPE angles are fp32, everything
 else runs in the dtype of the parameters and latents. `timesteps * 1000` is computed in the caller's dtype.
@@ -70,6 +76,7 @@ _FIXED_METADATA: dict[str, Any] = {
 _REQUIRED_METADATA = ("rope_type", "frequencies_precision", "av_ca_timestep_scale_multiplier")
 _ATTENTION_TYPES = ("default", "pytorch", "xformers", "flash_attention_3")  # a backend choice: same math
 _PRECISIONS = ("float64", "float32")
+_V25_FLAGS = ("use_prompt_adaln_single", "ff_bias", "audio_ff_bias", "use_keyframes_abs_pos_embedding")
 
 
 @dataclass(kw_only=True)
@@ -99,6 +106,10 @@ class AVTransformerConfig:
     apply_gated_attention: bool = False  # 2.3
     cross_attention_adaln: bool = False  # 2.3
     caption_proj_before_connector: bool = False  # 2.3: the caption projection moved to the text encoder
+    use_prompt_adaln_single: bool = True  # 2.5: False = the text K/V modulation is the per-block table alone
+    ff_bias: bool = True  # 2.5: False
+    audio_ff_bias: bool = True
+    use_keyframes_abs_pos_embedding: bool = False  # 2.5: a learned marker for generated-keyframe tokens
 
     def __post_init__(self):
         self.positional_embedding_max_pos = tuple(self.positional_embedding_max_pos)
@@ -109,7 +120,8 @@ class AVTransformerConfig:
             v = getattr(self, f)
             if not isinstance(v, int) or isinstance(v, bool) or v < (0 if f == "num_layers" else 1):
                 raise ValueError(f"transformer.{f}={v!r} is not supported (supported: a positive integer)")
-        for f in ("apply_gated_attention", "cross_attention_adaln", "caption_proj_before_connector"):
+        for f in ("apply_gated_attention", "cross_attention_adaln", "caption_proj_before_connector",
+                  "use_prompt_adaln_single", "ff_bias", "audio_ff_bias", "use_keyframes_abs_pos_embedding"):
             if not isinstance(getattr(self, f), bool):
                 raise ValueError(f"transformer.{f}={getattr(self, f)!r} is not supported (supported: true, false)")
         if self.rope_type not in ROPE_LAYOUTS:
@@ -169,6 +181,21 @@ class AVTransformerConfig:
         return cls(apply_gated_attention=True, cross_attention_adaln=True, caption_proj_before_connector=True)
 
     @classmethod
+    def ltx2_5_22b(cls) -> AVTransformerConfig:
+        """2.3's architecture with 2.5's flags, as diffusers 0.42.1 and ltx-core 1.2.0 document them for 2.5
+        (no 2.5 file's metadata can be read here: check a real file's with `from_metadata`)."""
+        return replace(cls.ltx2_3_22b(), use_prompt_adaln_single=False, ff_bias=False,
+                       use_keyframes_abs_pos_embedding=True)
+
+    @property
+    def version(self) -> str:
+        """"2.0", "2.3" or "2.5", from the architecture flags (a 2.5 file sets at least one 2.5 flag)."""
+        if not (self.use_prompt_adaln_single and self.ff_bias and self.audio_ff_bias) or \
+                self.use_keyframes_abs_pos_embedding:
+            return "2.5"
+        return "2.3" if self.cross_attention_adaln else "2.0"
+
+    @classmethod
     def from_metadata(cls, d: dict) -> AVTransformerConfig:
         """Read the checkpoint's `config["transformer"]` sub-dict; refuse what LTXModelConfigurator refuses."""
         for key, expected in _FIXED_METADATA.items():
@@ -194,6 +221,8 @@ class AVTransformerConfig:
         out: dict[str, Any] = dict(_FIXED_METADATA)
         for f in fields(self):
             v = getattr(self, f.name)
+            if f.name in _V25_FLAGS and v == f.default:
+                continue  # files before 2.5 lack these keys: write them only when they change something
             out[f.name] = list(v) if isinstance(v, tuple) else v
         return out
 
@@ -212,6 +241,8 @@ class StreamInput:
     context: Tensor  # (B, S, C_text) text states for this stream
     context_mask: Tensor | None = None  # (B, S) bool or integer, nonzero = attend; None = all tokens
     attention_mask: Tensor | None = None  # (B, T, T) self-attention weights in [0, 1]; 0 = blocked
+    # (B, T) nonzero on generated-keyframe tokens (2.5 DFR): they get the learned keyframe embedding; video only
+    keyframes_mask: Tensor | None = None
     # False: the blocks leave this stream untouched (its output is then meaningless), but it is still the
     # context of the other stream's A<->V attention (ltx-core `Modality.enabled`, used for guider skip steps)
     enabled: bool = True
@@ -407,11 +438,11 @@ class AVBlock(nn.Module):
         self.eps = eps
         self.attn1 = Attention(D, D, H, dh, eps, gated)
         self.attn2 = Attention(D, cfg.cross_attention_dim, H, dh, eps, gated)
-        self.ff = FeedForward(D, 4 * D)
+        self.ff = FeedForward(D, 4 * D, bias=cfg.ff_bias)
         self.scale_shift_table = nn.Parameter(torch.zeros(cfg.adaln_rows, D))  # rows: shift, scale, gate x 2-3
         self.audio_attn1 = Attention(Da, Da, Ha, dha, eps, gated)
         self.audio_attn2 = Attention(Da, cfg.audio_cross_attention_dim, Ha, dha, eps, gated)
-        self.audio_ff = FeedForward(Da, 4 * Da)
+        self.audio_ff = FeedForward(Da, 4 * Da, bias=cfg.audio_ff_bias)
         self.audio_scale_shift_table = nn.Parameter(torch.zeros(cfg.adaln_rows, Da))
         # A<->V attentions run at the audio width with the audio head layout
         self.audio_to_video_attn = Attention(D, Da, Ha, dha, eps, gated)  # q video, k/v audio
@@ -433,7 +464,10 @@ class AVBlock(nn.Module):
         if not self.text_adaln:  # 19B: no modulation, no gate
             return x + attn2(_rms(x, self.eps), context=s.context, bias=s.context_bias)
         shift_q, scale_q, gate_q = _ada(table, s.mods, 6, 9)
-        shift_kv, scale_kv = _ada(prompt_table, s.prompt_mods, 0, 2)  # (B, 1, D) each
+        if s.prompt_mods is None:  # 2.5: the table alone, the same at every step
+            shift_kv, scale_kv = prompt_table.to(x.dtype)[:, None, None].unbind(0)  # (1, 1, D) each
+        else:
+            shift_kv, scale_kv = _ada(prompt_table, s.prompt_mods, 0, 2)  # (B, 1, D) each
         context = s.context * (1 + scale_kv) + shift_kv  # the context itself is not normalised
         return x + attn2(_rms(x, self.eps) * (1 + scale_q) + shift_q, context=context, bias=s.context_bias) * gate_q
 
@@ -508,9 +542,11 @@ class AVTransformer(nn.Module):
             self.audio_caption_projection = CaptionProjection(cfg.caption_channels, Da)
         self.adaln_single = AdaLNSingle(D, rows)
         self.audio_adaln_single = AdaLNSingle(Da, rows)
-        if cfg.cross_attention_adaln:  # 2.3: text-context modulation from the step sigma
+        if cfg.cross_attention_adaln and cfg.use_prompt_adaln_single:  # 2.3: text modulation from the step sigma
             self.prompt_adaln_single = AdaLNSingle(D, 2)
             self.audio_prompt_adaln_single = AdaLNSingle(Da, 2)
+        if cfg.use_keyframes_abs_pos_embedding:  # 2.5: zero until trained, so a no-op for untrained files
+            self.keyframes_abs_pos_embedding = nn.Parameter(torch.zeros(1, D))
         self.av_ca_video_scale_shift_adaln_single = AdaLNSingle(D, 4)
         self.av_ca_audio_scale_shift_adaln_single = AdaLNSingle(Da, 4)
         self.av_ca_a2v_gate_adaln_single = AdaLNSingle(D, 1)
@@ -567,6 +603,13 @@ class AVTransformer(nn.Module):
         cfg = self.cfg
         x = m.patchify_proj(s.x)  # (B, T, D)
         B, _, D = x.shape
+        if s.keyframes_mask is not None:
+            video = m.patchify_proj is self.patchify_proj
+            marker = getattr(self, "keyframes_abs_pos_embedding", None) if video else None
+            if marker is None:
+                raise ValueError("keyframes_mask was given for a stream without a keyframe embedding (supported: the "
+                                 "video stream of a model with use_keyframes_abs_pos_embedding, i.e. LTX-2.5)")
+            x = x + (s.keyframes_mask.view(B, -1, 1) > 0).to(x.dtype) * marker.to(x.dtype)
         dtype = x.dtype
         mods, embedded = m.adaln((s.timesteps * cfg.timestep_scale_multiplier).flatten(), dtype)
         mods, embedded = mods.view(B, -1, mods.shape[-1]), embedded.view(B, -1, D)  # (B, T, rows*D), (B, T, D)

@@ -1,0 +1,148 @@
+"""The diffusers layout of the LTX-2 family's transformer: key names and config, both ways.
+
+diffusers 0.42.1 (`LTX2VideoTransformer3DModel`, which also runs LTX-2.3 and 2.5) keeps the official module tree
+and renames a few of its nodes. A key maps by its dot-separated parts, so `adaln_single` (the video timestep
+AdaLN) is never confused with `av_ca_a2v_gate_adaln_single`, which only contains it:
+
+    official (ltx-core)                    diffusers
+    patchify_proj / audio_patchify_proj    proj_in / audio_proj_in                 (top level)
+    adaln_single / audio_adaln_single      time_embed / audio_time_embed           (top level)
+    prompt_adaln_single (+ audio_)         prompt_adaln (+ audio_)                 (top level, 2.3)
+    av_ca_{video,audio}_scale_shift_...    av_cross_attn_{video,audio}_scale_shift (top level)
+    av_ca_a2v_gate_adaln_single            av_cross_attn_video_a2v_gate            (top level)
+    av_ca_v2a_gate_adaln_single            av_cross_attn_audio_v2a_gate            (top level)
+    scale_shift_table_a2v_ca_{video,audio} {video,audio}_a2v_cross_attn_scale_shift_table   (per block)
+    q_norm / k_norm                        norm_q / norm_k                          (per attention)
+
+Everything else (attention projections, gate logits, MLPs, modulation tables, output heads, caption projections,
+`keyframes_abs_pos_embedding`) has the same name. The mapping is a bijection on the model's keys, so a state dict
+round-trips bitwise (tests/ltx2/test_ltx2_transformer25.py).
+
+Semantics that differ between the two implementations (documented in the README; the parity tests use inputs on
+which they agree):
+- the video self-attention mask: ltx-core turns a weight w in [0, 1] into the additive bias log(w); diffusers into
+  (w - 1) * 10000. They agree on 0/1 masks and differ on fractional weights (IC-LoRA attention strength);
+- diffusers takes no audio self-attention mask;
+- diffusers' STG perturbs the video and the audio self-attention of the same blocks together.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor
+
+from ltx.ltx2.transformer import AVTransformerConfig
+
+_TOP = {
+    "patchify_proj": "proj_in",
+    "audio_patchify_proj": "audio_proj_in",
+    "adaln_single": "time_embed",
+    "audio_adaln_single": "audio_time_embed",
+    "prompt_adaln_single": "prompt_adaln",
+    "audio_prompt_adaln_single": "audio_prompt_adaln",
+    "av_ca_video_scale_shift_adaln_single": "av_cross_attn_video_scale_shift",
+    "av_ca_audio_scale_shift_adaln_single": "av_cross_attn_audio_scale_shift",
+    "av_ca_a2v_gate_adaln_single": "av_cross_attn_video_a2v_gate",
+    "av_ca_v2a_gate_adaln_single": "av_cross_attn_audio_v2a_gate",
+}
+_INNER = {
+    "scale_shift_table_a2v_ca_video": "video_a2v_cross_attn_scale_shift_table",
+    "scale_shift_table_a2v_ca_audio": "audio_a2v_cross_attn_scale_shift_table",
+    "q_norm": "norm_q",
+    "k_norm": "norm_k",
+}
+_TOP_BACK = {v: k for k, v in _TOP.items()}
+_INNER_BACK = {v: k for k, v in _INNER.items()}
+
+
+def _rename(key: str, top: dict[str, str], inner: dict[str, str]) -> str:
+    head, *rest = key.split(".")
+    return ".".join([top.get(head, head), *(inner.get(p, p) for p in rest)])
+
+
+def transformer_key_to_diffusers(key: str) -> str:
+    """One official transformer key (without `model.diffusion_model.`) -> its diffusers name."""
+    return _rename(key, _TOP, _INNER)
+
+
+def transformer_key_from_diffusers(key: str) -> str:
+    """One diffusers transformer key -> its official name (without `model.diffusion_model.`)."""
+    return _rename(key, _TOP_BACK, _INNER_BACK)
+
+
+def transformer_to_diffusers(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Official transformer keys -> diffusers keys (the tensors themselves are shared, not copied)."""
+    return {transformer_key_to_diffusers(k): v for k, v in state_dict.items()}
+
+
+def transformer_from_diffusers(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
+    """diffusers transformer keys -> official keys (without `model.diffusion_model.`)."""
+    return {transformer_key_from_diffusers(k): v for k, v in state_dict.items()}
+
+
+def diffusers_transformer_config(cfg: AVTransformerConfig) -> dict[str, Any]:
+    """`LTX2VideoTransformer3DModel(**config)` arguments that build the same network as `AVTransformer(cfg)`."""
+    return dict(
+        in_channels=cfg.in_channels, out_channels=cfg.out_channels,
+        num_attention_heads=cfg.num_attention_heads, attention_head_dim=cfg.attention_head_dim,
+        cross_attention_dim=cfg.cross_attention_dim,
+        pos_embed_max_pos=cfg.positional_embedding_max_pos[0], base_height=cfg.positional_embedding_max_pos[1],
+        base_width=cfg.positional_embedding_max_pos[2],
+        gated_attn=cfg.apply_gated_attention, cross_attn_mod=cfg.cross_attention_adaln,
+        audio_in_channels=cfg.audio_in_channels, audio_out_channels=cfg.audio_out_channels,
+        audio_num_attention_heads=cfg.audio_num_attention_heads, audio_attention_head_dim=cfg.audio_attention_head_dim,
+        audio_cross_attention_dim=cfg.audio_cross_attention_dim,
+        audio_pos_embed_max_pos=cfg.audio_positional_embedding_max_pos[0],
+        audio_gated_attn=cfg.apply_gated_attention, audio_cross_attn_mod=cfg.cross_attention_adaln,
+        num_layers=cfg.num_layers, norm_eps=cfg.norm_eps, caption_channels=cfg.caption_channels,
+        rope_theta=cfg.positional_embedding_theta, rope_double_precision=cfg.frequencies_precision == "float64",
+        timestep_scale_multiplier=cfg.timestep_scale_multiplier,
+        cross_attn_timestep_scale_multiplier=cfg.av_ca_timestep_scale_multiplier, rope_type=cfg.rope_type,
+        use_prompt_embeddings=not cfg.caption_proj_before_connector, perturbed_attn=True,
+        ff_bias=cfg.ff_bias, audio_ff_bias=cfg.audio_ff_bias, use_prompt_adaln_single=cfg.use_prompt_adaln_single,
+        use_keyframes_abs_pos_embedding=cfg.use_keyframes_abs_pos_embedding,
+    )
+
+
+# diffusers' config.json values that have no official counterpart and must keep their meaning here
+_DIFFUSERS_FIXED = {"patch_size": 1, "patch_size_t": 1, "activation_fn": "gelu-approximate",
+                    "qk_norm": "rms_norm_across_heads", "norm_elementwise_affine": False, "attention_bias": True,
+                    "attention_out_bias": True}
+
+
+def config_from_diffusers(d: dict[str, Any]) -> AVTransformerConfig:
+    """A diffusers transformer `config.json` -> AVTransformerConfig; one line for what the official model lacks."""
+    for key, expected in _DIFFUSERS_FIXED.items():
+        if key in d and d[key] != expected:
+            raise ValueError(f"diffusers transformer config {key}={d[key]!r} is not supported (supported: "
+                             f"{expected!r})")
+    if d.get("gated_attn", False) != d.get("audio_gated_attn", False) or \
+            d.get("cross_attn_mod", False) != d.get("audio_cross_attn_mod", False):
+        raise ValueError("diffusers transformer config: gated_attn / cross_attn_mod differ between the video and the "
+                         "audio stream (supported: the same value for both, as every official model)")
+    get = d.get
+    return AVTransformerConfig(
+        num_layers=get("num_layers", 48), num_attention_heads=get("num_attention_heads", 32),
+        attention_head_dim=get("attention_head_dim", 128),
+        audio_num_attention_heads=get("audio_num_attention_heads", 32),
+        audio_attention_head_dim=get("audio_attention_head_dim", 64),
+        in_channels=get("in_channels", 128), out_channels=get("out_channels") or get("in_channels", 128),
+        audio_in_channels=get("audio_in_channels", 128),
+        audio_out_channels=get("audio_out_channels") or get("audio_in_channels", 128),
+        cross_attention_dim=get("cross_attention_dim", 4096),
+        audio_cross_attention_dim=get("audio_cross_attention_dim", 2048),
+        caption_channels=get("caption_channels", 3840), norm_eps=get("norm_eps", 1e-6),
+        positional_embedding_theta=get("rope_theta", 10000.0),
+        positional_embedding_max_pos=(get("pos_embed_max_pos", 20), get("base_height", 2048), get("base_width", 2048)),
+        audio_positional_embedding_max_pos=(get("audio_pos_embed_max_pos", 20),),
+        timestep_scale_multiplier=get("timestep_scale_multiplier", 1000),
+        av_ca_timestep_scale_multiplier=get("cross_attn_timestep_scale_multiplier", 1000),
+        rope_type=get("rope_type", "interleaved"),
+        frequencies_precision="float64" if get("rope_double_precision", True) else "float32",
+        apply_gated_attention=get("gated_attn", False), cross_attention_adaln=get("cross_attn_mod", False),
+        caption_proj_before_connector=not get("use_prompt_embeddings", True),
+        use_prompt_adaln_single=get("use_prompt_adaln_single", True), ff_bias=get("ff_bias", True),
+        audio_ff_bias=get("audio_ff_bias", True),
+        use_keyframes_abs_pos_embedding=get("use_keyframes_abs_pos_embedding", False),
+    )
