@@ -569,6 +569,7 @@ def run(cfg: GenerateConfig) -> list[Path]:
     from omegaconf import OmegaConf
     from tqdm import tqdm
 
+    frames_given = cfg.num_frames is not None  # LTX-2.5 without num_frames: the duration head's length
     cfg = with_preset_defaults(with_student(cfg))
     cfg = memory_settings(cfg)
     check_parallel(cfg)
@@ -578,7 +579,7 @@ def run(cfg: GenerateConfig) -> list[Path]:
     if cfg.model.is_ltx2:  # video + sound: its own checks and outputs
         from infer import generate_ltx2
 
-        return generate_ltx2.run(cfg)
+        return generate_ltx2.run(cfg, frames_given=frames_given)
     if cfg.audio_guidance_scale is not None or cfg.modality_scale is not None or cfg.distilled_lora is not None \
             or cfg.audio is not None or cfg.video is not None or cfg.transformer is not None:
         raise InputError("audio, video, audio_guidance_scale, modality_scale, distilled_lora and transformer are for "

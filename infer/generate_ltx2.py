@@ -26,6 +26,7 @@ off, the input frames written to the outputs with the generated sound).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -65,8 +66,9 @@ def guider_overrides(cfg) -> tuple[dict | None, dict | None]:
     return video or None, audio or None
 
 
-def open_request(cfg) -> tuple[api.Pipeline, api.Request]:
-    """The opened pipeline (weights not loaded) and the validated request, or InputError naming the option."""
+def open_request(cfg) -> tuple[api.Pipeline, api.Request, dict]:
+    """The opened pipeline (weights not loaded), the validated request and its arguments but num_frames (to check
+    again with the duration head's length), or InputError naming the option."""
     av = cfg.model.av
     if cfg.embeddings is not None or cfg.negative_embeddings is not None:
         raise InputError("embeddings=... is for the 0.9.x (T5) presets; LTX-2 encodes prompts with Gemma 3: pass "
@@ -78,7 +80,8 @@ def open_request(cfg) -> tuple[api.Pipeline, api.Request]:
     if not cfg.prompts:
         raise InputError("no prompts given; pass 'prompts=[\"a dog barks at the sea\"]'")
     device, dtype = resolve_device(cfg)
-    checkpoint = existing_file(cfg.checkpoint, "checkpoint", f"pass checkpoint=/path/to/{cfg.model.checkpoint}")
+    checkpoint = existing(cfg.checkpoint, "checkpoint", f"pass checkpoint=/path/to/{cfg.model.checkpoint} (a bundled "
+                          "file, or a folder of LTX-2.5 component files)")
     transformer = None if cfg.transformer is None else existing_file(
         cfg.transformer, "transformer", "give the transformer's own file (.gguf, or a quantized .safetensors)")
     upsampler = distilled_lora = None
@@ -114,22 +117,22 @@ def open_request(cfg) -> tuple[api.Pipeline, api.Request]:
         pipe = api.open_pipeline(checkpoint, model=cfg.model, text_encoder=text_encoder, upsampler=upsampler,
                                  distilled_lora=distilled_lora, loras=loras, device=device, dtype=dtype,
                                  transformer=transformer)
-        request = pipe.check(height=cfg.height, width=cfg.width, num_frames=cfg.num_frames, frame_rate=cfg.fps,
-                             num_inference_steps=cfg.steps, sigmas=cfg.timesteps, video_guider_params=video_guidance,
-                             audio_guider_params=audio_guidance, images=images, video_conditioning=control,
-                             audio_path=cfg.audio, audio_start_time=cfg.audio_start, video_path=cfg.video,
-                             negative_prompt=cfg.negative_prompt)
+        args = dict(height=cfg.height, width=cfg.width, frame_rate=cfg.fps, num_inference_steps=cfg.steps,
+                    sigmas=cfg.timesteps, video_guider_params=video_guidance, audio_guider_params=audio_guidance,
+                    images=images, video_conditioning=control, audio_path=cfg.audio, audio_start_time=cfg.audio_start,
+                    video_path=cfg.video, negative_prompt=cfg.negative_prompt)
+        request = pipe.check(num_frames=cfg.num_frames, **args)
     except (ValueError, OSError) as e:  # CheckpointError is a ValueError
         raise InputError(str(e)) from None
-    return pipe, request
+    return pipe, request, args
 
 
-def run(cfg) -> list[Path]:
+def run(cfg, frames_given: bool = True) -> list[Path]:
     """Generate one video with sound per prompt (see the module docstring for the order of work)."""
     from omegaconf import OmegaConf
     from tqdm import tqdm
 
-    pipe, request = open_request(cfg)
+    pipe, request, request_args = open_request(cfg)
     check_output(cfg)
     device, pipe.device = pipe.device, text_device(cfg, pipe.device)  # Gemma's device (text_encoder_device=cpu)
     try:
@@ -139,6 +142,15 @@ def run(cfg) -> list[Path]:
     finally:
         pipe.device = device
     load_weights(pipe, cfg, pipe.device)  # offload / quantize: loaded in CPU memory first
+    if not frames_given and pipe.has_duration_head:  # LTX-2.5: the clip length the prompt describes
+        if len(cfg.prompts) != 1:
+            raise InputError(f"{len(cfg.prompts)} prompts: the duration head predicts one length per prompt; give "
+                             "num_frames=N (8k + 1) for several prompts")
+        try:
+            request = pipe.check(num_frames=pipe.predict_num_frames(text, cfg.fps), **request_args)
+            cfg = dataclasses.replace(cfg, num_frames=request.num_frames)  # recorded in the yaml as used
+        except ValueError as e:
+            raise InputError(str(e)) from None
     # parallel=sp: the transformer sharded (the pipelines decode untiled: every rank decodes); parallel_cfg splits
     # the guidance passes, which must then be rows of one batch
     pipe.batch_passes = cfg.parallel == "sp" and cfg.parallel_cfg

@@ -40,13 +40,21 @@ def preset_of(model: str | os.PathLike | ModelPreset | None) -> ModelPreset:
 def check_arguments(**paths) -> None:
     """The file arguments of open/load_pipeline: each None or a path; `loras` as `ltx.core.requests.lora_specs`."""
     lora_specs(paths.pop("loras"))
+    checkpoint = paths.get("checkpoint")
+    if isinstance(checkpoint, list | tuple):  # LTX-2.5's split checkpoints: one file per component
+        for i, value in enumerate(checkpoint):
+            paths[f"checkpoint[{i}]"] = value
+        paths.pop("checkpoint")
+        if not checkpoint:
+            raise ValueError("checkpoint is an empty list; give the component files (or one file, or a folder)")
     for name, value in paths.items():
         if value is not None and not isinstance(value, str | os.PathLike):
             raise ValueError(f"{name} must be a path (str or os.PathLike) or None, got {value!r} "
                              f"({type(value).__name__})")
 
 
-def open_pipeline(checkpoint: str | os.PathLike | None = None, *, model: str | os.PathLike | ModelPreset | None = None,
+def open_pipeline(checkpoint: str | os.PathLike | Sequence | None = None, *,
+                  model: str | os.PathLike | ModelPreset | None = None,
                   vae: str | os.PathLike | None = None, upsampler: str | os.PathLike | None = None,
                   text_encoder: str | os.PathLike | None = None, loras: Sequence = (),
                   distilled_lora: str | os.PathLike | None = None, pipeline: str | None = None,
@@ -71,7 +79,8 @@ def open_pipeline(checkpoint: str | os.PathLike | None = None, *, model: str | o
                                   loras=loras)
 
 
-def load_pipeline(checkpoint: str | os.PathLike | None = None, *, model: str | os.PathLike | ModelPreset | None = None,
+def load_pipeline(checkpoint: str | os.PathLike | Sequence | None = None, *,
+                  model: str | os.PathLike | ModelPreset | None = None,
                   vae: str | os.PathLike | None = None, upsampler: str | os.PathLike | None = None,
                   text_encoder: str | os.PathLike | None = None, loras: Sequence = (),
                   distilled_lora: str | os.PathLike | None = None, pipeline: str | None = None,

@@ -196,7 +196,7 @@ class AVDefaults:
     """An LTX-2 release: which official pipeline, its schedule and guidance (ltx_pipelines/utils/constants.py),
     and the companion files. The checkpoint's metadata stays authoritative for the architecture."""
 
-    model_version: str  # "2" (LTX-2, 19B) or "2.3" (LTX-2.3, 22B): checked against the file's model_version
+    model_version: str  # "2" (LTX-2, 19B), "2.3" or "2.5" (22B): checked against the file's model_version
     pipeline: AVPipeline = AVPipeline.two_stage
     num_inference_steps: int | None = None  # guided stage 1 (LTX2Scheduler); None for the distilled pipeline
     sigmas: list[float] | None = None  # the distilled stage-1 sigma list instead

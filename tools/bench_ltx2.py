@@ -69,7 +69,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 H200_BF16_PEAK = 989.4e12  # dense bf16 FLOP/s (NVIDIA H200 SXM datasheet)
 MODULES = ("transformer", "vae", "audio")
-VARIANTS = ("19b", "2.3")
+VARIANTS = ("19b", "2.3", "2.5")
 
 # Token counts of the transformer rows: (name, latent grid F x H x W, audio tokens, text tokens).
 SIZES = {
@@ -182,10 +182,13 @@ def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 def transformer_config(spec: dict):
     from ltx.ltx2.transformer import AVTransformerConfig
 
-    v23 = spec["variant"] == "2.3"
+    v23, v25 = spec["variant"] in ("2.3", "2.5"), spec["variant"] == "2.5"
     flags = dict(apply_gated_attention=v23, cross_attention_adaln=v23, caption_proj_before_connector=v23)
+    if v25:
+        flags.update(use_prompt_adaln_single=False, ff_bias=False, use_keyframes_abs_pos_embedding=True)
     if spec["full_width"]:
-        base = AVTransformerConfig.ltx2_3_22b() if v23 else AVTransformerConfig.ltx2_19b()
+        base = {"19b": AVTransformerConfig.ltx2_19b, "2.3": AVTransformerConfig.ltx2_3_22b,
+                "2.5": AVTransformerConfig.ltx2_5_22b}[spec["variant"]]()
         return replace(base, num_layers=spec["layers"])
     return AVTransformerConfig(num_layers=spec["layers"], num_attention_heads=4, attention_head_dim=16,
                                audio_num_attention_heads=4, audio_attention_head_dim=8, cross_attention_dim=64,
@@ -205,6 +208,8 @@ def build_transformer(spec: dict, device: torch.device, dtype: torch.dtype) -> C
     from ltx.ltx2.transformer import AVTransformer, Perturbations, StreamInput
 
     cfg = transformer_config(spec)
+    if spec["variant"] == "2.5":  # ltx-core 1.0.0 has no 2.5: diffusers 0.42.1 is the reference
+        return _build_transformer_25(spec, cfg, device, dtype)
     with torch.device("meta"):
         ref = LTXModelConfigurator.from_config({"transformer": cfg.to_metadata()})
         ours = AVTransformer(cfg)
@@ -289,6 +294,82 @@ def build_transformer(spec: dict, device: torch.device, dtype: torch.dtype) -> C
 
     def compare(o, r) -> float:
         return max(max(_max_diff(o[0][k: k + 1], rv), _max_diff(o[1][k: k + 1], ra)) for k, (rv, ra) in enumerate(r))
+
+    return our_step, ref_step, compare
+
+
+def _transformer_inputs(cfg, spec: dict, device: torch.device, dtype: torch.dtype) -> dict:
+    """Video / audio latents, [start, end) positions (as ltx-core's latent tools), two text contexts, sigma 0.7."""
+    (F, H, W), Ta, S = spec["grid"], spec["audio_tokens"], spec["text_tokens"]
+    T = F * H * W
+    g = torch.Generator().manual_seed(0)
+    f, h, w = torch.meshgrid(torch.arange(F), torch.arange(H), torch.arange(W), indexing="ij")
+    t0, t1 = (f * 8 - 7).clamp(min=0) / 24.0, (f * 8 + 1) / 24.0
+    vpos = torch.stack([torch.stack([t0, t1], -1), torch.stack([h * 32, h * 32 + 32], -1),
+                        torch.stack([w * 32, w * 32 + 32], -1)]).float().reshape(1, 3, T, 2)
+    i = torch.arange(Ta)
+    apos = (torch.stack([(4 * i - 3).clamp(min=0), 4 * i + 1], -1) * 0.01).float().view(1, 1, Ta, 2)
+
+    def rnd(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=g).to(device, dtype)
+
+    sigma = torch.full((1,), 0.7, device=device)
+    return dict(x=rnd(1, T, cfg.in_channels), ax=rnd(1, Ta, cfg.audio_in_channels), ctx=rnd(1, S, cfg.inner_dim),
+                actx=rnd(1, S, cfg.audio_inner_dim), neg=rnd(1, S, cfg.inner_dim), aneg=rnd(1, S, cfg.audio_inner_dim),
+                vpos=vpos.to(device, dtype), apos=apos.to(device), sigma=sigma, vts=sigma.expand(1, T).clone(),
+                ats=sigma.expand(1, Ta).clone())
+
+
+def _build_transformer_25(spec: dict, cfg, device: torch.device, dtype: torch.dtype) -> Case:
+    """LTX-2.5: ours vs diffusers' LTX2VideoTransformer3DModel (our random weights through the key map), one pass
+    or the guided step of 4 calls (cond, uncond, STG on the last block, isolated modalities)."""
+    from diffusers import LTX2VideoTransformer3DModel
+
+    from ltx.ltx2.diffusers_layout import diffusers_transformer_config, transformer_to_diffusers
+    from ltx.ltx2.transformer import AVTransformer, Perturbations, StreamInput
+
+    with torch.device("meta"):
+        ours = AVTransformer(cfg)
+        ref = LTX2VideoTransformer3DModel(**diffusers_transformer_config(cfg))
+    ours = ours.to_empty(device=device)
+    randomize_(ours, seed=1)
+    ours = ours.to(dtype).eval()
+    ref = ref.to_empty(device=device).to(dtype)
+    ref.load_state_dict(transformer_to_diffusers(ours.state_dict()), strict=True)
+    ref.eval()
+    d, L = _transformer_inputs(cfg, spec, device, dtype), cfg.num_layers
+
+    def ref_call(ctx, actx, **kw):
+        return ref(hidden_states=d["x"], audio_hidden_states=d["ax"], encoder_hidden_states=ctx,
+                   audio_encoder_hidden_states=actx, timestep=d["vts"] * 1000, audio_timestep=d["ats"] * 1000,
+                   sigma=d["sigma"] * 1000, audio_sigma=d["sigma"] * 1000, video_coords=d["vpos"],
+                   audio_coords=d["apos"], use_cross_timestep=True, return_dict=False, **kw)
+
+    def our_call(ctx, actx, perturb=None):
+        return ours(StreamInput(x=d["x"], timesteps=d["vts"], sigma=d["sigma"], positions=d["vpos"], context=ctx),
+                    StreamInput(x=d["ax"], timesteps=d["ats"], sigma=d["sigma"], positions=d["apos"], context=actx),
+                    perturb)
+
+    def compare(o, r) -> float:
+        if isinstance(o, list):
+            return max(max(_max_diff(a[0], b[0]), _max_diff(a[1], b[1])) for a, b in zip(o, r))
+        return max(_max_diff(o[0], r[0]), _max_diff(o[1], r[1]))
+
+    if not spec["guided"]:
+        return (lambda: our_call(d["ctx"], d["actx"])), (lambda: ref_call(d["ctx"], d["actx"])), compare
+    if spec["guided"] == "batched":
+        raise SystemExit("--variant 2.5 runs the one-pass and the 4-call guided rows (diffusers has no batched "
+                         "perturbation rows to compare the batched step with)")
+
+    def our_step():
+        return [our_call(d["ctx"], d["actx"]), our_call(d["neg"], d["aneg"]),
+                our_call(d["ctx"], d["actx"], Perturbations.stg(L, 1, blocks=[L - 1])),
+                our_call(d["ctx"], d["actx"], Perturbations.isolate_modalities(L, 1))]
+
+    def ref_step():
+        return [ref_call(d["ctx"], d["actx"]), ref_call(d["neg"], d["aneg"]),
+                ref_call(d["ctx"], d["actx"], spatio_temporal_guidance_blocks=[L - 1]),
+                ref_call(d["ctx"], d["actx"], isolate_modalities=True)]
 
     return our_step, ref_step, compare
 
@@ -448,7 +529,7 @@ def cases(args) -> list[dict]:
     out: list[dict] = []
     if args.gpu:
         common.update(device="cuda", dtype="bfloat16")
-        for guided in (False, "separate", "batched"):
+        for guided in (False, "separate") if args.variant == "2.5" else (False, "separate", "batched"):
             out.append(dict(common, kind="transformer", module="transformer", variant=args.variant,
                             layers=args.layers, full_width=True, grid=(16, 16, 24), audio_tokens=126,
                             text_tokens=1024, guided=guided, size="121x512x768"))
@@ -456,12 +537,12 @@ def cases(args) -> list[dict]:
     quick = args.quick
     if "transformer" in args.only:
         for size, grid, audio, text in SIZES["quick" if quick else "full"]:
-            for guided in (False, "separate", "batched"):
+            for guided in (False, "separate") if args.variant == "2.5" else (False, "separate", "batched"):
                 out.append(dict(common, kind="transformer", module="transformer", variant=args.variant,
                                 layers=args.layers, full_width=False, grid=grid, audio_tokens=audio,
                                 text_tokens=text, guided=guided, size=size))
     if "vae" in args.only:
-        for variant in VARIANTS:
+        for variant in ("19b", "2.3"):
             out.append(dict(common, kind="video_vae", module="vae", variant=variant,
                             base_channels=8 if quick else 16, grid=(2, 2, 3) if quick else (3, 8, 12)))
     if "audio" in args.only:
@@ -510,7 +591,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--repeats", type=int, default=None, help="timed calls per implementation (default 5, quick 1)")
     ap.add_argument("--warmup", type=int, default=1, help="untimed calls per implementation first (>= 1)")
     ap.add_argument("--layers", type=int, default=None, help="transformer blocks (default 2 on CPU, 4 with --gpu)")
-    ap.add_argument("--variant", default="19b", help="transformer layout: 19b (default) or 2.3")
+    ap.add_argument("--variant", default="19b", help="transformer layout: 19b (default), 2.3 or 2.5 (2.5: the "
+                    "reference is diffusers 0.42.1, ltx-core 1.0.0 has no 2.5)")
     ap.add_argument("--gpu", action="store_true", help="the 19B-width transformer in bf16 on CUDA, with MFU")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -558,7 +640,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  done ({time.perf_counter() - t0:.0f} s): {module} | {case}", file=sys.stderr)
 
     dev = f"CUDA ({torch.cuda.get_device_name()}), bf16" if args.gpu else f"CPU, threads {args.threads}, fp32"
-    print(f"\nltx.ltx2 vs ltx-core 1.0.0: {dev}, torch {torch.__version__}; median of {args.repeats} timed calls "
+    ref_name = "diffusers 0.42.1 (2.5 transformer rows), ltx-core 1.0.0" if args.variant == "2.5" else "ltx-core 1.0.0"
+    print(f"\nltx.ltx2 vs {ref_name}: {dev}, torch {torch.__version__}; median of {args.repeats} timed calls "
           f"(alternating ours / ref, after {args.warmup} warm-up), memory = extra peak "
           f"{'allocated' if args.gpu else 'RSS'} of one call (median)")
     if not args.gpu:

@@ -280,6 +280,27 @@ def x0_euler(masks: Sequence[Tensor], cleans: Sequence[Tensor]) -> StepFn:
     return step
 
 
+def x0_ancestral(masks: Sequence[Tensor], cleans: Sequence[Tensor], generator: torch.Generator,
+                eta: float = 1.0, s_noise: float = 1.0) -> StepFn:
+    """LTX-2.5's distilled stage 1 (ltx-pipelines 1.2 `euler_ancestral_denoising_loop`): x0 from the model, clean
+    tokens kept, then `ancestral_step_x0` with fresh noise from `generator` (one draw per stream and step, the
+    streams in order, in the latent's dtype), and the clean tokens put back after the noise; the step to sigma 0
+    returns x0."""
+
+    def step(model: DenoiseModel, xs: Streams, sigmas: Tensor, i: int) -> Streams:
+        x0s = keep_clean_all(model(xs, sigmas[i], i), masks, cleans)
+        if sigmas[i + 1] == 0:
+            return tuple(x0.to(x.dtype) for x, x0 in zip(xs, x0s))
+        out = []
+        for x, x0, mask, clean in zip(xs, x0s, masks, cleans):
+            noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+            x_next = ancestral_step_x0(x, x0, sigmas[i], sigmas[i + 1], noise, eta, s_noise)
+            out.append(keep_clean(x_next, mask, clean))
+        return tuple(out)
+
+    return step
+
+
 def x0_gradient_euler(masks: Sequence[Tensor], cleans: Sequence[Tensor], gamma: float = GE_GAMMA) -> StepFn:
     """LTX-2 gradient-estimation Euler (ltx-pipelines `gradient_estimating_euler_denoising_loop`): x0 corrected
     by `ge_denoised` from the previous step's velocity; the step to sigma 0 returns the (clean-kept) x0."""

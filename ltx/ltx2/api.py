@@ -56,6 +56,7 @@ from ltx.core.step_cache import CachePolicy, cached
 from ltx.ltx2 import pipelines
 from ltx.ltx2.audio import waveform_to_mel
 from ltx.ltx2.conditioning import fit_image
+from ltx.ltx2.duration import duration_frames
 from ltx.ltx2.lora import LoRAWeights, check_lora, fuse_loras, read_lora
 from ltx.ltx2.patchify import video_latent_shape
 from ltx.ltx2.pipelines import AVModels, AVPipeline, AVRequest, ImageInput, Prompt, ReferenceInput, check_size
@@ -64,6 +65,25 @@ from ltx.ltx2.text import GemmaTextEncoder
 from ltx.presets import AVGuidance, ModelPreset, load_preset
 
 COMPONENTS = ("transformer", "text", "vae", "audio_vae", "vocoder")
+# ltx-pipelines 1.2 seeds the 2.5 ancestral sampler's noise at seed + 10000, so that its first draw is not the
+# initial latent noise again
+ANCESTRAL_SEED_OFFSET = 10_000
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    """"2.5.0" -> (2, 5, 0); a pre-release tag ends it ("2.3-rc1" and "2.3.rc1" -> (2, 3))."""
+    out = []
+    for part in str(version).replace("-", ".").replace("+", ".").split("."):
+        if not part.isdigit():
+            break
+        out.append(int(part))
+    return tuple(out)
+
+
+def family(version: str) -> str:
+    """The release line a model_version belongs to: "2.5" (and later), "2.3" or "2" (LTX-2 19B)."""
+    v = version_tuple(version)
+    return "2.5" if v >= (2, 5) else "2.3" if v >= (2, 3) else "2"
 
 
 @dataclass
@@ -146,6 +166,36 @@ class Pipeline:
     @property
     def model_version(self) -> str:
         return str(self.bundle.model_version or "2")
+
+    @property
+    def version(self) -> tuple[int, ...]:
+        """model_version as numbers, (2, 5, 0) for "2.5.0" ("2.3-rc1" -> (2, 3)), for "at least 2.5" checks."""
+        return version_tuple(self.model_version)
+
+    @property
+    def has_duration_head(self) -> bool:
+        return "duration_head" in self.metas
+
+    def predict_num_frames(self, text: TextStates, frame_rate: float | None = None, *, min_seconds: float = 1.0,
+                           max_seconds: float = 20.0) -> int:
+        """LTX-2.5: the clip length the duration head predicts for the (one) prompt, in frames 8k + 1 at
+        `frame_rate` within [min_seconds, max_seconds] (the official `--auto-duration` window). Needs `load()`."""
+        if not self.has_duration_head:
+            raise ValueError(f"checkpoint {self.bundle.path.name} has no duration head (LTX-2.5 files carry one): "
+                             "give num_frames")
+        if not self.loaded:
+            raise ValueError("the pipeline was opened without weights; call .load() first")
+        hidden, mask = text.positive
+        if mask.shape[0] != 1:
+            raise ValueError(f"the duration head predicts one length per prompt; {mask.shape[0]} prompts need "
+                             "num_frames")
+        fps = self.preset.generation.fps if frame_rate is None else frame_rate
+        with torch.no_grad():
+            video, audio = self.modules["text"](hidden, mask)[:2]
+            seconds = float(self.modules["duration_head"](video, audio)[0])
+        frames = duration_frames(seconds, fps, self.metas["vae"].cfg.scale[0], min_seconds, max_seconds)
+        print(f"duration head: {seconds:.2f} s -> num_frames={frames} at {fps:g} fps")
+        return frames
 
     # --- requests
     def check(self, *, height: int | None = None, width: int | None = None, num_frames: int | None = None,
@@ -404,6 +454,8 @@ class Pipeline:
                 video_guidance=request.video_guidance, audio_guidance=request.audio_guidance, images=request.images,
                 soundtrack=soundtrack, video=None if given is None else modules["vae"].encode(given),
                 generator=torch.Generator(device).manual_seed(seed), dtype=self.dtype, batch_passes=self.batch_passes,
+                ancestral_generator=torch.Generator(device).manual_seed(seed + ANCESTRAL_SEED_OFFSET)
+                if self.pipeline is AVPipeline.distilled and self.version >= (2, 5) else None,
                 on_step=None if progress is None else (lambda *_: progress()))
             schedules = [s for s in (request.sigmas, request.stage_2_sigmas) if s is not None]
             with cached(modules["transformer"], cache, schedules) as step_cache:
@@ -459,6 +511,9 @@ class Pipeline:
         check_seed(seed)
         req = self.check(negative_prompt=negative_prompt, **request)
         text = self.encode_prompts(prompt, req.negative_prompt)
+        if request.get("num_frames") is None and self.has_duration_head:  # LTX-2.5: the length from the prompt
+            request["num_frames"] = self.predict_num_frames(text, request.get("frame_rate"))
+            req = self.check(negative_prompt=negative_prompt, **request)
         if progress is True:
             from tqdm import tqdm
 
@@ -590,6 +645,16 @@ def check_transformer_file(bundle: ltx2_checkpoint.LTX2Checkpoint, path: Path) -
                               f"(e.g. {unexpected[:2]})")
 
 
+def _checkpoint_files(source) -> Path | list[Path]:
+    """The bundled file, a folder of split component files, or a list of them (LTX-2.5's split layout)."""
+    if isinstance(source, (list, tuple)):
+        return [_file(p, f"checkpoint[{i}]") for i, p in enumerate(source)]
+    p = Path(source).expanduser()
+    if p.is_dir():
+        return p
+    return _file(p, "checkpoint")
+
+
 def _file(path: str | os.PathLike, what: str) -> Path:
     p = Path(path).expanduser()
     if not p.is_file():
@@ -628,13 +693,21 @@ def open_pipeline(checkpoint: str | os.PathLike | None = None, *,
     av = preset.av
     device, dtype = resolve_device(device, dtype)
     checkpoint, text_encoder = preset.local_weights(checkpoint, text_encoder)  # the demo's bundled files
-    bundle = ltx2_checkpoint.read(_file(checkpoint, "checkpoint"), COMPONENTS)
+    bundle = ltx2_checkpoint.read(_checkpoint_files(checkpoint))
+    missing = [n for n in COMPONENTS if n not in bundle.keys]
+    if missing:
+        raise CheckpointError(f"checkpoint {bundle.path}: holds no {', '.join(missing)} (it holds: "
+                              f"{', '.join(bundle.components)}); a split checkpoint needs every component's file")
     metas = ltx2_checkpoint.check(bundle)
     version = str(bundle.model_version or "2")
-    if version.startswith("2.3") != av.model_version.startswith("2.3"):
-        family = "ltx-2.3-22b" if version.startswith("2.3") else "ltx-2-19b"
+    if family(version) != family(av.model_version):
+        names = {"2.5": "ltx-2.5-22b", "2.3": "ltx-2.3-22b", "2": "ltx-2-19b"}
         raise ValueError(f"checkpoint {bundle.path.name} is model_version {version!r}; the {preset.name} preset is "
-                         f"for LTX-{av.model_version} (pick model={family}-dev or -distilled)")
+                         f"for LTX-{av.model_version} (pick model={names[family(version)]}-dev or -distilled)")
+    arch = metas["transformer"].cfg.version
+    if family(version) != "2.5" and arch == "2.5":
+        raise ValueError(f"checkpoint {bundle.path.name}: model_version {version!r} but an LTX-{arch} transformer "
+                         "(its metadata flags): the file's metadata is inconsistent")
     upsampler_file = None
     if av.pipeline.two_stages:
         if upsampler is None:

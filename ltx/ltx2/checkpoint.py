@@ -12,6 +12,13 @@ under fixed key prefixes, and a JSON `config` in its metadata with one sub-dict 
 | vae         | `vae.`                                                               | `VideoVAE`          |
 | audio_vae   | `audio_vae.`                                                         | `AudioVAE`          |
 | vocoder     | `vocoder.` (stripped once: BWE files keep `vocoder.vocoder.*`)       | `Vocoder(WithBWE)`  |
+| duration_head | `duration_head.` (LTX-2.5)                                         | `DurationHead`      |
+
+LTX-2.5 also ships split, one file per component (ltx-pipelines 1.2.0 `--transformer-path`, `--video-vae-path`,
+`--audio-vae-path`, `--duration-head-path`; ComfyUI's layout): the same prefixes, each file's metadata `config`
+holding its components' sub-dicts. `read` takes such files as a list or a folder and indexes them as one checkpoint
+(`SplitReader`): a key held by two files, or two files whose configs or model versions disagree, is an error naming
+both. In a folder, `.safetensors` files that hold no LTX-2 component (Gemma shards, upsamplers) are left out.
 
 The latent upsamplers are separate files (unprefixed keys, a flat metadata config): `read_upsampler` /
 `load_upsampler` / `write_upsampler`. They have one layout (ltx loads them as they are); writing one again only
@@ -43,7 +50,7 @@ import json
 import os
 import re
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -55,12 +62,14 @@ from ltx.core.checkpoint import (
     CheckpointError,
     SafetensorsReader,
     TensorEntry,
+    TensorInfo,
     fit_problems,
     load_strict,
     write_safetensors,
 )
 from ltx.core.quant import QuantError, fixed_dtype_keys, prepare_for_file
 from ltx.ltx2.audio_vae import AudioVAE, AudioVAEConfig
+from ltx.ltx2.duration import DurationHead, DurationHeadConfig
 from ltx.ltx2.text import EmbeddingsProcessor, TextConnectorConfig
 from ltx.ltx2.transformer import AVTransformer, AVTransformerConfig
 from ltx.ltx2.upsampler import LatentUpsampler2, LatentUpsamplerConfig
@@ -77,7 +86,7 @@ class Component:
     """One model inside the bundled file: where its tensors live and how to build it from the metadata."""
 
     name: str
-    config_key: str  # sub-dict of metadata["config"] its config is read from
+    config_key: str | None  # sub-dict of metadata["config"] its config is read from; None: the whole config
     renames: tuple[tuple[str, str], ...]  # (file prefix, our prefix), first match wins
     exclude: tuple[str, ...] = ()  # file prefixes under `renames` that belong to another component
     # (metadata config sub-dict, our keys the file holds or None) -> module, built on the caller's device
@@ -122,6 +131,10 @@ def _make_vocoder(c: dict, keys: Collection[str] | None = None) -> nn.Module:
     return build_vocoder(VocoderConfig.from_metadata(c))
 
 
+def _make_duration_head(c: dict, keys: Collection[str] | None = None) -> nn.Module:
+    return DurationHead(DurationHeadConfig.from_metadata(c))  # widths from `transformer`, the rest `duration_head`
+
+
 COMPONENTS: dict[str, Component] = {
     "transformer": Component("transformer", "transformer", (("model.diffusion_model.", ""),), _CONNECTORS,
                              _make_transformer),
@@ -133,7 +146,95 @@ COMPONENTS: dict[str, Component] = {
     "vae": Component("vae", "vae", (("vae.", ""),), (), _make_vae),
     "audio_vae": Component("audio_vae", "audio_vae", (("audio_vae.", ""),), (), _make_audio_vae),
     "vocoder": Component("vocoder", "vocoder", (("vocoder.", ""),), (), _make_vocoder),
+    "duration_head": Component("duration_head", None, (("duration_head.", ""),), (), _make_duration_head),
 }
+
+
+class SplitReader:
+    """Several .safetensors files read as one (`SafetensorsReader`'s interface): LTX-2.5's split checkpoints.
+
+    Keys must be unique across the files. The metadata is the files' merged: their `config` objects merged per
+    component sub-dict (a key given twice must have one value), one `model_version`; other entries the first
+    file's. `infos` offsets count through the files in order, so sorting by them keeps each file's data order."""
+
+    def __init__(self, paths: Sequence[str | os.PathLike]):
+        self.readers = [SafetensorsReader(p) for p in paths]
+        self.paths = [r.path for r in self.readers]
+        self.path = self.paths[0]
+        self.infos: dict[str, TensorInfo] = {}
+        self._owner: dict[str, SafetensorsReader] = {}
+        base = 0
+        for r in self.readers:
+            for k, info in r.infos.items():
+                if k in self._owner:
+                    raise CheckpointError(f"{k!r} is in both {self._owner[k].path} and {r.path}: give each "
+                                          "component once")
+                self._owner[k] = r
+                self.infos[k] = TensorInfo(info.dtype, info.shape, (base + info.offsets[0], base + info.offsets[1]))
+            base += max((i.offsets[1] for i in r.infos.values()), default=0)
+        self.metadata = self._merged_metadata()
+
+    def _merged_metadata(self) -> dict[str, str]:
+        metadata: dict[str, str] = {}
+        config: dict[str, Any] = {}
+        origin: dict[tuple[str, str], Path] = {}
+        versions: dict[str, Path] = {}
+        for r in self.readers:
+            for k, v in r.metadata.items():
+                metadata.setdefault(k, v)
+            if "model_version" in r.metadata:
+                versions.setdefault(str(r.metadata["model_version"]), r.path)
+            raw = r.metadata.get("config")
+            if raw is None:
+                continue
+            for sub, values in _config_object(r.path, raw).items():
+                if not isinstance(values, dict):
+                    config.setdefault(sub, values)
+                    continue
+                merged = config.setdefault(sub, {})
+                for key, value in values.items():
+                    if key in merged and merged[key] != value:
+                        raise CheckpointError(f"config {sub}.{key} is {merged[key]!r} in {origin[sub, key]} but "
+                                              f"{value!r} in {r.path}: these files are not one model")
+                    merged[key] = value
+                    origin.setdefault((sub, key), r.path)
+        if len(versions) > 1:
+            raise CheckpointError("the files are of different model versions: " + ", ".join(
+                f"{p.name} {v!r}" for v, p in versions.items()) + " (give one model's components)")
+        if config:
+            metadata["config"] = json.dumps(config)
+        return metadata
+
+    def keys(self) -> list[str]:
+        return list(self.infos)
+
+    def get(self, key: str) -> torch.Tensor:
+        return self._owner[key].get(key)
+
+
+def component_files(source: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
+    """The files of a split checkpoint: a list as given, or a folder's `.safetensors` files (sorted) that hold an
+    LTX-2 component; one file stays one file."""
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source).expanduser()
+        if not path.is_dir():
+            return [path]
+        files = []
+        for f in sorted(path.glob("*.safetensors")):
+            try:
+                keys = SafetensorsReader(f).keys()
+            except CheckpointError:
+                continue
+            if keys and not _is_upsampler_keys(keys) and any(
+                    c.ours(k) is not None for c in COMPONENTS.values() for k in keys[:64]):
+                files.append(f)
+        if not files:
+            raise CheckpointError(f"{path}: a folder with no .safetensors file holding an LTX-2 component")
+        return files
+    files = [Path(p).expanduser() for p in source]
+    if not files:
+        raise CheckpointError("no checkpoint files given")
+    return files
 
 
 _OTHER_NAMES = {"dit": "transformer", "upsampler": None}  # LTX-Video 0.9.x component names
@@ -219,8 +320,12 @@ _LTX2_UPSAMPLER_CONFIG = ("spatial_scale", "rational_resampler")  # read by ltx-
 _LTX2_UPSAMPLER_KEYS = ("upsampler.conv.", "upsampler.blur_down.")  # the rational resamplers
 
 
+def _is_upsampler_keys(keys: Sequence[str]) -> bool:
+    return bool(keys) and all(k.startswith(_UPSAMPLER_TOP) for k in keys)
+
+
 def _is_upsampler(reader: SafetensorsReader) -> bool:
-    return bool(reader.keys()) and all(k.startswith(_UPSAMPLER_TOP) for k in reader.keys())
+    return _is_upsampler_keys(reader.keys())
 
 
 def detect(path: str | os.PathLike) -> str | None:
@@ -250,15 +355,18 @@ def detect(path: str | os.PathLike) -> str | None:
     return None
 
 
-def read(path: str | os.PathLike, components: str | Iterable[str] | None = None) -> LTX2Checkpoint:
-    """Index an official bundled file or an ltx2 file (headers only), for the chosen components.
+def read(path: str | os.PathLike | Sequence[str | os.PathLike],
+         components: str | Iterable[str] | None = None) -> LTX2Checkpoint:
+    """Index an official bundled file or an ltx2 file (headers only), for the chosen components. `path` may also
+    be several component files (a list, or a folder holding them: LTX-2.5's split checkpoints).
 
     Errors name the file and what is wrong: not an LTX-2 file (an LTX-Video 0.9.x file, an upsampler file),
     metadata without a config, a requested component the file does not hold, keys that belong to no
     component."""
-    path = Path(path)
+    files = component_files(path)
     wanted = parse_components(components)
-    reader = SafetensorsReader(path)
+    reader = SafetensorsReader(files[0]) if len(files) == 1 else SplitReader(files)
+    path = files[0] if len(files) == 1 else Path(path) if isinstance(path, (str, os.PathLike)) else files[0].parent
     explicit = components is not None and components != "all"
     fmt = "ltx2" if reader.metadata.get("format") == LTX2_FORMAT else "official"
     if reader.metadata.get("format") == "ltx":
@@ -296,7 +404,7 @@ def read(path: str | os.PathLike, components: str | Iterable[str] | None = None)
         claimed.update(found.values())
         present += [name] if found else []
         if found and name in wanted:
-            if not isinstance(config.get(comp.config_key), dict):
+            if comp.config_key is not None and not isinstance(config.get(comp.config_key), dict):
                 raise CheckpointError(f"{path}: has {name} tensors but metadata config has no "
                                       f"{comp.config_key!r} object")
             keys[name] = found
@@ -321,7 +429,7 @@ def build_component(name: str, config: dict, keys: Collection[str] | None = None
     `device`. `keys`: our keys the file holds, where the module follows the file (the VAE's extra statistics);
     None builds the released layout."""
     comp = COMPONENTS[name]
-    sub = config.get(comp.config_key) if isinstance(config, dict) else None
+    sub = config if comp.config_key is None else config.get(comp.config_key) if isinstance(config, dict) else None
     if not isinstance(sub, dict):
         raise CheckpointError(f"{name}: metadata config has no {comp.config_key!r} object")
     with torch.device(device):
@@ -499,6 +607,13 @@ def write_modules(dst: str | os.PathLike, modules: dict[str, nn.Module], *, mode
         raise CheckpointError(f"unknown components {unknown} (known: {sorted(COMPONENTS)})")
     config: dict[str, dict] = {}
     for name, module in modules.items():
+        if name == "duration_head":  # its own sub-dict; the widths it reads from `transformer` must agree
+            for key, values in module.cfg.to_metadata().items():
+                for k, v in values.items():
+                    if config.setdefault(key, {}).setdefault(k, v) != v:
+                        raise CheckpointError(f"duration_head {key}.{k}={v!r} but the transformer's is "
+                                              f"{config[key][k]!r}")
+            continue
         key = COMPONENTS[name].config_key
         config.setdefault(key, {}).update(component_config(name, module))
     entries = []
@@ -557,8 +672,9 @@ def describe(name: str, module: nn.Module) -> str:
 def summary(ckpt: LTX2Checkpoint, names: str | Iterable[str] | None = None) -> str:
     """A per-component summary: tensor count, parameters, bytes, dtypes, config highlights (headers only)."""
     version = ckpt.model_version or "absent"
-    family = "LTX-2.3" if ckpt.is_2_3 else "LTX-2"
-    layout = "ltx2 file" if ckpt.format == LTX2_FORMAT else "official bundled file"
+    family = "LTX-2.5" if str(ckpt.model_version or "").startswith("2.5") else "LTX-2.3" if ckpt.is_2_3 else "LTX-2"
+    split = isinstance(ckpt.reader, SplitReader)
+    layout = "ltx2 file" if ckpt.format == LTX2_FORMAT else "official split files" if split else "official bundled file"
     lines = [f"{ckpt.path}: {family} {layout} (model_version {version})"]
     metas = check(ckpt, names)
     for name, module in metas.items():

@@ -48,6 +48,13 @@ class DurationHeadConfig:
                    heads=d.get("num_pooler_heads", 4), mlp_hidden=d.get("mlp_hidden", 256))
 
 
+    def to_metadata(self) -> dict:
+        """The `config` entries `from_metadata` reads: the head's own sub-dict and the two connector widths."""
+        return {"transformer": {"cross_attention_dim": self.video_dim, "audio_cross_attention_dim": self.audio_dim},
+                "duration_head": {"pooler_hidden_dim": self.hidden, "num_queries": self.queries,
+                                  "num_pooler_heads": self.heads, "mlp_hidden": self.mlp_hidden}}
+
+
 class PackedCrossAttention(nn.Module):
     """Multi-head attention of queries over tokens with q, k, v packed in one (3D, D) matrix (torch's MHA layout)."""
 

@@ -178,8 +178,11 @@ def sample(
     *,
     batch_passes: bool = False,
     on_step: Callable[[int, LatentState, LatentState], None] | None = None,
+    ancestral: torch.Generator | None = None,
 ) -> tuple[LatentState, LatentState]:
-    """Euler over `sigmas` (euler_denoising_loop) with guided x0; `on_step(i, video, audio)` sees each new state."""
+    """Euler over `sigmas` (euler_denoising_loop) with guided x0; `on_step(i, video, audio)` sees each new state.
+    `ancestral`: Euler ancestral instead (eta = s_noise = 1, LTX-2.5's distilled stage 1), noise from this
+    generator."""
     _refuse_skip_step(video_guidance, audio_guidance)
 
     def denoise(latents: tuple[Tensor, Tensor], sigma: Tensor, i: int) -> tuple[Tensor, Tensor]:
@@ -189,7 +192,8 @@ def sample(
     def after(i: int, latents: tuple[Tensor, Tensor]) -> None:
         on_step(i, replace(video, x=latents[0]), replace(audio, x=latents[1]))
 
-    step = sampling.x0_euler((video.mask, audio.mask), (video.clean, audio.clean))
+    masks, cleans = (video.mask, audio.mask), (video.clean, audio.clean)
+    step = sampling.x0_euler(masks, cleans) if ancestral is None else sampling.x0_ancestral(masks, cleans, ancestral)
     xv, xa = sampling.sample(denoise, (video.x, audio.x), sigmas.to(torch.float32), step,
                              callback=after if on_step is not None else None)
     return replace(video, x=xv), replace(audio, x=xa)
@@ -270,6 +274,9 @@ class AVRequest:
     generator: torch.Generator | None = None
     dtype: torch.dtype = torch.float32
     batch_passes: bool = False
+    # LTX-2.5 distilled: stage 1 samples Euler ancestral with noise from this generator (seeded seed + 10000 by the
+    # official pipeline, so its first draw is not the initial noise again); None = plain Euler
+    ancestral_generator: torch.Generator | None = None
     on_step: Callable[[int, int, LatentState | None, LatentState | None], None] | None = None
 
 
@@ -489,8 +496,9 @@ def _stage(stage: int, transformer, models: AVModels, positive: Prompt, negative
                                     audio_guidance, batch_passes=request.batch_passes, on_call=on_call)
     else:
         step = None if on_step is None else (lambda i, v, a: on_step(stage, i, v, a))
+        ancestral = request.ancestral_generator if stage == 1 else None
         video, audio = sample(transformer, video, audio, sigmas, positive, negative, video_guidance,
-                              audio_guidance, batch_passes=request.batch_passes, on_step=step)
+                              audio_guidance, batch_passes=request.batch_passes, on_step=step, ancestral=ancestral)
     return unpatchified(video, audio, request.num_frames, height, width, vae.scale)
 
 

@@ -1,0 +1,217 @@
+"""LTX-2.5 checkpoints and pipelines on tiny random weights: the split (one file per component) layout read as one
+checkpoint, the duration head's default length, the distilled stage 1's Euler ancestral sampler, and the one-line
+refusals (a 2.3 file given to a 2.5 preset and the reverse, a missing component file, files of two models).
+
+The tiny 2.5 model is the tiny 2.3 bundle (tests/ltx2/ltx2_tiny.py) with a 2.5 transformer of the same widths and
+a duration head; it is written with `write_modules` and then split into component files whose metadata holds only
+their own config sub-dicts, as the released split files do."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import ltx2_tiny
+import pytest
+import test_ltx2_generate as generate_tests
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+import ltx
+from ltx.core.checkpoint import CheckpointError
+from ltx.ltx2 import checkpoint as ckpt_io
+from ltx.ltx2 import pipelines
+from ltx.ltx2.api import ANCESTRAL_SEED_OFFSET, family, version_tuple
+from ltx.ltx2.duration import DurationHead, DurationHeadConfig, duration_frames
+from ltx.ltx2.transformer import AVTransformer
+from ltx.presets import load_preset
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+SPLIT = {"transformer": ("transformer", "text"), "video_vae": ("vae",), "audio_vae": ("audio_vae", "vocoder"),
+         "duration_head": ("duration_head",)}
+SECONDS = 2.0  # what the tiny duration head predicts: exp(bias), every weight of its last layer zero
+
+
+def _split(bundle: Path, folder: Path) -> list[Path]:
+    """One file per SPLIT entry: the official keys of those components, the metadata config cut to what they read."""
+    folder.mkdir()
+    ckpt = ckpt_io.read(bundle)
+    with safe_open(str(bundle), "pt") as f:
+        meta = f.metadata()
+        config = json.loads(meta["config"])
+        out = []
+        for stem, names in SPLIT.items():
+            keys = [k for n in names for k in ckpt.keys[n].values()]
+            subs = {ckpt_io.COMPONENTS[n].config_key or "duration_head" for n in names}
+            if "duration_head" in subs:
+                subs.add("transformer")  # its widths (only those two keys below)
+            part = {s: config[s] for s in subs}
+            if names == ("duration_head",):
+                part["transformer"] = {k: config["transformer"][k]
+                                       for k in ("cross_attention_dim", "audio_cross_attention_dim")}
+            path = folder / f"ltx-2.5-tiny-{stem}.safetensors"
+            save_file({k: f.get_tensor(k) for k in keys}, str(path),
+                      metadata={"config": json.dumps(part), "model_version": meta["model_version"]})
+            out.append(path)
+    return out
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ltx25")
+    base, _ = ltx2_tiny.official_file(root / "tiny-2.3.safetensors", "2.3")
+    modules = ckpt_io.load(base)
+    cfg = dataclasses.replace(modules["transformer"].cfg, use_prompt_adaln_single=False, ff_bias=False,
+                              use_keyframes_abs_pos_embedding=True)
+    transformer = AVTransformer(cfg)
+    ltx2_tiny.randomize(transformer, seed=5)
+    with torch.no_grad():
+        transformer.keyframes_abs_pos_embedding.zero_()
+    head = ltx2_tiny.randomize(DurationHead(DurationHeadConfig(video_dim=cfg.inner_dim, audio_dim=cfg.audio_inner_dim,
+                                                                hidden=16, queries=2, heads=2, mlp_hidden=8)), seed=6)
+    with torch.no_grad():
+        head.mlp_out.weight.zero_()
+        head.mlp_out.bias.fill_(math.log(SECONDS))
+    modules.update(transformer=transformer, duration_head=head)
+    bundle = ckpt_io.write_modules(root / "tiny-2.5.safetensors", modules, model_version="2.5.0")
+    parts = _split(bundle, root / "split")
+    gen = generate_tests.files.__wrapped__(tmp_path_factory)  # the tiny Gemma, upsampler and media
+    return {"bundle": bundle, "base23": base, "parts": parts, "folder": root / "split", **gen}
+
+
+# ---------------------------------------------------------------------------------------------------- split files
+
+
+def test_split_files_load_as_the_bundle(files):
+    whole = ckpt_io.load(files["bundle"])
+    for source in (files["folder"], files["parts"], list(reversed(files["parts"]))):
+        ckpt = ckpt_io.read(source)
+        assert set(ckpt.components) == set(whole) == {"transformer", "text", "vae", "audio_vae", "vocoder",
+                                                      "duration_head"}
+        assert ckpt.model_version == "2.5.0"
+        split = ckpt_io.load(ckpt)
+        for name, module in whole.items():
+            a, b = module.state_dict(), split[name].state_dict()
+            assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    assert ckpt_io.read(files["folder"]).keys["transformer"] == ckpt_io.read(files["bundle"]).keys["transformer"]
+
+
+def test_split_files_written_back_as_one_bundle(files, tmp_path):
+    out = ckpt_io.write(ckpt_io.read(files["folder"]), tmp_path / "joined.safetensors", layout="official")
+    a, b = ckpt_io.load(out), ckpt_io.load(files["bundle"])
+    assert all(torch.equal(x, y) for n in a for x, y in zip(a[n].state_dict().values(), b[n].state_dict().values()))
+
+
+def _rewrite(src: Path, dst: Path, **metadata) -> Path:
+    with safe_open(str(src), "pt") as f:
+        save_file({k: f.get_tensor(k) for k in f.keys()}, str(dst), metadata={**f.metadata(), **metadata})
+    return dst
+
+
+def test_split_files_refused_in_one_line(files, tmp_path):
+    parts = files["parts"]
+    with pytest.raises(CheckpointError, match=r"is in both .*: give each component once"):
+        ckpt_io.read([*parts, parts[1]])
+    other = _rewrite(parts[1], tmp_path / "vae-2.3.safetensors", model_version="2.3.0")
+    with pytest.raises(CheckpointError, match=r"the files are of different model versions: .*'2.5.0'.*'2.3.0'"):
+        ckpt_io.read([parts[0], other, *parts[2:]])
+    config = json.loads(safe_open(str(parts[3]), "pt").metadata()["config"])
+    config["transformer"]["cross_attention_dim"] += 1
+    bad = _rewrite(parts[3], tmp_path / "head.safetensors", config=json.dumps(config))
+    with pytest.raises(CheckpointError, match=r"config transformer.cross_attention_dim is 16 in .* but 17 in .*"
+                                              r"these files are not one model"):
+        ckpt_io.read([*parts[:3], bad])
+    with pytest.raises(CheckpointError, match=r"holds no audio_vae, vocoder \(it holds: transformer, text, vae, "
+                                              r"duration_head\); a split checkpoint needs every component's file"):
+        ltx.open_pipeline([parts[0], parts[1], parts[3]], model=_preset(), text_encoder=files["gemma"],
+                          upsampler=files["up"], device="cpu", dtype="float32")
+
+
+# ---------------------------------------------------------------------------------------------------- versions
+
+
+def _preset(name: str = "ltx-2.5-22b-distilled"):
+    preset = load_preset(name)
+    preset.av.video.stg_blocks = [1]  # the tiny transformer has 2 blocks
+    preset.av.audio.stg_blocks = [1]
+    return preset
+
+
+def test_versions():
+    assert version_tuple("2.5.0") == (2, 5, 0) and version_tuple("2.3-rc1") == (2, 3)
+    assert version_tuple("2.3.rc1") == (2, 3) and version_tuple("2") == (2,)
+    assert [family(v) for v in ("2", "2.0.0", "2.3.0", "2.3-rc1", "2.5.0", "2.6")] == \
+        ["2", "2", "2.3", "2.3", "2.5", "2.5"]
+
+
+def test_a_2_3_file_for_2_5_and_the_reverse_are_refused(files, tmp_path):
+    kw = dict(text_encoder=files["gemma"], upsampler=files["up"], device="cpu", dtype="float32")
+    with pytest.raises(ValueError, match=r"model_version '2.3.0'; the ltx-2.5-22b-distilled preset is for LTX-2.5 "
+                                         r"\(pick model=ltx-2.3-22b-dev or -distilled\)"):
+        ltx.open_pipeline(files["base23"], model=_preset(), **kw)
+    with pytest.raises(ValueError, match=r"model_version '2.5.0'; the ltx-2.3-22b-distilled preset is for LTX-2.3 "
+                                         r"\(pick model=ltx-2.5-22b-dev or -distilled\)"):
+        ltx.open_pipeline(files["folder"], model=_preset("ltx-2.3-22b-distilled"), **kw)
+    relabelled = [_rewrite(files["parts"][0], tmp_path / "t.safetensors", model_version="2.3.0"),
+                  *(_rewrite(p, tmp_path / p.name, model_version="2.3.0") for p in files["parts"][1:])]
+    with pytest.raises(ValueError, match=r"model_version '2.3.0' but an LTX-2.5 transformer \(its metadata flags\)"):
+        ltx.open_pipeline(relabelled, model=_preset("ltx-2.3-22b-distilled"), **kw)
+
+
+# ---------------------------------------------------------------------------------------------------- pipelines
+
+
+def test_duration_head_gives_the_default_length(files):
+    pipe = ltx.open_pipeline(files["folder"], model=_preset(), text_encoder=files["gemma"], upsampler=files["up"],
+                             device="cpu", dtype="float32").load()
+    assert pipe.has_duration_head and pipe.version == (2, 5, 0)
+    text = pipe.encode_prompts("a dog barks at the sea")
+    expected = duration_frames(SECONDS, 24.0)
+    assert expected == 41 and pipe.predict_num_frames(text, 24.0) == expected  # 48 frames floored onto 8k + 1
+    assert pipe.predict_num_frames(text, 12.0) == duration_frames(SECONDS, 12.0) == 17
+    out = pipe("a dog barks at the sea", seed=1, height=128, width=128, frame_rate=24.0)
+    assert out.frames.shape == (1, 3, expected, 128, 128) and torch.isfinite(out.frames).all()
+    with pytest.raises(ValueError, match="the duration head predicts one length per prompt; 2 prompts need "
+                                         "num_frames"):
+        pipe.predict_num_frames(pipe.encode_prompts(["a dog", "red ball"]), 24.0)
+
+
+def test_distilled_stage_1_is_euler_ancestral(files, monkeypatch):
+    """The 2.5 distilled pipeline hands stage 1 (only) a generator seeded seed + 10000, and the ancestral loop
+    changes the result; the same seed gives the same output twice."""
+    seen = []
+    sample = pipelines.sample
+    monkeypatch.setattr(pipelines, "sample", lambda *a, **k: seen.append(k.get("ancestral")) or sample(*a, **k))
+    pipe = ltx.open_pipeline(files["folder"], model=_preset(), text_encoder=files["gemma"], upsampler=files["up"],
+                             device="cpu", dtype="float32").load()
+    request = dict(seed=4, height=128, width=128, num_frames=9, frame_rate=24.0)
+    first = pipe("red ball", **request)
+    assert len(seen) == 2 and seen[1] is None and isinstance(seen[0], torch.Generator)
+    assert seen[0].initial_seed() == 4 + ANCESTRAL_SEED_OFFSET
+    again = pipe("red ball", **request)
+    assert torch.equal(first.frames, again.frames) and torch.equal(first.waveform, again.waveform)
+    monkeypatch.setattr(type(pipe), "version", property(lambda self: (2, 3)))  # the same weights, plain Euler
+    plain = pipe("red ball", **request)
+    assert (plain.frames - first.frames).abs().max() > 1e-3
+
+
+def test_generate_app_runs_split_files_with_the_predicted_length(files, tmp_path):
+    """`python -m infer.generate model=ltx-2.5-22b-distilled checkpoint=<folder>` without num_frames: the mp4 has
+    the duration head's frame count; several prompts without num_frames get one line."""
+    import infer.generate as app
+    from infer.output import InputError
+
+    cfg = dict(model=_preset(), checkpoint=str(files["folder"]), text_encoder=str(files["gemma"]),
+               upsampler_checkpoint=str(files["up"]), prompts=["a dog barks at the sea"], height=128, width=128,
+               fps=24.0, seed=3, device="cpu", output_dir=str(tmp_path / "out"))
+    (path,) = app.run(app.GenerateConfig(**cfg))
+    frames, audio, rate, channels = generate_tests._decode(path)
+    assert frames.shape == (duration_frames(SECONDS, 24.0), 128, 128, 3) and channels == 2
+    record = path.with_suffix(".yaml").read_text()
+    assert "num_frames: 41" in record and "model_version: 2.5.0" in record
+    with pytest.raises(InputError, match="2 prompts: the duration head predicts one length per prompt; give "
+                                         r"num_frames=N \(8k \+ 1\) for several prompts"):
+        app.run(app.GenerateConfig(**(cfg | dict(prompts=["a dog", "red ball"], output_dir=str(tmp_path / "o2")))))
