@@ -208,7 +208,9 @@ class AVDefaults:
     stage_1_lora_strength: float = 0.0  # the distilled LoRA in stage 1 too (hq: 0.25, with 0.5 in stage 2)
     spatial_upscaler: str | None = None  # official file name (two-stage and distilled)
     text_encoder: str = "google/gemma-3-12b-it-qat-q4_0-unquantized"  # Hugging Face repo, for reference only
-    image_crf: int = 33  # conditioning images go through one H.264 frame at this CRF (0 = off)
+    # conditioning images go through one H.264 frame at this CRF (0 = off); None = the checkpoint's generation's
+    # (ltx.ltx2.text.default_image_crf: 33 before LTX-2.5, 18 from it, as ltx-pipelines 1.2 `detect_params`)
+    image_crf: int | None = None
 
     def __post_init__(self):
         two = self.pipeline.two_stages
@@ -232,7 +234,7 @@ class AVDefaults:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if self.stage_1_lora_strength and not self.pipeline.uses_distilled_lora:
             raise ValueError("stage_1_lora_strength needs a pipeline with a distilled LoRA (two_stage or hq)")
-        if not (_count(self.image_crf) and 0 <= self.image_crf <= 51):
+        if self.image_crf is not None and not (_count(self.image_crf) and 0 <= self.image_crf <= 51):
             raise ValueError(f"image_crf must be an integer in [0, 51] (0 = off), got {self.image_crf!r}")
 
 

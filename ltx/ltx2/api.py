@@ -61,7 +61,7 @@ from ltx.ltx2.lora import LoRAWeights, check_lora, fuse_loras, read_lora
 from ltx.ltx2.patchify import video_latent_shape
 from ltx.ltx2.pipelines import AVModels, AVPipeline, AVRequest, ImageInput, Prompt, ReferenceInput, check_size
 from ltx.ltx2.sched import GuiderParams, ltx2_sigmas
-from ltx.ltx2.text import GemmaTextEncoder
+from ltx.ltx2.text import GemmaTextEncoder, check_gemma_version, default_image_crf, read_gemma_info
 from ltx.presets import AVGuidance, ModelPreset, load_preset
 
 COMPONENTS = ("transformer", "text", "vae", "audio_vae", "vocoder")
@@ -171,6 +171,12 @@ class Pipeline:
     def version(self) -> tuple[int, ...]:
         """model_version as numbers, (2, 5, 0) for "2.5.0" ("2.3-rc1" -> (2, 3)), for "at least 2.5" checks."""
         return version_tuple(self.model_version)
+
+    @property
+    def image_crf(self) -> int:
+        """The CRF of the conditioning images' H.264 round trip: the preset's, else the checkpoint's generation's."""
+        crf = self.preset.av.image_crf
+        return default_image_crf(self.bundle.reader.metadata) if crf is None else crf
 
     @property
     def has_duration_head(self) -> bool:
@@ -314,8 +320,8 @@ class Pipeline:
                     raise ValueError(f"images[{i}]: {e}") from None
             if x.ndim != 3 or x.shape[-1] != 3 or min(x.shape[:2]) < 2:
                 raise ValueError(f"{where}: need an (H, W, 3) image of at least 2x2 pixels, got {tuple(x.shape)}")
-            if self.preset.av.image_crf:
-                x = crf_compress(x, self.preset.av.image_crf)
+            if self.image_crf:
+                x = crf_compress(x, self.image_crf)
             out.append(ImageInput((x * 255.0).round(), frame, float(strength)))
         return out
 
@@ -371,7 +377,8 @@ class Pipeline:
                              "(a local folder with the model and its tokenizer) to open_pipeline")
         try:
             gemma = GemmaTextEncoder.from_folder(self.text_encoder, dtype=self.dtype, device=self.device,
-                                                 max_length=self.preset.generation.text_tokens)
+                                                 max_length=self.preset.generation.text_tokens,
+                                                 checkpoint_metadata=self.bundle.reader.metadata)
         except (OSError, ValueError) as e:
             raise ValueError(f"text_encoder: {e}") from None
         with torch.no_grad():
@@ -698,6 +705,12 @@ def open_pipeline(checkpoint: str | os.PathLike | None = None, *,
     if missing:
         raise CheckpointError(f"checkpoint {bundle.path}: holds no {', '.join(missing)} (it holds: "
                               f"{', '.join(bundle.components)}); a split checkpoint needs every component's file")
+    if text_encoder is not None:  # the Gemma the checkpoint was trained with; its widths size the text side (2.5)
+        try:
+            bundle.gemma = read_gemma_info(Path(text_encoder).expanduser())
+            check_gemma_version(bundle.reader.metadata, bundle.gemma)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"text_encoder: {e}") from None
     metas = ltx2_checkpoint.check(bundle)
     version = str(bundle.model_version or "2")
     if family(version) != family(av.model_version):

@@ -266,6 +266,9 @@ class LTX2Checkpoint:
     model_version: str | None
     keys: dict[str, dict[str, str]]  # component -> {our key: key in the file}
     reader: SafetensorsReader
+    # the text encoder's config (ltx.ltx2.text.GemmaInfo), when known: it sizes the text component's feature
+    # extractor (LTX-2.5's Gemma 4 widths are not in the checkpoint metadata), as ltx-core 1.2.0
+    gemma: Any = None
 
     @property
     def components(self) -> tuple[str, ...]:
@@ -424,7 +427,7 @@ def read(path: str | os.PathLike | Sequence[str | os.PathLike],
 
 
 def build_component(name: str, config: dict, keys: Collection[str] | None = None,
-                    device: str | torch.device = "meta") -> nn.Module:
+                    device: str | torch.device = "meta", gemma: Any = None) -> nn.Module:
     """Component `name` from the official metadata `config` (the whole dict, sub-dicts per component), built on
     `device`. `keys`: our keys the file holds, where the module follows the file (the VAE's extra statistics);
     None builds the released layout."""
@@ -433,12 +436,14 @@ def build_component(name: str, config: dict, keys: Collection[str] | None = None
     if not isinstance(sub, dict):
         raise CheckpointError(f"{name}: metadata config has no {comp.config_key!r} object")
     with torch.device(device):
+        if name == "text" and gemma is not None:
+            return EmbeddingsProcessor(TextConnectorConfig.from_metadata(sub, gemma=gemma))
         return comp.make(sub, keys)
 
 
 def build(ckpt: LTX2Checkpoint, name: str, device: str | torch.device = "meta") -> nn.Module:
     try:
-        module = build_component(name, ckpt.config, set(ckpt.keys.get(name, ())), device)
+        module = build_component(name, ckpt.config, set(ckpt.keys.get(name, ())), device, ckpt.gemma)
         infos = {ours: ckpt.reader.infos[k] for ours, k in ckpt.keys.get(name, {}).items()}
         return prepare_for_file(module, infos, where=f"{ckpt.path} [{name}]")  # quantized Linears (ltx.core.quant)
     except QuantError:

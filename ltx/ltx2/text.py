@@ -1,12 +1,23 @@
-"""LTX-2 text side: Gemma-3 hidden states -> per-layer normalised features -> video / audio text contexts.
+"""LTX-2 text side: Gemma hidden states -> per-layer normalised features -> video / audio text contexts.
 
-References: Lightricks LTX-2 `ltx_core/text_encoders/gemma/` (ltx-core 1.0.0): `feature_extractor.py`,
-`embeddings_connector.py`, `embeddings_processor.py`, `encoders/{base_encoder,encoder_configurator}.py`,
-`tokenizer.py`; the 1-D RoPE of the connectors is `ltx_core/model/transformer/rope.py` (split layout).
-Parity: tests/ltx2/test_ltx2_text.py.
+References: Lightricks LTX-2 `ltx_core/text_encoders/gemma/` (ltx-core 1.0.0; 1.2.0 at Lightricks/LTX-2 400fd31
+for LTX-2.5): `feature_extractor.py`, `embeddings_connector.py`, `embeddings_processor.py`,
+`encoders/{base_encoder,encoder_configurator}.py`, `tokenizer.py`; the 1-D RoPE of the connectors is
+`ltx_core/model/transformer/rope.py` (split layout). diffusers 0.42.1 `pipelines/ltx2/` (`connectors.py`,
+`_get_gemma_prompt_embeds`, `utils.resolve_default_image_crf`). Parity: tests/ltx2/test_ltx2_text.py (2.0/2.3 vs
+ltx-core 1.0.0), tests/ltx2/test_ltx2_text25.py (2.5 vs diffusers 0.42.1).
+
+Text encoders. LTX-2 (19B) and LTX-2.3 read Gemma 3 12B ("gemma3"); LTX-2.5 reads an LTX fine-tune of Gemma 4 12B
+("gemma4_unified", e.g. `gemma4-12b-ltx-v1`; encode only). The hidden-state path is the same for both: all
+num_hidden_layers + 1 hidden states of the base model, the last one after the final norm, left padding, a leading
+<bos> (the official 1.2.0 tokenizer prepends it when the tokenizer does not: Gemma 4's). 2.5 uses the V2 feature
+extractor below with Gemma 4's width and layer count, which the official code reads from the Gemma config, not from
+the checkpoint (`TextConnectorConfig.from_metadata(..., gemma=)`). Which Gemma a checkpoint needs:
+`check_gemma_version` (metadata `gemma_source_checkpoint.gemma_version` against the Gemma config's `gemma_version`).
 
 Shapes: B prompts · T = 1024 tokens (left padded) · D = 3840 Gemma width · L = 49 hidden states (the embedding
 output and the 48 layer outputs, the last one after Gemma's final norm) · Dv / Da video / audio context width.
+D and L are Gemma 3 12B's; with Gemma 4 they are its config's hidden_size and num_hidden_layers + 1.
 
     prompts --GemmaTextEncoder--> L x (B, T, D), mask (B, T)   (1 = real token, padding on the left)
             --feature_extractor--> video feats (B, T, Dv), audio feats (B, T, Da)
@@ -17,7 +28,8 @@ output and the 48 layer outputs, the last one after Gemma's final norm) · Dv / 
             --video_connector / audio_connector--> (B, T, Dv), (B, T, Da)
                 padding replaced by learnt registers: the valid tokens move to the front, the tail holds the
                 registers (tiled by position), then full attention (no mask) in `layers` pre-norm blocks with
-                1-D RoPE over arange(T) / max_pos, then a weightless RMS norm
+                1-D RoPE over arange(T) / max_pos, then a weightless RMS norm (MLP biases unless the metadata's
+                `connector_ff_bias` is false, an ltx-core 1.2.0 key)
     The transformer then attends to all T context tokens (the returned mask is all ones).
 
 The 19B transformer still projects the 3840-wide contexts to 4096 / 2048 itself (caption_projection); 2.3 has
@@ -30,9 +42,11 @@ official tokenizer produces, is supported: any other mask raises ValueError.
 
 from __future__ import annotations
 
+import json
 import math
 import os
-from collections.abc import Sequence
+import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +66,19 @@ MAX_TOKENS = 1024  # official tokenizer length
 HIDDEN_STATES_KEY = "text_encoder_num_hidden_states"
 CONNECTOR_ROPE_THETA = 10_000.0  # the official connector never reads a theta from the metadata
 EPS = 1e-6  # every norm and denominator on the text side
+
+# Gemma folders by config.json `model_type` (the multimodal top-level type of an official download)
+GEMMA3_TYPES = ("gemma3", "gemma3_text")  # LTX-2 / 2.3 text encoder (and their prompt enhancer); "_text": our demo
+GEMMA4_ENCODER_TYPES = ("gemma4_unified",)  # LTX-2.5 text encoder, encode only
+GEMMA4_ENHANCER_TYPES = ("gemma4",)  # dense Gemma 4 instruct: the LTX-2.5 prompt enhancer, not a text encoder
+# From this model_version on, a checkpoint must name its text encoder in `gemma_source_checkpoint` (ltx-core 1.2.0
+# `_GEMMA_SOURCE_CHECKPOINT_REQUIRED_SINCE`, below the 2.5 stamp so that pre-release 2.4 builds are covered too) and
+# conditioning images default to CRF 18 (ltx-pipelines `_PARAMS_SINCE_VERSION`). Official: (2, 4, 0) for the
+# first, (2, 4) for the second, so a bare "2.4" is old to one and new to the other; here it is 2.4 for both.
+GEMMA_VERSION_REQUIRED_SINCE = (2, 4)
+# H.264 CRF of the one-frame round trip of conditioning images: the compression each generation was trained with
+IMAGE_CRF_LTX2 = 33  # LTX-2 / 2.3 (ltx-pipelines DEFAULT_IMAGE_CRF)
+IMAGE_CRF_LTX2_5 = 18  # LTX-2.5, model_version >= 2.4 (ltx-pipelines LTX_2_4_IMAGE_CRF, diffusers LTX2_5_IMAGE_CRF)
 
 # file key prefix -> our key prefix (EmbeddingsProcessor state dict); everything else in the file is not ours
 OFFICIAL_PREFIXES = {
@@ -90,6 +117,7 @@ class TextConnectorConfig:
     gated_attention: bool = False  # per-head 2*sigmoid gates (2.3), both connectors
     num_registers: int = 128
     rope_max_pos: int = 4096  # connector positions are arange(T) / rope_max_pos
+    ff_bias: bool = True  # the connector MLPs' biases (metadata `connector_ff_bias`, ltx-core 1.2.0; absent = True)
 
     def __post_init__(self):
         if self.feature_extractor not in ("v1", "v2"):
@@ -126,11 +154,15 @@ class TextConnectorConfig:
                    audio_head_dim=64, audio_layers=8, gated_attention=True)
 
     @classmethod
-    def from_metadata(cls, d: dict) -> TextConnectorConfig:
+    def from_metadata(cls, d: dict, *, gemma: GemmaInfo | None = None) -> TextConnectorConfig:
         """From the checkpoint metadata's `config["transformer"]` dict, read as the official configurators do
         (`Embeddings1DConnectorConfigurator`, `AudioEmbeddings1DConnectorConfigurator`,
         `_create_feature_extractor`), including their defaults for absent keys. Raises ValueError for values we
-        do not implement (whose official default, where absent, is one of them: interleaved RoPE, fp32 grid)."""
+        do not implement (whose official default, where absent, is one of them: interleaved RoPE, fp32 grid).
+
+        `gemma`: the text encoder's config (`read_gemma_info`). Given, the feature extractor's input width and
+        hidden-state count are the Gemma's hidden_size and num_hidden_layers + 1, as ltx-core 1.2.0 reads them
+        (the only source for LTX-2.5's Gemma 4); absent, `caption_channels` and 49 (Gemma 3 12B), as 1.0.0."""
 
         def only(key: str, supported: object, default: object) -> None:
             value = d.get(key, default)
@@ -167,7 +199,6 @@ class TextConnectorConfig:
         layers = d.get("connector_num_layers", 2)
         cfg = cls(
             feature_extractor=extractor,
-            text_dim=int(d.get("caption_channels", GEMMA_WIDTH)),
             video_heads=int(heads),
             video_head_dim=int(head_dim),
             video_layers=int(layers),
@@ -177,7 +208,8 @@ class TextConnectorConfig:
             gated_attention=bool(d.get("connector_apply_gated_attention", False)),
             num_registers=int(d.get("connector_num_learnable_registers", 128)),
             rope_max_pos=int(max_pos[0]),
-            num_hidden_states=int(d.get(HIDDEN_STATES_KEY, GEMMA_HIDDEN_STATES)),
+            ff_bias=bool(d.get("connector_ff_bias", True)),
+            **_text_width(d, gemma),
         )
         if extractor == "v2":
             # the V2 projections are sized by the transformer's widths, which must be the connectors' widths
@@ -213,12 +245,25 @@ class TextConnectorConfig:
         }
         if self.num_hidden_states != GEMMA_HIDDEN_STATES:  # another text encoder (the demo's tiny Gemma)
             d[HIDDEN_STATES_KEY] = self.num_hidden_states
+        if not self.ff_bias:  # written only when not the default, so 2.0/2.3 metadata stays as ltx-core 1.0.0's
+            d["connector_ff_bias"] = False
         if self.feature_extractor == "v2":
             d.update(_V2_KEYS)
             d.update(text_encoder_norm_type="per_token_rms", num_attention_heads=self.video_heads,
                      attention_head_dim=self.video_head_dim, audio_num_attention_heads=self.audio_heads,
                      audio_attention_head_dim=self.audio_head_dim)
         return d
+
+
+def _text_width(d: dict, gemma: GemmaInfo | None) -> dict:
+    """text_dim and num_hidden_states: from the Gemma config when given, else from the metadata."""
+    if gemma is None:
+        return {"text_dim": int(d.get("caption_channels", GEMMA_WIDTH)),
+                "num_hidden_states": int(d.get(HIDDEN_STATES_KEY, GEMMA_HIDDEN_STATES))}
+    if HIDDEN_STATES_KEY in d and int(d[HIDDEN_STATES_KEY]) != gemma.num_hidden_states:
+        raise ValueError(f"transformer.{HIDDEN_STATES_KEY}={d[HIDDEN_STATES_KEY]} but the Gemma at {gemma.path} "
+                         f"gives {gemma.num_hidden_states} hidden states ({gemma.num_hidden_states - 1} layers + 1)")
+    return {"text_dim": gemma.hidden_size, "num_hidden_states": gemma.num_hidden_states}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -323,10 +368,10 @@ def _rms(x: Tensor) -> Tensor:
 class ConnectorBlock(nn.Module):
     """h += attn1(rms(h)); h += ff(rms(h))."""
 
-    def __init__(self, dim: int, num_heads: int, head_dim: int, gated: bool):
+    def __init__(self, dim: int, num_heads: int, head_dim: int, gated: bool, ff_bias: bool = True):
         super().__init__()
         self.attn1 = Attention(dim, dim, num_heads, head_dim, EPS, gated)  # the transformer's, without a mask
-        self.ff = FeedForward(dim, 4 * dim)
+        self.ff = FeedForward(dim, 4 * dim, bias=ff_bias)
 
     def forward(self, x: Tensor, rope: RopeTable) -> Tensor:
         x = self.attn1(_rms(x), rope=rope) + x
@@ -337,12 +382,12 @@ class EmbeddingsConnector(nn.Module):
     """The official Embeddings1DConnector: registers for the padding, `num_layers` blocks, a final RMS norm."""
 
     def __init__(self, *, num_heads: int, head_dim: int, num_layers: int, gated: bool, num_registers: int,
-                 max_pos: int):
+                 max_pos: int, ff_bias: bool = True):
         super().__init__()
         self.num_heads, self.head_dim, self.max_pos = num_heads, head_dim, max_pos
         dim = num_heads * head_dim
         self.transformer_1d_blocks = nn.ModuleList(
-            ConnectorBlock(dim, num_heads, head_dim, gated) for _ in range(num_layers)
+            ConnectorBlock(dim, num_heads, head_dim, gated, ff_bias) for _ in range(num_layers)
         )
         self.learnable_registers = nn.Parameter(torch.empty(num_registers, dim))
         nn.init.uniform_(self.learnable_registers, -1.0, 1.0)  # as the official init (weights come from the file)
@@ -396,10 +441,12 @@ class EmbeddingsProcessor(nn.Module):
             self.feature_extractor = FeatureExtractorV2(c.text_dim, c.num_hidden_states, c.video_dim, c.audio_dim)
         self.video_connector = EmbeddingsConnector(num_heads=c.video_heads, head_dim=c.video_head_dim,
                                                    num_layers=c.video_layers, gated=c.gated_attention,
-                                                   num_registers=c.num_registers, max_pos=c.rope_max_pos)
+                                                   num_registers=c.num_registers, max_pos=c.rope_max_pos,
+                                                   ff_bias=c.ff_bias)
         self.audio_connector = EmbeddingsConnector(num_heads=c.audio_heads, head_dim=c.audio_head_dim,
                                                    num_layers=c.audio_layers, gated=c.gated_attention,
-                                                   num_registers=c.num_registers, max_pos=c.rope_max_pos)
+                                                   num_registers=c.num_registers, max_pos=c.rope_max_pos,
+                                                   ff_bias=c.ff_bias)
 
     def forward(
         self, hidden_states: Sequence[Tensor] | Tensor, attention_mask: Tensor
@@ -434,8 +481,22 @@ class EmbeddingsProcessor(nn.Module):
         return video, audio, mask
 
 
+def official_to_ours(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """An `EmbeddingsProcessor` state dict from tensors named as the official file names them
+    (`text_embedding_projection.*`, `model.diffusion_model.{video,audio}_embeddings_connector.*`, see
+    `OFFICIAL_PREFIXES`); ValueError for a key outside those prefixes. Load the result with strict=True."""
+    out: dict[str, Tensor] = {}
+    for key, value in sd.items():
+        src = next((p for p in OFFICIAL_PREFIXES if key.startswith(p)), None)
+        if src is None:
+            raise ValueError(f"key {key!r} is not a text-side key of the official layout "
+                             f"(prefixes: {', '.join(OFFICIAL_PREFIXES)})")
+        out[OFFICIAL_PREFIXES[src] + key[len(src):]] = value
+    return out
+
+
 # ---------------------------------------------------------------------------------------------------------------
-# Gemma-3: local folder -> hidden states
+# Gemma folders: which Gemma, and whether it fits the checkpoint
 # ---------------------------------------------------------------------------------------------------------------
 
 
@@ -443,64 +504,249 @@ class GemmaFolderMissing(FileNotFoundError):
     pass
 
 
-def _tokenizer_folder(root: Path) -> Path:
+@dataclass(frozen=True)
+class GemmaInfo:
+    """What the LTX text side reads from a local Hugging Face Gemma folder's config.json (no weights)."""
+
+    path: Path
+    model_type: str  # "gemma3", "gemma3_text", "gemma4_unified", "gemma4", ...
+    gemma_version: str | None  # the LTX fine-tune's stamp (`gemma4-12b-ltx-v1`); Google's releases have none
+    hidden_size: int  # of the text model: the feature extractor's D
+    num_hidden_states: int  # num_hidden_layers + 1 (the embedding output): the feature extractor's L
+
+    @property
+    def generation(self) -> int:
+        """3 or 4 (Gemma family by model_type); 0 for anything else."""
+        return 3 if self.model_type.startswith("gemma3") else 4 if self.model_type.startswith("gemma4") else 0
+
+    def describe(self) -> str:
+        version = f", gemma_version {self.gemma_version!r}" if self.gemma_version else ", no gemma_version"
+        return f"{self.path} (model_type {self.model_type!r}{version})"
+
+
+def read_gemma_info(path: str | os.PathLike) -> GemmaInfo:
+    """config.json of a local Gemma folder -> GemmaInfo; GemmaFolderMissing (one line) without one."""
+    root = Path(path)
+    if not root.is_dir():
+        raise GemmaFolderMissing(f"Gemma folder {root} does not exist; pass a local Hugging Face Gemma folder "
+                                 "(config.json, model*.safetensors, tokenizer)")
+    if not (root / "config.json").is_file():
+        raise GemmaFolderMissing(f"{root} has no config.json; it is not a Hugging Face Gemma folder")
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(root, local_files_only=True)
+    except (ValueError, KeyError, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{root}/config.json: transformers cannot read it ({first})") from None
+    text = config.get_text_config()
+    return GemmaInfo(path=root, model_type=str(config.model_type),
+                     gemma_version=getattr(config, "gemma_version", None),
+                     hidden_size=int(text.hidden_size), num_hidden_states=int(text.num_hidden_layers) + 1)
+
+
+def _as_info(gemma: GemmaInfo | str | os.PathLike) -> GemmaInfo:
+    return gemma if isinstance(gemma, GemmaInfo) else read_gemma_info(gemma)
+
+
+def _metadata_value(metadata: Mapping, key: str) -> object:
+    """A top-level safetensors metadata value, JSON-decoded when it is a JSON string (as in the file), else as is
+    (the official loader decodes every value that parses and keeps the others as strings)."""
+    value = metadata.get(key)
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
+def model_version_tuple(version: object) -> tuple[int, ...]:
+    """"2.3.0" -> (2, 3, 0); "2.4-rc2" -> (2, 4) ('-' read as '.', as ltx-pipelines' detect_model_version);
+    parsing stops at the first non-integer part; None / "" -> () (below every version)."""
+    if version is None:
+        return ()
+    parts = []
+    for part in str(version).replace("-", ".").split("."):
+        if not part.isdigit():
+            break
+        parts.append(int(part))
+    return tuple(parts)
+
+
+def expected_gemma_version(metadata: Mapping) -> str | None:
+    """The checkpoint's `gemma_source_checkpoint.gemma_version` (LTX-2.5: "gemma4-12b-ltx-v1"), or None when the
+    metadata has no `gemma_source_checkpoint` (LTX-2 / 2.3). ValueError for one without a gemma_version."""
+    source = _metadata_value(metadata, "gemma_source_checkpoint")
+    if source is None:
+        return None
+    if not isinstance(source, Mapping) or not isinstance(source.get("gemma_version"), str):
+        raise ValueError(f"checkpoint metadata gemma_source_checkpoint={source!r} has no gemma_version string")
+    return source["gemma_version"]
+
+
+def check_gemma_version(metadata: Mapping, gemma: GemmaInfo | str | os.PathLike) -> None:
+    """The text encoder folder `gemma` is the one the checkpoint was trained with, else ValueError (one line).
+
+    `metadata`: the checkpoint's top-level safetensors metadata (`model_version`, `gemma_source_checkpoint`, ...),
+    values as in the file (JSON strings) or decoded. The rules of ltx-core 1.2.0 `_check_gemma_version`:
+    - `gemma_source_checkpoint` present (LTX-2.5): its `gemma_version` must equal the Gemma config's
+      `gemma_version` (a Gemma 3 folder or Google's own Gemma 4, which carry none, are refused);
+    - absent, and model_version >= 2.4: an error (such a checkpoint must name its Gemma), except that a Gemma
+      folder without a gemma_version only warns, as the official code (it cannot be checked);
+    - absent, and older (LTX-2 / 2.3, or no model_version): the folder must be a Gemma 3. The official code
+      accepts model_type "gemma3" only; "gemma3_text" (a text-only Gemma 3, the demo's) is accepted here too.
+    """
+    info = _as_info(gemma)
+    version = metadata.get("model_version")
+    expected = expected_gemma_version(metadata)
+    if expected is not None:
+        if info.gemma_version != expected:
+            family = {3: "a Gemma 3 folder, ", 4: "a Gemma 4 folder, "}.get(info.generation, "")
+            raise ValueError(f"text encoder mismatch: the checkpoint (model_version {version!r}) was trained with "
+                             f"gemma_version {expected!r} (metadata gemma_source_checkpoint), but the Gemma given is "
+                             f"{family}{info.describe()}; pass the {expected} folder")
+        return
+    if model_version_tuple(version) >= GEMMA_VERSION_REQUIRED_SINCE:
+        if info.gemma_version is None:
+            warnings.warn(f"checkpoint model_version {version!r} names no text encoder (no metadata "
+                          f"gemma_source_checkpoint) and {info.path} has no gemma_version: the pair is not checked",
+                          stacklevel=2)
+            return
+        raise ValueError(f"checkpoint model_version {version!r} (2.4 or later) must name its text encoder in the "
+                         f"metadata gemma_source_checkpoint.gemma_version and does not; cannot check "
+                         f"{info.describe()} against it")
+    if info.model_type not in GEMMA3_TYPES:
+        raise ValueError(f"text encoder mismatch: the checkpoint (model_version {version!r}, no metadata "
+                         f"gemma_source_checkpoint) is LTX-2 / 2.3, trained with Gemma 3 (model_type 'gemma3'), but "
+                         f"the Gemma given is {info.describe()}; pass a Gemma 3 12B folder (google/gemma-3-12b-it)")
+
+
+def text_config_for(metadata: Mapping, gemma: GemmaInfo | str | os.PathLike) -> TextConnectorConfig:
+    """The `EmbeddingsProcessor` config of a checkpoint paired with a Gemma folder: `check_gemma_version`, then
+    `TextConnectorConfig.from_metadata(metadata["config"]["transformer"], gemma=...)` (as ltx-core 1.2.0's
+    EmbeddingsProcessorConfigurator, which sizes the feature extractor from the Gemma config)."""
+    info = _as_info(gemma)
+    check_gemma_version(metadata, info)
+    config = _metadata_value(metadata, "config")
+    if not isinstance(config, Mapping) or not isinstance(config.get("transformer"), Mapping):
+        raise ValueError("checkpoint metadata has no config.transformer object (the text connectors' config)")
+    return TextConnectorConfig.from_metadata(dict(config["transformer"]), gemma=info)
+
+
+def default_image_crf(metadata: Mapping | None = None, gemma: GemmaInfo | str | None = None) -> int:
+    """The H.264 CRF conditioning images are round-tripped through by default: 18 for LTX-2.5, 33 before.
+
+    From the checkpoint when its metadata tells (ltx-pipelines `detect_params`: model_version >= 2.4, or a
+    `gemma_source_checkpoint`, which only 2.5 files have), else from the text encoder (diffusers
+    `resolve_default_image_crf`: a Gemma 4 model_type, "gemma4_unified" or "gemma4"). `gemma`: a GemmaInfo or a
+    model_type string. Neither known: 33. An explicit CRF from the user always wins over this default."""
+    if metadata is not None:
+        if model_version_tuple(metadata.get("model_version")) >= GEMMA_VERSION_REQUIRED_SINCE:
+            return IMAGE_CRF_LTX2_5
+        if expected_gemma_version(metadata) is not None:
+            return IMAGE_CRF_LTX2_5
+        if metadata.get("model_version") is not None:
+            return IMAGE_CRF_LTX2
+    model_type = gemma.model_type if isinstance(gemma, GemmaInfo) else gemma
+    return IMAGE_CRF_LTX2_5 if model_type in (*GEMMA4_ENCODER_TYPES, *GEMMA4_ENHANCER_TYPES) else IMAGE_CRF_LTX2
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Gemma 3 / Gemma 4: local folder -> hidden states
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def tokenizer_folder(root: Path) -> Path:
     for cand in (root, root / "tokenizer"):
         if any((cand / f).is_file() for f in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")):
             return cand
     raise GemmaFolderMissing(f"no tokenizer (tokenizer.json / tokenizer.model) in {root} or {root / 'tokenizer'}")
 
 
-class GemmaTextEncoder(nn.Module):
-    """Gemma-3 run as the official `GemmaTextEncoder.encode`: prompts stripped, tokenised to exactly
-    `max_length` (1024) tokens with left padding and truncation (the tokenizer adds <bos>), then the base model
-    (no lm_head) with the attention mask and default positions; returns all hidden states and the mask.
+def _encoder_classes() -> dict[str, type]:
+    from transformers import (
+        Gemma3ForCausalLM,
+        Gemma3ForConditionalGeneration,
+        Gemma4UnifiedForConditionalGeneration,
+    )
 
-    `from_folder(path)` loads a local Hugging Face folder only (google/gemma-3-12b-it layout: config.json, the
-    weights and the tokenizer, the tokenizer possibly in `tokenizer/`); nothing is downloaded. A "gemma3"
-    (multimodal) folder loads Gemma3ForConditionalGeneration, a "gemma3_text" folder Gemma3ForCausalLM.
+    return {"gemma3": Gemma3ForConditionalGeneration, "gemma3_text": Gemma3ForCausalLM,
+            "gemma4_unified": Gemma4UnifiedForConditionalGeneration}
+
+
+class GemmaTextEncoder(nn.Module):
+    """Gemma 3 (LTX-2 / 2.3) or the LTX Gemma 4 (`gemma4_unified`, LTX-2.5) run as the official
+    `encode`: prompts stripped, tokenised with truncation to `max_length` (1024), a <bos> put first when the
+    tokenizer does not (Gemma 4's; ltx-core 1.2.0 `LTXGemmaTokenizer`), left padded to exactly `max_length`,
+    then the base model (no lm_head) with the attention mask and default positions; returns all hidden states
+    and the mask.
+
+    `from_folder(path)` loads a local Hugging Face folder only (google/gemma-3-12b-it or gemma4-12b-ltx-v1 layout:
+    config.json, the weights and the tokenizer, the tokenizer possibly in `tokenizer/`); nothing is downloaded.
+    A "gemma3" folder loads Gemma3ForConditionalGeneration, "gemma3_text" Gemma3ForCausalLM, "gemma4_unified"
+    Gemma4UnifiedForConditionalGeneration. Pair it with a checkpoint through `check_gemma_version` /
+    `text_config_for` (`from_folder(..., checkpoint_metadata=)` runs the check before loading any weight).
     """
 
     def __init__(self, model: nn.Module, tokenizer: object, max_length: int = MAX_TOKENS):
         super().__init__()
-        self.model = model  # a transformers Gemma3 model with a `.model` base (text or multimodal)
+        self.model = model  # a transformers Gemma model with a `.model` base (text or multimodal)
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
+        if self.tokenizer.bos_token_id is None:
+            raise ValueError("the Gemma tokenizer has no bos_token; the LTX text path puts <bos> first")
+
+    @property
+    def model_type(self) -> str:
+        return str(getattr(self.model.config, "model_type", ""))
 
     @classmethod
     def from_folder(cls, path: str | os.PathLike, *, dtype: torch.dtype = torch.bfloat16,
-                    device: str | torch.device = "cpu", max_length: int = MAX_TOKENS) -> GemmaTextEncoder:
-        root = Path(path)
-        if not root.is_dir():
-            raise GemmaFolderMissing(f"Gemma folder {root} does not exist; pass a local download of "
-                                     "google/gemma-3-12b-it (config.json, model*.safetensors, tokenizer)")
-        if not (root / "config.json").is_file():
-            raise GemmaFolderMissing(f"{root} has no config.json; it is not a Hugging Face Gemma-3 folder")
-        from transformers import AutoConfig, AutoTokenizer, Gemma3ForCausalLM, Gemma3ForConditionalGeneration
+                    device: str | torch.device = "cpu", max_length: int = MAX_TOKENS,
+                    checkpoint_metadata: Mapping | None = None) -> GemmaTextEncoder:
+        info = read_gemma_info(path)
+        classes = _encoder_classes()
+        if info.model_type in GEMMA4_ENHANCER_TYPES:
+            raise ValueError(f"{info.path}: a dense Gemma 4 (model_type {info.model_type!r}) is LTX-2.5's prompt "
+                             "enhancer, not its text encoder; pass the LTX Gemma 4 folder (model_type "
+                             "'gemma4_unified', e.g. gemma4-12b-ltx-v1)")
+        if info.model_type not in classes:
+            raise ValueError(f"{info.path}: model_type={info.model_type!r} is not supported as a text encoder "
+                             f"(supported: {sorted(classes)})")
+        if checkpoint_metadata is not None:
+            check_gemma_version(checkpoint_metadata, info)
+        from transformers import AutoTokenizer
 
-        model_type = AutoConfig.from_pretrained(root, local_files_only=True).model_type
-        classes = {"gemma3": Gemma3ForConditionalGeneration, "gemma3_text": Gemma3ForCausalLM}
-        if model_type not in classes:
-            raise ValueError(f"{root}: model_type={model_type!r} is not supported (supported: {sorted(classes)})")
-        model = classes[model_type].from_pretrained(root, local_files_only=True, dtype=dtype).to(device).eval()
-        tokenizer = AutoTokenizer.from_pretrained(_tokenizer_folder(root), local_files_only=True,
+        model = classes[info.model_type].from_pretrained(info.path, local_files_only=True, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder(info.path), local_files_only=True,
                                                   model_max_length=max_length)
-        return cls(model, tokenizer, max_length)
+        return cls(model.to(device).eval(), tokenizer, max_length)
+
+    def _ids(self, prompt: str, truncate: bool = True) -> list[int]:
+        """Token ids of one prompt, stripped, <bos> first (prepended when the tokenizer does not add it)."""
+        kwargs = {"truncation": True, "max_length": self.max_length} if truncate else {}
+        ids = list(self.tokenizer(prompt.strip(), **kwargs).input_ids)
+        bos = self.tokenizer.bos_token_id
+        if not ids or ids[0] != bos:
+            ids = [bos, *ids]
+        return ids[: self.max_length] if truncate else ids
 
     def tokenize(self, prompts: str | Sequence[str]) -> tuple[Tensor, Tensor]:
         """(input_ids, attention_mask), both (B, max_length) int64 on the model's device."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        tok = self.tokenizer([p.strip() for p in prompts], padding="max_length", max_length=self.max_length,
-                             truncation=True, return_tensors="pt")
+        tok = self.tokenizer.pad({"input_ids": [self._ids(p) for p in prompts]}, padding="max_length",
+                                 max_length=self.max_length, return_tensors="pt", return_attention_mask=True)
         device = next(self.model.parameters()).device
-        return tok.input_ids.to(device), tok.attention_mask.to(device)
+        return tok["input_ids"].to(device), tok["attention_mask"].to(device)
 
     def token_count(self, prompt: str) -> int:
-        """How many tokens `prompt` has before truncation (more than `max_length`: the model reads only the first
-        `max_length`)."""
-        return len(self.tokenizer(prompt.strip()).input_ids)
+        """How many tokens `prompt` has before truncation, <bos> included (more than `max_length`: the model reads
+        only the first `max_length`)."""
+        return len(self._ids(prompt, truncate=False))
 
     @torch.no_grad()
     def encode_ids(self, input_ids: Tensor, attention_mask: Tensor) -> tuple[tuple[Tensor, ...], Tensor]:
@@ -509,5 +755,6 @@ class GemmaTextEncoder(nn.Module):
         return tuple(out.hidden_states), attention_mask
 
     def encode(self, prompts: str | Sequence[str]) -> tuple[tuple[Tensor, ...], Tensor]:
-        """Prompts -> (49 x (B, 1024, 3840) hidden states, (B, 1024) mask), for `EmbeddingsProcessor`."""
+        """Prompts -> (L x (B, 1024, D) hidden states, (B, 1024) mask), for `EmbeddingsProcessor` (Gemma 3 12B:
+        L = 49, D = 3840)."""
         return self.encode_ids(*self.tokenize(prompts))

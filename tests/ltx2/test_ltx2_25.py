@@ -33,6 +33,29 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 SPLIT = {"transformer": ("transformer", "text"), "video_vae": ("vae",), "audio_vae": ("audio_vae", "vocoder"),
          "duration_head": ("duration_head",)}
 SECONDS = 2.0  # what the tiny duration head predicts: exp(bias), every weight of its last layer zero
+LTX_GEMMA = "gemma4-12b-ltx-v1"  # the 2.5 text encoder's gemma_version (metadata gemma_source_checkpoint)
+
+
+def _gemma4_folder(folder: Path) -> Path:
+    """A tiny LTX Gemma 4 (gemma4_unified, stamped gemma_version) of the width and depth the tiny text side reads
+    (8 wide, 48 layers: 49 hidden states), with the words of the tiny Gemma 3's tokenizer."""
+    from transformers import Gemma4UnifiedConfig, Gemma4UnifiedForConditionalGeneration
+
+    generate_tests._gemma_folder(folder)  # its tokenizer (the Gemma 3 weights are overwritten below)
+    (folder / "model.safetensors").unlink()
+    v = 32
+    cfg = Gemma4UnifiedConfig(
+        text_config=dict(vocab_size=v, hidden_size=ltx2_tiny.TEXT_DIM, intermediate_size=16,
+                         num_hidden_layers=ltx2_tiny.NUM_HIDDEN_STATES - 1, num_attention_heads=2,
+                         num_key_value_heads=1, head_dim=4, global_head_dim=8, sliding_window=8,
+                         max_position_embeddings=2048,
+                         layer_types=["sliding_attention", "full_attention"] * 24),
+        vision_config=None, audio_config=None, boi_token_id=v - 1, eoi_token_id=v - 2, image_token_id=v - 3,
+        video_token_id=v - 4, boa_token_id=v - 5, eoa_token_index=v - 6, audio_token_id=v - 7,
+        gemma_version=LTX_GEMMA)
+    torch.manual_seed(3)
+    Gemma4UnifiedForConditionalGeneration(cfg).save_pretrained(folder)
+    return folder
 
 
 def _split(bundle: Path, folder: Path) -> list[Path]:
@@ -54,7 +77,8 @@ def _split(bundle: Path, folder: Path) -> list[Path]:
                                        for k in ("cross_attention_dim", "audio_cross_attention_dim")}
             path = folder / f"ltx-2.5-tiny-{stem}.safetensors"
             save_file({k: f.get_tensor(k) for k in keys}, str(path),
-                      metadata={"config": json.dumps(part), "model_version": meta["model_version"]})
+                      metadata={"config": json.dumps(part), "model_version": meta["model_version"],
+                                "gemma_source_checkpoint": json.dumps({"gemma_version": LTX_GEMMA})})
             out.append(path)
     return out
 
@@ -79,7 +103,8 @@ def files(tmp_path_factory):
     bundle = ckpt_io.write_modules(root / "tiny-2.5.safetensors", modules, model_version="2.5.0")
     parts = _split(bundle, root / "split")
     gen = generate_tests.files.__wrapped__(tmp_path_factory)  # the tiny Gemma, upsampler and media
-    return {"bundle": bundle, "base23": base, "parts": parts, "folder": root / "split", **gen}
+    return {"bundle": bundle, "base23": base, "parts": parts, "folder": root / "split",
+            "gemma4": _gemma4_folder(root / "gemma4"), **gen}
 
 
 # ---------------------------------------------------------------------------------------------------- split files
@@ -126,7 +151,7 @@ def test_split_files_refused_in_one_line(files, tmp_path):
         ckpt_io.read([*parts[:3], bad])
     with pytest.raises(CheckpointError, match=r"holds no audio_vae, vocoder \(it holds: transformer, text, vae, "
                                               r"duration_head\); a split checkpoint needs every component's file"):
-        ltx.open_pipeline([parts[0], parts[1], parts[3]], model=_preset(), text_encoder=files["gemma"],
+        ltx.open_pipeline([parts[0], parts[1], parts[3]], model=_preset(), text_encoder=files["gemma4"],
                           upsampler=files["up"], device="cpu", dtype="float32")
 
 
@@ -149,9 +174,16 @@ def test_versions():
 
 def test_a_2_3_file_for_2_5_and_the_reverse_are_refused(files, tmp_path):
     kw = dict(text_encoder=files["gemma"], upsampler=files["up"], device="cpu", dtype="float32")
+    with pytest.raises(ValueError, match=r"text_encoder: text encoder mismatch: the checkpoint \(model_version "
+                                         r"'2.5.0'\) was trained with gemma_version 'gemma4-12b-ltx-v1'"):
+        ltx.open_pipeline(files["folder"], model=_preset(), **kw)  # the Gemma 3 folder for a 2.5 checkpoint
+    with pytest.raises(ValueError, match=r"text_encoder: .*gemma4_unified"):
+        ltx.open_pipeline(files["base23"], model=_preset("ltx-2.3-22b-distilled"), **(kw | dict(
+            text_encoder=files["gemma4"])))  # the Gemma 4 folder for a 2.3 checkpoint
     with pytest.raises(ValueError, match=r"model_version '2.3.0'; the ltx-2.5-22b-distilled preset is for LTX-2.5 "
                                          r"\(pick model=ltx-2.3-22b-dev or -distilled\)"):
         ltx.open_pipeline(files["base23"], model=_preset(), **kw)
+    kw["text_encoder"] = files["gemma4"]
     with pytest.raises(ValueError, match=r"model_version '2.5.0'; the ltx-2.3-22b-distilled preset is for LTX-2.3 "
                                          r"\(pick model=ltx-2.5-22b-dev or -distilled\)"):
         ltx.open_pipeline(files["folder"], model=_preset("ltx-2.3-22b-distilled"), **kw)
@@ -165,9 +197,10 @@ def test_a_2_3_file_for_2_5_and_the_reverse_are_refused(files, tmp_path):
 
 
 def test_duration_head_gives_the_default_length(files):
-    pipe = ltx.open_pipeline(files["folder"], model=_preset(), text_encoder=files["gemma"], upsampler=files["up"],
+    pipe = ltx.open_pipeline(files["folder"], model=_preset(), text_encoder=files["gemma4"], upsampler=files["up"],
                              device="cpu", dtype="float32").load()
     assert pipe.has_duration_head and pipe.version == (2, 5, 0)
+    assert pipe.image_crf == 18  # from the checkpoint's generation (the preset leaves it unset)
     text = pipe.encode_prompts("a dog barks at the sea")
     expected = duration_frames(SECONDS, 24.0)
     assert expected == 41 and pipe.predict_num_frames(text, 24.0) == expected  # 48 frames floored onto 8k + 1
@@ -185,7 +218,7 @@ def test_distilled_stage_1_is_euler_ancestral(files, monkeypatch):
     seen = []
     sample = pipelines.sample
     monkeypatch.setattr(pipelines, "sample", lambda *a, **k: seen.append(k.get("ancestral")) or sample(*a, **k))
-    pipe = ltx.open_pipeline(files["folder"], model=_preset(), text_encoder=files["gemma"], upsampler=files["up"],
+    pipe = ltx.open_pipeline(files["folder"], model=_preset(), text_encoder=files["gemma4"], upsampler=files["up"],
                              device="cpu", dtype="float32").load()
     request = dict(seed=4, height=128, width=128, num_frames=9, frame_rate=24.0)
     first = pipe("red ball", **request)
@@ -204,7 +237,7 @@ def test_generate_app_runs_split_files_with_the_predicted_length(files, tmp_path
     import infer.generate as app
     from infer.output import InputError
 
-    cfg = dict(model=_preset(), checkpoint=str(files["folder"]), text_encoder=str(files["gemma"]),
+    cfg = dict(model=_preset(), checkpoint=str(files["folder"]), text_encoder=str(files["gemma4"]),
                upsampler_checkpoint=str(files["up"]), prompts=["a dog barks at the sea"], height=128, width=128,
                fps=24.0, seed=3, device="cpu", output_dir=str(tmp_path / "out"))
     (path,) = app.run(app.GenerateConfig(**cfg))
