@@ -73,8 +73,6 @@ def open_request(cfg) -> tuple[api.Pipeline, api.Request, dict]:
     if cfg.embeddings is not None or cfg.negative_embeddings is not None:
         raise InputError("embeddings=... is for the 0.9.x (T5) presets; LTX-2 encodes prompts with Gemma 3: pass "
                          "text_encoder=/path/to/gemma-3-12b-it-qat-q4_0-unquantized")
-    if cfg.vae_checkpoint:
-        raise InputError("vae_checkpoint=... is not supported with the LTX-2 presets (the bundled file holds the VAEs)")
     if cfg.segments != 1:
         raise InputError("segments > 1 (chained long videos) is not supported with the LTX-2 presets")
     if not cfg.prompts:
@@ -82,6 +80,8 @@ def open_request(cfg) -> tuple[api.Pipeline, api.Request, dict]:
     device, dtype = resolve_device(cfg)
     checkpoint = existing(cfg.checkpoint, "checkpoint", f"pass checkpoint=/path/to/{cfg.model.checkpoint} (a bundled "
                           "file, or a folder of LTX-2.5 component files)")
+    vae_decoder = None if not cfg.vae_checkpoint else existing_file(
+        cfg.vae_checkpoint, "vae_checkpoint", "LTX-2.5: the diffusion-VAE file (ltx-2.5-video-vae-bf16.safetensors)")
     transformer = None if cfg.transformer is None else existing_file(
         cfg.transformer, "transformer", "give the transformer's own file (.gguf, or a quantized .safetensors)")
     upsampler = distilled_lora = None
@@ -116,7 +116,7 @@ def open_request(cfg) -> tuple[api.Pipeline, api.Request, dict]:
     try:
         pipe = api.open_pipeline(checkpoint, model=cfg.model, text_encoder=text_encoder, upsampler=upsampler,
                                  distilled_lora=distilled_lora, loras=loras, device=device, dtype=dtype,
-                                 transformer=transformer)
+                                 transformer=transformer, vae_decoder=vae_decoder)
         args = dict(height=cfg.height, width=cfg.width, frame_rate=cfg.fps, num_inference_steps=cfg.steps,
                     sigmas=cfg.timesteps, video_guider_params=video_guidance, audio_guider_params=audio_guidance,
                     images=images, video_conditioning=control, audio_path=cfg.audio, audio_start_time=cfg.audio_start,

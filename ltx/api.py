@@ -25,7 +25,7 @@ from ltx.core.requests import lora_specs
 from ltx.presets import ModelPreset, load_preset
 
 LTX2_ONLY = ("distilled_lora", "pipeline", "transformer")  # arguments only the LTX-2 API takes
-LTXV_ONLY = ("vae",)  # and only the 0.9.x API
+LTXV_ONLY: tuple[str, ...] = ()  # and only the 0.9.x API (`vae` is LTX-2.5's diffusion-VAE file for LTX-2)
 
 
 
@@ -71,7 +71,7 @@ def open_pipeline(checkpoint: str | os.PathLike | Sequence | None = None, *,
 
         return ltx2_api.open_pipeline(checkpoint, model=preset, upsampler=upsampler, text_encoder=text_encoder,
                                       distilled_lora=distilled_lora, loras=loras, pipeline=pipeline, device=device,
-                                      dtype=dtype, transformer=transformer)
+                                      dtype=dtype, transformer=transformer, vae_decoder=vae)
     from ltx.ltxv import api as ltxv_api
 
     resolve_device(device, dtype)  # an unavailable device fails before anything is read (0.9.x: `.load(device)`)

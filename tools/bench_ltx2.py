@@ -374,6 +374,34 @@ def _build_transformer_25(spec: dict, cfg, device: torch.device, dtype: torch.dt
     return our_step, ref_step, compare
 
 
+def build_diffusion_decoder(spec: dict, device: torch.device, dtype: torch.dtype) -> Case:
+    """LTX-2.5's diffusion decoder, `decode` vs diffusers' LTX2VideoDiffusionDecoderModel.decode (same weights, same
+    noise, the default 2 x0 steps) at a small layout: diffusers' CPU attention is flex attention run uncompiled,
+    which materialises every query-key score (O(tokens^2) memory: the released layout's 17 x 224 x 224 output
+    was killed at 24 GiB), while ours attends within each query tile's neighbourhood (bounded memory)."""
+    from diffusers.models.autoencoders.ltx2_diffusion_decoder import LTX2VideoDiffusionDecoderModel
+
+    from ltx.ltx2.diffusion_decoder import DiffusionDecoder, DiffusionDecoderConfig, decode, to_diffusers_keys
+
+    cfg = DiffusionDecoderConfig(
+        in_channels=128, patch_size=2, head_dim=16, stage_channels=(64, 32, 32, 32, 32), stage_depths=(2, 2, 2, 2, 2),
+        stage_kernels=((3, 1, 3), (3, 3, 3), (3, 3, 3), (3, 3, 5), (3, 3, 3)),
+        upsamples=(((1, 2, 2), 2), ((2, 1, 1), 1), ((2, 1, 1), 1), ((2, 1, 1), 1)), stage5_kernel=(3, 3, 5),
+        t_emb_dim=32, default_num_inference_steps=2, model_output_type="x0")
+    ours = DiffusionDecoder(cfg)
+    randomize_(ours, seed=1)
+    ours = ours.to(device, dtype).eval()
+    ref = LTX2VideoDiffusionDecoderModel(**cfg.to_diffusers_config()).to(device, dtype).eval()
+    ref.load_state_dict(to_diffusers_keys(ours.state_dict()), strict=True)
+    z = torch.randn(1, cfg.in_channels, *spec["grid"], generator=torch.Generator().manual_seed(0)).to(device, dtype)
+
+    def compare(o, r) -> float:
+        return _max_diff(o, r)
+
+    return (lambda: decode(ours, z, normalized=False, seed=3)), \
+        (lambda: ref.decode(z, generator=torch.Generator().manual_seed(3)).sample), compare
+
+
 def build_video_vae(spec: dict, device: torch.device, dtype: torch.dtype) -> Case:
     from ltx_core.model.video_vae import VideoDecoderConfigurator
 
@@ -445,7 +473,7 @@ def build_vocoder(spec: dict, device: torch.device, dtype: torch.dtype) -> Case:
 
 
 BUILDERS = {"transformer": build_transformer, "video_vae": build_video_vae, "audio_vae": build_audio_vae,
-            "vocoder": build_vocoder}
+            "vocoder": build_vocoder, "diffusion_decoder": build_diffusion_decoder}
 
 
 # ------------------------------------------------------------------------------------------------ measuring
@@ -545,6 +573,9 @@ def cases(args) -> list[dict]:
         for variant in ("19b", "2.3"):
             out.append(dict(common, kind="video_vae", module="vae", variant=variant,
                             base_channels=8 if quick else 16, grid=(2, 2, 3) if quick else (3, 8, 12)))
+        if args.variant == "2.5":
+            out.append(dict(common, kind="diffusion_decoder", module="vae", variant="2.5",
+                            grid=(3, 2, 3) if quick else (3, 4, 6)))
     if "audio" in args.only:
         out.append(dict(common, kind="audio_vae", module="audio", frames=6 if quick else 51))
         for variant in ("19B", "2.3"):
@@ -563,6 +594,10 @@ def describe(spec: dict) -> tuple[str, str]:
                 "batched": "guided step: ours 1 call x batch 4 (batch_passes), ref 4 calls"}[spec["guided"]]
         return (f"transformer {spec['variant']} ({width}, {spec['layers']} blocks)",
                 f"{what}; {T}+{spec['audio_tokens']} tokens ({spec['size']}), {spec['text_tokens']} text")
+    if kind == "diffusion_decoder":
+        F, H, W = spec["grid"]
+        return ("diffusion decoder 2.5 (small layout: widths 64-32, 2 blocks a stage, x4 space), 2 x0 steps",
+                f"latent (1, 128, {F}, {H}, {W}) -> {8 * (F - 1) + 1}x{4 * H}x{4 * W}")
     if kind == "video_vae":
         F, H, W = spec["grid"]
         return (f"video VAE decode {spec['variant']} (base ch {spec['base_channels']})",

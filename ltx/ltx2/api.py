@@ -56,6 +56,7 @@ from ltx.core.step_cache import CachePolicy, cached
 from ltx.ltx2 import pipelines
 from ltx.ltx2.audio import waveform_to_mel
 from ltx.ltx2.conditioning import fit_image
+from ltx.ltx2.diffusion_decoder import load_decoder, read_decoder_file
 from ltx.ltx2.duration import duration_frames
 from ltx.ltx2.lora import LoRAWeights, check_lora, fuse_loras, read_lora
 from ltx.ltx2.patchify import video_latent_shape
@@ -153,6 +154,7 @@ class Pipeline:
     modules: dict[str, torch.nn.Module] | None = None  # loaded: the bundle's components + "upsampler"
     batch_passes: bool = False  # the guidance passes of a step as one batch (parallel_cfg splits its rows)
     transformer_file: Path | None = None  # the transformer's weights from their own file (a GGUF, ...), not the bundle
+    vae_decoder_file: Path | None = None  # LTX-2.5's diffusion-VAE file: its decoder decodes the video
     _transformer_changed: bool = False  # stage 2 changed it in place: restore before the next run
 
     @property
@@ -400,6 +402,8 @@ class Pipeline:
             self.modules["transformer"] = load_quantized(transformer, self.transformer_file, device=self.device,
                                                          dtype=self.dtype, prefix=_transformer_prefix(
                                                              self.transformer_file))
+        if self.vae_decoder_file is not None:
+            self.modules["video_decoder"] = load_decoder(self.vae_decoder_file, device=self.device, dtype=self.dtype)
         if self.upsampler_file is not None:
             self.modules["upsampler"] = ltx2_checkpoint.load_upsampler(self.upsampler_file, device=self.device,
                                                                        dtype=self.dtype)
@@ -492,7 +496,8 @@ class Pipeline:
              references: list[ReferenceInput]) -> pipelines.AVResult:
         """The preset's official pipeline with this pipeline's LoRA staging."""
         m = self.modules
-        models = AVModels(m["transformer"], m["vae"], m["audio_vae"], m["vocoder"], m.get("upsampler"))
+        models = AVModels(m["transformer"], m["vae"], m["audio_vae"], m["vocoder"], m.get("upsampler"),
+                          m.get("video_decoder"))
         match self.pipeline:
             case AVPipeline.one_stage:
                 return pipelines.one_stage(models, positive, negative, request)
@@ -677,7 +682,8 @@ def open_pipeline(checkpoint: str | os.PathLike | None = None, *,
                   text_encoder: str | os.PathLike | None = None, upsampler: str | os.PathLike | None = None,
                   distilled_lora: str | os.PathLike | None = None, loras: Sequence = (),
                   pipeline: AVPipeline | str | None = None, device: str | torch.device = "auto",
-                  dtype: str | torch.dtype | None = None, transformer: str | os.PathLike | None = None) -> Pipeline:
+                  dtype: str | torch.dtype | None = None, transformer: str | os.PathLike | None = None,
+                  vae_decoder: str | os.PathLike | None = None) -> Pipeline:
     """A pipeline with the bundle's components on `meta`, every header and LoRA checked; `.load()` loads them.
 
     checkpoint: the official bundled file (or its ltx2 conversion). model: an LTX-2 preset name, path or
@@ -686,7 +692,9 @@ def open_pipeline(checkpoint: str | os.PathLike | None = None, *,
     into the transformer; text_encoder: the local Gemma 3 folder; pipeline: another official pipeline than the
     preset's. device / dtype: where Gemma and the weights go (auto: cuda + bfloat16, else cpu + float32).
     transformer: the transformer's weights from their own file, e.g. a community GGUF (ComfyUI-GGUF names) or a
-    quantized single file; the bundle gives its config and the other components.
+    quantized single file; the bundle gives its config and the other components. vae_decoder: LTX-2.5's
+    diffusion-VAE file (`ltx-2.5-video-vae-bf16.safetensors`): its diffusion decoder decodes the video (the
+    checkpoint's conv VAE still encodes the conditioning images).
     """
     preset = model if isinstance(model, ModelPreset) else load_preset(model)
     if not preset.is_ltx2:
@@ -751,9 +759,18 @@ def open_pipeline(checkpoint: str | os.PathLike | None = None, *,
     if transformer is not None:
         transformer_file = _file(transformer, "transformer")
         check_transformer_file(bundle, transformer_file)
+    decoder_file = None
+    if vae_decoder is not None:
+        decoder_file = _file(vae_decoder, "vae_decoder")
+        dcfg = read_decoder_file(decoder_file)
+        vcfg = metas["vae"].cfg
+        if (dcfg.in_channels, tuple(dcfg.scale)) != (vcfg.latent_channels, tuple(vcfg.scale)):
+            raise ValueError(f"vae_decoder {decoder_file.name}: a decoder of {dcfg.in_channels}-channel latents at "
+                             f"scale {tuple(dcfg.scale)}, but the checkpoint's VAE makes {vcfg.latent_channels}-"
+                             f"channel latents at {tuple(vcfg.scale)}")
     return Pipeline(preset, bundle, metas, upsampler_file, lora, opened,
                     None if text_encoder is None else Path(text_encoder).expanduser(), device, dtype,
-                    transformer_file=transformer_file)
+                    transformer_file=transformer_file, vae_decoder_file=decoder_file)
 
 
 def load_pipeline(checkpoint: str | os.PathLike | None = None, *,

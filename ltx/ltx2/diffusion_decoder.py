@@ -76,7 +76,9 @@ loader ops on a gated file, bitwise.
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -85,6 +87,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ltx.core import shapes
+from ltx.core.checkpoint import CheckpointError, SafetensorsReader, load_strict
 from ltx.core.keymap import Rule, apply, invert
 from ltx.core.nn import LatentStatistics, TimestepEmbedder
 from ltx.ltx2.vae import patchify, unpatchify
@@ -758,3 +761,54 @@ def to_diffusers_keys(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
 def from_diffusers_keys(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """diffusers `LTX2VideoDiffusionDecoderModel` keys -> the decoder's state dict (values not copied)."""
     return apply(sd, invert(DIFFUSERS_RULES))
+
+
+# ------------------------------------------------------------------------------------------------ files
+
+
+def read_decoder_file(path: str | os.PathLike) -> DiffusionDecoderConfig:
+    """The config of an LTX-2.5 diffusion-VAE file (`ltx-2.5-video-vae-bf16.safetensors`: the decoder under
+    `vae.decoder.`), checked against its header before any tensor is read: the keys and shapes the file's tensors
+    become (`from_official_file`, run on `meta`) must be the decoder's. One line (CheckpointError) otherwise."""
+    reader = SafetensorsReader(path)
+    try:
+        vae = json.loads(reader.metadata.get("config", "{}")).get("vae")
+    except (json.JSONDecodeError, AttributeError):
+        vae = None
+    if not isinstance(vae, dict):
+        raise CheckpointError(f"{path}: no `vae` object in the metadata config; an LTX-2.5 diffusion-VAE file carries "
+                              "its decoder's architecture there")
+    try:
+        cfg = DiffusionDecoderConfig.from_metadata(vae)
+    except ValueError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    ghosts = {k: torch.empty(i.shape, dtype=i.dtype, device="meta") for k, i in reader.infos.items()
+              if _strip(k, OFFICIAL_PREFIXES + STATISTICS_PREFIXES) is not None}
+    try:
+        found = {k: tuple(v.shape) for k, v in from_official_file(ghosts).items()}
+    except ValueError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in DiffusionDecoder(cfg).state_dict().items()}
+    missing, extra = sorted(expected.keys() - found.keys()), sorted(found.keys() - expected.keys())
+    wrong = sorted(k for k in expected.keys() & found.keys() if expected[k] != found[k])
+    if missing or extra or wrong:
+        raise CheckpointError(f"{path}: the decoder tensors do not fit its metadata config: {len(missing)} missing "
+                              f"(e.g. {missing[:2]}), {len(extra)} unexpected (e.g. {extra[:2]}), {len(wrong)} of "
+                              f"another shape (e.g. {wrong[:2]})")
+    return cfg
+
+
+def load_decoder(path: str | os.PathLike, *, device: str | torch.device = "cpu",
+                 dtype: torch.dtype | None = None) -> DiffusionDecoder:
+    """`read_decoder_file`, then the decoder built on `meta` and filled strictly from the file (cast to `dtype`)."""
+    cfg = read_decoder_file(path)
+    reader = SafetensorsReader(path)
+    tensors = {k: reader.get(k) for k in reader.keys() if _strip(k, OFFICIAL_PREFIXES + STATISTICS_PREFIXES)}
+    sd = from_official_file(tensors)
+    with torch.device("meta"):
+        decoder = DiffusionDecoder(cfg)
+    sd = {k: v.to(device=device, dtype=dtype if dtype is not None and v.is_floating_point() else v.dtype)
+          for k, v in sd.items()}
+    load_strict(decoder, sd, what=str(path))
+    return decoder.eval()

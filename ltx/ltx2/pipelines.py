@@ -245,6 +245,9 @@ class AVModels:
     audio_vae: torch.nn.Module  # ltx.ltx2.audio_vae.AudioVAE
     vocoder: torch.nn.Module  # ltx.ltx2.vocoder.Vocoder | VocoderWithBWE
     upsampler: torch.nn.Module | None = None  # ltx.ltx2.upsampler.LatentUpsampler2 (two-stage pipelines)
+    # LTX-2.5's diffusion decoder (ltx.ltx2.diffusion_decoder.DiffusionDecoder) decodes the video instead of the
+    # VAE's conv decoder (the VAE still encodes); its noise comes from the run's generator, after the stages' draws
+    video_decoder: torch.nn.Module | None = None
 
 
 @dataclass
@@ -314,9 +317,15 @@ def is_guided(*guidance: GuiderParams) -> bool:
     return any(g.needs_uncond or g.needs_perturbed or g.needs_isolated for g in guidance)
 
 
-def decode(models: AVModels, video_latent: Tensor, audio_latent: Tensor) -> tuple[Tensor, Tensor]:
+def decode(models: AVModels, video_latent: Tensor, audio_latent: Tensor,
+           generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
     """Video pixels (B, 3, F, H, W) and the vocoder's waveform (B, 2, N) (decode_video / decode_audio)."""
-    video = models.vae.decode(video_latent)
+    if models.video_decoder is not None:
+        from ltx.ltx2.diffusion_decoder import decode as diffusion_decode
+
+        video = diffusion_decode(models.video_decoder, video_latent, generator=generator)
+    else:
+        video = models.vae.decode(video_latent)
     mel = models.audio_vae.decode(audio_latent)
     return video, models.vocoder(mel).float()
 
@@ -328,7 +337,7 @@ def one_stage(models: AVModels, positive: Prompt, negative: Prompt | None, reque
     request, negative = _with_video(models, request, positive, negative)
     video, audio = _stage(1, models.transformer, models, positive, negative, request, request.height,
                           request.width, request.sigmas, request.video_guidance, request.audio_guidance)
-    return _decoded(models, video, audio)
+    return _decoded(models, video, audio, request.generator)
 
 
 def two_stage(models: AVModels, positive: Prompt, negative: Prompt | None, request: AVRequest, *,
@@ -462,7 +471,7 @@ def _two_stages(models: AVModels, positive: Prompt, negative: Prompt | None, req
     video, audio = _stage(2, transformer, models, positive, negative, request, request.height, request.width,
                           sigmas, NO_GUIDANCE, NO_GUIDANCE, noise_scale=sigmas[0], video_latent=upsampled,
                           audio_latent=audio, as_keyframes=as_keyframes, res2s=res2s)
-    return _decoded(models, video, audio)
+    return _decoded(models, video, audio, request.generator)
 
 
 def _stage(stage: int, transformer, models: AVModels, positive: Prompt, negative: Prompt | None,
@@ -508,6 +517,7 @@ def _encode_images(vae, images: Sequence[ImageInput], height: int, width: int, d
                          im.strength, as_keyframes) for im in images]
 
 
-def _decoded(models: AVModels, video_latent: Tensor, audio_latent: Tensor) -> AVResult:
-    video, audio = decode(models, video_latent, audio_latent)
+def _decoded(models: AVModels, video_latent: Tensor, audio_latent: Tensor,
+             generator: torch.Generator | None = None) -> AVResult:
+    video, audio = decode(models, video_latent, audio_latent, generator)
     return AVResult(video, audio, int(models.vocoder.sample_rate), video_latent, audio_latent)

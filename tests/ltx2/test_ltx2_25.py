@@ -248,3 +248,65 @@ def test_generate_app_runs_split_files_with_the_predicted_length(files, tmp_path
     with pytest.raises(InputError, match="2 prompts: the duration head predicts one length per prompt; give "
                                          r"num_frames=N \(8k \+ 1\) for several prompts"):
         app.run(app.GenerateConfig(**(cfg | dict(prompts=["a dog", "red ball"], output_dir=str(tmp_path / "o2")))))
+
+
+# ---------------------------------------------------------------------------------------------------- diffusion VAE
+
+DECODER = dict(in_channels=128, patch_size=4, head_dim=16, stage_channels=(32, 32, 32, 32, 32),
+               stage_depths=(1, 1, 1, 1, 1), stage_kernels=((3, 1, 3), (3, 3, 3), (3, 3, 3), (3, 3, 3), (3, 3, 3)),
+               upsamples=(((1, 2, 2), 1), ((2, 1, 1), 1), ((2, 2, 2), 1), ((2, 2, 2), 1)), stage5_kernel=(3, 3, 3),
+               t_emb_dim=32, default_num_inference_steps=2, model_output_type="x0")
+
+
+@pytest.fixture(scope="module")
+def diffusion_vae(tmp_path_factory):
+    """A tiny diffusion-VAE file at the released scale (8, 32, 32), in the official layout (fused qkv)."""
+    from ltx.ltx2.diffusion_decoder import DiffusionDecoder, DiffusionDecoderConfig, to_official_file
+
+    cfg = DiffusionDecoderConfig(**DECODER)
+    assert cfg.scale == (8, 32, 32)
+    decoder = ltx2_tiny.randomize(DiffusionDecoder(cfg), seed=9)
+    path = tmp_path_factory.mktemp("dvae") / "ltx-2.5-video-vae-tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in to_official_file(decoder.state_dict()).items()}, str(path),
+              metadata={"config": json.dumps({"vae": cfg.to_metadata()}), "model_version": "2.5.0"})
+    return path, decoder
+
+
+def test_the_diffusion_decoder_decodes_the_video(files, diffusion_vae, monkeypatch):
+    """vae=<diffusion-VAE file>: the frames are the diffusion decoder's decode of the final latent, its noise drawn
+    from the run's generator where the stages left it (replayed here from the recorded state), and they differ from
+    the conv decoder's."""
+    from ltx.ltx2 import diffusion_decoder as dd
+
+    path, decoder = diffusion_vae
+    states = []
+    decode = dd.decode
+    monkeypatch.setattr(dd, "decode", lambda dec, lat, generator=None, **k: states.append(
+        generator.get_state()) or decode(dec, lat, generator=generator, **k))
+    kw = dict(model=_preset(), text_encoder=files["gemma4"], upsampler=files["up"], device="cpu", dtype="float32")
+    pipe = ltx.load_pipeline(files["folder"], vae=path, **kw)
+    request = dict(seed=2, height=128, width=128, num_frames=9, frame_rate=24.0)
+    out = pipe("red ball", **request)
+    assert len(states) == 1 and out.frames.shape == (1, 3, 9, 128, 128)
+    replay = torch.Generator().set_state(states[0])
+    with torch.no_grad():
+        expected = decode(pipe.modules["video_decoder"], out.video_latent, generator=replay)
+    assert torch.equal(out.frames, (expected.clamp(-1, 1) + 1) / 2)
+    loaded = pipe.modules["video_decoder"].state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in decoder.state_dict().items())  # file -> module, bitwise
+    conv = ltx.load_pipeline(files["folder"], **kw)("red ball", **request)
+    assert torch.equal(conv.video_latent, out.video_latent) and (conv.frames - out.frames).abs().max() > 1e-2
+
+
+def test_a_conv_vae_or_a_broken_decoder_file_is_refused(files, diffusion_vae, tmp_path):
+    kw = dict(model=_preset(), text_encoder=files["gemma4"], upsampler=files["up"], device="cpu", dtype="float32")
+    with pytest.raises(ValueError, match=r"is the convolutional VAE \(ltx.ltx2.vae\), not a diffusion decoder"):
+        ltx.open_pipeline(files["folder"], vae=files["parts"][1], **kw)
+    path, _ = diffusion_vae
+    with safe_open(str(path), "pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys() if "det_stages.0" not in k}
+        meta = f.metadata()
+    cut = tmp_path / "cut.safetensors"
+    save_file(tensors, str(cut), metadata=meta)
+    with pytest.raises(ValueError, match=r"the decoder tensors do not fit its metadata config: \d+ missing"):
+        ltx.open_pipeline(files["folder"], vae=cut, **kw)

@@ -121,8 +121,10 @@ def test_open_refuses_missing_files_and_the_other_family(files, no_weights):
         _open(files, "ltx-2.3-22b-dev")
     with pytest.raises(ValueError, match="distilled_lora: only the LTX-2 presets take it"):
         ltx.open_pipeline(model="ltx-demo", distilled_lora=files["lora"])
-    with pytest.raises(ValueError, match="vae: only the LTX-Video 0.9.x presets take it"):
-        _open(files, vae=files["ckpt"])
+    with pytest.raises(ValueError, match=r"vae._class_name='CausalVideoAutoencoder' \(absent, which ltx-core reads "
+                                         r"as that\) is the convolutional VAE \(ltx.ltx2.vae\), not a diffusion "
+                                         r"decoder"):
+        _open(files, vae=files["ckpt"])  # LTX-2: `vae` is LTX-2.5's diffusion-VAE file
     pipe = _open(files, pipeline="one_stage", upsampler=None, distilled_lora=None)  # another official pipeline
     assert pipe.pipeline.value == "one_stage" and len(pipe.check(height=96, width=96, num_frames=9).sigmas) == 41
     with pytest.raises(ValueError, match="call .load"):

@@ -42,6 +42,8 @@ from ltx.ltx2.diffusion_decoder import (
 
 # 4 heads of 16 in stage 1, 2 in stage 5; temporal x8 as released, spatial x2 then 2x2 patches (diffusers' dense
 # CPU masks make the released x8 grid too slow here); kernels narrower than some grids, so windows shift
+# diffusers runs flex attention uncompiled on the CPU (its dense fallback); the warning says so on every call
+pytestmark = pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
 CFG = DiffusionDecoderConfig(
     in_channels=8, patch_size=2, head_dim=16, stage_channels=(64, 32, 32, 32, 32), stage_depths=(1, 1, 1, 1, 2),
     stage_kernels=((3, 1, 3), (3, 3, 3), (3, 3, 3), (3, 3, 5), (3, 3, 3)),
