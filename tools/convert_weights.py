@@ -23,8 +23,10 @@ comfy, diffusers (a folder), trainer or ltx; `--model` checks the LoRA's module 
 preset's transformer.
 LTX-2 inputs (ltx.ltx2.checkpoint.detect: an ltx2 file, audio components, or a metadata config with audio_vae /
 vocoder) go through ltx.ltx2.checkpoint: `--to` takes ltx2 or official (default: the other layout),
-`--components` any of transformer, text, vae, audio_vae, vocoder; both layouts keep every tensor bitwise and the
-metadata verbatim. An LTX-2 latent upsampler file (flat metadata config with spatial_scale / rational_resampler,
+`--components` any of transformer, text, vae, audio_vae, vocoder, duration_head; both layouts keep every tensor
+bitwise and the metadata verbatim. A folder (or the files) of LTX-2.5's split component files is read as one
+checkpoint: `--to official` joins them into one bundled file, `--components vae --to official` writes one
+component's file. An LTX-2 latent upsampler file (flat metadata config with spatial_scale / rational_resampler,
 or rational resampler keys) has one layout: --dry-run checks it, `--to official` copies it (with --dtype). An
 x2 pixel-shuffle / temporal upsampler without those metadata keys is the 0.9.x layout exactly and converts as a
 0.9.x `upsampler`.

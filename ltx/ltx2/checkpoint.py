@@ -117,6 +117,10 @@ def _make_text(c: dict, keys: Collection[str] | None = None) -> nn.Module:
 
 
 def _make_vae(c: dict, keys: Collection[str] | None = None) -> nn.Module:
+    if c.get("_class_name", "CausalVideoAutoencoder") != "CausalVideoAutoencoder":
+        raise CheckpointError(f"vae: a {c['_class_name']} (LTX-2.5's diffusion VAE) file: give the convolutional VAE "
+                              "(ltx-2.5-video-vae-conv) as the checkpoint's vae, and this file as the video decoder "
+                              "(vae= / vae_checkpoint=: ltx.ltx2.diffusion_decoder.load_decoder)")
     cfg = VideoVAEConfig.from_metadata(c)
     if keys is not None:  # hold the two unused statistics when the file does (one alone: the check names the other)
         cfg = replace(cfg, extra_statistics=any(f"per_channel_statistics.{n}" in keys for n in EXTRA_STATISTICS))
@@ -336,6 +340,12 @@ def detect(path: str | os.PathLike) -> str | None:
     "upsampler" (an LTX-2 latent upsampler file: `read_upsampler`), or None (not recognisably LTX-2: a 0.9.x
     checkpoint, a LoRA, an unreadable file, a folder; the 0.9.x reader says what it is). Headers only."""
     path = Path(path)
+    if path.is_dir():  # LTX-2.5's split component files, read as one (a 0.9.x diffusers folder holds none at its top)
+        try:
+            files = component_files(path)
+        except CheckpointError:
+            return None
+        return "bundled" if all(detect(f) == "bundled" for f in files) else None
     if not path.is_file():
         return None
     try:

@@ -310,3 +310,33 @@ def test_a_conv_vae_or_a_broken_decoder_file_is_refused(files, diffusion_vae, tm
     save_file(tensors, str(cut), metadata=meta)
     with pytest.raises(ValueError, match=r"the decoder tensors do not fit its metadata config: \d+ missing"):
         ltx.open_pipeline(files["folder"], vae=cut, **kw)
+
+
+def test_converter_joins_split_files_and_names_a_diffusion_vae(files, diffusion_vae, tmp_path, capsys):
+    """tools/convert_weights.py on the folder of split files: --dry-run lists them as LTX-2.5 split files,
+    --to official writes one bundle whose components load bitwise as the split files' do; a diffusion-VAE file
+    among them gets one line saying where it goes."""
+    import shutil
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from tools.convert_weights import main
+
+    assert main([str(files["folder"]), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "LTX-2.5 official split files (model_version 2.5.0)" in out and "  duration_head: " in out
+    joined = tmp_path / "joined.safetensors"
+    assert main([str(files["folder"]), str(joined), "--to", "official"]) == 0
+    a, b = ckpt_io.load(joined), ckpt_io.load(files["folder"])
+    assert a.keys() == b.keys()
+    assert all(torch.equal(x, y) for n in a for x, y in zip(a[n].state_dict().values(), b[n].state_dict().values()))
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for p in files["parts"]:
+        if "video_vae" not in p.name:
+            shutil.copy(p, mixed / p.name)
+    shutil.copy(diffusion_vae[0], mixed / "vae.safetensors")
+    capsys.readouterr()
+    assert main([str(mixed), "--dry-run"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "a CausalDiffusionVAE (LTX-2.5's diffusion VAE) file: give the convolutional VAE" in err[0]
