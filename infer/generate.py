@@ -166,6 +166,11 @@ class GenerateConfig:
     # a bf16 checkpoint on a smaller card; vram_budget= sets it when the plan needs it
     quantize: str | None = None
     text_encoder_device: str = "auto"  # auto (= device) | cpu: T5 / Gemma run on the CPU (a card too small for them)
+    # LTX-2: a local instruct Gemma rewrites each prompt into a detailed caption first (ltx.ltx2.enhance); the
+    # original and the enhanced prompt go into the yaml. LTX-2 / 2.3 use their Gemma 3 text encoder; LTX-2.5 needs
+    # prompt_enhancer= (a Gemma 4 instruct folder: its text encoder is not trained for it)
+    enhance_prompt: bool = False
+    prompt_enhancer: str | None = None
     cache: CachePolicy = field(default_factory=CachePolicy)  # cache=teacache|first_block: step caching (configs/cache)
     # one video over N processes: torchrun --nproc_per_node N -m infer.generate ... parallel=sp (every rank samples
     # with the same seed; rank 0 writes the files)
@@ -581,9 +586,11 @@ def run(cfg: GenerateConfig) -> list[Path]:
 
         return generate_ltx2.run(cfg, frames_given=frames_given)
     if cfg.audio_guidance_scale is not None or cfg.modality_scale is not None or cfg.distilled_lora is not None \
-            or cfg.audio is not None or cfg.video is not None or cfg.transformer is not None:
-        raise InputError("audio, video, audio_guidance_scale, modality_scale, distilled_lora and transformer are for "
-                         "the LTX-2 presets (model=ltx-2-19b-dev, ltx2-demo, ...)")
+            or cfg.audio is not None or cfg.video is not None or cfg.transformer is not None or cfg.enhance_prompt \
+            or cfg.prompt_enhancer is not None:
+        raise InputError("audio, video, audio_guidance_scale, modality_scale, distilled_lora, transformer, "
+                         "enhance_prompt and prompt_enhancer are for the LTX-2 presets (model=ltx-2-19b-dev, "
+                         "ltx2-demo, ...)")
 
     # --- checks on configs, headers and small files only
     device, dtype = resolve_device(cfg)

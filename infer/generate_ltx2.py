@@ -127,6 +127,29 @@ def open_request(cfg) -> tuple[api.Pipeline, api.Request, dict]:
     return pipe, request, args
 
 
+def enhance_prompts(cfg, pipe: api.Pipeline) -> list[str]:
+    """enhance_prompt=true: each prompt rewritten by a local instruct Gemma (greedy), printed; InputError naming
+    the option when there is none to use."""
+    from ltx.ltx2.enhance import PromptEnhancer
+
+    folder = cfg.prompt_enhancer
+    if folder is None:
+        if api.family(pipe.model_version) == "2.5":
+            raise InputError("enhance_prompt=true with LTX-2.5: its Gemma 4 text encoder is not trained for "
+                             "enhancement; give prompt_enhancer=/path/to/a Gemma 4 instruct folder (gemma-4-*-it)")
+        folder = cfg.text_encoder  # LTX-2 / 2.3: the Gemma 3 text encoder doubles as the enhancer
+    folder = existing(folder, "prompt_enhancer", "give a local instruct Gemma folder (config.json, weights, tokenizer)")
+    try:
+        enhancer = PromptEnhancer.from_folder(folder, dtype=pipe.dtype, device=pipe.device)
+        out = [enhancer.enhance(p) for p in cfg.prompts]
+    except (OSError, ValueError) as e:
+        raise InputError(f"prompt_enhancer: {e}") from None
+    del enhancer
+    for before, after in zip(cfg.prompts, out):
+        print(f"enhanced prompt: {before!r} -> {after!r}")
+    return out
+
+
 def run(cfg, frames_given: bool = True) -> list[Path]:
     """Generate one video with sound per prompt (see the module docstring for the order of work)."""
     from omegaconf import OmegaConf
@@ -134,8 +157,11 @@ def run(cfg, frames_given: bool = True) -> list[Path]:
 
     pipe, request, request_args = open_request(cfg)
     check_output(cfg)
+    originals = list(cfg.prompts)
     device, pipe.device = pipe.device, text_device(cfg, pipe.device)  # Gemma's device (text_encoder_device=cpu)
     try:
+        if cfg.enhance_prompt:  # the enhancer is loaded, run and freed before Gemma encodes
+            cfg = dataclasses.replace(cfg, prompts=enhance_prompts(cfg, pipe))
         text = tensors_to(pipe.encode_prompts(list(cfg.prompts), request.negative_prompt), device)
     except ValueError as e:
         raise InputError(str(e)) from None
@@ -177,13 +203,14 @@ def run(cfg, frames_given: bool = True) -> list[Path]:
     names = []
     with output_folder(cfg) as folder:  # staged, renamed into place when every file is written
         for k, prompt in enumerate(cfg.prompts):
-            stem = folder.path / f"{k:02d}_{slug(prompt)}"
+            stem = folder.path / f"{k:02d}_{slug(originals[k])}"
             video_u8 = (frames[k].permute(1, 2, 3, 0) * 255).round().to(torch.uint8)  # (F, H, W, 3)
             write_video_with_audio(stem.with_suffix(".mp4"), video_u8, cfg.fps, audio[k], rate)
             write_wav(stem.with_suffix(".wav"), audio[k], rate)
             write_audio_contact_sheet(stem.with_suffix(".png"), video_u8, cfg.fps, audio[k], rate,
                                       count=cfg.contact_sheet_frames, caption=prompt)
             record = {"prompt": prompt, "index": k, "seed": cfg.seed, "pipeline": request.pipeline.value,
+                      **({"original_prompt": originals[k]} if cfg.enhance_prompt else {}),
                       "model_version": pipe.model_version, "sample_rate": rate, "soundtrack": cfg.audio,
                       "video_input": cfg.video,
                       "audio_seconds": round(audio.shape[-1] / rate, 4),

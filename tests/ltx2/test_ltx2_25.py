@@ -340,3 +340,27 @@ def test_converter_joins_split_files_and_names_a_diffusion_vae(files, diffusion_
     assert main([str(mixed), "--dry-run"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "a CausalDiffusionVAE (LTX-2.5's diffusion VAE) file: give the convolutional VAE" in err[0]
+
+
+def test_generate_enhances_prompts_when_asked(files, tmp_path_factory, tmp_path):
+    """enhance_prompt=true: the prompt the video is generated from is the enhancer's (greedy, so reproducible here),
+    the yaml keeps both; LTX-2.5 without prompt_enhancer= gets one line."""
+    import test_ltx2_enhance as enhance_tests
+    import yaml
+
+    import infer.generate as app
+    from infer.output import InputError
+    from ltx.ltx2.enhance import PromptEnhancer
+
+    enhancer = enhance_tests.gemma4_folder.__wrapped__(tmp_path_factory)
+    cfg = dict(model=_preset(), checkpoint=str(files["folder"]), text_encoder=str(files["gemma4"]),
+               upsampler_checkpoint=str(files["up"]), prompts=["a dog barks at the sea"], height=128, width=128,
+               num_frames=9, fps=24.0, seed=3, device="cpu", enhance_prompt=True)
+    with pytest.raises(InputError, match=r"enhance_prompt=true with LTX-2.5: its Gemma 4 text encoder is not trained "
+                                         r"for enhancement; give prompt_enhancer="):
+        app.run(app.GenerateConfig(**cfg, output_dir=str(tmp_path / "a")))
+    (path,) = app.run(app.GenerateConfig(**cfg, prompt_enhancer=str(enhancer), output_dir=str(tmp_path / "b")))
+    record = yaml.safe_load(path.with_suffix(".yaml").read_text())
+    expected = PromptEnhancer.from_folder(enhancer, dtype=torch.float32).enhance("a dog barks at the sea")
+    assert record["original_prompt"] == "a dog barks at the sea" and record["prompt"] == expected != ""
+    assert path.name == "00_a_dog_barks_at_the_sea.mp4"
