@@ -220,27 +220,9 @@ def build_transformer(spec: dict, device: torch.device, dtype: torch.dtype) -> C
     ours.load_state_dict(ref.state_dict(), strict=True)
     ours.eval()
 
-    (F, H, W), Ta, S = spec["grid"], spec["audio_tokens"], spec["text_tokens"]
-    T = F * H * W
-    g = torch.Generator().manual_seed(0)
-    # video [start, end) bounds as ltx-core's VideoLatentTools: frames [8f - 7, 8f + 1) clamped, / 24 fps; x32 px
-    f, h, w = torch.meshgrid(torch.arange(F), torch.arange(H), torch.arange(W), indexing="ij")
-    t0, t1 = (f * 8 - 7).clamp(min=0) / 24.0, (f * 8 + 1) / 24.0
-    vpos = torch.stack([torch.stack([t0, t1], -1), torch.stack([h * 32, h * 32 + 32], -1),
-                        torch.stack([w * 32, w * 32 + 32], -1)]).float().reshape(1, 3, T, 2)
-    i = torch.arange(Ta)
-    apos = (torch.stack([(4 * i - 3).clamp(min=0), 4 * i + 1], -1) * 0.01).float().view(1, 1, Ta, 2)
-    ctx_v = cfg.inner_dim if cfg.caption_proj_before_connector else cfg.caption_channels
-    ctx_a = cfg.audio_inner_dim if cfg.caption_proj_before_connector else cfg.caption_channels
-
-    def rnd(*shape: int) -> torch.Tensor:
-        return torch.randn(*shape, generator=g).to(device, dtype)
-
-    x, ax = rnd(1, T, cfg.in_channels), rnd(1, Ta, cfg.audio_in_channels)
-    ctx, actx, neg, aneg = rnd(1, S, ctx_v), rnd(1, S, ctx_a), rnd(1, S, ctx_v), rnd(1, S, ctx_a)
-    vpos, apos = vpos.to(device, dtype), apos.to(device)  # video bounds in the activation dtype, as the pipelines
-    sigma = torch.full((1,), 0.7, device=device)
-    vts, ats = sigma.expand(1, T).clone(), sigma.expand(1, Ta).clone()  # text-to-video: every token at sigma
+    d = _transformer_inputs(cfg, spec, device, dtype)
+    x, ax, ctx, actx, neg, aneg = d["x"], d["ax"], d["ctx"], d["actx"], d["neg"], d["aneg"]
+    vpos, apos, sigma, vts, ats = d["vpos"], d["apos"], d["sigma"], d["vts"], d["ats"]
 
     def modality(lat, ts, pos, c) -> Modality:
         return Modality(latent=lat, sigma=sigma, timesteps=ts, positions=pos, context=c)
@@ -299,7 +281,10 @@ def build_transformer(spec: dict, device: torch.device, dtype: torch.dtype) -> C
 
 
 def _transformer_inputs(cfg, spec: dict, device: torch.device, dtype: torch.dtype) -> dict:
-    """Video / audio latents, [start, end) positions (as ltx-core's latent tools), two text contexts, sigma 0.7."""
+    """Video / audio latents, [start, end) positions (as ltx-core's VideoLatentTools: frames [8f - 7, 8f + 1) clamped,
+    / 24 fps; x32 px; video bounds in the activation dtype, as the pipelines), a prompt's and a negative prompt's
+    text states (the caption width for 19B, the stream widths after 2.3's connector projection), every token at
+    sigma 0.7 (text-to-video)."""
     (F, H, W), Ta, S = spec["grid"], spec["audio_tokens"], spec["text_tokens"]
     T = F * H * W
     g = torch.Generator().manual_seed(0)
@@ -314,8 +299,10 @@ def _transformer_inputs(cfg, spec: dict, device: torch.device, dtype: torch.dtyp
         return torch.randn(*shape, generator=g).to(device, dtype)
 
     sigma = torch.full((1,), 0.7, device=device)
-    return dict(x=rnd(1, T, cfg.in_channels), ax=rnd(1, Ta, cfg.audio_in_channels), ctx=rnd(1, S, cfg.inner_dim),
-                actx=rnd(1, S, cfg.audio_inner_dim), neg=rnd(1, S, cfg.inner_dim), aneg=rnd(1, S, cfg.audio_inner_dim),
+    ctx_v = cfg.inner_dim if cfg.caption_proj_before_connector else cfg.caption_channels
+    ctx_a = cfg.audio_inner_dim if cfg.caption_proj_before_connector else cfg.caption_channels
+    x, ax = rnd(1, T, cfg.in_channels), rnd(1, Ta, cfg.audio_in_channels)
+    return dict(x=x, ax=ax, ctx=rnd(1, S, ctx_v), actx=rnd(1, S, ctx_a), neg=rnd(1, S, ctx_v), aneg=rnd(1, S, ctx_a),
                 vpos=vpos.to(device, dtype), apos=apos.to(device), sigma=sigma, vts=sigma.expand(1, T).clone(),
                 ats=sigma.expand(1, Ta).clone())
 

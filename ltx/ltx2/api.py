@@ -62,7 +62,13 @@ from ltx.ltx2.lora import LoRAWeights, check_lora, fuse_loras, read_lora
 from ltx.ltx2.patchify import video_latent_shape
 from ltx.ltx2.pipelines import AVModels, AVPipeline, AVRequest, ImageInput, Prompt, ReferenceInput, check_size
 from ltx.ltx2.sched import GuiderParams, ltx2_sigmas
-from ltx.ltx2.text import GemmaTextEncoder, check_gemma_version, default_image_crf, read_gemma_info
+from ltx.ltx2.text import (
+    GemmaTextEncoder,
+    check_gemma_version,
+    default_image_crf,
+    model_version_tuple,
+    read_gemma_info,
+)
 from ltx.presets import AVGuidance, ModelPreset, load_preset
 
 COMPONENTS = ("transformer", "text", "vae", "audio_vae", "vocoder")
@@ -71,19 +77,9 @@ COMPONENTS = ("transformer", "text", "vae", "audio_vae", "vocoder")
 ANCESTRAL_SEED_OFFSET = 10_000
 
 
-def version_tuple(version: str) -> tuple[int, ...]:
-    """"2.5.0" -> (2, 5, 0); a pre-release tag ends it ("2.3-rc1" and "2.3.rc1" -> (2, 3))."""
-    out = []
-    for part in str(version).replace("-", ".").replace("+", ".").split("."):
-        if not part.isdigit():
-            break
-        out.append(int(part))
-    return tuple(out)
-
-
 def family(version: str) -> str:
     """The release line a model_version belongs to: "2.5" (and later), "2.3" or "2" (LTX-2 19B)."""
-    v = version_tuple(version)
+    v = model_version_tuple(version)
     return "2.5" if v >= (2, 5) else "2.3" if v >= (2, 3) else "2"
 
 
@@ -172,7 +168,7 @@ class Pipeline:
     @property
     def version(self) -> tuple[int, ...]:
         """model_version as numbers, (2, 5, 0) for "2.5.0" ("2.3-rc1" -> (2, 3)), for "at least 2.5" checks."""
-        return version_tuple(self.model_version)
+        return model_version_tuple(self.model_version)
 
     @property
     def image_crf(self) -> int:

@@ -24,8 +24,9 @@ import ltx
 from ltx.core.checkpoint import CheckpointError
 from ltx.ltx2 import checkpoint as ckpt_io
 from ltx.ltx2 import pipelines
-from ltx.ltx2.api import ANCESTRAL_SEED_OFFSET, family, version_tuple
+from ltx.ltx2.api import ANCESTRAL_SEED_OFFSET, family
 from ltx.ltx2.duration import DurationHead, DurationHeadConfig, duration_frames
+from ltx.ltx2.text import model_version_tuple as version_tuple
 from ltx.ltx2.transformer import AVTransformer
 from ltx.presets import load_preset
 
