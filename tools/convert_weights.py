@@ -256,6 +256,8 @@ def convert_ltx2(args: argparse.Namespace, kind: str) -> int:
     if args.src_format != "auto" and args.src_format != ckpt.format:
         raise CheckpointError(f"{args.src} is an LTX-2 file in the {ckpt.format} layout, not {args.src_format}")
     to = args.to or ("official" if ckpt.format == "ltx2" else "ltx2")
+    if to == "diffusers":
+        return convert_ltx2_to_diffusers(args, ckpt, names)
     if to not in LTX2_LAYOUTS:
         raise CheckpointError(f"--to {to}: {args.src} is an LTX-2 file; it converts to {' or '.join(LTX2_LAYOUTS)} "
                               "(the ltx / diffusers formats are LTX-Video 0.9.x)")
@@ -272,6 +274,24 @@ def convert_ltx2(args: argparse.Namespace, kind: str) -> int:
         out = ltx2_ckpt.write(ckpt, args.dst, layout=to, components=names, dtype=DTYPES[args.dtype],
                               overwrite=args.overwrite, progress=lambda e: bar.update(1))
     print(f"wrote {out} (LTX-2, {to} layout)")
+    return 0
+
+
+def convert_ltx2_to_diffusers(args: argparse.Namespace, ckpt, names) -> int:
+    """LTX-2 -> diffusers: the transformer as `dst/transformer/` (config.json + weights in diffusers' names,
+    ltx.ltx2.diffusers_layout); the other components have no diffusers writer here yet."""
+    from ltx.ltx2.diffusers_layout import write_diffusers_transformer
+
+    if names not in (None, ("transformer",)):
+        raise CheckpointError(f"--to diffusers writes the LTX-2 transformer only (--components transformer); "
+                              f"{list(names)} have no diffusers writer here yet")
+    print(ltx2_ckpt.summary(ckpt, ["transformer"]))
+    if args.dry_run:
+        print("  checked: the transformer's keys, shapes and dtypes fit its metadata config")
+        return 0
+    out = write_diffusers_transformer(ckpt, Path(args.dst) / "transformer", dtype=DTYPES[args.dtype],
+                                      overwrite=args.overwrite)
+    print(f"wrote {out} (LTX-2 transformer, diffusers LTX2VideoTransformer3DModel layout)")
     return 0
 
 

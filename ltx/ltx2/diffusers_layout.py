@@ -28,11 +28,16 @@ which they agree):
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor
 
-from ltx.ltx2.transformer import AVTransformerConfig
+from ltx.core.checkpoint import CheckpointError
+from ltx.ltx2.transformer import AVTransformer, AVTransformerConfig
 
 _TOP = {
     "patchify_proj": "proj_in",
@@ -146,3 +151,72 @@ def config_from_diffusers(d: dict[str, Any]) -> AVTransformerConfig:
         audio_ff_bias=get("audio_ff_bias", True),
         use_keyframes_abs_pos_embedding=get("use_keyframes_abs_pos_embedding", False),
     )
+
+
+# ------------------------------------------------------------------------------------------------ folders
+
+DIFFUSERS_CLASS = "LTX2VideoTransformer3DModel"
+WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
+
+
+def write_diffusers_transformer(ckpt, dst: str | os.PathLike, *, dtype: torch.dtype | None = None,
+                                overwrite: bool = False) -> Path:
+    """An LTX-2 checkpoint's transformer (ltx.ltx2.checkpoint.LTX2Checkpoint) as a diffusers component folder:
+    `dst/config.json` (`LTX2VideoTransformer3DModel`'s arguments) and `dst/diffusion_pytorch_model.safetensors`
+    (diffusers key names; tensors bitwise unless `dtype` casts the floating ones), each written atomically.
+    `LTX2VideoTransformer3DModel.from_pretrained(dst)` loads it; `read_diffusers_transformer` reads it back."""
+    from ltx.core.checkpoint import TensorEntry, write_safetensors
+    from ltx.ltx2 import checkpoint as ltx2_checkpoint
+
+    module = ltx2_checkpoint.check(ckpt, ["transformer"])["transformer"]
+    dst = Path(dst)
+    if dst.exists() and not dst.is_dir():
+        raise CheckpointError(f"{dst}: exists and is not a folder (a diffusers component is a folder)")
+    if (dst / WEIGHTS_NAME).exists() and not overwrite:
+        raise CheckpointError(f"{dst / WEIGHTS_NAME} exists; pass overwrite=True (--overwrite) to replace it")
+    dst.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for ours, key in ckpt.keys["transformer"].items():
+        info = ckpt.reader.infos[key]
+        out_dtype = dtype if dtype is not None and info.dtype.is_floating_point else info.dtype
+        entries.append((info.offsets[0], TensorEntry(transformer_key_to_diffusers(ours), out_dtype, info.shape,
+                                                     lambda k=key, d=out_dtype: ckpt.reader.get(k).to(d))))
+    entries = [e for _, e in sorted(entries, key=lambda pair: pair[0])]
+    out = write_safetensors(dst / WEIGHTS_NAME, entries, {"format": "pt"}, overwrite=True)
+    config = {"_class_name": DIFFUSERS_CLASS, **diffusers_transformer_config(module.cfg)}
+    tmp = dst / "config.json.tmp"
+    tmp.write_text(json.dumps(config, indent=2) + "\n")
+    os.replace(tmp, dst / "config.json")
+    return out.parent
+
+
+def read_diffusers_transformer(src: str | os.PathLike, *, device: str | torch.device = "cpu",
+                               dtype: torch.dtype | None = None) -> AVTransformer:
+    """A diffusers `LTX2VideoTransformer3DModel` folder -> AVTransformer, built from its config.json and filled
+    strictly (every key renamed back, shapes checked before a tensor is read)."""
+    from ltx.core.checkpoint import SafetensorsReader, load_strict
+
+    src = Path(src)
+    if not (src / "config.json").is_file():
+        raise CheckpointError(f"{src}: no config.json; a diffusers transformer folder holds config.json and "
+                              f"{WEIGHTS_NAME}")
+    config = json.loads((src / "config.json").read_text())
+    if config.get("_class_name") != DIFFUSERS_CLASS:
+        raise CheckpointError(f"{src}: config _class_name {config.get('_class_name')!r} is not {DIFFUSERS_CLASS!r}")
+    files = sorted(src.glob("*.safetensors"))
+    if not files:
+        raise CheckpointError(f"{src}: no .safetensors weights")
+    try:
+        cfg = config_from_diffusers(config)
+    except ValueError as e:
+        raise CheckpointError(f"{src}: {e}") from None
+    with torch.device("meta"):
+        model = AVTransformer(cfg)
+    sd = {}
+    for f in files:
+        reader = SafetensorsReader(f)
+        for key in reader.keys():
+            t = reader.get(key)
+            sd[transformer_key_from_diffusers(key)] = t.to(device, dtype) if dtype is not None and \
+                t.is_floating_point() else t.to(device)
+    return load_strict(model, sd, what=str(src)).eval()

@@ -365,3 +365,37 @@ def test_generate_enhances_prompts_when_asked(files, tmp_path_factory, tmp_path)
     expected = PromptEnhancer.from_folder(enhancer, dtype=torch.float32).enhance("a dog barks at the sea")
     assert record["original_prompt"] == "a dog barks at the sea" and record["prompt"] == expected != ""
     assert path.name == "00_a_dog_barks_at_the_sea.mp4"
+
+
+def test_converter_writes_the_transformer_in_the_diffusers_layout(files, tmp_path, capsys):
+    """--to diffusers: diffusers' own from_pretrained loads the folder and computes our transformer's output; the
+    folder reads back into AVTransformer bitwise; other components are refused in one line."""
+    import sys
+
+    from diffusers import LTX2VideoTransformer3DModel
+    from test_ltx2_transformer25 import inputs as transformer_inputs
+    from test_ltx2_transformer25 import run_ours, run_ref
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from ltx.ltx2.diffusers_layout import read_diffusers_transformer
+    from tools.convert_weights import main
+
+    assert main([str(files["folder"]), str(tmp_path / "d"), "--to", "diffusers"]) == 0
+    ours = ckpt_io.load(files["folder"], "transformer")["transformer"]
+    with torch.no_grad():  # the tiny file's keyframe marker is zero: make it count
+        ours.keyframes_abs_pos_embedding.normal_(generator=torch.Generator().manual_seed(1))
+    ref = LTX2VideoTransformer3DModel.from_pretrained(tmp_path / "d" / "transformer").eval()
+    back = read_diffusers_transformer(tmp_path / "d" / "transformer")
+    file_sd, back_sd = ckpt_io.load(files["folder"], "transformer")["transformer"].state_dict(), back.state_dict()
+    assert file_sd.keys() == back_sd.keys() and all(torch.equal(file_sd[k], back_sd[k]) for k in file_sd)
+    with torch.no_grad():
+        ref.keyframes_abs_pos_embedding.copy_(ours.keyframes_abs_pos_embedding)
+    inp = transformer_inputs(ours.cfg)
+    marks = torch.zeros(inp["video"]["x"].shape[:2])
+    marks[:, :4] = 1.0
+    ov, oa = run_ours(ours, inp, keyframes=marks)
+    rv, ra = run_ref(ref, inp, keyframes=marks)
+    assert (ov - rv).abs().max() <= 1e-5 and (oa - ra).abs().max() <= 1e-5
+    capsys.readouterr()
+    assert main([str(files["folder"]), str(tmp_path / "e"), "--to", "diffusers", "--components", "vae"]) == 1
+    assert "--to diffusers writes the LTX-2 transformer only" in capsys.readouterr().err
