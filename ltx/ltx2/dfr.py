@@ -53,8 +53,26 @@ frames, "latent frames" (cells) index the VAE grid, with `r` = the VAE's tempora
    a single canvas on which the tiles agree at every step. `tiled_denoise` is DFR's deterministic pass (stage 2 and
    the epilogue; diffusers `denoise` with the flow-matching Euler scheduler): x0 is blended towards the clean
    conditioning in x0 space with each token's own sigma, then `x <- x + (sigma_next - sigma) (x - x0) / sigma`.
-   The audio stream is the caller's (held clean during refinement: a constant input of the model callable). The
-   temporal refine rounds' ancestral sampler (eta 0.5) and their per-tile state are not here.
+   The audio stream is the caller's (held clean during refinement: a constant input of the model callable).
+
+6. Temporal refine round (`refine_round`). Input: the previous canvas after the temporal x2 latent upsampler (the
+   caller runs it), the carried keyframes and their pixel frames on the previous canvas, and the frozen stage-1
+   audio tokens. The seams are the doubled positions; each tile of `refine_tiles(seams, ..., 2**round)` is denoised
+   on its own (`refine_tile_state`, `ancestral_denoise`), as a packed sequence `[base | anchors | slots]`:
+   base = the tile's crop of the upsampled canvas; anchors = the carried keyframes of the seams in the window, one
+   latent frame each, pinned at `ANCHOR_STRENGTH` 0.95 (clean content, token sigma `0.05 sigma`, unmarked); slots =
+   the generated mid-segment keyframes, seeded from the nearest latent frame of the crop, free (mask 0) and marked
+   by the 2.5 keyframe embedding, like the base's first latent frame. Anchors and slots sit at their tile-local
+   pixel frame with a time extent of exactly one pixel frame. Positions use the conditioning fps (`conditioning_fps`:
+   60 for doubled playback rates above 30). One normal draw per tile (all tiles from one generator seeded `seed`,
+   in order) noises the sequence to `sigmas[0]` and the conditioned tokens are blended back by strength. The
+   sampler is rectified-flow Euler ancestral (`REFINE_ETA` 0.5) over `REFINE_SIGMAS` (the distilled schedule from its
+   fifth sigma), x0 blended towards the anchors in x0 space, and the blend re-applied after every renoise; tile `i`
+   draws from its own generator seeded `seed + 1000 round + i`. The model sees the tile's audio window
+   (`audio_window`: the tile's wall-clock span as a fraction of the stage-1 duration, linearly resampled to
+   `round(frames / fps_cond * 25)` tokens) at sigma 0. The tiles' grids are stitched (`stitch`); the next round's
+   keyframes are the seams' carried latents (unchanged) plus this round's slots, the first tile's version where a
+   run-up generated a slot twice, sorted by pixel frame (on this round's canvas; the next round doubles them).
 
 Follows diffusers 0.42.1 `pipelines/ltx2/dfr_layout.py` field for field (tests/ltx2/test_ltx2_dfr.py checks every
 field, blend masks bitwise). The official Lightricks/LTX-2 `ltx_pipelines/dfr_layout.py` (at 400fd31) has the
@@ -63,6 +81,11 @@ uniform grids `resolve_canvas` produces (and that the rounds keep: seams + midpo
 seams: diffusers' run-up is the *first* segment + 1 cell, the official one the segment just before the tile (so
 its window always opens on a keyframe), and the official code refuses segments under 2 latent frames. The spatial
 epilogue and the token plan exist only in diffusers (the official DFR pipeline has no tiled epilogue).
+The refine round follows diffusers' `LTX2DFRTemporalRefinePipeline.__call__` (tests/ltx2/test_ltx2_dfr.py runs it on
+the same tiny transformer, two rounds, max |diff| ~7e-7). The official `dfr_pipeline.py` agrees on the tile state,
+strengths, seeds, sampler and carry, but calls the temporal tiles without audio (`audio=None`, so no audio
+cross-attention) and conditions at `min(playback fps, 60)` (48 for a 24 fps source, where diffusers uses 60).
+Not here: frame conditions (user images) re-attached per tile, and the VAE normalization around the upsampler.
 """
 
 from __future__ import annotations
@@ -74,6 +97,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+from ltx.core.sampling import ancestral_step_x0
+from ltx.ltx2.patchify import VIDEO_SCALE, patchify_video, unpatchify_video, video_positions
 
 # Segment lengths in latent frames (x r = 24 and 32 pixel frames at r = 8). Whole latent frames, because every
 # keyframe must sit on a latent border.
@@ -398,3 +424,203 @@ def tiled_denoise(model: VelocityFn, x: Tensor, clean: Tensor, mask: Tensor, key
         x0 = x0 * (1 - m) + clean.float() * m
         x = x.float() + (s_next - s) * ((x.float() - x0) / s)  # flow Euler with velocity (x - x0) / sigma
     return x.float()
+
+
+# ---------------------------------------------------------------------------------------------------- refine round
+
+# Seam keyframes carried in from the previous round are held just short of clean, so a tile can settle them.
+ANCHOR_STRENGTH = 0.95
+# The rounds' ancestral noise fraction (Euler ancestral, rectified flow).
+REFINE_ETA = 0.5
+# The distilled schedule from its fifth sigma on (no terminal 0): a round densifies an already structured canvas.
+REFINE_SIGMAS = (0.975, 0.909375, 0.725, 0.421875)
+# The RoPE time base of a round: playback rates above 30 fps are conditioned at 60.
+MAX_CONDITIONING_FPS = 60.0
+# Audio latent frames per second: 16 kHz / hop 160 / 4 mel frames per latent.
+AUDIO_LATENTS_PER_SECOND = 25.0
+
+# model(x (B, K, C), token_sigma (B, K), sigma (B,), keyframes_mask (B, K), positions (B, 3, K, 2),
+#       audio (B, A, Ca) clean audio tokens held at sigma 0) -> v (B, K, C)
+RefineModelFn = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor], Tensor]
+
+
+def conditioning_fps(playback_fps: float) -> float:
+    """The fps a round's positions are built at: `MAX_CONDITIONING_FPS` above 30 fps playback, else the playback
+    rate (diffusers; the official pipeline takes `min(playback, 60)`, which differs at 48 fps)."""
+    return MAX_CONDITIONING_FPS if playback_fps > 30.0 else float(playback_fps)
+
+
+def frame_token_positions(pixel_frame: int, height: int, width: int, fps: float, batch: int = 1,
+                          scale: tuple[int, int, int] = VIDEO_SCALE) -> Tensor:
+    """float32 (B, 3, H W, 2) positions of one latent frame of keyframe tokens at `pixel_frame` whose time extent is
+    the single pixel frame `[pixel_frame, pixel_frame + 1) / fps` (carried anchors and generated slots alike)."""
+    if pixel_frame < 0 or fps <= 0:
+        raise ValueError(f"need pixel_frame >= 0 and fps > 0, got {pixel_frame}, {fps}")
+    hh, ww = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    y, x = hh.reshape(-1) * scale[1], ww.reshape(-1) * scale[2]
+    t = torch.full_like(y, pixel_frame)
+    pos = torch.stack([torch.stack([t, t + 1]), torch.stack([y, y + scale[1]]), torch.stack([x, x + scale[2]])])
+    pos = pos.transpose(1, 2).float()  # (3, H W, 2)
+    pos[0] /= fps
+    return pos[None].expand(batch, -1, -1, -1).clone()
+
+
+def audio_window(audio: Tensor, pixel_start: int, num_frames: int, playback_fps: float, source_seconds: float,
+                 fps: float, latents_per_second: float = AUDIO_LATENTS_PER_SECOND) -> Tensor:
+    """The frozen audio tokens (B, A, Ca) under a tile's wall-clock window `[pixel_start, pixel_start + num_frames)
+    / playback_fps`, read as a fraction of the audio's `source_seconds` and linearly resampled to the tile's own
+    token count `round(num_frames / fps * latents_per_second)` (`fps` = the conditioning fps the video side uses).
+    Wall clock rather than canvas fraction: a round maps N frames to 2 (N - 1) + 1, a hair short of twice the
+    duration, so a canvas fraction would drift on the tail tiles."""
+    src = audio.shape[1]
+    n = round(num_frames / fps * latents_per_second)
+    if n < 1:
+        raise ValueError(f"a {num_frames}-frame tile at {fps} fps covers no audio latent frame")
+    first = pixel_start / playback_fps / source_seconds * src
+    step = num_frames / playback_fps / source_seconds * src / n
+    at = (first + step * torch.arange(n, device=audio.device, dtype=torch.float32)).clamp(0, src - 1)
+    lo = at.floor().long()
+    hi = (lo + 1).clamp(max=src - 1)
+    frac = (at - lo).to(audio.dtype).view(1, -1, 1)
+    return audio[:, lo] * (1 - frac) + audio[:, hi] * frac
+
+
+@dataclass(frozen=True)
+class TileState:
+    """A refine tile's packed float32 canvas `[base | anchors | slots]`: `x` the noised start (B, T, C), `clean`
+    (B, T, C) the anchors' content (zero elsewhere), `mask` (B, T, 1) conditioning strength, `keyframes_mask` (B, T)
+    the 2.5 keyframe marker (the first latent frame and the slots), `positions` (B, 3, T, 2); `base` the number of
+    grid tokens and `slots` the slot tokens' slice."""
+
+    x: Tensor
+    clean: Tensor
+    mask: Tensor
+    keyframes_mask: Tensor
+    positions: Tensor
+    base: int
+    slots: slice
+
+
+def refine_tile_state(tile: RefineTile, video: Tensor, anchors: Sequence[Tensor], fps: float, noise_scale: float,
+                      generator: torch.Generator | None, temporal_ratio: int = 8) -> TileState:
+    """The start state of one refine tile. `video` (B, C, cells, H, W) is the tile's crop of the upsampled canvas;
+    `anchors` one (B, C, 1, H, W) latent per `tile.anchors` entry. Anchors are appended at `ANCHOR_STRENGTH`, slots
+    seeded from the nearest latent frame of `video` (`round(local pixel / r)`, clamped) and left free; both span one
+    pixel frame at their tile-local position. One (B, T, C) standard normal draw from `generator` noises the whole
+    sequence to `noise_scale`, then the conditioned tokens are blended back towards their content by strength."""
+    b, c, f, h, w = video.shape
+    if f != tile.span.size:
+        raise ValueError(f"tile video has {f} latent frames, the tile spans {tile.span.size}")
+    if len(anchors) != len(tile.anchors):
+        raise ValueError(f"need {len(tile.anchors)} anchor latents, got {len(anchors)}")
+    hw, dev = h * w, video.device
+    base = patchify_video(video.float())
+    anchor_tokens = [patchify_video(a.float().to(dev)) for a in anchors]
+    local_slots = [p - tile.pixel_start for p in tile.slots]
+    seeds = [min(max(round(p / temporal_ratio), 0), f - 1) for p in local_slots]
+    slot_tokens = [base[:, i * hw:(i + 1) * hw] for i in seeds]
+    n_anchor, n_slot = len(anchors) * hw, len(seeds) * hw
+    x = torch.cat([base, base.new_zeros(b, n_anchor, c), *slot_tokens], 1)
+    clean = torch.cat([torch.zeros_like(base), *anchor_tokens, base.new_zeros(b, n_slot, c)], 1)
+    mask = torch.cat([base.new_zeros(b, f * hw, 1), base.new_full((b, n_anchor, 1), ANCHOR_STRENGTH),
+                      base.new_zeros(b, n_slot, 1)], 1)
+    kf = torch.cat([base.new_ones(b, hw), base.new_zeros(b, (f - 1) * hw + n_anchor), base.new_ones(b, n_slot)], 1)
+    positions = torch.cat([video_positions(f, h, w, fps, batch=b, device=dev),
+                           *(frame_token_positions(p - tile.pixel_start, h, w, fps, b).to(dev)
+                             for p in [*tile.anchors, *tile.slots])], 2)
+    noise = torch.randn(x.shape, generator=generator, device=dev, dtype=x.dtype)
+    x = noise * noise_scale + x * (1 - noise_scale)
+    x = clean * mask + x * (1 - mask)
+    return TileState(x, clean, mask, kf, positions, f * hw, slice(f * hw + n_anchor, f * hw + n_anchor + n_slot))
+
+
+def ancestral_denoise(model: VelocityFn, x: Tensor, clean: Tensor, mask: Tensor, keyframes_mask: Tensor,
+                      positions: Tensor, sigmas: Sequence[float], generator: torch.Generator | None,
+                      eta: float = REFINE_ETA) -> Tensor:
+    """A refine tile's sampler: per step, x0 from the model with each token's own sigma `sigma (1 - mask)`, blended
+    towards `clean` by `mask`, one rectified-flow Euler-ancestral step (`ltx.core.sampling.ancestral_step_x0`, a
+    (B, T, C) normal draw from `generator` on every step but the last), then the blend again, since the step renoises
+    every token and would otherwise erode the strength-0.95 anchors. `sigmas` without the terminal 0. float32 out."""
+    if len(sigmas) == 0 or any(float(s) <= 0 for s in sigmas):
+        raise ValueError(f"sigmas must be a non-empty schedule of positive values (no terminal 0), got {sigmas}")
+    m = mask.reshape(*mask.shape[:2], 1).float()
+    x, clean = x.float(), clean.float()
+    schedule = [float(s) for s in sigmas] + [0.0]
+    for s, s_next in itertools.pairwise(schedule):
+        sigma = torch.full((x.shape[0],), s, device=x.device)
+        token_sigma = sigma[:, None] * (1 - m[..., 0])
+        v = model(x, token_sigma, sigma, keyframes_mask, positions)
+        x0 = (x - v.float() * token_sigma[..., None]) * (1 - m) + clean * m
+        noise = None if s_next == 0 or eta == 0 else torch.randn(x.shape, generator=generator, device=x.device)
+        x = ancestral_step_x0(x, x0, s, s_next, noise, eta=eta).float()
+        x = x * (1 - m) + clean * m
+    return x
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    """One temporal refine round: `latent` (B, C, F, H, W) the stitched canvas; `keyframes` (B, C, K, H, W) and
+    `positions` (K pixel frames on this round's canvas) the next round's carry (seams + this round's slots);
+    `tiles` the plan and `tile_latents` each tile's denoised grid (B, C, cells, H, W), before stitching."""
+
+    latent: Tensor
+    keyframes: Tensor
+    positions: tuple[int, ...]
+    tiles: tuple[RefineTile, ...]
+    tile_latents: tuple[Tensor, ...]
+
+
+def refine_round(model: RefineModelFn, latent: Tensor, keyframes: Tensor, positions: Sequence[int], audio: Tensor,
+                 *, round_index: int, seed: int, fps: float, source_seconds: float | None = None,
+                 sigmas: Sequence[float] = REFINE_SIGMAS, noise_scale: float | None = None, eta: float = REFINE_ETA,
+                 audio_latents_per_second: float = AUDIO_LATENTS_PER_SECOND, temporal_ratio: int = 8
+                 ) -> RoundResult:
+    """One DFR temporal refine round (module docstring, 6).
+
+    latent: (B, C, F, H, W) the previous canvas after the temporal x2 latent upsampler (normalized latents);
+    keyframes: (B, C, K, H, W) the carried keyframes at pixel frames `positions` of the *previous* canvas (its fps is
+    `fps`); audio: (B, A, Ca) the frozen stage-1 audio tokens (normalized, packed) spanning `source_seconds`
+    (default: the previous canvas' duration, right for round 1 only). Each tile runs `model` with its audio window.
+    Noise: a generator seeded `seed` draws every tile's start noise in tile order; tile `i`'s ancestral draws come
+    from its own generator seeded `seed + 1000 round_index + i`."""
+    if round_index < 1:
+        raise ValueError(f"round_index must be >= 1, got {round_index}")
+    _, _, cells, h, w = latent.shape
+    if latent.ndim != 5 or keyframes.ndim != 5 or keyframes.shape[2] != len(positions) or \
+            keyframes.shape[:2] != latent.shape[:2] or keyframes.shape[3:] != latent.shape[3:]:
+        raise ValueError(f"keyframes {tuple(keyframes.shape)} must be (B, C, {len(positions)}, H, W) for a "
+                         f"(B, C, F, H, W) latent {tuple(latent.shape)}")
+    if audio.ndim != 3 or audio.shape[0] != latent.shape[0]:
+        raise ValueError(f"audio must be packed (B, A, Ca) tokens, got {tuple(audio.shape)}")
+    frames = (cells - 1) * temporal_ratio + 1
+    seams = [2 * int(p) for p in positions]
+    tiles = refine_tiles(seams, frames, 2**round_index, temporal_ratio)
+    playback = 2 * fps
+    cond_fps = conditioning_fps(playback)
+    if source_seconds is None:
+        source_seconds = ((frames - 1) // 2 + 1) / fps
+    noise_scale = float(sigmas[0]) if noise_scale is None else noise_scale
+    carried = {s: keyframes[:, :, i:i + 1] for i, s in enumerate(seams)}
+    start_noise = torch.Generator(latent.device).manual_seed(seed)
+    outs, slot_latents = [], {}
+    for i, tile in enumerate(tiles):
+        video = latent[:, :, tile.span.start:tile.span.end]
+        state = refine_tile_state(tile, video, [carried[p] for p in tile.anchors], cond_fps, noise_scale,
+                                  start_noise, temporal_ratio)
+        window = audio_window(audio, tile.pixel_start, tile.num_frames, playback, source_seconds, cond_fps,
+                              audio_latents_per_second)
+
+        def tile_model(x, token_sigma, sigma, kf, pos, _audio=window):
+            return model(x, token_sigma, sigma, kf, pos, _audio)
+
+        steps = torch.Generator(latent.device).manual_seed(seed + 1000 * round_index + i)
+        x = ancestral_denoise(tile_model, state.x, state.clean, state.mask, state.keyframes_mask, state.positions,
+                              sigmas, steps, eta)
+        outs.append(unpatchify_video(x[:, :state.base], tile.span.size, h, w))
+        slots = unpatchify_video(x[:, state.slots], len(tile.slots), h, w) if tile.slots else None
+        for k, p in enumerate(tile.slots):
+            slot_latents.setdefault(p, slots[:, :, k:k + 1])  # a run-up repeats earlier slots: the first tile wins
+    carry = {**carried, **slot_latents}
+    order = tuple(sorted(carry))
+    return RoundResult(stitch(outs, tiles), torch.cat([carry[p] for p in order], 2), order, tuple(tiles),
+                       tuple(outs))

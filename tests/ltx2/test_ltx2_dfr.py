@@ -2,11 +2,14 @@
 over sweeps of frame counts, rounds, grid sizes and tile counts (blend windows and token plans compared bitwise),
 plus invariants that need no reference: refine tiles stitch to the whole canvas and cut on keyframes, epilogue
 windows sum to one, token-plan weights sum to one per token. Where the official Lightricks/LTX-2 `dfr_layout.py`
-is in the local mirror, its `tile_ranges` is compared on the uniform grids DFR produces.
+is in the local mirror, its `tile_ranges` is compared on the uniform grids DFR produces. The denoising passes run a
+tiny random 2.5 transformer on both sides: `tiled_denoise` against diffusers' `denoise`, and two whole temporal
+refine rounds (`refine_round`) against `LTX2DFRTemporalRefinePipeline.__call__` with stubbed text/VAE/upsampler.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 import subprocess
@@ -258,6 +261,12 @@ def test_worked_examples():
     (lambda: dfr.epilogue_tiles((4, 8, 8), 0, []), "frame_tiles >= 1"),
     (lambda: dfr.token_plans(dfr.epilogue_tiles((2, 4, 4), 1, []), torch.zeros(1, 3, 31, 2), (2, 4, 4)),
      "positions must be"),
+    (lambda: dfr.refine_round(None, torch.zeros(1, 2, 5, 1, 1), torch.zeros(1, 2, 1, 1, 1), [8, 16],
+                              torch.zeros(1, 3, 2), round_index=1, seed=0, fps=24.0), "keyframes"),
+    (lambda: dfr.refine_round(None, torch.zeros(1, 2, 5, 1, 1), torch.zeros(1, 2, 2, 1, 1), [8, 16],
+                              torch.zeros(1, 3, 2), round_index=0, seed=0, fps=24.0), "round_index"),
+    (lambda: dfr.ancestral_denoise(None, *[torch.zeros(1, 1, 1)] * 4, torch.zeros(1, 3, 1, 2), [0.5, 0.0], None),
+     "positive"),
 ])
 def test_bad_inputs_raise(call, match):
     with pytest.raises(ValueError, match=match):
@@ -403,3 +412,249 @@ def test_tiled_denoise_matches_diffusers_dfr_denoise():
     assert (got - untiled).abs().max() > 1e-3  # the tiling is exercised (tiles see less context than the canvas)
     torch.testing.assert_close(got[:, : H * W], clean[:, : H * W])  # the pinned frame stays clean
 
+
+
+# ---------------------------------------------------------------------------------------------------- refine round
+
+
+def test_audio_window_matches_diffusers():
+    from diffusers.pipelines.ltx2.pipeline_ltx2_dfr_temporal_refine import _audio_window_for_tile
+
+    audio = torch.randn(2, 61, 7, generator=torch.Generator().manual_seed(4))
+    for start, frames, fps, seconds in itertools.product((0, 48, 96, 200), (9, 49, 97), (24.0, 48.0, 25.0),
+                                                          (2.4, 73 / 24.0)):
+        cond = dfr.conditioning_fps(2 * fps)
+        ours = dfr.audio_window(audio, start, frames, 2 * fps, seconds, cond)
+        theirs = _audio_window_for_tile(audio, start, frames, 2 * fps, seconds, cond, 25.0)
+        assert torch.equal(ours, theirs)
+    assert dfr.conditioning_fps(48.0) == 60.0 and dfr.conditioning_fps(30.0) == 30.0
+
+
+def tiny_models(seed: int):
+    """Our tiny random 2.5 AVTransformer (a denoiser: out = in channels) and diffusers' model on the same weights,
+    with a nonzero keyframe marker."""
+    import dataclasses
+
+    from diffusers import LTX2VideoTransformer3DModel
+    from test_ltx2_transformer import randomize_
+    from test_ltx2_transformer25 import tiny
+
+    from ltx.ltx2.diffusers_layout import diffusers_transformer_config, transformer_to_diffusers
+    from ltx.ltx2.transformer import AVTransformer
+
+    cfg = dataclasses.replace(tiny("2.5"), out_channels=32, audio_out_channels=20)
+    ours = AVTransformer(cfg)
+    randomize_(ours, seed=seed)
+    theirs = LTX2VideoTransformer3DModel(**diffusers_transformer_config(cfg))
+    theirs.load_state_dict(transformer_to_diffusers(ours.state_dict()), strict=True)
+    with torch.no_grad():  # randomize_ may leave the marker at zero; make it count
+        marker = torch.randn(ours.keyframes_abs_pos_embedding.shape, generator=torch.Generator().manual_seed(seed))
+        ours.keyframes_abs_pos_embedding.copy_(0.5 * marker)
+        theirs.keyframes_abs_pos_embedding.copy_(0.5 * marker)
+    return cfg, ours.eval(), theirs.eval()
+
+
+def diffusers_refine_pipeline(transformer, upsampled: torch.Tensor, context, audio_context, channels: int,
+                              audio_channels: int, mel_bins: int):
+    """diffusers' `LTX2DFRTemporalRefinePipeline` with its real round loop (`__call__`, `prepare_latents`, `denoise`,
+    `temporal_tile_plan`, `_audio_window_for_tile`, stitching, carry) and `LTXEulerAncestralRFScheduler(eta=0.5)`,
+    around the given transformer. Stubbed: the text path (the connectors hand back fixed contexts), the VAE
+    statistics (mean 0, std 1, scale 1: normalizing is the identity), the temporal upsampler (returns `upsampled`),
+    input checks and the progress bar."""
+    from diffusers import LTXEulerAncestralRFScheduler
+    from diffusers.pipelines.ltx2.pipeline_ltx2_dfr_temporal_refine import LTX2DFRTemporalRefinePipeline
+
+    class Upsampler:
+        dtype = torch.float32
+
+        def __call__(self, x):
+            assert x.shape[2] == (upsampled.shape[2] - 1) // 2 + 1
+            return upsampled.clone()
+
+    class Bar:
+        def update(self):
+            pass
+
+        def close(self):
+            pass
+
+    class Stub(LTX2DFRTemporalRefinePipeline):
+        _execution_device = torch.device("cpu")
+
+        def __init__(self):  # no DiffusionPipeline registry: plain attributes
+            stats = types.SimpleNamespace
+            self.transformer = transformer
+            self.scheduler = LTXEulerAncestralRFScheduler(eta=0.5)
+            self.vae = stats(latents_mean=torch.zeros(channels), latents_std=torch.ones(channels),
+                             config=stats(scaling_factor=1.0, timestep_conditioning=False))
+            self.audio_vae = stats(latents_mean=torch.zeros(audio_channels * mel_bins),
+                                   latents_std=torch.ones(audio_channels * mel_bins))
+            self.connectors = lambda embeds, mask, padding_side: (context, audio_context, mask)
+            self.temporal_latent_upsampler = Upsampler()
+            self.tokenizer_padding_side = "left"
+            self.vae_spatial_compression_ratio, self.vae_temporal_compression_ratio = 32, 8
+            self.transformer_spatial_patch_size = self.transformer_temporal_patch_size = 1
+            self.audio_sampling_rate, self.audio_hop_length = 16000, 160
+            self.audio_vae_temporal_compression_ratio = self.audio_vae_mel_compression_ratio = 4
+            self.audio_mel_bins = 4 * mel_bins
+
+        def __setattr__(self, name, value):  # skip the registry bookkeeping of DiffusionPipeline
+            object.__setattr__(self, name, value)
+
+        def check_inputs(self, **kwargs):
+            pass
+
+        def progress_bar(self, total=None):
+            return Bar()
+
+        def maybe_free_model_hooks(self):
+            pass
+
+    return Stub()
+
+
+def test_refine_round_matches_diffusers():
+    """`refine_round` (round 1: 2 tiles over seams [48, 96, 144] of a 145-frame canvas, anchors incl. one at a tile's
+    local frame 0, one slot generated by both tiles, 4 ancestral steps per tile) against diffusers'
+    `LTX2DFRTemporalRefinePipeline.__call__(output_type="latent")` on the same tiny transformer, seed and inputs:
+    the stitched canvas, the carried keyframes and their positions. Then round 2 (4 tiles) from round 1's outputs."""
+    from ltx.core.sampling import ancestral_step_x0
+    from ltx.ltx2.patchify import audio_positions, patchify_video
+    from ltx.ltx2.transformer import StreamInput
+
+    cfg, ours, theirs = tiny_models(seed=5)
+    g = torch.Generator().manual_seed(12)
+    B, C, H, W, S, fps, seed = 1, cfg.in_channels, 3, 4, 5, 24.0, 1234
+    audio_ch, mel = 5, cfg.audio_in_channels // 5
+    up = torch.randn(B, C, 19, H, W, generator=g)  # after the temporal x2 upsampler: 145 frames
+    keys = torch.randn(B, C, 3, H, W, generator=g)
+    positions = [24, 48, 72]
+    audio = torch.randn(B, audio_ch, 77, mel, generator=g)  # public (B, C, L, M) stage-1 audio
+    packed_audio = audio.transpose(1, 2).flatten(2, 3)
+    context = torch.randn(B, S, cfg.inner_dim, generator=g)
+    audio_context = torch.randn(B, S, cfg.audio_inner_dim, generator=g)
+    context_mask = torch.ones(B, S, dtype=torch.long)
+    context_mask[:, :1] = 0
+    assert torch.equal(audio_positions(9, batch=B), theirs.audio_rope.prepare_audio_coords(B, 9, torch.device("cpu")))
+
+    calls = []
+
+    def model(xt, token_sigma, sigma, kft, pos, window):
+        ta = window.shape[1]
+        v, _ = ours(StreamInput(x=xt, timesteps=token_sigma, sigma=sigma, positions=pos, context=context,
+                                context_mask=context_mask, keyframes_mask=kft),
+                    StreamInput(x=window, timesteps=torch.zeros(B, ta), sigma=torch.zeros(B),
+                                positions=audio_positions(ta, batch=B), context=audio_context,
+                                context_mask=context_mask))
+        calls.append((xt, token_sigma, sigma, kft, pos, window, v))
+        return v
+
+    def theirs_round(upsampled, carry, carry_positions, round_index, canvas_frames, canvas_fps):
+        pipe = diffusers_refine_pipeline(theirs, upsampled, context, audio_context, C, audio_ch, mel)
+        return pipe(latents=torch.zeros(B, C, (upsampled.shape[2] - 1) // 2 + 1, H, W), keyframes_latents=carry,
+                    keyframe_positions=carry_positions, audio_latents=audio, height=32 * H, width=32 * W,
+                    num_frames=canvas_frames, frame_rate=canvas_fps, source_seconds=73 / 24.0,
+                    round_index=round_index, prompt_embeds=context, prompt_attention_mask=context_mask,
+                    generator=torch.Generator().manual_seed(seed), output_type="latent", return_dict=False)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model on a shared CPU: extra threads only contend
+    try:
+        with torch.no_grad():
+            r1 = dfr.refine_round(model, up, keys, positions, packed_audio, round_index=1, seed=seed, fps=fps,
+                                  source_seconds=73 / 24.0)
+            want_video, _, want_keys, want_pos = theirs_round(up, keys, positions, 1, 73, fps)
+            up2 = torch.randn(B, C, 37, H, W, generator=g)  # round 2's upsampled 289-frame canvas
+            r2 = dfr.refine_round(model, up2, r1.keyframes, r1.positions, packed_audio, round_index=2, seed=seed,
+                                  fps=2 * fps, source_seconds=73 / 24.0)
+            want2_video, _, want2_keys, want2_pos = theirs_round(up2, want_keys, want_pos, 2, 145, 2 * fps)
+    finally:
+        torch.set_num_threads(threads)
+
+    t0, t1 = r1.tiles
+    assert (t0.anchors, t0.slots, t1.anchors, t1.slots, t1.pixel_start) == ((48, 96), (24, 72), (48, 96, 144),
+                                                                           (72, 120), 48)
+    assert r1.positions == tuple(want_pos) == (24, 48, 72, 96, 120, 144)
+    assert r2.positions == tuple(want2_pos) and len(r2.tiles) == 4 and len(r2.positions) == 12
+    diffs = {name: (a - b).abs().max().item() for name, a, b in [
+        ("round 1 canvas", r1.latent, want_video), ("round 1 keyframes", r1.keyframes, want_keys),
+        ("round 2 canvas", r2.latent, want2_video), ("round 2 keyframes", r2.keyframes, want2_keys)]}
+    print("refine_round vs diffusers, max |diff|:", {k: f"{v:.2e}" for k, v in diffs.items()})
+    assert all(v <= 1e-5 for v in diffs.values())
+    assert (r1.latent - up).abs().max() > 0.1  # it did denoise
+
+    # Invariants, from the recorded model calls of round 1 (4 steps x 2 tiles).
+    hw = H * W
+    assert len(calls) >= 8
+    for k, (xt, token_sigma, sigma, kft, pos, window, _) in enumerate(calls[:8]):
+        tile = r1.tiles[k // 4]
+        base, n_anchor, n_slot = tile.span.size * hw, len(tile.anchors) * hw, len(tile.slots) * hw
+        assert xt.shape[1] == base + n_anchor + n_slot
+        anchors = slice(base, base + n_anchor)
+        # anchors sit at (1 - 0.95) sigma, everything else at sigma; the marker is on frame 0 and the slots only
+        torch.testing.assert_close(token_sigma[:, anchors], (sigma[:, None] * (1 - 0.95)).expand(B, n_anchor))
+        assert torch.equal(token_sigma[:, :base], sigma[:, None].expand(B, base))
+        assert torch.equal(token_sigma[:, base + n_anchor:], sigma[:, None].expand(B, n_slot))
+        assert kft[:, :hw].eq(1).all() and kft[:, hw:base + n_anchor].eq(0).all()
+        assert kft[:, base + n_anchor:].eq(1).all()
+        # anchors and slots span exactly one pixel frame at their tile-local position (60 fps time base)
+        extra = pos[:, 0, base:]
+        torch.testing.assert_close((extra[..., 1] - extra[..., 0]) * 60, torch.ones_like(extra[..., 0]))
+        local = [p - tile.pixel_start for p in (*tile.anchors, *tile.slots)]
+        torch.testing.assert_close(extra[0, ::hw, 0] * 60, torch.tensor(local, dtype=torch.float32))
+        assert window.shape[1] == round(tile.num_frames / 60 * 25)
+    # the start state: base = the tile's crop, slots seeded from the nearest latent frame, anchors at 0.95 x their
+    # content (noise_scale 0 shows the layout); with the round's noise it is what the first call saw
+    for t in r1.tiles:
+        crop, carried = up[:, :, t.span.start:t.span.end], [keys[:, :, positions.index(p // 2)][:, :, None]
+                                                            for p in t.anchors]
+        st = dfr.refine_tile_state(t, crop, carried, 60.0, 0.0, None)
+        base, n_anchor = st.base, len(t.anchors) * hw
+        assert torch.equal(st.x[:, :base], patchify_video(crop))
+        assert torch.equal(st.x[:, base:base + n_anchor], 0.95 * torch.cat([patchify_video(a) for a in carried], 1))
+        nearest = [crop[:, :, (p - t.pixel_start) // 8][:, :, None] for p in t.slots]  # slots sit on latent borders
+        assert torch.equal(st.x[:, st.slots], torch.cat([patchify_video(f) for f in nearest], 1))
+        assert st.mask[:, base:base + n_anchor].eq(0.95).all() and st.mask[:, :base].eq(0).all()
+        assert st.mask[:, st.slots].eq(0).all() and st.clean[:, st.slots].eq(0).all()
+    first = dfr.refine_tile_state(t0, up[:, :, :t0.span.end], [keys[:, :, 0:1], keys[:, :, 1:2]], 60.0, 0.975,
+                                  torch.Generator().manual_seed(seed))
+    assert torch.equal(first.x, calls[0][0]) and torch.equal(first.positions, calls[0][4])
+    # every step re-pins the anchors: the next call's anchors are 0.95 content + 0.05 x the ancestral step's output,
+    # free tokens the step's output itself (its noise replayed from the tile's seed 1234 + 1000 + i)
+    sigmas = [*dfr.REFINE_SIGMAS, 0.0]
+    for i, t in enumerate(r1.tiles):
+        steps = torch.Generator().manual_seed(seed + 1000 + i)
+        st = dfr.refine_tile_state(t, up[:, :, t.span.start:t.span.end],
+                                   [keys[:, :, positions.index(p // 2)][:, :, None] for p in t.anchors], 60.0, 0.0,
+                                   None)
+        m = st.mask
+        for k in range(3):
+            xt, token_sigma, _, _, _, _, v = calls[4 * i + k]
+            x0 = (xt - v * token_sigma[..., None]) * (1 - m) + st.clean * m
+            y = ancestral_step_x0(xt, x0, sigmas[k], sigmas[k + 1], torch.randn(xt.shape, generator=steps), eta=0.5)
+            nxt = calls[4 * i + k + 1][0]
+            torch.testing.assert_close(nxt, y * (1 - m) + st.clean * m, atol=1e-6, rtol=0)
+            a = slice(st.base, st.slots.start)
+            assert (nxt[:, a] - st.clean[:, a]).abs().max() < 0.06 * (y[:, a] - st.clean[:, a]).abs().max()
+    # stitching: every canvas cell is the denoised cell of exactly the tile that owns it
+    owner = [None] * up.shape[2]
+    for i, t in enumerate(r1.tiles):
+        for c in range(t.span.start + t.span.lead, t.span.end):
+            assert owner[c] is None
+            owner[c] = i
+            assert torch.equal(r1.latent[:, :, c], r1.tile_latents[i][:, :, c - t.span.start])
+    assert None not in owner
+    # carry: seams pass through bitwise, slot 72 (generated by both tiles) is the first tile's
+    for k, p in enumerate(r1.positions):
+        if p in (48, 96, 144):
+            assert torch.equal(r1.keyframes[:, :, k], keys[:, :, positions.index(p // 2)])
+    # the last step lands on x0, so a free slot's final latent is the last call's x - v sigma
+    def final_slot(call, tile, p):
+        xt, token_sigma, *_, v = call
+        start = (tile.span.size + len(tile.anchors) + tile.slots.index(p)) * hw
+        return (xt - v * token_sigma[..., None])[:, start:start + hw]
+
+    slot_72 = patchify_video(r1.keyframes[:, :, 2:3])
+    assert r1.positions[2] == 72 and torch.equal(slot_72, final_slot(calls[3], t0, 72))
+    assert (slot_72 - final_slot(calls[7], t1, 72)).abs().max() > 1e-3  # the second tile's version differs
+    assert torch.equal(patchify_video(r1.keyframes[:, :, 4:5]), final_slot(calls[7], t1, 120))
