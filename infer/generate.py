@@ -171,6 +171,10 @@ class GenerateConfig:
     # prompt_enhancer= (a Gemma 4 instruct folder: its text encoder is not trained for it)
     enhance_prompt: bool = False
     prompt_enhancer: str | None = None
+    # LTX-2.5 HDR output (ltx.ltx2.hdr, the official --hdr): the decoded video read as ACEScct codes, written as
+    # half-float EXR frames in this colour space (srgb_linear | acescg | acescct) in `NN_<prompt>_hdr_exr/` and a
+    # 10-bit BT.2020 / HLG HEVC master `NN_<prompt>_hdr.mp4`, beside the usual SDR mp4
+    hdr: str | None = None
     cache: CachePolicy = field(default_factory=CachePolicy)  # cache=teacache|first_block: step caching (configs/cache)
     # one video over N processes: torchrun --nproc_per_node N -m infer.generate ... parallel=sp (every rank samples
     # with the same seed; rank 0 writes the files)
@@ -587,9 +591,9 @@ def run(cfg: GenerateConfig) -> list[Path]:
         return generate_ltx2.run(cfg, frames_given=frames_given)
     if cfg.audio_guidance_scale is not None or cfg.modality_scale is not None or cfg.distilled_lora is not None \
             or cfg.audio is not None or cfg.video is not None or cfg.transformer is not None or cfg.enhance_prompt \
-            or cfg.prompt_enhancer is not None:
+            or cfg.prompt_enhancer is not None or cfg.hdr is not None:
         raise InputError("audio, video, audio_guidance_scale, modality_scale, distilled_lora, transformer, "
-                         "enhance_prompt and prompt_enhancer are for the LTX-2 presets (model=ltx-2-19b-dev, "
+                         "enhance_prompt, prompt_enhancer and hdr are for the LTX-2 presets (model=ltx-2-19b-dev, "
                          "ltx2-demo, ...)")
 
     # --- checks on configs, headers and small files only

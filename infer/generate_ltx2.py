@@ -157,6 +157,17 @@ def run(cfg, frames_given: bool = True) -> list[Path]:
 
     pipe, request, request_args = open_request(cfg)
     check_output(cfg)
+    hdr = None
+    if cfg.hdr is not None:
+        from ltx.ltx2.hdr import HDRColorSpace, write_hdr_outputs
+
+        try:
+            hdr = HDRColorSpace.parse(cfg.hdr)
+        except ValueError as e:
+            raise InputError(f"hdr={cfg.hdr!r}: {e} (lower case: srgb_linear, acescg, acescct)") from None
+        if cfg.height % 2 or cfg.width % 2 or min(cfg.height, cfg.width) < 16:
+            raise InputError(f"hdr: the HLG master needs even sizes of at least 16 pixels, got "
+                             f"{cfg.width}x{cfg.height}")
     originals = list(cfg.prompts)
     device, pipe.device = pipe.device, text_device(cfg, pipe.device)  # Gemma's device (text_encoder_device=cpu)
     try:
@@ -209,6 +220,8 @@ def run(cfg, frames_given: bool = True) -> list[Path]:
             write_wav(stem.with_suffix(".wav"), audio[k], rate)
             write_audio_contact_sheet(stem.with_suffix(".png"), video_u8, cfg.fps, audio[k], rate,
                                       count=cfg.contact_sheet_frames, caption=prompt)
+            if hdr is not None:  # the decoded pixels in [-1, 1] as ACEScct codes: EXR frames + the HLG master
+                write_hdr_outputs(stem.with_name(stem.name + "_hdr.mp4"), frames[k] * 2 - 1, cfg.fps, hdr)
             record = {"prompt": prompt, "index": k, "seed": cfg.seed, "pipeline": request.pipeline.value,
                       **({"original_prompt": originals[k]} if cfg.enhance_prompt else {}),
                       "model_version": pipe.model_version, "sample_rate": rate, "soundtrack": cfg.audio,

@@ -399,3 +399,32 @@ def test_converter_writes_the_transformer_in_the_diffusers_layout(files, tmp_pat
     capsys.readouterr()
     assert main([str(files["folder"]), str(tmp_path / "e"), "--to", "diffusers", "--components", "vae"]) == 1
     assert "--to diffusers writes the LTX-2 transformer only" in capsys.readouterr().err
+
+
+def test_generate_writes_hdr_outputs(files, tmp_path):
+    """hdr=acescct: beside the SDR mp4, half-float EXR frames (the decoded ACEScct codes, as written by
+    ltx.ltx2.hdr) and a BT.2020 / HLG master; a bad colour space is one line."""
+    import av
+
+    import infer.generate as app
+    from infer.output import InputError
+    from ltx.ltx2.hdr import read_exr_frames
+
+    cfg = dict(model=_preset(), checkpoint=str(files["folder"]), text_encoder=str(files["gemma4"]),
+               upsampler_checkpoint=str(files["up"]), prompts=["red ball"], height=128, width=128, num_frames=9,
+               fps=24.0, seed=3, device="cpu")
+    with pytest.raises(InputError, match=r"hdr='pq': unknown HDR colour space 'pq'; valid: SRGB_LINEAR, ACESCG"):
+        app.run(app.GenerateConfig(**cfg, hdr="pq", output_dir=str(tmp_path / "a")))
+    (path,) = app.run(app.GenerateConfig(**cfg, hdr="acescct", output_dir=str(tmp_path / "b")))
+    exr = read_exr_frames(path.with_name(path.stem + "_hdr_exr"))
+    assert exr.shape == (9, 128, 128, 3) and exr.dtype == torch.float32
+    pipe = ltx.load_pipeline(files["folder"], model=_preset(), text_encoder=files["gemma4"], upsampler=files["up"],
+                             device="cpu", dtype="float32")
+    frames = pipe("red ball", seed=3, height=128, width=128, num_frames=9, frame_rate=24.0).frames[0]
+    # ACEScct codes = the decoded pixels in [0, 1], stored as half floats (rel. error <= 2^-11)
+    assert (exr - frames.permute(1, 2, 3, 0)).abs().max() <= 2 ** -11
+    with av.open(str(path.with_name(path.stem + "_hdr.mp4"))) as c:
+        s = c.streams.video[0]
+        assert s.codec_context.name == "hevc" and s.frames in (0, 9)
+        frame = next(c.decode(video=0))
+        assert frame.format.name == "yuv420p10le" and frame.color_trc == 18  # ARIB STD-B67 (HLG)
