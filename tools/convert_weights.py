@@ -26,8 +26,10 @@ vocoder) go through ltx.ltx2.checkpoint: `--to` takes ltx2 or official (default:
 `--components` any of transformer, text, vae, audio_vae, vocoder, duration_head; both layouts keep every tensor
 bitwise and the metadata verbatim. A folder (or the files) of LTX-2.5's split component files is read as one
 checkpoint: `--to official` joins them into one bundled file, `--components vae --to official` writes one
-component's file. An LTX-2 latent upsampler file (flat metadata config with spatial_scale / rational_resampler,
-or rational resampler keys) has one layout: --dry-run checks it, `--to official` copies it (with --dtype). An
+component's file. `--to diffusers` writes an LTX-2 checkpoint as diffusers LTX2Pipeline component folders
+(transformer/, connectors/, vae/, audio_vae/, vocoder/; ltx.ltx2.diffusers_layout).
+An LTX-2 latent upsampler file (flat metadata config with spatial_scale / rational_resampler, or rational resampler
+keys) has one layout: --dry-run checks it, `--to official` copies it (with --dtype). An
 x2 pixel-shuffle / temporal upsampler without those metadata keys is the 0.9.x layout exactly and converts as a
 0.9.x `upsampler`.
 
@@ -278,20 +280,20 @@ def convert_ltx2(args: argparse.Namespace, kind: str) -> int:
 
 
 def convert_ltx2_to_diffusers(args: argparse.Namespace, ckpt, names) -> int:
-    """LTX-2 -> diffusers: the transformer as `dst/transformer/` (config.json + weights in diffusers' names,
-    ltx.ltx2.diffusers_layout); the other components have no diffusers writer here yet."""
-    from ltx.ltx2.diffusers_layout import write_diffusers_transformer
+    """LTX-2 -> diffusers `LTX2Pipeline` component folders under dst (transformer/, connectors/, vae/, audio_vae/,
+    vocoder/; ltx.ltx2.diffusers_layout.write_diffusers): every component, or --components."""
+    from ltx.ltx2.diffusers_layout import write_diffusers
 
-    if names not in (None, ("transformer",)):
-        raise CheckpointError(f"--to diffusers writes the LTX-2 transformer only (--components transformer); "
-                              f"{list(names)} have no diffusers writer here yet")
-    print(ltx2_ckpt.summary(ckpt, ["transformer"]))
+    chosen = names or tuple(n for n in ckpt.components if n != "duration_head")
+    if "duration_head" in chosen:
+        raise CheckpointError("--to diffusers: the duration head has no diffusers component folder here (diffusers "
+                              "loads it with the pipeline's own code); leave it out of --components")
+    print(ltx2_ckpt.summary(ckpt, list(chosen)))
     if args.dry_run:
-        print("  checked: the transformer's keys, shapes and dtypes fit its metadata config")
+        print("  checked: keys, shapes and dtypes fit the metadata config")
         return 0
-    out = write_diffusers_transformer(ckpt, Path(args.dst) / "transformer", dtype=DTYPES[args.dtype],
-                                      overwrite=args.overwrite)
-    print(f"wrote {out} (LTX-2 transformer, diffusers LTX2VideoTransformer3DModel layout)")
+    out = write_diffusers(ckpt, args.dst, chosen, dtype=DTYPES[args.dtype], overwrite=args.overwrite)
+    print(f"wrote {', '.join(str(p) for p in out)} (LTX-2, diffusers LTX2Pipeline component folders)")
     return 0
 
 

@@ -220,3 +220,57 @@ def read_diffusers_transformer(src: str | os.PathLike, *, device: str | torch.de
             sd[transformer_key_from_diffusers(key)] = t.to(device, dtype) if dtype is not None and \
                 t.is_floating_point() else t.to(device)
     return load_strict(model, sd, what=str(src)).eval()
+
+
+# diffusers' LTX2Pipeline subfolder and class of each component (the vocoder's class comes with its config)
+DIFFUSERS_FOLDERS = {"transformer": ("transformer", DIFFUSERS_CLASS), "text": ("connectors", "LTX2TextConnectors"),
+                     "vae": ("vae", "AutoencoderKLLTX2Video"), "audio_vae": ("audio_vae", "AutoencoderKLLTX2Audio"),
+                     "vocoder": ("vocoder", None)}
+
+
+def write_diffusers(ckpt, dst: str | os.PathLike, components: tuple[str, ...] | None = None, *,
+                    dtype: torch.dtype | None = None, overwrite: bool = False) -> list[Path]:
+    """An LTX-2 checkpoint's components as diffusers `LTX2Pipeline` component folders under `dst` (transformer/,
+    connectors/, vae/, audio_vae/, vocoder/: config.json + diffusion_pytorch_model.safetensors each; the tokenizer
+    and text encoder are the Gemma folder's own, the scheduler the caller's). The transformer is streamed
+    tensor by tensor; the others are loaded (small) and renamed by ltx.ltx2.diffusers_components."""
+    from ltx.core.checkpoint import TensorEntry, write_safetensors
+    from ltx.ltx2 import checkpoint as ltx2_checkpoint
+    from ltx.ltx2 import diffusers_components as dc
+
+    names = tuple(components or (n for n in DIFFUSERS_FOLDERS if n in ckpt.keys))
+    unknown = [n for n in names if n not in DIFFUSERS_FOLDERS]
+    if unknown:
+        raise CheckpointError(f"{unknown} have no diffusers layout (LTX2Pipeline has {list(DIFFUSERS_FOLDERS)})")
+    dst, written = Path(dst), []
+    for name in names:
+        folder = dst / DIFFUSERS_FOLDERS[name][0]
+        if name == "transformer":
+            written.append(write_diffusers_transformer(ckpt, folder, dtype=dtype, overwrite=overwrite))
+            continue
+        if (folder / WEIGHTS_NAME).exists() and not overwrite:
+            raise CheckpointError(f"{folder / WEIGHTS_NAME} exists; pass overwrite=True (--overwrite) to replace it")
+        module = ltx2_checkpoint.load(ckpt, [name])[name]
+        sd = module.state_dict()
+        try:
+            if name == "text":
+                cls, (config, out) = DIFFUSERS_FOLDERS[name][1], dc.text_connectors_to_diffusers(module.config, sd)
+            elif name == "vae":
+                cls, (config, out) = DIFFUSERS_FOLDERS[name][1], dc.video_vae_to_diffusers(module.cfg, sd)
+            elif name == "audio_vae":
+                cls, (config, out) = DIFFUSERS_FOLDERS[name][1], dc.audio_vae_to_diffusers(module.cfg, sd)
+            else:
+                mel_bins = ltx2_checkpoint.build(ckpt, "audio_vae").cfg.mel_bins if "audio_vae" in ckpt.keys else 64
+                cls, config, out = dc.vocoder_to_diffusers(module.cfg, sd, mel_bins=mel_bins)
+        except ValueError as e:
+            raise CheckpointError(f"{name}: {e}") from None
+        folder.mkdir(parents=True, exist_ok=True)
+        entries = [TensorEntry(k, dtype if dtype is not None and t.is_floating_point() else t.dtype, tuple(t.shape),
+                               lambda t=t, d=dtype: t if d is None or not t.is_floating_point() else t.to(d))
+                   for k, t in out.items()]
+        write_safetensors(folder / WEIGHTS_NAME, entries, {"format": "pt"}, overwrite=True)
+        tmp = folder / "config.json.tmp"
+        tmp.write_text(json.dumps({"_class_name": cls, **config}, indent=2) + "\n")
+        os.replace(tmp, folder / "config.json")
+        written.append(folder)
+    return written

@@ -368,8 +368,8 @@ def test_generate_enhances_prompts_when_asked(files, tmp_path_factory, tmp_path)
 
 
 def test_converter_writes_the_transformer_in_the_diffusers_layout(files, tmp_path, capsys):
-    """--to diffusers: diffusers' own from_pretrained loads the folder and computes our transformer's output; the
-    folder reads back into AVTransformer bitwise; other components are refused in one line."""
+    """--to diffusers: diffusers' own from_pretrained loads every component folder; the transformer computes our
+    output and reads back into AVTransformer bitwise, the others hold our tensors under diffusers' names."""
     import sys
 
     from diffusers import LTX2VideoTransformer3DModel
@@ -396,9 +396,26 @@ def test_converter_writes_the_transformer_in_the_diffusers_layout(files, tmp_pat
     ov, oa = run_ours(ours, inp, keyframes=marks)
     rv, ra = run_ref(ref, inp, keyframes=marks)
     assert (ov - rv).abs().max() <= 1e-5 and (oa - ra).abs().max() <= 1e-5
+    # the other components: diffusers' own classes load each folder, and hold our mapped tensors bitwise
+    import diffusers
+    import diffusers.pipelines.ltx2 as ltx2_pipes
+
+    from ltx.ltx2 import diffusers_components as dc
+
+    mods = ckpt_io.load(files["folder"])
+    expected = {"connectors": dc.text_connectors_to_diffusers(mods["text"].config, mods["text"].state_dict())[1],
+                "vae": dc.video_vae_to_diffusers(mods["vae"].cfg, mods["vae"].state_dict())[1],
+                "audio_vae": dc.audio_vae_to_diffusers(mods["audio_vae"].cfg, mods["audio_vae"].state_dict())[1],
+                "vocoder": dc.vocoder_to_diffusers(mods["vocoder"].cfg, mods["vocoder"].state_dict())[2]}
+    for folder, want in expected.items():
+        config = json.loads((tmp_path / "d" / folder / "config.json").read_text())
+        cls = getattr(diffusers, config["_class_name"], None) or getattr(ltx2_pipes, config["_class_name"])
+        model = cls.from_pretrained(tmp_path / "d" / folder)
+        got = model.state_dict()
+        assert set(want) <= set(got) and all(torch.equal(got[k], v) for k, v in want.items()), folder
     capsys.readouterr()
-    assert main([str(files["folder"]), str(tmp_path / "e"), "--to", "diffusers", "--components", "vae"]) == 1
-    assert "--to diffusers writes the LTX-2 transformer only" in capsys.readouterr().err
+    assert main([str(files["folder"]), str(tmp_path / "e"), "--to", "diffusers", "--components", "duration_head"]) == 1
+    assert "the duration head has no diffusers component folder here" in capsys.readouterr().err
 
 
 def test_generate_writes_hdr_outputs(files, tmp_path):
