@@ -236,12 +236,14 @@ def write_diffusers(ckpt, dst: str | os.PathLike, components: tuple[str, ...] | 
     tensor by tensor; the others are loaded (small) and renamed by ltx.ltx2.diffusers_components."""
     from ltx.core.checkpoint import TensorEntry, write_safetensors
     from ltx.ltx2 import checkpoint as ltx2_checkpoint
-    from ltx.ltx2 import diffusers_components as dc
 
     names = tuple(components or (n for n in DIFFUSERS_FOLDERS if n in ckpt.keys))
     unknown = [n for n in names if n not in DIFFUSERS_FOLDERS]
     if unknown:
         raise CheckpointError(f"{unknown} have no diffusers layout (LTX2Pipeline has {list(DIFFUSERS_FOLDERS)})")
+    for name in names:  # every component's layout checked (on meta) before anything is written
+        if name != "transformer":
+            _diffusers_parts(name, ltx2_checkpoint.build(ckpt, name), {}, ckpt)
     dst, written = Path(dst), []
     for name in names:
         folder = dst / DIFFUSERS_FOLDERS[name][0]
@@ -251,19 +253,7 @@ def write_diffusers(ckpt, dst: str | os.PathLike, components: tuple[str, ...] | 
         if (folder / WEIGHTS_NAME).exists() and not overwrite:
             raise CheckpointError(f"{folder / WEIGHTS_NAME} exists; pass overwrite=True (--overwrite) to replace it")
         module = ltx2_checkpoint.load(ckpt, [name])[name]
-        sd = module.state_dict()
-        try:
-            if name == "text":
-                cls, (config, out) = DIFFUSERS_FOLDERS[name][1], dc.text_connectors_to_diffusers(module.config, sd)
-            elif name == "vae":
-                cls, (config, out) = DIFFUSERS_FOLDERS[name][1], dc.video_vae_to_diffusers(module.cfg, sd)
-            elif name == "audio_vae":
-                cls, (config, out) = DIFFUSERS_FOLDERS[name][1], dc.audio_vae_to_diffusers(module.cfg, sd)
-            else:
-                mel_bins = ltx2_checkpoint.build(ckpt, "audio_vae").cfg.mel_bins if "audio_vae" in ckpt.keys else 64
-                cls, config, out = dc.vocoder_to_diffusers(module.cfg, sd, mel_bins=mel_bins)
-        except ValueError as e:
-            raise CheckpointError(f"{name}: {e}") from None
+        cls, config, out = _diffusers_parts(name, module, module.state_dict(), ckpt)
         folder.mkdir(parents=True, exist_ok=True)
         entries = [TensorEntry(k, dtype if dtype is not None and t.is_floating_point() else t.dtype, tuple(t.shape),
                                lambda t=t, d=dtype: t if d is None or not t.is_floating_point() else t.to(d))
@@ -274,3 +264,22 @@ def write_diffusers(ckpt, dst: str | os.PathLike, components: tuple[str, ...] | 
         os.replace(tmp, folder / "config.json")
         written.append(folder)
     return written
+
+
+def _diffusers_parts(name: str, module, sd: dict[str, Tensor], ckpt) -> tuple[str, dict, dict[str, Tensor]]:
+    """(diffusers class, config, renamed state dict) of one non-transformer component; CheckpointError (one line)
+    for a layout diffusers cannot hold (e.g. LTX-2.0's V1 text path)."""
+    from ltx.ltx2 import checkpoint as ltx2_checkpoint
+    from ltx.ltx2 import diffusers_components as dc
+
+    try:
+        if name == "text":
+            return (DIFFUSERS_FOLDERS[name][1], *dc.text_connectors_to_diffusers(module.config, sd))
+        if name == "vae":
+            return (DIFFUSERS_FOLDERS[name][1], *dc.video_vae_to_diffusers(module.cfg, sd))
+        if name == "audio_vae":
+            return (DIFFUSERS_FOLDERS[name][1], *dc.audio_vae_to_diffusers(module.cfg, sd))
+        mel_bins = ltx2_checkpoint.build(ckpt, "audio_vae").cfg.mel_bins if "audio_vae" in ckpt.keys else 64
+        return dc.vocoder_to_diffusers(module.cfg, sd, mel_bins=mel_bins)
+    except ValueError as e:
+        raise CheckpointError(f"--to diffusers: {name}: {e}") from None
