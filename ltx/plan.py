@@ -271,8 +271,12 @@ def _ltx2_parts(preset: ModelPreset):
                                                                     "vocoder")))
         cfg = metas["transformer"].cfg
         return _on_meta(lambda: AVTransformer(cfg)), metas, _folder_params(text) if text else 0, notes
-    v23 = preset.av.model_version.startswith("2.3")
-    cfg = AVTransformerConfig.ltx2_3_22b() if v23 else AVTransformerConfig.ltx2_19b()
+    from ltx.ltx2.api import family
+
+    line = family(preset.av.model_version)  # "2", "2.3" or "2.5" (2.5: 2.3's widths, its own flags)
+    v23 = line in ("2.3", "2.5")
+    cfg = {"2": AVTransformerConfig.ltx2_19b, "2.3": AVTransformerConfig.ltx2_3_22b,
+           "2.5": AVTransformerConfig.ltx2_5_22b}[line]()
     with torch.device(META):
         metas = {"text": EmbeddingsProcessor(TextConnectorConfig.ltx2_3() if v23 else TextConnectorConfig.ltx2_19b()),
                  "vae": VideoVAE(VideoVAEConfig()), "audio_vae": AudioVAE(AudioVAEConfig()),
@@ -280,8 +284,11 @@ def _ltx2_parts(preset: ModelPreset):
         if preset.av.pipeline.two_stages:
             metas["upsampler"] = LatentUpsampler2(LatentUpsamplerConfig())
     if v23:
-        notes.append("2.3: the VAE, audio VAE and vocoder are counted with the 19B layouts (small next to the "
+        notes.append(f"{line}: the VAE, audio VAE and vocoder are counted with the 19B layouts (small next to the "
                      "transformer)")
+    if line == "2.5":
+        notes.append("2.5: the Gemma 4 text encoder is counted at Gemma 3 12B's size, the diffusion decoder and the "
+                     "duration head are not counted (no released 2.5 metadata was read here)")
     return _on_meta(lambda: AVTransformer(cfg)), metas, GEMMA3_12B_PARAMS, notes
 
 
@@ -375,7 +382,8 @@ def _plan_ltx2(preset, height, width, num_frames, batch, mode, compute, budget, 
         everything = tr.total_bytes(s.weights, compute) + sum(bytes_of.values())
         text_on = text_bytes if s.text_encoder_device == "device" else 0
         none = s.offload == "none"
-        stages = [Stage("text encoder (Gemma 3)", text_on + (everything if none else 0), 0, f"{S} text tokens"),
+        gemma = "Gemma 4" if preset.av.model_version.startswith("2.5") else "Gemma 3"
+        stages = [Stage(f"text encoder ({gemma})", text_on + (everything if none else 0), 0, f"{S} text tokens"),
                   Stage("text connectors", everything if none else bytes_of["text"], 0, "")]
         for k, ((h, w), r) in enumerate(zip(sizes, stage_rows)):
             peak, T = forward_peak(r, h, w)

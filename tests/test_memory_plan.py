@@ -80,3 +80,17 @@ def test_demo_plans():
         assert plan.fits and plan.settings.offload == "none"
         assert 0 < plan.peak < 1 * GB
         assert "denoise" in str(plan) and "VAE decode" in str(plan)
+
+
+def test_ltx_2_5_presets_plan_the_2_5_transformer():
+    """A 2.5 preset is planned with the 2.5 architecture (not the 19B one its model_version prefix once picked):
+    the same widths as 2.3, 2.5's flags, the Gemma 4 label and the notes on what is approximated."""
+    from ltx.plan import _ltx2_parts
+    from ltx.presets import load_preset
+
+    build, metas, _, notes = _ltx2_parts(load_preset("ltx-2.5-22b-distilled"))
+    transformer = build()  # on meta
+    assert transformer.cfg.version == "2.5" and transformer.cfg.inner_dim == 4096
+    assert any("Gemma 4 text encoder is counted at Gemma 3 12B's size" in n for n in notes)
+    assert _ltx2_parts(load_preset("ltx-2.3-22b-distilled"))[0]().cfg.version == "2.3"
+    assert "text encoder (Gemma 4)" in str(plan_memory("ltx-2.5-22b-distilled", budget="24GB"))
