@@ -226,7 +226,9 @@ def _components(spec: str, have: list[str]) -> list[str]:
 
 
 def _ltx2_family(version: object) -> str:
-    return "2.3" if str(version or "").startswith("2.3") else "2"
+    from ltx.ltx2.api import family
+
+    return family(str(version or "2"))
 
 
 def check_ltx2_model(path: Path, version: object, preset_path: Path) -> None:

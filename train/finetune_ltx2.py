@@ -39,6 +39,7 @@ from ltx.core.parallel import init_distributed, materialize, parallelize
 from ltx.data.latent_cache import BucketBatchSampler, LatentCache, read_index, shard
 from ltx.ltx2 import checkpoint as ltx2_checkpoint
 from ltx.ltx2 import patchify
+from ltx.ltx2.api import family
 from ltx.ltx2.lora import save_lora
 from ltx.ltx2.pipelines import AVModels, AVRequest, Prompt, check_size, one_stage
 from ltx.ltx2.sched import GuiderParams, ltx2_sigmas
@@ -129,7 +130,7 @@ def check_inputs(cfg: FinetuneConfig, mode: TrainingMode, world: int):
     bundle = ltx2_checkpoint.read(cfg.checkpoint, ("transformer", "text", "vae", "audio_vae", "vocoder"))
     ltx2_checkpoint.check(bundle)
     version = str(bundle.model_version or "2")
-    if version.startswith("2.3") != cfg.model.av.model_version.startswith("2.3"):
+    if family(version) != family(cfg.model.av.model_version):
         raise ValueError(f"checkpoint={cfg.checkpoint} is model_version {version!r}; model={cfg.model.name} is for "
                          f"LTX-{cfg.model.av.model_version}: pick the matching preset")
     if not Path(cfg.data).is_dir():

@@ -229,8 +229,11 @@ LTX_2_3_HQ = GuiderPreset(  # res_2s, schedule shifted for the real token count,
 
 
 def preset_for_version(model_version: str) -> GuiderPreset:
-    """`detect_params`: LTX_2_3 when the checkpoint's `model_version` starts with "2.3", else LTX_2."""
-    return LTX_2_3 if model_version.startswith("2.3") else LTX_2
+    """`detect_params`: LTX_2_3 from model_version 2.3 on (2.5 keeps 2.3's guidance: ltx-pipelines 1.2
+    LTX_2_4_PARAMS changes only the image CRF), else LTX_2."""
+    from ltx.ltx2.text import model_version_tuple
+
+    return LTX_2_3 if model_version_tuple(model_version) >= (2, 3) else LTX_2
 
 
 # ----------------------------------------------------------------------------------------------------------
