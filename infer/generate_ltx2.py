@@ -120,7 +120,7 @@ def open_request(cfg) -> tuple[api.Pipeline, api.Request, dict]:
         args = dict(height=cfg.height, width=cfg.width, frame_rate=cfg.fps, num_inference_steps=cfg.steps,
                     sigmas=cfg.timesteps, video_guider_params=video_guidance, audio_guider_params=audio_guidance,
                     images=images, video_conditioning=control, audio_path=cfg.audio, audio_start_time=cfg.audio_start,
-                    video_path=cfg.video, negative_prompt=cfg.negative_prompt)
+                    video_path=cfg.video, negative_prompt=cfg.negative_prompt, hdr=cfg.hdr)
         request = pipe.check(num_frames=cfg.num_frames, **args)
     except (ValueError, OSError) as e:  # CheckpointError is a ValueError
         raise InputError(str(e)) from None

@@ -208,11 +208,13 @@ class Pipeline:
               audio_guider_params: AVGuidance | dict | None = None, images: Sequence = (),
               video_conditioning: Sequence = (), audio_path: str | os.PathLike | None = None,
               audio_start_time: float = 0.0, negative_prompt: str | None = None,
-              video_path: str | os.PathLike | Tensor | None = None) -> Request:
+              video_path: str | os.PathLike | Tensor | None = None, hdr: str | None = None) -> Request:
         """Validate a request from headers alone (works before `load`); ValueError naming the argument.
         `audio_path`: audio-to-video (the soundtrack kept, audio guidance off); `video_path` (a file, or frames
         (F, H, W, 3) in [0, 1]): video-to-audio, one stage (the clip fitted to the size and kept, video guidance
-        off; the trainer's v2a mode)."""
+        off; the trainer's v2a mode). `hdr` (srgb_linear | acescg | acescct): the colour space of `.exr`
+        conditioning images (LTX-2.5's `--hdr`): they are fitted in linear light and ACEScct-encoded, not
+        H.264-compressed (ltx.ltx2.hdr.exr_conditioning)."""
         av, g = self.preset.av, self.preset.generation
         height = g.height if height is None else height
         width = g.width if width is None else width
@@ -269,7 +271,7 @@ class Pipeline:
                              "video_guider_params and audio_guider_params")
         first, second = self._sigmas(height, width, num_frames, num_inference_steps, sigmas)
         return Request(self.pipeline, height, width, num_frames, float(frame_rate), first, second, video_guidance,
-                       audio_guidance, self._images(images, num_frames),
+                       audio_guidance, self._images(images, num_frames, height, width, hdr),
                        self._references(video_conditioning, height, width, num_frames),
                        _soundtrack(audio_path, audio_start_time, num_frames, frame_rate),
                        _given_video(video_path, num_frames), negative_prompt if needs_negative else None)
@@ -298,8 +300,10 @@ class Pipeline:
         second = torch.tensor(av.stage_2_sigmas) if self.pipeline.two_stages else None
         return first.to(torch.float32), second
 
-    def _images(self, images: Sequence, num_frames: int) -> list[ImageInput]:
-        """(path or (H, W, 3) in [0, 1], frame, strength) -> ImageInput after the official H.264 round trip."""
+    def _images(self, images: Sequence, num_frames: int, height: int, width: int,
+                hdr: str | None = None) -> list[ImageInput]:
+        """(path or (H, W, 3) in [0, 1], frame, strength) -> ImageInput after the official H.264 round trip; an
+        `.exr` path (with `hdr`) -> its first frame fitted to the size in linear light and ACEScct-encoded."""
         out = []
         for i, item in enumerate(images):
             source, frame, strength = _entry(item, f"images[{i}]", 2, (1.0,))
@@ -309,6 +313,9 @@ class Pipeline:
             if frame >= num_frames:
                 raise ValueError(f"{where}: frame {frame} is past the last frame ({num_frames - 1})")
             _strength(strength, where)
+            if not isinstance(source, Tensor) and str(source).lower().endswith(".exr"):
+                out.append(ImageInput(_exr_pixels(source, height, width, hdr, where), frame, float(strength)))
+                continue
             if isinstance(source, Tensor):
                 x = source.float()
             else:
@@ -575,6 +582,21 @@ def _entry(item, what: str, required: int, defaults: tuple) -> tuple:
 def _strength(value: object, what: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
         raise ValueError(f"{what}: strength {value!r} must be in [0, 1]")
+
+
+def _exr_pixels(path, height: int, width: int, hdr: str | None, where: str) -> Tensor:
+    """An EXR still as conditioning pixels (H, W, 3) in 0..255 (unrounded): center-cropped to the size in linear
+    light and ACEScct-encoded (the official `load_exr_conditioning_hdr`), for `fit_image` to take as any image."""
+    from ltx.ltx2.hdr import exr_conditioning, read_exr_frames
+
+    if hdr is None:
+        raise ValueError(f"{where}: an EXR image needs hdr=srgb_linear|acescg|acescct (the colour space its values "
+                         "are in)")
+    try:
+        x = exr_conditioning(read_exr_frames(path)[:1], height, width, hdr, fit="center_crop")  # (1, 3, 1, h, w)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{where}: {e}") from None
+    return ((x[0, :, 0] + 1.0) * 127.5).permute(1, 2, 0)
 
 
 def _soundtrack(path: str | os.PathLike | None, start: float, num_frames: int, fps: float

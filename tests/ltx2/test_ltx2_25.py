@@ -445,3 +445,25 @@ def test_generate_writes_hdr_outputs(files, tmp_path):
         assert s.codec_context.name == "hevc" and s.frames in (0, 9)
         frame = next(c.decode(video=0))
         assert frame.format.name == "yuv420p10le" and frame.color_trc == 18  # ARIB STD-B67 (HLG)
+
+
+def test_exr_images_condition_in_linear_light(files, tmp_path):
+    """An .exr conditioning image with hdr=<colour space>: its pixels are the official EXR conditioning (fitted in
+    linear light, ACEScct-encoded; no H.264 round trip), which the pipeline encodes like any image; without hdr,
+    one line."""
+    from ltx.ltx2.conditioning import fit_image
+    from ltx.ltx2.hdr import exr_conditioning, read_exr_frames, write_exr
+
+    linear = torch.rand(90, 120, 3, generator=torch.Generator().manual_seed(0)) * 4  # scene-linear, above 1 too
+    path = write_exr(tmp_path / "first.exr", linear) or tmp_path / "first.exr"
+    pipe = ltx.open_pipeline(files["folder"], model=_preset(), text_encoder=files["gemma4"], upsampler=files["up"],
+                             device="cpu", dtype="float32")
+    req = pipe.check(height=128, width=128, num_frames=9, images=[(path, 0, 1.0)], hdr="acescg")
+    stored = read_exr_frames(path)[0]  # the file's half floats
+    assert (stored - linear).abs().max() <= 4 * 2 ** -11
+    want = exr_conditioning(stored, 128, 128, "acescg", fit="center_crop")
+    assert (fit_image(req.images[0].pixels, 128, 128) - want).abs().max() <= 1e-5
+    with pytest.raises(ValueError, match=r"images\[0\] \(.*first.exr\): an EXR image needs hdr=srgb_linear\|acescg"):
+        pipe.check(height=128, width=128, num_frames=9, images=[(path, 0, 1.0)])
+    out = pipe.load()("red ball", seed=1, height=128, width=128, num_frames=9, images=[(path, 0, 1.0)], hdr="acescg")
+    assert out.frames.shape == (1, 3, 9, 128, 128) and torch.isfinite(out.frames).all()
