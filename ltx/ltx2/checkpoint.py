@@ -233,7 +233,8 @@ def component_files(source: str | os.PathLike | Sequence[str | os.PathLike]) -> 
                     c.ours(k) is not None for c in COMPONENTS.values() for k in keys[:64]):
                 files.append(f)
         if not files:
-            raise CheckpointError(f"{path}: a folder with no .safetensors file holding an LTX-2 component")
+            raise CheckpointError(f"{path}: a folder with no .safetensors file holding an LTX-2 component (give a "
+                                  "bundled LTX-2 file, or a folder or list of LTX-2.5 component files)")
         return files
     files = [Path(p).expanduser() for p in source]
     if not files:
