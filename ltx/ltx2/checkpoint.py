@@ -491,7 +491,7 @@ def check(ckpt: LTX2Checkpoint, names: str | Iterable[str] | None = None) -> dic
 
 def _fill(module: nn.Module, sd: dict[str, torch.Tensor], device: str | torch.device, what: str) -> nn.Module:
     load_strict(module, sd, what=what)
-    _place_nonpersistent(module, device, what)
+    place_nonpersistent(module, device, what)
     return module.eval()
 
 
@@ -531,7 +531,7 @@ def reload_weights(ckpt: LTX2Checkpoint, name: str, module: nn.Module) -> nn.Mod
     return module
 
 
-def _place_nonpersistent(module: nn.Module, device: str | torch.device, what: str) -> None:
+def place_nonpersistent(module: nn.Module, device: str | torch.device, what: str) -> None:
     """Buffers registered with persistent=False are not in the file. Our modules compute them on the CPU even
     inside a `meta` build (e.g. vocoder.hann_sinc_upsample); move them to `device`. A module may instead expose
     `init_nonpersistent_buffers(device)`; a buffer still on `meta` afterwards is an error, never a silent
