@@ -27,7 +27,8 @@ vocoder) go through ltx.ltx2.checkpoint: `--to` takes ltx2 or official (default:
 bitwise and the metadata verbatim. A folder (or the files) of LTX-2.5's split component files is read as one
 checkpoint: `--to official` joins them into one bundled file, `--components vae --to official` writes one
 component's file. `--to diffusers` writes an LTX-2 checkpoint as diffusers LTX2Pipeline component folders
-(transformer/, connectors/, vae/, audio_vae/, vocoder/; ltx.ltx2.diffusers_layout).
+(transformer/, connectors/, vae/, audio_vae/, vocoder/; ltx.ltx2.diffusers_layout); such a folder given as the
+input converts back to the official bundled file (--to official).
 An LTX-2 latent upsampler file (flat metadata config with spatial_scale / rational_resampler, or rational resampler
 keys) has one layout: --dry-run checks it, `--to official` copies it (with --dtype). An
 x2 pixel-shuffle / temporal upsampler without those metadata keys is the 0.9.x layout exactly and converts as a
@@ -299,6 +300,28 @@ def convert_ltx2_to_diffusers(args: argparse.Namespace, ckpt, names) -> int:
     return 0
 
 
+def convert_ltx2_from_diffusers(args: argparse.Namespace) -> int:
+    """A diffusers LTX-2 folder (LTX2Pipeline components) -> the official bundled file: each component read
+    strictly into ours, then written with its metadata config; model_version from the transformer's flags."""
+    from ltx.ltx2.diffusers_layout import read_diffusers
+
+    if args.to not in (None, "official"):
+        raise CheckpointError(f"--to {args.to}: a diffusers LTX-2 folder converts to the official bundled file "
+                              "(--to official)")
+    modules = read_diffusers(args.src)
+    version = {"2.0": "2.0.0", "2.3": "2.3.0", "2.5": "2.5.0"}[modules["transformer"].cfg.version] \
+        if "transformer" in modules else "2.0.0"
+    for name, module in modules.items():
+        print(f"  {name}: {ltx2_ckpt.describe(name, module)}")
+    if args.dry_run:
+        print(f"  checked: {', '.join(modules)} read strictly (model_version {version} from the transformer's flags)")
+        return 0
+    out = ltx2_ckpt.write_modules(args.dst, modules, model_version=version, overwrite=args.overwrite,
+                                  dtype=DTYPES[args.dtype])
+    print(f"wrote {out} (LTX-2 official bundled file, model_version {version}, from diffusers)")
+    return 0
+
+
 def convert_ltx2_upsampler(args: argparse.Namespace) -> int:
     """An LTX-2 latent upsampler: one layout (unprefixed keys, flat config); checked, and copied (cast) on request."""
     up = ltx2_ckpt.read_upsampler(args.src)
@@ -398,6 +421,10 @@ def convert(args: argparse.Namespace) -> int:
     kind = ltx2_ckpt.detect(args.src)
     if kind is not None:
         return convert_ltx2(args, kind)
+    from ltx.ltx2.diffusers_layout import is_diffusers_ltx2
+
+    if is_diffusers_ltx2(args.src):
+        return convert_ltx2_from_diffusers(args)
     if args.to == "ltx2":
         raise CheckpointError(f"--to ltx2 is the LTX-2 layout; {args.src} is not an LTX-2 file (LTX-Video 0.9.x "
                               f"checkpoints convert to {FORMATS})")

@@ -283,3 +283,30 @@ def _diffusers_parts(name: str, module, sd: dict[str, Tensor], ckpt) -> tuple[st
         return dc.vocoder_to_diffusers(module.cfg, sd, mel_bins=mel_bins)
     except ValueError as e:
         raise CheckpointError(f"--to diffusers: {name}: {e}") from None
+
+
+def is_diffusers_ltx2(root: str | os.PathLike) -> bool:
+    """A folder holding diffusers LTX-2 components (`transformer/config.json` of LTX2VideoTransformer3DModel)."""
+    config = Path(root) / "transformer" / "config.json"
+    try:
+        return config.is_file() and json.loads(config.read_text()).get("_class_name") == DIFFUSERS_CLASS
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def read_diffusers(root: str | os.PathLike, *, device: str | torch.device = "cpu") -> dict[str, torch.nn.Module]:
+    """The LTX2Pipeline component folders under `root` that exist (transformer/, connectors/, vae/, audio_vae/,
+    vocoder/) -> our modules, each filled strictly; `ltx.ltx2.checkpoint.write_modules` writes them as the official
+    bundled file."""
+    from ltx.ltx2.diffusers_components import read_diffusers_component
+
+    root, out = Path(root), {}
+    for name, (folder, _) in DIFFUSERS_FOLDERS.items():
+        if not (root / folder / "config.json").is_file():
+            continue
+        out[name] = (read_diffusers_transformer(root / folder, device=device) if name == "transformer"
+                     else read_diffusers_component(root / folder, name))
+    if not out:
+        folders = ", ".join(f for f, _ in DIFFUSERS_FOLDERS.values())
+        raise CheckpointError(f"{root}: no diffusers LTX-2 component folder ({folders})")
+    return out

@@ -413,6 +413,15 @@ def test_converter_writes_the_transformer_in_the_diffusers_layout(files, tmp_pat
         model = cls.from_pretrained(tmp_path / "d" / folder)
         got = model.state_dict()
         assert set(want) <= set(got) and all(torch.equal(got[k], v) for k, v in want.items()), folder
+    # and back: the diffusers folder -> one official bundled file, every tensor as the split files hold it
+    back_file = tmp_path / "back.safetensors"
+    assert main([str(tmp_path / "d"), str(back_file), "--to", "official"]) == 0
+    again, source = ckpt_io.load(back_file), ckpt_io.load(files["folder"])
+    assert ckpt_io.read(back_file).model_version == "2.5.0" and set(again) == set(source) - {"duration_head"}
+    for name, module in again.items():
+        a, b = module.state_dict(), source[name].state_dict()
+        dropped = {k for k in b if k.startswith("per_channel_statistics.") and k not in a}  # diffusers keeps 2 of 4
+        assert set(a) == set(b) - dropped and all(torch.equal(a[k], b[k]) for k in a), name
     capsys.readouterr()
     assert main([str(files["folder"]), str(tmp_path / "e"), "--to", "diffusers", "--components", "duration_head"]) == 1
     assert "the duration head has no diffusers component folder here" in capsys.readouterr().err
