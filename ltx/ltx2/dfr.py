@@ -1,11 +1,11 @@
 """LTX-2.5 DFR ("Diffusion Fidelity Rendering"): the canvas layout, i.e. every integer decision the pipeline makes
-before it calls the transformer.
+before it calls the transformer, and the denoising passes over a model callable.
 
 DFR generates a video on a *keyframe grid*, then refines it: a detailing pass, up to two temporal x2 rounds and a
-spatially tiled epilogue. This module plans all of that (1-4) and runs the tiled model calls of a denoising pass
-over a given model callable (5). Units: "pixel frames" index decoded
-frames, "latent frames" (cells) index the VAE grid, with `r` = the VAE's temporal ratio (8) and the causal border
-`latent = pixel / r` (latent 0 holds pixel frame 0 alone).
+spatially tiled epilogue. This module plans all of that (1-4) and runs the denoising passes over a given model
+callable: tiled (5), a temporal refine round (6), and the keyframe-slot pass of stages 1 and 2 (7). Units:
+"pixel frames" index decoded frames, "latent frames" (cells) index the VAE grid, with `r` = the VAE's temporal ratio
+(8) and the causal border `latent = pixel / r` (latent 0 holds pixel frame 0 alone).
 
 1. Keyframe grid (`resolve_canvas`). `N - 1` content frames are padded up to a multiple of a segment length
    `S` in {3r, 4r} = {24, 32}, whichever pads least (ties: the longer). Keyframes sit at `S, 2S, ..., N' - 1`;
@@ -74,6 +74,19 @@ frames, "latent frames" (cells) index the VAE grid, with `r` = the VAE's tempora
    keyframes are the seams' carried latents (unchanged) plus this round's slots, the first tile's version where a
    run-up generated a slot twice, sorted by pixel frame (on this round's canvas; the next round doubles them).
 
+7. Keyframe pass (`keyframe_pass_state`, `keyframe_pass`): DFR's stage 1 (half size, from noise) and stage 2
+   (detailing at full size after the caller's x2 spatial upsampler). A packed sequence `[base | slots | reference]`:
+   base = the canvas grid (stage 1: zeros, stage 2: the upsampled stage-1 canvas), free, its first latent frame
+   marked; slots = one latent frame of tokens per keyframe of `resolve_canvas` (stage 1: zeros, stage 2: the
+   upsampled stage-1 slots), free (mask 0, clean 0: their seed lives in the noisy tokens), marked, spanning exactly
+   one pixel frame `[p, p + 1) / fps` (`frame_token_positions`); reference (stage 2's optional IC-LoRA input, the
+   stage-1 canvas) = fully clean, unmarked, at the causal grid positions with rows and columns scaled by the
+   downscale factor (2). One normal draw noises the sequence to `sigmas[0]` (the reference blended back), then one
+   draw noises the packed audio (stage 1: zeros at 1.0, i.e. pure noise; stage 2: the stage-1 audio re-noised to
+   `sigmas[0]`). The sampler is `tiled_denoise`'s flow Euler (untiled), and the audio takes an Euler step with the
+   audio velocity of the same call (`freeze_audio`: held at sigma 0, not stepped). Returns the canvas (on the padded
+   grid; trimming is the caller's), the slot latents, the positions and the audio tokens.
+
 Follows diffusers 0.42.1 `pipelines/ltx2/dfr_layout.py` field for field (tests/ltx2/test_ltx2_dfr.py checks every
 field, blend masks bitwise). The official Lightricks/LTX-2 `ltx_pipelines/dfr_layout.py` (at 400fd31) has the
 keyframe grid and the temporal tiles (`tile_ranges`, `drop_latent_prefix` = our `span.lead`); they agree on the
@@ -85,7 +98,15 @@ The refine round follows diffusers' `LTX2DFRTemporalRefinePipeline.__call__` (te
 the same tiny transformer, two rounds, max |diff| ~7e-7). The official `dfr_pipeline.py` agrees on the tile state,
 strengths, seeds, sampler and carry, but calls the temporal tiles without audio (`audio=None`, so no audio
 cross-attention) and conditions at `min(playback fps, 60)` (48 for a 24 fps source, where diffusers uses 60).
-Not here: frame conditions (user images) re-attached per tile, and the VAE normalization around the upsampler.
+The keyframe pass follows diffusers' `LTX2DFRPipeline.__call__(output_type="latent")` (the test runs stage 1 and
+stage 2 with a reference on the same tiny transformer, max |diff| ~7e-7). By reading, the official
+`VideoGeneratedKeyframeSlots` agrees on the slot layout (appended contiguously, denoise mask 1 with the seed in the
+noisy latent and zero clean content, marked, time extent `[p, p + 1) / fps` without the causal fix) and
+`dfr_pipeline.py` on the stage inputs (slots and canvas upsampled, stage-1 audio re-noised to the stage-2 sigma,
+the half-size canvas as reference only with the detailing IC-LoRA); its noise draws come from its own noiser and
+are not compared. Not here: frame conditions (user images, per tile or in stages 1 / 2: a keyframe pass is
+text-to-video only), the VAE normalization around the upsamplers, and a tiled keyframe pass (diffusers'
+`video_tiles`, the epilogue).
 """
 
 from __future__ import annotations
@@ -624,3 +645,115 @@ def refine_round(model: RefineModelFn, latent: Tensor, keyframes: Tensor, positi
     order = tuple(sorted(carry))
     return RoundResult(stitch(outs, tiles), torch.cat([carry[p] for p in order], 2), order, tuple(tiles),
                        tuple(outs))
+
+
+# ---------------------------------------------------------------------------------------------------- keyframe pass
+
+# model(x (B, T, C), token_sigma (B, T), sigma (B,), keyframes_mask (B, T), positions (B, 3, T, 2),
+#       audio (B, A, Ca), audio_sigma (B,)) -> (v (B, T, C), audio v (B, A, Ca))
+PassModelFn = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
+
+
+@dataclass(frozen=True)
+class PassState:
+    """A keyframe pass' packed float32 start state `[base | slots | reference]` (fields as `TileState`), plus the
+    noised packed audio (B, A, Ca)."""
+
+    x: Tensor
+    clean: Tensor
+    mask: Tensor
+    keyframes_mask: Tensor
+    positions: Tensor
+    base: int
+    slots: slice
+    audio: Tensor
+
+
+@dataclass(frozen=True)
+class PassResult:
+    """One keyframe pass: `latent` (B, C, F, H, W) the canvas, `slots` (B, C, K, H, W) the generated keyframes at
+    pixel frames `positions`, `audio` (B, A, Ca) the packed audio tokens (normalized latents throughout)."""
+
+    latent: Tensor
+    slots: Tensor
+    positions: tuple[int, ...]
+    audio: Tensor
+
+
+def keyframe_pass_state(video: Tensor, slots: Tensor | None, positions: Sequence[int], audio: Tensor, fps: float,
+                        noise_scale: float, generator: torch.Generator | None, *,
+                        audio_noise_scale: float | None = None, reference: Tensor | None = None,
+                        reference_downscale: int = 2) -> PassState:
+    """The start state of a keyframe pass (module docstring, 7). `video` (B, C, F, H, W) seeds the base grid, `slots`
+    (B, C, K, H, W) the K slots at pixel frames `positions` (None: zeros); `reference` (B, C, F', H', W') is appended
+    fully clean and unmarked at `video_positions` with rows and columns scaled by `reference_downscale`. One (B, T, C)
+    normal draw noises `[base | slots | reference]` to `noise_scale`, the reference is blended back, then one
+    (B, A, Ca) draw noises `audio` to `audio_noise_scale` (default `noise_scale`)."""
+    b, c, f, h, w = video.shape
+    k = len(positions)
+    if k == 0 or any(q < 0 for q in positions) or any(q1 <= q0 for q0, q1 in itertools.pairwise(positions)):
+        raise ValueError(f"slot positions must be non-empty, non-negative and strictly increasing, got {positions}")
+    if slots is not None and (slots.ndim != 5 or slots.shape[2] != k or slots.shape[:2] != (b, c)
+                              or slots.shape[3:] != (h, w)):
+        raise ValueError(f"slots {tuple(slots.shape)} must be (B, C, {k}, H, W) for a video {tuple(video.shape)}")
+    if audio.ndim != 3 or audio.shape[0] != b:
+        raise ValueError(f"audio must be packed (B, A, Ca) tokens, got {tuple(audio.shape)}")
+    hw, dev = h * w, video.device
+    base = patchify_video(video.float())
+    slot_tokens = base.new_zeros(b, k * hw, c) if slots is None else patchify_video(slots.float().to(dev))
+    ref = base.new_zeros(b, 0, c) if reference is None else patchify_video(reference.float().to(dev))
+    n_ref = ref.shape[1]
+    x = torch.cat([base, slot_tokens, torch.zeros_like(ref)], 1)
+    clean = torch.cat([torch.zeros_like(base), torch.zeros_like(slot_tokens), ref], 1)
+    mask = torch.cat([base.new_zeros(b, f * hw + k * hw, 1), base.new_ones(b, n_ref, 1)], 1)
+    kf = torch.cat([base.new_ones(b, hw), base.new_zeros(b, (f - 1) * hw), base.new_ones(b, k * hw),
+                    base.new_zeros(b, n_ref)], 1)
+    parts = [video_positions(f, h, w, fps, batch=b, device=dev),
+             *(frame_token_positions(p, h, w, fps, b).to(dev) for p in positions)]
+    if reference is not None:
+        ref_pos = video_positions(*reference.shape[2:], fps, batch=b, device=dev)
+        ref_pos[:, 1:] = ref_pos[:, 1:] * reference_downscale
+        parts.append(ref_pos)
+    noise = torch.randn(x.shape, generator=generator, device=dev, dtype=x.dtype)
+    x = noise * noise_scale + x * (1 - noise_scale)
+    x = clean * mask + x * (1 - mask)
+    a = audio.float()
+    a_scale = noise_scale if audio_noise_scale is None else audio_noise_scale
+    a = a_scale * torch.randn(a.shape, generator=generator, device=a.device, dtype=a.dtype) + (1 - a_scale) * a
+    return PassState(x, clean, mask, kf, torch.cat(parts, 2), f * hw, slice(f * hw, f * hw + k * hw), a)
+
+
+def keyframe_pass(model: PassModelFn, video: Tensor, slots: Tensor | None, positions: Sequence[int], audio: Tensor,
+                  sigmas: Sequence[float], *, fps: float, generator: torch.Generator | None,
+                  noise_scale: float | None = None, freeze_audio: bool = False, reference: Tensor | None = None,
+                  reference_downscale: int = 2) -> PassResult:
+    """One DFR keyframe-slot pass (module docstring, 7): stage 1 (`video` zeros, `slots` None, `audio` zeros,
+    `sigmas` the distilled schedule from 1.0) or stage 2 (`video` / `slots` the x2 upsampled stage-1 latents,
+    `audio` the stage-1 audio tokens, `sigmas` the stage-2 schedule, optionally the stage-1 canvas as `reference`).
+
+    video: (B, C, F, H, W) on the padded keyframe grid; slots: (B, C, K, H, W) or None; positions: the K slot pixel
+    frames (`resolve_canvas(...).keyframes`); audio: (B, A, Ca) packed; sigmas without the terminal 0; fps: the
+    conditioning fps (`conditioning_fps(playback)`). The noise (video then audio) comes from `generator`. Video is
+    flow-Euler stepped as in `tiled_denoise` (untiled); audio, unless `freeze_audio` (held at sigma 0, not stepped),
+    is Euler-stepped on the same schedule from the audio velocity of the same call."""
+    if len(sigmas) == 0 or any(float(s) <= 0 for s in sigmas):
+        raise ValueError(f"sigmas must be a non-empty schedule of positive values (no terminal 0), got {sigmas}")
+    noise_scale = float(sigmas[0]) if noise_scale is None else noise_scale
+    st = keyframe_pass_state(video, slots, positions, audio, fps, noise_scale, generator,
+                             audio_noise_scale=0.0 if freeze_audio else None, reference=reference,
+                             reference_downscale=reference_downscale)
+    x, a, m, clean = st.x, st.audio, st.mask, st.clean
+    schedule = [float(s) for s in sigmas] + [0.0]
+    for s, s_next in itertools.pairwise(schedule):
+        sigma = torch.full((x.shape[0],), s, device=x.device)
+        token_sigma = sigma[:, None] * (1 - m[..., 0])
+        audio_sigma = torch.zeros_like(sigma) if freeze_audio else sigma
+        v, va = model(x, token_sigma, sigma, st.keyframes_mask, st.positions, a, audio_sigma)
+        x0 = (x - v.float() * token_sigma[..., None]) * (1 - m) + clean * m
+        x = x + (s_next - s) * ((x - x0) / s)
+        if not freeze_audio:
+            a0 = a - va.float() * s
+            a = a + (s_next - s) * ((a - a0) / s)
+    _, _, f, h, w = video.shape
+    return PassResult(unpatchify_video(x[:, :st.base], f, h, w),
+                      unpatchify_video(x[:, st.slots], len(positions), h, w), tuple(int(p) for p in positions), a)

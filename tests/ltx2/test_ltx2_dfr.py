@@ -4,7 +4,8 @@ plus invariants that need no reference: refine tiles stitch to the whole canvas 
 windows sum to one, token-plan weights sum to one per token. Where the official Lightricks/LTX-2 `dfr_layout.py`
 is in the local mirror, its `tile_ranges` is compared on the uniform grids DFR produces. The denoising passes run a
 tiny random 2.5 transformer on both sides: `tiled_denoise` against diffusers' `denoise`, and two whole temporal
-refine rounds (`refine_round`) against `LTX2DFRTemporalRefinePipeline.__call__` with stubbed text/VAE/upsampler.
+refine rounds (`refine_round`) against `LTX2DFRTemporalRefinePipeline.__call__` with stubbed text/VAE/upsampler,
+and DFR's stages 1 and 2 (`keyframe_pass`) against `LTX2DFRPipeline.__call__`.
 """
 
 from __future__ import annotations
@@ -658,3 +659,158 @@ def test_refine_round_matches_diffusers():
     assert r1.positions[2] == 72 and torch.equal(slot_72, final_slot(calls[3], t0, 72))
     assert (slot_72 - final_slot(calls[7], t1, 72)).abs().max() > 1e-3  # the second tile's version differs
     assert torch.equal(patchify_video(r1.keyframes[:, :, 4:5]), final_slot(calls[7], t1, 120))
+
+
+# ---------------------------------------------------------------------------------------------------- keyframe pass
+
+
+def diffusers_dfr_pipeline(transformer, context, audio_context, channels: int, audio_channels: int, mel_bins: int):
+    """diffusers' `LTX2DFRPipeline` (its real `__call__`, `prepare_latents`, `prepare_audio_latents`, `denoise`,
+    `_unpack_video_and_slots`) with `FlowMatchEulerDiscreteScheduler` around the given transformer. Stubbed as in
+    `diffusers_refine_pipeline`: text path, VAE statistics (identity), input checks, progress bar."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+    from diffusers.pipelines.ltx2.pipeline_ltx2_dfr import LTX2DFRPipeline
+
+    class Bar:
+        def update(self):
+            pass
+
+        def close(self):
+            pass
+
+    class Stub(LTX2DFRPipeline):
+        _execution_device = torch.device("cpu")
+
+        def __init__(self):
+            stats = types.SimpleNamespace
+            self.transformer = transformer
+            self.scheduler = FlowMatchEulerDiscreteScheduler()
+            self.vae = stats(latents_mean=torch.zeros(channels), latents_std=torch.ones(channels),
+                             config=stats(scaling_factor=1.0, timestep_conditioning=False))
+            self.audio_vae = stats(latents_mean=torch.zeros(audio_channels * mel_bins),
+                                   latents_std=torch.ones(audio_channels * mel_bins))
+            self.connectors = lambda embeds, mask, padding_side: (context, audio_context, mask)
+            self.tokenizer_padding_side = "left"
+            self.vae_spatial_compression_ratio, self.vae_temporal_compression_ratio = 32, 8
+            self.transformer_spatial_patch_size = self.transformer_temporal_patch_size = 1
+            self.audio_sampling_rate, self.audio_hop_length = 16000, 160
+            self.audio_vae_temporal_compression_ratio = self.audio_vae_mel_compression_ratio = 4
+            self.audio_mel_bins = 4 * mel_bins
+            self.audio_latent_channels = audio_channels
+
+        def __setattr__(self, name, value):
+            object.__setattr__(self, name, value)
+
+        def check_inputs(self, **kwargs):
+            pass
+
+        def progress_bar(self, total=None):
+            return Bar()
+
+        def maybe_free_model_hooks(self):
+            pass
+
+    return Stub()
+
+
+def test_keyframe_pass_matches_diffusers():
+    """`keyframe_pass` as DFR's stage 1 (41 frames -> 49-frame canvas, slots at [24, 48], 8 distilled steps, fresh
+    video + audio noise) and stage 2 (x2 size, video and slots seeded from the x2 upsampled stage-1 latents, stage-1
+    audio re-noised, the stage-1 canvas as IC-LoRA reference, 3 steps) against `LTX2DFRPipeline.__call__(
+    output_type="latent")` on the same tiny transformer, seed and inputs: canvas, slots, positions and audio."""
+    from diffusers.pipelines.ltx2.utils import DISTILLED_SIGMA_VALUES, STAGE_2_DISTILLED_SIGMA_VALUES
+
+    from ltx.ltx2.patchify import audio_positions, patchify_video
+    from ltx.ltx2.transformer import StreamInput
+
+    cfg, ours, theirs = tiny_models(seed=7)
+    g = torch.Generator().manual_seed(21)
+    B, C, H, W, S, fps, seed, requested = 1, cfg.in_channels, 3, 4, 5, 24.0, 4321, 41
+    audio_ch, mel = 5, cfg.audio_in_channels // 5
+    canvas = dfr.resolve_canvas(requested)
+    assert (canvas.frames, canvas.keyframes) == (49, (24, 48))
+    F, K = (canvas.frames - 1) // 8 + 1, len(canvas.keyframes)
+    A = round(canvas.frames / fps * 25)
+    context = torch.randn(B, S, cfg.inner_dim, generator=g)
+    audio_context = torch.randn(B, S, cfg.audio_inner_dim, generator=g)
+    context_mask = torch.ones(B, S, dtype=torch.long)
+    context_mask[:, :1] = 0
+    calls = []
+
+    def model(xt, token_sigma, sigma, kft, pos, audio, audio_sigma):
+        ta = audio.shape[1]
+        v, va = ours(StreamInput(x=xt, timesteps=token_sigma, sigma=sigma, positions=pos, context=context,
+                                 context_mask=context_mask, keyframes_mask=kft),
+                     StreamInput(x=audio, timesteps=audio_sigma[:, None].expand(B, ta), sigma=audio_sigma,
+                                 positions=audio_positions(ta, batch=B), context=audio_context,
+                                 context_mask=context_mask))
+        calls.append((xt, token_sigma, sigma, kft, pos))
+        return v, va
+
+    def theirs_pass(h, w, sigmas, **kwargs):
+        pipe = diffusers_dfr_pipeline(theirs, context, audio_context, C, audio_ch, mel)
+        return pipe(height=32 * h, width=32 * w, num_frames=requested, frame_rate=fps, sigmas=list(sigmas),
+                    prompt_embeds=context, prompt_attention_mask=context_mask,
+                    generator=torch.Generator().manual_seed(seed), output_type="latent", return_dict=False, **kwargs)
+
+    def up2(x):  # a stand-in for the x2 spatial upsampler: any tensor will do, both sides get the same one
+        return x.repeat_interleave(2, 3).repeat_interleave(2, 4) + 0.1 * torch.randn(
+            *x.shape[:3], 2 * x.shape[3], 2 * x.shape[4], generator=g)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            s1 = dfr.keyframe_pass(model, torch.zeros(B, C, F, H, W), None, canvas.keyframes,
+                                   torch.zeros(B, A, cfg.audio_in_channels), DISTILLED_SIGMA_VALUES, fps=fps,
+                                   generator=torch.Generator().manual_seed(seed))
+            n1 = len(calls)
+            w1_video, w1_audio, w1_slots, w1_pos = theirs_pass(H, W, DISTILLED_SIGMA_VALUES)
+            video2, slots2 = up2(s1.latent), up2(s1.slots)
+            public_audio = s1.audio.unflatten(2, (audio_ch, mel)).transpose(1, 2)  # (B, C, A, M)
+            s2 = dfr.keyframe_pass(model, video2, slots2, canvas.keyframes, s1.audio, STAGE_2_DISTILLED_SIGMA_VALUES,
+                                   fps=fps, generator=torch.Generator().manual_seed(seed), reference=s1.latent)
+            w2_video, w2_audio, w2_slots, w2_pos = theirs_pass(
+                2 * H, 2 * W, STAGE_2_DISTILLED_SIGMA_VALUES, latents=video2, keyframes_latents=slots2,
+                audio_latents=public_audio, reference_latents=s1.latent, reference_downscale_factor=2)
+    finally:
+        torch.set_num_threads(threads)
+
+    def packed(public_audio):
+        return public_audio.transpose(1, 2).flatten(2, 3)
+
+    assert w1_pos == w2_pos == list(s1.positions) == list(s2.positions) == [24, 48]
+    assert w1_video.shape == (B, C, F, H, W) and w2_slots.shape == (B, C, K, 2 * H, 2 * W)
+    diffs = {name: (a - b).abs().max().item() for name, a, b in [
+        ("stage 1 canvas", s1.latent, w1_video), ("stage 1 slots", s1.slots, w1_slots),
+        ("stage 1 audio", s1.audio, packed(w1_audio)), ("stage 2 canvas", s2.latent, w2_video),
+        ("stage 2 slots", s2.slots, w2_slots), ("stage 2 audio", s2.audio, packed(w2_audio))]}
+    print("keyframe_pass vs diffusers, max |diff|:", {k: f"{v:.2e}" for k, v in diffs.items()})
+    assert all(v <= 1e-5 for v in diffs.values())
+    assert (s2.latent - video2).abs().max() > 0.1 and (s2.slots - slots2).abs().max() > 0.1  # it did denoise
+
+    # Invariants from the recorded calls: [base | slots] (stage 1), [base | slots | reference] (stage 2).
+    assert n1 == len(DISTILLED_SIGMA_VALUES) and len(calls) == n1 + len(STAGE_2_DISTILLED_SIGMA_VALUES)
+    for k, (xt, token_sigma, sigma, kft, pos) in enumerate(calls):
+        h, w = (H, W) if k < n1 else (2 * H, 2 * W)
+        hw, base = h * w, F * h * w
+        n_ref = 0 if k < n1 else F * H * W
+        assert xt.shape[1] == base + K * hw + n_ref
+        slot = slice(base, base + K * hw)
+        # the marker: the first latent frame and the slots, nothing else (not the reference)
+        assert kft[:, :hw].eq(1).all() and kft[:, hw:base].eq(0).all() and kft[:, slot].eq(1).all()
+        assert kft[:, base + K * hw:].eq(0).all()
+        # slots are free (schedule sigma), the reference pinned (sigma 0)
+        assert torch.equal(token_sigma[:, :base + K * hw], sigma[:, None].expand(B, base + K * hw))
+        assert token_sigma[:, base + K * hw:].eq(0).all()
+        # each slot spans exactly one pixel frame, at its canvas pixel frame
+        t = pos[:, 0, slot]
+        torch.testing.assert_close((t[..., 1] - t[..., 0]) * fps, torch.ones_like(t[..., 0]))
+        torch.testing.assert_close(t[0, ::hw, 0] * fps, torch.tensor(canvas.keyframes, dtype=torch.float32))
+    # stage 2's slots start from the upsampled stage-1 slots: the first call sees them noised to sigma 0.909375
+    st = dfr.keyframe_pass_state(video2, slots2, canvas.keyframes, s1.audio, fps, 0.0, None)
+    assert torch.equal(st.x[:, st.slots], patchify_video(slots2)) and torch.equal(st.x[:, :st.base],
+                                                                                    patchify_video(video2))
+    st = dfr.keyframe_pass_state(video2, slots2, canvas.keyframes, s1.audio, fps, STAGE_2_DISTILLED_SIGMA_VALUES[0],
+                                 torch.Generator().manual_seed(seed), reference=s1.latent)
+    assert torch.equal(st.x, calls[n1][0]) and torch.equal(st.positions, calls[n1][4])
