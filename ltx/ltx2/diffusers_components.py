@@ -28,6 +28,11 @@ import re
 
 from torch import Tensor
 
+# diffusers' LTX2Pipeline subfolder and class of each component (the vocoder's class comes with its config)
+DIFFUSERS_FOLDERS = {"transformer": ("transformer", "LTX2VideoTransformer3DModel"),
+                     "text": ("connectors", "LTX2TextConnectors"), "vae": ("vae", "AutoencoderKLLTX2Video"),
+                     "audio_vae": ("audio_vae", "AutoencoderKLLTX2Audio"), "vocoder": ("vocoder", None)}
+
 _ENCODER_TYPES = {"compress_space_res": "spatial", "compress_time_res": "temporal",
                   "compress_all_res": "spatiotemporal"}
 _DECODER_TYPES = {"compress_space": "spatial", "compress_time": "temporal", "compress_all": "spatiotemporal"}
@@ -499,7 +504,6 @@ def read_diffusers_component(folder, name: str):
     from ltx.core.checkpoint import CheckpointError, SafetensorsReader, load_strict
     from ltx.ltx2.audio_vae import AudioVAE
     from ltx.ltx2.checkpoint import place_nonpersistent
-    from ltx.ltx2.diffusers_layout import DIFFUSERS_FOLDERS
     from ltx.ltx2.text import EmbeddingsProcessor
     from ltx.ltx2.vae import VideoVAE
     from ltx.ltx2.vocoder import build_vocoder

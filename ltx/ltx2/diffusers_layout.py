@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 
 from ltx.core.checkpoint import CheckpointError
+from ltx.ltx2.diffusers_components import DIFFUSERS_FOLDERS
 from ltx.ltx2.transformer import AVTransformer, AVTransformerConfig
 
 _TOP = {
@@ -155,7 +156,7 @@ def config_from_diffusers(d: dict[str, Any]) -> AVTransformerConfig:
 
 # ------------------------------------------------------------------------------------------------ folders
 
-DIFFUSERS_CLASS = "LTX2VideoTransformer3DModel"
+DIFFUSERS_CLASS = DIFFUSERS_FOLDERS["transformer"][1]
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 
 
@@ -222,10 +223,6 @@ def read_diffusers_transformer(src: str | os.PathLike, *, device: str | torch.de
     return load_strict(model, sd, what=str(src)).eval()
 
 
-# diffusers' LTX2Pipeline subfolder and class of each component (the vocoder's class comes with its config)
-DIFFUSERS_FOLDERS = {"transformer": ("transformer", DIFFUSERS_CLASS), "text": ("connectors", "LTX2TextConnectors"),
-                     "vae": ("vae", "AutoencoderKLLTX2Video"), "audio_vae": ("audio_vae", "AutoencoderKLLTX2Audio"),
-                     "vocoder": ("vocoder", None)}
 
 
 def write_diffusers(ckpt, dst: str | os.PathLike, components: tuple[str, ...] | None = None, *,
