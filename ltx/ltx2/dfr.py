@@ -655,17 +655,10 @@ PassModelFn = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor],
 
 
 @dataclass(frozen=True)
-class PassState:
-    """A keyframe pass' packed float32 start state `[base | slots | reference]` (fields as `TileState`), plus the
-    noised packed audio (B, A, Ca)."""
+class PassState(TileState):
+    """A keyframe pass' packed float32 start state `[base | slots | reference]` (the fields of `TileState`), plus
+    the noised packed audio (B, A, Ca)."""
 
-    x: Tensor
-    clean: Tensor
-    mask: Tensor
-    keyframes_mask: Tensor
-    positions: Tensor
-    base: int
-    slots: slice
     audio: Tensor
 
 

@@ -13,14 +13,13 @@ from __future__ import annotations
 import itertools
 import logging
 import random
-import subprocess
-import sys
 import types
 import warnings
 
 import pytest
 import torch
 from diffusers.pipelines.ltx2 import dfr_layout as ref
+from official_mirror import load_official
 
 from ltx.ltx2 import dfr
 
@@ -276,30 +275,12 @@ def test_bad_inputs_raise(call, match):
 
 # ---------------------------------------------------------------------------------------------------- official code
 
-OFFICIAL = "/work/.mirror/Lightricks+LTX-2/repo"
-
-
 def official_layout():
-    try:
-        src = subprocess.run(["git", "-C", OFFICIAL, "show",
-                              "HEAD:packages/ltx-pipelines/src/ltx_pipelines/dfr_layout.py"],
-                             capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        pytest.skip("no local mirror of Lightricks/LTX-2")
     stub = types.ModuleType("ltx_core.types")
     stub.VIDEO_SCALE_FACTORS = types.SimpleNamespace(time=8)
-    saved = {k: sys.modules.get(k) for k in ("ltx_core", "ltx_core.types")}
-    sys.modules.update({"ltx_core": types.ModuleType("ltx_core"), "ltx_core.types": stub})
-    try:
-        module = types.ModuleType("official_dfr_layout")
-        exec(compile(src, "official_dfr_layout.py", "exec"), module.__dict__)  # noqa: S102  (trusted local mirror)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                sys.modules.pop(k, None)
-            else:
-                sys.modules[k] = v
-    return module
+    name = "official_dfr_layout"
+    return load_official({name: "packages/ltx-pipelines/src/ltx_pipelines/dfr_layout.py"},
+                         {"ltx_core": types.ModuleType("ltx_core"), "ltx_core.types": stub})[name]
 
 
 def test_official_tile_ranges_agree_on_dfr_grids():
@@ -455,6 +436,56 @@ def tiny_models(seed: int):
     return cfg, ours.eval(), theirs.eval()
 
 
+class _Bar:
+    def update(self):
+        pass
+
+    def close(self):
+        pass
+
+
+def _stubbed(base: type, scheduler, transformer, context, audio_context, channels: int, audio_channels: int,
+             mel_bins: int, **extra):
+    """An instance of diffusers' DFR pipeline class `base` around `transformer` and `scheduler`, without the
+    DiffusionPipeline registry (plain attributes): the text path hands back fixed contexts, the VAE statistics are
+    the identity (mean 0, std 1, scale 1), input checks and the progress bar do nothing; `extra` attributes on top."""
+
+    class Stub(base):
+        _execution_device = torch.device("cpu")
+
+        def __init__(self):
+            pass
+
+        def __setattr__(self, name, value):  # skip the registry bookkeeping of DiffusionPipeline
+            object.__setattr__(self, name, value)
+
+        def check_inputs(self, **kwargs):
+            pass
+
+        def progress_bar(self, total=None):
+            return _Bar()
+
+        def maybe_free_model_hooks(self):
+            pass
+
+    stats = types.SimpleNamespace
+    pipe = Stub()
+    attributes = dict(
+        transformer=transformer, scheduler=scheduler,
+        vae=stats(latents_mean=torch.zeros(channels), latents_std=torch.ones(channels),
+                  config=stats(scaling_factor=1.0, timestep_conditioning=False)),
+        audio_vae=stats(latents_mean=torch.zeros(audio_channels * mel_bins),
+                        latents_std=torch.ones(audio_channels * mel_bins)),
+        connectors=lambda embeds, mask, padding_side: (context, audio_context, mask),
+        tokenizer_padding_side="left", vae_spatial_compression_ratio=32, vae_temporal_compression_ratio=8,
+        transformer_spatial_patch_size=1, transformer_temporal_patch_size=1, audio_sampling_rate=16000,
+        audio_hop_length=160, audio_vae_temporal_compression_ratio=4, audio_vae_mel_compression_ratio=4,
+        audio_mel_bins=4 * mel_bins, **extra)
+    for name, value in attributes.items():
+        setattr(pipe, name, value)
+    return pipe
+
+
 def diffusers_refine_pipeline(transformer, upsampled: torch.Tensor, context, audio_context, channels: int,
                               audio_channels: int, mel_bins: int):
     """diffusers' `LTX2DFRTemporalRefinePipeline` with its real round loop (`__call__`, `prepare_latents`, `denoise`,
@@ -472,46 +503,8 @@ def diffusers_refine_pipeline(transformer, upsampled: torch.Tensor, context, aud
             assert x.shape[2] == (upsampled.shape[2] - 1) // 2 + 1
             return upsampled.clone()
 
-    class Bar:
-        def update(self):
-            pass
-
-        def close(self):
-            pass
-
-    class Stub(LTX2DFRTemporalRefinePipeline):
-        _execution_device = torch.device("cpu")
-
-        def __init__(self):  # no DiffusionPipeline registry: plain attributes
-            stats = types.SimpleNamespace
-            self.transformer = transformer
-            self.scheduler = LTXEulerAncestralRFScheduler(eta=0.5)
-            self.vae = stats(latents_mean=torch.zeros(channels), latents_std=torch.ones(channels),
-                             config=stats(scaling_factor=1.0, timestep_conditioning=False))
-            self.audio_vae = stats(latents_mean=torch.zeros(audio_channels * mel_bins),
-                                   latents_std=torch.ones(audio_channels * mel_bins))
-            self.connectors = lambda embeds, mask, padding_side: (context, audio_context, mask)
-            self.temporal_latent_upsampler = Upsampler()
-            self.tokenizer_padding_side = "left"
-            self.vae_spatial_compression_ratio, self.vae_temporal_compression_ratio = 32, 8
-            self.transformer_spatial_patch_size = self.transformer_temporal_patch_size = 1
-            self.audio_sampling_rate, self.audio_hop_length = 16000, 160
-            self.audio_vae_temporal_compression_ratio = self.audio_vae_mel_compression_ratio = 4
-            self.audio_mel_bins = 4 * mel_bins
-
-        def __setattr__(self, name, value):  # skip the registry bookkeeping of DiffusionPipeline
-            object.__setattr__(self, name, value)
-
-        def check_inputs(self, **kwargs):
-            pass
-
-        def progress_bar(self, total=None):
-            return Bar()
-
-        def maybe_free_model_hooks(self):
-            pass
-
-    return Stub()
+    return _stubbed(LTX2DFRTemporalRefinePipeline, LTXEulerAncestralRFScheduler(eta=0.5), transformer, context,
+                    audio_context, channels, audio_channels, mel_bins, temporal_latent_upsampler=Upsampler())
 
 
 def test_refine_round_matches_diffusers():
@@ -671,46 +664,8 @@ def diffusers_dfr_pipeline(transformer, context, audio_context, channels: int, a
     from diffusers import FlowMatchEulerDiscreteScheduler
     from diffusers.pipelines.ltx2.pipeline_ltx2_dfr import LTX2DFRPipeline
 
-    class Bar:
-        def update(self):
-            pass
-
-        def close(self):
-            pass
-
-    class Stub(LTX2DFRPipeline):
-        _execution_device = torch.device("cpu")
-
-        def __init__(self):
-            stats = types.SimpleNamespace
-            self.transformer = transformer
-            self.scheduler = FlowMatchEulerDiscreteScheduler()
-            self.vae = stats(latents_mean=torch.zeros(channels), latents_std=torch.ones(channels),
-                             config=stats(scaling_factor=1.0, timestep_conditioning=False))
-            self.audio_vae = stats(latents_mean=torch.zeros(audio_channels * mel_bins),
-                                   latents_std=torch.ones(audio_channels * mel_bins))
-            self.connectors = lambda embeds, mask, padding_side: (context, audio_context, mask)
-            self.tokenizer_padding_side = "left"
-            self.vae_spatial_compression_ratio, self.vae_temporal_compression_ratio = 32, 8
-            self.transformer_spatial_patch_size = self.transformer_temporal_patch_size = 1
-            self.audio_sampling_rate, self.audio_hop_length = 16000, 160
-            self.audio_vae_temporal_compression_ratio = self.audio_vae_mel_compression_ratio = 4
-            self.audio_mel_bins = 4 * mel_bins
-            self.audio_latent_channels = audio_channels
-
-        def __setattr__(self, name, value):
-            object.__setattr__(self, name, value)
-
-        def check_inputs(self, **kwargs):
-            pass
-
-        def progress_bar(self, total=None):
-            return Bar()
-
-        def maybe_free_model_hooks(self):
-            pass
-
-    return Stub()
+    return _stubbed(LTX2DFRPipeline, FlowMatchEulerDiscreteScheduler(), transformer, context, audio_context,
+                    channels, audio_channels, mel_bins, audio_latent_channels=audio_channels)
 
 
 def test_keyframe_pass_matches_diffusers():

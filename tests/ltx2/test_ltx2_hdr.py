@@ -14,20 +14,18 @@
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 import types
 from fractions import Fraction
 
 import numpy as np
 import pytest
 import torch
+from official_mirror import load_official
 
 from ltx.ltx2 import hdr
 from ltx.ltx2.conditioning import fit_image
 from ltx.ltx2.hdr import HDRColorSpace, HDRLoraConfig, Primaries, Transfer
 
-OFFICIAL = "/work/.mirror/Lightricks+LTX-2/repo"
 _OFFICIAL_FILES = {  # module -> path at HEAD, executed in this order
     "ltx_core.color.primaries": "packages/ltx-core/src/ltx_core/color/primaries.py",
     "ltx_core.hdr": "packages/ltx-core/src/ltx_core/hdr.py",
@@ -43,35 +41,14 @@ _OFFICIAL_FILES = {  # module -> path at HEAD, executed in this order
 
 @pytest.fixture(scope="module")
 def official():
-    """The official modules by name, executed from the mirror; sys.modules is restored afterwards."""
-    sources = {}
-    for name, path in _OFFICIAL_FILES.items():
-        try:
-            sources[name] = subprocess.run(["git", "-C", OFFICIAL, "show", f"HEAD:{path}"], capture_output=True,
-                                           text=True, check=True).stdout
-        except (OSError, subprocess.CalledProcessError):
-            pytest.skip("no local mirror of Lightricks/LTX-2")
+    """The official modules by short name, executed from the mirror (tests/ltx2/official_mirror.py)."""
     stubs = {n: types.ModuleType(n) for n in ("ltx_core", "ltx_core.color", "ltx_core.types",
                                               "ltx_core.color.audio_mux", "ltx_pipelines", "ltx_pipelines.utils",
                                               "ltx_pipelines.utils.media_io", "OpenImageIO")}
     stubs["ltx_core.types"].Audio = object
     for fn in ("prepare_audio_stream", "validate_audio_waveform", "write_audio"):
         setattr(stubs["ltx_core.color.audio_mux"], fn, None)
-    saved = {k: sys.modules.get(k) for k in [*stubs, *sources]}
-    sys.modules.update(stubs)
-    mods = {}
-    try:
-        for name, src in sources.items():
-            mod = types.ModuleType(name)
-            sys.modules[name] = mod
-            exec(compile(src, f"official:{name}", "exec"), mod.__dict__)  # noqa: S102  (trusted local mirror)
-            mods[name.rsplit(".", 1)[-1]] = mod
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                sys.modules.pop(k, None)
-            else:
-                sys.modules[k] = v
+    mods = {name.rsplit(".", 1)[-1]: m for name, m in load_official(_OFFICIAL_FILES, stubs).items()}
     mods["exr"].read_exr = hdr.read_exr  # the official reader is OpenImageIO's
     return mods
 
