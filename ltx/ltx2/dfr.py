@@ -507,6 +507,61 @@ def audio_window(audio: Tensor, pixel_start: int, num_frames: int, playback_fps:
 
 
 @dataclass(frozen=True)
+class FrameCondition:
+    """A conditioning image on a DFR canvas: `latent` (B or 1, C, 1, H, W) normalized, at pixel frame `pixel_frame`,
+    held at `strength`. Frame 0 replaces the first latent frame's clean content (its tokens' conditioning mask =
+    `strength`); any other frame is appended as guiding keyframe tokens (clean content, mask = `strength`, unmarked)
+    spanning the one pixel frame `[p, p + 1) / fps` (diffusers `prepare_latents`' frame conditions)."""
+
+    pixel_frame: int
+    latent: Tensor
+    strength: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.latent.ndim != 5 or self.latent.shape[2] != 1:
+            raise ValueError(f"a frame condition is one latent frame (B, C, 1, H, W), got {tuple(self.latent.shape)}")
+        if self.pixel_frame < 0 or not 0.0 <= self.strength <= 1.0:
+            raise ValueError(f"frame condition at pixel frame {self.pixel_frame} with strength {self.strength}: need "
+                             "a frame >= 0 and a strength in [0, 1]")
+
+
+# One packed block: x (B, n, C) noisy seed, clean (B, n, C), mask (B, n, 1), keyframe marker (B, n), positions
+# (B, 3, n, 2).
+_Block = tuple[Tensor, Tensor, Tensor, Tensor, Tensor]
+
+
+def _frame_blocks(conditions: Sequence[FrameCondition], base: _Block, h: int, w: int, fps: float
+                  ) -> tuple[_Block, _Block]:
+    """The base block (an (h, w) latent grid) with frame-0 conditions written into its first latent frame (clean
+    content and mask; the noisy seed kept), and the block of the other conditions' appended keyframe tokens, in the
+    given order."""
+    x, clean, mask, kf, pos = base
+    b, _, c = x.shape
+    hw = h * w
+    appended = []
+    for cond in conditions:
+        if tuple(cond.latent.shape[3:]) != (h, w) or cond.latent.shape[1] != c or cond.latent.shape[0] not in (1, b):
+            raise ValueError(f"frame condition latent {tuple(cond.latent.shape)} does not fit the canvas "
+                             f"({b}, {c}, F, {h}, {w})")
+        tokens = patchify_video(cond.latent.float().to(x.device)).expand(b, -1, -1)
+        if cond.pixel_frame == 0:
+            clean, mask = clean.clone(), mask.clone()
+            clean[:, :hw], mask[:, :hw] = tokens, cond.strength
+            continue
+        appended.append((torch.zeros_like(tokens), tokens, tokens.new_full((b, hw, 1), cond.strength),
+                         tokens.new_zeros(b, hw), frame_token_positions(cond.pixel_frame, h, w, fps, b).to(x.device)))
+    if not appended:
+        empty = x.new_zeros(b, 0, c)
+        appended = [(empty, empty, x.new_zeros(b, 0, 1), x.new_zeros(b, 0), pos[:, :, :0])]
+    return (x, clean, mask, kf, pos), _packed(appended)
+
+
+def _packed(blocks: Sequence[_Block]) -> _Block:
+    """Blocks concatenated along the token axis (dim 1; the positions' dim 2)."""
+    return tuple(torch.cat(parts, 2 if i == 4 else 1) for i, parts in enumerate(zip(*blocks, strict=True)))
+
+
+@dataclass(frozen=True)
 class TileState:
     """A refine tile's packed float32 canvas `[base | anchors | slots]`: `x` the noised start (B, T, C), `clean`
     (B, T, C) the anchors' content (zero elsewhere), `mask` (B, T, 1) conditioning strength, `keyframes_mask` (B, T)
@@ -523,12 +578,15 @@ class TileState:
 
 
 def refine_tile_state(tile: RefineTile, video: Tensor, anchors: Sequence[Tensor], fps: float, noise_scale: float,
-                      generator: torch.Generator | None, temporal_ratio: int = 8) -> TileState:
-    """The start state of one refine tile. `video` (B, C, cells, H, W) is the tile's crop of the upsampled canvas;
-    `anchors` one (B, C, 1, H, W) latent per `tile.anchors` entry. Anchors are appended at `ANCHOR_STRENGTH`, slots
-    seeded from the nearest latent frame of `video` (`round(local pixel / r)`, clamped) and left free; both span one
-    pixel frame at their tile-local position. One (B, T, C) standard normal draw from `generator` noises the whole
-    sequence to `noise_scale`, then the conditioned tokens are blended back towards their content by strength."""
+                      generator: torch.Generator | None, temporal_ratio: int = 8,
+                      conditions: Sequence[FrameCondition] = ()) -> TileState:
+    """The start state of one refine tile, packed `[base | conditions | anchors | slots]`. `video` (B, C, cells, H, W)
+    is the tile's crop of the upsampled canvas; `anchors` one (B, C, 1, H, W) latent per `tile.anchors` entry;
+    `conditions` the user images inside the window at tile-local pixel frames (`FrameCondition`). Anchors are
+    appended at `ANCHOR_STRENGTH`, slots seeded from the nearest latent frame of `video` (`round(local pixel / r)`,
+    clamped) and left free; both span one pixel frame at their tile-local position. One (B, T, C) standard normal draw
+    from `generator` noises the whole sequence to `noise_scale`, then the conditioned tokens are blended back towards
+    their content by strength."""
     b, c, f, h, w = video.shape
     if f != tile.span.size:
         raise ValueError(f"tile video has {f} latent frames, the tile spans {tile.span.size}")
@@ -536,23 +594,29 @@ def refine_tile_state(tile: RefineTile, video: Tensor, anchors: Sequence[Tensor]
         raise ValueError(f"need {len(tile.anchors)} anchor latents, got {len(anchors)}")
     hw, dev = h * w, video.device
     base = patchify_video(video.float())
-    anchor_tokens = [patchify_video(a.float().to(dev)) for a in anchors]
     local_slots = [p - tile.pixel_start for p in tile.slots]
     seeds = [min(max(round(p / temporal_ratio), 0), f - 1) for p in local_slots]
-    slot_tokens = [base[:, i * hw:(i + 1) * hw] for i in seeds]
     n_anchor, n_slot = len(anchors) * hw, len(seeds) * hw
-    x = torch.cat([base, base.new_zeros(b, n_anchor, c), *slot_tokens], 1)
-    clean = torch.cat([torch.zeros_like(base), *anchor_tokens, base.new_zeros(b, n_slot, c)], 1)
-    mask = torch.cat([base.new_zeros(b, f * hw, 1), base.new_full((b, n_anchor, 1), ANCHOR_STRENGTH),
-                      base.new_zeros(b, n_slot, 1)], 1)
-    kf = torch.cat([base.new_ones(b, hw), base.new_zeros(b, (f - 1) * hw + n_anchor), base.new_ones(b, n_slot)], 1)
-    positions = torch.cat([video_positions(f, h, w, fps, batch=b, device=dev),
-                           *(frame_token_positions(p - tile.pixel_start, h, w, fps, b).to(dev)
-                             for p in [*tile.anchors, *tile.slots])], 2)
+    grid = (base, torch.zeros_like(base), base.new_zeros(b, f * hw, 1),
+            torch.cat([base.new_ones(b, hw), base.new_zeros(b, (f - 1) * hw)], 1),
+            video_positions(f, h, w, fps, batch=b, device=dev))
+    grid, conds = _frame_blocks(conditions, grid, h, w, fps)
+    anchor_block = (base.new_zeros(b, n_anchor, c),
+                    torch.cat([patchify_video(a.float().to(dev)) for a in anchors], 1) if anchors
+                    else base.new_zeros(b, 0, c),
+                    base.new_full((b, n_anchor, 1), ANCHOR_STRENGTH), base.new_zeros(b, n_anchor),
+                    torch.cat([frame_token_positions(p - tile.pixel_start, h, w, fps, b).to(dev)
+                               for p in tile.anchors], 2) if anchors else grid[4][:, :, :0])
+    slot_block = (torch.cat([base[:, i * hw:(i + 1) * hw] for i in seeds], 1) if seeds else base.new_zeros(b, 0, c),
+                  base.new_zeros(b, n_slot, c), base.new_zeros(b, n_slot, 1), base.new_ones(b, n_slot),
+                  torch.cat([frame_token_positions(p, h, w, fps, b).to(dev) for p in local_slots], 2) if seeds
+                  else grid[4][:, :, :0])
+    x, clean, mask, kf, positions = _packed([grid, conds, anchor_block, slot_block])
     noise = torch.randn(x.shape, generator=generator, device=dev, dtype=x.dtype)
     x = noise * noise_scale + x * (1 - noise_scale)
     x = clean * mask + x * (1 - mask)
-    return TileState(x, clean, mask, kf, positions, f * hw, slice(f * hw + n_anchor, f * hw + n_anchor + n_slot))
+    first_slot = f * hw + conds[0].shape[1] + n_anchor
+    return TileState(x, clean, mask, kf, positions, f * hw, slice(first_slot, first_slot + n_slot))
 
 
 def ancestral_denoise(model: VelocityFn, x: Tensor, clean: Tensor, mask: Tensor, keyframes_mask: Tensor,
@@ -594,7 +658,8 @@ class RoundResult:
 def refine_round(model: RefineModelFn, latent: Tensor, keyframes: Tensor, positions: Sequence[int], audio: Tensor,
                  *, round_index: int, seed: int, fps: float, source_seconds: float | None = None,
                  sigmas: Sequence[float] = REFINE_SIGMAS, noise_scale: float | None = None, eta: float = REFINE_ETA,
-                 audio_latents_per_second: float = AUDIO_LATENTS_PER_SECOND, temporal_ratio: int = 8
+                 audio_latents_per_second: float = AUDIO_LATENTS_PER_SECOND, temporal_ratio: int = 8,
+                 conditions: Sequence[FrameCondition] = (), generator: torch.Generator | None = None
                  ) -> RoundResult:
     """One DFR temporal refine round (module docstring, 6).
 
@@ -602,8 +667,10 @@ def refine_round(model: RefineModelFn, latent: Tensor, keyframes: Tensor, positi
     keyframes: (B, C, K, H, W) the carried keyframes at pixel frames `positions` of the *previous* canvas (its fps is
     `fps`); audio: (B, A, Ca) the frozen stage-1 audio tokens (normalized, packed) spanning `source_seconds`
     (default: the previous canvas' duration, right for round 1 only). Each tile runs `model` with its audio window.
-    Noise: a generator seeded `seed` draws every tile's start noise in tile order; tile `i`'s ancestral draws come
-    from its own generator seeded `seed + 1000 round_index + i`."""
+    `conditions`: the request's images at pixel frames of the *original* (stage-2) canvas; round r places them at
+    `2**r` times that frame, in every tile whose window holds it (diffusers; the official pipeline does not scale
+    them). Noise: `generator` (default: a new one seeded `seed`) draws every tile's start noise in tile order; tile
+    `i`'s ancestral draws come from its own generator seeded `seed + 1000 round_index + i`."""
     if round_index < 1:
         raise ValueError(f"round_index must be >= 1, got {round_index}")
     _, _, cells, h, w = latent.shape
@@ -622,12 +689,15 @@ def refine_round(model: RefineModelFn, latent: Tensor, keyframes: Tensor, positi
         source_seconds = ((frames - 1) // 2 + 1) / fps
     noise_scale = float(sigmas[0]) if noise_scale is None else noise_scale
     carried = {s: keyframes[:, :, i:i + 1] for i, s in enumerate(seams)}
-    start_noise = torch.Generator(latent.device).manual_seed(seed)
+    start_noise = torch.Generator(latent.device).manual_seed(seed) if generator is None else generator
+    scale = 2**round_index
     outs, slot_latents = [], {}
     for i, tile in enumerate(tiles):
         video = latent[:, :, tile.span.start:tile.span.end]
+        inside = [FrameCondition(c.pixel_frame * scale - tile.pixel_start, c.latent, c.strength) for c in conditions
+                  if tile.pixel_start <= c.pixel_frame * scale <= tile.pixel_end]
         state = refine_tile_state(tile, video, [carried[p] for p in tile.anchors], cond_fps, noise_scale,
-                                  start_noise, temporal_ratio)
+                                  start_noise, temporal_ratio, inside)
         window = audio_window(audio, tile.pixel_start, tile.num_frames, playback, source_seconds, cond_fps,
                               audio_latents_per_second)
 
@@ -676,12 +746,14 @@ class PassResult:
 def keyframe_pass_state(video: Tensor, slots: Tensor | None, positions: Sequence[int], audio: Tensor, fps: float,
                         noise_scale: float, generator: torch.Generator | None, *,
                         audio_noise_scale: float | None = None, reference: Tensor | None = None,
-                        reference_downscale: int = 2) -> PassState:
-    """The start state of a keyframe pass (module docstring, 7). `video` (B, C, F, H, W) seeds the base grid, `slots`
-    (B, C, K, H, W) the K slots at pixel frames `positions` (None: zeros); `reference` (B, C, F', H', W') is appended
-    fully clean and unmarked at `video_positions` with rows and columns scaled by `reference_downscale`. One (B, T, C)
-    normal draw noises `[base | slots | reference]` to `noise_scale`, the reference is blended back, then one
-    (B, A, Ca) draw noises `audio` to `audio_noise_scale` (default `noise_scale`)."""
+                        reference_downscale: int = 2, conditions: Sequence[FrameCondition] = ()) -> PassState:
+    """The start state of a keyframe pass (module docstring, 7), packed `[base | conditions | slots | reference]`.
+    `video` (B, C, F, H, W) seeds the base grid, `slots` (B, C, K, H, W) the K slots at pixel frames `positions`
+    (None: zeros); `conditions` the user images (`FrameCondition`: frame 0 in the base, others appended);
+    `reference` (B, C, F', H', W') is appended fully clean and unmarked at `video_positions` with rows and columns
+    scaled by `reference_downscale`. One (B, T, C) normal draw noises the sequence to `noise_scale`, the conditioned
+    tokens are blended back by strength, then one (B, A, Ca) draw noises `audio` to `audio_noise_scale` (default
+    `noise_scale`)."""
     b, c, f, h, w = video.shape
     k = len(positions)
     if k == 0 or any(q < 0 for q in positions) or any(q1 <= q0 for q0, q1 in itertools.pairwise(positions)):
@@ -693,48 +765,51 @@ def keyframe_pass_state(video: Tensor, slots: Tensor | None, positions: Sequence
         raise ValueError(f"audio must be packed (B, A, Ca) tokens, got {tuple(audio.shape)}")
     hw, dev = h * w, video.device
     base = patchify_video(video.float())
+    grid = (base, torch.zeros_like(base), base.new_zeros(b, f * hw, 1),
+            torch.cat([base.new_ones(b, hw), base.new_zeros(b, (f - 1) * hw)], 1),
+            video_positions(f, h, w, fps, batch=b, device=dev))
+    grid, conds = _frame_blocks(conditions, grid, h, w, fps)
     slot_tokens = base.new_zeros(b, k * hw, c) if slots is None else patchify_video(slots.float().to(dev))
-    ref = base.new_zeros(b, 0, c) if reference is None else patchify_video(reference.float().to(dev))
-    n_ref = ref.shape[1]
-    x = torch.cat([base, slot_tokens, torch.zeros_like(ref)], 1)
-    clean = torch.cat([torch.zeros_like(base), torch.zeros_like(slot_tokens), ref], 1)
-    mask = torch.cat([base.new_zeros(b, f * hw + k * hw, 1), base.new_ones(b, n_ref, 1)], 1)
-    kf = torch.cat([base.new_ones(b, hw), base.new_zeros(b, (f - 1) * hw), base.new_ones(b, k * hw),
-                    base.new_zeros(b, n_ref)], 1)
-    parts = [video_positions(f, h, w, fps, batch=b, device=dev),
-             *(frame_token_positions(p, h, w, fps, b).to(dev) for p in positions)]
+    slot_block = (slot_tokens, torch.zeros_like(slot_tokens), base.new_zeros(b, k * hw, 1), base.new_ones(b, k * hw),
+                  torch.cat([frame_token_positions(p, h, w, fps, b).to(dev) for p in positions], 2))
+    blocks = [grid, conds, slot_block]
     if reference is not None:
+        ref = patchify_video(reference.float().to(dev))
         ref_pos = video_positions(*reference.shape[2:], fps, batch=b, device=dev)
         ref_pos[:, 1:] = ref_pos[:, 1:] * reference_downscale
-        parts.append(ref_pos)
+        blocks.append((torch.zeros_like(ref), ref, ref.new_ones(b, ref.shape[1], 1), ref.new_zeros(b, ref.shape[1]),
+                       ref_pos))
+    x, clean, mask, kf, pos = _packed(blocks)
     noise = torch.randn(x.shape, generator=generator, device=dev, dtype=x.dtype)
     x = noise * noise_scale + x * (1 - noise_scale)
     x = clean * mask + x * (1 - mask)
     a = audio.float()
     a_scale = noise_scale if audio_noise_scale is None else audio_noise_scale
     a = a_scale * torch.randn(a.shape, generator=generator, device=a.device, dtype=a.dtype) + (1 - a_scale) * a
-    return PassState(x, clean, mask, kf, torch.cat(parts, 2), f * hw, slice(f * hw, f * hw + k * hw), a)
+    first_slot = f * hw + conds[0].shape[1]
+    return PassState(x, clean, mask, kf, pos, f * hw, slice(first_slot, first_slot + k * hw), a)
 
 
 def keyframe_pass(model: PassModelFn, video: Tensor, slots: Tensor | None, positions: Sequence[int], audio: Tensor,
                   sigmas: Sequence[float], *, fps: float, generator: torch.Generator | None,
                   noise_scale: float | None = None, freeze_audio: bool = False, reference: Tensor | None = None,
-                  reference_downscale: int = 2) -> PassResult:
+                  reference_downscale: int = 2, conditions: Sequence[FrameCondition] = ()) -> PassResult:
     """One DFR keyframe-slot pass (module docstring, 7): stage 1 (`video` zeros, `slots` None, `audio` zeros,
     `sigmas` the distilled schedule from 1.0) or stage 2 (`video` / `slots` the x2 upsampled stage-1 latents,
     `audio` the stage-1 audio tokens, `sigmas` the stage-2 schedule, optionally the stage-1 canvas as `reference`).
 
     video: (B, C, F, H, W) on the padded keyframe grid; slots: (B, C, K, H, W) or None; positions: the K slot pixel
     frames (`resolve_canvas(...).keyframes`); audio: (B, A, Ca) packed; sigmas without the terminal 0; fps: the
-    conditioning fps (`conditioning_fps(playback)`). The noise (video then audio) comes from `generator`. Video is
-    flow-Euler stepped as in `tiled_denoise` (untiled); audio, unless `freeze_audio` (held at sigma 0, not stepped),
-    is Euler-stepped on the same schedule from the audio velocity of the same call."""
+    conditioning fps (`conditioning_fps(playback)`); conditions: user images encoded at this pass' size. The noise
+    (video then audio) comes from `generator`. Video is flow-Euler stepped as in `tiled_denoise` (untiled); audio,
+    unless `freeze_audio` (held at sigma 0, not stepped), is Euler-stepped on the same schedule from the audio
+    velocity of the same call."""
     if len(sigmas) == 0 or any(float(s) <= 0 for s in sigmas):
         raise ValueError(f"sigmas must be a non-empty schedule of positive values (no terminal 0), got {sigmas}")
     noise_scale = float(sigmas[0]) if noise_scale is None else noise_scale
     st = keyframe_pass_state(video, slots, positions, audio, fps, noise_scale, generator,
                              audio_noise_scale=0.0 if freeze_audio else None, reference=reference,
-                             reference_downscale=reference_downscale)
+                             reference_downscale=reference_downscale, conditions=conditions)
     x, a, m, clean = st.x, st.audio, st.mask, st.clean
     schedule = [float(s) for s in sigmas] + [0.0]
     for s, s_next in itertools.pairwise(schedule):
@@ -750,3 +825,97 @@ def keyframe_pass(model: PassModelFn, video: Tensor, slots: Tensor | None, posit
     _, _, f, h, w = video.shape
     return PassResult(unpatchify_video(x[:, :st.base], f, h, w),
                       unpatchify_video(x[:, st.slots], len(positions), h, w), tuple(int(p) for p in positions), a)
+
+
+# ---------------------------------------------------------------------------------------------------- the pipeline
+
+# Distilled schedules (no terminal 0): stage 1 from pure noise, stage 2 from the upsampled canvas.
+STAGE_1_SIGMAS = (1.0, 0.99375, 0.9875, 0.98125, 0.975, 0.909375, 0.725, 0.421875)
+STAGE_2_SIGMAS = (0.909375, 0.725, 0.421875)
+MAX_ROUNDS = 2
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A DFR run's latents: `latent` (B, C, F, H, W) trimmed to `num_frames` = (requested - 1) 2**rounds + 1 frames
+    at `fps` (the playback rate, doubled per round); `audio` (B, A, Ca) the stage-1 audio tokens, which span the
+    padded canvas (`audio_seconds`; cut the waveform to the video); `canvas` the keyframe grid of the request."""
+
+    latent: Tensor
+    audio: Tensor
+    num_frames: int
+    fps: float
+    audio_seconds: float
+    canvas: Canvas
+
+
+def output_frames(num_frames: int, rounds: int) -> int:
+    """Frames a DFR run returns for `num_frames` requested: each temporal round maps N to 2 (N - 1) + 1."""
+    return (num_frames - 1) * 2**rounds + 1
+
+
+def render(stage_1: PassModelFn, stage_2: PassModelFn, refine: RefineModelFn | None, *, num_frames: int,
+           latent_size: tuple[int, int], channels: int, audio_frames: int, audio_channels: int, fps: float,
+           spatial_upsample: Callable[[Tensor], Tensor], temporal_upsample: Callable[[Tensor], Tensor] | None = None,
+           rounds: int = 0, seed: int, generator: torch.Generator, batch: int = 1,
+           conditions_half: Sequence[FrameCondition] = (), conditions: Sequence[FrameCondition] = (),
+           detailing: bool = False, reference_downscale: int = 2,
+           stage_1_sigmas: Sequence[float] = STAGE_1_SIGMAS, stage_2_sigmas: Sequence[float] = STAGE_2_SIGMAS,
+           refine_sigmas: Sequence[float] = REFINE_SIGMAS, before_stage_2: Callable[[], None] | None = None,
+           after_stage_2: Callable[[], None] | None = None, on_pass: Callable[[str], None] | None = None,
+           temporal_ratio: int = 8) -> Rendered:
+    """DFR end to end over model callables (the official `DFRPipeline.__call__` up to the decode):
+
+    1. `resolve_canvas(num_frames)`: the padded keyframe grid; stage 1 (`stage_1`, half the latent size
+       `latent_size`, from noise, `conditions_half`) generates the canvas, the keyframe slots and the audio;
+    2. `spatial_upsample` (x2, normalized latents in and out) of the canvas and of the slots;
+    3. `before_stage_2()`, stage 2 (`stage_2`: at full size, from the upsampled canvas and slots, the stage-1 audio
+       re-noised to the stage-2 sigma, `conditions`; with `detailing`, the stage-1 canvas as the IC-LoRA reference
+       at `reference_downscale`), `after_stage_2()`;
+    4. `rounds` (0-2) temporal refine rounds (`refine`, `temporal_upsample`: x2 in time), each from the previous
+       canvas and the carried keyframes, with the frozen stage-1 audio;
+    5. the canvas trimmed to `output_frames(num_frames, rounds)`.
+
+    Noise: `generator` draws stage 1's video and audio noise, stage 2's, then every refine tile's start noise, in
+    that order (the official pipeline's one noiser); the tiles' ancestral steps draw from generators seeded
+    `seed + 1000 round + tile`. `fps`: the request's playback rate (stage 1 and 2 are conditioned at
+    `conditioning_fps(fps)`). `on_pass(name)` is called after each pass ("stage 1", "stage 2", "round 1", ...)."""
+    if rounds not in range(MAX_ROUNDS + 1):
+        raise ValueError(f"temporal rounds must be 0, 1 or 2, got {rounds}")
+    if rounds and (refine is None or temporal_upsample is None):
+        raise ValueError("temporal refine rounds need a refine model and a temporal x2 upsampler")
+    h, w = latent_size
+    if h % 2 or w % 2:
+        raise ValueError(f"the latent grid {h}x{w} must be even: stage 1 runs at half size")
+    canvas = resolve_canvas(num_frames, temporal_ratio)
+    cells = (canvas.frames - 1) // temporal_ratio + 1
+    cond_fps = conditioning_fps(fps)
+    tick = on_pass or (lambda name: None)
+
+    s1 = keyframe_pass(stage_1, torch.zeros(batch, channels, cells, h // 2, w // 2), None, canvas.keyframes,
+                       torch.zeros(batch, audio_frames, audio_channels), stage_1_sigmas, fps=cond_fps,
+                       generator=generator, conditions=conditions_half)
+    tick("stage 1")
+    video, slots = spatial_upsample(s1.latent), spatial_upsample(s1.slots)
+    if before_stage_2 is not None:
+        before_stage_2()
+    s2 = keyframe_pass(stage_2, video, slots, canvas.keyframes, s1.audio, stage_2_sigmas, fps=cond_fps,
+                       generator=generator, reference=s1.latent if detailing else None,
+                       reference_downscale=reference_downscale, conditions=conditions)
+    if after_stage_2 is not None:
+        after_stage_2()
+    tick("stage 2")
+    latent, keyframes, positions, frames, rate = s2.latent, s2.slots, s2.positions, canvas.frames, float(fps)
+    for r in range(1, rounds + 1):
+        result = refine_round(refine, temporal_upsample(latent), keyframes, positions, s1.audio, round_index=r,
+                              seed=seed, fps=rate, source_seconds=canvas.frames / fps, sigmas=refine_sigmas,
+                              temporal_ratio=temporal_ratio, conditions=conditions, generator=generator)
+        latent, keyframes, positions = result.latent, result.keyframes, result.positions
+        frames, rate = 2 * (frames - 1) + 1, 2 * rate
+        tick(f"round {r}")
+    if latent.shape[2] != (frames - 1) // temporal_ratio + 1:
+        raise RuntimeError(f"the refined canvas has {latent.shape[2]} latent frames, expected "
+                           f"{(frames - 1) // temporal_ratio + 1}")
+    target = output_frames(num_frames, rounds)
+    latent = latent[:, :, :(target - 1) // temporal_ratio + 1]
+    return Rendered(latent, s1.audio, target, rate, canvas.frames / fps, canvas)

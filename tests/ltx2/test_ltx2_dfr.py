@@ -769,3 +769,127 @@ def test_keyframe_pass_matches_diffusers():
     st = dfr.keyframe_pass_state(video2, slots2, canvas.keyframes, s1.audio, fps, STAGE_2_DISTILLED_SIGMA_VALUES[0],
                                  torch.Generator().manual_seed(seed), reference=s1.latent)
     assert torch.equal(st.x, calls[n1][0]) and torch.equal(st.positions, calls[n1][4])
+
+
+# ---------------------------------------------------------------------------------------------------- the pipeline
+
+
+def tiny_upsamplers(channels: int, seed: int):
+    """Random tiny spatial x2 and temporal x2 latent upsamplers (raw latents in and out)."""
+    from test_ltx2_transformer import randomize_
+
+    from ltx.ltx2.upsampler import LatentUpsampler2, LatentUpsamplerConfig
+
+    spatial = LatentUpsampler2(LatentUpsamplerConfig(in_channels=channels, mid_channels=32, num_blocks_per_stage=1))
+    temporal = LatentUpsampler2(LatentUpsamplerConfig(in_channels=channels, mid_channels=32, num_blocks_per_stage=1,
+                                                      spatial_upsample=False, temporal_upsample=True))
+    randomize_(spatial, seed=seed)
+    randomize_(temporal, seed=seed + 1)
+    return spatial.eval(), temporal.eval()
+
+
+def test_render_matches_diffusers_chain():
+    """`dfr.render` (41 frames -> the 49-frame canvas, an image at frame 0 and one at pixel frame 17, stage 1 at half
+    size, the real spatial x2 upsampler between the stages, stage 2 with the detailing reference, two temporal
+    rounds with the real temporal x2 upsampler, then the trim to (41 - 1) x 4 + 1 = 161 frames) against diffusers'
+    chain of the same passes (`LTX2DFRPipeline` twice, the upsampler on raw latents, `LTX2DFRTemporalRefinePipeline`
+    twice) on the same tiny transformer, VAE statistics and images, with one generator threaded through all of them
+    as the official `DFRPipeline` threads its noiser. diffusers' public latents are raw (denormalized), ours stay
+    normalized: the comparison normalizes theirs. (Dropping the frame-17 image on our side alone: video diff 4.2.)"""
+    from diffusers import LTXEulerAncestralRFScheduler
+    from diffusers.pipelines.ltx2.pipeline_ltx2_dfr_temporal_refine import LTX2DFRTemporalRefinePipeline
+    from diffusers.pipelines.ltx2.utils import STAGE_2_DISTILLED_SIGMA_VALUES
+
+    from ltx.ltx2.patchify import audio_positions
+    from ltx.ltx2.transformer import StreamInput
+    from ltx.ltx2.upsampler import upsample_latent
+
+    cfg, ours, theirs = tiny_models(seed=9)
+    g = torch.Generator().manual_seed(31)
+    B, C, H, W, S, fps, seed, requested = 1, cfg.in_channels, 4, 4, 5, 24.0, 777, 41
+    audio_ch, mel = 5, cfg.audio_in_channels // 5
+    spatial, temporal = tiny_upsamplers(C, seed=3)
+    mean, std = 0.3 * torch.randn(C, generator=g), 0.5 + torch.rand(C, generator=g)
+    context = torch.randn(B, S, cfg.inner_dim, generator=g)
+    audio_context = torch.randn(B, S, cfg.audio_inner_dim, generator=g)
+    context_mask = torch.ones(B, S, dtype=torch.long)
+    images = {h: [(0, torch.randn(1, C, 1, h, h, generator=g), 1.0), (17, torch.randn(1, C, 1, h, h, generator=g),
+                                                                       0.8)] for h in (H // 2, H)}
+
+    def norm(x):
+        return (x - mean.view(1, -1, 1, 1, 1)) / std.view(1, -1, 1, 1, 1)
+
+    def denorm(x):
+        return x * std.view(1, -1, 1, 1, 1) + mean.view(1, -1, 1, 1, 1)
+
+    def stage_model(xt, token_sigma, sigma, kft, pos, audio, audio_sigma):
+        ta = audio.shape[1]
+        return ours(StreamInput(x=xt, timesteps=token_sigma, sigma=sigma, positions=pos, context=context,
+                                context_mask=context_mask, keyframes_mask=kft),
+                    StreamInput(x=audio, timesteps=audio_sigma[:, None].expand(B, ta), sigma=audio_sigma,
+                                positions=audio_positions(ta, batch=B), context=audio_context,
+                                context_mask=context_mask))
+
+    def refine_model(xt, token_sigma, sigma, kft, pos, window):
+        return stage_model(xt, token_sigma, sigma, kft, pos, window, torch.zeros(B))[0]
+
+    def with_stats(pipe):
+        pipe.vae = types.SimpleNamespace(latents_mean=mean, latents_std=std,
+                                         config=types.SimpleNamespace(scaling_factor=1.0, timestep_conditioning=False))
+        # the images, already encoded at the pass' size (the second positional argument is the height)
+        pipe.encode_conditions = lambda *args, **kwargs: [(p, lat, s, 1) for p, lat, s in images[args[1] // 32]]
+        return pipe
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    passes = []
+    try:
+        with torch.no_grad():
+            got = dfr.render(stage_model, stage_model, refine_model, num_frames=requested, latent_size=(H, W),
+                             channels=C, audio_frames=round(49 / fps * 25), audio_channels=cfg.audio_in_channels,
+                             fps=fps, spatial_upsample=lambda x: upsample_latent(spatial, x, mean, std),
+                             temporal_upsample=lambda x: upsample_latent(temporal, x, mean, std), rounds=2, seed=seed,
+                             generator=torch.Generator().manual_seed(seed), detailing=True,
+                             conditions_half=[dfr.FrameCondition(*c) for c in images[H // 2]],
+                             conditions=[dfr.FrameCondition(*c) for c in images[H]], on_pass=passes.append)
+
+            common = dict(prompt_embeds=context, prompt_attention_mask=context_mask, output_type="latent",
+                          return_dict=False, generator=torch.Generator().manual_seed(seed), conditions=[])
+            one = with_stats(diffusers_dfr_pipeline(theirs, context, audio_context, C, audio_ch, mel))
+            v1, a1, k1, p1 = one(height=32 * H // 2, width=32 * W // 2, num_frames=requested, frame_rate=fps,
+                                 **common)
+            up = denorm(upsample_latent(spatial, norm(v1), mean, std))
+            up_slots = denorm(upsample_latent(spatial, norm(k1), mean, std))
+            two = with_stats(diffusers_dfr_pipeline(theirs, context, audio_context, C, audio_ch, mel))
+            v2, _, k2, p2 = two(height=32 * H, width=32 * W, num_frames=requested, frame_rate=fps, latents=up,
+                                keyframes_latents=up_slots, audio_latents=a1, reference_latents=v1,
+                                reference_downscale_factor=2, sigmas=list(STAGE_2_DISTILLED_SIGMA_VALUES), **common)
+
+            class Temporal:
+                dtype = torch.float32
+
+                def __call__(self, x):  # raw in, raw out (diffusers denormalizes around it)
+                    return temporal(x)
+
+            refine = with_stats(_stubbed(LTX2DFRTemporalRefinePipeline, LTXEulerAncestralRFScheduler(eta=0.5),
+                                         theirs, context, audio_context, C, audio_ch, mel,
+                                         temporal_latent_upsampler=Temporal()))
+            video, keys, positions, frames, rate = v2, k2, p2, 49, fps
+            for r in (1, 2):
+                video, _, keys, positions = refine(
+                    latents=video, keyframes_latents=keys, keyframe_positions=positions, audio_latents=a1,
+                    height=32 * H, width=32 * W, num_frames=frames, frame_rate=rate, source_seconds=49 / fps,
+                    condition_num_frames=requested, round_index=r, **common)
+                frames, rate = 2 * (frames - 1) + 1, 2 * rate
+    finally:
+        torch.set_num_threads(threads)
+
+    assert passes == ["stage 1", "stage 2", "round 1", "round 2"]
+    assert (got.num_frames, got.fps, frames) == (161, 96.0, 193)
+    assert got.latent.shape == (B, C, 21, H, W) and video.shape[2] == 25  # their canvas keeps its padding
+    diffs = {"video": (got.latent - norm(video)[:, :, :21]).abs().max().item(),
+             "audio": (got.audio - a1.transpose(1, 2).flatten(2, 3)).abs().max().item()}
+    print("render vs diffusers chain, max |diff|:", {k: f"{v:.2e}" for k, v in diffs.items()})
+    assert all(v <= 1e-5 for v in diffs.values())
+    # the frame-0 image at strength 1 is the first latent frame, exactly, after every pass
+    torch.testing.assert_close(got.latent[:, :, :1], images[H][0][1], rtol=0, atol=1e-6)
