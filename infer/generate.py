@@ -193,6 +193,12 @@ class GenerateConfig:
     audio_guidance_scale: float | None = None
     modality_scale: float | None = None
     distilled_lora: str | None = None
+    # LTX-2.5 DFR (model=ltx-2.5-22b-dfr): temporal x2 refine rounds (0-2; each doubles the frame rate) with the
+    # temporal upscaler file, and the optional x2 detailing IC-LoRA of stage 2
+    temporal_rounds: int = 0
+    temporal_upsampler_checkpoint: str | None = None
+    detailing_lora: str | None = None
+    detailing_lora_strength: float = 1.0
     # LTX-2 audio-to-video: a soundtrack (any file with an audio stream) kept as given; the video is generated
     # for it, starting `audio_start` seconds in
     audio: str | None = None
@@ -591,10 +597,11 @@ def run(cfg: GenerateConfig) -> list[Path]:
         return generate_ltx2.run(cfg, frames_given=frames_given)
     if cfg.audio_guidance_scale is not None or cfg.modality_scale is not None or cfg.distilled_lora is not None \
             or cfg.audio is not None or cfg.video is not None or cfg.transformer is not None or cfg.enhance_prompt \
-            or cfg.prompt_enhancer is not None or cfg.hdr is not None:
+            or cfg.prompt_enhancer is not None or cfg.hdr is not None or cfg.temporal_rounds \
+            or cfg.temporal_upsampler_checkpoint is not None or cfg.detailing_lora is not None:
         raise InputError("audio, video, audio_guidance_scale, modality_scale, distilled_lora, transformer, "
-                         "enhance_prompt, prompt_enhancer and hdr are for the LTX-2 presets (model=ltx-2-19b-dev, "
-                         "ltx2-demo, ...)")
+                         "enhance_prompt, prompt_enhancer, hdr, temporal_rounds, temporal_upsampler_checkpoint and "
+                         "detailing_lora are for the LTX-2 presets (model=ltx-2-19b-dev, ltx2-demo, ...)")
 
     # --- checks on configs, headers and small files only
     device, dtype = resolve_device(cfg)

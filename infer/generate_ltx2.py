@@ -93,6 +93,12 @@ def open_request(cfg) -> tuple[api.Pipeline, api.Request, dict]:
         distilled_lora = existing_file(cfg.distilled_lora, "distilled_lora",
                                        f"stage 2 of the two-stage pipeline uses the distilled LoRA: pass "
                                        f"distilled_lora=/path/to/{av.distilled_lora} (or model.av.pipeline=one_stage)")
+    temporal = None if cfg.temporal_upsampler_checkpoint is None else existing_file(
+        cfg.temporal_upsampler_checkpoint, "temporal_upsampler_checkpoint",
+        f"LTX-2.5 DFR: the temporal x2 upscaler ({av.temporal_upscaler or 'ltx-2.5-latent-temporal-upscaler-x2'})")
+    detailing = None if cfg.detailing_lora is None else (existing_file(
+        cfg.detailing_lora, "detailing_lora", "LTX-2.5 DFR: the x2 detailing IC-LoRA file"),
+        cfg.detailing_lora_strength)
     loras = [(existing_file(spec.path, f"loras[{i}].path", "give a LoRA .safetensors file"), spec.strength)
              for i, spec in enumerate(cfg.loras)]
     images = [(existing(c.path, f"conditioning[{i}]", "give an image file"), c.frame, c.strength)
@@ -116,11 +122,14 @@ def open_request(cfg) -> tuple[api.Pipeline, api.Request, dict]:
     try:
         pipe = api.open_pipeline(checkpoint, model=cfg.model, text_encoder=text_encoder, upsampler=upsampler,
                                  distilled_lora=distilled_lora, loras=loras, device=device, dtype=dtype,
-                                 transformer=transformer, vae_decoder=vae_decoder)
+                                 transformer=transformer, vae_decoder=vae_decoder,
+                                 **({"temporal_upsampler": temporal} if temporal is not None else {}),
+                                 **({"detailing_lora": detailing} if detailing is not None else {}))
         args = dict(height=cfg.height, width=cfg.width, frame_rate=cfg.fps, num_inference_steps=cfg.steps,
                     sigmas=cfg.timesteps, video_guider_params=video_guidance, audio_guider_params=audio_guidance,
                     images=images, video_conditioning=control, audio_path=cfg.audio, audio_start_time=cfg.audio_start,
-                    video_path=cfg.video, negative_prompt=cfg.negative_prompt, hdr=cfg.hdr)
+                    video_path=cfg.video, negative_prompt=cfg.negative_prompt, hdr=cfg.hdr,
+                    **({"temporal_rounds": cfg.temporal_rounds} if cfg.temporal_rounds else {}))
         request = pipe.check(num_frames=cfg.num_frames, **args)
     except (ValueError, OSError) as e:  # CheckpointError is a ValueError
         raise InputError(str(e)) from None
@@ -211,22 +220,24 @@ def run(cfg, frames_given: bool = True) -> list[Path]:
     if rate not in aac_sample_rates():  # a soundtrack at a rate AAC does not take
         audio, rate = resample(audio, rate, 48000), 48000
     sigmas = [request.sigmas] + ([request.stage_2_sigmas] if request.stage_2_sigmas is not None else [])
+    fps = cfg.fps if out.fps is None else out.fps  # DFR's temporal rounds double it
     names = []
     with output_folder(cfg) as folder:  # staged, renamed into place when every file is written
         for k, prompt in enumerate(cfg.prompts):
             stem = folder.path / f"{k:02d}_{slug(originals[k])}"
             video_u8 = (frames[k].permute(1, 2, 3, 0) * 255).round().to(torch.uint8)  # (F, H, W, 3)
-            write_video_with_audio(stem.with_suffix(".mp4"), video_u8, cfg.fps, audio[k], rate)
+            write_video_with_audio(stem.with_suffix(".mp4"), video_u8, fps, audio[k], rate)
             write_wav(stem.with_suffix(".wav"), audio[k], rate)
-            write_audio_contact_sheet(stem.with_suffix(".png"), video_u8, cfg.fps, audio[k], rate,
+            write_audio_contact_sheet(stem.with_suffix(".png"), video_u8, fps, audio[k], rate,
                                       count=cfg.contact_sheet_frames, caption=prompt)
             if hdr is not None:  # the decoded pixels in [-1, 1] as ACEScct codes: EXR frames + the HLG master
-                write_hdr_outputs(stem.with_name(stem.name + "_hdr.mp4"), frames[k] * 2 - 1, cfg.fps, hdr)
+                write_hdr_outputs(stem.with_name(stem.name + "_hdr.mp4"), frames[k] * 2 - 1, fps, hdr)
             record = {"prompt": prompt, "index": k, "seed": cfg.seed, "pipeline": request.pipeline.value,
                       **({"original_prompt": originals[k]} if cfg.enhance_prompt else {}),
                       "model_version": pipe.model_version, "sample_rate": rate, "soundtrack": cfg.audio,
                       "video_input": cfg.video,
-                      "audio_seconds": round(audio.shape[-1] / rate, 4),
+                      "audio_seconds": round(audio.shape[-1] / rate, 4), "frames": int(frames.shape[2]),
+                      "fps": fps,
                       "sigmas": [[round(float(s), 6) for s in stage] for stage in sigmas], "config": resolved,
                       "cache_stats": out.cache_stats}  # forwards computed / skipped (config.cache: the policy)
             write_text(stem.with_suffix(".yaml"), OmegaConf.to_yaml(OmegaConf.create(record)))

@@ -24,7 +24,7 @@ from ltx.core.device import resolve_device
 from ltx.core.requests import lora_specs
 from ltx.presets import ModelPreset, load_preset
 
-LTX2_ONLY = ("distilled_lora", "pipeline", "transformer")  # arguments only the LTX-2 API takes
+LTX2_ONLY = ("distilled_lora", "pipeline", "transformer", "temporal_upsampler", "detailing_lora")  # LTX-2 API only
 LTXV_ONLY: tuple[str, ...] = ()  # and only the 0.9.x API (`vae` is LTX-2.5's diffusion-VAE file for LTX-2)
 
 
@@ -59,19 +59,25 @@ def open_pipeline(checkpoint: str | os.PathLike | Sequence | None = None, *,
                   text_encoder: str | os.PathLike | None = None, loras: Sequence = (),
                   distilled_lora: str | os.PathLike | None = None, pipeline: str | None = None,
                   device: str | torch.device = "auto", dtype: str | torch.dtype | None = None,
-                  transformer: str | os.PathLike | None = None):
+                  transformer: str | os.PathLike | None = None, temporal_upsampler: str | os.PathLike | None = None,
+                  detailing_lora=None):
     """The family's pipeline with its modules on `meta`, headers and LoRAs checked; `.check(...)` validates a
     request before any weights load, `.load()` loads them. See ltx.ltxv.api / ltx.ltx2.api for the arguments."""
     check_arguments(checkpoint=checkpoint, vae=vae, upsampler=upsampler, text_encoder=text_encoder,
-                    distilled_lora=distilled_lora, loras=loras, transformer=transformer)
+                    distilled_lora=distilled_lora, loras=loras, transformer=transformer,
+                    temporal_upsampler=temporal_upsampler)
+    if detailing_lora is not None:
+        lora_specs([detailing_lora])  # a path or (path, strength)
     preset = preset_of(model)
-    _refuse_other_family(preset, vae=vae, distilled_lora=distilled_lora, pipeline=pipeline, transformer=transformer)
+    _refuse_other_family(preset, vae=vae, distilled_lora=distilled_lora, pipeline=pipeline, transformer=transformer,
+                         temporal_upsampler=temporal_upsampler, detailing_lora=detailing_lora)
     if preset.is_ltx2:
         from ltx.ltx2 import api as ltx2_api
 
         return ltx2_api.open_pipeline(checkpoint, model=preset, upsampler=upsampler, text_encoder=text_encoder,
                                       distilled_lora=distilled_lora, loras=loras, pipeline=pipeline, device=device,
-                                      dtype=dtype, transformer=transformer, vae_decoder=vae)
+                                      dtype=dtype, transformer=transformer, vae_decoder=vae,
+                                      temporal_upsampler=temporal_upsampler, detailing_lora=detailing_lora)
     from ltx.ltxv import api as ltxv_api
 
     resolve_device(device, dtype)  # an unavailable device fails before anything is read (0.9.x: `.load(device)`)
@@ -85,11 +91,13 @@ def load_pipeline(checkpoint: str | os.PathLike | Sequence | None = None, *,
                   text_encoder: str | os.PathLike | None = None, loras: Sequence = (),
                   distilled_lora: str | os.PathLike | None = None, pipeline: str | None = None,
                   device: str | torch.device = "auto", dtype: str | torch.dtype | None = None,
-                  transformer: str | os.PathLike | None = None):
+                  transformer: str | os.PathLike | None = None, temporal_upsampler: str | os.PathLike | None = None,
+                  detailing_lora=None):
     """`open_pipeline(...).load()`: the family's pipeline with its weights on `device`."""
     pipe = open_pipeline(checkpoint, model=model, vae=vae, upsampler=upsampler, text_encoder=text_encoder,
                          loras=loras, distilled_lora=distilled_lora, pipeline=pipeline, device=device, dtype=dtype,
-                         transformer=transformer)
+                         transformer=transformer, temporal_upsampler=temporal_upsampler,
+                         detailing_lora=detailing_lora)
     return pipe.load() if preset_of(model).is_ltx2 else pipe.load(device, dtype)  # LTX-2 takes the device at open
 
 

@@ -207,6 +207,8 @@ class AVDefaults:
     distilled_lora_strength: float = 1.0  # in stage 2
     stage_1_lora_strength: float = 0.0  # the distilled LoRA in stage 1 too (hq: 0.25, with 0.5 in stage 2)
     spatial_upscaler: str | None = None  # official file name (two-stage and distilled)
+    temporal_upscaler: str | None = None  # official file name (LTX-2.5 DFR's temporal refine rounds)
+    detailing_lora: str | None = None  # official file name (LTX-2.5 DFR's optional x2 detailing IC-LoRA, stage 2)
     text_encoder: str = "google/gemma-3-12b-it-qat-q4_0-unquantized"  # Hugging Face repo, for reference only
     # conditioning images go through one H.264 frame at this CRF (0 = off); None = the checkpoint's generation's
     # (ltx.ltx2.text.default_image_crf: 33 before LTX-2.5, 18 from it, as ltx-pipelines 1.2 `detect_params`)
@@ -214,9 +216,9 @@ class AVDefaults:
 
     def __post_init__(self):
         two = self.pipeline.two_stages
-        if self.pipeline is AVPipeline.distilled:
+        if self.pipeline in (AVPipeline.distilled, AVPipeline.dfr):
             if self.sigmas is None or self.num_inference_steps is not None:
-                raise ValueError("a distilled preset gives `sigmas` (and no num_inference_steps)")
+                raise ValueError(f"a {self.pipeline.value} preset gives `sigmas` (and no num_inference_steps)")
         elif (self.num_inference_steps is None) or not (_count(self.num_inference_steps)
                                                         and self.num_inference_steps >= 1):
             raise ValueError(f"num_inference_steps must be a positive integer for the {self.pipeline.value} "
@@ -234,6 +236,9 @@ class AVDefaults:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if self.stage_1_lora_strength and not self.pipeline.uses_distilled_lora:
             raise ValueError("stage_1_lora_strength needs a pipeline with a distilled LoRA (two_stage or hq)")
+        if self.stage_1_lora_strength and self.pipeline is AVPipeline.dfr:
+            raise ValueError("the dfr pipeline fuses the distilled LoRA at distilled_lora_strength into every pass; "
+                             "give no stage_1_lora_strength")
         if self.image_crf is not None and not (_count(self.image_crf) and 0 <= self.image_crf <= 51):
             raise ValueError(f"image_crf must be an integer in [0, 51] (0 = off), got {self.image_crf!r}")
 

@@ -22,14 +22,17 @@ copied back from the file (`checkpoint.reload_weights`), as the official ICLoraP
 for stage 2 is restored before the next call. Prompts are encoded by Gemma 3, loaded for the call and freed
 (`encode_prompts`), then by the bundle's text connector. `audio_path` (+ `audio_start_time`): audio-to-video,
 the soundtrack's latent fixed in every stage, the audio guider off, and the input sound returned (cut to the
-video's duration), as A2VidPipelineTwoStage.
+video's duration), as A2VidPipelineTwoStage. LTX-2.5's DFR (`model="ltx-2.5-22b-dfr"`, `pipelines.dfr`): the
+distilled LoRA in every pass, the detailing IC-LoRA (`detailing_lora=`) fused for stage 2 only and the weights
+reread after it when temporal rounds follow; `temporal_rounds=1|2` (with `temporal_upsampler=`) returns
+(num_frames - 1) 2**rounds + 1 frames at `Output.fps`.
 
 Arguments of a call: `prompt`, `negative_prompt` (None = the preset's), `seed`, `height`, `width`,
 `num_frames`, `frame_rate`, `num_inference_steps`, `sigmas` (stage 1 instead), `video_guider_params` /
 `audio_guider_params` (an `AVGuidance`, or a dict of its fields: cfg_scale, stg_scale, stg_blocks, rescale_scale,
 modality_scale, skip_step; unset = the preset's), `images` [(path or (H, W, 3) tensor in [0, 1], frame,
 strength)], `video_conditioning` [(path or (F, H, W, 3) tensor in [0, 1], strength[, downscale])], `audio_path`,
-`audio_start_time`, `progress`.
+`audio_start_time`, `temporal_rounds` (dfr), `hdr`, `progress`.
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ from ltx.core.quant import load_quantized, prepare_for_file, read_gguf
 from ltx.core.quant.gguf_io import is_gguf
 from ltx.core.requests import check_prompts, check_seed, lora_specs
 from ltx.core.step_cache import CachePolicy, cached
-from ltx.ltx2 import pipelines
+from ltx.ltx2 import dfr, pipelines
 from ltx.ltx2.audio import waveform_to_mel
 from ltx.ltx2.conditioning import fit_image
 from ltx.ltx2.diffusion_decoder import load_decoder, read_decoder_file
@@ -101,10 +104,15 @@ class Request:
     soundtrack: tuple[Tensor, int] | None = None  # (2, N) waveform cut to the video, and its rate
     video: Tensor | None = None  # video-to-audio: the given clip's first num_frames frames (F, H, W, 3) in [0, 1]
     negative_prompt: str | None = None  # None: no pass needs it
+    temporal_rounds: int = 0  # LTX-2.5 DFR: temporal x2 refine rounds (0-2)
 
     @property
     def num_evaluations(self) -> int:
-        """Progress ticks of a run: Euler steps (hq: res_2s's 2 transformer calls a step, + 1 per stage)."""
+        """Progress ticks of a run: Euler steps (hq: res_2s's 2 transformer calls a step, + 1 per stage; dfr: + each
+        round's tiles (up to 2**round) of `dfr.REFINE_SIGMAS` steps)."""
+        if self.pipeline is AVPipeline.dfr:
+            tiles = sum(dfr.round_tiles(self.num_frames, self.temporal_rounds))
+            return len(self.sigmas) - 1 + len(self.stage_2_sigmas) - 1 + tiles * len(dfr.REFINE_SIGMAS)
         per_step = 2 if self.pipeline is AVPipeline.hq else 1
         total = per_step * (len(self.sigmas) - 1)
         if self.stage_2_sigmas is not None:
@@ -128,6 +136,7 @@ class Output:
     video_latent: Tensor  # (B, 128, F', H', W')
     audio_latent: Tensor  # (B, 8, T, 16)
     cache_stats: dict | None = None  # step caching (cache=CachePolicy(...)): forwards computed / skipped
+    fps: float | None = None  # the frames' rate when the pipeline changes it (DFR: fps x 2**temporal_rounds)
 
 
 class NonFiniteError(ValueError):
@@ -151,6 +160,8 @@ class Pipeline:
     batch_passes: bool = False  # the guidance passes of a step as one batch (parallel_cfg splits its rows)
     transformer_file: Path | None = None  # the transformer's weights from their own file (a GGUF, ...), not the bundle
     vae_decoder_file: Path | None = None  # LTX-2.5's diffusion-VAE file: its decoder decodes the video
+    temporal_upsampler_file: ltx2_checkpoint.UpsamplerFile | None = None  # LTX-2.5 DFR's temporal x2 upscaler
+    detailing_lora: tuple[LoRAWeights, float] | None = None  # LTX-2.5 DFR's x2 detailing IC-LoRA (stage 2 only)
     _transformer_changed: bool = False  # stage 2 changed it in place: restore before the next run
 
     @property
@@ -208,13 +219,15 @@ class Pipeline:
               audio_guider_params: AVGuidance | dict | None = None, images: Sequence = (),
               video_conditioning: Sequence = (), audio_path: str | os.PathLike | None = None,
               audio_start_time: float = 0.0, negative_prompt: str | None = None,
-              video_path: str | os.PathLike | Tensor | None = None, hdr: str | None = None) -> Request:
+              video_path: str | os.PathLike | Tensor | None = None, hdr: str | None = None,
+              temporal_rounds: int = 0) -> Request:
         """Validate a request from headers alone (works before `load`); ValueError naming the argument.
         `audio_path`: audio-to-video (the soundtrack kept, audio guidance off); `video_path` (a file, or frames
         (F, H, W, 3) in [0, 1]): video-to-audio, one stage (the clip fitted to the size and kept, video guidance
         off; the trainer's v2a mode). `hdr` (srgb_linear | acescg | acescct): the colour space of `.exr`
         conditioning images (LTX-2.5's `--hdr`): they are fitted in linear light and ACEScct-encoded, not
-        H.264-compressed (ltx.ltx2.hdr.exr_conditioning)."""
+        H.264-compressed (ltx.ltx2.hdr.exr_conditioning). `temporal_rounds` (dfr pipeline, 0-2): temporal x2 refine
+        rounds, each doubling the frame rate (needs the temporal upsampler)."""
         av, g = self.preset.av, self.preset.generation
         height = g.height if height is None else height
         width = g.width if width is None else width
@@ -226,6 +239,18 @@ class Pipeline:
         if isinstance(frame_rate, bool) or not isinstance(frame_rate, int | float) or not 0 < frame_rate < 1e6:
             raise ValueError(f"frame_rate must be a positive number of frames per second, got {frame_rate!r}")
         check_size(height, width, num_frames, self.pipeline.two_stages, self.metas["vae"].cfg.scale)
+        if isinstance(temporal_rounds, bool) or temporal_rounds not in range(dfr.MAX_ROUNDS + 1):
+            raise ValueError(f"temporal_rounds must be 0, 1 or 2, got {temporal_rounds!r}")
+        if temporal_rounds and self.pipeline is not AVPipeline.dfr:
+            raise ValueError(f"temporal_rounds runs with the dfr pipeline (model=ltx-2.5-22b-dfr), not "
+                             f"{self.pipeline.value}")
+        if temporal_rounds and self.temporal_upsampler_file is None:
+            raise ValueError(f"temporal_rounds={temporal_rounds} needs the temporal x2 upsampler: pass "
+                             f"temporal_upsampler=/path/to/{av.temporal_upscaler or 'its file'}")
+        if self.pipeline is AVPipeline.dfr and (audio_path is not None or video_path is not None
+                                                or video_conditioning):
+            raise ValueError("the dfr pipeline generates video and sound from the prompt and images: give no "
+                             "audio_path, video_path or video_conditioning")
         if video_path is not None:
             if audio_path is not None:
                 raise ValueError("give audio_path (audio-to-video) or video_path (video-to-audio), not both")
@@ -259,8 +284,9 @@ class Pipeline:
             bad = [b for b in guidance.stg_blocks if b >= num_layers] if guidance.needs_perturbed else []
             if bad:
                 raise ValueError(f"{what}: stg_blocks {bad} out of range: the transformer has {num_layers} blocks")
-        if self.pipeline is AVPipeline.distilled and pipelines.is_guided(video_guidance, audio_guidance):
-            raise ValueError("the distilled pipeline samples without guidance: give no guidance in "
+        if self.pipeline in (AVPipeline.distilled, AVPipeline.dfr) and pipelines.is_guided(video_guidance,
+                                                                                          audio_guidance):
+            raise ValueError(f"the {self.pipeline.value} pipeline samples without guidance: give no guidance in "
                              "video_guider_params / audio_guider_params (or pick a -dev preset)")
         needs_negative = video_guidance.needs_uncond or audio_guidance.needs_uncond
         negative_prompt = g.negative_prompt if negative_prompt is None else negative_prompt
@@ -274,7 +300,8 @@ class Pipeline:
                        audio_guidance, self._images(images, num_frames, height, width, hdr),
                        self._references(video_conditioning, height, width, num_frames),
                        _soundtrack(audio_path, audio_start_time, num_frames, frame_rate),
-                       _given_video(video_path, num_frames), negative_prompt if needs_negative else None)
+                       _given_video(video_path, num_frames), negative_prompt if needs_negative else None,
+                       temporal_rounds)
 
     def _sigmas(self, height: int, width: int, num_frames: int, steps: int | None,
                 sigmas: Sequence[float] | None) -> tuple[Tensor, Tensor | None]:
@@ -290,7 +317,7 @@ class Pipeline:
             if not values or any(not 0 <= s <= 1 for s in values) or any(a <= b for a, b in zip(values, values[1:])):
                 raise ValueError(f"sigmas must be a strictly descending list in [0, 1], got {list(sigmas)!r}")
             first = torch.tensor(values if values[-1] == 0 else [*values, 0.0])
-        elif self.pipeline is AVPipeline.distilled and steps is None:
+        elif self.pipeline in (AVPipeline.distilled, AVPipeline.dfr) and steps is None:
             first = torch.tensor(av.sigmas)
         elif self.pipeline is AVPipeline.hq:
             f, h, w = video_latent_shape(num_frames, height // 2, width // 2)
@@ -410,6 +437,9 @@ class Pipeline:
         if self.upsampler_file is not None:
             self.modules["upsampler"] = ltx2_checkpoint.load_upsampler(self.upsampler_file, device=self.device,
                                                                        dtype=self.dtype)
+        if self.temporal_upsampler_file is not None:
+            self.modules["temporal_upsampler"] = ltx2_checkpoint.load_upsampler(
+                self.temporal_upsampler_file, device=self.device, dtype=self.dtype)
         self._fuse_stage_1()
         return self
 
@@ -417,10 +447,24 @@ class Pipeline:
         transformer, av = self.modules["transformer"], self.preset.av
         if self.loras:
             print(f"fused {fuse_loras(transformer, self.loras)} weights from {len(self.loras)} LoRA(s)")
-        if self.distilled_lora is not None and av.stage_1_lora_strength:
-            n = fuse_loras(transformer, [(self.distilled_lora, av.stage_1_lora_strength)])
-            print(f"stage 1: fused the distilled LoRA ({n} weights, strength {av.stage_1_lora_strength})")
+        strength = av.distilled_lora_strength if self.pipeline is AVPipeline.dfr else av.stage_1_lora_strength
+        if self.distilled_lora is not None and strength:
+            n = fuse_loras(transformer, [(self.distilled_lora, strength)])
+            print(f"stage 1: fused the distilled LoRA ({n} weights, strength {strength})")
         self._transformer_changed = False
+
+    def _fuse_detailing(self) -> None:
+        """DFR stage 2: the detailing IC-LoRA on top (taken off again by `_restore_transformer`)."""
+        if self.detailing_lora is not None:
+            n = fuse_loras(self.modules["transformer"], [self.detailing_lora])
+            print(f"stage 2: fused the detailing IC-LoRA ({n} weights, strength {self.detailing_lora[1]})")
+            self._transformer_changed = True
+
+    def _restore_transformer(self) -> None:
+        """The transformer's own weights and the stage-1 LoRAs again (exact: reread, not subtracted)."""
+        if self._transformer_changed:
+            ltx2_checkpoint.reload_weights(self.bundle, "transformer", self.modules["transformer"])
+            self._fuse_stage_1()
 
     def _stage_2_distilled_lora(self) -> None:
         """Two-stage: W + s1 d, then + (s2 - s1) d in place (one transformer in memory; the official ledger
@@ -473,7 +517,7 @@ class Pipeline:
                 on_step=None if progress is None else (lambda *_: progress()))
             schedules = [s for s in (request.sigmas, request.stage_2_sigmas) if s is not None]
             with cached(modules["transformer"], cache, schedules) as step_cache:
-                result = self._run(positive, negative, av_request, request.references)
+                result = self._run(positive, negative, av_request, request.references, request.temporal_rounds)
         if not (torch.isfinite(result.video).all() and torch.isfinite(result.audio).all()):
             raise NonFiniteError("the generated video or audio is not finite (lower the guidance, or sample in "
                                  "float32)")
@@ -485,7 +529,7 @@ class Pipeline:
         if given is not None:  # likewise the given clip (fitted to the size), not its VAE decode
             frames = ((given.float().clamp(-1, 1) + 1) / 2).expand(frames.shape[0], -1, -1, -1, -1)
         return Output(frames, waveform, rate, result.video_latent, result.audio_latent,
-                      None if step_cache is None else step_cache.stats)
+                      None if step_cache is None else step_cache.stats, result.fps)
 
     def _encode_soundtrack(self, soundtrack: tuple[Tensor, int] | None) -> Tensor | None:
         """The waveform through our torch mel and the audio VAE encoder: (1, 8, T, 16)."""
@@ -496,12 +540,19 @@ class Pipeline:
         return self.modules["audio_vae"].encode(mel)
 
     def _run(self, positive: Prompt, negative: Prompt | None, request: AVRequest,
-             references: list[ReferenceInput]) -> pipelines.AVResult:
+             references: list[ReferenceInput], temporal_rounds: int = 0) -> pipelines.AVResult:
         """The preset's official pipeline with this pipeline's LoRA staging."""
         m = self.modules
         models = AVModels(m["transformer"], m["vae"], m["audio_vae"], m["vocoder"], m.get("upsampler"),
                           m.get("video_decoder"))
         match self.pipeline:
+            case AVPipeline.dfr:
+                lora = self.detailing_lora
+                return pipelines.dfr(models, positive, request, rounds=temporal_rounds,
+                                     temporal_upsampler=m.get("temporal_upsampler"), detailing=lora is not None,
+                                     reference_downscale=(lora[0].reference_downscale_factor or 2) if lora else 2,
+                                     before_stage_2=self._fuse_detailing,
+                                     after_stage_2=self._restore_transformer if temporal_rounds else None)
             case AVPipeline.one_stage:
                 return pipelines.one_stage(models, positive, negative, request)
             case AVPipeline.distilled if references:
@@ -701,7 +752,8 @@ def open_pipeline(checkpoint: str | os.PathLike | None = None, *,
                   distilled_lora: str | os.PathLike | None = None, loras: Sequence = (),
                   pipeline: AVPipeline | str | None = None, device: str | torch.device = "auto",
                   dtype: str | torch.dtype | None = None, transformer: str | os.PathLike | None = None,
-                  vae_decoder: str | os.PathLike | None = None) -> Pipeline:
+                  vae_decoder: str | os.PathLike | None = None, temporal_upsampler: str | os.PathLike | None = None,
+                  detailing_lora=None) -> Pipeline:
     """A pipeline with the bundle's components on `meta`, every header and LoRA checked; `.load()` loads them.
 
     checkpoint: the official bundled file (or its ltx2 conversion). model: an LTX-2 preset name, path or
@@ -712,7 +764,9 @@ def open_pipeline(checkpoint: str | os.PathLike | None = None, *,
     transformer: the transformer's weights from their own file, e.g. a community GGUF (ComfyUI-GGUF names) or a
     quantized single file; the bundle gives its config and the other components. vae_decoder: LTX-2.5's
     diffusion-VAE file (`ltx-2.5-video-vae-bf16.safetensors`): its diffusion decoder decodes the video (the
-    checkpoint's conv VAE still encodes the conditioning images).
+    checkpoint's conv VAE still encodes the conditioning images). temporal_upsampler / detailing_lora (a path or
+    (path, strength)): LTX-2.5 DFR's temporal x2 upscaler (for temporal_rounds) and x2 detailing IC-LoRA (stage 2;
+    its reference downscale from the file's metadata, else 2).
     """
     preset = model if isinstance(model, ModelPreset) else load_preset(model)
     if not preset.is_ltx2:
@@ -786,18 +840,44 @@ def open_pipeline(checkpoint: str | os.PathLike | None = None, *,
             raise ValueError(f"vae_decoder {decoder_file.name}: a decoder of {dcfg.in_channels}-channel latents at "
                              f"scale {tuple(dcfg.scale)}, but the checkpoint's VAE makes {vcfg.latent_channels}-"
                              f"channel latents at {tuple(vcfg.scale)}")
+    temporal_file = detailing = None
+    if (temporal_upsampler is not None or detailing_lora is not None) and av.pipeline is not AVPipeline.dfr:
+        raise ValueError(f"temporal_upsampler / detailing_lora are for the dfr pipeline (model=ltx-2.5-22b-dfr), "
+                         f"not {av.pipeline.value}")
+    if temporal_upsampler is not None:
+        temporal_file = ltx2_checkpoint.read_upsampler(_file(temporal_upsampler, "temporal_upsampler"))
+        if temporal_file.config.kind != "temporal":
+            raise ValueError(f"temporal_upsampler {temporal_file.path.name}: a {temporal_file.config.kind} "
+                             "(spatial) upsampler; give the temporal x2 one "
+                             f"({av.temporal_upscaler or 'ltx-2.5-latent-temporal-upscaler-x2'})")
+    if upsampler_file is not None and upsampler_file.config.kind == "temporal":
+        raise ValueError(f"upsampler {upsampler_file.path.name}: a temporal upsampler; the stages need the spatial "
+                         f"x2 one ({av.spatial_upscaler})")
+    if detailing_lora is not None:
+        ((path, strength),) = lora_specs([detailing_lora])
+        try:
+            weights = read_lora(_file(path, "detailing_lora"))
+            check_lora(metas["transformer"], weights)
+        except ValueError as e:
+            raise CheckpointError(f"detailing_lora: {e}") from None
+        detailing = (weights, strength)
+    if av.pipeline is AVPipeline.dfr and not metas["transformer"].cfg.use_keyframes_abs_pos_embedding:
+        raise ValueError(f"checkpoint {bundle.path.name}: the dfr pipeline generates keyframe slots, which needs an "
+                         "LTX-2.5 transformer (use_keyframes_abs_pos_embedding)")
     return Pipeline(preset, bundle, metas, upsampler_file, lora, opened,
                     None if text_encoder is None else Path(text_encoder).expanduser(), device, dtype,
-                    transformer_file=transformer_file, vae_decoder_file=decoder_file)
+                    transformer_file=transformer_file, vae_decoder_file=decoder_file,
+                    temporal_upsampler_file=temporal_file, detailing_lora=detailing)
 
 
 def load_pipeline(checkpoint: str | os.PathLike | None = None, *,
                   model: str | os.PathLike | ModelPreset = "ltx-2-19b-distilled", text_encoder=None, upsampler=None,
                   distilled_lora=None, loras: Sequence = (), pipeline: AVPipeline | str | None = None,
-                  device: str | torch.device = "auto", dtype: str | torch.dtype | None = None) -> Pipeline:
-    """`open_pipeline(...).load()`: see both."""
+                  device: str | torch.device = "auto", dtype: str | torch.dtype | None = None,
+                  **options) -> Pipeline:
+    """`open_pipeline(...).load()`: see both (`options`: open_pipeline's other keywords)."""
     return open_pipeline(checkpoint, model=model, text_encoder=text_encoder, upsampler=upsampler,
                          distilled_lora=distilled_lora, loras=loras, pipeline=pipeline, device=device,
-                         dtype=dtype).load()
+                         dtype=dtype, **options).load()
 
 

@@ -3,7 +3,8 @@ before it calls the transformer, and the denoising passes over a model callable.
 
 DFR generates a video on a *keyframe grid*, then refines it: a detailing pass, up to two temporal x2 rounds and a
 spatially tiled epilogue. This module plans all of that (1-4) and runs the denoising passes over a given model
-callable: tiled (5), a temporal refine round (6), and the keyframe-slot pass of stages 1 and 2 (7). Units:
+callable: tiled (5), a temporal refine round (6), the keyframe-slot pass of stages 1 and 2 (7), and the whole
+pipeline (8). Units:
 "pixel frames" index decoded frames, "latent frames" (cells) index the VAE grid, with `r` = the VAE's temporal ratio
 (8) and the causal border `latent = pixel / r` (latent 0 holds pixel frame 0 alone).
 
@@ -104,9 +105,15 @@ stage 2 with a reference on the same tiny transformer, max |diff| ~7e-7). By rea
 noisy latent and zero clean content, marked, time extent `[p, p + 1) / fps` without the causal fix) and
 `dfr_pipeline.py` on the stage inputs (slots and canvas upsampled, stage-1 audio re-noised to the stage-2 sigma,
 the half-size canvas as reference only with the detailing IC-LoRA); its noise draws come from its own noiser and
-are not compared. Not here: frame conditions (user images, per tile or in stages 1 / 2: a keyframe pass is
-text-to-video only), the VAE normalization around the upsamplers, and a tiled keyframe pass (diffusers'
-`video_tiles`, the epilogue).
+are not compared. Frame conditions (`FrameCondition`, user images) follow diffusers' `prepare_latents`: frame 0
+writes the first latent frame's clean content and mask, other frames are appended as guiding keyframe tokens
+before the slots (pass: `[base | conditions | slots | reference]`, tile: `[base | conditions | anchors | slots]`).
+
+8. The pipeline (`render`): the official `DFRPipeline.__call__` up to the decode, over model callables: stage 1,
+   the spatial upsampler on canvas and slots, stage 2, the rounds, the trim to `output_frames`. One generator
+   threads every start-noise draw, as the official noiser (diffusers' pipelines take it one by one). Checked
+   against diffusers' chain of the same pipelines (test_ltx2_dfr.py, max |diff| ~7e-7). Not here: a tiled keyframe
+   pass (diffusers' `video_tiles`, the epilogue); the epilogue's layout and `tiled_denoise` are above, unwired.
 """
 
 from __future__ import annotations
@@ -852,6 +859,20 @@ class Rendered:
 def output_frames(num_frames: int, rounds: int) -> int:
     """Frames a DFR run returns for `num_frames` requested: each temporal round maps N to 2 (N - 1) + 1."""
     return (num_frames - 1) * 2**rounds + 1
+
+
+def round_tiles(num_frames: int, rounds: int, temporal_ratio: int = 8) -> list[int]:
+    """The number of refine tiles each of `rounds` temporal rounds runs for a request of `num_frames` (at most
+    `2**round`: a short canvas has fewer segments than that)."""
+    canvas = resolve_canvas(num_frames, temporal_ratio)
+    positions, frames, counts = canvas.keyframes, canvas.frames, []
+    for r in range(1, rounds + 1):
+        seams = [2 * p for p in positions]
+        frames = 2 * (frames - 1) + 1
+        tiles = refine_tiles(seams, frames, 2**r, temporal_ratio)
+        counts.append(len(tiles))
+        positions = sorted(set(seams) | {p for t in tiles for p in t.slots})
+    return counts
 
 
 def render(stage_1: PassModelFn, stage_2: PassModelFn, refine: RefineModelFn | None, *, num_frames: int,

@@ -1,6 +1,6 @@
 """LTX-2 generation as functions over loaded modules: the guided denoising step, the samplers, and one small
 function per official pipeline (`one_stage`, `two_stage`, `hq`, `keyframes`, `audio_to_video`, `distilled`,
-`ic_lora`).
+`ic_lora`, and LTX-2.5's `dfr`, whose passes are ltx/ltx2/dfr.py).
 
 Matches `ltx_pipelines` 1.0.0 (TI2VidOneStagePipeline, TI2VidTwoStagesPipeline, TI2VidTwoStagesHQPipeline,
 KeyframeInterpolationPipeline, A2VidPipelineTwoStage, DistilledPipeline, ICLoraPipeline) step for step
@@ -55,6 +55,7 @@ class AVPipeline(Enum):
     hq = "hq"  # TI2VidTwoStagesHQPipeline: two_stage with res_2s, a token-shifted schedule, LoRA in both stages
     keyframes = "keyframes"  # KeyframeInterpolationPipeline: two_stage with every image appended as a keyframe
     distilled = "distilled"  # DistilledPipeline: the distilled checkpoint, 8 + 3 sigmas, no guidance
+    dfr = "dfr"  # LTX-2.5 DFRPipeline: keyframe slots, x2 detailing, 0-2 temporal x2 rounds (ltx.ltx2.dfr)
 
     @property
     def two_stages(self) -> bool:
@@ -62,8 +63,8 @@ class AVPipeline(Enum):
 
     @property
     def uses_distilled_lora(self) -> bool:
-        """Stage 2 (hq: both stages) runs with the distilled LoRA fused into the -dev transformer."""
-        return self in (AVPipeline.two_stage, AVPipeline.hq, AVPipeline.keyframes)
+        """Stage 2 (hq, dfr: every pass) runs with the distilled LoRA fused into the -dev transformer."""
+        return self in (AVPipeline.two_stage, AVPipeline.hq, AVPipeline.keyframes, AVPipeline.dfr)
 
 
 @dataclass
@@ -290,6 +291,7 @@ class AVResult:
     sample_rate: int
     video_latent: Tensor  # (B, 128, F', H', W') final latents
     audio_latent: Tensor  # (B, 8, T, 16)
+    fps: float | None = None  # the video's frame rate when the pipeline changes it (DFR's temporal rounds)
 
 
 def check_size(height: int, width: int, num_frames: int, two_stage: bool,
@@ -394,6 +396,81 @@ def ic_lora(models: AVModels, positive: Prompt, request: AVRequest, references: 
             raise ValueError(f"reference downscale {r.downscale}: the stage-1 size {request.height // 2}x"
                              f"{request.width // 2} must be divisible by it")
     return _two_stages(models, positive, None, request, stage_2_transformer, before_stage_2, references=references)
+
+
+def dfr(models: AVModels, positive: Prompt, request: AVRequest, *, rounds: int = 0,
+        temporal_upsampler: torch.nn.Module | None = None, detailing: bool = False, reference_downscale: int = 2,
+        before_stage_2: Callable[[], None] | None = None, after_stage_2: Callable[[], None] | None = None,
+        on_pass: Callable[[str], None] | None = None) -> AVResult:
+    """LTX-2.5 DFRPipeline (`ltx.ltx2.dfr.render`), unguided: stage 1 at half size with keyframe slots,
+    `models.upsampler` x2, stage 2 (with `detailing`, the stage-1 canvas as the reference of the detailing IC-LoRA
+    that `before_stage_2` fuses and `after_stage_2` removes), `rounds` temporal x2 rounds with `temporal_upsampler`,
+    the decode. `request.sigmas` / `stage_2_sigmas` are the two stages' schedules; `request.images` condition every
+    pass (rounds: at 2**round times their frame). The result has (num_frames - 1) 2**rounds + 1 frames at
+    fps 2**rounds, and the stage-1 soundtrack cut to that duration."""
+    from ltx.ltx2 import dfr as dfr_passes
+
+    scale = models.vae.cfg.scale
+    check_size(request.height, request.width, request.num_frames, two_stage=True, scale=scale)
+    _refuse_guidance(request)
+    if request.soundtrack is not None or request.video is not None:
+        raise ValueError("the DFR pipeline generates both streams: give no soundtrack or video")
+    if models.upsampler is None or request.stage_2_sigmas is None:
+        raise ValueError("the DFR pipeline needs a spatial upsampler (models.upsampler) and request.stage_2_sigmas")
+    if rounds and temporal_upsampler is None:
+        raise ValueError(f"{rounds} temporal round(s) need the temporal x2 upsampler")
+    dtype, device, batch = request.dtype, positive.video.device, positive.video.shape[0]
+    stats = models.vae.per_channel_statistics
+    canvas = dfr_passes.resolve_canvas(request.num_frames, scale[0])
+
+    def conditions(height: int, width: int) -> list:
+        return [dfr_passes.FrameCondition(c.frame, c.latent, c.strength)
+                for c in _encode_images(models.vae, request.images, height, width, dtype, device)]
+
+    def upsampled(upsampler: torch.nn.Module) -> Callable[[Tensor], Tensor]:
+        return lambda x: upsample_latent(upsampler, x.to(dtype), stats.mean, stats.std).float()
+
+    def model(x, token_sigma, sigma, keyframes_mask, positions, audio, audio_sigma):
+        if request.on_step is not None:  # one call per step (unguided): the progress tick
+            request.on_step(0, 0, None, None)
+        b, t = audio.shape[:2]
+        v, a = models.transformer(
+            StreamInput(x=x.to(dtype), timesteps=token_sigma, sigma=sigma, positions=positions, context=positive.video,
+                        context_mask=positive.mask, keyframes_mask=keyframes_mask),
+            StreamInput(x=audio.to(dtype), timesteps=audio_sigma[:, None].expand(b, t), sigma=audio_sigma,
+                        positions=patchify.audio_positions(t, batch=b, device=device), context=positive.audio,
+                        context_mask=positive.mask))
+        return v.float(), a.float()
+
+    def refine(x, token_sigma, sigma, keyframes_mask, positions, audio):
+        return model(x, token_sigma, sigma, keyframes_mask, positions, audio, torch.zeros_like(sigma))[0]
+
+    _, h, w = patchify.video_latent_shape(request.num_frames, request.height, request.width, scale)
+    out = dfr_passes.render(
+        model, model, refine, num_frames=request.num_frames, latent_size=(h, w),
+        channels=models.vae.cfg.latent_channels,
+        audio_frames=patchify.audio_latent_frames_for_video(canvas.frames, request.fps),
+        audio_channels=models.transformer.cfg.audio_in_channels, fps=request.fps,
+        spatial_upsample=upsampled(models.upsampler),
+        temporal_upsample=None if temporal_upsampler is None else upsampled(temporal_upsampler), rounds=rounds,
+        seed=int(request.generator.initial_seed()) if request.generator is not None else 0,
+        generator=request.generator, batch=batch,
+        conditions_half=conditions(request.height // 2, request.width // 2),
+        conditions=conditions(request.height, request.width), detailing=detailing,
+        reference_downscale=reference_downscale, stage_1_sigmas=_positive(request.sigmas),
+        stage_2_sigmas=_positive(request.stage_2_sigmas), before_stage_2=before_stage_2, after_stage_2=after_stage_2,
+        on_pass=on_pass, temporal_ratio=scale[0])
+    video_latent = out.latent.to(dtype)
+    audio_latent = patchify.unpatchify_audio(out.audio.to(dtype))
+    video, audio = decode(models, video_latent, audio_latent, request.generator)
+    rate = int(models.vocoder.sample_rate)
+    audio = audio[..., :min(audio.shape[-1], round(out.num_frames / out.fps * rate))]  # the padded canvas' tail
+    return AVResult(video, audio, rate, video_latent, audio_latent, out.fps)
+
+
+def _positive(sigmas: Tensor) -> list[float]:
+    """A schedule without its terminal 0 (the DFR passes take the positive sigmas)."""
+    return [float(s) for s in sigmas if float(s) > 0]
 
 
 def _refuse_guidance(request: AVRequest) -> None:
