@@ -27,8 +27,8 @@ vocoder) go through ltx.ltx2.checkpoint: `--to` takes ltx2 or official (default:
 bitwise and the metadata verbatim. A folder (or the files) of LTX-2.5's split component files is read as one
 checkpoint: `--to official` joins them into one bundled file, `--components vae --to official` writes one
 component's file. `--to diffusers` writes an LTX-2 checkpoint as diffusers LTX2Pipeline component folders
-(transformer/, connectors/, vae/, audio_vae/, vocoder/; ltx.ltx2.diffusers_layout); such a folder given as the
-input converts back to the official bundled file (--to official).
+(transformer/, connectors/, vae/, audio_vae/, vocoder/, duration_head/; ltx.ltx2.diffusers_layout); such a folder
+given as the input converts back to the official bundled file (--to official).
 An LTX-2 latent upsampler file (flat metadata config with spatial_scale / rational_resampler, or rational resampler
 keys) has one layout: --dry-run checks it, `--to official` copies it (with --dtype). An
 x2 pixel-shuffle / temporal upsampler without those metadata keys is the 0.9.x layout exactly and converts as a
@@ -284,13 +284,10 @@ def convert_ltx2(args: argparse.Namespace, kind: str) -> int:
 
 def convert_ltx2_to_diffusers(args: argparse.Namespace, ckpt, names) -> int:
     """LTX-2 -> diffusers `LTX2Pipeline` component folders under dst (transformer/, connectors/, vae/, audio_vae/,
-    vocoder/; ltx.ltx2.diffusers_layout.write_diffusers): every component, or --components."""
+    vocoder/, duration_head/; ltx.ltx2.diffusers_layout.write_diffusers): every component, or --components."""
     from ltx.ltx2.diffusers_layout import write_diffusers
 
-    chosen = names or tuple(n for n in ckpt.components if n != "duration_head")
-    if "duration_head" in chosen:
-        raise CheckpointError("--to diffusers: the duration head has no diffusers component folder here (diffusers "
-                              "loads it with the pipeline's own code); leave it out of --components")
+    chosen = names or tuple(ckpt.components)
     print(ltx2_ckpt.summary(ckpt, list(chosen)))
     if args.dry_run:
         print("  checked: keys, shapes and dtypes fit the metadata config")

@@ -1,6 +1,7 @@
 """The diffusers 0.42.1 layout of the LTX-2 family's other components: the video VAE (`AutoencoderKLLTX2Video`),
-the audio VAE (`AutoencoderKLLTX2Audio`), the vocoder (`LTX2Vocoder` / `LTX2VocoderWithBWE`) and the text
-connectors (`LTX2TextConnectors`, 2.3 / 2.5 layout: per-modality feature projections). The transformer is
+the audio VAE (`AutoencoderKLLTX2Audio`), the vocoder (`LTX2Vocoder` / `LTX2VocoderWithBWE`), the text
+connectors (`LTX2TextConnectors`, 2.3 / 2.5 layout: per-modality feature projections) and LTX-2.5's duration head
+(`LTX2DurationHead`). The transformer is
 ltx/ltx2/diffusers_layout.py.
 
 Each `*_to_diffusers(cfg, state_dict)` takes our module's config and state dict (our keys are the official file's
@@ -31,7 +32,8 @@ from torch import Tensor
 # diffusers' LTX2Pipeline subfolder and class of each component (the vocoder's class comes with its config)
 DIFFUSERS_FOLDERS = {"transformer": ("transformer", "LTX2VideoTransformer3DModel"),
                      "text": ("connectors", "LTX2TextConnectors"), "vae": ("vae", "AutoencoderKLLTX2Video"),
-                     "audio_vae": ("audio_vae", "AutoencoderKLLTX2Audio"), "vocoder": ("vocoder", None)}
+                     "audio_vae": ("audio_vae", "AutoencoderKLLTX2Audio"), "vocoder": ("vocoder", None),
+                     "duration_head": ("duration_head", "LTX2DurationHead")}
 
 _ENCODER_TYPES = {"compress_space_res": "spatial", "compress_time_res": "temporal",
                   "compress_all_res": "spatiotemporal"}
@@ -251,6 +253,8 @@ _DIFFUSERS_DEFAULTS = {
         audio_connector_num_learnable_registers=128, audio_gated_attn=False, connector_rope_base_seq_len=4096,
         rope_theta=10000.0, rope_double_precision=True, causal_temporal_positioning=False, rope_type="interleaved",
         per_modality_projections=False, video_hidden_dim=4096, audio_hidden_dim=2048, proj_bias=False),
+    "LTX2DurationHead": dict(video_cross_attention_dim=4096, audio_cross_attention_dim=2048, pooler_hidden_dim=256,
+                             num_queries=1, num_pooler_heads=4, mlp_hidden_dim=256),
 }  # fmt: skip
 
 
@@ -491,11 +495,52 @@ def text_connectors_from_diffusers(config: dict, state_dict: dict[str, Tensor]):
     return cfg, out
 
 
+_POOLER = "attention_pooler."
+
+
+def duration_head_to_diffusers(cfg, state_dict: dict[str, Tensor]) -> tuple[dict, dict[str, Tensor]]:
+    """(LTX2DurationHead kwargs, state dict) of our `DurationHead` (ltx.ltx2.duration): the pooler's packed
+    (3D, D) q/k/v projection (torch MHA layout, as the official file) split into diffusers' to_q / to_k / to_v, its
+    out_proj renamed to_out; the rest keeps its names."""
+    config = dict(video_cross_attention_dim=cfg.video_dim, audio_cross_attention_dim=cfg.audio_dim,
+                  pooler_hidden_dim=cfg.hidden, num_queries=cfg.queries, num_pooler_heads=cfg.heads,
+                  mlp_hidden_dim=cfg.mlp_hidden)
+    out = {}
+    for key, t in state_dict.items():
+        if key.startswith(_POOLER + "cross_attn.in_proj_"):
+            kind = key.rsplit("_", 1)[1]  # weight | bias
+            for name, part in zip(("to_q", "to_k", "to_v"), t.chunk(3), strict=True):
+                out[f"{_POOLER}{name}.{kind}"] = part
+        else:
+            out[key.replace(_POOLER + "cross_attn.out_proj.", _POOLER + "to_out.")] = t
+    return config, out
+
+
+def duration_head_from_diffusers(config: dict, state_dict: dict[str, Tensor]):
+    """(DurationHeadConfig, our state dict) of a diffusers LTX2DurationHead: the inverse of
+    `duration_head_to_diffusers` (q, k, v concatenated back: a new tensor, bitwise)."""
+    import torch
+
+    from ltx.ltx2.duration import DurationHeadConfig
+
+    c = _full_config("LTX2DurationHead", config)
+    cfg = DurationHeadConfig(video_dim=c["video_cross_attention_dim"], audio_dim=c["audio_cross_attention_dim"],
+                             hidden=c["pooler_hidden_dim"], queries=c["num_queries"], heads=c["num_pooler_heads"],
+                             mlp_hidden=c["mlp_hidden_dim"])
+    sd = dict(state_dict)
+    for kind in ("weight", "bias"):
+        parts = [sd.pop(f"{_POOLER}{name}.{kind}", None) for name in ("to_q", "to_k", "to_v")]
+        if any(p is None for p in parts):
+            raise ValueError(f"the duration head's pooler has no to_q / to_k / to_v {kind}")
+        sd[f"{_POOLER}cross_attn.in_proj_{kind}"] = torch.cat(parts)
+    return cfg, {k.replace(_POOLER + "to_out.", _POOLER + "cross_attn.out_proj."): v for k, v in sd.items()}
+
+
 def read_diffusers_component(folder, name: str):
     """A diffusers `LTX2Pipeline` component folder (config.json + *.safetensors) -> our module, in eval mode:
-    `name` is text (connectors/), vae, audio_vae or vocoder. Built on `meta` from the inverse config and filled
-    strictly (every renamed key, shapes and dtypes checked before loading); the video VAE is built without the
-    two statistics diffusers does not keep (`extra_statistics=False`)."""
+    `name` is text (connectors/), vae, audio_vae, vocoder or duration_head. Built on `meta` from the inverse config
+    and filled strictly (every renamed key, shapes and dtypes checked before loading); the video VAE is built
+    without the two statistics diffusers does not keep (`extra_statistics=False`)."""
     import json
     from pathlib import Path
 
@@ -504,13 +549,14 @@ def read_diffusers_component(folder, name: str):
     from ltx.core.checkpoint import CheckpointError, SafetensorsReader, load_strict
     from ltx.ltx2.audio_vae import AudioVAE
     from ltx.ltx2.checkpoint import place_nonpersistent
+    from ltx.ltx2.duration import DurationHead
     from ltx.ltx2.text import EmbeddingsProcessor
     from ltx.ltx2.vae import VideoVAE
     from ltx.ltx2.vocoder import build_vocoder
 
     builders = {"text": (text_connectors_from_diffusers, EmbeddingsProcessor),
                 "vae": (video_vae_from_diffusers, VideoVAE), "audio_vae": (audio_vae_from_diffusers, AudioVAE),
-                "vocoder": (None, build_vocoder)}
+                "vocoder": (None, build_vocoder), "duration_head": (duration_head_from_diffusers, DurationHead)}
     if name not in builders:
         raise CheckpointError(f"diffusers component {name!r} is not read here (supported: {list(builders)})")
     src = Path(folder)

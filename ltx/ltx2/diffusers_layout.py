@@ -228,9 +228,9 @@ def read_diffusers_transformer(src: str | os.PathLike, *, device: str | torch.de
 def write_diffusers(ckpt, dst: str | os.PathLike, components: tuple[str, ...] | None = None, *,
                     dtype: torch.dtype | None = None, overwrite: bool = False) -> list[Path]:
     """An LTX-2 checkpoint's components as diffusers `LTX2Pipeline` component folders under `dst` (transformer/,
-    connectors/, vae/, audio_vae/, vocoder/: config.json + diffusion_pytorch_model.safetensors each; the tokenizer
-    and text encoder are the Gemma folder's own, the scheduler the caller's). The transformer is streamed
-    tensor by tensor; the others are loaded (small) and renamed by ltx.ltx2.diffusers_components."""
+    connectors/, vae/, audio_vae/, vocoder/, duration_head/: config.json + diffusion_pytorch_model.safetensors
+    each; the tokenizer and text encoder are the Gemma folder's own, the scheduler the caller's). The transformer
+    is streamed tensor by tensor; the others are loaded (small) and renamed by ltx.ltx2.diffusers_components."""
     from ltx.core.checkpoint import TensorEntry, write_safetensors
     from ltx.ltx2 import checkpoint as ltx2_checkpoint
 
@@ -276,6 +276,8 @@ def _diffusers_parts(name: str, module, sd: dict[str, Tensor], ckpt) -> tuple[st
             return (DIFFUSERS_FOLDERS[name][1], *dc.video_vae_to_diffusers(module.cfg, sd))
         if name == "audio_vae":
             return (DIFFUSERS_FOLDERS[name][1], *dc.audio_vae_to_diffusers(module.cfg, sd))
+        if name == "duration_head":
+            return (DIFFUSERS_FOLDERS[name][1], *dc.duration_head_to_diffusers(module.cfg, sd))
         mel_bins = ltx2_checkpoint.build(ckpt, "audio_vae").cfg.mel_bins if "audio_vae" in ckpt.keys else 64
         return dc.vocoder_to_diffusers(module.cfg, sd, mel_bins=mel_bins)
     except ValueError as e:
@@ -293,8 +295,8 @@ def is_diffusers_ltx2(root: str | os.PathLike) -> bool:
 
 def read_diffusers(root: str | os.PathLike, *, device: str | torch.device = "cpu") -> dict[str, torch.nn.Module]:
     """The LTX2Pipeline component folders under `root` that exist (transformer/, connectors/, vae/, audio_vae/,
-    vocoder/) -> our modules, each filled strictly; `ltx.ltx2.checkpoint.write_modules` writes them as the official
-    bundled file."""
+    vocoder/, duration_head/) -> our modules, each filled strictly; `ltx.ltx2.checkpoint.write_modules` writes
+    them as the official bundled file."""
     from ltx.ltx2.diffusers_components import read_diffusers_component
 
     root, out = Path(root), {}

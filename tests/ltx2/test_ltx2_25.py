@@ -406,7 +406,9 @@ def test_converter_writes_the_transformer_in_the_diffusers_layout(files, tmp_pat
     expected = {"connectors": dc.text_connectors_to_diffusers(mods["text"].config, mods["text"].state_dict())[1],
                 "vae": dc.video_vae_to_diffusers(mods["vae"].cfg, mods["vae"].state_dict())[1],
                 "audio_vae": dc.audio_vae_to_diffusers(mods["audio_vae"].cfg, mods["audio_vae"].state_dict())[1],
-                "vocoder": dc.vocoder_to_diffusers(mods["vocoder"].cfg, mods["vocoder"].state_dict())[2]}
+                "vocoder": dc.vocoder_to_diffusers(mods["vocoder"].cfg, mods["vocoder"].state_dict())[2],
+                "duration_head": dc.duration_head_to_diffusers(mods["duration_head"].cfg,
+                                                               mods["duration_head"].state_dict())[1]}
     for folder, want in expected.items():
         config = json.loads((tmp_path / "d" / folder / "config.json").read_text())
         cls = getattr(diffusers, config["_class_name"], None) or getattr(ltx2_pipes, config["_class_name"])
@@ -417,14 +419,11 @@ def test_converter_writes_the_transformer_in_the_diffusers_layout(files, tmp_pat
     back_file = tmp_path / "back.safetensors"
     assert main([str(tmp_path / "d"), str(back_file), "--to", "official"]) == 0
     again, source = ckpt_io.load(back_file), ckpt_io.load(files["folder"])
-    assert ckpt_io.read(back_file).model_version == "2.5.0" and set(again) == set(source) - {"duration_head"}
+    assert ckpt_io.read(back_file).model_version == "2.5.0" and set(again) == set(source)
     for name, module in again.items():
         a, b = module.state_dict(), source[name].state_dict()
         dropped = {k for k in b if k.startswith("per_channel_statistics.") and k not in a}  # diffusers keeps 2 of 4
         assert set(a) == set(b) - dropped and all(torch.equal(a[k], b[k]) for k in a), name
-    capsys.readouterr()
-    assert main([str(files["folder"]), str(tmp_path / "e"), "--to", "diffusers", "--components", "duration_head"]) == 1
-    assert "the duration head has no diffusers component folder here" in capsys.readouterr().err
 
 
 def test_generate_writes_hdr_outputs(files, tmp_path):

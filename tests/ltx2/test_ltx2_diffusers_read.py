@@ -7,6 +7,7 @@
    written with `save_pretrained`, read back with `read_diffusers_component`; our read-back modules against
    diffusers' on one small input, fp32, max abs difference <= 1e-5: the video decode and encode, audio-VAE
    decode + vocoder (as diffusers' pipeline ends, test_ltx2_25_e2e's helpers), the vocoder alone, the connectors.
+   LTX-2.5's duration head the same way (its own test below).
 3. The table of diffusers' __init__ defaults (used for keys a config.json leaves out) equals diffusers'
    signatures; unrepresentable configs are refused with one line.
 """
@@ -145,10 +146,11 @@ def test_save_pretrained_folders_read_back_match_diffusers(layout, tmp_path):
 
 def test_defaults_table_is_diffusers_signatures():
     import diffusers
-    from diffusers.pipelines.ltx2 import connectors, vocoder
+    from diffusers.pipelines.ltx2 import connectors, duration_head, vocoder
 
     for cls, table in dc._DIFFUSERS_DEFAULTS.items():
-        where = connectors if cls == "LTX2TextConnectors" else vocoder if "Vocoder" in cls else diffusers
+        where = connectors if cls == "LTX2TextConnectors" else vocoder if "Vocoder" in cls else \
+            duration_head if cls == "LTX2DurationHead" else diffusers
         params = inspect.signature(getattr(where, cls).__init__).parameters
         theirs = {k: dc._plain(p.default) for k, p in params.items() if k != "self"}
         assert {k: dc._plain(v) for k, v in table.items()} == theirs, cls
@@ -185,3 +187,30 @@ def test_unrepresentable_configs_are_refused_in_one_line(tmp_path):
         dc.read_diffusers_component(tmp_path / "vae", "vae")
     assert str(err.value).endswith("decoder_causal=True has no counterpart here (supported: False)")
     assert "\n" not in str(err.value)
+
+
+def test_duration_head_both_ways(tmp_path):
+    """LTX-2.5's duration head: ours -> diffusers (the packed q/k/v split) loads strictly into diffusers'
+    `LTX2DurationHead`, `save_pretrained` folder -> `read_diffusers_component` gives back our tensors bitwise, and
+    both predict the same seconds (fp32, <= 1e-5)."""
+    from diffusers.pipelines.ltx2.duration_head import LTX2DurationHead
+
+    from ltx.ltx2.duration import DurationHead, DurationHeadConfig
+
+    m = ltx2_tiny.randomize(DurationHead(DurationHeadConfig(video_dim=16, audio_dim=8, hidden=16, queries=2, heads=2,
+                                                            mlp_hidden=8)), seed=7).eval()
+    config, sd = dc.duration_head_to_diffusers(m.cfg, m.state_dict())
+    config = json.loads(json.dumps(config))
+    cfg, back = dc.duration_head_from_diffusers(config, sd)
+    assert cfg == m.cfg and back.keys() == m.state_dict().keys()
+    assert all(torch.equal(back[k], v) for k, v in m.state_dict().items())
+    theirs = LTX2DurationHead(**config)
+    theirs.load_state_dict(sd, strict=True)
+    theirs.save_pretrained(tmp_path / "duration_head")
+    read = dc.read_diffusers_component(tmp_path / "duration_head", "duration_head")
+    assert all(torch.equal(read.state_dict()[k], v) for k, v in m.state_dict().items())
+    gen = torch.Generator().manual_seed(2)
+    video, audio = torch.randn(2, 7, 16, generator=gen), torch.randn(2, 7, 8, generator=gen)
+    with torch.no_grad():
+        ours_s, theirs_s = read(video, audio), theirs.eval()(video, audio)
+    assert maxdiff(ours_s.reshape(-1), theirs_s.reshape(-1)) <= TOL and ours_s.abs().max() > 0
