@@ -241,6 +241,10 @@ class GenerateConfig:
               "give a finite scale >= 1 (1 = off)")
         check("audio_start", self.audio_start, fin(self.audio_start) and self.audio_start >= 0,
               "give a start time >= 0 seconds")
+        check("temporal_rounds", self.temporal_rounds, 0 <= self.temporal_rounds <= 2,
+              "give 0, 1 or 2 (LTX-2.5 DFR: each round doubles the frame rate)")
+        check("detailing_lora_strength", self.detailing_lora_strength, fin(self.detailing_lora_strength),
+              "give a finite LoRA strength (1.0 = as trained)")
         if self.audio is None and self.audio_start:
             raise ValueError(f"audio_start={self.audio_start} is for audio-to-video: give audio=FILE too (the "
                              "soundtrack it starts in)")

@@ -66,8 +66,11 @@ def open_pipeline(checkpoint: str | os.PathLike | Sequence | None = None, *,
     check_arguments(checkpoint=checkpoint, vae=vae, upsampler=upsampler, text_encoder=text_encoder,
                     distilled_lora=distilled_lora, loras=loras, transformer=transformer,
                     temporal_upsampler=temporal_upsampler)
-    if detailing_lora is not None:
-        lora_specs([detailing_lora])  # a path or (path, strength)
+    if detailing_lora is not None:  # a path or (path, strength)
+        try:
+            lora_specs([detailing_lora])
+        except ValueError as e:  # its message names loras[0]
+            raise ValueError(f"detailing_lora: {str(e).split(': ', 1)[-1]} (give a path or (path, strength))") from None
     preset = preset_of(model)
     _refuse_other_family(preset, vae=vae, distilled_lora=distilled_lora, pipeline=pipeline, transformer=transformer,
                          temporal_upsampler=temporal_upsampler, detailing_lora=detailing_lora)

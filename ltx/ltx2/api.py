@@ -246,7 +246,8 @@ class Pipeline:
                              f"{self.pipeline.value}")
         if temporal_rounds and self.temporal_upsampler_file is None:
             raise ValueError(f"temporal_rounds={temporal_rounds} needs the temporal x2 upsampler: pass "
-                             f"temporal_upsampler=/path/to/{av.temporal_upscaler or 'its file'}")
+                             f"temporal_upsampler=/path/to/{av.temporal_upscaler or 'its file'} (generate: "
+                             "temporal_upsampler_checkpoint=)")
         if self.pipeline is AVPipeline.dfr and (audio_path is not None or video_path is not None
                                                 or video_conditioning):
             raise ValueError("the dfr pipeline generates video and sound from the prompt and images: give no "
@@ -845,7 +846,10 @@ def open_pipeline(checkpoint: str | os.PathLike | None = None, *,
         raise ValueError(f"temporal_upsampler / detailing_lora are for the dfr pipeline (model=ltx-2.5-22b-dfr), "
                          f"not {av.pipeline.value}")
     if temporal_upsampler is not None:
-        temporal_file = ltx2_checkpoint.read_upsampler(_file(temporal_upsampler, "temporal_upsampler"))
+        try:
+            temporal_file = ltx2_checkpoint.read_upsampler(_file(temporal_upsampler, "temporal_upsampler"))
+        except CheckpointError as e:
+            raise CheckpointError(f"temporal_upsampler: {e}") from None
         if temporal_file.config.kind != "temporal":
             raise ValueError(f"temporal_upsampler {temporal_file.path.name}: a {temporal_file.config.kind} "
                              "(spatial) upsampler; give the temporal x2 one "
@@ -854,7 +858,10 @@ def open_pipeline(checkpoint: str | os.PathLike | None = None, *,
         raise ValueError(f"upsampler {upsampler_file.path.name}: a temporal upsampler; the stages need the spatial "
                          f"x2 one ({av.spatial_upscaler})")
     if detailing_lora is not None:
-        ((path, strength),) = lora_specs([detailing_lora])
+        try:
+            ((path, strength),) = lora_specs([detailing_lora])
+        except ValueError as e:  # its message names loras[0]
+            raise ValueError(f"detailing_lora: {str(e).split(': ', 1)[-1]} (give a path or (path, strength))") from None
         try:
             weights = read_lora(_file(path, "detailing_lora"))
             check_lora(metas["transformer"], weights)

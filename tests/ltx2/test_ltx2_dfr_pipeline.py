@@ -137,3 +137,38 @@ def test_dfr_files_refused_in_one_line(files, temporal):  # noqa: F811
         ltx.open_pipeline(files["folder"], model=load_preset("ltx-2.5-22b-distilled"), text_encoder=files["gemma4"],
                           upsampler=files["up"], device="cpu", dtype="float32").check(temporal_rounds=1, **REQUEST)
     assert pipelines.AVPipeline.dfr.uses_distilled_lora
+
+
+def test_generate_options_refused_in_one_line(files, temporal, tmp_path):  # noqa: F811
+    """The app's DFR options: out of range, non-finite, a missing, an empty or a wrong file, rounds without the
+    upscaler: one line naming the option, before anything is loaded, and no output folder left behind."""
+    import infer.generate as app
+    from infer.output import InputError
+
+    base = dict(model=load_preset("ltx-2.5-22b-dfr"), checkpoint=str(files["folder"]),
+                text_encoder=str(files["gemma4"]), upsampler_checkpoint=str(files["up"]),
+                distilled_lora=str(files["lora"]), prompts=["red ball"], height=128, width=128, num_frames=17,
+                fps=24.0, device="cpu", output_dir=str(tmp_path / "out"))
+    with pytest.raises(ValueError, match="temporal_rounds=3 is invalid: give 0, 1 or 2"):
+        app.GenerateConfig(**base, temporal_rounds=3)
+    with pytest.raises(ValueError, match="temporal_rounds=-1 is invalid"):
+        app.GenerateConfig(**base, temporal_rounds=-1)
+    with pytest.raises(ValueError, match="detailing_lora_strength=nan is invalid: give a finite LoRA strength"):
+        app.GenerateConfig(**base, detailing_lora_strength=float("nan"))
+    empty = tmp_path / "empty.safetensors"
+    empty.write_bytes(b"")
+    for change, match in [
+        (dict(temporal_rounds=1), "needs the temporal x2 upsampler: .*temporal_upsampler_checkpoint="),
+        (dict(temporal_upsampler_checkpoint=str(tmp_path / "nope.safetensors"), temporal_rounds=1),
+         "temporal_upsampler_checkpoint"),
+        (dict(temporal_upsampler_checkpoint=str(empty), temporal_rounds=1),
+         "temporal_upsampler: .*empty.safetensors: not a safetensors file"),
+        (dict(temporal_upsampler_checkpoint=str(files["up"]), temporal_rounds=1), "a pixel_shuffle \\(spatial\\)"),
+        (dict(detailing_lora=str(temporal)), "detailing_lora: "),
+    ]:
+        with pytest.raises(InputError, match=match) as e:
+            app.run(app.GenerateConfig(**base, **change))
+        assert "\n" not in str(e.value)
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ValueError, match="detailing_lora: strength must be a finite number, got nan"):
+        ltx.open_pipeline(files["folder"], model="ltx-2.5-22b-dfr", detailing_lora=(files["ic_lora"], float("nan")))
