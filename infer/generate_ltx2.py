@@ -117,7 +117,8 @@ def open_request(cfg) -> tuple[api.Pipeline, api.Request, dict]:
     if cfg.video is not None:
         existing_file(cfg.video, "video", "give a video file (mp4, webm, ...) whose soundtrack to generate")
     text_encoder = existing(cfg.text_encoder, "text_encoder", "pass text_encoder=/path/to/gemma-3-12b-it-qat-q4_0-"
-                            "unquantized (a local folder with the model and its tokenizer)")
+                            "unquantized (a local folder with the model and its tokenizer; LTX-2.5: the packed "
+                            "gemma4-12b-with-proj-ltx-2.5-bf16.safetensors)")
     video_guidance, audio_guidance = guider_overrides(cfg)
     try:
         pipe = api.open_pipeline(checkpoint, model=cfg.model, text_encoder=text_encoder, upsampler=upsampler,

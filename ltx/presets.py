@@ -269,7 +269,7 @@ class ModelPreset:
 
     def local_weights(self, checkpoint: str | os.PathLike | None, text_encoder: str | os.PathLike | None
                       ) -> tuple[Path | str | os.PathLike, Path | str | os.PathLike | None]:
-        """(checkpoint, text encoder folder): the given ones, else the preset's bundled files (the demos,
+        """(checkpoint, text encoder folder or packed file): the given ones, else the preset's bundled files (the demos,
         `generation.checkpoint_path` / `text_encoder_path`, relative to `config_root()`); missing bundled weights
         are refused with the preset's `weights_hint` (how to make them)."""
         g = self.generation
@@ -285,8 +285,10 @@ class ModelPreset:
                 raise FileNotFoundError(f"the bundled weights {checkpoint} are missing; {g.weights_hint}")
         if text_encoder is None:
             text_encoder = local(g.text_encoder_path)
-        if text_encoder is not None and not Path(text_encoder).expanduser().is_dir():
-            raise FileNotFoundError(f"text encoder folder {text_encoder} does not exist")
+        te = None if text_encoder is None else Path(text_encoder).expanduser()
+        if te is not None and not te.is_dir() and not (te.is_file() and te.suffix == ".safetensors"):
+            raise FileNotFoundError(f"text encoder {text_encoder} does not exist (give a Gemma folder, or LTX-2.5's "
+                                    "packed text-encoder .safetensors file)")
         return checkpoint, text_encoder
 
     def require_ltx_video(self, what: str) -> None:

@@ -56,7 +56,7 @@ from ltx.core.quant import load_quantized, prepare_for_file, read_gguf
 from ltx.core.quant.gguf_io import is_gguf
 from ltx.core.requests import check_prompts, check_seed, lora_specs
 from ltx.core.step_cache import CachePolicy, cached
-from ltx.ltx2 import dfr, pipelines
+from ltx.ltx2 import dfr, gemma_pack, pipelines
 from ltx.ltx2.audio import waveform_to_mel
 from ltx.ltx2.conditioning import fit_image
 from ltx.ltx2.diffusion_decoder import load_decoder, read_decoder_file
@@ -760,7 +760,9 @@ def open_pipeline(checkpoint: str | os.PathLike | None = None, *,
     checkpoint: the official bundled file (or its ltx2 conversion). model: an LTX-2 preset name, path or
     ModelPreset. upsampler: the x2 spatial upscaler (two-stage pipelines); distilled_lora: the -dev checkpoints'
     stage-2 LoRA (two_stage, hq, keyframes); loras: paths, (path, strength) pairs or {path, strength} dicts, fused
-    into the transformer; text_encoder: the local Gemma 3 folder; pipeline: another official pipeline than the
+    into the transformer; text_encoder: the local Gemma folder, or LTX-2.5's packed text-encoder file
+    (`gemma4-12b-with-proj-ltx-2.5-bf16.safetensors`: Gemma 4, its tokenizer and the text projection the split
+    transformer file lacks); pipeline: another official pipeline than the
     preset's. device / dtype: where Gemma and the weights go (auto: cuda + bfloat16, else cpu + float32).
     transformer: the transformer's weights from their own file, e.g. a community GGUF (ComfyUI-GGUF names) or a
     quantized single file; the bundle gives its config and the other components. vae_decoder: LTX-2.5's
@@ -781,7 +783,17 @@ def open_pipeline(checkpoint: str | os.PathLike | None = None, *,
     av = preset.av
     device, dtype = resolve_device(device, dtype)
     checkpoint, text_encoder = preset.local_weights(checkpoint, text_encoder)  # the demo's bundled files
-    bundle = ltx2_checkpoint.read(_checkpoint_files(checkpoint))
+    files = _checkpoint_files(checkpoint)
+    bundle = ltx2_checkpoint.read(files)
+    packed = text_encoder is not None and gemma_pack.is_packed(Path(text_encoder).expanduser())
+    no_projection = "text" in bundle.keys and not any(o.startswith("feature_extractor.") for o in bundle.keys["text"])
+    if packed and no_projection:
+        # LTX-2.5's split transformer file has the connectors; the packed text encoder holds the projection
+        bundle = ltx2_checkpoint.read([*ltx2_checkpoint.component_files(files), Path(text_encoder).expanduser()])
+    elif no_projection:
+        raise CheckpointError(f"checkpoint {bundle.path}: no text projection (text_embedding_projection.*): LTX-2.5's "
+                              "split files keep it in the packed text encoder; pass text_encoder=/path/to/"
+                              "gemma4-12b-with-proj-ltx-2.5-bf16.safetensors")
     missing = [n for n in COMPONENTS if n not in bundle.keys]
     if missing:
         raise CheckpointError(f"checkpoint {bundle.path}: holds no {', '.join(missing)} (it holds: "
@@ -826,7 +838,7 @@ def open_pipeline(checkpoint: str | os.PathLike | None = None, *,
         except ValueError as e:
             raise CheckpointError(f"loras[{i}]: {e}") from None
         opened.append((user_lora, strength))
-    if text_encoder is not None and not Path(text_encoder).expanduser().is_dir():
+    if text_encoder is not None and not (packed or Path(text_encoder).expanduser().is_dir()):
         raise FileNotFoundError(f"text_encoder folder {text_encoder} does not exist")
     transformer_file = None
     if transformer is not None:

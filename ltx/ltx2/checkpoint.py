@@ -161,8 +161,9 @@ class SplitReader:
     component sub-dict (a key given twice must have one value), one `model_version`; other entries the first
     file's. `infos` offsets count through the files in order, so sorting by them keeps each file's data order."""
 
-    def __init__(self, paths: Sequence[str | os.PathLike]):
-        self.readers = [SafetensorsReader(p) for p in paths]
+    def __init__(self, paths: Sequence[str | os.PathLike | Any]):
+        # a path, or a reader already made (ltx.ltx2.gemma_pack.ProjectionReader: a packed text encoder's projection)
+        self.readers = [p if hasattr(p, "infos") else SafetensorsReader(p) for p in paths]
         self.paths = [r.path for r in self.readers]
         self.path = self.paths[0]
         self.infos: dict[str, TensorInfo] = {}
@@ -226,10 +227,12 @@ def component_files(source: str | os.PathLike | Sequence[str | os.PathLike]) -> 
         files = []
         for f in sorted(path.glob("*.safetensors")):
             try:
-                keys = SafetensorsReader(f).keys()
+                reader = SafetensorsReader(f)
             except CheckpointError:
                 continue
-            if keys and not _is_upsampler_keys(keys) and any(
+            keys = reader.keys()
+            packed_text_encoder = "gemma_config" in reader.metadata  # its text projection (ltx.ltx2.gemma_pack)
+            if packed_text_encoder or keys and not _is_upsampler_keys(keys) and any(
                     c.ours(k) is not None for c in COMPONENTS.values() for k in keys[:64]):
                 files.append(f)
         if not files:
@@ -377,9 +380,13 @@ def read(path: str | os.PathLike | Sequence[str | os.PathLike],
     Errors name the file and what is wrong: not an LTX-2 file (an LTX-Video 0.9.x file, an upsampler file),
     metadata without a config, a requested component the file does not hold, keys that belong to no
     component."""
+    from ltx.ltx2.gemma_pack import ProjectionReader, is_packed
+
     files = component_files(path)
     wanted = parse_components(components)
-    reader = SafetensorsReader(files[0]) if len(files) == 1 else SplitReader(files)
+    # LTX-2.5's packed text encoder among the files gives its text projection, nothing else
+    reader = SafetensorsReader(files[0]) if len(files) == 1 else SplitReader(
+        [ProjectionReader(f) if is_packed(f) else f for f in files])
     path = files[0] if len(files) == 1 else Path(path) if isinstance(path, (str, os.PathLike)) else files[0].parent
     explicit = components is not None and components != "all"
     fmt = "ltx2" if reader.metadata.get("format") == LTX2_FORMAT else "official"

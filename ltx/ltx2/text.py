@@ -525,11 +525,25 @@ class GemmaInfo:
 
 
 def read_gemma_info(path: str | os.PathLike) -> GemmaInfo:
-    """config.json of a local Gemma folder -> GemmaInfo; GemmaFolderMissing (one line) without one."""
+    """config.json of a local Gemma folder (or the `gemma_config` of LTX-2.5's packed text-encoder file,
+    ltx.ltx2.gemma_pack) -> GemmaInfo; GemmaFolderMissing (one line) without one."""
+    from ltx.ltx2 import gemma_pack
+
     root = Path(path)
+    if gemma_pack.is_packed(root):
+        config = gemma_pack.read_packed(root).hf_config()
+        text = config.get_text_config()
+        return GemmaInfo(path=root, model_type=str(config.model_type),
+                         gemma_version=getattr(config, "gemma_version", None),
+                         hidden_size=int(text.hidden_size), num_hidden_states=int(text.num_hidden_layers) + 1)
     if not root.is_dir():
+        if root.is_file():
+            raise GemmaFolderMissing(f"{root} is a file but not a packed text encoder (no 'gemma_config' in its "
+                                     "metadata); pass a Hugging Face Gemma folder or the packed "
+                                     "gemma4-12b-with-proj-ltx-2.5-bf16.safetensors")
         raise GemmaFolderMissing(f"Gemma folder {root} does not exist; pass a local Hugging Face Gemma folder "
-                                 "(config.json, model*.safetensors, tokenizer)")
+                                 "(config.json, model*.safetensors, tokenizer) or LTX-2.5's packed text-encoder "
+                                 "file")
     if not (root / "config.json").is_file():
         raise GemmaFolderMissing(f"{root} has no config.json; it is not a Hugging Face Gemma folder")
     from transformers import AutoConfig
@@ -682,8 +696,9 @@ class GemmaTextEncoder(nn.Module):
     then the base model (no lm_head) with the attention mask and default positions; returns all hidden states
     and the mask.
 
-    `from_folder(path)` loads a local Hugging Face folder only (google/gemma-3-12b-it or gemma4-12b-ltx-v1 layout:
-    config.json, the weights and the tokenizer, the tokenizer possibly in `tokenizer/`); nothing is downloaded.
+    `from_folder(path)` loads a local Hugging Face folder (google/gemma-3-12b-it or gemma4-12b-ltx-v1 layout:
+    config.json, the weights and the tokenizer, the tokenizer possibly in `tokenizer/`) or LTX-2.5's packed
+    text-encoder file (ltx.ltx2.gemma_pack); nothing is downloaded.
     A "gemma3" folder loads Gemma3ForConditionalGeneration, "gemma3_text" Gemma3ForCausalLM, "gemma4_unified"
     Gemma4UnifiedForConditionalGeneration. Pair it with a checkpoint through `check_gemma_version` /
     `text_config_for` (`from_folder(..., checkpoint_metadata=)` runs the check before loading any weight).
@@ -719,6 +734,12 @@ class GemmaTextEncoder(nn.Module):
                              f"(supported: {sorted(classes)})")
         if checkpoint_metadata is not None:
             check_gemma_version(checkpoint_metadata, info)
+        from ltx.ltx2 import gemma_pack
+
+        if gemma_pack.is_packed(info.path):  # LTX-2.5's one-file text encoder
+            packed = gemma_pack.read_packed(info.path)
+            model = packed.load_model(classes[info.model_type], dtype=dtype, device=device)
+            return cls(model, packed.tokenizer(max_length), max_length)
         from transformers import AutoTokenizer
 
         model = classes[info.model_type].from_pretrained(info.path, local_files_only=True, dtype=dtype)
