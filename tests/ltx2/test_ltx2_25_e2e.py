@@ -245,12 +245,12 @@ def _our_run(ours, request: pipelines.AVRequest, positive, negative, audio_start
     return start["video"], steps, result
 
 
-def _start(ours, ref, seed: int):
+def _start(ours, ref, seed: int, height: int = H, width: int = W):
     """Our noise draw (video then audio tokens) and diffusers' `audio_latents=` input whose normalization is the
     audio state both runs start from."""
     from ltx.ltx2.conditioning import conditioned_states
 
-    video, audio = conditioned_states(NF, H, W, FPS, [], batch=1, dtype=torch.float32, device="cpu",
+    video, audio = conditioned_states(NF, height, width, FPS, [], batch=1, dtype=torch.float32, device="cpu",
                                       generator=torch.Generator().manual_seed(seed))
     stats = ref.audio_vae
     given = ref._unpack_audio_latents(ref._denormalize_audio_latents(audio.x, stats.latents_mean, stats.latents_std),
@@ -260,7 +260,9 @@ def _start(ours, ref, seed: int):
     return video.x, given, start
 
 
-def _diffusers_run(ref, video_start, audio_given, seed: int | None = None, output_type: str = "pt", **kwargs):
+def _diffusers_run(ref, video_start, audio_given, seed: int | None = None, output_type: str = "pt",
+                   height: int = H, width: int = W, generator: torch.Generator | None = None, noise_scale: float = 0.0,
+                   **kwargs):
     steps, contexts = [], []
     hook = ref.connectors.register_forward_hook(lambda mod, args, out: contexts.append(out))
     try:
@@ -268,8 +270,9 @@ def _diffusers_run(ref, video_start, audio_given, seed: int | None = None, outpu
             if seed is not None:
                 torch.manual_seed(seed)  # the ancestral scheduler's randn (LTX2Pipeline passes it no generator)
             frames, wave = ref(
-                prompt=PROMPT, height=H, width=W, num_frames=NF, frame_rate=FPS, noise_scale=0.0,
-                latents=video_start, audio_latents=audio_given, generator=torch.Generator().manual_seed(0),
+                prompt=PROMPT, height=height, width=width, num_frames=NF, frame_rate=FPS, noise_scale=noise_scale,
+                latents=video_start, audio_latents=audio_given,
+                generator=torch.Generator().manual_seed(0) if generator is None else generator,
                 output_type=output_type, return_dict=False, max_sequence_length=1024,
                 callback_on_step_end=lambda pipe, i, t, kw: steps.append(
                     (kw["latents"].clone(), kw["audio_latents"].clone())) or {},
@@ -378,3 +381,86 @@ def test_layouts_without_a_diffusers_counterpart_are_refused():
     with pytest.raises(ValueError, match=r"needs the decoder blocks as res_x, compress, res_x, \.\.\., res_x; "
                                          r"got \['res_x', 'res_x'\]"):
         dc.video_vae_to_diffusers(cfg, {})
+
+
+UNGUIDED = dict(guidance_scale=1.0, stg_scale=0.0, modality_scale=1.0, guidance_rescale=0.0, audio_guidance_scale=1.0,
+                audio_stg_scale=0.0, audio_modality_scale=1.0, audio_guidance_rescale=0.0)
+
+
+def test_distilled_two_stages_match_diffusers_chain(both, monkeypatch):
+    """The 2.5 DistilledPipeline, both stages (`pipelines.distilled`: stage 1 at half size with Euler ancestral over
+    the 8 distilled sigmas, the x2 latent upsampler, stage 2 at full size from the upsampled latents and the stage-1
+    audio renoised to 0.909375 by the run's generator, 3 Euler steps) against diffusers' chain of the same steps:
+    `LTX2Pipeline` (stage 1, `LTXEulerAncestralRFScheduler`, output_type latent) -> `LTX2LatentUpsamplePipeline`
+    (diffusers' `LTX2LatentUpsamplerModel` loaded strictly with the same upsampler weights) -> `LTX2Pipeline`
+    (stage 2: `latents=` / `audio_latents=` the upsampled video and stage-1 audio, `noise_scale=` the first stage-2
+    sigma, its generator in the state ours has after stage 1, so both renoise with the same draw). Every stage-2
+    step's latents and the decoded frames, <= 1e-5. diffusers' public latents are de-normalized between the
+    pipelines (the upsampler works on raw latents on both sides)."""
+    from diffusers import LTXEulerAncestralRFScheduler
+    from diffusers.pipelines.ltx2.latent_upsampler import LTX2LatentUpsamplerModel
+    from diffusers.pipelines.ltx2.pipeline_ltx2_latent_upsample import LTX2LatentUpsamplePipeline
+
+    from ltx.ltx2.sched import STAGE2_DISTILLED_SIGMAS
+    from ltx.ltx2.upsampler import LatentUpsampler2, LatentUpsamplerConfig
+
+    ours, ref = both
+    up = ltx2_tiny.randomize(LatentUpsampler2(LatentUpsamplerConfig(mid_channels=32, num_blocks_per_stage=1)),
+                             seed=13).eval()
+    ref_up = _strict(LTX2LatentUpsamplerModel(in_channels=128, mid_channels=32, num_blocks_per_stage=1,
+                                              use_rational_resampler=False), up.state_dict())
+    upsample = LTX2LatentUpsamplePipeline(vae=ref.vae, latent_upsampler=ref_up)
+    upsample.set_progress_bar_config(disable=True)
+    text = ours.encode_prompts(PROMPT)
+    with torch.no_grad():
+        positive = pipelines.Prompt(*ours.modules["text"](*text.positive)[:2])
+    video_start, audio_given, audio_start = _start(ours, ref, seed=17, height=H // 2, width=W // 2)
+
+    calls, steps = [], []
+    conditioned_states = pipelines.conditioned_states
+
+    def states(*args, **kwargs):
+        calls.append(kwargs["generator"].get_state())  # the generator as each stage starts drawing
+        video, audio = conditioned_states(*args, **kwargs)
+        return (video, dataclasses.replace(audio, x=audio_start)) if len(calls) == 1 else (video, audio)
+
+    monkeypatch.setattr(pipelines, "conditioned_states", states)
+    request = pipelines.AVRequest(height=H, width=W, num_frames=NF, fps=FPS, sigmas=torch.tensor(DISTILLED_SIGMAS),
+                                  stage_2_sigmas=torch.tensor(STAGE2_DISTILLED_SIGMAS),
+                                  generator=torch.Generator().manual_seed(17),
+                                  ancestral_generator=torch.Generator().manual_seed(5),
+                                  on_step=lambda stage, i, v, a: steps.append((stage, v.x.clone(), a.x.clone())))
+    m = ours.modules
+    with torch.no_grad():
+        result = pipelines.distilled(pipelines.AVModels(m["transformer"], m["vae"], m["audio_vae"], m["vocoder"], up),
+                                     positive, request)
+    monkeypatch.undo()
+    assert len(calls) == 2
+
+    euler = ref.scheduler
+    ref.scheduler = LTXEulerAncestralRFScheduler()
+    try:
+        one, _, video_1, audio_1 = _diffusers_run(ref, video_start, audio_given, seed=5, height=H // 2, width=W // 2,
+                                                  sigmas=list(DISTILLED_SIGMAS), output_type="latent", **UNGUIDED)
+    finally:
+        ref.scheduler = euler
+    with torch.no_grad():
+        upsampled = upsample(latents=video_1, latents_normalized=False, height=H // 2, width=W // 2,
+                             num_frames=NF, output_type="latent", return_dict=False)[0]
+    after_stage_1 = torch.Generator()
+    after_stage_1.set_state(calls[1])
+    two, _, frames, _ = _diffusers_run(ref, upsampled, audio_1, generator=after_stage_1,
+                                       noise_scale=STAGE2_DISTILLED_SIGMAS[0],
+                                       sigmas=list(STAGE2_DISTILLED_SIGMAS[:-1]), **UNGUIDED)
+
+    ours_1 = [(v, a) for stage, v, a in steps if stage == 1]
+    ours_2 = [(v, a) for stage, v, a in steps if stage == 2]
+    assert len(ours_1) == len(DISTILLED_SIGMAS) - 1 and len(ours_2) == len(two) == len(STAGE2_DISTILLED_SIGMAS) - 1
+    diffs = {"stage 1 end": max(maxdiff(ours_1[-1][0], one[-1][0]), maxdiff(ours_1[-1][1], one[-1][1]))}
+    for i, ((ov, oa), (rv, ra)) in enumerate(zip(ours_2, two, strict=True)):
+        diffs[f"stage 2 step {i}"] = max(maxdiff(ov, rv), maxdiff(oa, ra))
+    diffs["frames"] = maxdiff((result.video.clamp(-1, 1) + 1) / 2, frames)
+    print("distilled two stages vs diffusers:", {k: f"{v:.2e}" for k, v in diffs.items()},
+          f"frames std {frames.std():.3f}")
+    assert all(v <= TOL for v in diffs.values()), diffs
+    assert maxdiff(ours_2[-1][0], ours_2[0][0]) > 1e-3 and frames.std() > 0.01  # stage 2 moves the latents
