@@ -192,7 +192,7 @@ class SplitReader:
             raw = r.metadata.get("config")
             if raw is None:
                 continue
-            for sub, values in _config_object(r.path, raw).items():
+            for sub, values in metadata_object(r.path, raw).items():
                 if not isinstance(values, dict):
                     config.setdefault(sub, values)
                     continue
@@ -304,14 +304,15 @@ def _metadata_json(reader: SafetensorsReader) -> Any:
         return None
 
 
-def _config_object(path: Path, raw: str) -> dict:
-    """The metadata `config` JSON as a dict, or a CheckpointError saying what is wrong with it."""
+def metadata_object(path: Path, raw: str, key: str = "config") -> dict:
+    """A metadata entry's JSON (`config`, or e.g. a packed text encoder's `gemma_config`) as a dict, or a
+    CheckpointError saying what is wrong with it."""
     try:
         config = json.loads(raw)
     except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path}: metadata 'config' is not valid JSON: {e}") from None
+        raise CheckpointError(f"{path}: metadata {key!r} is not valid JSON: {e}") from None
     if not isinstance(config, dict):
-        raise CheckpointError(f"{path}: metadata 'config' is not a JSON object")
+        raise CheckpointError(f"{path}: metadata {key!r} is not a JSON object")
     return config
 
 
@@ -406,7 +407,7 @@ def read(path: str | os.PathLike | Sequence[str | os.PathLike],
                                   "checkpoint? (LTX-2 files carry their architecture in the metadata `config`)")
         raise CheckpointError(f"{path}: no 'config' in the safetensors metadata; an official LTX-2 file carries "
                               "its architecture there (keys: transformer, vae, audio_vae, vocoder)")
-    config = _config_object(path, raw)
+    config = metadata_object(path, raw)
     if fmt == "official" and _looks_like_0_9(reader, config):
         raise CheckpointError(f"{path}: an LTX-Video 0.9.x checkpoint (no audio components), not LTX-2: use it with "
                               "the 0.9.x presets (model=ltxv-...) or ltx.ltxv.checkpoint.read_checkpoint")
@@ -742,7 +743,7 @@ def read_upsampler(path: str | os.PathLike) -> UpsamplerFile:
     if raw is None:
         raise CheckpointError(f"{path}: no 'config' in the safetensors metadata; an upsampler file carries a flat "
                               "config there (in_channels, mid_channels, spatial_upsample, ...)")
-    config = _config_object(path, raw)
+    config = metadata_object(path, raw)
     try:
         cfg = LatentUpsamplerConfig.from_metadata(config)
         with torch.device("meta"):

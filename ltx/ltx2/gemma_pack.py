@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from ltx.core.checkpoint import CheckpointError, SafetensorsReader, TensorEntry, write_safetensors
+from ltx.ltx2.checkpoint import metadata_object
 
 GEMMA_CONFIG_KEY = "gemma_config"
 TOKENIZER_KEY = "tokenizer_json"
@@ -172,12 +173,7 @@ def read_packed(path: str | os.PathLike) -> PackedGemma:
     if raw is None:
         raise CheckpointError(f"{p}: no '{GEMMA_CONFIG_KEY}' in the metadata: not a packed text-encoder file (give "
                               "gemma4-12b-with-proj-ltx-2.5-bf16.safetensors, or a Hugging Face Gemma folder)")
-    try:
-        config = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{p}: metadata {GEMMA_CONFIG_KEY} is not JSON ({e})") from None
-    if not isinstance(config, dict):
-        raise CheckpointError(f"{p}: metadata {GEMMA_CONFIG_KEY} is not a JSON object")
+    config = metadata_object(p, raw, GEMMA_CONFIG_KEY)
     if TOKENIZER_KEY not in reader.infos:
         raise CheckpointError(f"{p}: no '{TOKENIZER_KEY}' tensor: the packed tokenizer is missing")
     return PackedGemma(p, config, reader)
