@@ -133,6 +133,18 @@ class SafetensorsReader:
         return out
 
 
+def metadata_object(path: str | os.PathLike, raw: str, key: str = "config") -> dict:
+    """A safetensors metadata entry's JSON (an LTX-2 `config`, a packed text encoder's `gemma_config`, ...) as a
+    dict, or a CheckpointError saying what is wrong with it."""
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: metadata {key!r} is not valid JSON: {e}") from None
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{path}: metadata {key!r} is not a JSON object")
+    return value
+
+
 @dataclass(frozen=True)
 class TensorEntry:
     """One tensor to write: its name, what it will be, and how to produce it when its turn comes."""

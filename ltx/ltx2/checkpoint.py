@@ -65,6 +65,7 @@ from ltx.core.checkpoint import (
     TensorInfo,
     fit_problems,
     load_strict,
+    metadata_object,
     write_safetensors,
 )
 from ltx.core.quant import QuantError, fixed_dtype_keys, prepare_for_file
@@ -302,18 +303,6 @@ def _metadata_json(reader: SafetensorsReader) -> Any:
         return json.loads(reader.metadata["config"])
     except (KeyError, json.JSONDecodeError):
         return None
-
-
-def metadata_object(path: Path, raw: str, key: str = "config") -> dict:
-    """A metadata entry's JSON (`config`, or e.g. a packed text encoder's `gemma_config`) as a dict, or a
-    CheckpointError saying what is wrong with it."""
-    try:
-        config = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path}: metadata {key!r} is not valid JSON: {e}") from None
-    if not isinstance(config, dict):
-        raise CheckpointError(f"{path}: metadata {key!r} is not a JSON object")
-    return config
 
 
 def _looks_like_0_9(reader: SafetensorsReader, config: Any) -> bool:

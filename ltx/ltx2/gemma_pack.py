@@ -30,8 +30,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ltx.core.checkpoint import CheckpointError, SafetensorsReader, TensorEntry, write_safetensors
-from ltx.ltx2.checkpoint import metadata_object
+from ltx.core.checkpoint import CheckpointError, SafetensorsReader, TensorEntry, metadata_object, write_safetensors
 
 GEMMA_CONFIG_KEY = "gemma_config"
 TOKENIZER_KEY = "tokenizer_json"
