@@ -22,6 +22,7 @@ from ltx.data.shapes_av import (
     SAMPLE_RATE,
     TIMBRES,
     ShapesWorldAV,
+    note_bands,
     audio_length,
     pan_track,
     soundtrack,
@@ -48,11 +49,24 @@ def _amplitude(signal: np.ndarray, f: float, rate: int = SAMPLE_RATE) -> float:
 
 
 def test_constants_cover_the_palette_and_kinds():
-    assert NOTES == {"red": 220.00, "yellow": 293.66, "green": 392.00, "blue": 523.25, "purple": 698.46,
-                     "white": 932.33}
+    assert NOTES == {"red": 300.0, "yellow": 400.0, "green": 500.0, "blue": 700.0, "purple": 1100.0, "white": 1300.0}
     assert TIMBRES == {"circle": "sine", "square": "square", "triangle": "sawtooth"}
     notes = sorted(NOTES.values())
-    assert all(12 * math.log2(b / a) == pytest.approx(5, abs=0.01) for a, b in zip(notes, notes[1:]))  # fourths
+    assert all(f % 100 == 0 for f in notes)  # a whole number of periods in 160 samples at 16 kHz (one mel frame)
+    assert all(12 * math.log2(b / a) > 2.8 for a, b in zip(notes, notes[1:]))
+    assert all(math.gcd(int(a), int(b)) == 100 for a in notes for b in notes if a != b)  # two voices share few partials
+    partials = [k * f for f in notes for k in range(2, 40) if k * f < HARMONIC_LIMIT]
+    assert min(abs(f - p) / f for f in notes for p in partials) > 0.075
+
+
+def test_note_bands_tile_and_hold_their_note():
+    bands = note_bands()
+    edges = sorted(bands.values())
+    assert all(a[1] == b[0] for a, b in zip(edges, edges[1:]))  # contiguous, no overlap
+    for color, (lo, hi) in bands.items():
+        assert lo < NOTES[color] < hi
+        for f in np.geomspace(lo * 1.001, hi / 1.001, 25):  # every frequency inside is nearest to its own note
+            assert min(NOTES, key=lambda c: abs(math.log(NOTES[c] / f))) == color
 
 
 @pytest.mark.parametrize("frames,fps,rate,expected", [(17, 8, 16000, 34000), (9, 24, 24000, 9000),

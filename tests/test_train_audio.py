@@ -104,7 +104,7 @@ def test_vocoder_training_resumes_exactly_and_writes_a_loadable_model(tmp_path):
 
 
 def test_audio_measures_agree_with_closed_forms():
-    """A blue circle held at x = 0.25: its note is blue, its fundamental 523.25 Hz, its stereo balance
+    """A blue circle held at x = 0.25: its note is blue, its fundamental 1100 Hz, its stereo balance
     (E_R - E_L) / (E_R + E_L) = sin^2 - cos^2 of (0.25 pi / 2) = -cos(0.25 pi) in every frame; the
     log-spectral distance of a clip to itself is 0; a second, quieter voice leaves the dominant note alone."""
     blue = ShapeParams(color="blue", kind="circle", motion="static", size=0.2, start=(0.25, 0.5), end=(0.25, 0.5))

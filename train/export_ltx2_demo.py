@@ -3,7 +3,8 @@
     python -m train.export_ltx2_demo --fresh-vocoder --out runs/ltx2_demo_init.safetensors   # the start
     python -m train.export_ltx2_demo --from runs/demo_ltx2_av/model.safetensors  # the trained one: demo/
 
-Components: the video VAE (`--vae`, a train_vae_ltx2 run's vae_final.pt, configs/demo/ltx2_vae.yaml), the audio
+Components: the video VAE (`--vae`, a train_vae_ltx2 run's vae_final.pt, configs/demo/ltx2_vae.yaml, or a bundled
+.safetensors whose VAE to take, e.g. demo/ltx2-demo.safetensors itself), the audio
 VAE (`--audio-vae`, a train_audio_vae run), the vocoder (`--vocoder`, a train_vocoder run), and the transformer
 with the text connectors: seeded fresh ones (`ltx.ltx2.transformer.AVTransformer.init_weights`, sized by
 configs/demo/ltx2_transformer.yaml and ltx2_text.yaml, the text width and hidden-state count read from the
@@ -43,6 +44,16 @@ def _state(path: Path, what: str) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def _vae_state(path: Path) -> dict[str, torch.Tensor]:
+    """The video VAE's weights: a train_vae_ltx2 run's vae_final.pt, or the VAE of a bundled single file (the demo's
+    own: a soundtrack-only change keeps the video and so the video VAE)."""
+    if path.suffix != ".safetensors":
+        return _state(path, "--vae")
+    if not path.is_file():
+        raise FileNotFoundError(f"--vae: {path} does not exist")
+    return ltx2_checkpoint.load(path, ("vae",), dtype=torch.float32)["vae"].state_dict()
+
+
 def _run_config(run: Path, what: str, key: str) -> dict:
     """The component's metadata config from a training run's config.json (its `key` section)."""
     path = run / "config.json"
@@ -77,7 +88,7 @@ def fresh_transformer(text_encoder: Path, seed: int) -> tuple[AVTransformer, Emb
 def export(out: Path, *, vae: Path, audio_vae: Path, vocoder: Path | None, text_encoder: Path,
            source: Path | None = None, seed: int = 0, overwrite: bool = True) -> Path:
     video_vae = VideoVAE(_config(VideoVAEConfig, REPO / "configs/demo/ltx2_vae.yaml"))
-    video_vae.load_state_dict(_state(vae, "--vae"), strict=True)
+    video_vae.load_state_dict(_vae_state(vae), strict=True)
     a_vae = AudioVAE(AudioVAEConfig.from_metadata(_run_config(audio_vae, "--audio-vae", "audio_vae")))
     a_vae.load_state_dict(_state(audio_vae / "audio_vae_final.pt", "--audio-vae"), strict=True)
     if vocoder is None:  # untrained, seeded: preprocessing and training never decode sound (validation aside)

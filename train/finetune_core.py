@@ -6,6 +6,7 @@ train/harness.py. The LTX-2 trainer (train/finetune_ltx2.py) and the distiller (
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import os
 import re
@@ -877,12 +878,18 @@ def _plain(cfg: FinetuneConfig) -> dict:
 def run_trainer(trainer_cls: type[Trainer], cfg: FinetuneConfig) -> dict:
     """Build and fit a trainer; the process group is left together after a normal end."""
     trainer = trainer_cls(cfg)
+    dist = trainer.dist
     try:
         report = trainer.fit()
     except BaseException:
-        trainer.dist.destroy(barrier=False)
+        dist.destroy(barrier=False)
         raise
-    trainer.dist.destroy()
+    # Free the model, its optimizer and FSDP's DTensors (which hold the process group) while the interpreter is
+    # whole: left to its finalization, gloo's worker threads can outlive them and abort the process ("terminate
+    # called without an active exception", seen once in CI on rank 1 after a normal end).
+    del trainer
+    gc.collect()
+    dist.destroy()
     return report
 
 

@@ -24,14 +24,14 @@ log-mel (`init_input_bias`).
 
 Pitch limit: the vocoder is shift-equivariant (one mel frame later = 160 samples later), so a static voice, whose
 mel is the same in every frame, comes out periodic in 160 samples: only multiples of 100 Hz. A 500 Hz note is
-learned within 100 steps; 523.25 Hz (blue) comes out at 500 Hz whatever the training (measured). NOTES off that
-grid are played at the nearest multiple of 100 Hz.
+learned within 100 steps; 523.25 Hz (the first demo's blue) came out at 500 Hz whatever the training (measured).
+That is why ShapesWorld-AV's NOTES are on the 100 Hz grid.
 
 At the end report.json scores full train and held-out clips vocoded from their mels (209 frames -> 33440
 samples, against the first 33440 samples of the soundtrack): log-spectral distance (dB, 1024-sample frames,
 bins within 80 dB of the clip's loudest), the L1 distance of the log-mels (the LTX-2 mel), the share of clips
-whose dominant note is the dominant shape's colour's, by the energy in each note's band (f0 / sqrt(4/3) ..
-f0 sqrt(4/3), so the nearest note wins), for the output and, as a check of the measure, for the truth, and by
+whose dominant note is the dominant shape's colour's, by the energy in each note's band
+(`ltx.data.shapes_av.note_bands`: the frequencies nearest to that note), for the output and, as a check of the measure, for the truth, and by
 the evaluator (`ltx.data.shapes_av_eval.analyze_audio`: a fundamental within 0.75 semitones), the median error
 of the output's fundamental in cents, and the stereo balance error per video frame (mean |b_out - b_true| with
 b = (E_R - E_L) / (E_R + E_L), 0-2 scale).
@@ -61,7 +61,7 @@ from torch import Tensor
 from infer.app import hydra_app
 from ltx.core.audio_io import audio_contact_sheet, write_wav
 from ltx.core.checkpoint import atomic_file
-from ltx.data.shapes_av import FPS, NOTES, SAMPLE_RATE, ShapesWorldAV, soundtrack
+from ltx.data.shapes_av import FPS, NOTES, SAMPLE_RATE, ShapesWorldAV, note_bands, soundtrack
 from ltx.data.shapes_av_eval import analyze_audio
 from ltx.ltx2 import audio as mel_settings
 from ltx.ltx2.audio import waveform_to_mel
@@ -69,11 +69,9 @@ from ltx.ltx2.audio_vae import mel_frames_for_latents
 from ltx.ltx2.patchify import audio_latent_frames_for_video
 from ltx.ltx2.vocoder import Vocoder, VocoderConfig, build_vocoder
 from train.harness import TrainingError, TrainLoop, step_generator
+from train.train_audio_vae import stereo_error
 from train.runner import Run, RunCheckpoint, RunError, check_int, check_multiple, check_number, peak_rss_mib
 
-# A note's band: f0 / r .. f0 r with r = sqrt(4/3), half a fourth (the notes' spacing) each way, so the bands tile
-# 190-1077 Hz and each holds the frequencies nearer to its note than to any other.
-NOTE_BAND = math.sqrt(4 / 3)
 LSD_RANGE_DB = 80.0  # log-spectral distance: bins more than this below the clip's loudest count at that floor
 
 
@@ -91,6 +89,7 @@ class TrainVocoderConfig:
     crop_frames: int = 50  # mel frames per training crop (100 per second)
     stft_sizes: list[int] = field(default_factory=lambda: [128, 256, 512])  # STFT loss windows (samples), hop n/4
     mel_weight: float = 1.0  # weight of the log-mel L1 beside the STFT loss
+    stereo_weight: float = 10.0  # weight of the pan's error: left - right of the log-mel error on the loud bins
     range_db: float = 60.0  # the log losses' dynamic range: bins further below the target's loudest count as equal
     frames: int = 17  # video frames per clip, at 8 fps: the soundtrack's length (2.125 s)
     num_clips: int = 4096  # distinct training clips (synthesised on the fly, deterministic per index)
@@ -116,6 +115,7 @@ class TrainVocoderConfig:
         check_number("lr", self.lr, 0.0, lo_open=True)
         check_number("weight_decay", self.weight_decay, 0.0)
         check_number("mel_weight", self.mel_weight, 0.0)
+        check_number("stereo_weight", self.stereo_weight, 0.0)
         check_number("range_db", self.range_db, 0.0, lo_open=True)
         check_multiple("frames", self.frames, 8, plus=1, what=" (ShapesWorld clips)")
         if self.crop_frames > self.clip_mel_frames:
@@ -215,12 +215,16 @@ def spectral_loss(y: Tensor, x: Tensor, sizes: list[int], range_db: float) -> tu
     return sc / len(sizes), logmag / len(sizes)
 
 
-def mel_loss(y: Tensor, x: Tensor, range_db: float) -> Tensor:
-    """Mean |log-mel(y) - log-mel(x)| (`waveform_to_mel`, the LTX-2 mel), both floored `range_db` below the
-    loudest bin of the target item."""
+def mel_loss(y: Tensor, x: Tensor, range_db: float) -> tuple[Tensor, Tensor]:
+    """(mean |log-mel(y) - log-mel(x)|, its stereo part) (`waveform_to_mel`, the LTX-2 mel), both log-mels floored
+    `range_db` below the loudest bin of the target item. The stereo part is the audio VAE's pan loss
+    (`train.train_audio_vae.stereo_error`): the mean |err_left - err_right| over the target's loud bins, the error
+    of log(L / R), where a voice's pan lives; the plain losses leave it alone (a vocoder trained on them
+    played L = R: balance error 0.39)."""
     log_y, log_x = waveform_to_mel(y, SAMPLE_RATE), waveform_to_mel(x, SAMPLE_RATE)  # (B, 2, T, 64)
     floor = log_x.amax((1, 2, 3), keepdim=True) - range_db / 20 * math.log(10)
-    return (log_y.maximum(floor) - log_x.maximum(floor)).abs().mean()
+    err = log_y.maximum(floor) - log_x.maximum(floor)
+    return err.abs().mean(), stereo_error(err, log_x)
 
 
 # ------------------------------------------------------------------------------------------------ measures
@@ -232,7 +236,7 @@ def note_energies(wave: Tensor, sample_rate: int = SAMPLE_RATE) -> tuple[Tensor,
     w = wave.double() * torch.hann_window(wave.shape[-1], periodic=False, dtype=torch.float64)
     power = torch.fft.rfft(w).abs().square().sum(0)  # (F,)
     freqs = torch.fft.rfftfreq(wave.shape[-1], 1 / sample_rate, dtype=torch.float64)
-    bands = torch.stack([power[(freqs >= f0 / NOTE_BAND) & (freqs < f0 * NOTE_BAND)].sum() for f0 in NOTES.values()])
+    bands = torch.stack([power[(freqs >= lo) & (freqs < hi)].sum() for lo, hi in note_bands().values()])
     return bands, power
 
 
@@ -247,7 +251,8 @@ def fundamental(wave: Tensor, f0: float, sample_rate: int = SAMPLE_RATE) -> floa
     through the log power of the peak bin and its neighbours."""
     _, power = note_energies(wave, sample_rate)
     df = sample_rate / wave.shape[-1]
-    lo, hi = math.ceil(f0 / NOTE_BAND / df), math.floor(f0 * NOTE_BAND / df)
+    band = {NOTES[c]: edges for c, edges in note_bands().items()}[f0]
+    lo, hi = math.ceil(band[0] / df), math.floor(band[1] / df)
     k = lo + int(power[lo : hi + 1].argmax())
     a, b, c = (power[k - 1 : k + 2].clamp_min(1e-30).log()).tolist()
     shift = 0.5 * (a - c) / (a - 2 * b + c) if a - 2 * b + c < 0 else 0.0
@@ -351,11 +356,11 @@ def train(cfg: TrainVocoderConfig) -> dict:
         mel, wave = batch(cfg, data, step)  # (B, 2, crop, 64), (B, 2, 160 crop)
         out = voc(mel)  # the inference path: (B, 2, 160 crop)
         sc, logmag = spectral_loss(out, wave, cfg.stft_sizes, cfg.range_db)
-        mel_l1 = mel_loss(out, wave, cfg.range_db)
-        loss = sc + logmag + cfg.mel_weight * mel_l1
+        mel_l1, stereo = mel_loss(out, wave, cfg.range_db)
+        loss = sc + logmag + cfg.mel_weight * mel_l1 + cfg.stereo_weight * stereo
         loss.backward()
         return {"loss": loss.item(), "spectral_convergence": sc.item(), "log_magnitude": logmag.item(),
-                "mel_l1": mel_l1.item()}
+                "mel_l1": mel_l1.item(), "stereo": stereo.item()}
 
     def sample(step: int) -> None:
         if step % cfg.sample_every == 0 or step == cfg.steps:
@@ -376,7 +381,7 @@ def train(cfg: TrainVocoderConfig) -> dict:
     run.start(record, project="ltx-demo-vocoder", use_wandb=cfg.wandb)  # after the checkpoint is validated
     t0 = time.time()
     loop.fit()
-    run.plot(("loss", "spectral_convergence", "log_magnitude", "mel_l1"), title="demo vocoder training")
+    run.plot(("loss", "spectral_convergence", "log_magnitude", "mel_l1", "stereo"), title="demo vocoder training")
     if run.step < cfg.steps:  # a time-boxed session: no final model yet
         run.finish()
         return {"steps": run.step, "stopped_at": run.step}

@@ -25,6 +25,7 @@ one full tensor, read from the file, plus the shards).
 from __future__ import annotations
 
 import functools
+import gc
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -90,6 +91,7 @@ class Dist:
             if barrier:
                 torch_dist.barrier()
             torch_dist.destroy_process_group()
+            gc.collect()  # what still holds the group (meshes, DTensors) goes now, not at interpreter exit
         self.enabled = False
 
 

@@ -7,9 +7,19 @@ held-out triples are exactly ShapesWorld's; only the soundtrack is added.
 Sound design (every number is fixed: the demo model, its evaluator and the tests rely on them)
 - One voice per shape, sounding for the whole clip (ShapesWorld keeps every shape inside the frame, so every
   shape is always visible). Two shapes give two voices, mixed by addition. The background is silent.
-- Pitch from colour: the fundamental f0 is NOTES[colour], six notes a fourth (5 semitones) apart from A3:
-  red 220.00, yellow 293.66, green 392.00, blue 523.25, purple 698.46, white 932.33 Hz. Neighbours are >= 3
-  bins apart in the LTX-2 audio VAE's 64-bin mel, and no note is another's octave.
+- Pitch from colour: the fundamental f0 is NOTES[colour], six notes on the 100 Hz grid, 100 Hz times pairwise
+  coprime numbers: red 300, yellow 400, green 500, blue 700, purple 1100, white 1300 Hz.
+  - On the grid because the LTX-2 vocoder (a HiFi-GAN at 160 samples per mel frame, 16 kHz) is equivariant to
+    shifts of one mel frame: a held note, whose mel is the same in every frame, comes out periodic in 160
+    samples, so only multiples of 100 Hz can be played (measured with the first demo's fourths from A3: 523.25 Hz
+    came out at 500 Hz whatever the training).
+  - Coprime multiples so that two voices share few partials: 100 p k = 100 q j only when q divides k, so a voice
+    beside another keeps its partial 2 and an odd partial (3, or 5 beside red; every note up to 1300 Hz has its
+    5th below HARMONIC_LIMIT), which the timbre needs. Measured: the evaluator names both voices' timbres in all
+    270 two-voice combinations; with red 200 and yellow 500 every even partial of yellow was one of red's, and
+    with white at 1700 Hz a white square beside red kept no odd partial (both read as the wrong timbre).
+  - Neighbours are >= 2.9 semitones and >= 2 bins of the LTX-2 audio VAE's 64-bin mel apart, no note is
+    another's octave, and no fundamental lies within 7.6% (1.3 semitones) of another note's partial.
 - Timbre from kind (TIMBRES), band-limited additive synthesis with harmonics k f0 < HARMONIC_LIMIT (7 kHz) only:
   circle = sine (k = 1); square = square wave (odd k, amplitude 1/k); triangle = sawtooth (every k, amplitude
   1/k). All partials start at phase 0. Each voice is divided by sqrt(sum of its squared amplitudes), so every
@@ -50,13 +60,13 @@ from ltx.data.shapes import KINDS, PALETTE, SceneParams, ShapeParams, ShapesWorl
 SAMPLE_RATE = 16_000  # Hz, the LTX-2 audio VAE's mel rate
 FPS = 8
 FRAMES = 17  # the demo's clips: 17 frames at 8 fps = 2.125 s
-NOTES: dict[str, float] = {  # colour -> f0 (Hz), a fourth apart (equal temperament, A3 = 220 Hz)
-    "red": 220.00,
-    "yellow": 293.66,
-    "green": 392.00,
-    "blue": 523.25,
-    "purple": 698.46,
-    "white": 932.33,
+NOTES: dict[str, float] = {  # colour -> f0 (Hz), on the vocoder's 100 Hz grid (file docstring)
+    "red": 300.0,
+    "yellow": 400.0,
+    "green": 500.0,
+    "blue": 700.0,
+    "purple": 1100.0,
+    "white": 1300.0,
 }
 TIMBRES: dict[str, str] = {"circle": "sine", "square": "square", "triangle": "sawtooth"}  # kind -> waveform
 HARMONIC_LIMIT = 7000.0  # Hz: partials k f0 at or above it are left out (band-limited synthesis)
@@ -77,6 +87,16 @@ class ShapesAVSample:
 
 
 # ---------------------------------------------------------------------------------------------- synthesis
+
+def note_bands() -> dict[str, tuple[float, float]]:
+    """Each colour's band (lo, hi) in Hz: the frequencies nearer (in log frequency) to its note than to any other,
+    edges at the geometric means of neighbouring notes; the outermost edges mirror the nearest inner one."""
+    notes = sorted(NOTES.values())
+    edges = [math.sqrt(a * b) for a, b in zip(notes, notes[1:])]
+    edges = [notes[0] ** 2 / edges[0], *edges, notes[-1] ** 2 / edges[-1]]
+    band = {f0: (edges[i], edges[i + 1]) for i, f0 in enumerate(notes)}
+    return {color: band[f0] for color, f0 in NOTES.items()}
+
 
 def audio_length(frames: int, fps: float = FPS, sample_rate: int = SAMPLE_RATE) -> int:
     """Samples of a clip's soundtrack: round(frames / fps * sample_rate) (17 frames, 8 fps, 16 kHz: 34000)."""

@@ -12,14 +12,14 @@ Audio (`analyze_audio`), on the whole clip, channels' powers summed (constant-po
 1. Spectrum: Hann window over the clip, power per bin scaled so that a spectral line of a sinusoid sums to its
    mean square. Noise floor: the median bin from 80 Hz to min(7 kHz, 0.45 rate), divided by ln 2 (the median of
    an exponential to its mean).
-2. Notes: for each colour, the peak within +-`note_tolerance` semitones of its f0 (the notes are 5 apart; a wider
-   band would take the 3rd harmonic of the note two below, 660 vs 698 Hz, for a fundamental), refined by a
+2. Notes: for each colour, the peak within +-`note_tolerance` semitones of its f0 (neighbouring notes are >= 2.9
+   apart, and another note's partial is >= 1.3 semitones away: 1200 / 1400 Hz beside 1300), refined by a
    parabola on the log power. Its line power (bins within +-`line_hz` + 0.1%) is the fundamental's. A voice is
    present when its fundamental is `snr_db` above the floor's line power and within `relative_db` of the loudest
-   fundamental. The fundamental of one note never lies within 5% of another note's partial.
+   fundamental. The fundamental of one note never lies within 7.6% of another note's partial.
 3. Each present voice: partials k f (k f < min(7 kHz, 0.45 rate)), each line less the floor's, clamped at 0.
-   Partials within two line widths of another present voice's partial are left out (adjacent notes a fourth
-   apart share 3 f_upper ~ 4 f_lower within 0.2%). Level = the sum of the kept lines (the voice's mean square,
+   Partials within two line widths of another present voice's partial are left out (red and yellow share 1200
+   Hz: 4 x 300 = 3 x 400). Level = the sum of the kept lines (the voice's mean square,
    in dB); the dominant voice is the loudest. The nearest note is the voice's colour (pitch).
 4. Timbre: energy of the odd partials 3, 5 and of the even partials 2, 4, 6 relative to the fundamental, in dB
    (floored at -40 dB), matched to the nearest of the templates sine (none, none), square (odd 1/k^2, none),
