@@ -31,10 +31,10 @@ At the end report.json scores full train and held-out clips vocoded from their m
 samples, against the first 33440 samples of the soundtrack): log-spectral distance (dB, 1024-sample frames,
 bins within 80 dB of the clip's loudest), the L1 distance of the log-mels (the LTX-2 mel), the share of clips
 whose dominant note is the dominant shape's colour's, by the energy in each note's band
-(`ltx.data.shapes_av.note_bands`: the frequencies nearest to that note), for the output and, as a check of the measure, for the truth, and by
-the evaluator (`ltx.data.shapes_av_eval.analyze_audio`: a fundamental within 0.75 semitones), the median error
-of the output's fundamental in cents, and the stereo balance error per video frame (mean |b_out - b_true| with
-b = (E_R - E_L) / (E_R + E_L), 0-2 scale).
+(`ltx.data.shapes_av.note_bands`: the frequencies nearest to that note), for the output and, as a check of the
+measure, for the truth, and by the evaluator (`ltx.data.shapes_av_eval.analyze_audio`: a fundamental within 0.75
+semitones), the median error of the output's fundamental in cents, and the stereo balance error per video frame
+(mean |b_out - b_true| with b = (E_R - E_L) / (E_R + E_L), 0-2 scale).
 Every `sample_every` steps (and at the end) RUN/samples/step_NNNNNN.png shows held-out clips: for each, the
 audio contact sheet of the truth above that of the vocoder's output; the final outputs are also written as
 RUN/samples/heldout_K_{truth,vocoder}.wav.
@@ -69,8 +69,8 @@ from ltx.ltx2.audio_vae import mel_frames_for_latents
 from ltx.ltx2.patchify import audio_latent_frames_for_video
 from ltx.ltx2.vocoder import Vocoder, VocoderConfig, build_vocoder
 from train.harness import TrainingError, TrainLoop, step_generator
-from train.train_audio_vae import stereo_error
 from train.runner import Run, RunCheckpoint, RunError, check_int, check_multiple, check_number, peak_rss_mib
+from train.train_audio_vae import stereo_error
 
 LSD_RANGE_DB = 80.0  # log-spectral distance: bins more than this below the clip's loudest count at that floor
 
