@@ -124,6 +124,22 @@ def test_audio_measures_agree_with_closed_forms():
     assert train_audio_vae.peak_notes(clips) == ["blue", "red"]
 
 
+def test_channel_gains_are_the_scaled_waveforms_mel_and_the_pan_loss_reads_the_balance():
+    """`channel_gains`: the shifted log-mel is the log-mel of the scaled waveform (gains <= 1: the floor stays the
+    floor); `stereo_loss` of a clip against itself is 0, and against its channels swapped is the mean |2 b|."""
+    audio = ShapesWorldAV(num_samples=4, seed=3)[1].audio
+    mel = waveform_to_mel(audio[None], 16000)
+    g = torch.Generator().manual_seed(0)
+    shifted, scaled = train_vocoder.channel_gains(mel, audio[None], 12.0, g)
+    assert not torch.equal(scaled, audio[None])
+    assert torch.allclose(waveform_to_mel(scaled, 16000), shifted, atol=2e-3)
+    static = soundtrack(SceneParams((ShapeParams("green", "circle", "static", 0.2, (0.2, 0.5), (0.2, 0.5)),),
+                                    "black"), 17)[None]
+    assert train_vocoder.stereo_loss(static, static).item() == 0.0
+    b = -math.cos(0.2 * math.pi)  # (R^2 - L^2) / (R^2 + L^2) at p = 0.2
+    assert train_vocoder.stereo_loss(static.flip(1), static).item() == pytest.approx(2 * abs(b), rel=1e-3)
+
+
 def test_training_configs_compose():
     """The documented commands' configs resolve to valid schemas with the demo models."""
     from hydra import compose, initialize_config_dir
@@ -146,7 +162,8 @@ _COMMON = {"steps": [0, -1, NAN], "batch_size": [0], "lr": [0.0, NAN, INF], "thr
 
 _AUDIO_VAE = _COMMON | {"kl_weight": [-1.0, NAN], "stereo_weight": [-1.0, INF], "stereo_warmup": [-1, 0.5],
                         "crop_frames": [0, 16, 213]}
-_VOCODER = _COMMON | {"mel_weight": [-1.0, INF], "range_db": [0.0, -3.0, NAN],
+_VOCODER = _COMMON | {"mel_weight": [-1.0, INF], "range_db": [0.0, -3.0, NAN], "stereo_weight": [-1.0, NAN],
+                      "channel_gain_db": [-1.0, 41.0, INF],
                       "stft_sizes": [[], [8], [512.0], [100_000]]}
 
 

@@ -17,10 +17,20 @@ samples [160 k, 160 (k + 1)), the alignment of a whole clip (T frames -> 160 T s
 Crops lie within the 4 T - 3 = 209 frames that the audio VAE decodes for a clip. The loss has no discriminator
 (CPU budget): a multi-resolution STFT loss (spectral convergence + L1 of log magnitudes, Hann windows of
 `stft_sizes` samples, hop a quarter) plus `mel_weight` x the L1 distance between the log-mels of the output and
-of the target. Both log distances count bins further than `range_db` below the target's loudest as equal: most
-bins of these tones are silent, and with the full 1e-5 floor the cheapest way down is a silent output (measured:
-the output's rms fell from 0.12 to 0.007 while the mel L1 fell). The first conv starts centred on the mean
-log-mel (`init_input_bias`).
+of the target, plus `stereo_weight` x the error of the stereo balance per 20 ms (`stereo_loss`, the pan). Both log
+distances count bins further than `range_db` below the target's loudest as equal: most bins of these tones are
+silent, and with the full 1e-5 floor the cheapest way down is a silent output (measured: the output's rms fell
+from 0.12 to 0.007 while the mel L1 fell). The first conv starts centred on the mean log-mel (`init_input_bias`).
+Each crop's channels are scaled by independent random gains (`channel_gain_db`, `channel_gains`), so that the
+two channels' levels are not tied to one position.
+
+The pan is what this vocoder does not learn in a CPU budget (measured, README "The LTX-2 demo model"): for its
+first ~1000 steps the output is nearly independent of the input (spectral convergence ~1.0; two clips with
+opposite pans get the same stereo balance to two decimals, also when overfitting those two clips alone, with or
+without the pan loss, a block-diagonal left/right initialisation, a 10x lower learning rate, or a zero output
+bias), and when it starts to follow the mel it follows the channels' sum. A waveform L1 term (well-posed here:
+every note is on the 100 Hz grid and starts at phase 0, so each mel frame's 160 samples are determined) made the
+output silent instead.
 
 Pitch limit: the vocoder is shift-equivariant (one mel frame later = 160 samples later), so a static voice, whose
 mel is the same in every frame, comes out periodic in 160 samples: only multiples of 100 Hz. A 500 Hz note is
@@ -64,14 +74,14 @@ from ltx.core.checkpoint import atomic_file
 from ltx.data.shapes_av import FPS, NOTES, SAMPLE_RATE, ShapesWorldAV, note_bands, soundtrack
 from ltx.data.shapes_av_eval import analyze_audio
 from ltx.ltx2 import audio as mel_settings
-from ltx.ltx2.audio import waveform_to_mel
+from ltx.ltx2.audio import LOG_FLOOR, waveform_to_mel
 from ltx.ltx2.audio_vae import mel_frames_for_latents
 from ltx.ltx2.patchify import audio_latent_frames_for_video
 from ltx.ltx2.vocoder import Vocoder, VocoderConfig, build_vocoder
 from train.harness import TrainingError, TrainLoop, step_generator
 from train.runner import Run, RunCheckpoint, RunError, check_int, check_multiple, check_number, peak_rss_mib
-from train.train_audio_vae import stereo_error
 
+STEREO_WINDOW = 320  # samples (20 ms) per stereo-balance window of the pan loss
 LSD_RANGE_DB = 80.0  # log-spectral distance: bins more than this below the clip's loudest count at that floor
 
 
@@ -89,7 +99,8 @@ class TrainVocoderConfig:
     crop_frames: int = 50  # mel frames per training crop (100 per second)
     stft_sizes: list[int] = field(default_factory=lambda: [128, 256, 512])  # STFT loss windows (samples), hop n/4
     mel_weight: float = 1.0  # weight of the log-mel L1 beside the STFT loss
-    stereo_weight: float = 10.0  # weight of the pan's error: left - right of the log-mel error on the loud bins
+    stereo_weight: float = 2.0  # weight of the pan's error: the stereo balance per 20 ms (`stereo_loss`)
+    channel_gain_db: float = 12.0  # each training channel scaled by a random gain in [-this, 0] dB (`channel_gains`)
     range_db: float = 60.0  # the log losses' dynamic range: bins further below the target's loudest count as equal
     frames: int = 17  # video frames per clip, at 8 fps: the soundtrack's length (2.125 s)
     num_clips: int = 4096  # distinct training clips (synthesised on the fly, deterministic per index)
@@ -116,6 +127,7 @@ class TrainVocoderConfig:
         check_number("weight_decay", self.weight_decay, 0.0)
         check_number("mel_weight", self.mel_weight, 0.0)
         check_number("stereo_weight", self.stereo_weight, 0.0)
+        check_number("channel_gain_db", self.channel_gain_db, 0.0, 40.0)
         check_number("range_db", self.range_db, 0.0, lo_open=True)
         check_multiple("frames", self.frames, 8, plus=1, what=" (ShapesWorld clips)")
         if self.crop_frames > self.clip_mel_frames:
@@ -162,7 +174,7 @@ def clip(data: ShapesWorldAV, index: int) -> tuple[Tensor, Tensor]:
 
 def batch(cfg: TrainVocoderConfig, data: ShapesWorldAV, step: int) -> tuple[Tensor, Tensor]:
     """The training batch of `step` (deterministic in seed and step): mel crops (B, 2, crop_frames, 64) and
-    their waveforms (B, 2, 160 crop_frames)."""
+    their waveforms (B, 2, 160 crop_frames), each channel scaled by its own gain (`channel_gains`)."""
     g = step_generator(cfg.seed, step)
     idx = torch.randint(len(data), (cfg.batch_size,), generator=g)
     hop = mel_settings.HOP_LENGTH
@@ -172,7 +184,20 @@ def batch(cfg: TrainVocoderConfig, data: ShapesWorldAV, step: int) -> tuple[Tens
         k = int(torch.randint(cfg.clip_mel_frames - cfg.crop_frames + 1, (1,), generator=g))
         mels.append(mel[:, k : k + cfg.crop_frames])
         waves.append(audio[:, hop * k : hop * (k + cfg.crop_frames)])
-    return torch.stack(mels), torch.stack(waves)
+    return channel_gains(torch.stack(mels), torch.stack(waves), cfg.channel_gain_db, g)
+
+
+def channel_gains(mel: Tensor, wave: Tensor, max_db: float, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Scale each item's left and right channel by independent gains drawn uniformly in [-max_db, 0] dB: the
+    waveform times g and its log-mel plus ln g, floored at the mel's log floor, which is exactly the log-mel of
+    the scaled waveform for g <= 1. ShapesWorld's pans tie the two channels' levels to one position; random
+    levels teach the vocoder that each output channel's loudness follows its own mel (without them it played
+    every clip mono: stereo balance 0 in every window, whatever the pan)."""
+    if max_db == 0:
+        return mel, wave
+    db = -max_db * torch.rand(mel.shape[0], 2, generator=generator)  # (B, 2)
+    gain = 10 ** (db / 20)
+    return (mel + gain.log()[..., None, None]).clamp_min(math.log(LOG_FLOOR)), wave * gain[..., None]
 
 
 @torch.no_grad()
@@ -215,16 +240,30 @@ def spectral_loss(y: Tensor, x: Tensor, sizes: list[int], range_db: float) -> tu
     return sc / len(sizes), logmag / len(sizes)
 
 
-def mel_loss(y: Tensor, x: Tensor, range_db: float) -> tuple[Tensor, Tensor]:
-    """(mean |log-mel(y) - log-mel(x)|, its stereo part) (`waveform_to_mel`, the LTX-2 mel), both log-mels floored
-    `range_db` below the loudest bin of the target item. The stereo part is the audio VAE's pan loss
-    (`train.train_audio_vae.stereo_error`): the mean |err_left - err_right| over the target's loud bins, the error
-    of log(L / R), where a voice's pan lives; the plain losses leave it alone (a vocoder trained on them
-    played L = R: balance error 0.39)."""
+def mel_loss(y: Tensor, x: Tensor, range_db: float) -> Tensor:
+    """Mean |log-mel(y) - log-mel(x)| (`waveform_to_mel`, the LTX-2 mel), both floored `range_db` below the
+    loudest bin of the target item."""
     log_y, log_x = waveform_to_mel(y, SAMPLE_RATE), waveform_to_mel(x, SAMPLE_RATE)  # (B, 2, T, 64)
     floor = log_x.amax((1, 2, 3), keepdim=True) - range_db / 20 * math.log(10)
-    err = log_y.maximum(floor) - log_x.maximum(floor)
-    return err.abs().mean(), stereo_error(err, log_x)
+    return (log_y.maximum(floor) - log_x.maximum(floor)).abs().mean()
+
+
+def stereo_loss(y: Tensor, x: Tensor, window: int = STEREO_WINDOW) -> Tensor:
+    """Mean |b(y) - b(x)| of the stereo balance b = (E_R - E_L) / (E_R + E_L) per `window` samples, (B, 2, L)
+    each, over the windows where the target sounds (energy above 1e-6 of its loudest window). On the waveform's
+    energy, so its gradient moves each channel's level whatever the spectrum is: a log-mel pan term on the
+    target's loud bins gave no gradient while the output's partials were elsewhere, and both it and the plain
+    losses left the output mono (balance error 0.39, b(y) = 0 in every window)."""
+    n = y.shape[-1] // window
+
+    def energies(w: Tensor) -> Tensor:
+        return w[..., : n * window].float().square().unflatten(-1, (n, window)).sum(-1)  # (B, 2, n)
+
+    ey, ex = energies(y), energies(x)
+    b = lambda e: (e[:, 1] - e[:, 0]) / (e[:, 1] + e[:, 0] + 1e-8)  # noqa: E731
+    total = ex.sum(1)  # (B, n)
+    sounding = (total > 1e-6 * total.amax(-1, keepdim=True)).float()
+    return ((b(ey) - b(ex)).abs() * sounding).sum() / sounding.sum().clamp_min(1.0)
 
 
 # ------------------------------------------------------------------------------------------------ measures
@@ -356,7 +395,7 @@ def train(cfg: TrainVocoderConfig) -> dict:
         mel, wave = batch(cfg, data, step)  # (B, 2, crop, 64), (B, 2, 160 crop)
         out = voc(mel)  # the inference path: (B, 2, 160 crop)
         sc, logmag = spectral_loss(out, wave, cfg.stft_sizes, cfg.range_db)
-        mel_l1, stereo = mel_loss(out, wave, cfg.range_db)
+        mel_l1, stereo = mel_loss(out, wave, cfg.range_db), stereo_loss(out, wave)
         loss = sc + logmag + cfg.mel_weight * mel_l1 + cfg.stereo_weight * stereo
         loss.backward()
         return {"loss": loss.item(), "spectral_convergence": sc.item(), "log_magnitude": logmag.item(),
