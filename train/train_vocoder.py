@@ -26,11 +26,11 @@ two channels' levels are not tied to one position.
 
 The pan is what this vocoder does not learn in a CPU budget (measured, README "The LTX-2 demo model"): for its
 first ~1000 steps the output is nearly independent of the input (spectral convergence ~1.0; two clips with
-opposite pans get the same stereo balance to two decimals, also when overfitting those two clips alone, with or
-without the pan loss, a block-diagonal left/right initialisation, a 10x lower learning rate, or a zero output
-bias), and when it starts to follow the mel it follows the channels' sum. A waveform L1 term (well-posed here:
-every note is on the 100 Hz grid and starts at phase 0, so each mel frame's 160 samples are determined) made the
-output silent instead.
+opposite pans get the same stereo balance to two decimals, also when overfitting those two clips alone with the
+pan loss, with a block-diagonal left/right initialisation, a 10x lower learning rate or zero biases), and after
+4000 steps it still plays both channels alike (balance error 0.34-0.39, that of a mono output). A waveform L1
+term (well-posed here: every note is on the 100 Hz grid and starts at phase 0, so each mel frame's 160 samples are
+determined) made the output silent instead.
 
 Pitch limit: the vocoder is shift-equivariant (one mel frame later = 160 samples later), so a static voice, whose
 mel is the same in every frame, comes out periodic in 160 samples: only multiples of 100 Hz. A 500 Hz note is
