@@ -132,12 +132,14 @@ def test_channel_gains_are_the_scaled_waveforms_mel_and_the_pan_loss_reads_the_b
     g = torch.Generator().manual_seed(0)
     shifted, scaled = train_vocoder.channel_gains(mel, audio[None], 12.0, g)
     assert not torch.equal(scaled, audio[None])
+    # float32 STFT rounding, largest on the quietest bins (measured up to 1.3e-3 over 5 seeds); a wrong gain or
+    # sign would be off by |ln g| of up to 1.4 on every loud bin
     assert torch.allclose(waveform_to_mel(scaled, 16000), shifted, atol=2e-3)
     static = soundtrack(SceneParams((ShapeParams("green", "circle", "static", 0.2, (0.2, 0.5), (0.2, 0.5)),),
                                     "black"), 17)[None]
     assert train_vocoder.stereo_loss(static, static).item() == 0.0
     b = -math.cos(0.2 * math.pi)  # (R^2 - L^2) / (R^2 + L^2) at p = 0.2
-    assert train_vocoder.stereo_loss(static.flip(1), static).item() == pytest.approx(2 * abs(b), rel=1e-3)
+    assert train_vocoder.stereo_loss(static.flip(1), static).item() == pytest.approx(2 * abs(b), rel=1e-5)
 
 
 def test_training_configs_compose():

@@ -191,8 +191,8 @@ def channel_gains(mel: Tensor, wave: Tensor, max_db: float, generator: torch.Gen
     """Scale each item's left and right channel by independent gains drawn uniformly in [-max_db, 0] dB: the
     waveform times g and its log-mel plus ln g, floored at the mel's log floor, which is exactly the log-mel of
     the scaled waveform for g <= 1. ShapesWorld's pans tie the two channels' levels to one position; random
-    levels teach the vocoder that each output channel's loudness follows its own mel (without them it played
-    every clip mono: stereo balance 0 in every window, whatever the pan)."""
+    levels are meant to show the vocoder that each output channel's loudness follows its own mel. Measured: they
+    did not make it learn the pan (balance error 0.34-0.39 after 4000 steps, as without them)."""
     if max_db == 0:
         return mel, wave
     db = -max_db * torch.rand(mel.shape[0], 2, generator=generator)  # (B, 2)
@@ -248,22 +248,29 @@ def mel_loss(y: Tensor, x: Tensor, range_db: float) -> Tensor:
     return (log_y.maximum(floor) - log_x.maximum(floor)).abs().mean()
 
 
+def window_energy(wave: Tensor, window: int) -> Tensor:
+    """(..., N) -> (..., N // window): the energy of each whole window of `window` samples."""
+    n = wave.shape[-1] // window
+    return wave[..., : n * window].square().unflatten(-1, (n, window)).sum(-1)
+
+
+def balance(wave: Tensor, window: int) -> Tensor:
+    """(..., 2, N) -> (..., N // window) stereo balance (E_R - E_L) / (E_R + E_L) per window of `window`
+    samples (in the input's dtype)."""
+    e = window_energy(wave, window)
+    return (e[..., 1, :] - e[..., 0, :]) / (e[..., 1, :] + e[..., 0, :]).clamp_min(1e-12)
+
+
 def stereo_loss(y: Tensor, x: Tensor, window: int = STEREO_WINDOW) -> Tensor:
-    """Mean |b(y) - b(x)| of the stereo balance b = (E_R - E_L) / (E_R + E_L) per `window` samples, (B, 2, L)
-    each, over the windows where the target sounds (energy above 1e-6 of its loudest window). On the waveform's
-    energy, so its gradient moves each channel's level whatever the spectrum is: a log-mel pan term on the
-    target's loud bins gave no gradient while the output's partials were elsewhere, and both it and the plain
-    losses left the output mono (balance error 0.39, b(y) = 0 in every window)."""
-    n = y.shape[-1] // window
-
-    def energies(w: Tensor) -> Tensor:
-        return w[..., : n * window].float().square().unflatten(-1, (n, window)).sum(-1)  # (B, 2, n)
-
-    ey, ex = energies(y), energies(x)
-    b = lambda e: (e[:, 1] - e[:, 0]) / (e[:, 1] + e[:, 0] + 1e-8)  # noqa: E731
-    total = ex.sum(1)  # (B, n)
+    """Mean |balance(y) - balance(x)| per `window` samples, (B, 2, L) each, over the windows where the target
+    sounds (energy above 1e-6 of its loudest window). On the waveform's energy, so its gradient moves each
+    channel's level whatever the spectrum is: a log-mel pan term on the target's loud bins gave no gradient while
+    the output's partials were elsewhere, and both it and the plain losses left the output mono (balance error
+    0.39, b(y) = 0 in every window)."""
+    total = window_energy(x, window).sum(1)  # (B, n)
     sounding = (total > 1e-6 * total.amax(-1, keepdim=True)).float()
-    return ((b(ey) - b(ex)).abs() * sounding).sum() / sounding.sum().clamp_min(1.0)
+    err = (balance(y.float(), window) - balance(x.float(), window)).abs()
+    return (err * sounding).sum() / sounding.sum().clamp_min(1.0)
 
 
 # ------------------------------------------------------------------------------------------------ measures
@@ -308,11 +315,6 @@ def log_spectral_distance(y: Tensor, x: Tensor, n_fft: int = 1024) -> float:
     return (db[:2] - db[2:]).square().mean(1).sqrt().mean().item()
 
 
-def balance(wave: Tensor, window: int) -> Tensor:
-    """(2, N) -> stereo balance (E_R - E_L) / (E_R + E_L) per window of `window` samples (one video frame)."""
-    n = wave.shape[-1] // window
-    energy = wave[:, : n * window].double().square().reshape(2, n, window).sum(-1)  # (2, n)
-    return (energy[1] - energy[0]) / (energy[1] + energy[0]).clamp_min(1e-12)
 
 
 @torch.no_grad()
@@ -331,7 +333,7 @@ def vocoder_scores(voc: Vocoder, data: ShapesWorldAV, n: int, mel_frames: int) -
             lsd.append(log_spectral_distance(y, x))
             mel_l1.append((waveform_to_mel(y[None], data.sample_rate) - waveform_to_mel(x[None], data.sample_rate))
                           .abs().mean().item())
-            bal.append((balance(y, window) - balance(x, window)).abs().mean().item())
+            bal.append((balance(y.double(), window) - balance(x.double(), window)).abs().mean().item())
             hits += dominant_note(y) == colour
             truth_hits += dominant_note(x) == colour
             voice = analyze_audio(y, data.sample_rate).dominant
