@@ -4,9 +4,9 @@
     python -m train.export_ltx2_demo --from runs/demo_ltx2_av/model.safetensors  # the trained one: demo/
 
 Components: the video VAE (`--vae`, a train_vae_ltx2 run's vae_final.pt, configs/demo/ltx2_vae.yaml, or a bundled
-.safetensors whose VAE to take, e.g. demo/ltx2-demo.safetensors itself), the audio
-VAE (`--audio-vae`, a train_audio_vae run), the vocoder (`--vocoder`, a train_vocoder run), and the transformer
-with the text connectors: seeded fresh ones (`ltx.ltx2.transformer.AVTransformer.init_weights`, sized by
+.safetensors whose VAE to take, e.g. demo/ltx2-demo.safetensors itself), the audio VAE (`--audio-vae`, a
+train_audio_vae run or, likewise, a bundled .safetensors), the vocoder (`--vocoder`, a train_vocoder run), and
+the transformer with the text connectors: seeded fresh ones (`ltx.ltx2.transformer.AVTransformer.init_weights`, sized by
 configs/demo/ltx2_transformer.yaml and ltx2_text.yaml, the text width and hidden-state count read from the
 Gemma folder `--text-encoder`), or the trained ones of a bundled file (`--from`, what `train.finetune
 model=ltx2-demo mode=full` writes). A VAE given with `--from` must encode into the latent space of the file's
@@ -54,6 +54,18 @@ def _vae_state(path: Path) -> dict[str, torch.Tensor]:
     return ltx2_checkpoint.load(path, ("vae",), dtype=torch.float32)["vae"].state_dict()
 
 
+def _audio_vae(path: Path) -> AudioVAE:
+    """The audio VAE: a train_audio_vae run folder (config.json + audio_vae_final.pt), or the audio VAE of a
+    bundled single file (a vocoder-only change keeps it)."""
+    if path.suffix == ".safetensors":
+        if not path.is_file():
+            raise FileNotFoundError(f"--audio-vae: {path} does not exist")
+        return ltx2_checkpoint.load(path, ("audio_vae",), dtype=torch.float32)["audio_vae"]
+    a_vae = AudioVAE(AudioVAEConfig.from_metadata(_run_config(path, "--audio-vae", "audio_vae")))
+    a_vae.load_state_dict(_state(path / "audio_vae_final.pt", "--audio-vae"), strict=True)
+    return a_vae
+
+
 def _run_config(run: Path, what: str, key: str) -> dict:
     """The component's metadata config from a training run's config.json (its `key` section)."""
     path = run / "config.json"
@@ -89,8 +101,7 @@ def export(out: Path, *, vae: Path, audio_vae: Path, vocoder: Path | None, text_
            source: Path | None = None, seed: int = 0, overwrite: bool = True) -> Path:
     video_vae = VideoVAE(_config(VideoVAEConfig, REPO / "configs/demo/ltx2_vae.yaml"))
     video_vae.load_state_dict(_vae_state(vae), strict=True)
-    a_vae = AudioVAE(AudioVAEConfig.from_metadata(_run_config(audio_vae, "--audio-vae", "audio_vae")))
-    a_vae.load_state_dict(_state(audio_vae / "audio_vae_final.pt", "--audio-vae"), strict=True)
+    a_vae = _audio_vae(audio_vae)
     if vocoder is None:  # untrained, seeded: preprocessing and training never decode sound (validation aside)
         torch.manual_seed(seed)
         meta = OmegaConf.to_container(OmegaConf.load(REPO / "configs/demo/ltx2_vocoder.yaml"))
