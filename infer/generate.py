@@ -157,7 +157,9 @@ class GenerateConfig:
     segments: int = 1  # > 1: a long video of chained segments of num_frames each (ltx.ltxv.chain)
     segment_overlap: int = 9  # frames shared by consecutive segments (8k + 1)
     noise_mix: float = 0.5  # SLERP from the previous segment's noise to fresh noise (0 = same noise)
-    vae_tiling: bool = False  # encode / decode in tiles (bounded memory, ltx.ltxv.vae_tiling)
+    # encode / decode in tiles (bounded memory, ltx.ltxv.vae_tiling); LTX-2.5: the diffusion decoder's decode
+    # (vae_checkpoint=, ltx.ltx2.diffusion_decoder.DiffusionDecodeTiling's defaults)
+    vae_tiling: bool = False
     offload: str = "none"  # none | model | blocks: CPU offload of components / transformer blocks (ltx.core.offload)
     offload_prefetch: int = 1  # offload=blocks: blocks copied ahead on a side CUDA stream
     vram_budget: str | None = None  # e.g. 24GB: the memory planner (ltx.plan) sets offload and vae_tiling to fit
@@ -199,6 +201,10 @@ class GenerateConfig:
     temporal_upsampler_checkpoint: str | None = None
     detailing_lora: str | None = None
     detailing_lora_strength: float = 1.0
+    # the HDR IC-LoRA (model=ltx-2.3-22b-distilled / ltx-2.5-22b-distilled; the official HDRICLoraPipeline): the
+    # SDR video of control=[{path: sdr.mp4}] regenerated as HDR light (LogC3), written as EXR frames (hdr=, default
+    # srgb_linear) and the HLG master beside an sRGB preview mp4 (silent: the pipeline is video only)
+    hdr_lora: str | None = None
     # LTX-2 audio-to-video: a soundtrack (any file with an audio stream) kept as given; the video is generated
     # for it, starting `audio_start` seconds in
     audio: str | None = None
@@ -602,10 +608,11 @@ def run(cfg: GenerateConfig) -> list[Path]:
     if cfg.audio_guidance_scale is not None or cfg.modality_scale is not None or cfg.distilled_lora is not None \
             or cfg.audio is not None or cfg.video is not None or cfg.transformer is not None or cfg.enhance_prompt \
             or cfg.prompt_enhancer is not None or cfg.hdr is not None or cfg.temporal_rounds \
-            or cfg.temporal_upsampler_checkpoint is not None or cfg.detailing_lora is not None:
+            or cfg.temporal_upsampler_checkpoint is not None or cfg.detailing_lora is not None \
+            or cfg.hdr_lora is not None:
         raise InputError("audio, video, audio_guidance_scale, modality_scale, distilled_lora, transformer, "
-                         "enhance_prompt, prompt_enhancer, hdr, temporal_rounds, temporal_upsampler_checkpoint and "
-                         "detailing_lora are for the LTX-2 presets (model=ltx-2-19b-dev, ltx2-demo, ...)")
+                         "enhance_prompt, prompt_enhancer, hdr, temporal_rounds, temporal_upsampler_checkpoint, "
+                         "detailing_lora and hdr_lora are for the LTX-2 presets (model=ltx-2-19b-dev, ltx2-demo, ...)")
 
     # --- checks on configs, headers and small files only
     device, dtype = resolve_device(cfg)

@@ -49,6 +49,7 @@ from ltx.core.parallel import Dist
 from ltx.core.sequence_parallel import start_parallel
 from ltx.ltx2 import api
 from ltx.ltx2.audio import resample
+from ltx.ltx2.diffusion_decoder import DiffusionDecodeTiling
 
 
 def guider_overrides(cfg) -> tuple[dict | None, dict | None]:
@@ -99,6 +100,8 @@ def open_request(cfg) -> tuple[api.Pipeline, api.Request, dict]:
     detailing = None if cfg.detailing_lora is None else (existing_file(
         cfg.detailing_lora, "detailing_lora", "LTX-2.5 DFR: the x2 detailing IC-LoRA file"),
         cfg.detailing_lora_strength)
+    hdr_lora = None if cfg.hdr_lora is None else existing_file(
+        cfg.hdr_lora, "hdr_lora", "the HDR IC-LoRA file (ltx-2.3-22b-ic-lora-hdr-*.safetensors)")
     loras = [(existing_file(spec.path, f"loras[{i}].path", "give a LoRA .safetensors file"), spec.strength)
              for i, spec in enumerate(cfg.loras)]
     images = [(existing(c.path, f"conditioning[{i}]", "give an image file"), c.frame, c.strength)
@@ -124,8 +127,12 @@ def open_request(cfg) -> tuple[api.Pipeline, api.Request, dict]:
         pipe = api.open_pipeline(checkpoint, model=cfg.model, text_encoder=text_encoder, upsampler=upsampler,
                                  distilled_lora=distilled_lora, loras=loras, device=device, dtype=dtype,
                                  transformer=transformer, vae_decoder=vae_decoder,
+                                 # vae_tiling: the diffusion decoder decodes in ltx-core's default tiles
+                                 **({"vae_decoder_tiling": DiffusionDecodeTiling()}
+                                    if cfg.vae_tiling and vae_decoder is not None else {}),
                                  **({"temporal_upsampler": temporal} if temporal is not None else {}),
-                                 **({"detailing_lora": detailing} if detailing is not None else {}))
+                                 **({"detailing_lora": detailing} if detailing is not None else {}),
+                                 **({"hdr_lora": hdr_lora} if hdr_lora is not None else {}))
         args = dict(height=cfg.height, width=cfg.width, frame_rate=cfg.fps, num_inference_steps=cfg.steps,
                     sigmas=cfg.timesteps, video_guider_params=video_guidance, audio_guider_params=audio_guidance,
                     images=images, video_conditioning=control, audio_path=cfg.audio, audio_start_time=cfg.audio_start,
@@ -168,11 +175,11 @@ def run(cfg, frames_given: bool = True) -> list[Path]:
     pipe, request, request_args = open_request(cfg)
     check_output(cfg)
     hdr = None
-    if cfg.hdr is not None:
+    if cfg.hdr is not None or pipe.hdr_lora is not None:  # the HDR IC-LoRA: linear Rec.709 EXR frames by default
         from ltx.ltx2.hdr import HDRColorSpace, write_hdr_outputs
 
         try:
-            hdr = HDRColorSpace.parse(cfg.hdr)
+            hdr = HDRColorSpace.parse(cfg.hdr or "srgb_linear")
         except ValueError as e:
             raise InputError(f"hdr={cfg.hdr!r}: {e} (lower case: srgb_linear, acescg, acescct)") from None
         if cfg.height % 2 or cfg.width % 2 or min(cfg.height, cfg.width) < 16:
@@ -231,7 +238,10 @@ def run(cfg, frames_given: bool = True) -> list[Path]:
             write_wav(stem.with_suffix(".wav"), audio[k], rate)
             write_audio_contact_sheet(stem.with_suffix(".png"), video_u8, fps, audio[k], rate,
                                       count=cfg.contact_sheet_frames, caption=prompt)
-            if hdr is not None:  # the decoded pixels in [-1, 1] as ACEScct codes: EXR frames + the HLG master
+            if out.hdr_video is not None:  # the HDR IC-LoRA's decoded LogC3 codes: EXR frames + the HLG master
+                write_hdr_outputs(stem.with_name(stem.name + "_hdr.mp4"), out.hdr_video[k].cpu(), fps, hdr,
+                                  transfer=out.hdr_transfer)
+            elif hdr is not None:  # the decoded pixels in [-1, 1] as ACEScct codes: EXR frames + the HLG master
                 write_hdr_outputs(stem.with_name(stem.name + "_hdr.mp4"), frames[k] * 2 - 1, fps, hdr)
             record = {"prompt": prompt, "index": k, "seed": cfg.seed, "pipeline": request.pipeline.value,
                       **({"original_prompt": originals[k]} if cfg.enhance_prompt else {}),

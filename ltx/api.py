@@ -24,7 +24,8 @@ from ltx.core.device import resolve_device
 from ltx.core.requests import lora_specs
 from ltx.presets import ModelPreset, load_preset
 
-LTX2_ONLY = ("distilled_lora", "pipeline", "transformer", "temporal_upsampler", "detailing_lora")  # LTX-2 API only
+# LTX-2 API only
+LTX2_ONLY = ("distilled_lora", "pipeline", "transformer", "temporal_upsampler", "detailing_lora", "hdr_lora")
 LTXV_ONLY: tuple[str, ...] = ()  # and only the 0.9.x API (`vae` is LTX-2.5's diffusion-VAE file for LTX-2)
 
 
@@ -60,7 +61,7 @@ def open_pipeline(checkpoint: str | os.PathLike | Sequence | None = None, *,
                   distilled_lora: str | os.PathLike | None = None, pipeline: str | None = None,
                   device: str | torch.device = "auto", dtype: str | torch.dtype | None = None,
                   transformer: str | os.PathLike | None = None, temporal_upsampler: str | os.PathLike | None = None,
-                  detailing_lora=None):
+                  detailing_lora=None, hdr_lora=None):
     """The family's pipeline with its modules on `meta`, headers and LoRAs checked; `.check(...)` validates a
     request before any weights load, `.load()` loads them. See ltx.ltxv.api / ltx.ltx2.api for the arguments."""
     check_arguments(checkpoint=checkpoint, vae=vae, upsampler=upsampler, text_encoder=text_encoder,
@@ -73,14 +74,15 @@ def open_pipeline(checkpoint: str | os.PathLike | Sequence | None = None, *,
             raise ValueError(f"detailing_lora: {str(e).split(': ', 1)[-1]} (give a path or (path, strength))") from None
     preset = preset_of(model)
     _refuse_other_family(preset, vae=vae, distilled_lora=distilled_lora, pipeline=pipeline, transformer=transformer,
-                         temporal_upsampler=temporal_upsampler, detailing_lora=detailing_lora)
+                         temporal_upsampler=temporal_upsampler, detailing_lora=detailing_lora, hdr_lora=hdr_lora)
     if preset.is_ltx2:
         from ltx.ltx2 import api as ltx2_api
 
         return ltx2_api.open_pipeline(checkpoint, model=preset, upsampler=upsampler, text_encoder=text_encoder,
                                       distilled_lora=distilled_lora, loras=loras, pipeline=pipeline, device=device,
                                       dtype=dtype, transformer=transformer, vae_decoder=vae,
-                                      temporal_upsampler=temporal_upsampler, detailing_lora=detailing_lora)
+                                      temporal_upsampler=temporal_upsampler, detailing_lora=detailing_lora,
+                                      hdr_lora=hdr_lora)
     from ltx.ltxv import api as ltxv_api
 
     resolve_device(device, dtype)  # an unavailable device fails before anything is read (0.9.x: `.load(device)`)
@@ -95,12 +97,12 @@ def load_pipeline(checkpoint: str | os.PathLike | Sequence | None = None, *,
                   distilled_lora: str | os.PathLike | None = None, pipeline: str | None = None,
                   device: str | torch.device = "auto", dtype: str | torch.dtype | None = None,
                   transformer: str | os.PathLike | None = None, temporal_upsampler: str | os.PathLike | None = None,
-                  detailing_lora=None):
+                  detailing_lora=None, hdr_lora=None):
     """`open_pipeline(...).load()`: the family's pipeline with its weights on `device`."""
     pipe = open_pipeline(checkpoint, model=model, vae=vae, upsampler=upsampler, text_encoder=text_encoder,
                          loras=loras, distilled_lora=distilled_lora, pipeline=pipeline, device=device, dtype=dtype,
                          transformer=transformer, temporal_upsampler=temporal_upsampler,
-                         detailing_lora=detailing_lora)
+                         detailing_lora=detailing_lora, hdr_lora=hdr_lora)
     return pipe.load() if preset_of(model).is_ltx2 else pipe.load(device, dtype)  # LTX-2 takes the device at open
 
 

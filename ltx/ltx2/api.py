@@ -59,8 +59,9 @@ from ltx.core.step_cache import CachePolicy, cached
 from ltx.ltx2 import dfr, gemma_pack, pipelines
 from ltx.ltx2.audio import waveform_to_mel
 from ltx.ltx2.conditioning import fit_image
-from ltx.ltx2.diffusion_decoder import load_decoder, read_decoder_file
+from ltx.ltx2.diffusion_decoder import DiffusionDecodeTiling, check_tiling, load_decoder, read_decoder_file
 from ltx.ltx2.duration import duration_frames
+from ltx.ltx2.hdr import HDRLoraConfig
 from ltx.ltx2.lora import LoRAWeights, check_lora, fuse_loras, read_lora
 from ltx.ltx2.patchify import video_latent_shape
 from ltx.ltx2.pipelines import AVModels, AVPipeline, AVRequest, ImageInput, Prompt, ReferenceInput, check_size
@@ -105,6 +106,7 @@ class Request:
     video: Tensor | None = None  # video-to-audio: the given clip's first num_frames frames (F, H, W, 3) in [0, 1]
     negative_prompt: str | None = None  # None: no pass needs it
     temporal_rounds: int = 0  # LTX-2.5 DFR: temporal x2 refine rounds (0-2)
+    stage_2_tiles: int = 1  # the HDR IC-LoRA pipeline: stage 2 runs once per tile
 
     @property
     def num_evaluations(self) -> int:
@@ -116,7 +118,7 @@ class Request:
         per_step = 2 if self.pipeline is AVPipeline.hq else 1
         total = per_step * (len(self.sigmas) - 1)
         if self.stage_2_sigmas is not None:
-            total += per_step * (len(self.stage_2_sigmas) - 1)
+            total += per_step * (len(self.stage_2_sigmas) - 1) * self.stage_2_tiles
         return total + (2 if self.pipeline is AVPipeline.hq else 0)
 
 
@@ -137,6 +139,11 @@ class Output:
     audio_latent: Tensor  # (B, 8, T, 16)
     cache_stats: dict | None = None  # step caching (cache=CachePolicy(...)): forwards computed / skipped
     fps: float | None = None  # the frames' rate when the pipeline changes it (DFR: fps x 2**temporal_rounds)
+    # the HDR IC-LoRA pipeline (video only: `waveform` is silence, `audio_latent` None): the decoded pixels
+    # (B, 3, F, H, W) in [-1, 1] as `hdr_transfer` codes, for ltx.ltx2.hdr.write_hdr_outputs(..., transfer=); `frames`
+    # is then their light's sRGB preview (clipped at 1)
+    hdr_video: Tensor | None = None
+    hdr_transfer: object | None = None
 
 
 class NonFiniteError(ValueError):
@@ -160,8 +167,11 @@ class Pipeline:
     batch_passes: bool = False  # the guidance passes of a step as one batch (parallel_cfg splits its rows)
     transformer_file: Path | None = None  # the transformer's weights from their own file (a GGUF, ...), not the bundle
     vae_decoder_file: Path | None = None  # LTX-2.5's diffusion-VAE file: its decoder decodes the video
+    vae_decoder_tiling: DiffusionDecodeTiling | None = None  # its tiled decode (None: untiled)
     temporal_upsampler_file: ltx2_checkpoint.UpsamplerFile | None = None  # LTX-2.5 DFR's temporal x2 upscaler
     detailing_lora: tuple[LoRAWeights, float] | None = None  # LTX-2.5 DFR's x2 detailing IC-LoRA (stage 2 only)
+    # the HDR IC-LoRA's curve and reference downscale (its metadata); the LoRA itself is among `loras` (both stages)
+    hdr_lora: HDRLoraConfig | None = None
     _transformer_changed: bool = False  # stage 2 changed it in place: restore before the next run
 
     @property
@@ -264,6 +274,13 @@ class Pipeline:
         if audio_path is None and audio_start_time != 0:
             raise ValueError(f"audio_start_time={audio_start_time!r} is for audio-to-video: give audio_path=FILE too "
                              "(or leave audio_start_time at 0)")
+        if self.hdr_lora is not None:
+            if audio_path is not None or video_path is not None or images:
+                raise ValueError("the HDR IC-LoRA pipeline turns the SDR reference video into HDR: give no "
+                                 "audio_path, video_path or images")
+            if len(video_conditioning) != 1:
+                raise ValueError(f"the HDR IC-LoRA pipeline needs one SDR reference video in video_conditioning "
+                                 f"(generate: control=[{{path: sdr.mp4}}]), got {len(video_conditioning)}")
         if audio_path is not None and self.pipeline is AVPipeline.hq:
             raise ValueError("audio_path runs with the one_stage, two_stage and distilled pipelines, not hq")
         if video_path is None:
@@ -297,12 +314,20 @@ class Pipeline:
             raise ValueError("CFG needs a negative prompt: give negative_prompt=... or cfg_scale 1 in "
                              "video_guider_params and audio_guider_params")
         first, second = self._sigmas(height, width, num_frames, num_inference_steps, sigmas)
+        tiles = 1
+        if self.hdr_lora is not None:  # its own stage 2: two steps, over the tiles of the full-size latent
+            second = torch.tensor(pipelines.HDR_STAGE_2_SIGMAS)
+            shape = video_latent_shape(num_frames, height, width, self.metas["vae"].cfg.scale)
+            tiles = len(pipelines.latent_tiles(shape, pipelines.HDR_STAGE_2_TILING))
+        references = self._references(video_conditioning, height, width, num_frames)
+        if self.hdr_lora is not None and references[0].pixels.shape[0] < num_frames:
+            raise ValueError(f"video_conditioning[0]: the HDR reference has {references[0].pixels.shape[0]} frames, "
+                             f"fewer than num_frames={num_frames}")
         return Request(self.pipeline, height, width, num_frames, float(frame_rate), first, second, video_guidance,
                        audio_guidance, self._images(images, num_frames, height, width, hdr),
-                       self._references(video_conditioning, height, width, num_frames),
-                       _soundtrack(audio_path, audio_start_time, num_frames, frame_rate),
+                       references, _soundtrack(audio_path, audio_start_time, num_frames, frame_rate),
                        _given_video(video_path, num_frames), negative_prompt if needs_negative else None,
-                       temporal_rounds)
+                       temporal_rounds, tiles)
 
     def _sigmas(self, height: int, width: int, num_frames: int, steps: int | None,
                 sigmas: Sequence[float] | None) -> tuple[Tensor, Tensor | None]:
@@ -514,11 +539,13 @@ class Pipeline:
                 soundtrack=soundtrack, video=None if given is None else modules["vae"].encode(given),
                 generator=torch.Generator(device).manual_seed(seed), dtype=self.dtype, batch_passes=self.batch_passes,
                 ancestral_generator=torch.Generator(device).manual_seed(seed + ANCESTRAL_SEED_OFFSET)
-                if self.pipeline is AVPipeline.distilled and self.version >= (2, 5) else None,
+                if self.pipeline is AVPipeline.distilled and self.version >= (2, 5) and self.hdr_lora is None else None,
                 on_step=None if progress is None else (lambda *_: progress()))
             schedules = [s for s in (request.sigmas, request.stage_2_sigmas) if s is not None]
             with cached(modules["transformer"], cache, schedules) as step_cache:
                 result = self._run(positive, negative, av_request, request.references, request.temporal_rounds)
+        if isinstance(result, pipelines.HDRResult):
+            return self._hdr_output(result, request)
         if not (torch.isfinite(result.video).all() and torch.isfinite(result.audio).all()):
             raise NonFiniteError("the generated video or audio is not finite (lower the guidance, or sample in "
                                  "float32)")
@@ -531,6 +558,18 @@ class Pipeline:
             frames = ((given.float().clamp(-1, 1) + 1) / 2).expand(frames.shape[0], -1, -1, -1, -1)
         return Output(frames, waveform, rate, result.video_latent, result.audio_latent,
                       None if step_cache is None else step_cache.stats, result.fps)
+
+    def _hdr_output(self, result: pipelines.HDRResult, request: Request) -> Output:
+        """The HDR IC-LoRA run as an Output: the sRGB preview of its light as `frames`, a silent soundtrack."""
+        from ltx.ltx2.hdr import linear_to_srgb
+
+        if not torch.isfinite(result.linear).all():
+            raise NonFiniteError("the generated HDR video is not finite (sample in float32)")
+        frames = linear_to_srgb(result.linear).permute(0, 4, 1, 2, 3)  # (B, 3, F, H, W) in [0, 1]
+        rate = int(self.modules["vocoder"].sample_rate)
+        silence = torch.zeros(frames.shape[0], 2, round(request.num_frames / request.frame_rate * rate))
+        return Output(frames, silence, rate, result.video_latent, None, hdr_video=result.video,
+                      hdr_transfer=self.hdr_lora.transfer)
 
     def _encode_soundtrack(self, soundtrack: tuple[Tensor, int] | None) -> Tensor | None:
         """The waveform through our torch mel and the audio VAE encoder: (1, 8, T, 16)."""
@@ -545,8 +584,13 @@ class Pipeline:
         """The preset's official pipeline with this pipeline's LoRA staging."""
         m = self.modules
         models = AVModels(m["transformer"], m["vae"], m["audio_vae"], m["vocoder"], m.get("upsampler"),
-                          m.get("video_decoder"))
+                          m.get("video_decoder"), self.vae_decoder_tiling)
         match self.pipeline:
+            case AVPipeline.distilled if self.hdr_lora is not None:
+                (ref,) = references
+                return pipelines.hdr_ic_lora(models, positive, request, ref.pixels.to(self.device),
+                                             strength=ref.strength, transfer=self.hdr_lora.transfer,
+                                             reference_downscale=ref.downscale)
             case AVPipeline.dfr:
                 lora = self.detailing_lora
                 return pipelines.dfr(models, positive, request, rounds=temporal_rounds,
@@ -754,7 +798,8 @@ def open_pipeline(checkpoint: str | os.PathLike | None = None, *,
                   pipeline: AVPipeline | str | None = None, device: str | torch.device = "auto",
                   dtype: str | torch.dtype | None = None, transformer: str | os.PathLike | None = None,
                   vae_decoder: str | os.PathLike | None = None, temporal_upsampler: str | os.PathLike | None = None,
-                  detailing_lora=None) -> Pipeline:
+                  detailing_lora=None, hdr_lora=None, vae_decoder_tiling: DiffusionDecodeTiling | None = None
+                  ) -> Pipeline:
     """A pipeline with the bundle's components on `meta`, every header and LoRA checked; `.load()` loads them.
 
     checkpoint: the official bundled file (or its ltx2 conversion). model: an LTX-2 preset name, path or
@@ -767,9 +812,13 @@ def open_pipeline(checkpoint: str | os.PathLike | None = None, *,
     transformer: the transformer's weights from their own file, e.g. a community GGUF (ComfyUI-GGUF names) or a
     quantized single file; the bundle gives its config and the other components. vae_decoder: LTX-2.5's
     diffusion-VAE file (`ltx-2.5-video-vae-bf16.safetensors`): its diffusion decoder decodes the video (the
-    checkpoint's conv VAE still encodes the conditioning images). temporal_upsampler / detailing_lora (a path or
-    (path, strength)): LTX-2.5 DFR's temporal x2 upscaler (for temporal_rounds) and x2 detailing IC-LoRA (stage 2;
-    its reference downscale from the file's metadata, else 2).
+    checkpoint's conv VAE still encodes the conditioning images); vae_decoder_tiling: its decode in tiles
+    (`DiffusionDecodeTiling()`: ltx-core's default layout; None: untiled). temporal_upsampler / detailing_lora (a
+    path or (path, strength)): LTX-2.5 DFR's temporal x2 upscaler (for temporal_rounds) and x2 detailing IC-LoRA
+    (stage 2; its reference downscale from the file's metadata, else 2). hdr_lora (a path or (path, strength)): the HDR
+    IC-LoRA (its metadata names the curve, `hdr_transform`): the distilled 22B model then runs the official
+    HDRICLoraPipeline (`pipelines.hdr_ic_lora`) on the one SDR video of `video_conditioning`, the LoRA fused for
+    both stages; the output carries the decoded codes for ltx.ltx2.hdr.write_hdr_outputs.
     """
     preset = model if isinstance(model, ModelPreset) else load_preset(model)
     if not preset.is_ltx2:
@@ -853,6 +902,14 @@ def open_pipeline(checkpoint: str | os.PathLike | None = None, *,
             raise ValueError(f"vae_decoder {decoder_file.name}: a decoder of {dcfg.in_channels}-channel latents at "
                              f"scale {tuple(dcfg.scale)}, but the checkpoint's VAE makes {vcfg.latent_channels}-"
                              f"channel latents at {tuple(vcfg.scale)}")
+    if vae_decoder_tiling is not None:
+        if decoder_file is None or not isinstance(vae_decoder_tiling, DiffusionDecodeTiling):
+            raise ValueError(f"vae_decoder_tiling={vae_decoder_tiling!r}: a DiffusionDecodeTiling for the diffusion "
+                             "decoder of vae_decoder= (the conv VAE decodes untiled in the LTX-2 pipelines)")
+        try:
+            check_tiling(dcfg, vae_decoder_tiling)
+        except ValueError as e:
+            raise ValueError(f"vae_decoder_tiling: {e}") from None
     temporal_file = detailing = None
     if (temporal_upsampler is not None or detailing_lora is not None) and av.pipeline is not AVPipeline.dfr:
         raise ValueError(f"temporal_upsampler / detailing_lora are for the dfr pipeline (model=ltx-2.5-22b-dfr), "
@@ -880,13 +937,35 @@ def open_pipeline(checkpoint: str | os.PathLike | None = None, *,
         except ValueError as e:
             raise CheckpointError(f"detailing_lora: {e}") from None
         detailing = (weights, strength)
+    hdr = None
+    if hdr_lora is not None:
+        if av.pipeline is not AVPipeline.distilled or family(version) == "2":
+            raise ValueError(f"hdr_lora: the HDR IC-LoRA pipeline runs on the distilled 22B model "
+                             f"(model=ltx-2.3-22b-distilled or ltx-2.5-22b-distilled), not {preset.name} "
+                             f"({av.pipeline.value}, LTX-{version})")
+        try:
+            ((path, strength),) = lora_specs([hdr_lora])
+        except ValueError as e:
+            raise ValueError(f"hdr_lora: {str(e).split(': ', 1)[-1]} (give a path or (path, strength))") from None
+        try:
+            weights = read_lora(_file(path, "hdr_lora"))
+            check_lora(metas["transformer"], weights)
+            hdr = HDRLoraConfig.from_metadata(weights.metadata)
+        except ValueError as e:
+            raise CheckpointError(f"hdr_lora: {e}") from None
+        if hdr is None:
+            raise ValueError(f"hdr_lora {Path(path).name}: not an HDR IC-LoRA (its metadata has no hdr_transform or "
+                             "use_hdr_transform); give the HDR IC-LoRA file (ltx-2.3-22b-ic-lora-hdr-*.safetensors), "
+                             "or pass other IC-LoRAs as loras=")
+        opened.append((weights, strength))
     if av.pipeline is AVPipeline.dfr and not metas["transformer"].cfg.use_keyframes_abs_pos_embedding:
         raise ValueError(f"checkpoint {bundle.path.name}: the dfr pipeline generates keyframe slots, which needs an "
                          "LTX-2.5 transformer (use_keyframes_abs_pos_embedding)")
     return Pipeline(preset, bundle, metas, upsampler_file, lora, opened,
                     None if text_encoder is None else Path(text_encoder).expanduser(), device, dtype,
                     transformer_file=transformer_file, vae_decoder_file=decoder_file,
-                    temporal_upsampler_file=temporal_file, detailing_lora=detailing)
+                    vae_decoder_tiling=vae_decoder_tiling,
+                    temporal_upsampler_file=temporal_file, detailing_lora=detailing, hdr_lora=hdr)
 
 
 def load_pipeline(checkpoint: str | os.PathLike | None = None, *,

@@ -145,13 +145,14 @@ def conditioned_states(
     batch: int, dtype, device, generator: torch.Generator | None, noise_scale: float = 1.0,
     video_latent: Tensor | None = None, audio_latent: Tensor | None = None, freeze_audio: bool = False,
     freeze_video: bool = False, channels: int = patchify.VIDEO_LATENT_CHANNELS,
-    scale: tuple[int, int, int] = patchify.VIDEO_SCALE,
-) -> tuple[LatentState, LatentState]:
+    scale: tuple[int, int, int] = patchify.VIDEO_SCALE, with_audio: bool = True,
+) -> tuple[LatentState, LatentState | None]:
     """noise_video_state + noise_audio_state: initial states, conditionings applied, then noised (video first).
     `freeze_audio` (audio-to-video, denoise_video_only): the audio latent is kept as it is (its noise is still
     drawn, at scale 0, so the generator advances as the reference's) and its mask is 0 (timesteps 0).
     `freeze_video` (video-to-audio, the trainer's v2a mode at inference): the same for `video_latent`.
-    `channels` and `scale`: the video VAE's latent width and pixels per latent voxel."""
+    `channels` and `scale`: the video VAE's latent width and pixels per latent voxel. `with_audio` False: the video
+    state alone (audio None, nothing drawn for it: the HDR IC-LoRA pipeline's video-only stages)."""
     video = video_state(num_frames, height, width, fps, batch=batch, dtype=dtype, device=device, latent=video_latent,
                         channels=channels, scale=scale)
     for c in conditionings:
@@ -165,6 +166,8 @@ def conditioned_states(
     video = add_noise(video, generator, 0.0 if freeze_video else noise_scale)
     if freeze_video:
         video = replace(video, mask=torch.zeros_like(video.mask))
+    if not with_audio:
+        return video, None
     audio = audio_state(num_frames, fps, batch=batch, dtype=dtype, device=device, latent=audio_latent)
     audio = add_noise(audio, generator, 0.0 if freeze_audio else noise_scale)
     if freeze_audio:

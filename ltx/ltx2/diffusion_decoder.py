@@ -66,12 +66,22 @@ fp32 islands: the RoPE rotation, the timestep features and the Euler update (all
 The pixel grid per latent voxel is computed from the config (`cfg.scale`: the strides' products, times the patch
 size in space); ltx-core hard-codes (8, 32, 32) for its crops, the same numbers for the released layout.
 
-Not here: tiled decoding (ltx-core and diffusers tile stages 4-5 with overlaps, differently from each other), the
-NATTEN / Triton / CuTe-DSL attention kernels, torch.compile presets and the deferred stage-4 upsample (memory
-layouts of the same maths). Parity (tests/ltx2/test_ltx2_diffusion_decoder.py): diffusers 0.42.1 on tiny random
+Tiled decoding (`decode(..., tiling=DiffusionDecodeTiling(...))`), ltx-core's `tiled_decode`: stages 1-3 run once
+on the whole latents; stage 4 and the sampling run per tile of the stage-4 grid (cells of (2, 8, 8) output frames /
+pixels released), tiles of a given size overlapping by at least the tiled stages' reach, the tile at frame 0
+dropping the duplicated frame and the last one carrying the ghost frames, blended with trapezoid weights; a one-step
+x0 decode draws each tile's noise in tile order, a multi-step one cuts every tile's start from one noise canvas.
+The canvas is accumulated in float32 (ltx-core: float16 for bfloat16 features) and the whole video returned
+(ltx-core yields temporal chunks). diffusers tiles the same two stages another way (tiles every stride, the last
+absorbing a short remnant, seams blended in place and cropped to the stride); not followed. ltx-core's tile sizes
+from the free GPU memory (`recommended_tiling_config`) are not here: the sizes are the caller's.
+
+Not here: the NATTEN / Triton / CuTe-DSL attention kernels, torch.compile presets and the deferred stage-4 upsample
+(memory layouts of the same maths). Parity (tests/ltx2/test_ltx2_diffusion_decoder.py): diffusers 0.42.1 on tiny random
 weights, float32 <= 1e-5 (context, denoiser, whole decodes step by step, its pipeline) and float64 <= 1e-12;
 opt-in, ltx-core at 400fd31 (its eager attention fallback): untiled decodes, padded short clips included, and its
-loader ops on a gated file, bitwise.
+loader ops on a gated file, bitwise. Tiled (tests/ltx2/test_ltx2_diffusion_decoder_tiling.py): one tile is the
+untiled decode bitwise; opt-in against ltx-core's tiled decode, <= 9.5e-7 in float32 (0.0 in three of six).
 """
 
 from __future__ import annotations
@@ -81,6 +91,7 @@ import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -90,7 +101,7 @@ from ltx.core import shapes
 from ltx.core.checkpoint import CheckpointError, SafetensorsReader, load_strict
 from ltx.core.keymap import Rule, apply, invert
 from ltx.core.nn import LatentStatistics, TimestepEmbedder
-from ltx.ltx2.vae import patchify, unpatchify
+from ltx.ltx2.vae import _ramp, _split_overlapping, patchify, unpatchify
 
 CONV_VAE_CLASS = "CausalVideoAutoencoder"  # metadata vae._class_name of the convolutional VAE (ltx.ltx2.vae)
 DIFFUSION_VAE_CLASS = "CausalDiffusionVAE"  # the released diffusion VAE's class name (written by to_metadata)
@@ -493,19 +504,20 @@ class AdaLNZero(nn.Module):
 
 class PixelShuffleUpsample(nn.Module):
     """Linear D -> s_t s_h s_w D / r, then depth-to-space (channel = c s_t s_h s_w + i_t s_h s_w + i_h s_w + i_w);
-    a temporal stride 2 drops the first output frame (the causal 1 + 2k mapping)."""
+    a temporal stride 2 drops the first output frame (the causal 1 + 2k mapping) unless `drop_first=False` (a
+    temporal tile that does not start at frame 0: its first frame is an interior one, both output frames real)."""
 
     def __init__(self, dim: int, stride: tuple[int, int, int], reduction: int):
         super().__init__()
         self.stride, self.out_dim = stride, dim // reduction
         self.proj = nn.Linear(dim, math.prod(stride) * dim // reduction)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, drop_first: bool = True) -> Tensor:
         B, T, H, W, _ = x.shape
         st, sh, sw = self.stride
         x = self.proj(x).view(B, T, H, W, self.out_dim, st, sh, sw)
         x = x.permute(0, 1, 5, 2, 6, 3, 7, 4).reshape(B, T * st, H * sh, W * sw, self.out_dim)
-        return x[:, 1:] if st == 2 else x
+        return x[:, 1:] if st == 2 and drop_first else x
 
 
 class TimestepEmbedding(nn.Module):
@@ -553,16 +565,31 @@ class DiffusionDecoder(nn.Module):
     def context(self, z: Tensor) -> Tensor:
         """Stages 1-4. z: raw (de-normalized) latents (B, C, F', H', W'), at least `cfg.min_latent_size` ->
         context (B, F5, H5, W5, D_ctx), F5 = max(8 (F' - 1) + 1, stage-5 temporal kernel), H5 = H' x 8 (strides)."""
-        cfg, ghost = self.cfg, self.cfg.ghost_frames
+        return self.stage_4(self.stages_1_to_3(z))
+
+    def stages_1_to_3(self, z: Tensor) -> Tensor:
+        """The ghost frames appended, conv_in and stages 1-3: raw latents (B, C, F', H', W') -> the stage-4 input
+        (B, F4 + ghost x s, H4, W4, D4), ghost frames still at the end (s: the three upsamples' temporal product)."""
+        ghost = self.cfg.ghost_frames
         z = torch.cat([z, z[:, :, -1:].expand(-1, -1, ghost, -1, -1)], dim=2)  # (B, C, F' + ghost, H', W')
         x = self.conv_in(z.permute(0, 2, 3, 4, 1))  # (B, F' + ghost, H', W', D1)
-        for blocks, upsample in zip(self.det_stages, self.upsamples):
+        for blocks, upsample in zip(self.det_stages[:3], self.upsamples[:3]):
             for block in blocks:
                 x = block(x)
             x = upsample(x)
-        # crop the ghost frames off again, keeping at least the stage-5 temporal kernel (ltx-core)
-        frames = max(x.shape[1] - ghost * cfg.scale[0], 1)
-        return x[:, :max(frames, cfg.stage5_kernel[0])]
+        return x
+
+    def stage_4(self, x: Tensor, first: bool = True, last: bool = True) -> Tensor:
+        """Stage 4 on the stage-4 input or a tile of it -> context. `first`: the tile starts at frame 0 (the
+        upsample drops its duplicated first frame); `last`: it holds the ghost frames, cropped off again keeping at
+        least the stage-5 temporal kernel (ltx-core)."""
+        for block in self.det_stages[3]:
+            x = block(x)
+        x = self.upsamples[3](x, drop_first=first)
+        if not last:
+            return x
+        frames = max(x.shape[1] - self.cfg.ghost_frames * self.cfg.scale[0], 1)
+        return x[:, :max(frames, self.cfg.stage5_kernel[0])]
 
     def forward(self, x: Tensor, context: Tensor, sigma: Tensor | float) -> Tensor:
         """x: (B, out_channels, F, H, W) noisy pixels at noise level sigma (float or (B,)), context from
@@ -593,11 +620,53 @@ def _pad_to(z: Tensor, size: tuple[int, int, int]) -> tuple[Tensor, tuple[int, i
     return z, (before[0], before[1])
 
 
+def _steps_and_generator(cfg: DiffusionDecoderConfig, steps: int | None, generator: torch.Generator | None,
+                         seed: int | None) -> tuple[int, torch.Generator | None]:
+    steps = cfg.default_num_inference_steps if steps is None else steps
+    if steps < 1:
+        raise ValueError(f"diffusion decode needs at least one step, got {steps}")
+    if seed is not None:
+        if generator is not None:
+            raise ValueError("diffusion decode takes a generator or a seed, not both")
+        generator = torch.Generator().manual_seed(seed)
+    return steps, generator
+
+
+def _noise(shape: tuple[int, ...], generator: torch.Generator | None, like: Tensor) -> Tensor:
+    # drawn on the generator's device in `like`'s dtype, then moved to `like`'s device
+    device = generator.device if generator is not None else like.device
+    return torch.randn(shape, generator=generator, device=device, dtype=like.dtype).to(like.device)
+
+
+def _grown(x: Tensor, frames: int) -> Tensor:
+    # x (B, C, F, H, W) with its last frame repeated up to `frames` (ltx-core's pixel canvas for the stage-5 kernel)
+    return torch.cat([x, x[:, :, -1:].expand(-1, -1, frames - x.shape[2], -1, -1)], dim=2)
+
+
+def _denoise(decoder: DiffusionDecoder, x: Tensor, context: Tensor, steps: int,
+             callback: Callable[[int, Tensor], None] | None = None) -> Tensor:
+    """The sampling loop (module docstring) from the noise x (B, C, F, H, W) on `context`'s grid."""
+    cfg = decoder.cfg
+    sigmas = torch.linspace(1.0, 1.0 / steps, steps).to(x.device)
+    sigmas = torch.cat([sigmas, sigmas.new_zeros(1)])
+    for i in range(steps):
+        if callback is not None:
+            callback(i, x)
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        pred = decoder(x, context, sigma.expand(x.shape[0]))
+        if cfg.model_output_type == "x0" and i == steps - 1:
+            return pred  # the velocity step to sigma 0 would land on the prediction itself
+        x32, pred = x.float(), pred.float()
+        velocity = pred if cfg.model_output_type == "v" else (x32 - pred) / sigma
+        x = (x32 - (sigma - sigma_next) * velocity).to(x.dtype)
+    return x
+
+
 def decode(decoder: DiffusionDecoder, latents: Tensor, *, steps: int | None = None,
            generator: torch.Generator | None = None, seed: int | None = None, normalized: bool = True,
-           callback: Callable[[int, Tensor], None] | None = None) -> Tensor:
-    """Latents -> pixels (B, out_channels, 8 (F' - 1) + 1, 32 H', 32 W') in about [-1, 1], untiled (factors:
-    `cfg.scale`).
+           callback: Callable[[int, Tensor], None] | None = None,
+           tiling: DiffusionDecodeTiling | None = None) -> Tensor:
+    """Latents -> pixels (B, out_channels, 8 (F' - 1) + 1, 32 H', 32 W') in about [-1, 1] (factors: `cfg.scale`).
 
     Args:
         decoder: the diffusion decoder.
@@ -606,48 +675,196 @@ def decode(decoder: DiffusionDecoder, latents: Tensor, *, steps: int | None = No
         steps: denoising steps (default `cfg.default_num_inference_steps`).
         generator: draws the initial noise (on its own device, in the latents' dtype); or `seed` for a fresh CPU
             generator. Neither: the global RNG.
-        callback: called as callback(i, x) with the pixels entering step i (x is pure noise for i = 0).
+        callback: called as callback(i, x) with the pixels entering step i (x is pure noise for i = 0); untiled
+            decodes only.
+        tiling: stages 4-5 tile by tile (`DiffusionDecodeTiling`, ltx-core's tiled decode); None: untiled.
     """
     cfg = decoder.cfg
     shapes.check_latent_shape(tuple(latents.shape), channels=cfg.in_channels, vae_name=" (diffusion decoder)")
-    steps = cfg.default_num_inference_steps if steps is None else steps
-    if steps < 1:
-        raise ValueError(f"diffusion decode needs at least one step, got {steps}")
-    if seed is not None:
-        if generator is not None:
-            raise ValueError("diffusion decode takes a generator or a seed, not both")
-        generator = torch.Generator().manual_seed(seed)
+    steps, generator = _steps_and_generator(cfg, steps, generator, seed)
+    if tiling is not None and callback is not None:
+        raise ValueError("diffusion decode: callback= sees the one canvas of an untiled decode; pass tiling=None")
     B, _, frames, height, width = latents.shape
     z = decoder.per_channel_statistics.denormalize(latents) if normalized else latents
     z, (top, left) = _pad_to(z, cfg.min_latent_size)
-    context = decoder.context(z)  # (B, F5, H5, W5, D_ctx)
     (ft, fh, fw), p = cfg.scale, cfg.patch_size
-    canvas = (B, cfg.out_channels, context.shape[1], context.shape[2] * p, context.shape[3] * p)
-
-    def noise(shape: tuple[int, ...]) -> Tensor:
-        device = generator.device if generator is not None else latents.device
-        return torch.randn(shape, generator=generator, device=device, dtype=latents.dtype).to(latents.device)
-
-    if steps == 1 and cfg.model_output_type == "x0":
-        x = noise(canvas)
-    else:  # ltx-core draws the output's shape and repeats the last frame up to the stage-5 kernel
-        x = noise((B, cfg.out_channels, (z.shape[2] - 1) * ft + 1, *canvas[3:]))
-        x = torch.cat([x, x[:, :, -1:].expand(-1, -1, canvas[2] - x.shape[2], -1, -1)], dim=2)
-    sigmas = torch.linspace(1.0, 1.0 / steps, steps).to(latents.device)
-    sigmas = torch.cat([sigmas, sigmas.new_zeros(1)])
-    for i in range(steps):
-        if callback is not None:
-            callback(i, x)
-        sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        pred = decoder(x, context, sigma.expand(B))
-        if cfg.model_output_type == "x0" and i == steps - 1:
-            x = pred  # the velocity step to sigma 0 would land on the prediction itself
-            break
-        x32, pred = x.float(), pred.float()
-        velocity = pred if cfg.model_output_type == "v" else (x32 - pred) / sigma
-        x = (x32 - (sigma - sigma_next) * velocity).to(x.dtype)
+    if tiling is not None:
+        x = _tiled(decoder, z, tiling, steps, generator)
+    else:
+        context = decoder.context(z)  # (B, F5, H5, W5, D_ctx)
+        canvas = (B, cfg.out_channels, context.shape[1], context.shape[2] * p, context.shape[3] * p)
+        if steps == 1 and cfg.model_output_type == "x0":
+            x = _noise(canvas, generator, latents)
+        else:  # ltx-core draws the output's shape and repeats the last frame up to the stage-5 kernel
+            x = _noise((B, cfg.out_channels, (z.shape[2] - 1) * ft + 1, *canvas[3:]), generator, latents)
+            x = _grown(x, canvas[2])
+        x = _denoise(decoder, x, context, steps, callback)
     out_frames = (frames - 1) * ft + 1
     return x[:, :, :out_frames, top * fh:(top + height) * fh, left * fw:(left + width) * fw]
+
+
+# ------------------------------------------------------------------------------------------------ tiled decoding
+
+
+@dataclass(frozen=True, kw_only=True)
+class DiffusionDecodeTiling:
+    """Tile sizes and overlaps for `decode(..., tiling=)`, in output pixels (both spatial axes) and frames; None:
+    that axis untiled. The defaults are ltx-core's `TileSizeConfig.default()`. Against a decoder (`check_tiling`):
+    sizes and overlaps are multiples of its stage-4 cell (`tile_cell`: 2 frames, 8 px released), a tile holds at
+    least the tiled stages' kernels (`min_tile`) and an overlap covers their reach (`min_tile_overlap`: 8 frames,
+    64 px for the released decoder)."""
+
+    spatial_tile_px: int | None = 768
+    spatial_overlap_px: int = 64
+    temporal_tile_frames: int | None = 80
+    temporal_overlap_frames: int = 24
+
+    def __post_init__(self) -> None:
+        for what, tile, overlap in (("spatial", self.spatial_tile_px, self.spatial_overlap_px),
+                                    ("temporal", self.temporal_tile_frames, self.temporal_overlap_frames)):
+            if tile is not None and not (isinstance(tile, int) and isinstance(overlap, int) and 0 <= overlap < tile):
+                raise ValueError(f"diffusion decode {what} tile {tile!r} with overlap {overlap!r}: expected integers "
+                                 "with 0 <= overlap < tile (or tile None: that axis untiled)")
+
+
+class AxisTile(NamedTuple):
+    """One tile along one axis: stage-4 cells [start, end), output pixels / frames [pixel_start, pixel_end) and the
+    blend weights over them (length 1 on an untiled axis: broadcast)."""
+
+    start: int
+    end: int
+    pixel_start: int
+    pixel_end: int
+    weights: Tensor
+
+
+def tile_cell(cfg: DiffusionDecoderConfig) -> tuple[int, int, int]:
+    """Output (frames, rows, columns) per cell of the stage-4 input, the grid tiles are cut on: the last upsample's
+    strides, times the patch size in space ((2, 8, 8) for the released layout)."""
+    (st, sh, sw), p = cfg.upsamples[3][0], cfg.patch_size
+    return st, sh * p, sw * p
+
+
+def min_tile(cfg: DiffusionDecoderConfig) -> tuple[int, int, int]:
+    """The smallest tile in stage-4 cells: stage 4 sees it as is, stage 5 upsampled (ltx-core
+    `compute_tile_min_size`)."""
+    stride = cfg.upsamples[3][0]
+    return tuple(max(k4, -(-k5 // s)) for k4, k5, s in zip(cfg.stage_kernels[3], cfg.stage5_kernel, stride))  # type: ignore[return-value]
+
+
+def min_tile_overlap(cfg: DiffusionDecoderConfig) -> tuple[int, int]:
+    """The least (frames, pixels) overlap: the farther reach of stage 4 (depth x half kernel, in cells) or stage 5
+    (depth x half kernel, in its own grid, over the upsample), in output units, rounded up to the pixels per latent
+    voxel (ltx-core `recommended_pixel_overlaps`, which rounds to its fixed 8 / 32)."""
+    stride, cell = cfg.upsamples[3][0], tile_cell(cfg)
+    reach = [max(cfg.stage_depths[3] * (k4 // 2), -(-cfg.stage_depths[4] * (k5 // 2) // s))
+             for k4, k5, s in zip(cfg.stage_kernels[3], cfg.stage5_kernel, stride)]
+    frames = -(-reach[0] * cell[0] // cfg.scale[0]) * cfg.scale[0]
+    pixels = -(-max(reach[1], reach[2]) * cell[1] // cfg.scale[1]) * cfg.scale[1]
+    return frames, pixels
+
+
+def check_tiling(cfg: DiffusionDecoderConfig, tiling: DiffusionDecodeTiling) -> None:
+    """One ValueError line when `tiling` does not fit the decoder (see `DiffusionDecodeTiling`)."""
+    cell, smallest, (least_t, least_s) = tile_cell(cfg), min_tile(cfg), min_tile_overlap(cfg)
+    axes = (("temporal", "frames", tiling.temporal_tile_frames, tiling.temporal_overlap_frames, (0,), least_t),
+            ("spatial", "px", tiling.spatial_tile_px, tiling.spatial_overlap_px, (1, 2), least_s))
+    for what, unit, tile, overlap, dims, least in axes:
+        if tile is None:
+            continue
+        step = math.lcm(*(cell[d] for d in dims))
+        lowest = max(max(2, smallest[d]) * cell[d] for d in dims)
+        lowest = -(-lowest // step) * step
+        if tile % step or overlap % step or tile < lowest or overlap < least:
+            raise ValueError(f"diffusion decode {what} tile {tile} {unit} with overlap {overlap} {unit}: this decoder "
+                             f"needs both multiples of {step} {unit} (its stage-4 cell), the tile at least {lowest} "
+                             f"{unit} (its kernels) and the overlap at least {least} {unit} (the tiled stages' reach)")
+
+
+def _axis_tiles(cells: int, tile: int | None, overlap: int, cell: int, smallest: int, causal: bool) -> list[AxisTile]:
+    """ltx-core's `split_by_size` (the last tile grown back to `smallest` cells) and its interval propagation: cells
+    times `cell` pixels; with `causal` and a 2x temporal upsample a tile ends one frame early and, unless it starts
+    at 0, starts one frame early (the origin tile drops the duplicated frame, the others keep it). Symmetric linear
+    ramps over the overlaps, ltx-core's trapezoid masks."""
+    drop = causal and cell == 2
+    pixels = cells * cell - drop
+    size, overlap = tile // cell if tile is not None else cells, overlap // cell
+    if tile is None or cells <= size or cells < smallest:
+        return [AxisTile(0, cells, 0, pixels, torch.ones(1))]
+    spans = [list(s) for s in _split_overlapping(cells, size, overlap)]  # [start, end, left ramp, right ramp]
+    if spans[-1][1] - spans[-1][0] < smallest:  # it stays after its neighbour's start: size >= smallest
+        start = cells - smallest
+        spans[-2][3] = spans[-1][2] = spans[-2][1] - start
+        spans[-1][0] = start
+    out = []
+    for start, end, left, right in spans:
+        p0, p1 = start * cell - (drop and start > 0), end * cell - drop
+        out.append(AxisTile(start, end, p0, p1, _ramp(p1 - p0, left * cell, right * cell, from_zero=False)))
+    return out
+
+
+def tile_layout(cfg: DiffusionDecoderConfig, latent_size: tuple[int, int, int],
+                tiling: DiffusionDecodeTiling) -> tuple[list[AxisTile], list[AxisTile], list[AxisTile]]:
+    """The (frames, rows, columns) tiles of a decode of latents of `latent_size` (F', H', W', at least
+    `cfg.min_latent_size`), each axis over the stage-4 grid; a decode runs every combination (frames slowest)."""
+    check_tiling(cfg, tiling)
+    cells = [latent_size[0], latent_size[1], latent_size[2]]
+    for stride, _ in cfg.upsamples[:3]:
+        cells = [cells[0] * stride[0] - (stride[0] == 2), cells[1] * stride[1], cells[2] * stride[2]]
+    cell, smallest = tile_cell(cfg), min_tile(cfg)
+    sizes = (tiling.temporal_tile_frames, tiling.spatial_tile_px, tiling.spatial_tile_px)
+    overlaps = (tiling.temporal_overlap_frames, tiling.spatial_overlap_px, tiling.spatial_overlap_px)
+    return tuple(_axis_tiles(cells[a], sizes[a], overlaps[a], cell[a], smallest[a], a == 0)  # type: ignore[return-value]
+                 for a in range(3))
+
+
+def _tiled(decoder: DiffusionDecoder, z: Tensor, tiling: DiffusionDecodeTiling, steps: int,
+           generator: torch.Generator | None) -> Tensor:
+    """ltx-core's `DiffusionVideoDecoder._decode_pixels` with a tiling config: stages 1-3 once on the whole (padded)
+    latents z, then per tile (frames slowest, then rows, columns) stage 4 on its cells (the tile at frame 0 drops
+    the duplicated frame, the last one carries the ghost frames), the stage-5 sampling on its pixels, blended with
+    the tile's separable weights into a float32 canvas (divided by the summed weights where they do not sum to 1).
+    Noise: one-step x0 draws each tile's own, in tile order; otherwise one canvas is drawn and each tile starts
+    from its part of it. Returns (B, C, 8 (F' - 1) + 1, H' 32, W' 32) pixels of z (uncropped), in z's dtype."""
+    cfg, p = decoder.cfg, decoder.cfg.patch_size
+    ft, fh, fw = cfg.scale
+    frames_t, rows, cols = tile_layout(cfg, tuple(z.shape[2:]), tiling)  # type: ignore[arg-type]
+    features = decoder.stages_1_to_3(z)  # (B, F4 + ghost cells, H4, W4, D4)
+    cells = frames_t[-1].end
+    B = z.shape[0]
+    canvas = (B, cfg.out_channels, (z.shape[2] - 1) * ft + 1, z.shape[3] * fh, z.shape[4] * fw)
+    start_noise = None if steps == 1 and cfg.model_output_type == "x0" else _noise(canvas, generator, z)
+    out = torch.zeros(canvas, dtype=torch.float32, device=z.device)
+    for t in frames_t:
+        first, last = t.start == 0, t.end == cells
+        group = torch.zeros((*canvas[:2], t.pixel_end - t.pixel_start, *canvas[3:]), dtype=torch.float32,
+                            device=z.device)
+        for r in rows:
+            for c in cols:
+                end = features.shape[1] if last else t.end
+                context = decoder.stage_4(features[:, t.start:end, r.start:r.end, c.start:c.end], first, last)
+                shape = (B, cfg.out_channels, context.shape[1], context.shape[2] * p, context.shape[3] * p)
+                if start_noise is None:
+                    x = _noise(shape, generator, z)
+                else:
+                    x = start_noise[:, :, t.pixel_start:t.pixel_end, r.pixel_start:r.pixel_end,
+                                    c.pixel_start:c.pixel_end]
+                    x = _grown(x, shape[2])
+                x = _denoise(decoder, x, context, steps)[:, :, :t.pixel_end - t.pixel_start].float()
+                wt, wr, wc = (a.weights.to(z.device) for a in (t, r, c))
+                group[:, :, :, r.pixel_start:r.pixel_end, c.pixel_start:c.pixel_end] += (
+                    x * wt[:, None, None] * wr[:, None] * wc)
+        out[:, :, t.pixel_start:t.pixel_end] += group
+    sums = []
+    for axis, length in zip((frames_t, rows, cols), canvas[2:]):
+        total = torch.zeros(length)
+        for a in axis:
+            total[a.pixel_start:a.pixel_end] += a.weights
+        sums.append(total)
+    if not all(torch.allclose(s, torch.ones_like(s), atol=1e-5, rtol=0) for s in sums):  # ltx-core's test
+        weight = sums[0][:, None, None] * sums[1][:, None] * sums[2]
+        out = out / weight.clamp(min=1e-8).to(z.device)
+    return out.to(z.dtype)
 
 
 # ------------------------------------------------------------------------------------------------ key layouts

@@ -708,11 +708,21 @@ def read_exr_frames(source: str | os.PathLike, max_frames: int | None = None) ->
 
 
 def write_hdr_outputs(path: str | os.PathLike, video: Tensor, fps: float, color_space: HDRColorSpace | str,
-                      **hlg_options) -> Path:
+                      transfer: Transfer | None = None, **hlg_options) -> Path:
     """The native `--hdr` sink (encode_video with color_space): decoded VAE pixels (3, F, H, W) or (1, 3, F, H, W)
     in [-1, 1] -> half EXR frames in `<stem>_exr/` in the colour space's own encoding, and the BT.2020 / HLG master
-    at `path` from Rec.709 linear. Returns the EXR folder."""
+    at `path` from Rec.709 linear. `transfer`: the curve the pixels carry (None: the colour space's, ACEScct; the
+    HDR IC-LoRA's LogC3 output: Transfer.LOGC3, its acescct EXR frames then re-encoded from the light). Returns
+    the EXR folder."""
     space = HDRColorSpace.parse(color_space)
+    if transfer is not None and transfer is not space.transfer:
+        linear709 = decode_hdr(video[None] if isinstance(video, Tensor) and video.ndim == 4 else video, transfer)[0]
+        exr = (space.transfer.to_working(linear709) if space.is_log
+               else convert_primaries(linear709, Primaries.REC709, space.primaries).clamp(min=0.0))
+        folder = Path(path).parent / f"{Path(path).stem}_exr"
+        write_exr_frames(folder, exr, primaries=space.primaries, color_space=space.exr_tag)
+        write_hlg_video(path, linear709, fps, **hlg_options)
+        return folder
     video = video[None] if isinstance(video, Tensor) and video.ndim == 4 else video
     if not isinstance(video, Tensor) or video.ndim != 5 or video.shape[:2] != (1, 3):
         raise ValueError(f"video must be decoded VAE pixels (3, F, H, W) or (1, 3, F, H, W), got "

@@ -1,6 +1,6 @@
 """LTX-2 generation as functions over loaded modules: the guided denoising step, the samplers, and one small
 function per official pipeline (`one_stage`, `two_stage`, `hq`, `keyframes`, `audio_to_video`, `distilled`,
-`ic_lora`, and LTX-2.5's `dfr`, whose passes are ltx/ltx2/dfr.py).
+`ic_lora`, and LTX-2.5's `dfr`, whose passes are ltx/ltx2/dfr.py, and `hdr_ic_lora`, video only).
 
 Matches `ltx_pipelines` 1.0.0 (TI2VidOneStagePipeline, TI2VidTwoStagesPipeline, TI2VidTwoStagesHQPipeline,
 KeyframeInterpolationPipeline, A2VidPipelineTwoStage, DistilledPipeline, ICLoraPipeline) step for step
@@ -96,7 +96,7 @@ def _stream(transformer, state: LatentState, context: Tensor, sigma: Tensor, row
 def denoise_step(
     transformer,
     video: LatentState,
-    audio: LatentState,
+    audio: LatentState | None,
     sigma: Tensor,
     positive: Prompt,
     negative: Prompt | None,
@@ -105,7 +105,10 @@ def denoise_step(
     *,
     batch_passes: bool = False,
 ) -> tuple[Tensor, Tensor]:
-    """Guided x0 for both modalities at `sigma` (multi_modal_guider_denoising_func)."""
+    """Guided x0 for both modalities at `sigma` (multi_modal_guider_denoising_func). `audio` None: the video
+    stream alone (no audio tokens, no A<->V attention; the HDR IC-LoRA pipeline's video-only passes); x0 audio None."""
+    if audio is None and is_guided(audio_guidance):
+        raise ValueError("audio guidance needs the audio stream")
     passes = guidance_passes(video_guidance, audio_guidance)
     if passes.uncond and negative is None:
         raise ValueError("CFG (cfg != 1) needs a negative prompt's contexts")
@@ -133,15 +136,16 @@ def denoise_step(
         vctx = torch.cat([p.video for _, p, _ in group])
         actx = torch.cat([p.audio for _, p, _ in group])
         vin = _stream(transformer, video, vctx, sigma, n)
-        ain = _stream(transformer, audio, actx, sigma, n)
+        ain = None if audio is None else _stream(transformer, audio, actx, sigma, n)
         perturb = None
         if any(f is not None for _, _, f in group):
             parts = [f(b) if f is not None else Perturbations.none(L, b) for _, _, f in group]
             perturb = Perturbations.cat(parts)
         v_vel, a_vel = transformer(vin, ain, perturb)
         v0 = to_denoised(vin.x, v_vel, vin.timesteps.unsqueeze(-1))
-        a0 = to_denoised(ain.x, a_vel, ain.timesteps.unsqueeze(-1))
-        return {name: (v0[i * b:(i + 1) * b], a0[i * b:(i + 1) * b]) for i, (name, _, _) in enumerate(group)}
+        a0 = None if ain is None else to_denoised(ain.x, a_vel, ain.timesteps.unsqueeze(-1))
+        return {name: (v0[i * b:(i + 1) * b], None if a0 is None else a0[i * b:(i + 1) * b])
+                for i, (name, _, _) in enumerate(group)}
 
     if batch_passes:
         out = call(runs)
@@ -154,7 +158,7 @@ def denoise_step(
         return {name: (out[name][k] if name in out else None) for name in ("uncond", "perturbed", "isolated")}
 
     x0v = guide(video_guidance, out["cond"][0], **pick(0))
-    x0a = guide(audio_guidance, out["cond"][1], **pick(1))
+    x0a = None if audio is None else guide(audio_guidance, out["cond"][1], **pick(1))
     return x0v, x0a
 
 
@@ -170,7 +174,7 @@ def _refuse_skip_step(*guidance: GuiderParams) -> None:
 def sample(
     transformer,
     video: LatentState,
-    audio: LatentState,
+    audio: LatentState | None,
     sigmas: Tensor,
     positive: Prompt,
     negative: Prompt | None = None,
@@ -178,26 +182,31 @@ def sample(
     audio_guidance: GuiderParams = NO_GUIDANCE,
     *,
     batch_passes: bool = False,
-    on_step: Callable[[int, LatentState, LatentState], None] | None = None,
+    on_step: Callable[[int, LatentState, LatentState | None], None] | None = None,
     ancestral: torch.Generator | None = None,
-) -> tuple[LatentState, LatentState]:
+) -> tuple[LatentState, LatentState | None]:
     """Euler over `sigmas` (euler_denoising_loop) with guided x0; `on_step(i, video, audio)` sees each new state.
     `ancestral`: Euler ancestral instead (eta = s_noise = 1, LTX-2.5's distilled stage 1), noise from this
-    generator."""
+    generator. `audio` None: the video stream alone (`denoise_step`)."""
     _refuse_skip_step(video_guidance, audio_guidance)
+    streams = (video,) if audio is None else (video, audio)
 
-    def denoise(latents: tuple[Tensor, Tensor], sigma: Tensor, i: int) -> tuple[Tensor, Tensor]:
-        return denoise_step(transformer, replace(video, x=latents[0]), replace(audio, x=latents[1]), sigma,
-                            positive, negative, video_guidance, audio_guidance, batch_passes=batch_passes)
+    def states(latents: Sequence[Tensor]) -> tuple[LatentState, LatentState | None]:
+        return replace(video, x=latents[0]), None if audio is None else replace(audio, x=latents[1])
 
-    def after(i: int, latents: tuple[Tensor, Tensor]) -> None:
-        on_step(i, replace(video, x=latents[0]), replace(audio, x=latents[1]))
+    def denoise(latents: tuple[Tensor, ...], sigma: Tensor, i: int) -> tuple[Tensor, ...]:
+        x0s = denoise_step(transformer, *states(latents), sigma, positive, negative, video_guidance, audio_guidance,
+                           batch_passes=batch_passes)
+        return x0s[:len(streams)]
 
-    masks, cleans = (video.mask, audio.mask), (video.clean, audio.clean)
+    def after(i: int, latents: tuple[Tensor, ...]) -> None:
+        on_step(i, *states(latents))
+
+    masks, cleans = tuple(s.mask for s in streams), tuple(s.clean for s in streams)
     step = sampling.x0_euler(masks, cleans) if ancestral is None else sampling.x0_ancestral(masks, cleans, ancestral)
-    xv, xa = sampling.sample(denoise, (video.x, audio.x), sigmas.to(torch.float32), step,
-                             callback=after if on_step is not None else None)
-    return replace(video, x=xv), replace(audio, x=xa)
+    xs = sampling.sample(denoise, tuple(s.x for s in streams), sigmas.to(torch.float32), step,
+                         callback=after if on_step is not None else None)
+    return states(xs)
 
 
 def sample_res2s(
@@ -249,6 +258,8 @@ class AVModels:
     # LTX-2.5's diffusion decoder (ltx.ltx2.diffusion_decoder.DiffusionDecoder) decodes the video instead of the
     # VAE's conv decoder (the VAE still encodes); its noise comes from the run's generator, after the stages' draws
     video_decoder: torch.nn.Module | None = None
+    # its tiled decode (ltx.ltx2.diffusion_decoder.DiffusionDecodeTiling; None: untiled)
+    video_decoder_tiling: object | None = None
 
 
 @dataclass
@@ -322,14 +333,19 @@ def is_guided(*guidance: GuiderParams) -> bool:
 def decode(models: AVModels, video_latent: Tensor, audio_latent: Tensor,
            generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
     """Video pixels (B, 3, F, H, W) and the vocoder's waveform (B, 2, N) (decode_video / decode_audio)."""
+    video = decode_video(models, video_latent, generator)
+    mel = models.audio_vae.decode(audio_latent)
+    return video, models.vocoder(mel).float()
+
+
+def decode_video(models: AVModels, video_latent: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Video pixels (B, 3, F, H, W) in [-1, 1]: the diffusion decoder when there is one, else the VAE's."""
     if models.video_decoder is not None:
         from ltx.ltx2.diffusion_decoder import decode as diffusion_decode
 
-        video = diffusion_decode(models.video_decoder, video_latent, generator=generator)
-    else:
-        video = models.vae.decode(video_latent)
-    mel = models.audio_vae.decode(audio_latent)
-    return video, models.vocoder(mel).float()
+        return diffusion_decode(models.video_decoder, video_latent, generator=generator,
+                                tiling=models.video_decoder_tiling)
+    return models.vae.decode(video_latent)
 
 
 def one_stage(models: AVModels, positive: Prompt, negative: Prompt | None, request: AVRequest) -> AVResult:
@@ -396,6 +412,129 @@ def ic_lora(models: AVModels, positive: Prompt, request: AVRequest, references: 
             raise ValueError(f"reference downscale {r.downscale}: the stage-1 size {request.height // 2}x"
                              f"{request.width // 2} must be divisible by it")
     return _two_stages(models, positive, None, request, stage_2_transformer, before_stage_2, references=references)
+
+
+# The HDR IC-LoRA's stage-2 tiling (ltx_pipelines.hdr_ic_lora STAGE2_TILINGS): (tiles, overlap) per latent axis
+# (frames, rows, columns), overlaps in latent cells; its stage-2 schedule is STAGE_2_DISTILLED_SIGMAS' first two values
+HDR_STAGE_2_TILING = ((2, 8), (2, 6), (2, 6))
+HDR_STAGE_2_SIGMAS = (0.909375, 0.725, 0.0)
+
+
+@dataclass
+class HDRResult:
+    video: Tensor  # (B, 3, F, H, W) decoded pixels in [-1, 1] (working-space codes 2 v - 1), float32
+    linear: Tensor  # (B, F, H, W, 3) scene-linear Rec.709 light >= 0, float32 (to_hdr_linear)
+    video_latent: Tensor  # (B, 128, F', H', W') final latent
+
+
+@dataclass(frozen=True)
+class LatentTile:
+    """One stage-2 tile: slices of the (F', H', W') latent grid and its (f, h, w) float32 blend weight."""
+
+    frames: slice
+    rows: slice
+    columns: slice
+    weight: Tensor
+
+
+def latent_tiles(shape: tuple[int, int, int], tiling: Sequence[tuple[int, int]]) -> list[LatentTile]:
+    """The tiles of a (F', H', W') latent grid, frames slowest (create_tiles over split_by_count, non-causal in
+    time): per axis `tiles` near-equal spans sharing `overlap` cells, the leading ones a cell longer when the
+    split is uneven; an axis shorter than `tiles` is not split, and the overlap is clamped to `size - tiles`
+    (_clamp_tile_to_latent). Weights: linear ramps over each overlap (the interior of a linspace, so two
+    neighbours' weights sum to 1), multiplied across the axes."""
+    from ltx.ltx2.dfr import ramp_window, split_even
+
+    if len(shape) != 3 or len(tiling) != 3:
+        raise ValueError(f"need a (frames, rows, columns) shape and one (tiles, overlap) per axis, got {shape}, "
+                         f"{tiling}")
+    axes = []
+    for size, (count, overlap) in zip(shape, tiling):
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1 or overlap < 0:
+            raise ValueError(f"tiling {tuple(tiling)}: each axis is (tiles >= 1, overlap >= 0)")
+        count = count if size >= count else 1
+        spans = split_even(size, count, min(overlap, size - count) if count > 1 else 0)
+        axes.append([(slice(sp.start, sp.end), ramp_window(sp.size, sp.lead, sp.tail)) for sp in spans])
+    return [LatentTile(f, h, w, wf[:, None, None] * wh[None, :, None] * ww[None, None, :])
+            for (f, wf), (h, wh), (w, ww) in itertools.product(*axes)]
+
+
+def hdr_ic_lora(models: AVModels, positive: Prompt, request: AVRequest, reference: Tensor, *, strength: float = 1.0,
+                transfer=None, reference_downscale: int = 1,
+                tiling: Sequence[tuple[int, int]] | None = HDR_STAGE_2_TILING) -> HDRResult:
+    """HDRICLoraPipeline (ltx_pipelines.hdr_ic_lora): an SDR Rec.709 `reference` clip (F >= num_frames, H, W, 3)
+    in 0..255 -> scene-linear HDR video, with the HDR IC-LoRA fused into `models.transformer` for both stages.
+
+    Video only (no audio stream: the transformer runs without audio tokens or A<->V attention). Stage 1 at half
+    size: `request.sigmas` (the distilled list), Euler, the reference fitted to 1/`reference_downscale` of that
+    size (`hdr.sdr_conditioning`: scale to fit, reflect pad, x / 255 as LogC3 codes) and appended as IC-LoRA
+    tokens at `strength`. `models.upsampler` x2. Stage 2 at full size over `tiling` ((tiles, overlap) per latent
+    axis; None: one pass over the whole latent): each tile is its own run on its slice of the upsampled latent
+    and of the full-size reference latent, noised to `request.stage_2_sigmas[0]` from a generator seeded
+    `seed + tile index` (seed: `request.generator`'s), Euler; the tiles are blended by their weights. The final
+    latent is decoded (the VAE, or the diffusion decoder) and expanded with `transfer` (an `hdr.Transfer`; None:
+    LogC3) to linear Rec.709. Unguided; `request.images` / soundtrack / video are refused."""
+    from ltx.ltx2.hdr import Transfer, decode_hdr, sdr_conditioning
+
+    transfer = Transfer.LOGC3 if transfer is None else transfer
+    scale = models.vae.cfg.scale
+    check_size(request.height, request.width, request.num_frames, two_stage=True, scale=scale)
+    _refuse_guidance(request)
+    if request.images or request.soundtrack is not None or request.video is not None:
+        raise ValueError("the HDR IC-LoRA pipeline takes the reference clip only: give no images, soundtrack or video")
+    if request.ancestral_generator is not None:
+        raise ValueError("the HDR IC-LoRA pipeline samples Euler in both stages: give no ancestral_generator")
+    if models.upsampler is None or request.stage_2_sigmas is None:
+        raise ValueError("the HDR IC-LoRA pipeline needs a spatial upsampler (models.upsampler) and "
+                         "request.stage_2_sigmas")
+    if isinstance(reference_downscale, bool) or not isinstance(reference_downscale, int) or reference_downscale < 1 \
+            or (request.height // 2) % reference_downscale or (request.width // 2) % reference_downscale:
+        raise ValueError(f"reference downscale {reference_downscale!r}: the stage-1 size {request.height // 2}x"
+                         f"{request.width // 2} must be divisible by it")
+    if not isinstance(reference, Tensor) or reference.ndim != 4 or reference.shape[-1] != 3 \
+            or reference.shape[0] < request.num_frames:
+        raise ValueError(f"the reference must be an SDR clip (F, H, W, 3) of at least {request.num_frames} frames, "
+                         f"got {getattr(reference, 'shape', reference)}")
+    dtype, device = request.dtype, positive.video.device
+    seed = int(request.generator.initial_seed()) if request.generator is not None else 0
+    frames = reference[:request.num_frames]
+    frames = frames[:(frames.shape[0] - 1) // scale[0] * scale[0] + 1]
+    df = reference_downscale
+
+    def encoded_reference(height: int, width: int) -> Tensor:
+        pixels = sdr_conditioning(frames.to(device), height // df, width // df, dtype=dtype)
+        return models.vae.encode(pixels).to(dtype)  # (1, C, f, h / df, w / df)
+
+    stage_1 = [Conditioning(encoded_reference(request.height // 2, request.width // 2), 0, strength, reference=df)]
+    video, _ = _stage(1, models.transformer, models, positive, None, request, request.height // 2,
+                      request.width // 2, request.sigmas, NO_GUIDANCE, NO_GUIDANCE, encoded=stage_1,
+                      with_audio=False)
+    stats = models.vae.per_channel_statistics
+    upsampled = upsample_latent(models.upsampler, video[:1], stats.mean, stats.std).to(dtype)
+    ref = encoded_reference(request.height, request.width)
+    sigmas = request.stage_2_sigmas.to(torch.float32)
+
+    def refine(latent: Tensor, reference_latent: Tensor, tile_seed: int) -> Tensor:
+        f, h, w = latent.shape[2:]
+        tile_request = replace(request, num_frames=(f - 1) * scale[0] + 1, height=h * scale[1], width=w * scale[2],
+                               generator=torch.Generator(device).manual_seed(tile_seed))
+        out, _ = _stage(2, models.transformer, models, positive, None, tile_request, tile_request.height,
+                        tile_request.width, sigmas, NO_GUIDANCE, NO_GUIDANCE, noise_scale=float(sigmas[0]),
+                        video_latent=latent, encoded=[Conditioning(reference_latent, 0, strength, reference=df)],
+                        with_audio=False)
+        return out
+
+    if tiling is None:
+        latent = refine(upsampled, ref, seed)
+    else:  # the tiles' blend, accumulated in the run dtype as the official token buffer
+        latent = torch.zeros_like(upsampled)
+        for i, t in enumerate(latent_tiles(tuple(upsampled.shape[2:]), tiling)):
+            rows = slice(t.rows.start // df, t.rows.stop // df)
+            columns = slice(t.columns.start // df, t.columns.stop // df)
+            out = refine(upsampled[:, :, t.frames, t.rows, t.columns], ref[:, :, t.frames, rows, columns], seed + i)
+            latent[:, :, t.frames, t.rows, t.columns] += out * t.weight.to(device, dtype)
+    pixels = decode_video(models, latent, request.generator).float()
+    return HDRResult(pixels, decode_hdr(pixels, transfer), latent)
 
 
 def dfr(models: AVModels, positive: Prompt, request: AVRequest, *, rounds: int = 0,
@@ -555,9 +694,11 @@ def _stage(stage: int, transformer, models: AVModels, positive: Prompt, negative
            request: AVRequest, height: int, width: int, sigmas: Tensor, video_guidance: GuiderParams,
            audio_guidance: GuiderParams, *, noise_scale: float | Tensor = 1.0, video_latent: Tensor | None = None,
            audio_latent: Tensor | None = None, as_keyframes: bool = False,
-           references: Sequence[ReferenceInput] = (), res2s: bool = False) -> tuple[Tensor, Tensor]:
-    """One stage at (height, width): conditionings encoded at its size, noised states, the sampler; returns the
-    unpatchified (video, audio) latents."""
+           references: Sequence[ReferenceInput] = (), res2s: bool = False, encoded: Sequence[Conditioning] = (),
+           with_audio: bool = True) -> tuple[Tensor, Tensor | None]:
+    """One stage at (height, width): conditionings encoded at its size (`encoded`: already encoded ones, appended
+    after them), noised states, the sampler; returns the unpatchified (video, audio) latents. `with_audio` False:
+    the video stream alone, no audio drawn (audio latent None)."""
     dtype, device, batch = request.dtype, positive.video.device, positive.video.shape[0]
     conditionings = _encode_images(models.vae, request.images, height, width, dtype, device, as_keyframes)
     for r in references:
@@ -565,6 +706,7 @@ def _stage(stage: int, transformer, models: AVModels, positive: Prompt, negative
         pixels = pixels[: (pixels.shape[0] - 1) // 8 * 8 + 1]  # 8k + 1 frames, as the reference encoder crops
         latent = models.vae.encode(fit_image(pixels.to(device), height // r.downscale, width // r.downscale, dtype))
         conditionings.append(Conditioning(latent.to(dtype), 0, r.strength, reference=r.downscale))
+    conditionings += list(encoded)
     fixed_audio, fixed_video = request.soundtrack is not None, request.video is not None
     vae = models.vae.cfg
     video, audio = conditioned_states(request.num_frames, height, width, request.fps, conditionings, batch=batch,
@@ -573,9 +715,11 @@ def _stage(stage: int, transformer, models: AVModels, positive: Prompt, negative
                                       video_latent=request.video if fixed_video else video_latent,
                                       audio_latent=request.soundtrack if fixed_audio else audio_latent,
                                       freeze_audio=fixed_audio, freeze_video=fixed_video,
-                                      channels=vae.latent_channels, scale=vae.scale)
+                                      channels=vae.latent_channels, scale=vae.scale, with_audio=with_audio)
     on_step = request.on_step
     if res2s:
+        if audio is None:
+            raise ValueError("the res_2s sampler runs both streams")
         calls = itertools.count()
         on_call = None if on_step is None else (lambda: on_step(stage, next(calls), None, None))
         video, audio = sample_res2s(transformer, video, audio, sigmas, positive, negative, video_guidance,

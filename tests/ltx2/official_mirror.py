@@ -42,3 +42,32 @@ def load_official(files: dict[str, str], stubs: dict[str, types.ModuleType]) -> 
             else:
                 sys.modules[k] = v
     return modules
+
+
+def ltx_core_src(tmp_root) -> str:
+    """A directory holding the official ltx-core package (`ltx_core`) at the mirror's HEAD, for tests that run it
+    in a subprocess (its whole package, not single modules): LTX_CORE_HEAD_SRC if set (a checkout's
+    packages/ltx-core/src), else the mirror's packages/ltx-core/src extracted under `tmp_root` (`git archive`).
+    Skips the calling test when there is neither."""
+    import os
+    import tarfile
+    from pathlib import Path
+
+    given = os.environ.get("LTX_CORE_HEAD_SRC")
+    if given:
+        return given
+    out = Path(tmp_root) / "ltx-core-head"
+    src = out / "packages/ltx-core/src"
+    if not (src / "ltx_core").is_dir():
+        try:
+            archive = subprocess.run(["git", "-C", OFFICIAL, "archive", "--format=tar", "HEAD",
+                                      "packages/ltx-core/src"], capture_output=True, check=True).stdout
+        except (OSError, subprocess.CalledProcessError):
+            pytest.skip(f"no local mirror of Lightricks/LTX-2 at {OFFICIAL} (fetch github:Lightricks/LTX-2) and no "
+                        "LTX_CORE_HEAD_SRC: the comparison with the official ltx-core needs one")
+        import io
+
+        out.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(out, filter="data")
+    return str(src)

@@ -12,8 +12,9 @@ masked key boxes). A multi-step x0 decode ends differently by design (module doc
 last prediction, diffusers steps to sigma 0, which is the prediction up to float32 rounding.
 
 diffusers raises on clips shorter than the kernels; ltx-core (and we) pad them (`test_small_latents_are_padded`).
-The opt-in `test_matches_ltx_core_head` runs the official decoder (ltx-core at 400fd31, its eager-SDPA NA) on
-the released spatial layout in a subprocess: set LTX_CORE_HEAD_SRC to that checkout's packages/ltx-core/src.
+`test_matches_ltx_core_head` runs the official decoder (ltx-core at 400fd31, its eager-SDPA NA) on
+the released spatial layout in a subprocess, from the local mirror of Lightricks/LTX-2 (or
+LTX_CORE_HEAD_SRC, a checkout's packages/ltx-core/src); without either it skips.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from official_mirror import ltx_core_src
 
 from ltx.ltx2.diffusion_decoder import (
     DiffusionDecoder,
@@ -403,14 +405,13 @@ _OFFICIAL_SCRIPT = textwrap.dedent("""
 
 
 @pytest.mark.parity
-@pytest.mark.skipif(not os.environ.get("LTX_CORE_HEAD_SRC"),
-                    reason="opt-in: LTX_CORE_HEAD_SRC=<Lightricks/LTX-2 checkout>/packages/ltx-core/src")
-def test_matches_ltx_core_head():
+def test_matches_ltx_core_head(tmp_path_factory):
     """ltx-core's DiffusionVideoDecoder.forward (untiled) against `decode`, including padded short clips, and its
     loader ops on a gated file against `from_official_file` (all measured bitwise equal, 0.0). Our state dict loads
     into ltx-core's module strictly. A subprocess: the installed ltx-core 1.0.0 has no diffusion decoder."""
     repo = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "PYTHONPATH": os.environ["LTX_CORE_HEAD_SRC"]}
+    paths = (ltx_core_src(tmp_path_factory.getbasetemp()), str(Path(__file__).parent))  # + this folder's helpers
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     r = subprocess.run([sys.executable, "-c", _OFFICIAL_SCRIPT, str(repo)], capture_output=True, text=True, env=env,
                        cwd=repo, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
