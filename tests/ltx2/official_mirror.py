@@ -71,3 +71,18 @@ def ltx_core_src(tmp_root) -> str:
         with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
             tar.extractall(out, filter="data")
     return str(src)
+
+
+def run_with_ltx_core(script: str, tmp_root, *args: str, timeout: int = 600) -> list[float]:
+    """Run `script` in a subprocess that imports the official ltx-core (`ltx_core_src`) and this folder's helpers,
+    from the repository root; it must end cleanly and print one number last on each line (a max |diff|), which
+    are returned."""
+    import os
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join((ltx_core_src(tmp_root), str(here)))}
+    r = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, env=env,
+                       cwd=here.parents[1], timeout=timeout)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return [float(line.split()[-1]) for line in r.stdout.splitlines()]

@@ -21,15 +21,12 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 import torch
-from official_mirror import ltx_core_src
+from official_mirror import run_with_ltx_core
 
 from ltx.ltx2.diffusion_decoder import (
     DiffusionDecoder,
@@ -410,10 +407,5 @@ def test_matches_ltx_core_head(tmp_path_factory):
     loader ops on a gated file against `from_official_file` (all measured bitwise equal, 0.0). Our state dict loads
     into ltx-core's module strictly. A subprocess: the installed ltx-core 1.0.0 has no diffusion decoder."""
     repo = Path(__file__).resolve().parents[2]
-    paths = (ltx_core_src(tmp_path_factory.getbasetemp()), str(Path(__file__).parent))  # + this folder's helpers
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
-    r = subprocess.run([sys.executable, "-c", _OFFICIAL_SCRIPT, str(repo)], capture_output=True, text=True, env=env,
-                       cwd=repo, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    diffs = [float(line.split()[-1]) for line in r.stdout.splitlines()]
-    assert len(diffs) == 6 and max(diffs) <= ATOL, r.stdout
+    diffs = run_with_ltx_core(_OFFICIAL_SCRIPT, tmp_path_factory.getbasetemp(), str(repo))
+    assert len(diffs) == 6 and max(diffs) <= ATOL, diffs

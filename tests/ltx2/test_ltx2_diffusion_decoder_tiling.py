@@ -18,15 +18,12 @@ canvas summed tile by tile). It runs from the local mirror of Lightricks/LTX-2 (
 from __future__ import annotations
 
 import dataclasses
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 import torch
-from official_mirror import ltx_core_src
+from official_mirror import run_with_ltx_core
 from torch import nn
 
 from ltx.ltx2 import pipelines
@@ -281,10 +278,5 @@ def test_tiled_decode_matches_ltx_core_head(tmp_path_factory):
     """ltx-core's tiled decode (chunks concatenated) against ours from the same generator, fp32 (module
     docstring: 0.0 in three cases, <= 9.5e-7 in three)."""
     repo = Path(__file__).resolve().parents[2]
-    paths = (ltx_core_src(tmp_path_factory.getbasetemp()), str(Path(__file__).parent))  # + this folder's helpers
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
-    r = subprocess.run([sys.executable, "-c", _OFFICIAL_SCRIPT, str(repo)], capture_output=True, text=True, env=env,
-                       cwd=repo, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    diffs = [float(line.split()[-1]) for line in r.stdout.splitlines()]
-    assert len(diffs) == 6 and max(diffs) <= ATOL, r.stdout
+    diffs = run_with_ltx_core(_OFFICIAL_SCRIPT, tmp_path_factory.getbasetemp(), str(repo))
+    assert len(diffs) == 6 and max(diffs) <= ATOL, diffs
