@@ -196,8 +196,10 @@ class GenerateConfig:
     modality_scale: float | None = None
     distilled_lora: str | None = None
     # LTX-2.5 DFR (model=ltx-2.5-22b-dfr): temporal x2 refine rounds (0-2; each doubles the frame rate) with the
-    # temporal upscaler file, and the optional x2 detailing IC-LoRA of stage 2
+    # temporal upscaler file, the optional x2 detailing IC-LoRA of stage 2, and the optional tiled x2 spatial epilogue
+    # after the rounds (frames at twice height x width; off by default, as diffusers composes it only on request)
     temporal_rounds: int = 0
+    spatial_epilogue: bool = False
     temporal_upsampler_checkpoint: str | None = None
     detailing_lora: str | None = None
     detailing_lora_strength: float = 1.0
@@ -609,10 +611,11 @@ def run(cfg: GenerateConfig) -> list[Path]:
             or cfg.audio is not None or cfg.video is not None or cfg.transformer is not None or cfg.enhance_prompt \
             or cfg.prompt_enhancer is not None or cfg.hdr is not None or cfg.temporal_rounds \
             or cfg.temporal_upsampler_checkpoint is not None or cfg.detailing_lora is not None \
-            or cfg.hdr_lora is not None:
+            or cfg.hdr_lora is not None or cfg.spatial_epilogue:
         raise InputError("audio, video, audio_guidance_scale, modality_scale, distilled_lora, transformer, "
                          "enhance_prompt, prompt_enhancer, hdr, temporal_rounds, temporal_upsampler_checkpoint, "
-                         "detailing_lora and hdr_lora are for the LTX-2 presets (model=ltx-2-19b-dev, ltx2-demo, ...)")
+                         "detailing_lora, spatial_epilogue and hdr_lora are for the LTX-2 presets "
+                         "(model=ltx-2-19b-dev, ltx2-demo, ...)")
 
     # --- checks on configs, headers and small files only
     device, dtype = resolve_device(cfg)

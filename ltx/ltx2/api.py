@@ -25,14 +25,15 @@ the soundtrack's latent fixed in every stage, the audio guider off, and the inpu
 video's duration), as A2VidPipelineTwoStage. LTX-2.5's DFR (`model="ltx-2.5-22b-dfr"`, `pipelines.dfr`): the
 distilled LoRA in every pass, the detailing IC-LoRA (`detailing_lora=`) fused for stage 2 only and the weights
 reread after it when temporal rounds follow; `temporal_rounds=1|2` (with `temporal_upsampler=`) returns
-(num_frames - 1) 2**rounds + 1 frames at `Output.fps`.
+(num_frames - 1) 2**rounds + 1 frames at `Output.fps`; `spatial_epilogue=True` adds the tiled x2 spatial pass after
+the rounds (frames at twice the height and width; the detailing IC-LoRA fused again for it).
 
 Arguments of a call: `prompt`, `negative_prompt` (None = the preset's), `seed`, `height`, `width`,
 `num_frames`, `frame_rate`, `num_inference_steps`, `sigmas` (stage 1 instead), `video_guider_params` /
 `audio_guider_params` (an `AVGuidance`, or a dict of its fields: cfg_scale, stg_scale, stg_blocks, rescale_scale,
 modality_scale, skip_step; unset = the preset's), `images` [(path or (H, W, 3) tensor in [0, 1], frame,
 strength)], `video_conditioning` [(path or (F, H, W, 3) tensor in [0, 1], strength[, downscale])], `audio_path`,
-`audio_start_time`, `temporal_rounds` (dfr), `hdr`, `progress`.
+`audio_start_time`, `temporal_rounds` and `spatial_epilogue` (dfr), `hdr`, `progress`.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,14 +109,22 @@ class Request:
     negative_prompt: str | None = None  # None: no pass needs it
     temporal_rounds: int = 0  # LTX-2.5 DFR: temporal x2 refine rounds (0-2)
     stage_2_tiles: int = 1  # the HDR IC-LoRA pipeline: stage 2 runs once per tile
+    spatial_epilogue: bool = False  # LTX-2.5 DFR: the tiled x2 spatial pass after the rounds
 
     @property
     def num_evaluations(self) -> int:
         """Progress ticks of a run: Euler steps (hq: res_2s's 2 transformer calls a step, + 1 per stage; dfr: + each
-        round's tiles (up to 2**round) of `dfr.REFINE_SIGMAS` steps)."""
+        round's tiles (up to 2**round) of `dfr.REFINE_SIGMAS` steps + the epilogue's tiles of stage 2's steps)."""
         if self.pipeline is AVPipeline.dfr:
             tiles = sum(dfr.round_tiles(self.num_frames, self.temporal_rounds))
-            return len(self.sigmas) - 1 + len(self.stage_2_sigmas) - 1 + tiles * len(dfr.REFINE_SIGMAS)
+            total = len(self.sigmas) - 1 + len(self.stage_2_sigmas) - 1 + tiles * len(dfr.REFINE_SIGMAS)
+            if self.spatial_epilogue:
+                _, h, w = video_latent_shape(self.num_frames, self.height, self.width)
+                with warnings.catch_warnings():  # the run warns about a clamped layout itself
+                    warnings.simplefilter("ignore")
+                    n = len(dfr.epilogue_layout(self.num_frames, self.temporal_rounds, (h, w)))
+                total += n * (len(self.stage_2_sigmas) - 1)
+            return total
         per_step = 2 if self.pipeline is AVPipeline.hq else 1
         total = per_step * (len(self.sigmas) - 1)
         if self.stage_2_sigmas is not None:
@@ -230,14 +240,15 @@ class Pipeline:
               video_conditioning: Sequence = (), audio_path: str | os.PathLike | None = None,
               audio_start_time: float = 0.0, negative_prompt: str | None = None,
               video_path: str | os.PathLike | Tensor | None = None, hdr: str | None = None,
-              temporal_rounds: int = 0) -> Request:
+              temporal_rounds: int = 0, spatial_epilogue: bool = False) -> Request:
         """Validate a request from headers alone (works before `load`); ValueError naming the argument.
         `audio_path`: audio-to-video (the soundtrack kept, audio guidance off); `video_path` (a file, or frames
         (F, H, W, 3) in [0, 1]): video-to-audio, one stage (the clip fitted to the size and kept, video guidance
         off; the trainer's v2a mode). `hdr` (srgb_linear | acescg | acescct): the colour space of `.exr`
         conditioning images (LTX-2.5's `--hdr`): they are fitted in linear light and ACEScct-encoded, not
         H.264-compressed (ltx.ltx2.hdr.exr_conditioning). `temporal_rounds` (dfr pipeline, 0-2): temporal x2 refine
-        rounds, each doubling the frame rate (needs the temporal upsampler)."""
+        rounds, each doubling the frame rate (needs the temporal upsampler); `spatial_epilogue` (dfr pipeline): one more
+        x2 in space after the rounds, tiled (frames at twice the height and width)."""
         av, g = self.preset.av, self.preset.generation
         height = g.height if height is None else height
         width = g.width if width is None else width
@@ -253,6 +264,11 @@ class Pipeline:
             raise ValueError(f"temporal_rounds must be 0, 1 or 2, got {temporal_rounds!r}")
         if temporal_rounds and self.pipeline is not AVPipeline.dfr:
             raise ValueError(f"temporal_rounds runs with the dfr pipeline (model=ltx-2.5-22b-dfr), not "
+                             f"{self.pipeline.value}")
+        if not isinstance(spatial_epilogue, bool):
+            raise ValueError(f"spatial_epilogue must be True or False, got {spatial_epilogue!r}")
+        if spatial_epilogue and self.pipeline is not AVPipeline.dfr:
+            raise ValueError(f"spatial_epilogue runs with the dfr pipeline (model=ltx-2.5-22b-dfr), not "
                              f"{self.pipeline.value}")
         if temporal_rounds and self.temporal_upsampler_file is None:
             raise ValueError(f"temporal_rounds={temporal_rounds} needs the temporal x2 upsampler: pass "
@@ -327,7 +343,7 @@ class Pipeline:
                        audio_guidance, self._images(images, num_frames, height, width, hdr),
                        references, _soundtrack(audio_path, audio_start_time, num_frames, frame_rate),
                        _given_video(video_path, num_frames), negative_prompt if needs_negative else None,
-                       temporal_rounds, tiles)
+                       temporal_rounds, tiles, spatial_epilogue)
 
     def _sigmas(self, height: int, width: int, num_frames: int, steps: int | None,
                 sigmas: Sequence[float] | None) -> tuple[Tensor, Tensor | None]:
@@ -543,7 +559,8 @@ class Pipeline:
                 on_step=None if progress is None else (lambda *_: progress()))
             schedules = [s for s in (request.sigmas, request.stage_2_sigmas) if s is not None]
             with cached(modules["transformer"], cache, schedules) as step_cache:
-                result = self._run(positive, negative, av_request, request.references, request.temporal_rounds)
+                result = self._run(positive, negative, av_request, request.references, request.temporal_rounds,
+                                   request.spatial_epilogue)
         if isinstance(result, pipelines.HDRResult):
             return self._hdr_output(result, request)
         if not (torch.isfinite(result.video).all() and torch.isfinite(result.audio).all()):
@@ -580,7 +597,8 @@ class Pipeline:
         return self.modules["audio_vae"].encode(mel)
 
     def _run(self, positive: Prompt, negative: Prompt | None, request: AVRequest,
-             references: list[ReferenceInput], temporal_rounds: int = 0) -> pipelines.AVResult:
+             references: list[ReferenceInput], temporal_rounds: int = 0,
+             spatial_epilogue: bool = False) -> pipelines.AVResult:
         """The preset's official pipeline with this pipeline's LoRA staging."""
         m = self.modules
         models = AVModels(m["transformer"], m["vae"], m["audio_vae"], m["vocoder"], m.get("upsampler"),
@@ -597,7 +615,10 @@ class Pipeline:
                                      temporal_upsampler=m.get("temporal_upsampler"), detailing=lora is not None,
                                      reference_downscale=(lora[0].reference_downscale_factor or 2) if lora else 2,
                                      before_stage_2=self._fuse_detailing,
-                                     after_stage_2=self._restore_transformer if temporal_rounds else None)
+                                     after_stage_2=self._restore_transformer if temporal_rounds else None,
+                                     spatial_epilogue=spatial_epilogue,
+                                     # a detailing pass too: the LoRA again (still fused when no round ran)
+                                     before_epilogue=self._fuse_detailing if temporal_rounds else None)
             case AVPipeline.one_stage:
                 return pipelines.one_stage(models, positive, negative, request)
             case AVPipeline.distilled if references:

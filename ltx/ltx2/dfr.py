@@ -1,10 +1,10 @@
 """LTX-2.5 DFR ("Diffusion Fidelity Rendering"): the canvas layout, i.e. every integer decision the pipeline makes
 before it calls the transformer, and the denoising passes over a model callable.
 
-DFR generates a video on a *keyframe grid*, then refines it: a detailing pass, up to two temporal x2 rounds and a
-spatially tiled epilogue. This module plans all of that (1-4) and runs the denoising passes over a given model
-callable: tiled (5), a temporal refine round (6), the keyframe-slot pass of stages 1 and 2 (7), and the whole
-pipeline (8). Units:
+DFR generates a video on a *keyframe grid*, then refines it: a detailing pass, up to two temporal x2 rounds and an
+optional spatially tiled epilogue. This module plans all of that (1-4) and runs the denoising passes over a given
+model callable: tiled (5), a temporal refine round (6), the keyframe-slot pass of stages 1 and 2 (7), the whole
+pipeline (8) and its epilogue (9). Units:
 "pixel frames" index decoded frames, "latent frames" (cells) index the VAE grid, with `r` = the VAE's temporal ratio
 (8) and the causal border `latent = pixel / r` (latent 0 holds pixel frame 0 alone).
 
@@ -94,7 +94,7 @@ keyframe grid and the temporal tiles (`tile_ranges`, `drop_latent_prefix` = our 
 uniform grids `resolve_canvas` produces (and that the rounds keep: seams + midpoints, doubled). They part on uneven
 seams: diffusers' run-up is the *first* segment + 1 cell, the official one the segment just before the tile (so
 its window always opens on a keyframe), and the official code refuses segments under 2 latent frames. The spatial
-epilogue and the token plan exist only in diffusers (the official DFR pipeline has no tiled epilogue).
+epilogue and the token plan exist only in diffusers (the official DFR pipeline at 400fd31 has no tiled epilogue).
 The refine round follows diffusers' `LTX2DFRTemporalRefinePipeline.__call__` (tests/ltx2/test_ltx2_dfr.py runs it on
 the same tiny transformer, two rounds, max |diff| ~7e-7). The official `dfr_pipeline.py` agrees on the tile state,
 strengths, seeds, sampler and carry, but calls the temporal tiles without audio (`audio=None`, so no audio
@@ -112,8 +112,17 @@ before the slots (pass: `[base | conditions | slots | reference]`, tile: `[base 
 8. The pipeline (`render`): the official `DFRPipeline.__call__` up to the decode, over model callables: stage 1,
    the spatial upsampler on canvas and slots, stage 2, the rounds, the trim to `output_frames`. One generator
    threads every start-noise draw, as the official noiser (diffusers' pipelines take it one by one). Checked
-   against diffusers' chain of the same pipelines (test_ltx2_dfr.py, max |diff| ~7e-7). Not here: a tiled keyframe
-   pass (diffusers' `video_tiles`, the epilogue); the epilogue's layout and `tiled_denoise` are above, unwired.
+   against diffusers' chain of the same pipelines (test_ltx2_dfr.py, max |diff| ~7e-7).
+
+9. The spatial epilogue (`render(spatial_epilogue=True)`, off by default): one more x2 in space after the rounds.
+   diffusers has no pipeline for it; its LTX-2 docs compose it from one more `LTX2DFRPipeline` call (generate_slots
+   off, `video_tiles=epilogue_tiles(...)`, freeze_audio, the stage-2 schedule, the refined canvas as the detailing
+   reference) after the x2 spatial upsampler on the refined canvas, with the carried keyframes rebuilt at twice the
+   size by way of RGB (`rebuild_epilogue_keyframes`: each plane decoded alone, 8-bit, PIL Lanczos x2, encoded; never
+   latent-upsampled) and pinned at strength 1, its frame tiles (`2**rounds`) cut on the seams the last round
+   stitched on. Here that is a `keyframe_pass` with `tiles` (`epilogue_layout`, `rebuild_keyframes`); images sit at
+   `2**rounds` times their frame, as in the rounds. The official pipeline at 400fd31 has no epilogue. Checked
+   against diffusers' composed call (tests/ltx2/test_ltx2_dfr_epilogue.py).
 """
 
 from __future__ import annotations
@@ -742,10 +751,11 @@ class PassState(TileState):
 @dataclass(frozen=True)
 class PassResult:
     """One keyframe pass: `latent` (B, C, F, H, W) the canvas, `slots` (B, C, K, H, W) the generated keyframes at
-    pixel frames `positions`, `audio` (B, A, Ca) the packed audio tokens (normalized latents throughout)."""
+    pixel frames `positions` (None for a pass without slots), `audio` (B, A, Ca) the packed audio tokens (normalized
+    latents throughout)."""
 
     latent: Tensor
-    slots: Tensor
+    slots: Tensor | None
     positions: tuple[int, ...]
     audio: Tensor
 
@@ -763,8 +773,10 @@ def keyframe_pass_state(video: Tensor, slots: Tensor | None, positions: Sequence
     `noise_scale`)."""
     b, c, f, h, w = video.shape
     k = len(positions)
-    if k == 0 or any(q < 0 for q in positions) or any(q1 <= q0 for q0, q1 in itertools.pairwise(positions)):
-        raise ValueError(f"slot positions must be non-empty, non-negative and strictly increasing, got {positions}")
+    if (k == 0 and slots is not None) or any(q < 0 for q in positions) or \
+            any(q1 <= q0 for q0, q1 in itertools.pairwise(positions)):
+        raise ValueError(f"slot positions must be non-negative and strictly increasing (empty: no slots, and no slot "
+                         f"latents), got {positions}")
     if slots is not None and (slots.ndim != 5 or slots.shape[2] != k or slots.shape[:2] != (b, c)
                               or slots.shape[3:] != (h, w)):
         raise ValueError(f"slots {tuple(slots.shape)} must be (B, C, {k}, H, W) for a video {tuple(video.shape)}")
@@ -778,7 +790,8 @@ def keyframe_pass_state(video: Tensor, slots: Tensor | None, positions: Sequence
     grid, conds = _frame_blocks(conditions, grid, h, w, fps)
     slot_tokens = base.new_zeros(b, k * hw, c) if slots is None else patchify_video(slots.float().to(dev))
     slot_block = (slot_tokens, torch.zeros_like(slot_tokens), base.new_zeros(b, k * hw, 1), base.new_ones(b, k * hw),
-                  torch.cat([frame_token_positions(p, h, w, fps, b).to(dev) for p in positions], 2))
+                  torch.cat([frame_token_positions(p, h, w, fps, b).to(dev) for p in positions], 2) if k
+                  else grid[4][:, :, :0])
     blocks = [grid, conds, slot_block]
     if reference is not None:
         ref = patchify_video(reference.float().to(dev))
@@ -800,7 +813,8 @@ def keyframe_pass_state(video: Tensor, slots: Tensor | None, positions: Sequence
 def keyframe_pass(model: PassModelFn, video: Tensor, slots: Tensor | None, positions: Sequence[int], audio: Tensor,
                   sigmas: Sequence[float], *, fps: float, generator: torch.Generator | None,
                   noise_scale: float | None = None, freeze_audio: bool = False, reference: Tensor | None = None,
-                  reference_downscale: int = 2, conditions: Sequence[FrameCondition] = ()) -> PassResult:
+                  reference_downscale: int = 2, conditions: Sequence[FrameCondition] = (),
+                  tiles: Sequence[EpilogueTile] | None = None) -> PassResult:
     """One DFR keyframe-slot pass (module docstring, 7): stage 1 (`video` zeros, `slots` None, `audio` zeros,
     `sigmas` the distilled schedule from 1.0) or stage 2 (`video` / `slots` the x2 upsampled stage-1 latents,
     `audio` the stage-1 audio tokens, `sigmas` the stage-2 schedule, optionally the stage-1 canvas as `reference`).
@@ -810,28 +824,44 @@ def keyframe_pass(model: PassModelFn, video: Tensor, slots: Tensor | None, posit
     conditioning fps (`conditioning_fps(playback)`); conditions: user images encoded at this pass' size. The noise
     (video then audio) comes from `generator`. Video is flow-Euler stepped as in `tiled_denoise` (untiled); audio,
     unless `freeze_audio` (held at sigma 0, not stepped), is Euler-stepped on the same schedule from the audio
-    velocity of the same call."""
+    velocity of the same call.
+
+    `tiles` (the spatial epilogue, `epilogue_tiles` over this pass' `(F, H, W)` grid): every step runs `model` once
+    per tile on its token plan (`token_plans` over this pass' packed positions) and blends the velocities
+    (`tiled_velocity`); needs `freeze_audio` (the tiles' audio predictions are not used). Empty `positions` with
+    `slots` None: no slot tokens (the epilogue pins its keyframes as `conditions` instead); `PassResult.slots` is
+    then None."""
     if len(sigmas) == 0 or any(float(s) <= 0 for s in sigmas):
         raise ValueError(f"sigmas must be a non-empty schedule of positive values (no terminal 0), got {sigmas}")
+    if tiles is not None and not freeze_audio:
+        raise ValueError("a tiled keyframe pass holds the audio clean: pass freeze_audio=True")
     noise_scale = float(sigmas[0]) if noise_scale is None else noise_scale
     st = keyframe_pass_state(video, slots, positions, audio, fps, noise_scale, generator,
                              audio_noise_scale=0.0 if freeze_audio else None, reference=reference,
                              reference_downscale=reference_downscale, conditions=conditions)
     x, a, m, clean = st.x, st.audio, st.mask, st.clean
+    _, _, f, h, w = video.shape
+    plans = None if tiles is None else token_plans(tiles, st.positions, (f, h, w))
     schedule = [float(s) for s in sigmas] + [0.0]
     for s, s_next in itertools.pairwise(schedule):
         sigma = torch.full((x.shape[0],), s, device=x.device)
         token_sigma = sigma[:, None] * (1 - m[..., 0])
         audio_sigma = torch.zeros_like(sigma) if freeze_audio else sigma
-        v, va = model(x, token_sigma, sigma, st.keyframes_mask, st.positions, a, audio_sigma)
+        if plans is None:
+            v, va = model(x, token_sigma, sigma, st.keyframes_mask, st.positions, a, audio_sigma)
+        else:
+            def video_only(xt, ts, sg, kf, pos, _a=a, _as=audio_sigma):
+                return model(xt, ts, sg, kf, pos, _a, _as)[0]
+
+            v = tiled_velocity(video_only, x, token_sigma, sigma, st.keyframes_mask, plans)
         x0 = (x - v.float() * token_sigma[..., None]) * (1 - m) + clean * m
         x = x + (s_next - s) * ((x - x0) / s)
         if not freeze_audio:
             a0 = a - va.float() * s
             a = a + (s_next - s) * ((a - a0) / s)
-    _, _, f, h, w = video.shape
     return PassResult(unpatchify_video(x[:, :st.base], f, h, w),
-                      unpatchify_video(x[:, st.slots], len(positions), h, w), tuple(int(p) for p in positions), a)
+                      unpatchify_video(x[:, st.slots], len(positions), h, w) if len(positions) else None,
+                      tuple(int(p) for p in positions), a)
 
 
 # ---------------------------------------------------------------------------------------------------- the pipeline
@@ -861,18 +891,77 @@ def output_frames(num_frames: int, rounds: int) -> int:
     return (num_frames - 1) * 2**rounds + 1
 
 
-def round_tiles(num_frames: int, rounds: int, temporal_ratio: int = 8) -> list[int]:
-    """The number of refine tiles each of `rounds` temporal rounds runs for a request of `num_frames` (at most
-    `2**round`: a short canvas has fewer segments than that)."""
+def _rounds_plan(num_frames: int, rounds: int, temporal_ratio: int = 8
+                 ) -> tuple[list[list[RefineTile]], list[int], int]:
+    """The refine tiles of each of `rounds` rounds for a request of `num_frames`, the seams the last round cuts on
+    (its carried keyframes, doubled; no round: the keyframe grid) and the refined canvas' pixel frames."""
     canvas = resolve_canvas(num_frames, temporal_ratio)
-    positions, frames, counts = canvas.keyframes, canvas.frames, []
+    positions, frames, plan, seams = canvas.keyframes, canvas.frames, [], list(canvas.keyframes)
     for r in range(1, rounds + 1):
         seams = [2 * p for p in positions]
         frames = 2 * (frames - 1) + 1
         tiles = refine_tiles(seams, frames, 2**r, temporal_ratio)
-        counts.append(len(tiles))
+        plan.append(tiles)
         positions = sorted(set(seams) | {p for t in tiles for p in t.slots})
-    return counts
+    return plan, seams, frames
+
+
+def round_tiles(num_frames: int, rounds: int, temporal_ratio: int = 8) -> list[int]:
+    """The number of refine tiles each of `rounds` temporal rounds runs for a request of `num_frames` (at most
+    `2**round`: a short canvas has fewer segments than that)."""
+    return [len(tiles) for tiles in _rounds_plan(num_frames, rounds, temporal_ratio)[0]]
+
+
+def epilogue_layout(num_frames: int, rounds: int, latent_size: tuple[int, int], frame_tiles: int | None = None,
+                    temporal_ratio: int = 8) -> list[EpilogueTile]:
+    """The spatial epilogue's windows for a request of `num_frames` after `rounds` temporal rounds (module docstring,
+    9): `epilogue_tiles` over the refined, still padded canvas at twice the stage-2 latent size `latent_size`, with
+    `frame_tiles` (default `2**rounds`) cut on the seams the last round stitched on (the keyframes handed into it,
+    doubled, not that round's new slots; with no round, the keyframe grid)."""
+    frame_tiles = 2**rounds if frame_tiles is None else frame_tiles
+    if isinstance(frame_tiles, bool) or not isinstance(frame_tiles, int) or frame_tiles < 1:
+        raise ValueError(f"epilogue frame tiles must be a positive integer, got {frame_tiles!r}")
+    _, seams, frames = _rounds_plan(num_frames, rounds, temporal_ratio)
+    cells = (frames - 1) // temporal_ratio + 1
+    h, w = latent_size
+    return epilogue_tiles((cells, 2 * h, 2 * w), frame_tiles, [latent_index(p, temporal_ratio) for p in seams])
+
+
+# ---------------------------------------------------------------------------------------------------- spatial epilogue
+
+# The epilogue's keyframes are finished frames rebuilt at its size: pinned fully clean.
+EPILOGUE_KEYFRAME_STRENGTH = 1.0
+
+
+def lanczos_x2(pixels: Tensor) -> Tensor:
+    """(B, 3, H, W) pixels in [-1, 1] -> (B, 3, 2H, 2W) float32 in [-1, 1]: each image quantized to 8 bits
+    (`round((x + 1) 127.5)`) and stretched x2 with PIL's Lanczos filter, as diffusers rebuilds the epilogue's
+    keyframes (deterministic: integer input, one well-kept implementation)."""
+    import numpy as np
+    from PIL import Image
+
+    out = []
+    for image in pixels:
+        codes = ((image.float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)  # (3, H, W)
+        big = Image.fromarray(codes.permute(1, 2, 0).cpu().numpy())
+        big = big.resize((2 * big.width, 2 * big.height), resample=Image.Resampling.LANCZOS)
+        out.append(torch.from_numpy(np.asarray(big).copy()).permute(2, 0, 1).float() / 127.5 - 1.0)
+    return torch.stack(out).to(pixels.device)
+
+
+def rebuild_keyframes(keyframes: Tensor, decode: Callable[[Tensor], Tensor], encode: Callable[[Tensor], Tensor]
+                      ) -> Tensor:
+    """The epilogue's keyframes: the carried (B, C, K, H, W) normalized latents -> (B, C, K, 2H, 2W). Each plane is
+    decoded as a clip of its own (`decode`: (B, C, 1, H, W) -> pixels (B, 3, 1, H', W') in [-1, 1]; stacked planes
+    would leak into each other through the causal VAE), stretched by `lanczos_x2` and encoded again (`encode`:
+    (B, 3, 1, 2H', 2W') pixels -> normalized latents): the settled frame, on the epilogue's grid."""
+    if keyframes.ndim != 5:
+        raise ValueError(f"keyframes must be (B, C, K, H, W), got {tuple(keyframes.shape)}")
+    planes = []
+    for k in range(keyframes.shape[2]):
+        pixels = decode(keyframes[:, :, k:k + 1])[:, :, 0]  # (B, 3, H', W')
+        planes.append(encode(lanczos_x2(pixels)[:, :, None]).float())  # (B, C, 1, 2H, 2W)
+    return torch.cat(planes, 2)
 
 
 def render(stage_1: PassModelFn, stage_2: PassModelFn, refine: RefineModelFn | None, *, num_frames: int,
@@ -884,7 +973,9 @@ def render(stage_1: PassModelFn, stage_2: PassModelFn, refine: RefineModelFn | N
            stage_1_sigmas: Sequence[float] = STAGE_1_SIGMAS, stage_2_sigmas: Sequence[float] = STAGE_2_SIGMAS,
            refine_sigmas: Sequence[float] = REFINE_SIGMAS, before_stage_2: Callable[[], None] | None = None,
            after_stage_2: Callable[[], None] | None = None, on_pass: Callable[[str], None] | None = None,
-           temporal_ratio: int = 8) -> Rendered:
+           temporal_ratio: int = 8, spatial_epilogue: bool = False, epilogue_frame_tiles: int | None = None,
+           rebuild: Callable[[Tensor], Tensor] | None = None, conditions_double: Sequence[FrameCondition] = (),
+           before_epilogue: Callable[[], None] | None = None) -> Rendered:
     """DFR end to end over model callables (the official `DFRPipeline.__call__` up to the decode):
 
     1. `resolve_canvas(num_frames)`: the padded keyframe grid; stage 1 (`stage_1`, half the latent size
@@ -895,16 +986,25 @@ def render(stage_1: PassModelFn, stage_2: PassModelFn, refine: RefineModelFn | N
        at `reference_downscale`), `after_stage_2()`;
     4. `rounds` (0-2) temporal refine rounds (`refine`, `temporal_upsample`: x2 in time), each from the previous
        canvas and the carried keyframes, with the frozen stage-1 audio;
-    5. the canvas trimmed to `output_frames(num_frames, rounds)`.
+    5. with `spatial_epilogue` (module docstring, 9): `spatial_upsample` of the refined canvas, the carried
+       keyframes through `rebuild` (x2 by way of RGB: `rebuild_keyframes`), `before_epilogue()`, then one more
+       stage-2 pass (`stage_2`, `stage_2_sigmas`) at twice the size, tiled (`epilogue_layout`, `epilogue_frame_tiles`),
+       without slots, the rebuilt keyframes pinned at `EPILOGUE_KEYFRAME_STRENGTH` after the images
+       (`conditions_double`, encoded at twice the size, at `2**rounds` times their frame), the audio frozen, with
+       `detailing` the refined canvas as the reference;
+    6. the canvas trimmed to `output_frames(num_frames, rounds)`.
 
-    Noise: `generator` draws stage 1's video and audio noise, stage 2's, then every refine tile's start noise, in
-    that order (the official pipeline's one noiser); the tiles' ancestral steps draw from generators seeded
-    `seed + 1000 round + tile`. `fps`: the request's playback rate (stage 1 and 2 are conditioned at
-    `conditioning_fps(fps)`). `on_pass(name)` is called after each pass ("stage 1", "stage 2", "round 1", ...)."""
+    Noise: `generator` draws stage 1's video and audio noise, stage 2's, every refine tile's start noise, then the
+    epilogue's, in that order (the official pipeline's one noiser); the tiles' ancestral steps draw from generators
+    seeded `seed + 1000 round + tile`. `fps`: the request's playback rate (stage 1 and 2 are conditioned at
+    `conditioning_fps(fps)`). `on_pass(name)` is called after each pass ("stage 1", "stage 2", "round 1", ...,
+    "epilogue")."""
     if rounds not in range(MAX_ROUNDS + 1):
         raise ValueError(f"temporal rounds must be 0, 1 or 2, got {rounds}")
     if rounds and (refine is None or temporal_upsample is None):
         raise ValueError("temporal refine rounds need a refine model and a temporal x2 upsampler")
+    if spatial_epilogue and rebuild is None:
+        raise ValueError("the spatial epilogue needs `rebuild` (the keyframes' x2 rebuild through the VAE)")
     h, w = latent_size
     if h % 2 or w % 2:
         raise ValueError(f"the latent grid {h}x{w} must be even: stage 1 runs at half size")
@@ -937,6 +1037,18 @@ def render(stage_1: PassModelFn, stage_2: PassModelFn, refine: RefineModelFn | N
     if latent.shape[2] != (frames - 1) // temporal_ratio + 1:
         raise RuntimeError(f"the refined canvas has {latent.shape[2]} latent frames, expected "
                            f"{(frames - 1) // temporal_ratio + 1}")
+    if spatial_epilogue:
+        tiles = epilogue_layout(num_frames, rounds, (h, w), epilogue_frame_tiles, temporal_ratio)
+        video, rebuilt = spatial_upsample(latent), rebuild(keyframes)
+        scale = 2**rounds
+        pinned = [FrameCondition(c.pixel_frame * scale, c.latent, c.strength) for c in conditions_double] + \
+            [FrameCondition(p, rebuilt[:, :, i:i + 1], EPILOGUE_KEYFRAME_STRENGTH) for i, p in enumerate(positions)]
+        if before_epilogue is not None:
+            before_epilogue()
+        latent = keyframe_pass(stage_2, video, None, (), s1.audio, stage_2_sigmas, fps=conditioning_fps(rate),
+                               generator=generator, freeze_audio=True, reference=latent if detailing else None,
+                               reference_downscale=reference_downscale, conditions=pinned, tiles=tiles).latent
+        tick("epilogue")
     target = output_frames(num_frames, rounds)
     latent = latent[:, :, :(target - 1) // temporal_ratio + 1]
     return Rendered(latent, s1.audio, target, rate, canvas.frames / fps, canvas)

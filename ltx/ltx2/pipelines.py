@@ -55,7 +55,7 @@ class AVPipeline(Enum):
     hq = "hq"  # TI2VidTwoStagesHQPipeline: two_stage with res_2s, a token-shifted schedule, LoRA in both stages
     keyframes = "keyframes"  # KeyframeInterpolationPipeline: two_stage with every image appended as a keyframe
     distilled = "distilled"  # DistilledPipeline: the distilled checkpoint, 8 + 3 sigmas, no guidance
-    dfr = "dfr"  # LTX-2.5 DFRPipeline: keyframe slots, x2 detailing, 0-2 temporal x2 rounds (ltx.ltx2.dfr)
+    dfr = "dfr"  # LTX-2.5 DFRPipeline: keyframe slots, x2 detailing, 0-2 temporal x2 rounds, x2 epilogue (ltx.ltx2.dfr)
 
     @property
     def two_stages(self) -> bool:
@@ -540,13 +540,17 @@ def hdr_ic_lora(models: AVModels, positive: Prompt, request: AVRequest, referenc
 def dfr(models: AVModels, positive: Prompt, request: AVRequest, *, rounds: int = 0,
         temporal_upsampler: torch.nn.Module | None = None, detailing: bool = False, reference_downscale: int = 2,
         before_stage_2: Callable[[], None] | None = None, after_stage_2: Callable[[], None] | None = None,
-        on_pass: Callable[[str], None] | None = None) -> AVResult:
+        on_pass: Callable[[str], None] | None = None, spatial_epilogue: bool = False,
+        epilogue_frame_tiles: int | None = None, before_epilogue: Callable[[], None] | None = None) -> AVResult:
     """LTX-2.5 DFRPipeline (`ltx.ltx2.dfr.render`), unguided: stage 1 at half size with keyframe slots,
     `models.upsampler` x2, stage 2 (with `detailing`, the stage-1 canvas as the reference of the detailing IC-LoRA
     that `before_stage_2` fuses and `after_stage_2` removes), `rounds` temporal x2 rounds with `temporal_upsampler`,
-    the decode. `request.sigmas` / `stage_2_sigmas` are the two stages' schedules; `request.images` condition every
-    pass (rounds: at 2**round times their frame). The result has (num_frames - 1) 2**rounds + 1 frames at
-    fps 2**rounds, and the stage-1 soundtrack cut to that duration."""
+    optionally the tiled spatial epilogue (`spatial_epilogue`: x2 again, the carried keyframes rebuilt through
+    `models.vae` and PIL Lanczos, `before_epilogue` first, `epilogue_frame_tiles` frame tiles, default 2**rounds),
+    the decode. `request.sigmas` / `stage_2_sigmas` are the two stages' schedules (the epilogue: stage 2's);
+    `request.images` condition every pass (rounds and epilogue: at 2**rounds times their frame). The result has
+    (num_frames - 1) 2**rounds + 1 frames at fps 2**rounds (with the epilogue at twice the height and width), and
+    the stage-1 soundtrack cut to that duration."""
     from ltx.ltx2 import dfr as dfr_passes
 
     scale = models.vae.cfg.scale
@@ -581,6 +585,10 @@ def dfr(models: AVModels, positive: Prompt, request: AVRequest, *, rounds: int =
                         context_mask=positive.mask))
         return v.float(), a.float()
 
+    def rebuild(keyframes: Tensor) -> Tensor:  # the epilogue's keyframes: the VAE's decoder, as diffusers
+        return dfr_passes.rebuild_keyframes(keyframes, lambda z: models.vae.decode(z.to(dtype)).float(),
+                                            lambda x: models.vae.encode(x.to(dtype)).float())
+
     def refine(x, token_sigma, sigma, keyframes_mask, positions, audio):
         return model(x, token_sigma, sigma, keyframes_mask, positions, audio, torch.zeros_like(sigma))[0]
 
@@ -598,7 +606,10 @@ def dfr(models: AVModels, positive: Prompt, request: AVRequest, *, rounds: int =
         conditions=conditions(request.height, request.width), detailing=detailing,
         reference_downscale=reference_downscale, stage_1_sigmas=_positive(request.sigmas),
         stage_2_sigmas=_positive(request.stage_2_sigmas), before_stage_2=before_stage_2, after_stage_2=after_stage_2,
-        on_pass=on_pass, temporal_ratio=scale[0])
+        on_pass=on_pass, temporal_ratio=scale[0], spatial_epilogue=spatial_epilogue,
+        epilogue_frame_tiles=epilogue_frame_tiles, rebuild=rebuild,
+        conditions_double=conditions(2 * request.height, 2 * request.width) if spatial_epilogue else (),
+        before_epilogue=before_epilogue)
     video_latent = out.latent.to(dtype)
     audio_latent = patchify.unpatchify_audio(out.audio.to(dtype))
     video, audio = decode(models, video_latent, audio_latent, request.generator)

@@ -82,6 +82,33 @@ def test_dfr_run_frames_rate_sound_and_lora_staging(files, temporal, monkeypatch
     assert (plain.frames - out.frames).abs().max() > 1e-3  # the detailing LoRA mattered
 
 
+def test_dfr_spatial_epilogue_run(files, temporal, monkeypatch):  # noqa: F811
+    """`spatial_epilogue=True` after one round: the frames at twice the size (33 at 48 fps, 256 x 256), one tick per
+    epilogue tile and step (2 x 2 x 2 tiles, 3 steps), and the detailing IC-LoRA fused again for the epilogue: the
+    transformer's weights there are stage 2's, bitwise (the parity of the pass: test_ltx2_dfr_epilogue.py)."""
+    pipe = _open(files, temporal, (files["ic_lora"], 0.8)).load()
+    weights, render = {}, dfr.render
+
+    def spy(*args, **kwargs):
+        def at(name):
+            weights[name] = {k: v.clone() for k, v in pipe.modules["transformer"].state_dict().items()}
+
+        before, again = kwargs["before_stage_2"], kwargs["before_epilogue"]
+        kwargs["before_stage_2"] = lambda: (before(), at("stage 2"))
+        kwargs["before_epilogue"] = lambda: (again(), at("epilogue"))
+        return render(*args, **kwargs)
+
+    monkeypatch.setattr(dfr, "render", spy)
+    ticks = []
+    with pytest.warns(UserWarning, match="clamping the overlap"):  # 8 latent cells: too few for an overlap of 12
+        out = pipe("red ball", seed=2, temporal_rounds=1, spatial_epilogue=True, progress=lambda: ticks.append(1),
+                   **REQUEST)
+    assert out.frames.shape == (1, 3, 33, 256, 256) and out.fps == 48.0 and torch.isfinite(out.frames).all()
+    assert len(ticks) == 8 + 3 + 4 + 8 * 3 == pipe.check(temporal_rounds=1, spatial_epilogue=True,
+                                                         **REQUEST).num_evaluations
+    assert all(torch.equal(weights["stage 2"][k], weights["epilogue"][k]) for k in weights["stage 2"])
+
+
 def test_dfr_without_rounds_is_the_two_passes(files, monkeypatch):  # noqa: F811
     """Rounds 0: the requested frame count at the request's rate (the canvas padding trimmed); no temporal upsampler
     needed; the detailing reference is absent without a detailing LoRA."""
@@ -118,6 +145,7 @@ def test_generate_app_writes_the_refined_rate(files, temporal, tmp_path):  # noq
 @pytest.mark.parametrize("change, match", [
     (dict(temporal_rounds=1), "temporal_rounds=1 needs the temporal x2 upsampler: pass temporal_upsampler="),
     (dict(temporal_rounds=3), "temporal_rounds must be 0, 1 or 2, got 3"),
+    (dict(spatial_epilogue=1), "spatial_epilogue must be True or False, got 1"),
     (dict(video_guider_params={"cfg_scale": 3.0}), "the dfr pipeline samples without guidance"),
     (dict(audio_path="x.wav"), "the dfr pipeline generates video and sound from the prompt and images"),
 ])
@@ -133,6 +161,9 @@ def test_dfr_files_refused_in_one_line(files, temporal):  # noqa: F811
     with pytest.raises(ValueError, match="temporal_upsampler / detailing_lora are for the dfr pipeline"):
         ltx.open_pipeline(files["folder"], model=load_preset("ltx-2.5-22b-distilled"), text_encoder=files["gemma4"],
                           upsampler=files["up"], temporal_upsampler=temporal, device="cpu", dtype="float32")
+    with pytest.raises(ValueError, match="spatial_epilogue runs with the dfr pipeline"):
+        ltx.open_pipeline(files["folder"], model=load_preset("ltx-2.5-22b-distilled"), text_encoder=files["gemma4"],
+                          upsampler=files["up"], device="cpu", dtype="float32").check(spatial_epilogue=True, **REQUEST)
     with pytest.raises(ValueError, match="temporal_rounds runs with the dfr pipeline"):
         ltx.open_pipeline(files["folder"], model=load_preset("ltx-2.5-22b-distilled"), text_encoder=files["gemma4"],
                           upsampler=files["up"], device="cpu", dtype="float32").check(temporal_rounds=1, **REQUEST)
