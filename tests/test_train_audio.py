@@ -89,8 +89,13 @@ def test_audio_vae_training_resumes_exactly_and_writes_a_loadable_model(tmp_path
     assert tokens.mean(0).abs().max() < 1e-4 and (tokens.std(0) - 1).abs().max() < 1e-4
 
 
-def test_vocoder_training_resumes_exactly_and_writes_a_loadable_model(tmp_path):
-    run, sd = _resumes_exactly(train_vocoder, _vocoder_cfg, tmp_path, "vocoder_final.pt")
+@pytest.mark.parametrize("per_channel", [False, True], ids=["joint", "per_channel"])
+def test_vocoder_training_resumes_exactly_and_writes_a_loadable_model(tmp_path, per_channel):
+    def make_cfg(path, **kw):  # per_channel: halves down to the last stage (32 channels over 4 stages)
+        return _vocoder_cfg(path, per_channel=per_channel, vocoder=_vocoder_metadata(upsample_initial_channel=32),
+                            **kw) if per_channel else _vocoder_cfg(path, **kw)
+
+    run, sd = _resumes_exactly(train_vocoder, make_cfg, tmp_path, "vocoder_final.pt")
     config = json.loads((run / "config.json").read_text())
     cfg = VocoderConfig.from_metadata(config["vocoder"])  # the official metadata config["vocoder"]
     assert cfg.bwe is None and cfg.sample_rate == 16000 and cfg.hop == 160
@@ -151,10 +156,23 @@ def test_level_loss_is_the_log_energy_ratio():
     assert train_vocoder.level_loss(quieter, audio).item() == pytest.approx(abs(math.log(0.25)) / 2, rel=1e-5)
 
 
+def test_waveform_loss_is_the_relative_squared_error_and_notes_are_phase_locked_to_mel_frames():
+    """`waveform_loss`: 0 for the truth, 1 for silence or twice the truth. It is well-posed because every
+    ShapesWorld-AV note (a multiple of 100 Hz, from phase 0) repeats each 160-sample mel frame: a static voice's
+    frames are equal away from the fades."""
+    audio = ShapesWorldAV(num_samples=4, seed=3)[1].audio[None]
+    assert train_vocoder.waveform_loss(audio, audio).item() == 0.0
+    assert train_vocoder.waveform_loss(torch.zeros_like(audio), audio).item() == 1.0
+    assert train_vocoder.waveform_loss(2 * audio, audio).item() == pytest.approx(1.0, rel=1e-6)
+    shape = ShapeParams("purple", "square", "static", 0.2, (0.3, 0.5), (0.3, 0.5))
+    frames = soundtrack(SceneParams((shape,), "black"), 17)[:, 8000:24000].unflatten(-1, (100, 160))  # (2, 100, 160)
+    assert (frames - frames[:, :1]).abs().max() < 1e-5 * frames.abs().max()
+
+
 def test_signal_propagating_init_makes_the_output_depend_on_the_input():
     """With PyTorch's default init the demo vocoder's output is mostly its biases (measured: the part that varies
-    from clip to clip has 5-24% of the output's RMS over seeds 0-2; 8% at seed 0); `init_signal_propagation`
-    gives an output at the soundtracks' RMS whose clip-to-clip part is most of it (51-63%)."""
+    from clip to clip has 12-18% of the output's RMS over seeds 0-2; 18% at seed 0); `init_signal_propagation`
+    gives an output at the soundtracks' RMS whose clip-to-clip part is most of it (57-64%)."""
     meta = OmegaConf.to_container(OmegaConf.load(REPO / "configs/demo/ltx2_vocoder.yaml"))
     data = ShapesWorldAV(num_samples=16, seed=0)
     mel = torch.stack([train_vocoder.clip(data, i)[1][:, :50] for i in range(8, 16)])  # not the init's clips
@@ -174,6 +192,36 @@ def test_signal_propagating_init_makes_the_output_depend_on_the_input():
     calibration = torch.stack([train_vocoder.clip(data, i)[1][:, :50] for i in range(8)])
     with torch.no_grad():
         assert voc(calibration).std().item() == pytest.approx(stats["rms"], rel=1e-3)  # the level it was set to
+
+
+def test_per_channel_vocoder_is_the_mono_generator_on_each_channel():
+    """`stereo_from_mono` writes a mono generator into the stereo layout (the demo's file): the stereo vocoder on a
+    stereo mel equals the mono one on each channel (the zero blocks add exact zeros; measured 0.0, and the
+    bound leaves room for a summation order that differs), loads strictly into `build_vocoder`, and its left
+    output does not move when only the right mel changes."""
+    meta = OmegaConf.to_container(OmegaConf.load(REPO / "configs/demo/ltx2_vocoder.yaml"))
+    cfg = VocoderConfig.from_metadata(meta)
+    torch.manual_seed(0)
+    per_channel = train_vocoder.PerChannel(train_vocoder.mono_generator(cfg))
+    data = ShapesWorldAV(num_samples=8, seed=0)
+    train_vocoder.init_signal_propagation(per_channel, data, 4)
+    mel = torch.stack([train_vocoder.clip(data, i)[1][:, :30] for i in range(4, 8)])
+    stereo = train_vocoder.stereo_from_mono(per_channel.mono, cfg)
+    build_vocoder(cfg).load_state_dict(stereo.state_dict(), strict=True)
+    with torch.no_grad():
+        ours, theirs = stereo(mel), per_channel(mel)
+        assert (ours - theirs).abs().max() <= 1e-6
+        louder_right = mel.clone()
+        louder_right[:, 1] += 1.0
+        moved = stereo(louder_right)
+    assert torch.equal(moved[:, 0], ours[:, 0])  # the left half never reads the right mel
+    assert (moved[:, 1] - ours[:, 1]).abs().max() > 1e-3
+
+
+def test_per_channel_needs_halves_down_to_the_last_stage(tmp_path):
+    with pytest.raises(ValueError, match=r"^per_channel=true needs vocoder.upsample_initial_channel a multiple of 32"):
+        _vocoder_cfg(tmp_path, per_channel=True, vocoder={**OmegaConf.to_container(OmegaConf.load(
+            REPO / "configs/demo/ltx2_vocoder.yaml")), "upsample_initial_channel": 48})
 
 
 def test_training_configs_compose():
@@ -199,7 +247,8 @@ _COMMON = {"steps": [0, -1, NAN], "batch_size": [0], "lr": [0.0, NAN, INF], "thr
 _AUDIO_VAE = _COMMON | {"kl_weight": [-1.0, NAN], "stereo_weight": [-1.0, INF], "stereo_warmup": [-1, 0.5],
                         "crop_frames": [0, 16, 213]}
 _VOCODER = _COMMON | {"mel_weight": [-1.0, INF], "range_db": [0.0, -3.0, NAN], "stereo_weight": [-1.0, NAN],
-                      "level_weight": [-1.0, NAN], "residual_scale": [-0.1, 1.5, NAN],
+                      "level_weight": [-1.0, NAN], "residual_scale": [-0.1, 1.5, NAN], "wave_weight": [-1.0, INF],
+                      "per_channel": [1, "yes"],
                       "channel_gain_db": [-1.0, 41.0, INF],
                       "stft_sizes": [[], [8], [512.0], [100_000]]}
 

@@ -490,35 +490,38 @@ class AMPBlock(nn.Module):
         return x
 
 
-def check_mel(mel: Tensor) -> None:
-    """Raise a ValueError unless `mel` is (B, 2, T, 64) with T >= 1."""
+def check_mel(mel: Tensor, channels: int = STEREO) -> None:
+    """Raise a ValueError unless `mel` is (B, channels, T, 64) with T >= 1 (channels: 2, left and right)."""
     shape = tuple(mel.shape)
-    if mel.ndim == 4 and shape[1] == STEREO and shape[3] == MEL_BINS and shape[2] >= 1:
+    if mel.ndim == 4 and shape[1] == channels and shape[3] == MEL_BINS and shape[2] >= 1:
         return
     hint = ""
     if mel.ndim == 3:
         hint = " (mono (B, T, 64) input is not supported: every released vocoder is stereo)"
     elif mel.ndim == 4 and shape[2] == MEL_BINS and shape[3] != MEL_BINS:
-        hint = " (looks like (B, 2, 64, T): transpose the last two dims)"
-    elif mel.ndim == 4 and shape[1] != STEREO:
-        hint = f" ({shape[1]} channels: the vocoder takes 2, left and right)"
+        hint = f" (looks like (B, {channels}, 64, T): transpose the last two dims)"
+    elif mel.ndim == 4 and shape[1] != channels:
+        hint = f" ({shape[1]} channels: this vocoder takes {channels}" + (", left and right)" if channels == 2 else ")")
     elif mel.ndim == 4 and shape[3] != MEL_BINS:
         hint = f" ({shape[3]} mel bins: the vocoder takes {MEL_BINS}, as the audio VAE decodes them)"
-    raise ValueError(f"mel must be (B, 2, T, {MEL_BINS}) with T >= 1, got shape {shape}{hint}")
+    raise ValueError(f"mel must be (B, {channels}, T, {MEL_BINS}) with T >= 1, got shape {shape}{hint}")
 
 
 # ------------------------------------------------------------------------------------------------ models
 
 
 class Vocoder(nn.Module):
-    """Mel -> waveform generator (HiFi-GAN or BigVGAN-v2, per `cfg.resblock`). (B, 2, T, 64) -> (B, 2, hop T)."""
+    """Mel -> waveform generator (HiFi-GAN or BigVGAN-v2, per `cfg.resblock`). (B, 2, T, 64) -> (B, 2, hop T).
+    `channels`: audio channels in and out (2, as every released file; 1 builds a mono generator, e.g. for training
+    one that `train.train_vocoder.stereo_from_mono` writes into the stereo layout)."""
 
-    def __init__(self, cfg: GeneratorConfig):
+    def __init__(self, cfg: GeneratorConfig, channels: int = STEREO):
         super().__init__()
         self.cfg = cfg
+        self.channels = channels
         self.sample_rate = cfg.output_sampling_rate
         C = cfg.upsample_initial_channel
-        self.conv_pre = nn.Conv1d(STEREO * MEL_BINS, C, 7, padding=3)
+        self.conv_pre = nn.Conv1d(channels * MEL_BINS, C, 7, padding=3)
         self.ups = nn.ModuleList(
             nn.ConvTranspose1d(C >> i, C >> (i + 1), k, u, padding=(k - u) // 2)
             for i, (u, k) in enumerate(zip(cfg.upsample_rates, cfg.upsample_kernel_sizes))
@@ -531,14 +534,14 @@ class Vocoder(nn.Module):
         )
         c_out = cfg.final_channels
         self.act_post = AntiAliasedSnake(c_out) if cfg.is_bigvgan else nn.LeakyReLU(LEAKY_SLOPE_POST)
-        self.conv_post = nn.Conv1d(c_out, STEREO, 7, padding=3, bias=cfg.use_bias_at_final)
+        self.conv_post = nn.Conv1d(c_out, channels, 7, padding=3, bias=cfg.use_bias_at_final)
 
     @property
     def hop(self) -> int:
         return self.cfg.hop
 
     def forward(self, mel: Tensor) -> Tensor:
-        check_mel(mel)
+        check_mel(mel, self.channels)
         x = mel.transpose(2, 3).flatten(1, 2)  # (B, 2, T, 64) -> (B, 2 * 64, T), channel = side * 64 + bin
         x = self.conv_pre(x)  # (B, C, T)
         n = len(self.cfg.resblock_kernel_sizes)
