@@ -412,6 +412,26 @@ def test_audio_window_matches_diffusers():
     assert dfr.conditioning_fps(48.0) == 60.0 and dfr.conditioning_fps(30.0) == 30.0
 
 
+def pass_model(transformer, context, audio_context, context_mask, calls: list | None = None):
+    """A `render` pass model over our transformer with fixed text contexts: (video tokens, token sigmas, sigma,
+    keyframe mask, positions, audio tokens, audio sigma) -> both streams' velocities; `calls` collects each video
+    input."""
+    from ltx.ltx2.patchify import audio_positions
+    from ltx.ltx2.transformer import StreamInput
+
+    def model(xt, token_sigma, sigma, kft, pos, audio, audio_sigma):
+        if calls is not None:
+            calls.append(xt.clone())
+        batch, ta = xt.shape[0], audio.shape[1]
+        return transformer(StreamInput(x=xt, timesteps=token_sigma, sigma=sigma, positions=pos, context=context,
+                                       context_mask=context_mask, keyframes_mask=kft),
+                           StreamInput(x=audio, timesteps=audio_sigma[:, None].expand(batch, ta), sigma=audio_sigma,
+                                       positions=audio_positions(ta, batch=batch), context=audio_context,
+                                       context_mask=context_mask))
+
+    return model
+
+
 def tiny_models(seed: int):
     """Our tiny random 2.5 AVTransformer (a denoiser: out = in channels) and diffusers' model on the same weights,
     with a nonzero keyframe marker."""
@@ -800,8 +820,6 @@ def test_render_matches_diffusers_chain():
     from diffusers.pipelines.ltx2.pipeline_ltx2_dfr_temporal_refine import LTX2DFRTemporalRefinePipeline
     from diffusers.pipelines.ltx2.utils import STAGE_2_DISTILLED_SIGMA_VALUES
 
-    from ltx.ltx2.patchify import audio_positions
-    from ltx.ltx2.transformer import StreamInput
     from ltx.ltx2.upsampler import upsample_latent
 
     cfg, ours, theirs = tiny_models(seed=9)
@@ -822,13 +840,7 @@ def test_render_matches_diffusers_chain():
     def denorm(x):
         return x * std.view(1, -1, 1, 1, 1) + mean.view(1, -1, 1, 1, 1)
 
-    def stage_model(xt, token_sigma, sigma, kft, pos, audio, audio_sigma):
-        ta = audio.shape[1]
-        return ours(StreamInput(x=xt, timesteps=token_sigma, sigma=sigma, positions=pos, context=context,
-                                context_mask=context_mask, keyframes_mask=kft),
-                    StreamInput(x=audio, timesteps=audio_sigma[:, None].expand(B, ta), sigma=audio_sigma,
-                                positions=audio_positions(ta, batch=B), context=audio_context,
-                                context_mask=context_mask))
+    stage_model = pass_model(ours, context, audio_context, context_mask)
 
     def refine_model(xt, token_sigma, sigma, kft, pos, window):
         return stage_model(xt, token_sigma, sigma, kft, pos, window, torch.zeros(B))[0]

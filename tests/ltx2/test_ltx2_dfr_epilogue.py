@@ -18,7 +18,7 @@ import ltx2_tiny
 import pytest
 import torch
 from diffusers.pipelines.ltx2 import dfr_layout as ref
-from test_ltx2_dfr import _stubbed, diffusers_dfr_pipeline, tiny_models, tiny_upsamplers
+from test_ltx2_dfr import _stubbed, diffusers_dfr_pipeline, pass_model, tiny_models, tiny_upsamplers
 from test_ltx2_video_vae import METAS, tiny_meta
 
 from ltx.ltx2 import dfr
@@ -55,8 +55,6 @@ def test_epilogue_matches_diffusers_composed_call():
     from diffusers.pipelines.ltx2.pipeline_ltx2_dfr_temporal_refine import LTX2DFRTemporalRefinePipeline
     from diffusers.pipelines.ltx2.utils import STAGE_2_DISTILLED_SIGMA_VALUES, trim_canvas
 
-    from ltx.ltx2.patchify import audio_positions
-    from ltx.ltx2.transformer import StreamInput
     from ltx.ltx2.upsampler import upsample_latent
 
     cfg, ours, theirs = tiny_models(seed=9)
@@ -80,14 +78,7 @@ def test_epilogue_matches_diffusers_composed_call():
 
     our_calls, their_calls = [], []
 
-    def stage_model(xt, token_sigma, sigma, kft, pos, audio, audio_sigma):
-        our_calls.append(xt.clone())
-        ta = audio.shape[1]
-        return ours(StreamInput(x=xt, timesteps=token_sigma, sigma=sigma, positions=pos, context=context,
-                                context_mask=context_mask, keyframes_mask=kft),
-                    StreamInput(x=audio, timesteps=audio_sigma[:, None].expand(B, ta), sigma=audio_sigma,
-                                positions=audio_positions(ta, batch=B), context=audio_context,
-                                context_mask=context_mask))
+    stage_model = pass_model(ours, context, audio_context, context_mask, our_calls)
 
     def refine_model(xt, token_sigma, sigma, kft, pos, window):
         return stage_model(xt, token_sigma, sigma, kft, pos, window, torch.zeros(B))[0]
@@ -245,8 +236,6 @@ def test_rebuild_matches_diffusers():
 def test_one_tile_is_the_untiled_pass():
     """A single window over the whole grid (weight 1) keeps every token in order at its own positions: the tiled
     pass is the untiled one bitwise. The real epilogue layout on the same inputs differs (the tiles see less)."""
-    from ltx.ltx2.patchify import audio_positions
-    from ltx.ltx2.transformer import StreamInput
 
     cfg, ours, _ = tiny_models(seed=3)
     g = torch.Generator().manual_seed(5)
@@ -255,13 +244,7 @@ def test_one_tile_is_the_untiled_pass():
     audio_context = torch.randn(B, S, cfg.audio_inner_dim, generator=g)
     context_mask = torch.ones(B, S, dtype=torch.long)
 
-    def model(xt, token_sigma, sigma, kft, pos, audio, audio_sigma):
-        ta = audio.shape[1]
-        return ours(StreamInput(x=xt, timesteps=token_sigma, sigma=sigma, positions=pos, context=context,
-                                context_mask=context_mask, keyframes_mask=kft),
-                    StreamInput(x=audio, timesteps=audio_sigma[:, None].expand(B, ta), sigma=audio_sigma,
-                                positions=audio_positions(ta, batch=B), context=audio_context,
-                                context_mask=context_mask))
+    model = pass_model(ours, context, audio_context, context_mask)
 
     video = torch.randn(B, C, F, H, W, generator=g)
     audio = torch.randn(B, 8, cfg.audio_in_channels, generator=g)
