@@ -303,3 +303,25 @@ def test_command_line_refuses_in_one_line(app, override, message, tmp_path, monk
         app.main()
     assert str(e.value.code).startswith(message) and "\n" not in str(e.value.code), e.value.code
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("option", ["vae", "audio_vae"])
+@pytest.mark.parametrize("content, message", [(None, "does not exist"), (b"", "not a safetensors file"),
+                                              (b"garbage", "not a safetensors file")],
+                         ids=["missing", "empty", "garbage"])
+def test_export_refuses_a_bad_bundled_component_file_naming_the_option(option, content, message, tmp_path):
+    """A bundled file given for --vae / --audio-vae that is missing, empty or not a safetensors file: one line
+    naming the option; nothing is written."""
+    from train import export_ltx2_demo
+
+    bad = tmp_path / "bad.safetensors"
+    if content is not None:
+        bad.write_bytes(content)
+    demo = REPO / "demo/ltx2-demo.safetensors"
+    files = {"vae": demo, "audio_vae": demo} | {option: bad}
+    out = tmp_path / "out.safetensors"
+    flag = "--" + option.replace("_", "-")
+    with pytest.raises((ValueError, FileNotFoundError), match=rf"^{flag}: .*{message}") as e:
+        export_ltx2_demo.export(out, vae=files["vae"], audio_vae=files["audio_vae"], vocoder=None,
+                                text_encoder=REPO / "demo/ltx2/text_encoder", source=demo)
+    assert "\n" not in str(e.value) and not out.exists()

@@ -49,18 +49,24 @@ def _vae_state(path: Path) -> dict[str, torch.Tensor]:
     own: a soundtrack-only change keeps the video and so the video VAE)."""
     if path.suffix != ".safetensors":
         return _state(path, "--vae")
+    return _bundled(path, "vae", "--vae").state_dict()
+
+
+def _bundled(path: Path, component: str, what: str) -> torch.nn.Module:
+    """One component of a bundled single file, every failure one line naming the option."""
     if not path.is_file():
-        raise FileNotFoundError(f"--vae: {path} does not exist")
-    return ltx2_checkpoint.load(path, ("vae",), dtype=torch.float32)["vae"].state_dict()
+        raise FileNotFoundError(f"{what}: {path} does not exist")
+    try:
+        return ltx2_checkpoint.load(path, (component,), dtype=torch.float32)[component]
+    except (ValueError, OSError) as e:
+        raise ValueError(f"{what}: {e}") from None
 
 
 def _audio_vae(path: Path) -> AudioVAE:
     """The audio VAE: a train_audio_vae run folder (config.json + audio_vae_final.pt), or the audio VAE of a
     bundled single file (a vocoder-only change keeps it)."""
     if path.suffix == ".safetensors":
-        if not path.is_file():
-            raise FileNotFoundError(f"--audio-vae: {path} does not exist")
-        return ltx2_checkpoint.load(path, ("audio_vae",), dtype=torch.float32)["audio_vae"]
+        return _bundled(path, "audio_vae", "--audio-vae")
     a_vae = AudioVAE(AudioVAEConfig.from_metadata(_run_config(path, "--audio-vae", "audio_vae")))
     a_vae.load_state_dict(_state(path / "audio_vae_final.pt", "--audio-vae"), strict=True)
     return a_vae
