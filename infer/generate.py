@@ -207,6 +207,10 @@ class GenerateConfig:
     # SDR video of control=[{path: sdr.mp4}] regenerated as HDR light (LogC3), written as EXR frames (hdr=, default
     # srgb_linear) and the HLG master beside an sRGB preview mp4 (silent: the pipeline is video only)
     hdr_lora: str | None = None
+    # with hdr_lora: the official high_quality_hdr mode, 2 num_frames - 1 frames generated from the SDR frames each
+    # given twice, every other one kept (about 2x the work). Any height / width works with hdr_lora: generated at
+    # each rounded up to a multiple of 64 and cropped back
+    hdr_high_quality: bool = False
     # LTX-2 audio-to-video: a soundtrack (any file with an audio stream) kept as given; the video is generated
     # for it, starting `audio_start` seconds in
     audio: str | None = None
@@ -611,10 +615,10 @@ def run(cfg: GenerateConfig) -> list[Path]:
             or cfg.audio is not None or cfg.video is not None or cfg.transformer is not None or cfg.enhance_prompt \
             or cfg.prompt_enhancer is not None or cfg.hdr is not None or cfg.temporal_rounds \
             or cfg.temporal_upsampler_checkpoint is not None or cfg.detailing_lora is not None \
-            or cfg.hdr_lora is not None or cfg.spatial_epilogue:
+            or cfg.hdr_lora is not None or cfg.spatial_epilogue or cfg.hdr_high_quality:
         raise InputError("audio, video, audio_guidance_scale, modality_scale, distilled_lora, transformer, "
                          "enhance_prompt, prompt_enhancer, hdr, temporal_rounds, temporal_upsampler_checkpoint, "
-                         "detailing_lora, spatial_epilogue and hdr_lora are for the LTX-2 presets "
+                         "detailing_lora, spatial_epilogue, hdr_lora and hdr_high_quality are for the LTX-2 presets "
                          "(model=ltx-2-19b-dev, ltx2-demo, ...)")
 
     # --- checks on configs, headers and small files only

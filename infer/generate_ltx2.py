@@ -138,7 +138,8 @@ def open_request(cfg) -> tuple[api.Pipeline, api.Request, dict]:
                     images=images, video_conditioning=control, audio_path=cfg.audio, audio_start_time=cfg.audio_start,
                     video_path=cfg.video, negative_prompt=cfg.negative_prompt, hdr=cfg.hdr,
                     **({"temporal_rounds": cfg.temporal_rounds} if cfg.temporal_rounds else {}),
-                    **({"spatial_epilogue": True} if cfg.spatial_epilogue else {}))
+                    **({"spatial_epilogue": True} if cfg.spatial_epilogue else {}),
+                    **({"hdr_high_quality": True} if cfg.hdr_high_quality else {}))
         request = pipe.check(num_frames=cfg.num_frames, **args)
     except (ValueError, OSError) as e:  # CheckpointError is a ValueError
         raise InputError(str(e)) from None

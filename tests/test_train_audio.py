@@ -89,6 +89,42 @@ def test_audio_vae_training_resumes_exactly_and_writes_a_loadable_model(tmp_path
     assert tokens.mean(0).abs().max() < 1e-4 and (tokens.std(0) - 1).abs().max() < 1e-4
 
 
+def test_audio_vae_decoder_fine_tuning_keeps_the_latent_space(tmp_path):
+    """train_encoder=false from the bundled demo file: the encoder and the latent statistics (the transformer's
+    latent space) stay bitwise, the decoder moves, and the result loads strictly into the demo's AudioVAE."""
+    from ltx.ltx2 import checkpoint as ltx2_checkpoint
+
+    demo = REPO / "demo/ltx2-demo.safetensors"
+    start = ltx2_checkpoint.load(demo, ("audio_vae",), dtype=torch.float32)["audio_vae"].state_dict()
+    yaml = OmegaConf.load(REPO / "configs/demo/ltx2_audio_vae.yaml")
+    demo_cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(AudioVAEConfig), yaml))
+    run = tmp_path / "dec"
+    report = train_audio_vae.train(_audio_vae_cfg(run, steps=2, audio_vae=demo_cfg, init_from=str(demo),
+                                                  train_encoder=False, latent_noise=0.05, lr=1e-3))
+    assert report["latent_statistics"] == f"kept from {demo}"
+    sd = torch.load(run / "audio_vae_final.pt")
+    assert sd.keys() == start.keys()
+    frozen = [k for k in sd if not k.startswith("decoder.")]
+    assert frozen and all(torch.equal(sd[k], start[k]) for k in frozen)
+    assert any("per_channel_statistics" in k for k in frozen)
+    assert any(not torch.equal(sd[k], start[k]) for k in sd if k.startswith("decoder.") and "weight" in k)
+    AudioVAE(demo_cfg).load_state_dict(sd, strict=True)
+
+
+def test_audio_vae_decoder_fine_tuning_refuses_in_one_line(tmp_path):
+    with pytest.raises(ValueError, match=r"^train_encoder=false fine-tunes the decoder .* set init_from"):
+        _audio_vae_cfg(tmp_path / "r", train_encoder=False)
+    with pytest.raises(FileNotFoundError, match=r"^init_from=.*none.pt does not exist; pass a run's "
+                                                r"audio_vae_final.pt"):
+        train_audio_vae.train(_audio_vae_cfg(tmp_path / "r", init_from=str(tmp_path / "none.pt"),
+                                             train_encoder=False))
+    other = tmp_path / "other.pt"
+    torch.save({"encoder.conv_in.conv.weight": torch.zeros(1)}, other)
+    with pytest.raises(ValueError, match=r"^init_from=.*other.pt does not fit this audio_vae config \(lacks "):
+        train_audio_vae.train(_audio_vae_cfg(tmp_path / "r", init_from=str(other)))
+    assert not (tmp_path / "r").exists()
+
+
 @pytest.mark.parametrize("per_channel", [False, True], ids=["joint", "per_channel"])
 def test_vocoder_training_resumes_exactly_and_writes_a_loadable_model(tmp_path, per_channel):
     def make_cfg(path, **kw):  # per_channel: halves down to the last stage (32 channels over 4 stages)
@@ -245,7 +281,8 @@ _COMMON = {"steps": [0, -1, NAN], "batch_size": [0], "lr": [0.0, NAN, INF], "thr
 
 
 _AUDIO_VAE = _COMMON | {"kl_weight": [-1.0, NAN], "stereo_weight": [-1.0, INF], "stereo_warmup": [-1, 0.5],
-                        "crop_frames": [0, 16, 213]}
+                        "crop_frames": [0, 16, 213], "latent_noise": [-0.1, NAN], "train_encoder": ["no", 0],
+                        "init_from": [""]}
 _VOCODER = _COMMON | {"mel_weight": [-1.0, INF], "range_db": [0.0, -3.0, NAN], "stereo_weight": [-1.0, NAN],
                       "level_weight": [-1.0, NAN], "residual_scale": [-0.1, 1.5, NAN], "wave_weight": [-1.0, INF],
                       "per_channel": [1, "yes"],

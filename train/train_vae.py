@@ -205,43 +205,46 @@ def latent_space_id(vae: VideoVAE) -> str:
     return h.hexdigest()[:16]
 
 
-def initial_state(path: str, ltx2: bool = False) -> dict[str, torch.Tensor]:
-    """The VAE state dict to start from: a training run's vae_final.pt, or the VAE of any checkpoint (refused
-    by option name when missing, damaged or without a VAE)."""
+def initial_state(path: str, ltx2: bool = False, component: str = "vae") -> dict[str, torch.Tensor]:
+    """The state dict to start from: a training run's `<component>_final.pt`, or the component of any checkpoint
+    (refused by option name when missing, damaged or without it). `component` is "vae" (this app) or
+    "audio_vae" (train.train_audio_vae, LTX-2 files only)."""
+    final = f"{component}_final.pt"
     if not Path(path).exists():
-        raise FileNotFoundError(f"init_from={path} does not exist; pass a run's vae_final.pt (python -m "
-                                "train.train_vae) or a checkpoint with a VAE")
+        raise FileNotFoundError(f"init_from={path} does not exist; pass a run's {final} or a checkpoint with "
+                                f"a{'n audio' if component == 'audio_vae' else ''} VAE")
     if Path(path).suffix == ".pt":
         try:
             sd = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - a damaged or foreign pickle raises anything
-            raise ValueError(f"init_from={path} cannot be read ({first_line(e)}); pass a run's vae_final.pt, "
+            raise ValueError(f"init_from={path} cannot be read ({first_line(e)}); pass a run's {final}, "
                              "or make it again") from None
         if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-            raise ValueError(f"init_from={path} is not a VAE state dict (a run's vae_final.pt)")
+            raise ValueError(f"init_from={path} is not a state dict (a run's {final})")
         return sd
     try:
         if ltx2:
             from ltx.ltx2 import checkpoint as ltx2_checkpoint
 
-            return ltx2_checkpoint.load(path, "vae")["vae"].state_dict()
-        return load_component(path, "vae").state_dict()
+            return ltx2_checkpoint.load(path, (component,), dtype=torch.float32)[component].state_dict()
+        return load_component(path, component).state_dict()
     except (ValueError, OSError, KeyError) as e:
         raise ValueError(f"init_from={path}: {e}") from None
 
 
-def load_initial(vae: VideoVAE | ltx2_vae.VideoVAE, path: str) -> None:
-    """Load `initial_state(path)` into `vae`, naming the differences when it is another VAE's."""
-    sd, own = initial_state(path, isinstance(vae, ltx2_vae.VideoVAE)), vae.state_dict()
+def load_initial(model: torch.nn.Module, path: str, ltx2: bool = False, component: str = "vae") -> None:
+    """Load `initial_state(path, ltx2, component)` into `model`, naming the differences when it is another
+    model's."""
+    sd, own = initial_state(path, ltx2, component), model.state_dict()
     missing, unexpected = [k for k in own if k not in sd], [k for k in sd if k not in own]
     shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
               if k in sd and tuple(sd[k].shape) != tuple(v.shape)]
     if missing or unexpected or shapes:
         parts = [f"{w} {', '.join(ks[:3])}{' ...' if len(ks) > 3 else ''}"
                  for w, ks in (("lacks", missing), ("has unknown", unexpected), ("shape mismatch:", shapes)) if ks]
-        raise ValueError(f"init_from={path} is not a VAE of this config ({'; '.join(parts)}); pass the "
-                         "vae_final.pt of a run with the same vae: settings")
-    vae.load_state_dict(sd, strict=True)
+        raise ValueError(f"init_from={path} does not fit this {component} config ({'; '.join(parts)}); pass the "
+                         f"{component}_final.pt of a run with the same {component}: settings")
+    model.load_state_dict(sd, strict=True)
 
 
 @dataclass(kw_only=True)
@@ -268,7 +271,7 @@ def train(cfg: TrainVAEConfig) -> dict:
                        width=cfg.size, seed=cfg.seed)
     vae = build_vae(cfg)
     if cfg.init_from:
-        load_initial(vae, cfg.init_from)
+        load_initial(vae, cfg.init_from, isinstance(vae, ltx2_vae.VideoVAE))
     vae.encoder.requires_grad_(cfg.train_encoder)
     params = [p for p in vae.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))

@@ -33,7 +33,7 @@ Arguments of a call: `prompt`, `negative_prompt` (None = the preset's), `seed`, 
 `audio_guider_params` (an `AVGuidance`, or a dict of its fields: cfg_scale, stg_scale, stg_blocks, rescale_scale,
 modality_scale, skip_step; unset = the preset's), `images` [(path or (H, W, 3) tensor in [0, 1], frame,
 strength)], `video_conditioning` [(path or (F, H, W, 3) tensor in [0, 1], strength[, downscale])], `audio_path`,
-`audio_start_time`, `temporal_rounds` and `spatial_epilogue` (dfr), `hdr`, `progress`.
+`audio_start_time`, `temporal_rounds` and `spatial_epilogue` (dfr), `hdr`, `hdr_high_quality` (hdr_lora), `progress`.
 """
 
 from __future__ import annotations
@@ -110,6 +110,7 @@ class Request:
     temporal_rounds: int = 0  # LTX-2.5 DFR: temporal x2 refine rounds (0-2)
     stage_2_tiles: int = 1  # the HDR IC-LoRA pipeline: stage 2 runs once per tile
     spatial_epilogue: bool = False  # LTX-2.5 DFR: the tiled x2 spatial pass after the rounds
+    hdr_high_quality: bool = False  # the HDR IC-LoRA: 2 num_frames - 1 frames generated, every other one kept
 
     @property
     def num_evaluations(self) -> int:
@@ -240,7 +241,7 @@ class Pipeline:
               video_conditioning: Sequence = (), audio_path: str | os.PathLike | None = None,
               audio_start_time: float = 0.0, negative_prompt: str | None = None,
               video_path: str | os.PathLike | Tensor | None = None, hdr: str | None = None,
-              temporal_rounds: int = 0, spatial_epilogue: bool = False) -> Request:
+              temporal_rounds: int = 0, spatial_epilogue: bool = False, hdr_high_quality: bool = False) -> Request:
         """Validate a request from headers alone (works before `load`); ValueError naming the argument.
         `audio_path`: audio-to-video (the soundtrack kept, audio guidance off); `video_path` (a file, or frames
         (F, H, W, 3) in [0, 1]): video-to-audio, one stage (the clip fitted to the size and kept, video guidance
@@ -248,7 +249,10 @@ class Pipeline:
         conditioning images (LTX-2.5's `--hdr`): they are fitted in linear light and ACEScct-encoded, not
         H.264-compressed (ltx.ltx2.hdr.exr_conditioning). `temporal_rounds` (dfr pipeline, 0-2): temporal x2 refine
         rounds, each doubling the frame rate (needs the temporal upsampler); `spatial_epilogue` (dfr pipeline): one more
-        x2 in space after the rounds, tiled (frames at twice the height and width)."""
+        x2 in space after the rounds, tiled (frames at twice the height and width). With `hdr_lora`: any positive
+        height / width (generated at each rounded up to a multiple of 64, the frames cropped back; the
+        official size rule), and `hdr_high_quality` (the official high_quality_hdr): 2 num_frames - 1 frames
+        generated from the reference's frames each given twice, every other one kept (about 2x the work)."""
         av, g = self.preset.av, self.preset.generation
         height = g.height if height is None else height
         width = g.width if width is None else width
@@ -259,7 +263,14 @@ class Pipeline:
                 raise ValueError(f"{name} must be an integer, got {value!r}")
         if isinstance(frame_rate, bool) or not isinstance(frame_rate, int | float) or not 0 < frame_rate < 1e6:
             raise ValueError(f"frame_rate must be a positive number of frames per second, got {frame_rate!r}")
-        check_size(height, width, num_frames, self.pipeline.two_stages, self.metas["vae"].cfg.scale)
+        if not isinstance(hdr_high_quality, bool):
+            raise ValueError(f"hdr_high_quality must be True or False, got {hdr_high_quality!r}")
+        if hdr_high_quality and self.hdr_lora is None:
+            raise ValueError("hdr_high_quality is a mode of the HDR IC-LoRA pipeline: give hdr_lora=... too")
+        gen_height, gen_width = height, width
+        if self.hdr_lora is not None:  # the official rule: rounded up to a multiple of 64, the frames cropped back
+            gen_height, gen_width = pipelines.hdr_generation_size(height, width)
+        check_size(gen_height, gen_width, num_frames, self.pipeline.two_stages, self.metas["vae"].cfg.scale)
         if isinstance(temporal_rounds, bool) or temporal_rounds not in range(dfr.MAX_ROUNDS + 1):
             raise ValueError(f"temporal_rounds must be 0, 1 or 2, got {temporal_rounds!r}")
         if temporal_rounds and self.pipeline is not AVPipeline.dfr:
@@ -333,9 +344,10 @@ class Pipeline:
         tiles = 1
         if self.hdr_lora is not None:  # its own stage 2: two steps, over the tiles of the full-size latent
             second = torch.tensor(pipelines.HDR_STAGE_2_SIGMAS)
-            shape = video_latent_shape(num_frames, height, width, self.metas["vae"].cfg.scale)
+            shape = video_latent_shape(pipelines.hdr_generation_frames(num_frames, hdr_high_quality), gen_height,
+                                       gen_width, self.metas["vae"].cfg.scale)
             tiles = len(pipelines.latent_tiles(shape, pipelines.HDR_STAGE_2_TILING))
-        references = self._references(video_conditioning, height, width, num_frames)
+        references = self._references(video_conditioning, gen_height, gen_width, num_frames)
         if self.hdr_lora is not None and references[0].pixels.shape[0] < num_frames:
             raise ValueError(f"video_conditioning[0]: the HDR reference has {references[0].pixels.shape[0]} frames, "
                              f"fewer than num_frames={num_frames}")
@@ -343,7 +355,7 @@ class Pipeline:
                        audio_guidance, self._images(images, num_frames, height, width, hdr),
                        references, _soundtrack(audio_path, audio_start_time, num_frames, frame_rate),
                        _given_video(video_path, num_frames), negative_prompt if needs_negative else None,
-                       temporal_rounds, tiles, spatial_epilogue)
+                       temporal_rounds, tiles, spatial_epilogue, hdr_high_quality)
 
     def _sigmas(self, height: int, width: int, num_frames: int, steps: int | None,
                 sigmas: Sequence[float] | None) -> tuple[Tensor, Tensor | None]:
@@ -560,7 +572,7 @@ class Pipeline:
             schedules = [s for s in (request.sigmas, request.stage_2_sigmas) if s is not None]
             with cached(modules["transformer"], cache, schedules) as step_cache:
                 result = self._run(positive, negative, av_request, request.references, request.temporal_rounds,
-                                   request.spatial_epilogue)
+                                   request.spatial_epilogue, request.hdr_high_quality)
         if isinstance(result, pipelines.HDRResult):
             return self._hdr_output(result, request)
         if not (torch.isfinite(result.video).all() and torch.isfinite(result.audio).all()):
@@ -598,7 +610,7 @@ class Pipeline:
 
     def _run(self, positive: Prompt, negative: Prompt | None, request: AVRequest,
              references: list[ReferenceInput], temporal_rounds: int = 0,
-             spatial_epilogue: bool = False) -> pipelines.AVResult:
+             spatial_epilogue: bool = False, hdr_high_quality: bool = False) -> pipelines.AVResult:
         """The preset's official pipeline with this pipeline's LoRA staging."""
         m = self.modules
         models = AVModels(m["transformer"], m["vae"], m["audio_vae"], m["vocoder"], m.get("upsampler"),
@@ -608,7 +620,7 @@ class Pipeline:
                 (ref,) = references
                 return pipelines.hdr_ic_lora(models, positive, request, ref.pixels.to(self.device),
                                              strength=ref.strength, transfer=self.hdr_lora.transfer,
-                                             reference_downscale=ref.downscale)
+                                             reference_downscale=ref.downscale, high_quality=hdr_high_quality)
             case AVPipeline.dfr:
                 lora = self.detailing_lora
                 return pipelines.dfr(models, positive, request, rounds=temporal_rounds,

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from enum import Enum
 
@@ -420,6 +421,36 @@ HDR_STAGE_2_TILING = ((2, 8), (2, 6), (2, 6))
 HDR_STAGE_2_SIGMAS = (0.909375, 0.725, 0.0)
 
 
+# The HDR IC-LoRA's size rule (hdr_ic_lora ALIGNMENT_DIVISOR with align_resolution's REFLECT_PAD branch): height and
+# width are each rounded up to a multiple of 64, the reference is fitted (scale to fit, reflect pad) to that size,
+# and the decoded frames are cropped back to the top-left height x width.
+HDR_ALIGNMENT = 64
+
+
+def hdr_generation_size(height: int, width: int) -> tuple[int, int]:
+    """The (height, width) the HDR IC-LoRA pipeline generates at for a requested size: each rounded up to a
+    multiple of HDR_ALIGNMENT (a multiple already is kept); a size that is not a positive integer is refused."""
+    for name, value in (("height", height), ("width", width)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return -(-height // HDR_ALIGNMENT) * HDR_ALIGNMENT, -(-width // HDR_ALIGNMENT) * HDR_ALIGNMENT
+
+
+def hdr_generation_frames(num_frames: int, high_quality: bool) -> int:
+    """Frames the HDR IC-LoRA pipeline generates: num_frames, or 2 num_frames - 1 in the high-quality mode (8k + 1
+    when num_frames is; every other one is kept)."""
+    return 2 * num_frames - 1 if high_quality else num_frames
+
+
+def hdr_doubled_reference(frames: Tensor, high_quality: bool, dim: int = 0) -> Tensor:
+    """The high-quality mode's reference: each of the (num_frames + 1) // 2 loaded frames twice in a row, cut to
+    the generated count (repeat_interleave(2)[:2 num_frames - 1]); unchanged when not high_quality."""
+    if not high_quality:
+        return frames
+    n = frames.shape[dim]
+    return frames.repeat_interleave(2, dim=dim).narrow(dim, 0, 2 * n - 1)
+
+
 @dataclass
 class HDRResult:
     video: Tensor  # (B, 3, F, H, W) decoded pixels in [-1, 1] (working-space codes 2 v - 1), float32
@@ -461,9 +492,16 @@ def latent_tiles(shape: tuple[int, int, int], tiling: Sequence[tuple[int, int]])
 
 def hdr_ic_lora(models: AVModels, positive: Prompt, request: AVRequest, reference: Tensor, *, strength: float = 1.0,
                 transfer=None, reference_downscale: int = 1,
-                tiling: Sequence[tuple[int, int]] | None = HDR_STAGE_2_TILING) -> HDRResult:
+                tiling: Sequence[tuple[int, int]] | None = HDR_STAGE_2_TILING,
+                high_quality: bool = False) -> HDRResult:
     """HDRICLoraPipeline (ltx_pipelines.hdr_ic_lora): an SDR Rec.709 `reference` clip (F >= num_frames, H, W, 3)
     in 0..255 -> scene-linear HDR video, with the HDR IC-LoRA fused into `models.transformer` for both stages.
+
+    Size: `request.height` / `width` may be any positive size; the run is at `hdr_generation_size` (each rounded up
+    to a multiple of 64) and the decoded frames are cropped back to the top-left height x width (the latent stays
+    at the generated size). `high_quality` (the official high_quality_hdr): 2 num_frames - 1 frames are generated
+    at the same frame rate, the reference's first num_frames frames each given twice (`hdr_doubled_reference`),
+    and every other decoded frame is kept (num_frames out; the latent is the doubled run's).
 
     Video only (no audio stream: the transformer runs without audio tokens or A<->V attention). Stage 1 at half
     size: `request.sigmas` (the distilled list), Euler, the reference fitted to 1/`reference_downscale` of that
@@ -472,13 +510,18 @@ def hdr_ic_lora(models: AVModels, positive: Prompt, request: AVRequest, referenc
     axis; None: one pass over the whole latent): each tile is its own run on its slice of the upsampled latent
     and of the full-size reference latent, noised to `request.stage_2_sigmas[0]` from a generator seeded
     `seed + tile index` (seed: `request.generator`'s), Euler; the tiles are blended by their weights. The final
-    latent is decoded (the VAE, or the diffusion decoder) and expanded with `transfer` (an `hdr.Transfer`; None:
-    LogC3) to linear Rec.709. Unguided; `request.images` / soundtrack / video are refused."""
+    latent is decoded in float32 (the VAE, or the diffusion decoder, cast to float32 for the decode and back, as
+    the official decodes HDR in float32 whatever the run's dtype) and expanded with `transfer` (an `hdr.Transfer`;
+    None: LogC3) to linear Rec.709. Unguided; `request.images` / soundtrack / video are refused."""
     from ltx.ltx2.hdr import Transfer, decode_hdr, sdr_conditioning
 
     transfer = Transfer.LOGC3 if transfer is None else transfer
     scale = models.vae.cfg.scale
-    check_size(request.height, request.width, request.num_frames, two_stage=True, scale=scale)
+    if not isinstance(high_quality, bool):
+        raise ValueError(f"high_quality must be True or False, got {high_quality!r}")
+    out_height, out_width = request.height, request.width
+    height, width = hdr_generation_size(out_height, out_width)
+    check_size(height, width, request.num_frames, two_stage=True, scale=scale)
     _refuse_guidance(request)
     if request.images or request.soundtrack is not None or request.video is not None:
         raise ValueError("the HDR IC-LoRA pipeline takes the reference clip only: give no images, soundtrack or video")
@@ -488,9 +531,9 @@ def hdr_ic_lora(models: AVModels, positive: Prompt, request: AVRequest, referenc
         raise ValueError("the HDR IC-LoRA pipeline needs a spatial upsampler (models.upsampler) and "
                          "request.stage_2_sigmas")
     if isinstance(reference_downscale, bool) or not isinstance(reference_downscale, int) or reference_downscale < 1 \
-            or (request.height // 2) % reference_downscale or (request.width // 2) % reference_downscale:
-        raise ValueError(f"reference downscale {reference_downscale!r}: the stage-1 size {request.height // 2}x"
-                         f"{request.width // 2} must be divisible by it")
+            or (height // 2) % reference_downscale or (width // 2) % reference_downscale:
+        raise ValueError(f"reference downscale {reference_downscale!r}: the stage-1 size {height // 2}x"
+                         f"{width // 2} must be divisible by it")
     if not isinstance(reference, Tensor) or reference.ndim != 4 or reference.shape[-1] != 3 \
             or reference.shape[0] < request.num_frames:
         raise ValueError(f"the reference must be an SDR clip (F, H, W, 3) of at least {request.num_frames} frames, "
@@ -499,19 +542,21 @@ def hdr_ic_lora(models: AVModels, positive: Prompt, request: AVRequest, referenc
     seed = int(request.generator.initial_seed()) if request.generator is not None else 0
     frames = reference[:request.num_frames]
     frames = frames[:(frames.shape[0] - 1) // scale[0] * scale[0] + 1]
+    request = replace(request, height=height, width=width,
+                      num_frames=hdr_generation_frames(request.num_frames, high_quality))
     df = reference_downscale
 
     def encoded_reference(height: int, width: int) -> Tensor:
         pixels = sdr_conditioning(frames.to(device), height // df, width // df, dtype=dtype)
+        pixels = hdr_doubled_reference(pixels, high_quality, dim=2)  # (1, 3, frames generated, h, w)
         return models.vae.encode(pixels).to(dtype)  # (1, C, f, h / df, w / df)
 
-    stage_1 = [Conditioning(encoded_reference(request.height // 2, request.width // 2), 0, strength, reference=df)]
-    video, _ = _stage(1, models.transformer, models, positive, None, request, request.height // 2,
-                      request.width // 2, request.sigmas, NO_GUIDANCE, NO_GUIDANCE, encoded=stage_1,
-                      with_audio=False)
+    stage_1 = [Conditioning(encoded_reference(height // 2, width // 2), 0, strength, reference=df)]
+    video, _ = _stage(1, models.transformer, models, positive, None, request, height // 2, width // 2,
+                      request.sigmas, NO_GUIDANCE, NO_GUIDANCE, encoded=stage_1, with_audio=False)
     stats = models.vae.per_channel_statistics
     upsampled = upsample_latent(models.upsampler, video[:1], stats.mean, stats.std).to(dtype)
-    ref = encoded_reference(request.height, request.width)
+    ref = encoded_reference(height, width)
     sigmas = request.stage_2_sigmas.to(torch.float32)
 
     def refine(latent: Tensor, reference_latent: Tensor, tile_seed: int) -> Tensor:
@@ -533,8 +578,26 @@ def hdr_ic_lora(models: AVModels, positive: Prompt, request: AVRequest, referenc
             columns = slice(t.columns.start // df, t.columns.stop // df)
             out = refine(upsampled[:, :, t.frames, t.rows, t.columns], ref[:, :, t.frames, rows, columns], seed + i)
             latent[:, :, t.frames, t.rows, t.columns] += out * t.weight.to(device, dtype)
-    pixels = decode_video(models, latent, request.generator).float()
+    with _float32(models.video_decoder if models.video_decoder is not None else models.vae):
+        pixels = decode_video(models, latent.float(), request.generator).float()
+    pixels = pixels[:, :, ::2 if high_quality else 1, :out_height, :out_width]
     return HDRResult(pixels, decode_hdr(pixels, transfer), latent)
+
+
+@contextmanager
+def _float32(module: torch.nn.Module):
+    """`module`'s floating parameters and buffers in float32 for the block, each back to its own dtype after
+    (bfloat16 -> float32 -> bfloat16 is exact)."""
+    tensors = [t for t in itertools.chain(module.parameters(), module.buffers())
+               if t.is_floating_point() and t.dtype != torch.float32]
+    dtypes = [t.dtype for t in tensors]
+    for t in tensors:
+        t.data = t.data.float()
+    try:
+        yield module
+    finally:
+        for t, d in zip(tensors, dtypes):
+            t.data = t.data.to(d)
 
 
 def dfr(models: AVModels, positive: Prompt, request: AVRequest, *, rounds: int = 0,

@@ -326,3 +326,167 @@ def test_generate_refuses_bad_hdr_inputs_in_one_line(files, hdr_lora, tmp_path):
     with pytest.raises(InputError, match=r"^hdr_lora .*nope.safetensors does not exist; the HDR IC-LoRA file"):
         app.run(app.GenerateConfig(model=_preset(), hdr_lora=str(tmp_path / "nope.safetensors"), control=control,
                                    **base))
+
+
+# ------------------------------------------------------------------------------------ size alignment, high quality
+
+
+def _run(m, positive, reference, height, width, num_frames, *, high_quality=False,
+         tiling=pipelines.HDR_STAGE_2_TILING, models=None, dtype=torch.float32):
+    models = models or AVModels(m["transformer"], m["vae"], m["audio_vae"], m["vocoder"], m["upsampler"])
+    request = AVRequest(height=height, width=width, num_frames=num_frames, fps=FPS, sigmas=STAGE_1,
+                        stage_2_sigmas=STAGE_2, generator=torch.Generator().manual_seed(SEED), dtype=dtype)
+    with torch.no_grad():
+        return pipelines.hdr_ic_lora(models, positive.__class__(positive.video.to(dtype), positive.audio.to(dtype)),
+                                     request, reference, tiling=tiling, high_quality=high_quality)
+
+
+def _official_resize():
+    from official_mirror import load_official
+
+    stubs = {n: types.ModuleType(n) for n in ("ltx_pipelines", "ltx_pipelines.utils", "ltx_pipelines.utils.media_io")}
+    name = "ltx_pipelines.utils.media_io.resize"
+    return load_official({name: "packages/ltx-pipelines/src/ltx_pipelines/utils/media_io/resize.py"}, stubs)[name]
+
+
+def test_generation_size_is_the_official_align_resolution():
+    """hdr_generation_size against the official align_resolution(width, height, REFLECT_PAD, divisor=64) (the
+    pipeline's ALIGNMENT_DIVISOR; its crop-back size is the request itself) on every size 1..300 and a few large
+    ones; a size that is not a positive integer is one line."""
+    resize = _official_resize()
+    sizes = [*range(1, 301), 511, 512, 513, 704, 720, 1080, 1088, 2160, 3840, 4096]
+    for h in sizes:
+        gen_w, gen_h, crop_w, crop_h = resize.align_resolution(h + 17, h, resize.ResizeMode.REFLECT_PAD, divisor=64)
+        assert pipelines.hdr_generation_size(h, h + 17) == (gen_h, gen_w) and (crop_h, crop_w) == (h, h + 17)
+        assert gen_h >= pipelines.HDR_ALIGNMENT  # the official MIN_RESOLUTION check can only fail below 1
+    for bad in (0, -64, 1.5, True, None):
+        with pytest.raises(ValueError, match=r"^height must be a positive integer, got "):
+            pipelines.hdr_generation_size(bad, 64)
+    with pytest.raises(ValueError, match=r"^width must be a positive integer, got 0$"):
+        pipelines.hdr_generation_size(64, 0)
+
+
+def test_unaligned_size_is_the_aligned_run_cropped(tiny):
+    """40 x 56 runs at 64 x 64 and crops the top-left 40 x 56: the frames (codes and light) equal the 64 x 64 run's
+    top-left corner bitwise, the latent is that run's; 1 x 1 (-> 64 x 64) too."""
+    m, _ = tiny
+    positive = _contexts(m)
+    reference = _reference(2)[:, :24, :]  # (9, 24, 32, 3): fitted (reflect pad) to each stage's size
+    full = _run(m, positive, reference, 64, 64, NF)
+    for h, w in ((40, 56), (1, 1)):
+        out = _run(m, positive, reference, h, w, NF)
+        assert out.video.shape == (1, 3, NF, h, w) and out.linear.shape == (1, NF, h, w, 3)
+        assert torch.equal(out.video, full.video[..., :h, :w]) and torch.equal(out.linear, full.linear[:, :, :h, :w])
+        assert torch.equal(out.video_latent, full.video_latent)
+
+
+def test_doubled_reference_closed_form():
+    """hdr_doubled_reference: frame i of the 2 N - 1 is loaded frame i // 2 (the official repeat_interleave(2) cut to
+    the generated count, from (gen + 1) // 2 = N loaded frames); the counts are 8k + 1 when N is."""
+    x = torch.arange(5 * 2 * 3, dtype=torch.float32).reshape(5, 2, 3)
+    out = pipelines.hdr_doubled_reference(x, True)
+    assert out.shape == (9, 2, 3) and all(torch.equal(out[i], x[i // 2]) for i in range(9))
+    assert pipelines.hdr_doubled_reference(x, False) is x
+    y = x.permute(1, 0, 2)[None]  # (1, 2, 5, 3): the frames on dim 2
+    assert torch.equal(pipelines.hdr_doubled_reference(y, True, dim=2), out.permute(1, 0, 2)[None])
+    for n in (1, 9, 17, 121, 161):
+        gen = pipelines.hdr_generation_frames(n, True)
+        assert gen == 2 * n - 1 and (gen - 1) % 8 == 0 and (gen + 1) // 2 == n
+        assert len(range(gen)[::2]) == n and pipelines.hdr_generation_frames(n, False) == n
+
+
+def test_high_quality_is_the_doubled_run_every_other_frame(tiny):
+    """high_quality on 9 frames == the plain pipeline on 17 frames whose reference is the 9 frames each twice (cut
+    to 17), every other decoded frame (codes and light bitwise); the latent is that run's (3 latent frames); an
+    unaligned size crops as well."""
+    m, _ = tiny
+    positive = _contexts(m)
+    reference = _reference(2)  # (9, 32, 32, 3)
+    hq = _run(m, positive, reference, 64, 64, NF, high_quality=True)
+    doubled = _run(m, positive, pipelines.hdr_doubled_reference(reference, True), 64, 64, 2 * NF - 1)
+    assert hq.video.shape == (1, 3, NF, 64, 64) and hq.linear.shape == (1, NF, 64, 64, 3)
+    assert hq.video_latent.shape[2] == 3
+    assert torch.equal(hq.video, doubled.video[:, :, ::2]) and torch.equal(hq.linear, doubled.linear[:, ::2])
+    assert torch.equal(hq.video_latent, doubled.video_latent)
+    plain = _run(m, positive, reference, 64, 64, NF)
+    assert not torch.equal(plain.video, hq.video)
+    cropped = _run(m, positive, reference, 48, 40, NF, high_quality=True)
+    assert torch.equal(cropped.linear, hq.linear[:, :, :48, :40])
+
+
+def test_high_quality_bad_inputs_are_one_line(tiny):
+    m, _ = tiny
+    positive = _contexts(m)
+    with pytest.raises(ValueError, match=r"^high_quality must be True or False, got 'yes'$"):
+        _run(m, positive, _reference(1), 64, 64, NF, high_quality="yes")
+    with pytest.raises(ValueError, match=r"^num_frames=10 must be 8k \+ 1; nearest valid: 9 or 17$"):
+        _run(m, positive, _reference(1), 64, 64, 10, high_quality=True)
+    with pytest.raises(ValueError, match=r"^the reference must be an SDR clip \(F, H, W, 3\) of at least 9 frames"):
+        _run(m, positive, _reference(1)[:5], 64, 64, NF, high_quality=True)
+
+
+def test_bfloat16_run_decodes_in_float32(tiny):
+    """A bfloat16 run decodes in float32 (the official _decode_video): the decoder sees float32 weights and a float32
+    latent, the frames equal a float32 copy of the VAE decoding the run's latent, bitwise, and the VAE is back in
+    bfloat16 afterwards (bfloat16 -> float32 -> bfloat16 is exact: its weights are unchanged)."""
+    import copy
+
+    m, _ = tiny
+    bf = {k: copy.deepcopy(m[k]).to(torch.bfloat16) for k in ("transformer", "vae", "upsampler")}
+    before = {k: v.clone() for k, v in bf["vae"].state_dict().items()}
+    seen = []
+    hook = bf["vae"].decoder.register_forward_pre_hook(
+        lambda mod, args: seen.append((args[0].dtype, next(mod.parameters()).dtype)))
+    models = AVModels(bf["transformer"], bf["vae"], m["audio_vae"], m["vocoder"], bf["upsampler"])
+    out = _run(m, _contexts(m), _reference(2), 64, 64, NF, models=models, dtype=torch.bfloat16)
+    hook.remove()
+    assert seen == [(torch.float32, torch.float32)] and out.video_latent.dtype == torch.bfloat16
+    assert all(v.dtype == torch.bfloat16 for v in bf["vae"].state_dict().values())
+    assert all(torch.equal(before[k], v) for k, v in bf["vae"].state_dict().items())
+    with torch.no_grad():
+        want = copy.deepcopy(bf["vae"]).float().decode(out.video_latent.float())
+    assert out.video.dtype == torch.float32 and torch.equal(out.video, want)
+
+
+def test_generate_high_quality_at_an_unaligned_size(files, hdr_lora, tmp_path):  # noqa: F811
+    """hdr_high_quality=true at 48 x 64 (generated at 64 x 64, 17 frames): 9 EXR frames of 48 x 64, the sRGB preview
+    and the HLG master at that size; the API's frames / codes / light agree on the shape and the progress ticks are
+    8 + 2 a tile of the 3 x 2 x 2 latent (2 x 2 x 2 tiles); the API's bad requests are one line each."""
+    import av
+    from test_ltx2_25 import _preset
+
+    import infer.generate as app
+    import ltx
+    from ltx.ltx2.hdr import read_exr_frames
+
+    cfg = app.GenerateConfig(model=_preset(), checkpoint=str(files["folder"]), text_encoder=str(files["gemma4"]),
+                             upsampler_checkpoint=str(files["up"]), hdr_lora=str(hdr_lora), hdr_high_quality=True,
+                             control=[app.ControlSpec(path=str(files["control"]))], prompts=["red ball"], height=48,
+                             width=64, num_frames=9, fps=24.0, seed=3, device="cpu", output_dir=str(tmp_path / "a"))
+    (path,) = app.run(cfg)
+    assert read_exr_frames(path.with_name(path.stem + "_hdr_exr")).shape == (9, 48, 64, 3)
+    for mp4 in (path, path.with_name(path.stem + "_hdr.mp4")):
+        with av.open(str(mp4)) as c:
+            s = c.streams.video[0]
+            assert (s.frames or sum(1 for _ in c.decode(video=0)), s.codec_context.height,
+                    s.codec_context.width) == (9, 48, 64)
+    pipe = ltx.load_pipeline(files["folder"], model=_preset(), text_encoder=files["gemma4"], upsampler=files["up"],
+                             hdr_lora=hdr_lora, device="cpu", dtype="float32")
+    ticks = []
+    out = pipe("red ball", seed=3, height=48, width=64, num_frames=9, frame_rate=24.0, hdr_high_quality=True,
+               video_conditioning=[files["control"]], progress=lambda: ticks.append(1))
+    assert out.frames.shape == (1, 3, 9, 48, 64) and out.hdr_video.shape == (1, 3, 9, 48, 64)
+    assert out.video_latent.shape[2:] == (3, 2, 2) and len(ticks) == 8 + 2 * 8
+    control = [files["control"]]
+    with pytest.raises(ValueError, match=r"^hdr_high_quality must be True or False, got 1$"):
+        pipe.check(height=64, width=64, num_frames=9, video_conditioning=control, hdr_high_quality=1)
+    with pytest.raises(ValueError, match=r"^height must be a positive integer, got 0$"):
+        pipe.check(height=0, width=64, num_frames=9, video_conditioning=control)
+    with pytest.raises(ValueError, match=r"^num_frames=12 must be 8k \+ 1; nearest valid: 9 or 17$"):
+        pipe.check(height=64, width=64, num_frames=12, video_conditioning=control, hdr_high_quality=True)
+    plain = ltx.load_pipeline(files["folder"], model=_preset(), text_encoder=files["gemma4"], upsampler=files["up"],
+                              device="cpu", dtype="float32")
+    with pytest.raises(ValueError, match=r"^hdr_high_quality is a mode of the HDR IC-LoRA pipeline: give hdr_lora="):
+        plain.check(height=64, width=64, num_frames=9, hdr_high_quality=True)
+    with pytest.raises(ValueError, match=r"^height=48 must be a positive multiple of 64"):  # no hdr_lora: as before
+        plain.check(height=48, width=64, num_frames=9)
