@@ -1,7 +1,7 @@
 """The diffusers 0.42.1 layout of the LTX-2 family's other components: the video VAE (`AutoencoderKLLTX2Video`),
 the audio VAE (`AutoencoderKLLTX2Audio`), the vocoder (`LTX2Vocoder` / `LTX2VocoderWithBWE`), the text
-connectors (`LTX2TextConnectors`, 2.3 / 2.5 layout: per-modality feature projections) and LTX-2.5's duration head
-(`LTX2DurationHead`). The transformer is
+connectors (`LTX2TextConnectors`: LTX-2.0's shared feature projection, `per_modality_projections=False`, and the
+2.3 / 2.5 per-modality projections) and LTX-2.5's duration head (`LTX2DurationHead`). The transformer is
 ltx/ltx2/diffusers_layout.py.
 
 Each `*_to_diffusers(cfg, state_dict)` takes our module's config and state dict (our keys are the official file's
@@ -170,19 +170,35 @@ def vocoder_to_diffusers(cfg, state_dict: dict[str, Tensor], mel_bins: int = 64,
 _CONNECTOR_TOP = [("feature_extractor.video_aggregate_embed.", "video_text_proj_in."),
                   ("feature_extractor.audio_aggregate_embed.", "audio_text_proj_in."),
                   ("video_connector.", "video_connector."), ("audio_connector.", "audio_connector.")]
+# LTX-2.0 (our feature extractor "v1"): one shared projection, diffusers' `text_proj_in`
+_CONNECTOR_TOP_V1 = [("feature_extractor.aggregate_embed.", "text_proj_in."),
+                     ("video_connector.", "video_connector."), ("audio_connector.", "audio_connector.")]
 _CONNECTOR_INNER = [(".transformer_1d_blocks.", ".transformer_blocks."), (".attn1.q_norm.", ".attn1.norm_q."),
                     (".attn1.k_norm.", ".attn1.norm_k.")]
 
 
 def text_connectors_to_diffusers(cfg, state_dict: dict[str, Tensor]) -> tuple[dict, dict[str, Tensor]]:
-    """(LTX2TextConnectors kwargs, state dict) of our `EmbeddingsProcessor` (ltx.ltx2.text) with the V2 feature
-    extractor (LTX-2.3 / 2.5). diffusers' connector MLPs always have biases: a `connector_ff_bias=false` model has
-    no diffusers layout (refused)."""
-    if cfg.feature_extractor != "v2":
-        raise ValueError("text_connectors_to_diffusers maps the V2 (LTX-2.3 / 2.5) feature extractor only")
+    """(LTX2TextConnectors kwargs, state dict) of our `EmbeddingsProcessor` (ltx.ltx2.text), either feature
+    extractor:
+
+    - V2 (LTX-2.3 / 2.5): `per_modality_projections=True`, `proj_bias=True`; `feature_extractor.video_aggregate_embed`
+      / `audio_aggregate_embed` are `video_text_proj_in` / `audio_text_proj_in`, `video_hidden_dim` /
+      `audio_hidden_dim` the connector widths.
+    - V1 (LTX-2.0): `per_modality_projections=False`, `proj_bias=False`; `feature_extractor.aggregate_embed` (D*L ->
+      D, no bias) is `text_proj_in`. diffusers' module runs the same per-prompt, per-layer masked mean / range
+      normalisation (x 8, its forward's `scale_factor` default; left padding, its `padding_side` default and what
+      `LTX2Pipeline` passes for Gemma) in `per_layer_masked_mean_norm`, flattened d-major / layer-minor as ours, and
+      feeds the one projection to both connectors. `video_hidden_dim` / `audio_hidden_dim` are not read by that
+      layout and are left out (diffusers' defaults, as its own LTX-2.0 conversion leaves them).
+
+    Both: `{video,audio}_connector.transformer_1d_blocks.*` -> `transformer_blocks.*`, `attn1.q_norm` / `k_norm` ->
+    `norm_q` / `norm_k`; split RoPE with a float64 grid, theta 1e4. diffusers' connector MLPs always have biases: a
+    `connector_ff_bias=false` model has no diffusers layout (refused). Outputs: tests/ltx2/test_ltx2_diffusers_read.py
+    (V2), tests/ltx2/test_ltx2_connectors20_diffusers.py (V1: fp32 bitwise)."""
     if not cfg.ff_bias:
         raise ValueError("diffusers' LTX2TextConnectors has connector MLP biases; this model has none "
                          "(connector_ff_bias=false)")
+    v2 = cfg.feature_extractor == "v2"
     config = dict(
         caption_channels=cfg.text_dim, text_proj_in_factor=cfg.num_hidden_states,
         video_connector_num_attention_heads=cfg.video_heads, video_connector_attention_head_dim=cfg.video_head_dim,
@@ -191,11 +207,17 @@ def text_connectors_to_diffusers(cfg, state_dict: dict[str, Tensor]) -> tuple[di
         audio_connector_attention_head_dim=cfg.audio_head_dim, audio_connector_num_layers=cfg.audio_layers,
         audio_connector_num_learnable_registers=cfg.num_registers, audio_gated_attn=cfg.gated_attention,
         connector_rope_base_seq_len=cfg.rope_max_pos, rope_theta=10_000.0, rope_double_precision=True,
-        rope_type="split", per_modality_projections=True, video_hidden_dim=cfg.video_dim,
-        audio_hidden_dim=cfg.audio_dim, proj_bias=True)
+        rope_type="split", per_modality_projections=v2)
+    if v2:
+        config.update(video_hidden_dim=cfg.video_dim, audio_hidden_dim=cfg.audio_dim)
+    config.update(proj_bias=v2)
+    top = _CONNECTOR_TOP if v2 else _CONNECTOR_TOP_V1
     out = {}
     for key, value in state_dict.items():
-        src, dst = next((s, d) for s, d in _CONNECTOR_TOP if key.startswith(s))
+        src, dst = next(((s, d) for s, d in top if key.startswith(s)), (None, None))
+        if src is None:
+            raise ValueError(f"key {key!r} is not a {cfg.feature_extractor.upper()} text-connector key "
+                             f"(prefixes: {', '.join(s for s, _ in top)})")
         key = dst + key[len(src):]
         for a, b in _CONNECTOR_INNER:
             key = key.replace(a, b)
@@ -459,35 +481,47 @@ def vocoder_from_diffusers(class_name: str, config: dict, state_dict: dict[str, 
 
 
 def text_connectors_from_diffusers(config: dict, state_dict: dict[str, Tensor]):
-    """(TextConnectorConfig, our state dict) of a diffusers `LTX2TextConnectors` config and state dict, 2.3 / 2.5
-    layout (per-modality projections); LTX-2.0's shared projection is refused, as `text_connectors_to_diffusers`
-    refuses it."""
+    """(TextConnectorConfig, our state dict) of a diffusers `LTX2TextConnectors` config and state dict; the inverse
+    of `text_connectors_to_diffusers`. `per_modality_projections=True` (2.3 / 2.5, `proj_bias=True`) reads as
+    feature extractor "v2"; `per_modality_projections=False` (LTX-2.0, `proj_bias=False`) as "v1", whose shared
+    `caption_channels`-wide projection feeds both connectors, so both must be `caption_channels` wide
+    (`video_hidden_dim` / `audio_hidden_dim` are unused there and not read)."""
     from ltx.ltx2.text import TextConnectorConfig
 
     cls = "LTX2TextConnectors"
     c = _full_config(cls, config)
-    if not c["per_modality_projections"]:
-        raise ValueError(f"diffusers {cls} per_modality_projections=False (the LTX-2.0 layout) is not read here; "
-                         "only the 2.3 / 2.5 per-modality layout is")
-    for key, value in (("proj_bias", True), ("rope_theta", 10000.0), ("rope_double_precision", True),
+    v2 = bool(c["per_modality_projections"])
+    for key, value in (("proj_bias", v2), ("rope_theta", 10000.0), ("rope_double_precision", True),
                        ("causal_temporal_positioning", False), ("rope_type", "split"),
                        ("audio_gated_attn", c["video_gated_attn"]),
                        ("audio_connector_num_learnable_registers", c["video_connector_num_learnable_registers"])):
         _require(cls, c, key, value)
     if c["video_connector_num_learnable_registers"] is None:
         raise ValueError(f"diffusers {cls} connectors without learnable registers have no counterpart here")
+    if not v2:
+        widths = {what: (c[f"{what}_connector_num_attention_heads"], c[f"{what}_connector_attention_head_dim"])
+                  for what in ("video", "audio")}
+        bad = {w: f"{h}*{d}" for w, (h, d) in widths.items() if h * d != c["caption_channels"]}
+        if bad:
+            raise ValueError(f"diffusers {cls} per_modality_projections=False (LTX-2.0) feeds its "
+                             f"caption_channels={c['caption_channels']}-wide projection to both connectors, but "
+                             f"{', '.join(f'{w} is {v}' for w, v in bad.items())} wide (heads * head dim must equal "
+                             "caption_channels)")
     cfg = TextConnectorConfig(
-        feature_extractor="v2", text_dim=c["caption_channels"], num_hidden_states=c["text_proj_in_factor"],
+        feature_extractor="v2" if v2 else "v1", text_dim=c["caption_channels"],
+        num_hidden_states=c["text_proj_in_factor"],
         video_heads=c["video_connector_num_attention_heads"], video_head_dim=c["video_connector_attention_head_dim"],
         video_layers=c["video_connector_num_layers"], audio_heads=c["audio_connector_num_attention_heads"],
         audio_head_dim=c["audio_connector_attention_head_dim"], audio_layers=c["audio_connector_num_layers"],
         gated_attention=c["video_gated_attn"], num_registers=c["video_connector_num_learnable_registers"],
         rope_max_pos=c["connector_rope_base_seq_len"], ff_bias=True)
-    _require(cls, c, "video_hidden_dim", cfg.video_dim)
-    _require(cls, c, "audio_hidden_dim", cfg.audio_dim)
+    if v2:
+        _require(cls, c, "video_hidden_dim", cfg.video_dim)
+        _require(cls, c, "audio_hidden_dim", cfg.audio_dim)
+    top = _CONNECTOR_TOP if v2 else _CONNECTOR_TOP_V1
     out = {}
     for key, value in state_dict.items():
-        src, dst = next(((d, s) for s, d in _CONNECTOR_TOP if key.startswith(d)), ("", ""))
+        src, dst = next(((d, s) for s, d in top if key.startswith(d)), ("", ""))
         key = dst + key[len(src):]
         for a, b in _CONNECTOR_INNER:
             key = key.replace(b, a)

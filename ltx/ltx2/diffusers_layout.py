@@ -265,7 +265,7 @@ def write_diffusers(ckpt, dst: str | os.PathLike, components: tuple[str, ...] | 
 
 def _diffusers_parts(name: str, module, sd: dict[str, Tensor], ckpt) -> tuple[str, dict, dict[str, Tensor]]:
     """(diffusers class, config, renamed state dict) of one non-transformer component; CheckpointError (one line)
-    for a layout diffusers cannot hold (e.g. LTX-2.0's V1 text path)."""
+    for a layout diffusers cannot hold (e.g. connectors without MLP biases)."""
     from ltx.ltx2 import checkpoint as ltx2_checkpoint
     from ltx.ltx2 import diffusers_components as dc
 

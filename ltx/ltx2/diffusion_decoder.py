@@ -32,17 +32,24 @@ Neighbourhood attention (NA), as NATTEN's `na3d`: a token attends to a (k_t, k_h
 and shifted inward at the grid borders, so every box holds exactly k_t k_h k_w tokens (a grid smaller than the
 kernel is an error). Per head: q = rmsnorm(W_q x) / sqrt(head_dim), k = rmsnorm(W_k x), both rotated by an absolute
 3D RoPE (head_dim split into (t, h, w) chunks, a quarter to t, pairs (2i, 2i + 1) rotated by position x base^(-2i /
-chunk)), then softmax(q k^T) v with no further scale. NATTEN is a CUDA kernel; here the same numbers come from
+chunk)), then softmax(q k^T) v with no further scale. By default the numbers come from
 `torch.nn.functional.scaled_dot_product_attention` over query tiles and the boxes around them, with a boolean
 mask (`neighborhood_attention`). It calls SDPA directly rather than `ltx.core.attention.attention`: the reference
 scales q before RoPE and attends with scale 1, which that function (fixed 1 / sqrt(head_dim), no per-box masks)
-does not express.
+does not express. Optional, switched from outside: `use_natten(decoder)` runs every NA through NATTEN when the
+natten package is installed (`natten_attention`: ltx-core's call `natten.na3d(q, k, v, kernel_size, scale=1.0)`,
+stride and dilation 1, not causal; an axis with kernel 1 is folded into the batch, NATTEN taking kernels >= 2).
+Measured only on a CPU, where natten 0.21.7 (built without CUDA) has just its flex-attention backend, uncompiled:
+dense scores, 10x and 64x slower than the torch path on two (3, 7, 7)-kernel grids of 3840 and 7680 tokens, so
+for checking. There, float32: within 4.8e-7 of the torch path per attention, 1.9e-6 through the tiny test decoder
+(tests/ltx2/test_ltx2_natten.py). Its CUDA kernels (cutlass / hopper / blackwell FNA) are untested here.
 
 The latent frames: the NA window shifts inward at the last frame, so the last latent frame is repeated
 (k_t1 // 2) * 2 times (k_t1 the first stage's temporal kernel) through stages 1-4 and cropped off the context
 again, keeping at least the stage-5 temporal kernel; a temporal upsample x2 drops its duplicated first frame (the
 causal 1 + 2k frame mapping, composed 8 (F' - 1) + 1). Latents smaller than any stage's kernel are first padded by
-edge replication (time at the end, space on both sides) and the pixels cropped back, as ltx-core.
+edge replication (time at the end, space on both sides) and the pixels cropped back, as ltx-core. (ltx-core's
+"NATTEN border" workaround; it and this code apply it whichever attention backend runs.)
 
 Sampling (`decode`), rectified flow with sigma = 1 pure noise: sigmas linspace(1, 1 / n, n), then 0. Each step
 turns the prediction into a velocity (an x0 prediction: v = (x - x0) / sigma) and steps x <- x - (sigma_i -
@@ -76,9 +83,10 @@ The canvas is accumulated in float32 (ltx-core: float16 for bfloat16 features) a
 absorbing a short remnant, seams blended in place and cropped to the stride); not followed. ltx-core's tile sizes
 from the free GPU memory (`recommended_tiling_config`) are not here: the sizes are the caller's.
 
-Not here: the NATTEN / Triton / CuTe-DSL attention kernels, torch.compile presets and the deferred stage-4 upsample
-(memory layouts of the same maths). Parity (tests/ltx2/test_ltx2_diffusion_decoder.py): diffusers 0.42.1 on tiny random
-weights, float32 <= 1e-5 (context, denoiser, whole decodes step by step, its pipeline) and float64 <= 1e-12;
+Not here: the Triton / CuTe-DSL attention kernels, ltx-core's DiffVAE modes (torch.compile presets), the W-chunked
+and deferred stage-4 paths (memory layouts of the same maths). Parity
+(tests/ltx2/test_ltx2_diffusion_decoder.py): diffusers 0.42.1 on tiny random weights, float32 <= 1e-5 (context,
+denoiser, whole decodes step by step, its pipeline) and float64 <= 1e-12;
 opt-in, ltx-core at 400fd31 (its eager attention fallback): untiled decodes, padded short clips included, and its
 loader ops on a gated file, bitwise. Tiled (tests/ltx2/test_ltx2_diffusion_decoder_tiling.py): one tile is the
 untiled decode bitwise; opt-in against ltx-core's tiled decode, <= 9.5e-7 in float32 (0.0 in three of six).
@@ -86,6 +94,7 @@ untiled decode bitwise; opt-in against ltx-core's tiled decode, <= 9.5e-7 in flo
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -112,6 +121,9 @@ NORM_EPS = 1e-6  # every RMSNorm of the decoder
 ROPE_BASE = 10_000.0
 SWIGLU_TOKENS = 16_384  # the MLP runs on this many tokens at a time (memory only: rows are independent)
 NA_SCORE_BUDGET = 2**24  # query x key mask elements per attention call in `neighborhood_attention`
+NATTEN_DTYPES = (torch.float32, torch.float16, torch.bfloat16)  # what NATTEN's kernels take
+NATTEN_INSTALL = ("CPU, flex attention only: pip install --no-deps --no-build-isolation natten==0.21.7; CUDA: the "
+                  "natten wheel built for your torch, https://whl.natten.org")
 
 
 def _triple(v, what: str) -> tuple[int, int, int]:
@@ -397,6 +409,63 @@ def neighborhood_attention(q: Tensor, k: Tensor, v: Tensor, kernel: tuple[int, i
     return out
 
 
+def natten_available() -> bool:
+    """The natten package is importable (NATTEN's kernels; without CUDA it has only flex attention, uncompiled)."""
+    return importlib.util.find_spec("natten") is not None
+
+
+def natten_attention(q: Tensor, k: Tensor, v: Tensor, kernel: tuple[int, int, int],
+                     natten_backend: str | None = None) -> Tensor:
+    """`neighborhood_attention` through NATTEN: ltx-core's call, `natten.na3d(q, k, v, kernel_size, scale=1.0)`
+    (stride, dilation 1, not causal; q, k, v already in na3d's heads-last layout (B, T, H, W, heads, head_dim)).
+
+    NATTEN takes kernels >= 2 only: an axis with kernel 1 (each token sees its own position on it) is folded into
+    the batch and the rest goes to na2d / na1d (all three 1: the output is v). `natten_backend` is NATTEN's own
+    kernel choice ("cutlass-fna", "hopper-fna", "blackwell-fna", "flex-fna"; None: NATTEN picks, flex-fna on a
+    CPU). float32 / float16 / bfloat16 only (NATTEN has no float64).
+    """
+    B, T, H, W, heads, head_dim = q.shape
+    dims = (T, H, W)
+    if any(d < kk for d, kk in zip(dims, kernel)):
+        raise ValueError(f"neighborhood attention needs a grid at least its kernel: (T, H, W) = {dims}, "
+                         f"kernel {tuple(kernel)}")
+    if q.dtype not in NATTEN_DTYPES or k.dtype != q.dtype or v.dtype != q.dtype:
+        raise ValueError(f"natten attention takes float32 / float16 / bfloat16 q, k, v of one dtype, got {q.dtype}, "
+                         f"{k.dtype}, {v.dtype}; switch it off with use_natten(model, False)")
+    try:
+        import natten  # optional: see use_natten
+    except ImportError:
+        raise ImportError(f"natten attention: the natten package is not installed ({NATTEN_INSTALL})") from None
+    kept = [a for a in range(3) if kernel[a] > 1]
+    if not kept:
+        return v.clone()  # a window of one token: softmax weight 1 on itself
+    folded = [a for a in range(3) if kernel[a] == 1]
+    order = (0, *(1 + a for a in folded), *(1 + a for a in kept), 4, 5)  # folded axes next to the batch
+    grid = [dims[a] for a in kept]
+
+    def fold(x: Tensor) -> Tensor:  # (B, T, H, W, heads, d) -> (B x folded, *kept, heads, d), contiguous
+        return x.permute(order).reshape(-1, *grid, heads, head_dim).contiguous()
+
+    na = (natten.na1d, natten.na2d, natten.na3d)[len(kept) - 1]
+    out = na(fold(q), fold(k), fold(v), kernel_size=tuple(kernel[a] for a in kept), scale=1.0,
+             backend=natten_backend)
+    out = out.reshape(B, *(dims[a] for a in folded), *grid, heads, head_dim)
+    return out.permute([order.index(i) for i in range(6)]).contiguous()
+
+
+def use_natten(model: nn.Module, enabled: bool = True, natten_backend: str | None = None) -> int:
+    """Run every `NeighborhoodAttention` under `model` through NATTEN (`natten_attention`) or, `enabled=False`,
+    back through `neighborhood_attention`; returns how many modules were switched. The same numbers up to float
+    rounding (tests/ltx2/test_ltx2_natten.py). `natten_backend`: NATTEN's kernel choice (see `natten_attention`)."""
+    if enabled and not natten_available():
+        raise ImportError(f"use_natten: the natten package is not installed ({NATTEN_INSTALL})")
+    modules = [m for m in model.modules() if isinstance(m, NeighborhoodAttention)]
+    for m in modules:
+        m.na_backend = "natten" if enabled else "torch"
+        m.natten_backend = natten_backend if enabled else None
+    return len(modules)
+
+
 class QKVProjections(nn.Module):
     """q, k, v as three Linears (ltx-core `QKVProjections`, keys qkv.to_q / to_k / to_v; the files fuse them)."""
 
@@ -409,13 +478,16 @@ class QKVProjections(nn.Module):
 
 class NeighborhoodAttention(nn.Module):
     """Multi-head 3D NA with per-head q/k RMSNorm and absolute RoPE: (B, T, H, W, D) -> (B, T, H, W, D).
-    `score_budget` (mask elements per SDPA call) trades memory for calls; it does not change the result."""
+    `score_budget` (mask elements per SDPA call) trades memory for calls; it does not change the result.
+    `na_backend` "natten" (set by `use_natten`) runs the attention through NATTEN instead, the same up to rounding."""
 
     def __init__(self, dim: int, kernel: tuple[int, int, int], head_dim: int):
         super().__init__()
         self.heads, self.head_dim, self.kernel = dim // head_dim, head_dim, tuple(kernel)
         self.split = rope_split(head_dim)
         self.score_budget = NA_SCORE_BUDGET
+        self.na_backend = "torch"  # "natten": natten_attention (set from outside by use_natten)
+        self.natten_backend: str | None = None  # NATTEN's own kernel choice, None: its pick
         self.qkv = QKVProjections(dim)
         self.proj = nn.Linear(dim, dim)
         self.q_norm = nn.RMSNorm(head_dim, eps=NORM_EPS)
@@ -426,8 +498,11 @@ class NeighborhoodAttention(nn.Module):
         q = self.q_norm(self.qkv.to_q(x).view(shape)) * self.head_dim**-0.5  # scaled before RoPE, as ltx-core
         k = self.k_norm(self.qkv.to_k(x).view(shape))
         v = self.qkv.to_v(x).view(shape)
-        out = neighborhood_attention(rope_3d(q, self.split), rope_3d(k, self.split), v, self.kernel,
-                                     self.score_budget)
+        q, k = rope_3d(q, self.split), rope_3d(k, self.split)
+        if self.na_backend == "natten":
+            out = natten_attention(q, k, v, self.kernel, self.natten_backend)
+        else:
+            out = neighborhood_attention(q, k, v, self.kernel, self.score_budget)
         return self.proj(out.flatten(-2))
 
 

@@ -444,7 +444,6 @@ def test_cli_bad_inputs_one_line(tiny, tmp_path, capsys):
                       metadata={**SafetensorsReader(src).metadata, "model_version": "banana"})
     o = tmp_path / "o.safetensors"
     cases = [
-        ([src, o, "--to", "diffusers"], ["--to diffusers", "V2 (LTX-2.3 / 2.5) feature extractor only"]),
         ([src, o, "--to", "ltx"], ["--to ltx", "LTX-2 file"]),
         ([src, "--dry-run", "--components", "dit"], ["--components", "['dit']", "0.9.x"]),
         ([part, "--dry-run", "--components", "audio_vae"], ["--components", "holds no ['audio_vae']"]),

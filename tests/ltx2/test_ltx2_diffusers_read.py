@@ -2,7 +2,7 @@
 
 1. Round trips ours -> diffusers -> ours (the config through JSON, as config.json holds it) for the video VAE,
    audio VAE and vocoder of the LTX-2.0 ("19b") and 2.3 / 2.5 ("2.3") layouts and the 2.3 / 2.5 text connectors
-   (LTX-2.0's text path has no diffusers map either way): configs equal, every tensor the same object.
+   (LTX-2.0's: tests/ltx2/test_ltx2_connectors20_diffusers.py): configs equal, every tensor the same object.
 2. The independent check: diffusers' own models, built from the forward-mapped config and loaded strictly,
    written with `save_pretrained`, read back with `read_diffusers_component`; our read-back modules against
    diffusers' on one small input, fp32, max abs difference <= 1e-5: the video decode and encode, audio-VAE
@@ -166,7 +166,7 @@ def test_unrepresentable_configs_are_refused_in_one_line(tmp_path):
            ("vae", cls, {**config, "some_new_key": 1}, "config keys ['some_new_key'] are not known"),
            ("text", *forward("text", m["text"])[:2], None)]
     bad[-1] = ("text", bad[-1][1], {**bad[-1][2], "per_modality_projections": False},
-               "per_modality_projections=False (the LTX-2.0 layout) is not read here")
+               "proj_bias=True has no counterpart here (supported: False)")  # the LTX-2.0 layout has no bias
     for name, c, cfg, message in bad:
         with pytest.raises(ValueError) as err:
             inverse(name, c, cfg, {})
