@@ -20,7 +20,6 @@ import torch
 
 from ltx.ltx2.diffusion_decoder import (
     DiffusionDecoder,
-    DiffusionDecoderConfig,
     NeighborhoodAttention,
     decode,
     natten_attention,
@@ -32,13 +31,9 @@ INSTALL = "natten not installed: .venv/bin/pip install --no-deps --no-build-isol
 # natten's CPU path calls flex_attention without torch.compile; torch warns so on every call
 pytestmark = pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
 
-# the diffusion decoder test's tiny layout (tests/ltx2/test_ltx2_diffusion_decoder.py): a kernel of 1 on an axis,
-# kernels narrower than some grids, so windows shift at the borders
-CFG = DiffusionDecoderConfig(
-    in_channels=8, patch_size=2, head_dim=16, stage_channels=(64, 32, 32, 32, 32), stage_depths=(1, 1, 1, 1, 2),
-    stage_kernels=((3, 1, 3), (3, 3, 3), (3, 3, 3), (3, 3, 5), (3, 3, 3)),
-    upsamples=(((1, 2, 2), 2), ((2, 1, 1), 1), ((2, 1, 1), 1), ((2, 1, 1), 1)), stage5_kernel=(3, 3, 5),
-    t_emb_dim=32, default_num_inference_steps=2, timestep_scale_multiplier=1000.0, model_output_type="x0")
+# the diffusion decoder test's tiny layout: a kernel of 1 on an axis, kernels narrower than some grids, so
+# windows shift at the borders
+from test_ltx2_diffusion_decoder import CFG  # noqa: E402
 
 
 @pytest.fixture(scope="module")
